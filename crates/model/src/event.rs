@@ -1,0 +1,308 @@
+//! Turning one client-sent JSON event into what Keyhole stores, following Keen's write rules: the
+//! event is an object, property names and values obey Keen's limits, the reserved `keen` namespace is
+//! checked, `${keen.ip}`/`${keen.user_agent}` placeholders are filled, and `keen.timestamp`,
+//! `keen.created_at` and `keen.id` are set. The result carries both the final JSON (what the WAL keeps and
+//! extraction returns) and its flattened form (what the columnar buffers take).
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::flat::{FlatEvent, flatten_properties};
+use crate::names::property_name_problem;
+use crate::timestamp::{EpochMillis, format_timestamp, parse_timestamp};
+
+/// Largest serialized event Keen accepts (bytes).
+pub const MAX_EVENT_BYTES: usize = 900_000;
+/// String values must be shorter than this many characters.
+pub const MAX_STRING_CHARS: usize = 10_000;
+/// Longest `keen.uniqueness_token`.
+pub const MAX_UNIQUENESS_TOKEN_CHARS: usize = 64;
+
+const IP_PLACEHOLDER: &str = "${keen.ip}";
+const USER_AGENT_PLACEHOLDER: &str = "${keen.user_agent}";
+
+/// Why an event was refused. The server maps each kind to Keen's `error_code` and HTTP status.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    #[error("{0}")]
+    InvalidEvent(String),
+    #[error("{0}")]
+    EventTooLarge(String),
+    #[error("{0}")]
+    NamespaceType(String),
+    #[error("{0}")]
+    InvalidKeenNamespaceProperty(String),
+    #[error("{0}")]
+    ListsOfNonPrimitivesNotAllowed(String),
+    #[error("{0}")]
+    InvalidPropertyName(String),
+    #[error("{0}")]
+    InvalidPropertyValue(String),
+    #[error("{0}")]
+    InvalidCollectionName(String),
+}
+
+/// What the write path knows about the request an event arrived in.
+#[derive(Clone, Debug)]
+pub struct EventContext {
+    pub received_at: DateTime<Utc>,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// A validated event with Keen's server-side fields set.
+#[derive(Clone, Debug)]
+pub struct PreparedEvent {
+    /// The final event as JSON text.
+    pub json: Vec<u8>,
+    pub flat: FlatEvent,
+    pub uniqueness_token: Option<String>,
+}
+
+/// Validates and completes one event; see the module docs for the rules.
+pub fn prepare_event(event: Value, context: &EventContext) -> Result<PreparedEvent, EventError> {
+    let Value::Object(mut event) = event else {
+        return Err(EventError::InvalidEvent("An event must be a JSON object.".to_string()));
+    };
+    replace_placeholders(&mut event, context);
+    let keen_in = match event.remove("keen") {
+        None => Map::new(),
+        Some(Value::Object(keen)) => keen,
+        Some(_) => {
+            return Err(EventError::NamespaceType(
+                "The 'keen' property must be a JSON object.".to_string(),
+            ));
+        }
+    };
+    validate_properties(&event, 1)?;
+    let keen_fields = KeenFields::from_client(keen_in, context)?;
+
+    let mut keen_out = keen_fields.passthrough;
+    keen_out.insert("timestamp".into(), Value::String(format_timestamp(keen_fields.timestamp)));
+    let created_at = context.received_at.timestamp_millis();
+    keen_out.insert("created_at".into(), Value::String(format_timestamp(created_at)));
+    let id = new_event_id(created_at);
+    keen_out.insert("id".into(), Value::String(id.clone()));
+    event.insert("keen".into(), Value::Object(keen_out));
+
+    let properties = flatten_properties(&event);
+    let json = serde_json::to_vec(&event).expect("a JSON map always serializes");
+    if json.len() > MAX_EVENT_BYTES {
+        return Err(EventError::EventTooLarge(format!(
+            "An event must be at most {MAX_EVENT_BYTES} bytes; this one is {} bytes.",
+            json.len()
+        )));
+    }
+    Ok(PreparedEvent {
+        json,
+        flat: FlatEvent {
+            timestamp_millis: keen_fields.timestamp,
+            created_at_millis: created_at,
+            id,
+            properties,
+        },
+        uniqueness_token: keen_fields.uniqueness_token,
+    })
+}
+
+/// The client's `keen` object, checked: what Keyhole keeps of it and the event time it names.
+struct KeenFields {
+    timestamp: EpochMillis,
+    uniqueness_token: Option<String>,
+    /// Client `keen.*` properties stored as sent (`location`, `uniqueness_token`).
+    passthrough: Map<String, Value>,
+}
+
+impl KeenFields {
+    fn from_client(keen: Map<String, Value>, context: &EventContext) -> Result<Self, EventError> {
+        let mut fields = KeenFields {
+            timestamp: context.received_at.timestamp_millis(),
+            uniqueness_token: None,
+            passthrough: Map::new(),
+        };
+        for (name, value) in keen {
+            match name.as_str() {
+                "timestamp" => fields.timestamp = parse_client_timestamp(&value)?,
+                // Server-assigned; a client's value is replaced, as Keen does.
+                "created_at" | "id" => {}
+                // Enrichment specs are consumed at write time and never stored (Keen §8).
+                "addons" => validate_addons(&value)?,
+                "uniqueness_token" => {
+                    let token = parse_uniqueness_token(&value)?;
+                    fields.uniqueness_token = Some(token.clone());
+                    fields.passthrough.insert(name, Value::String(token));
+                }
+                "location" => {
+                    validate_value("keen.location", &value, 2)?;
+                    fields.passthrough.insert(name, value);
+                }
+                _ => {
+                    return Err(EventError::InvalidKeenNamespaceProperty(format!(
+                        "'keen.{name}' is not a property you may set in the keen namespace."
+                    )));
+                }
+            }
+        }
+        Ok(fields)
+    }
+}
+
+fn parse_client_timestamp(value: &Value) -> Result<EpochMillis, EventError> {
+    value.as_str().and_then(parse_timestamp).ok_or_else(|| {
+        EventError::InvalidKeenNamespaceProperty(format!(
+            "keen.timestamp must be an ISO-8601 date-time string, got {value}."
+        ))
+    })
+}
+
+fn parse_uniqueness_token(value: &Value) -> Result<String, EventError> {
+    match value.as_str() {
+        Some(token) if !token.is_empty() && token.chars().count() <= MAX_UNIQUENESS_TOKEN_CHARS => {
+            Ok(token.to_string())
+        }
+        _ => Err(EventError::InvalidKeenNamespaceProperty(format!(
+            "keen.uniqueness_token must be a non-empty string of at most {MAX_UNIQUENESS_TOKEN_CHARS} characters."
+        ))),
+    }
+}
+
+fn validate_addons(value: &Value) -> Result<(), EventError> {
+    let valid = value.as_array().is_some_and(|addons| addons.iter().all(Value::is_object));
+    if valid {
+        return Ok(());
+    }
+    Err(EventError::InvalidKeenNamespaceProperty(
+        "keen.addons must be a list of add-on objects.".to_string(),
+    ))
+}
+
+fn validate_properties(object: &Map<String, Value>, depth: usize) -> Result<(), EventError> {
+    for (name, value) in object {
+        if let Some(problem) = property_name_problem(name) {
+            return Err(EventError::InvalidPropertyName(problem));
+        }
+        validate_value(name, value, depth)?;
+    }
+    Ok(())
+}
+
+/// serde_json already refuses nesting deeper than 128 levels while parsing; this bound is a backstop.
+const MAX_NESTING_DEPTH: usize = 1000;
+
+fn validate_value(name: &str, value: &Value, depth: usize) -> Result<(), EventError> {
+    if depth > MAX_NESTING_DEPTH {
+        return Err(EventError::InvalidEvent("The event is nested too deeply.".to_string()));
+    }
+    match value {
+        Value::String(text) => validate_string(name, text),
+        Value::Object(nested) => validate_properties(nested, depth + 1),
+        Value::Array(items) => {
+            for item in items {
+                match item {
+                    Value::Object(_) | Value::Array(_) => {
+                        return Err(EventError::ListsOfNonPrimitivesNotAllowed(format!(
+                            "Property '{name}' is a list containing objects or lists; lists may hold only strings, numbers, booleans and nulls."
+                        )));
+                    }
+                    Value::String(text) => validate_string(name, text)?,
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => Ok(()),
+    }
+}
+
+fn validate_string(name: &str, text: &str) -> Result<(), EventError> {
+    if text.len() < MAX_STRING_CHARS || text.chars().count() < MAX_STRING_CHARS {
+        return Ok(());
+    }
+    Err(EventError::InvalidPropertyValue(format!(
+        "Property '{name}' holds a string of {} characters; strings must be shorter than {MAX_STRING_CHARS}.",
+        text.chars().count()
+    )))
+}
+
+fn replace_placeholders(object: &mut Map<String, Value>, context: &EventContext) {
+    for value in object.values_mut() {
+        replace_placeholder_value(value, context);
+    }
+}
+
+fn replace_placeholder_value(value: &mut Value, context: &EventContext) {
+    match value {
+        Value::String(text) if text == IP_PLACEHOLDER => {
+            *value = context.client_ip.clone().map_or(Value::Null, Value::String);
+        }
+        Value::String(text) if text == USER_AGENT_PLACEHOLDER => {
+            *value = context.user_agent.clone().map_or(Value::Null, Value::String);
+        }
+        Value::Object(nested) => replace_placeholders(nested, context),
+        Value::Array(items) => items.iter_mut().for_each(|item| replace_placeholder_value(item, context)),
+        _ => {}
+    }
+}
+
+/// A 24-hex-digit id shaped like Keen's (MongoDB ObjectId): 4 bytes of seconds, 8 random bytes.
+fn new_event_id(created_at_millis: i64) -> String {
+    let mut bytes = [0u8; 12];
+    bytes[..4].copy_from_slice(&((created_at_millis / 1000) as u32).to_be_bytes());
+    rand::fill(&mut bytes[4..]);
+    hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn context() -> EventContext {
+        EventContext {
+            received_at: "2024-05-01T10:00:00Z".parse().unwrap(),
+            client_ip: Some("10.1.2.3".into()),
+            user_agent: Some("curl/8".into()),
+        }
+    }
+
+    fn stored(event: Value) -> Value {
+        let prepared = prepare_event(event, &context()).unwrap();
+        serde_json::from_slice(&prepared.json).unwrap()
+    }
+
+    #[test]
+    fn sets_keen_fields_and_keeps_client_timestamp() {
+        let event = stored(json!({"a": 1, "keen": {"timestamp": "2020-01-02T03:04:05.678901", "id": "mine", "created_at": "x"}}));
+        assert_eq!(event["keen"]["timestamp"], "2020-01-02T03:04:05.678Z");
+        assert_eq!(event["keen"]["created_at"], "2024-05-01T10:00:00.000Z");
+        assert_ne!(event["keen"]["id"], "mine");
+        assert_eq!(event["keen"]["id"].as_str().unwrap().len(), 24);
+        let event = stored(json!({"a": 1}));
+        assert_eq!(event["keen"]["timestamp"], "2024-05-01T10:00:00.000Z");
+    }
+
+    #[test]
+    fn replaces_placeholders_and_drops_addons() {
+        let event = stored(json!({"ip": "${keen.ip}", "ua": {"raw": "${keen.user_agent}"}, "keen": {"addons": [{"name": "keen:ip_to_geo"}]}}));
+        assert_eq!(event["ip"], "10.1.2.3");
+        assert_eq!(event["ua"]["raw"], "curl/8");
+        assert!(event["keen"].get("addons").is_none());
+    }
+
+    #[test]
+    fn refuses_what_keen_refuses() {
+        let refuse = |event: Value| prepare_event(event, &context()).unwrap_err();
+        assert!(matches!(refuse(json!([1])), EventError::InvalidEvent(_)));
+        assert!(matches!(refuse(json!({"keen": 5})), EventError::NamespaceType(_)));
+        assert!(matches!(refuse(json!({"keen": {"foo": 1}})), EventError::InvalidKeenNamespaceProperty(_)));
+        assert!(matches!(refuse(json!({"keen": {"timestamp": "soon"}})), EventError::InvalidKeenNamespaceProperty(_)));
+        assert!(matches!(refuse(json!({"keen": {"uniqueness_token": "x".repeat(65)}})), EventError::InvalidKeenNamespaceProperty(_)));
+        assert!(matches!(refuse(json!({"a.b": 1})), EventError::InvalidPropertyName(_)));
+        assert!(matches!(refuse(json!({"o": {"$x": 1}})), EventError::InvalidPropertyName(_)));
+        assert!(matches!(refuse(json!({"l": [{"a": 1}]})), EventError::ListsOfNonPrimitivesNotAllowed(_)));
+        assert!(matches!(refuse(json!({"l": [[1]]})), EventError::ListsOfNonPrimitivesNotAllowed(_)));
+        assert!(matches!(refuse(json!({"s": "x".repeat(10_000)})), EventError::InvalidPropertyValue(_)));
+        let big: Vec<String> = (0..100).map(|_| "y".repeat(9_999)).collect();
+        assert!(matches!(refuse(json!({"big": big})), EventError::EventTooLarge(_)));
+    }
+}

@@ -1,0 +1,217 @@
+//! The typed, flattened form of an event that storage keeps in columns.
+//!
+//! Design: nested objects become dotted paths (`user.address.city`), which is reversible because Keen
+//! forbids `.` inside property names. Each (path, JSON kind) pair is its own column, so a property that is
+//! a number in one event and a string in the next keeps both values with their own types (type drift,
+//! see ARCHITECTURE.md). Lists of primitives stay lists; their element kind picks the list column, and a
+//! list mixing kinds keeps each element as JSON text. An explicit `null` and an empty object `{}` are
+//! recorded too, so nothing a client sent is lost.
+
+use serde_json::{Map, Value};
+
+/// The JSON kind of one flattened value; also the suffix of its physical column (`price#num`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ValueKind {
+    Num,
+    Str,
+    Bool,
+    Null,
+    NumList,
+    StrList,
+    BoolList,
+    MixedList,
+    EmptyObject,
+}
+
+impl ValueKind {
+    pub const ALL: [ValueKind; 9] = [
+        ValueKind::Num,
+        ValueKind::Str,
+        ValueKind::Bool,
+        ValueKind::Null,
+        ValueKind::NumList,
+        ValueKind::StrList,
+        ValueKind::BoolList,
+        ValueKind::MixedList,
+        ValueKind::EmptyObject,
+    ];
+
+    /// Suffix used in physical column names: `{path}#{suffix}`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            ValueKind::Num => "num",
+            ValueKind::Str => "str",
+            ValueKind::Bool => "bool",
+            ValueKind::Null => "null",
+            ValueKind::NumList => "list_num",
+            ValueKind::StrList => "list_str",
+            ValueKind::BoolList => "list_bool",
+            ValueKind::MixedList => "list_json",
+            ValueKind::EmptyObject => "object",
+        }
+    }
+
+    pub fn from_suffix(suffix: &str) -> Option<ValueKind> {
+        ValueKind::ALL.into_iter().find(|kind| kind.suffix() == suffix)
+    }
+
+    /// The type name Keen's schema endpoints report (`string`, `num`, `bool`, `list`, `null`, ...).
+    pub fn keen_type_name(self) -> &'static str {
+        match self {
+            ValueKind::Num => "num",
+            ValueKind::Str => "string",
+            ValueKind::Bool => "bool",
+            ValueKind::Null => "null",
+            ValueKind::NumList | ValueKind::StrList | ValueKind::BoolList | ValueKind::MixedList => {
+                "list"
+            }
+            ValueKind::EmptyObject => "object",
+        }
+    }
+
+    /// Physical column name for a property path of this kind.
+    pub fn column_name(self, path: &str) -> String {
+        format!("{path}#{}", self.suffix())
+    }
+
+    /// Splits a physical column name back into (path, kind); `None` for the fixed `keen.*` columns.
+    pub fn split_column_name(column: &str) -> Option<(&str, ValueKind)> {
+        let (path, suffix) = column.rsplit_once('#')?;
+        Some((path, ValueKind::from_suffix(suffix)?))
+    }
+}
+
+/// One flattened value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FlatValue {
+    Num(f64),
+    Str(String),
+    Bool(bool),
+    Null,
+    NumList(Vec<Option<f64>>),
+    StrList(Vec<Option<String>>),
+    BoolList(Vec<Option<bool>>),
+    /// Elements of a list that mixes kinds, each as JSON text.
+    MixedList(Vec<String>),
+    EmptyObject,
+}
+
+impl FlatValue {
+    pub fn kind(&self) -> ValueKind {
+        match self {
+            FlatValue::Num(_) => ValueKind::Num,
+            FlatValue::Str(_) => ValueKind::Str,
+            FlatValue::Bool(_) => ValueKind::Bool,
+            FlatValue::Null => ValueKind::Null,
+            FlatValue::NumList(_) => ValueKind::NumList,
+            FlatValue::StrList(_) => ValueKind::StrList,
+            FlatValue::BoolList(_) => ValueKind::BoolList,
+            FlatValue::MixedList(_) => ValueKind::MixedList,
+            FlatValue::EmptyObject => ValueKind::EmptyObject,
+        }
+    }
+}
+
+/// An event ready for columnar storage: the three fixed `keen.*` columns plus every other property.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlatEvent {
+    pub timestamp_millis: i64,
+    pub created_at_millis: i64,
+    pub id: String,
+    /// (dotted path, value), in the order the event's JSON lists them.
+    pub properties: Vec<(String, FlatValue)>,
+}
+
+/// Paths stored in fixed columns rather than `{path}#{kind}` columns.
+pub const TIMESTAMP_COLUMN: &str = "keen.timestamp";
+pub const CREATED_AT_COLUMN: &str = "keen.created_at";
+pub const ID_COLUMN: &str = "keen.id";
+
+/// Flattens a validated event object (see [`crate::event::prepare_event`]); the fixed `keen.*`
+/// properties are taken from the arguments, not from the object.
+pub fn flatten_properties(event: &Map<String, Value>) -> Vec<(String, FlatValue)> {
+    let mut properties = Vec::new();
+    flatten_into("", event, &mut properties);
+    properties
+}
+
+fn flatten_into(prefix: &str, object: &Map<String, Value>, out: &mut Vec<(String, FlatValue)>) {
+    for (name, value) in object {
+        let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+        if matches!(path.as_str(), TIMESTAMP_COLUMN | CREATED_AT_COLUMN | ID_COLUMN) {
+            continue;
+        }
+        match value {
+            Value::Object(nested) if nested.is_empty() => out.push((path, FlatValue::EmptyObject)),
+            Value::Object(nested) => flatten_into(&path, nested, out),
+            Value::Array(items) => out.push((path, flatten_list(items))),
+            Value::Null => out.push((path, FlatValue::Null)),
+            Value::Bool(flag) => out.push((path, FlatValue::Bool(*flag))),
+            Value::Number(number) => out.push((path, FlatValue::Num(number.as_f64().unwrap_or(f64::NAN)))),
+            Value::String(text) => out.push((path, FlatValue::Str(text.clone()))),
+        }
+    }
+}
+
+fn flatten_list(items: &[Value]) -> FlatValue {
+    let mut kinds = items.iter().filter(|item| !item.is_null()).map(|item| match item {
+        Value::Number(_) => 0u8,
+        Value::String(_) => 1,
+        Value::Bool(_) => 2,
+        _ => 3,
+    });
+    let first_kind = kinds.next();
+    let homogeneous = kinds.all(|kind| Some(kind) == first_kind);
+    match (first_kind, homogeneous) {
+        (Some(0), true) => FlatValue::NumList(items.iter().map(Value::as_f64).collect()),
+        (Some(2), true) => FlatValue::BoolList(items.iter().map(Value::as_bool).collect()),
+        (None, _) | (Some(1), true) => FlatValue::StrList(
+            items.iter().map(|item| item.as_str().map(str::to_string)).collect(),
+        ),
+        _ => FlatValue::MixedList(items.iter().map(Value::to_string).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn flat(value: Value) -> Vec<(String, FlatValue)> {
+        flatten_properties(value.as_object().unwrap())
+    }
+
+    #[test]
+    fn flattens_nested_objects_and_lists() {
+        let properties = flat(json!({
+            "price": 2.5, "user": {"id": "u1", "address": {"zip": 12345}}, "tags": ["a", null],
+            "nums": [1, 2], "flags": [true], "mixed": [1, "a"], "empty": {}, "nothing": null,
+            "keen": {"timestamp": "x", "id": "y", "uniqueness_token": "t"}
+        }));
+        let mut expected: Vec<(String, FlatValue)> = vec![
+                ("price".into(), FlatValue::Num(2.5)),
+                ("user.id".into(), FlatValue::Str("u1".into())),
+                ("user.address.zip".into(), FlatValue::Num(12345.0)),
+                ("tags".into(), FlatValue::StrList(vec![Some("a".into()), None])),
+                ("nums".into(), FlatValue::NumList(vec![Some(1.0), Some(2.0)])),
+                ("flags".into(), FlatValue::BoolList(vec![Some(true)])),
+                ("mixed".into(), FlatValue::MixedList(vec!["1".into(), "\"a\"".into()])),
+                ("empty".into(), FlatValue::EmptyObject),
+                ("nothing".into(), FlatValue::Null),
+                ("keen.uniqueness_token".into(), FlatValue::Str("t".into())),
+            ];
+        expected.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut properties = properties;
+        properties.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(properties, expected);
+    }
+
+    #[test]
+    fn column_names_round_trip_even_with_hash_in_the_name() {
+        for kind in ValueKind::ALL {
+            let column = kind.column_name("a#num");
+            assert_eq!(ValueKind::split_column_name(&column), Some(("a#num", kind)));
+        }
+        assert_eq!(ValueKind::split_column_name(TIMESTAMP_COLUMN), None);
+    }
+}

@@ -1,0 +1,13 @@
+//! Keyhole's pure domain model: Keen JSON events and the typed, flattened form storage keeps them in,
+//! collection/property naming rules, timestamps, and access-key primitives. Nothing here does I/O, so
+//! every layer above (storage, meta, server) shares one definition of what a valid event or key is.
+
+pub mod event;
+pub mod flat;
+pub mod keys;
+pub mod names;
+pub mod timestamp;
+
+pub use event::{EventContext, EventError, PreparedEvent, prepare_event};
+pub use flat::{FlatEvent, FlatValue, ValueKind};
+pub use keys::{KeyHash, Operation};

@@ -1,0 +1,71 @@
+//! Event timestamps: parsing the ISO-8601 forms Keen clients send and formatting the one form Keen
+//! answers with (`2015-05-27T22:44:50.722Z`). Keyhole keeps event times at millisecond precision,
+//! like Keen, so what is stored, filtered and returned is the same instant.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
+
+/// Milliseconds since the Unix epoch, UTC.
+pub type EpochMillis = i64;
+
+/// Parses a client timestamp: RFC 3339 with `Z` or an offset, or a naive date-time (Python's
+/// `isoformat()` without a zone), which Keen reads as UTC. A bare date means its midnight UTC.
+pub fn parse_timestamp(text: &str) -> Option<EpochMillis> {
+    let text = text.trim();
+    if let Ok(parsed) = DateTime::parse_from_rfc3339(text) {
+        return Some(parsed.timestamp_millis());
+    }
+    for format in ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%:z"] {
+        if let Ok(parsed) = DateTime::parse_from_str(text, format) {
+            return Some(parsed.timestamp_millis());
+        }
+    }
+    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
+            return Some(Utc.from_utc_datetime(&naive).timestamp_millis());
+        }
+    }
+    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Some(Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0)?).timestamp_millis());
+    }
+    None
+}
+
+/// Formats an instant the way Keen returns timestamps: UTC, milliseconds, `Z`.
+pub fn format_timestamp(millis: EpochMillis) -> String {
+    let instant = Utc.timestamp_millis_opt(millis).single().unwrap_or_default();
+    instant.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The UTC calendar day of an instant, as `YYYY-MM-DD` (the storage partition key).
+pub fn utc_day(millis: EpochMillis) -> String {
+    let instant = Utc.timestamp_millis_opt(millis).single().unwrap_or_default();
+    instant.format("%Y-%m-%d").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_client_forms() {
+        let expected = parse_timestamp("2024-03-01T12:30:45.123Z").unwrap();
+        assert_eq!(format_timestamp(expected), "2024-03-01T12:30:45.123Z");
+        assert_eq!(parse_timestamp("2024-03-01T12:30:45.123000"), Some(expected));
+        assert_eq!(parse_timestamp("2024-03-01T12:30:45.123+00:00"), Some(expected));
+        assert_eq!(parse_timestamp("2024-03-01T13:30:45.123+01:00"), Some(expected));
+        assert_eq!(parse_timestamp("2024-03-01T12:30:45.123456"), Some(expected));
+        assert_eq!(
+            parse_timestamp("2024-03-01"),
+            parse_timestamp("2024-03-01T00:00:00Z")
+        );
+        assert_eq!(parse_timestamp("yesterday"), None);
+        assert_eq!(parse_timestamp(""), None);
+    }
+
+    #[test]
+    fn day_partition() {
+        let instant = parse_timestamp("2024-03-01T23:59:59.999Z").unwrap();
+        assert_eq!(utc_day(instant), "2024-03-01");
+        assert_eq!(utc_day(instant + 1), "2024-03-02");
+    }
+}
