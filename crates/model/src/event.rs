@@ -59,6 +59,19 @@ pub struct PreparedEvent {
     pub uniqueness_token: Option<String>,
 }
 
+/// Rebuilds the flattened form of an event Keyhole stored earlier (WAL replay). `None` when the text
+/// is not an event Keyhole wrote.
+pub fn reload_event(json: &[u8]) -> Option<(FlatEvent, Option<String>)> {
+    let Value::Object(event) = serde_json::from_slice::<Value>(json).ok()? else { return None };
+    let keen = event.get("keen")?.as_object()?;
+    let timestamp_millis = parse_timestamp(keen.get("timestamp")?.as_str()?)?;
+    let created_at_millis = parse_timestamp(keen.get("created_at")?.as_str()?)?;
+    let id = keen.get("id")?.as_str()?.to_string();
+    let token = keen.get("uniqueness_token").and_then(Value::as_str).map(str::to_string);
+    let properties = flatten_properties(&event);
+    Some((FlatEvent { timestamp_millis, created_at_millis, id, properties }, token))
+}
+
 /// Validates and completes one event; see the module docs for the rules.
 pub fn prepare_event(event: Value, context: &EventContext) -> Result<PreparedEvent, EventError> {
     let Value::Object(mut event) = event else {
@@ -279,6 +292,15 @@ mod tests {
         assert_eq!(event["keen"]["id"].as_str().unwrap().len(), 24);
         let event = stored(json!({"a": 1}));
         assert_eq!(event["keen"]["timestamp"], "2024-05-01T10:00:00.000Z");
+    }
+
+    #[test]
+    fn reloads_what_it_prepared() {
+        let prepared = prepare_event(json!({"a": {"b": [1, 2]}, "keen": {"uniqueness_token": "t1"}}), &context()).unwrap();
+        let (flat, token) = reload_event(&prepared.json).unwrap();
+        assert_eq!(flat, prepared.flat);
+        assert_eq!(token.as_deref(), Some("t1"));
+        assert!(reload_event(b"{}").is_none());
     }
 
     #[test]

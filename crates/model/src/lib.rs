@@ -8,6 +8,6 @@ pub mod keys;
 pub mod names;
 pub mod timestamp;
 
-pub use event::{EventContext, EventError, PreparedEvent, prepare_event};
+pub use event::{EventContext, EventError, PreparedEvent, prepare_event, reload_event};
 pub use flat::{FlatEvent, FlatValue, ValueKind};
 pub use keys::{KeyHash, Operation};

@@ -1,1 +1,399 @@
-//! placeholder
+//! Keyhole's event storage: a write-ahead log for durability, in-memory Arrow buffers so every
+//! acknowledged event is readable at once, and Parquet files (via `object_store`) partitioned by project,
+//! collection and UTC day of `keen.timestamp`, with a schema per collection.
+//!
+//! The one read interface for the query layer is [`Storage::scan`]: the rows of a collection in a time
+//! range as Arrow batches, all shaped to the collection's schema, from files and memory alike.
+//! See ARCHITECTURE.md for the life of one write.
+
+pub mod columns;
+mod flush;
+pub mod manifest;
+mod objects;
+mod state;
+pub mod wal;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use arrow::array::{BooleanArray, TimestampMillisecondArray};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use keyhole_model::flat::TIMESTAMP_COLUMN;
+use keyhole_model::{PreparedEvent, reload_event};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+pub use manifest::{CollectionId, CollectionSchema, DataFile, PropertySchema};
+pub use writer::WriteOutcome;
+
+use crate::columns::{conform_batch, schema_with_columns};
+use crate::manifest::Manifest;
+use crate::objects::ObjectFiles;
+use crate::state::State;
+use crate::wal::{Wal, WalEntry};
+use crate::writer::{Command, TokenIndex, Writer};
+
+/// Storage failures. Callers show clients a generic error and log the detail.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage i/o failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("storage is shut down")]
+    Closed,
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+#[derive(Clone, Debug)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+    /// Flush to Parquet once this many rows are buffered in memory.
+    pub flush_rows: usize,
+    /// Flush buffered rows at least this often.
+    pub flush_interval: Duration,
+    /// Merge a day's files once it has this many.
+    pub compact_min_files: usize,
+    /// How long replaced files stay readable for scans that listed them.
+    pub delete_grace: Duration,
+}
+
+impl StorageConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> StorageConfig {
+        StorageConfig {
+            data_dir: data_dir.into(),
+            flush_rows: 200_000,
+            flush_interval: Duration::from_secs(30),
+            compact_min_files: 8,
+            delete_grace: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Half-open event-time range `[start, end)` in epoch milliseconds; `None` is unbounded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    pub start_millis: Option<i64>,
+    pub end_millis: Option<i64>,
+}
+
+impl TimeRange {
+    pub const ALL: TimeRange = TimeRange { start_millis: None, end_millis: None };
+
+    fn overlaps_file(&self, file: &DataFile) -> bool {
+        self.start_millis.is_none_or(|start| file.max_timestamp_millis >= start)
+            && self.end_millis.is_none_or(|end| file.min_timestamp_millis < end)
+    }
+
+    fn contains(&self, millis: i64) -> bool {
+        self.start_millis.is_none_or(|start| millis >= start) && self.end_millis.is_none_or(|end| millis < end)
+    }
+}
+
+/// A collection's rows in a time range, every batch shaped to `schema`.
+#[derive(Clone, Debug)]
+pub struct CollectionScan {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+impl CollectionScan {
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+struct Inner {
+    config: StorageConfig,
+    state: Arc<Mutex<State>>,
+    commands: mpsc::Sender<Command>,
+    objects: ObjectFiles,
+    /// Serializes flushes, compactions and collection deletes: everything that rewrites the manifest.
+    maintenance: tokio::sync::Mutex<()>,
+    flush_wanted: Notify,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Handle to the storage engine; cheap to clone.
+#[derive(Clone)]
+pub struct Storage {
+    inner: Arc<Inner>,
+}
+
+impl Storage {
+    /// Opens (or creates) the data directory, replays the WAL and starts the writer and flusher.
+    pub async fn open(config: StorageConfig) -> Result<Storage> {
+        let data_dir = config.data_dir.clone();
+        std::fs::create_dir_all(&data_dir)?;
+        let manifest = Manifest::load(&data_dir)?;
+        let objects = ObjectFiles::local(data_dir.join("objects"))?;
+        remove_unlisted_files(&objects, &manifest).await?;
+        let mut state = State::from_manifest(manifest);
+        let mut tokens = load_tokens_from_files(&objects, &state).await?;
+        let replay = replay_wal(&wal_dir(&data_dir), &mut state, &mut tokens)?;
+        for file in &replay.deleted_files {
+            objects.delete(&file.path).await;
+        }
+        if !replay.deleted_files.is_empty() {
+            state.to_manifest().store(&data_dir)?;
+        }
+        let next_sequence = replay.highest_sequence.max(state.flushed_sequence) + 1;
+        tracing::info!(replayed_records = replay.records, next_sequence, "storage opened");
+
+        let wal = Wal::create(&wal_dir(&data_dir), next_sequence)?;
+        let state = Arc::new(Mutex::new(state));
+        let (commands, receiver) = mpsc::channel(1024);
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
+            let flush_rows = config.flush_rows;
+            let weak_for_writer = weak.clone();
+            let writer = Writer {
+                wal,
+                tokens,
+                state: state.clone(),
+                broken: false,
+                on_applied: Box::new(move |buffered_rows| {
+                    if buffered_rows < flush_rows {
+                        return;
+                    }
+                    if let Some(inner) = weak_for_writer.upgrade() {
+                        inner.flush_wanted.notify_one();
+                    }
+                }),
+            };
+            let thread = std::thread::Builder::new()
+                .name("keyhole-wal".into())
+                .spawn(move || writer.run(receiver))
+                .expect("spawn wal writer thread");
+            Inner {
+                config,
+                state,
+                commands,
+                objects,
+                maintenance: tokio::sync::Mutex::new(()),
+                flush_wanted: Notify::new(),
+                writer_thread: Mutex::new(Some(thread)),
+            }
+        });
+        spawn_flusher(Arc::downgrade(&inner));
+        Ok(Storage { inner })
+    }
+
+    /// Appends events to a collection. Returns once they are fsync'd in the WAL and visible to scans.
+    pub async fn append(&self, collection: CollectionId, events: Vec<PreparedEvent>) -> Result<Vec<WriteOutcome>> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Write { collection, events, reply }).await?;
+        Ok(answer.await.map_err(|_| StorageError::Closed)??)
+    }
+
+    /// Deletes a collection: its events, files and schema. Durable when this returns.
+    pub async fn delete_collection(&self, collection: CollectionId) -> Result<()> {
+        let _maintenance = self.inner.maintenance.lock().await;
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::DeleteCollection { collection, reply }).await?;
+        let removed_files = answer.await.map_err(|_| StorageError::Closed)??;
+        self.store_manifest().await?;
+        for file in removed_files {
+            self.inner.objects.delete(&file.path).await;
+        }
+        Ok(())
+    }
+
+    /// Names and schemas of a project's collections, by name.
+    pub fn collections(&self, project: &str) -> Vec<(String, CollectionSchema)> {
+        let state = self.inner.state.lock().expect("state lock");
+        state
+            .collections
+            .iter()
+            .filter(|(id, _)| id.project == project)
+            .map(|(id, collection)| (id.collection.clone(), collection.schema.clone()))
+            .collect()
+    }
+
+    /// One collection's schema; `None` if it holds no events.
+    pub fn collection_schema(&self, collection: &CollectionId) -> Option<CollectionSchema> {
+        let state = self.inner.state.lock().expect("state lock");
+        state.collections.get(collection).map(|collection| collection.schema.clone())
+    }
+
+    /// Every acknowledged event of a collection with `keen.timestamp` in `range`.
+    pub async fn scan(&self, collection: &CollectionId, range: TimeRange) -> Result<CollectionScan> {
+        let (schema, memory_batches, files) = {
+            let mut state = self.inner.state.lock().expect("state lock");
+            let Some(target) = state.collections.get_mut(collection) else {
+                return Ok(CollectionScan { schema: schema_with_columns(&[]), batches: Vec::new() });
+            };
+            target.seal();
+            let schema = schema_with_columns(&target.schema.column_names());
+            let memory: Vec<RecordBatch> = target.flushing.iter().chain(&target.sealed).cloned().collect();
+            let files: Vec<DataFile> =
+                target.files.iter().filter(|file| range.overlaps_file(file)).cloned().collect();
+            (schema, memory, files)
+        };
+        let mut batches = Vec::new();
+        for file in &files {
+            for batch in flush::read_data_file(&self.inner.objects, file, &schema).await? {
+                push_in_range(&mut batches, batch, range);
+            }
+        }
+        for batch in &memory_batches {
+            push_in_range(&mut batches, conform_batch(batch, &schema), range);
+        }
+        Ok(CollectionScan { schema, batches })
+    }
+
+    /// Writes every buffered row to Parquet now, then compacts days with many files.
+    pub async fn flush(&self) -> Result<()> {
+        let _maintenance = self.inner.maintenance.lock().await;
+        self.flush_locked().await?;
+        self.compact_locked().await
+    }
+
+    /// Data files of a collection (for inspection and tests).
+    pub fn data_files(&self, collection: &CollectionId) -> Vec<DataFile> {
+        let state = self.inner.state.lock().expect("state lock");
+        state.collections.get(collection).map(|c| c.files.clone()).unwrap_or_default()
+    }
+
+    /// Flushes everything and stops the writer. Later calls fail with [`StorageError::Closed`].
+    pub async fn close(&self) -> Result<()> {
+        self.flush().await?;
+        let _ = self.inner.commands.send(Command::Stop).await;
+        let thread = self.inner.writer_thread.lock().expect("writer thread lock").take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        Ok(())
+    }
+
+    async fn send(&self, command: Command) -> Result<()> {
+        self.inner.commands.send(command).await.map_err(|_| StorageError::Closed)
+    }
+
+    async fn store_manifest(&self) -> Result<()> {
+        let manifest = self.inner.state.lock().expect("state lock").to_manifest();
+        let data_dir = self.inner.config.data_dir.clone();
+        tokio::task::spawn_blocking(move || manifest.store(&data_dir))
+            .await
+            .map_err(std::io::Error::other)??;
+        Ok(())
+    }
+
+    fn delete_later(&self, files: Vec<DataFile>) {
+        if files.is_empty() {
+            return;
+        }
+        let objects = self.inner.objects.clone();
+        let grace = self.inner.config.delete_grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            for file in files {
+                objects.delete(&file.path).await;
+            }
+        });
+    }
+}
+
+fn push_in_range(batches: &mut Vec<RecordBatch>, batch: RecordBatch, range: TimeRange) {
+    if range == TimeRange::ALL {
+        if batch.num_rows() > 0 {
+            batches.push(batch);
+        }
+        return;
+    }
+    let times = batch
+        .column_by_name(TIMESTAMP_COLUMN)
+        .and_then(|column| column.as_any().downcast_ref::<TimestampMillisecondArray>())
+        .expect("keen.timestamp column");
+    let keep: BooleanArray = times.iter().map(|time| Some(time.is_some_and(|t| range.contains(t)))).collect();
+    let filtered = filter_record_batch(&batch, &keep).expect("filter by a mask of equal length");
+    if filtered.num_rows() > 0 {
+        batches.push(filtered);
+    }
+}
+
+fn wal_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("wal")
+}
+
+fn spawn_flusher(inner: Weak<Inner>) {
+    let Some(strong) = inner.upgrade() else { return };
+    let interval = strong.config.flush_interval;
+    drop(strong);
+    tokio::spawn(async move {
+        loop {
+            let Some(strong) = inner.upgrade() else { return };
+            let _ = tokio::time::timeout(interval, strong.flush_wanted.notified()).await;
+            let storage = Storage { inner: strong };
+            if let Err(error) = storage.flush().await {
+                if matches!(error, StorageError::Closed) {
+                    return;
+                }
+                tracing::error!(%error, "background flush failed");
+            }
+        }
+    });
+}
+
+struct ReplaySummary {
+    highest_sequence: u64,
+    records: usize,
+    deleted_files: Vec<DataFile>,
+}
+
+fn replay_wal(directory: &Path, state: &mut State, tokens: &mut TokenIndex) -> std::io::Result<ReplaySummary> {
+    let flushed = state.flushed_sequence;
+    let mut summary = ReplaySummary { highest_sequence: 0, records: 0, deleted_files: Vec::new() };
+    summary.highest_sequence = wal::replay(directory, |sequence, entry| {
+        if sequence <= flushed {
+            return;
+        }
+        summary.records += 1;
+        match entry {
+            WalEntry::Events { project, collection, events } => {
+                let id = CollectionId { project, collection };
+                let target = state.collection_mut(&id);
+                for json in events {
+                    let Some((event, token)) = reload_event(&json) else {
+                        tracing::error!(collection = %id.collection, "unreadable event in wal; skipped");
+                        continue;
+                    };
+                    if let Some(token) = token {
+                        tokens.entry(id.clone()).or_default().insert(token, event.created_at_millis);
+                    }
+                    target.append(&event);
+                }
+            }
+            WalEntry::DeleteCollection { project, collection } => {
+                let id = CollectionId { project, collection };
+                tokens.remove(&id);
+                summary.deleted_files.extend(state.remove_collection(&id));
+            }
+        }
+    })?;
+    Ok(summary)
+}
+
+/// Removes data files a crashed flush or compaction wrote but never listed in the manifest.
+async fn remove_unlisted_files(objects: &ObjectFiles, manifest: &Manifest) -> Result<()> {
+    let listed: std::collections::HashSet<&str> = manifest
+        .collections
+        .iter()
+        .flat_map(|collection| collection.files.iter().map(|file| file.path.as_str()))
+        .collect();
+    for path in objects.list_all().await? {
+        if !listed.contains(path.as_str()) {
+            tracing::info!(path, "removing unlisted data file");
+            objects.delete(&path).await;
+        }
+    }
+    Ok(())
+}
+
+mod maintenance;
+mod tokens;
+use tokens::load_tokens_from_files;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,147 @@
+//! Moving rows from memory to Parquet, and merging small files.
+//!
+//! Flush: the writer rotates the WAL and marks every buffered row "flushing" at one point of the log
+//! (sequence S). Those rows are sorted by `keen.timestamp`, split by UTC day, and written as one Parquet
+//! file per (collection, day). The manifest listing the new files with `flushed_sequence = S` is stored
+//! atomically; then, under the state lock, the files become visible and the flushing rows are dropped in
+//! one step; then WAL segments up to S are deleted. A crash at any point leaves either the old manifest
+//! (the WAL still holds the rows) or the new one (the WAL records are skipped on replay).
+//!
+//! Compaction: a day of a collection with many files is rewritten as one file, swapped into the manifest
+//! the same way. Replaced files are deleted after a grace period, so a scan that listed them still reads.
+
+use std::collections::BTreeMap;
+use std::io;
+
+use arrow::array::{Array, TimestampMillisecondArray};
+use arrow::compute::{SortOptions, concat_batches, sort_to_indices, take_record_batch};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use keyhole_model::flat::TIMESTAMP_COLUMN;
+use keyhole_model::timestamp::utc_day;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+use crate::columns::{conform_batch, schema_with_columns};
+use crate::manifest::{CollectionId, DataFile};
+use crate::objects::{ObjectFiles, encode_segment};
+
+const MILLIS_PER_DAY: i64 = 86_400_000;
+
+/// Concatenates batches with possibly different columns under the union of their columns.
+pub fn merge_batches(batches: &[RecordBatch]) -> Option<RecordBatch> {
+    let first = batches.first()?;
+    let columns: Vec<String> = batches
+        .iter()
+        .flat_map(|batch| batch.schema().fields().iter().map(|field| field.name().clone()).collect::<Vec<_>>())
+        .collect();
+    let schema = schema_with_columns(&columns);
+    if batches.len() == 1 {
+        return Some(conform_batch(first, &schema));
+    }
+    let conformed: Vec<RecordBatch> = batches.iter().map(|batch| conform_batch(batch, &schema)).collect();
+    Some(concat_batches(&schema, &conformed).expect("conformed batches concatenate"))
+}
+
+fn timestamps(batch: &RecordBatch) -> &TimestampMillisecondArray {
+    batch
+        .column_by_name(TIMESTAMP_COLUMN)
+        .and_then(|column| column.as_any().downcast_ref::<TimestampMillisecondArray>())
+        .expect("every batch has a millisecond keen.timestamp column")
+}
+
+/// Sorts rows by event time and cuts them into one batch per UTC day.
+pub fn split_by_day(batch: &RecordBatch) -> Vec<(String, RecordBatch)> {
+    let order = sort_to_indices(batch.column_by_name(TIMESTAMP_COLUMN).expect("timestamp"), Some(SortOptions::default()), None)
+        .expect("timestamps sort");
+    let sorted = take_record_batch(batch, &order).expect("take by sort order");
+    let times = timestamps(&sorted);
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < sorted.num_rows() {
+        let day_number = times.value(start).div_euclid(MILLIS_PER_DAY);
+        let mut end = start + 1;
+        while end < sorted.num_rows() && times.value(end).div_euclid(MILLIS_PER_DAY) == day_number {
+            end += 1;
+        }
+        parts.push((utc_day(times.value(start)), sorted.slice(start, end - start)));
+        start = end;
+    }
+    parts
+}
+
+/// Writes one day's rows as a Parquet file; returns its manifest entry.
+pub async fn write_day_file(
+    objects: &ObjectFiles,
+    collection: &CollectionId,
+    day: &str,
+    batch: &RecordBatch,
+    name_hint: u64,
+) -> io::Result<DataFile> {
+    let times = timestamps(batch);
+    let min_timestamp_millis = (0..times.len()).map(|row| times.value(row)).min().unwrap_or_default();
+    let max_timestamp_millis = (0..times.len()).map(|row| times.value(row)).max().unwrap_or_default();
+    let bytes = encode_parquet(batch)?;
+    let mut random = [0u8; 4];
+    rand::fill(&mut random);
+    let path = format!(
+        "{}/{}/{day}/{name_hint:020}-{:08x}.parquet",
+        encode_segment(&collection.project),
+        encode_segment(&collection.collection),
+        u32::from_be_bytes(random)
+    );
+    let size = bytes.len();
+    objects.put_durable(&path, bytes).await?;
+    Ok(DataFile {
+        path,
+        day: day.to_string(),
+        min_timestamp_millis,
+        max_timestamp_millis,
+        rows: batch.num_rows(),
+        bytes: size,
+    })
+}
+
+fn encode_parquet(batch: &RecordBatch) -> io::Result<Bytes> {
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(128 * 1024))
+        .build();
+    let mut buffer = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(properties))
+        .map_err(io::Error::other)?;
+    writer.write(batch).map_err(io::Error::other)?;
+    writer.close().map_err(io::Error::other)?;
+    Ok(Bytes::from(buffer))
+}
+
+/// Reads a data file's rows, conformed to `schema` (columns the file lacks become nulls).
+pub async fn read_data_file(objects: &ObjectFiles, file: &DataFile, schema: &SchemaRef) -> io::Result<Vec<RecordBatch>> {
+    let bytes = objects.get(&file.path).await?;
+    let schema = schema.clone();
+    tokio::task::spawn_blocking(move || {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .and_then(|builder| builder.with_batch_size(64 * 1024).build())
+            .map_err(io::Error::other)?;
+        let mut batches = Vec::new();
+        for batch in reader {
+            let batch = batch.map_err(io::Error::other)?;
+            batches.push(conform_batch(&batch, &schema));
+        }
+        Ok(batches)
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+/// Groups a collection's files by day, keeping days with at least `min_files` files.
+pub fn days_to_compact(files: &[DataFile], min_files: usize) -> Vec<Vec<DataFile>> {
+    let mut by_day: BTreeMap<&str, Vec<DataFile>> = BTreeMap::new();
+    for file in files {
+        by_day.entry(file.day.as_str()).or_default().push(file.clone());
+    }
+    by_day.into_values().filter(|group| group.len() >= min_files).collect()
+}

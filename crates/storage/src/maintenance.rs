@@ -1,0 +1,126 @@
+//! The flush and compaction procedures (see `flush.rs` for why each step is crash-safe). Both run with
+//! the maintenance lock held, so only one of them rewrites the manifest at a time.
+
+use arrow::record_batch::RecordBatch;
+use tokio::sync::oneshot;
+
+use crate::flush::{days_to_compact, merge_batches, read_data_file, split_by_day, write_day_file};
+use crate::manifest::{CollectionId, DataFile};
+use crate::writer::Command;
+use crate::{Result, Storage, StorageError, wal, wal_dir};
+
+impl Storage {
+    pub(crate) async fn flush_locked(&self) -> Result<()> {
+        if self.inner.state.lock().expect("state lock").memory_rows() == 0 {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Rotate { reply }).await?;
+        let through_sequence = answer.await.map_err(|_| StorageError::Closed)??;
+
+        let flushing: Vec<(CollectionId, u64, Vec<RecordBatch>)> = {
+            let state = self.inner.state.lock().expect("state lock");
+            state
+                .collections
+                .iter()
+                .filter(|(_, collection)| !collection.flushing.is_empty())
+                .map(|(id, collection)| (id.clone(), collection.incarnation, collection.flushing.clone()))
+                .collect()
+        };
+        let mut written: Vec<(CollectionId, u64, Vec<DataFile>)> = Vec::new();
+        for (id, incarnation, batches) in flushing {
+            let Some(merged) = merge_batches(&batches) else { continue };
+            let mut files = Vec::new();
+            for (day, day_batch) in split_by_day(&merged) {
+                files.push(write_day_file(&self.inner.objects, &id, &day, &day_batch, through_sequence).await?);
+            }
+            written.push((id, incarnation, files));
+        }
+
+        let mut orphaned = Vec::new();
+        let manifest = {
+            let mut state = self.inner.state.lock().expect("state lock");
+            for (id, incarnation, files) in written {
+                match state.collections.get_mut(&id) {
+                    Some(collection) if collection.incarnation == incarnation => {
+                        collection.files.extend(files);
+                        collection.flushing.clear();
+                    }
+                    // Deleted while we wrote: its new files must not come back.
+                    _ => orphaned.extend(files),
+                }
+            }
+            state.flushed_sequence = through_sequence;
+            state.to_manifest()
+        };
+        // Until the manifest is stored, a crash replays the WAL; the files just listed are then
+        // unlisted and removed at start-up.
+        let data_dir = self.inner.config.data_dir.clone();
+        let wal_directory = wal_dir(&data_dir);
+        tokio::task::spawn_blocking(move || {
+            manifest.store(&data_dir)?;
+            wal::remove_flushed_segments(&wal_directory, through_sequence)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        for file in orphaned {
+            self.inner.objects.delete(&file.path).await;
+        }
+        tracing::debug!(through_sequence, "flushed");
+        Ok(())
+    }
+
+    pub(crate) async fn compact_locked(&self) -> Result<()> {
+        let candidates: Vec<(CollectionId, u64, Vec<DataFile>)> = {
+            let state = self.inner.state.lock().expect("state lock");
+            state
+                .collections
+                .iter()
+                .flat_map(|(id, collection)| {
+                    days_to_compact(&collection.files, self.inner.config.compact_min_files)
+                        .into_iter()
+                        .map(|files| (id.clone(), collection.incarnation, files))
+                })
+                .collect()
+        };
+        for (id, incarnation, old_files) in candidates {
+            self.compact_day(id, incarnation, old_files).await?;
+        }
+        Ok(())
+    }
+
+    async fn compact_day(&self, id: CollectionId, incarnation: u64, old_files: Vec<DataFile>) -> Result<()> {
+        let schema = {
+            let state = self.inner.state.lock().expect("state lock");
+            let Some(collection) = state.collections.get(&id) else { return Ok(()) };
+            crate::columns::schema_with_columns(&collection.schema.column_names())
+        };
+        let mut batches = Vec::new();
+        for file in &old_files {
+            batches.extend(read_data_file(&self.inner.objects, file, &schema).await?);
+        }
+        let Some(merged) = merge_batches(&batches) else { return Ok(()) };
+        let day = old_files[0].day.clone();
+        let name_hint = self.inner.state.lock().expect("state lock").flushed_sequence;
+        let new_file = write_day_file(&self.inner.objects, &id, &day, &merged, name_hint).await?;
+        let swapped = {
+            let mut state = self.inner.state.lock().expect("state lock");
+            match state.collections.get_mut(&id) {
+                Some(collection) if collection.incarnation == incarnation => {
+                    collection.files.retain(|file| !old_files.contains(file));
+                    collection.files.push(new_file.clone());
+                    true
+                }
+                _ => false,
+            }
+        };
+        if !swapped {
+            self.inner.objects.delete(&new_file.path).await;
+            return Ok(());
+        }
+        self.store_manifest().await?;
+        tracing::debug!(collection = %id.collection, day, merged_files = old_files.len(), rows = new_file.rows, "compacted");
+        self.delete_later(old_files);
+        Ok(())
+    }
+}

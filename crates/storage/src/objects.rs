@@ -1,0 +1,97 @@
+//! Where Parquet files live: an `object_store` (the local filesystem by default, S3-compatible later)
+//! plus the durability step object_store does not take on local disk — fsync of the file and of the
+//! directories above it — so a file the manifest points to survives a power loss.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+#[derive(Clone)]
+pub struct ObjectFiles {
+    store: Arc<dyn ObjectStore>,
+    /// Root directory when the store is the local filesystem.
+    local_root: Option<PathBuf>,
+}
+
+impl ObjectFiles {
+    /// A store rooted at a local directory (created if missing).
+    pub fn local(root: PathBuf) -> std::io::Result<ObjectFiles> {
+        std::fs::create_dir_all(&root)?;
+        let store = LocalFileSystem::new_with_prefix(&root).map_err(std::io::Error::other)?;
+        Ok(ObjectFiles { store: Arc::new(store), local_root: Some(root) })
+    }
+
+    pub async fn put_durable(&self, path: &str, bytes: Bytes) -> std::io::Result<()> {
+        let location = ObjectPath::from(path);
+        self.store
+            .put(&location, PutPayload::from_bytes(bytes))
+            .await
+            .map_err(std::io::Error::other)?;
+        let Some(root) = self.local_root.clone() else { return Ok(()) };
+        let relative = path.to_string();
+        tokio::task::spawn_blocking(move || {
+            let file_path = root.join(&relative);
+            std::fs::File::open(&file_path)?.sync_all()?;
+            let mut directory = file_path.parent().map(PathBuf::from);
+            while let Some(current) = directory {
+                std::fs::File::open(&current)?.sync_all()?;
+                if current == root {
+                    break;
+                }
+                directory = current.parent().map(PathBuf::from);
+            }
+            Ok(())
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    pub async fn get(&self, path: &str) -> std::io::Result<Bytes> {
+        let result = self.store.get(&ObjectPath::from(path)).await.map_err(std::io::Error::other)?;
+        result.bytes().await.map_err(std::io::Error::other)
+    }
+
+    pub async fn delete(&self, path: &str) {
+        if let Err(error) = self.store.delete(&ObjectPath::from(path)).await {
+            tracing::warn!(path, %error, "could not delete data file");
+        }
+    }
+
+    /// Every object path in the store.
+    pub async fn list_all(&self) -> std::io::Result<Vec<String>> {
+        use futures::TryStreamExt;
+        let objects: Vec<_> =
+            self.store.list(None).try_collect().await.map_err(std::io::Error::other)?;
+        Ok(objects.into_iter().map(|object| object.location.to_string()).collect())
+    }
+}
+
+/// Encodes a name for use as one path segment: ASCII letters and digits stay, every other byte
+/// becomes `-XX` (hex), so the segment is unambiguous and safe on every object store.
+pub fn encode_segment(name: &str) -> String {
+    let mut encoded = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("-{byte:02x}"));
+        }
+    }
+    encoded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_safe_and_distinct() {
+        assert_eq!(encode_segment("page views/2"), "page-20views-2f2");
+        assert_ne!(encode_segment("a-2d"), encode_segment("a--2d"));
+        assert_eq!(encode_segment("abc"), "abc");
+    }
+}

@@ -1,0 +1,107 @@
+//! What the engine holds in memory, behind one mutex: for each collection its schema, the rows not yet
+//! sealed into a batch, sealed batches, batches being flushed, and its Parquet files. Everything a query
+//! may see is here, so moving rows from memory to files is a swap under this lock and no reader can see
+//! a row twice or miss one.
+
+use std::collections::BTreeMap;
+
+use arrow::record_batch::RecordBatch;
+use keyhole_model::FlatEvent;
+
+use crate::columns::RowBuffer;
+use crate::manifest::{CollectionId, CollectionManifest, CollectionSchema, DataFile, Manifest};
+
+/// Sealed in-memory batches are merged once there are more than this many.
+const MAX_SEALED_BATCHES: usize = 16;
+
+#[derive(Default)]
+pub struct CollectionState {
+    /// Distinguishes a collection from a later one of the same name after a delete.
+    pub incarnation: u64,
+    pub schema: CollectionSchema,
+    pub buffer: RowBuffer,
+    pub sealed: Vec<RecordBatch>,
+    pub flushing: Vec<RecordBatch>,
+    pub files: Vec<DataFile>,
+}
+
+impl CollectionState {
+    pub fn append(&mut self, event: &FlatEvent) {
+        for (path, value) in &event.properties {
+            self.schema.record(path, value.kind());
+        }
+        self.buffer.append(event);
+    }
+
+    /// Seals the row buffer so its rows are readable as a batch.
+    pub fn seal(&mut self) {
+        let Some(batch) = self.buffer.take_batch() else { return };
+        self.sealed.push(batch);
+        if self.sealed.len() <= MAX_SEALED_BATCHES {
+            return;
+        }
+        let schema = crate::columns::schema_with_columns(&self.schema.column_names());
+        let conformed: Vec<RecordBatch> =
+            self.sealed.iter().map(|batch| crate::columns::conform_batch(batch, &schema)).collect();
+        let merged = arrow::compute::concat_batches(&schema, &conformed)
+            .expect("batches conformed to one schema concatenate");
+        self.sealed = vec![merged];
+    }
+
+    pub fn memory_rows(&self) -> usize {
+        self.buffer.len() + self.sealed.iter().map(RecordBatch::num_rows).sum::<usize>()
+    }
+}
+
+#[derive(Default)]
+pub struct State {
+    pub flushed_sequence: u64,
+    pub collections: BTreeMap<CollectionId, CollectionState>,
+    next_incarnation: u64,
+}
+
+impl State {
+    pub fn from_manifest(manifest: Manifest) -> State {
+        let mut state = State { flushed_sequence: manifest.flushed_sequence, ..State::default() };
+        for collection in manifest.collections {
+            let entry = state.collection_mut(&collection.id);
+            entry.schema = collection.schema;
+            entry.files = collection.files;
+        }
+        state
+    }
+
+    pub fn collection_mut(&mut self, id: &CollectionId) -> &mut CollectionState {
+        if !self.collections.contains_key(id) {
+            self.next_incarnation += 1;
+            let fresh = CollectionState { incarnation: self.next_incarnation, ..Default::default() };
+            self.collections.insert(id.clone(), fresh);
+        }
+        self.collections.get_mut(id).expect("inserted above")
+    }
+
+    /// Forgets a collection; returns the files that held its events.
+    pub fn remove_collection(&mut self, id: &CollectionId) -> Vec<DataFile> {
+        self.collections.remove(id).map(|collection| collection.files).unwrap_or_default()
+    }
+
+    pub fn memory_rows(&self) -> usize {
+        self.collections.values().map(CollectionState::memory_rows).sum()
+    }
+
+    /// The manifest describing this state's files and schemas.
+    pub fn to_manifest(&self) -> Manifest {
+        Manifest {
+            flushed_sequence: self.flushed_sequence,
+            collections: self
+                .collections
+                .iter()
+                .map(|(id, collection)| CollectionManifest {
+                    id: id.clone(),
+                    schema: collection.schema.clone(),
+                    files: collection.files.clone(),
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Rebuilding the uniqueness-token index at start-up from the Parquet files (the WAL replay adds the
+//! unflushed rest). Only collections that ever stored a token are read, and only two columns of them.
+
+use arrow::array::{Array, StringArray, TimestampMillisecondArray};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::Result;
+use crate::objects::ObjectFiles;
+use crate::state::State;
+use crate::writer::TokenIndex;
+use keyhole_model::ValueKind;
+use keyhole_model::flat::CREATED_AT_COLUMN;
+
+const TOKEN_PATH: &str = "keen.uniqueness_token";
+
+pub async fn load_tokens_from_files(objects: &ObjectFiles, state: &State) -> Result<TokenIndex> {
+    let token_column = ValueKind::Str.column_name(TOKEN_PATH);
+    let mut index = TokenIndex::new();
+    for (id, collection) in &state.collections {
+        if !collection.schema.properties.contains_key(TOKEN_PATH) {
+            continue;
+        }
+        let tokens = index.entry(id.clone()).or_default();
+        for file in &collection.files {
+            let bytes = objects.get(&file.path).await?;
+            let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(std::io::Error::other)?;
+            // Column names contain dots, so the projection goes by root index, not by dotted name.
+            let arrow_schema = builder.schema().clone();
+            let (Ok(token_index), Ok(created_index)) =
+                (arrow_schema.index_of(&token_column), arrow_schema.index_of(CREATED_AT_COLUMN))
+            else {
+                continue;
+            };
+            let mask = ProjectionMask::roots(builder.parquet_schema(), [token_index, created_index]);
+            let reader = builder.with_projection(mask).build().map_err(std::io::Error::other)?;
+            for batch in reader {
+                let batch = batch.map_err(std::io::Error::other)?;
+                let (Some(token_values), Some(created_values)) = (
+                    batch.column_by_name(&token_column).and_then(|c| c.as_any().downcast_ref::<StringArray>()),
+                    batch
+                        .column_by_name(CREATED_AT_COLUMN)
+                        .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>()),
+                ) else {
+                    continue;
+                };
+                for row in 0..batch.num_rows() {
+                    if token_values.is_null(row) {
+                        continue;
+                    }
+                    let created_at = created_values.value(row);
+                    let entry = tokens.entry(token_values.value(row).to_string()).or_insert(created_at);
+                    *entry = (*entry).max(created_at);
+                }
+            }
+        }
+    }
+    Ok(index)
+}

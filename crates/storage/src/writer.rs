@@ -1,0 +1,236 @@
+//! The single writer: one OS thread owns the WAL. Request handlers send it commands; it takes everything
+//! queued, appends it to the WAL, fsyncs once for the whole group (group commit), applies the group to the
+//! in-memory state so the next query sees it, and only then answers each sender. It also drops events
+//! whose `keen.uniqueness_token` was already stored in the same collection within Keen's 31-day window.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use keyhole_model::PreparedEvent;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::manifest::{CollectionId, DataFile};
+use crate::state::State;
+use crate::wal::{Wal, WalEntry};
+
+/// How long a uniqueness token blocks duplicates (Keen: 31 days).
+pub const UNIQUENESS_WINDOW_MILLIS: i64 = 31 * 24 * 3600 * 1000;
+/// Most commands taken into one group commit.
+const MAX_GROUP_COMMANDS: usize = 4096;
+
+/// Whether one event of a write was stored or dropped as a duplicate of an earlier uniqueness token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Stored,
+    Duplicate,
+}
+
+pub enum Command {
+    Write {
+        collection: CollectionId,
+        events: Vec<PreparedEvent>,
+        reply: oneshot::Sender<io::Result<Vec<WriteOutcome>>>,
+    },
+    DeleteCollection {
+        collection: CollectionId,
+        reply: oneshot::Sender<io::Result<Vec<DataFile>>>,
+    },
+    /// Start a new WAL segment and move every buffered row to "flushing"; answers the last sequence
+    /// number those rows came from.
+    Rotate { reply: oneshot::Sender<io::Result<u64>> },
+    Stop,
+}
+
+/// Uniqueness tokens seen per collection, with the `keen.created_at` of the event that used each.
+pub type TokenIndex = HashMap<CollectionId, HashMap<String, i64>>;
+
+pub struct Writer {
+    pub wal: Wal,
+    pub tokens: TokenIndex,
+    pub state: Arc<Mutex<State>>,
+    /// Called after each group is applied, with the rows now buffered in memory.
+    pub on_applied: Box<dyn Fn(usize) + Send>,
+    /// Set when an fsync failed: what follows in the segment is unknown, so nothing more is
+    /// acknowledged until a restart replays the log.
+    pub broken: bool,
+}
+
+/// A command whose WAL record is written but not yet committed.
+enum Staged {
+    Write {
+        collection: CollectionId,
+        stored_events: Vec<PreparedEvent>,
+        outcomes: Vec<WriteOutcome>,
+        new_tokens: Vec<(String, i64)>,
+        reply: oneshot::Sender<io::Result<Vec<WriteOutcome>>>,
+    },
+    Delete { collection: CollectionId, reply: oneshot::Sender<io::Result<Vec<DataFile>>> },
+}
+
+impl Writer {
+    pub fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        while let Some(first) = commands.blocking_recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP_COMMANDS {
+                let Ok(next) = commands.try_recv() else { break };
+                group.push(next);
+            }
+            if !self.process_group(group) {
+                break;
+            }
+        }
+        tracing::debug!("wal writer stopped");
+    }
+
+    /// Returns false once told to stop.
+    fn process_group(&mut self, group: Vec<Command>) -> bool {
+        let mut staged = Vec::new();
+        for command in group {
+            match command {
+                Command::Write { collection, events, reply } => {
+                    staged.push(self.stage_write(collection, events, reply));
+                }
+                Command::DeleteCollection { collection, reply } => {
+                    self.wal.append(&WalEntry::DeleteCollection {
+                        project: collection.project.clone(),
+                        collection: collection.collection.clone(),
+                    });
+                    staged.push(Staged::Delete { collection, reply });
+                }
+                Command::Rotate { reply } => {
+                    self.commit_and_apply(std::mem::take(&mut staged));
+                    let _ = reply.send(self.rotate());
+                }
+                Command::Stop => {
+                    self.commit_and_apply(staged);
+                    return false;
+                }
+            }
+        }
+        self.commit_and_apply(staged);
+        true
+    }
+
+    fn stage_write(
+        &mut self,
+        collection: CollectionId,
+        events: Vec<PreparedEvent>,
+        reply: oneshot::Sender<io::Result<Vec<WriteOutcome>>>,
+    ) -> Staged {
+        let mut outcomes = Vec::with_capacity(events.len());
+        let mut stored_events = Vec::with_capacity(events.len());
+        let mut new_tokens: Vec<(String, i64)> = Vec::new();
+        let mut tokens_in_this_write = HashSet::new();
+        let known_tokens = self.tokens.get(&collection);
+        for event in events {
+            if let Some(token) = &event.uniqueness_token {
+                let created_at = event.flat.created_at_millis;
+                let seen_before = known_tokens
+                    .and_then(|tokens| tokens.get(token))
+                    .is_some_and(|first_seen| created_at - first_seen < UNIQUENESS_WINDOW_MILLIS);
+                if seen_before || !tokens_in_this_write.insert(token.clone()) {
+                    outcomes.push(WriteOutcome::Duplicate);
+                    continue;
+                }
+                new_tokens.push((token.clone(), created_at));
+            }
+            outcomes.push(WriteOutcome::Stored);
+            stored_events.push(event);
+        }
+        // Tokens count as seen at once, so a duplicate later in the same group is caught too; they are
+        // taken back if the commit fails.
+        let index = self.tokens.entry(collection.clone()).or_default();
+        for (token, created_at) in &new_tokens {
+            index.insert(token.clone(), *created_at);
+        }
+        if !stored_events.is_empty() {
+            self.wal.append(&WalEntry::Events {
+                project: collection.project.clone(),
+                collection: collection.collection.clone(),
+                events: stored_events.iter().map(|event| event.json.clone()).collect(),
+            });
+        }
+        Staged::Write { collection, stored_events, outcomes, new_tokens, reply }
+    }
+
+    fn commit_and_apply(&mut self, staged: Vec<Staged>) {
+        if staged.is_empty() {
+            return;
+        }
+        if self.broken {
+            self.wal.discard_pending();
+            self.refuse(staged, &io::Error::other("the write-ahead log failed earlier; restart keyhole"));
+            return;
+        }
+        if let Err(error) = self.wal.commit() {
+            tracing::error!(%error, "wal commit failed; refusing writes until restart");
+            self.broken = true;
+            self.wal.discard_pending();
+            self.refuse(staged, &error);
+            return;
+        }
+        let mut replies = Vec::with_capacity(staged.len());
+        let buffered_rows = {
+            let mut state = self.state.lock().expect("state lock");
+            for item in staged {
+                match item {
+                    Staged::Write { collection, stored_events, outcomes, reply, .. } => {
+                        if !stored_events.is_empty() {
+                            let target = state.collection_mut(&collection);
+                            for event in &stored_events {
+                                target.append(&event.flat);
+                            }
+                        }
+                        replies.push(Reply::Write(reply, outcomes));
+                    }
+                    Staged::Delete { collection, reply } => {
+                        self.tokens.remove(&collection);
+                        replies.push(Reply::Delete(reply, state.remove_collection(&collection)));
+                    }
+                }
+            }
+            state.memory_rows()
+        };
+        for reply in replies {
+            match reply {
+                Reply::Write(sender, outcomes) => drop(sender.send(Ok(outcomes))),
+                Reply::Delete(sender, files) => drop(sender.send(Ok(files))),
+            }
+        }
+        (self.on_applied)(buffered_rows);
+    }
+
+    fn refuse(&mut self, staged: Vec<Staged>, error: &io::Error) {
+        let failure = || io::Error::new(error.kind(), error.to_string());
+        for item in staged {
+            match item {
+                Staged::Write { collection, new_tokens, reply, .. } => {
+                    if let Some(index) = self.tokens.get_mut(&collection) {
+                        for (token, _) in new_tokens {
+                            index.remove(&token);
+                        }
+                    }
+                    let _ = reply.send(Err(failure()));
+                }
+                Staged::Delete { reply, .. } => drop(reply.send(Err(failure()))),
+            }
+        }
+    }
+
+    fn rotate(&mut self) -> io::Result<u64> {
+        let through_sequence = self.wal.rotate()?;
+        let mut state = self.state.lock().expect("state lock");
+        for collection in state.collections.values_mut() {
+            collection.seal();
+            let sealed = std::mem::take(&mut collection.sealed);
+            collection.flushing.extend(sealed);
+        }
+        Ok(through_sequence)
+    }
+}
+
+enum Reply {
+    Write(oneshot::Sender<io::Result<Vec<WriteOutcome>>>, Vec<WriteOutcome>),
+    Delete(oneshot::Sender<io::Result<Vec<DataFile>>>, Vec<DataFile>),
+}
