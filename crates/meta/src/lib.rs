@@ -1,1 +1,271 @@
-//! placeholder
+//! Metadata: the organization, its projects, and their keys, stored with `sqlx` in SQLite (WAL mode) in
+//! the data directory. Secrets never reach this store: it keeps the SHA-256 of each key and an
+//! 8-character prefix for display; a presented key is found by its hash and the stored hash is compared
+//! again in constant time. Schema migrations are embedded in the binary and applied at start-up.
+//!
+//! Design: one `MetaStore` type for now. PostgreSQL (for several nodes) arrives behind the same methods,
+//! with a conformance suite run against both.
+
+mod migrations;
+
+use std::path::Path;
+use std::str::FromStr;
+
+use chrono::Utc;
+use keyhole_model::keys::{display_prefix, generate_id, generate_secret};
+use keyhole_model::{KeyHash, Operation};
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("metadata store failed: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored metadata is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, MetaError>;
+
+/// The kinds of key a project has. The project's write and read keys are access keys with fixed
+/// permissions (Keen: write = `["writes"]`, read = queries, saved/cached queries, datasets, schema).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyKind {
+    Master,
+    Write,
+    Read,
+}
+
+impl KeyKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Master => "master",
+            KeyKind::Write => "write",
+            KeyKind::Read => "read",
+        }
+    }
+
+    fn parse(text: &str) -> Option<KeyKind> {
+        [KeyKind::Master, KeyKind::Write, KeyKind::Read].into_iter().find(|kind| kind.as_str() == text)
+    }
+
+    /// What this kind of key may do besides what only the master key may do.
+    pub fn permitted(self) -> Vec<Operation> {
+        match self {
+            KeyKind::Master => Operation::ALL.to_vec(),
+            KeyKind::Write => vec![Operation::Writes],
+            KeyKind::Read => Operation::READ_KEY.to_vec(),
+        }
+    }
+}
+
+/// A key found by its secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedKey {
+    pub project_id: String,
+    pub kind: KeyKind,
+    pub is_active: bool,
+}
+
+/// A project as listed: keys appear only as display prefixes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Project {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+    pub key_prefixes: KeyPrefixes,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct KeyPrefixes {
+    pub master: String,
+    pub write: String,
+    pub read: String,
+}
+
+/// The secrets of a project's keys, available only when they are created.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct ProjectKeys {
+    pub master: String,
+    pub write: String,
+    pub read: String,
+}
+
+impl std::fmt::Debug for ProjectKeys {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("ProjectKeys(<secrets>)")
+    }
+}
+
+/// The organization, and its key's secret when it was generated on this call.
+#[derive(Clone, Debug)]
+pub struct OrganizationBootstrap {
+    pub id: String,
+    pub generated_key: Option<String>,
+    pub created: bool,
+}
+
+#[derive(Clone)]
+pub struct MetaStore {
+    pool: SqlitePool,
+}
+
+impl MetaStore {
+    /// Opens (creating if needed) the SQLite database and applies migrations.
+    pub async fn open_sqlite(path: &Path) -> Result<MetaStore> {
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        migrations::apply(&pool).await?;
+        Ok(MetaStore { pool })
+    }
+
+    /// Makes sure the organization exists. A `given_key` replaces the stored key hash; without one, a
+    /// key is generated only when the organization is first created (and returned to be shown once).
+    pub async fn ensure_organization(&self, given_key: Option<&str>) -> Result<OrganizationBootstrap> {
+        let existing = sqlx::query("SELECT id FROM organization LIMIT 1").fetch_optional(&self.pool).await?;
+        if let Some(row) = existing {
+            let id: String = row.get("id");
+            if let Some(key) = given_key {
+                sqlx::query("UPDATE organization SET key_hash = ?, key_prefix = ? WHERE id = ?")
+                    .bind(KeyHash::of_secret(key).to_hex())
+                    .bind(display_prefix(key))
+                    .bind(&id)
+                    .execute(&self.pool)
+                    .await?;
+            }
+            return Ok(OrganizationBootstrap { id, generated_key: None, created: false });
+        }
+        let id = generate_id();
+        let generated_key = given_key.is_none().then(generate_secret);
+        let key = given_key.map(str::to_string).or_else(|| generated_key.clone()).expect("one of the two");
+        sqlx::query("INSERT INTO organization (id, key_hash, key_prefix, created_at) VALUES (?, ?, ?, ?)")
+            .bind(&id)
+            .bind(KeyHash::of_secret(&key).to_hex())
+            .bind(display_prefix(&key))
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(OrganizationBootstrap { id, generated_key, created: true })
+    }
+
+    pub async fn organization_id(&self) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT id FROM organization LIMIT 1").fetch_optional(&self.pool).await?;
+        Ok(row.map(|row| row.get("id")))
+    }
+
+    /// True when `secret` is the organization key.
+    pub async fn is_organization_key(&self, secret: &str) -> Result<bool> {
+        let presented = KeyHash::of_secret(secret);
+        let row = sqlx::query("SELECT key_hash FROM organization LIMIT 1").fetch_optional(&self.pool).await?;
+        let Some(row) = row else { return Ok(false) };
+        let stored: String = row.get("key_hash");
+        let stored = KeyHash::from_hex(&stored).ok_or_else(|| MetaError::Corrupt("organization key hash".into()))?;
+        Ok(stored.matches(&presented))
+    }
+
+    /// Creates a project with fresh master, write and read keys; the secrets are returned only here.
+    pub async fn create_project(&self, name: &str) -> Result<(Project, ProjectKeys)> {
+        let id = generate_id();
+        let created_at = now();
+        let keys = ProjectKeys { master: generate_secret(), write: generate_secret(), read: generate_secret() };
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query("INSERT INTO projects (id, name, created_at) VALUES (?, ?, ?)")
+            .bind(&id)
+            .bind(name)
+            .bind(&created_at)
+            .execute(&mut *transaction)
+            .await?;
+        for (kind, secret) in [(KeyKind::Master, &keys.master), (KeyKind::Write, &keys.write), (KeyKind::Read, &keys.read)] {
+            sqlx::query(
+                "INSERT INTO project_keys (key_hash, key_prefix, project_id, kind, is_active, created_at) VALUES (?, ?, ?, ?, 1, ?)",
+            )
+            .bind(KeyHash::of_secret(secret).to_hex())
+            .bind(display_prefix(secret))
+            .bind(&id)
+            .bind(kind.as_str())
+            .bind(&created_at)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        let project = self.project(&id).await?.ok_or_else(|| MetaError::Corrupt("project vanished".into()))?;
+        Ok((project, keys))
+    }
+
+    pub async fn projects(&self) -> Result<Vec<Project>> {
+        let rows = sqlx::query("SELECT id FROM projects ORDER BY created_at, id").fetch_all(&self.pool).await?;
+        let mut projects = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: String = row.get("id");
+            if let Some(project) = self.project(&id).await? {
+                projects.push(project);
+            }
+        }
+        Ok(projects)
+    }
+
+    pub async fn project(&self, id: &str) -> Result<Option<Project>> {
+        let Some(row) = sqlx::query("SELECT id, name, created_at FROM projects WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut key_prefixes = KeyPrefixes::default();
+        let key_rows = sqlx::query("SELECT kind, key_prefix FROM project_keys WHERE project_id = ?")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        for key_row in key_rows {
+            let prefix: String = key_row.get("key_prefix");
+            match KeyKind::parse(key_row.get("kind")) {
+                Some(KeyKind::Master) => key_prefixes.master = prefix,
+                Some(KeyKind::Write) => key_prefixes.write = prefix,
+                Some(KeyKind::Read) => key_prefixes.read = prefix,
+                None => {}
+            }
+        }
+        Ok(Some(Project { id: row.get("id"), name: row.get("name"), created_at: row.get("created_at"), key_prefixes }))
+    }
+
+    /// Renames a project; `None` if it does not exist.
+    pub async fn rename_project(&self, id: &str, name: &str) -> Result<Option<Project>> {
+        let updated = sqlx::query("UPDATE projects SET name = ? WHERE id = ?").bind(name).bind(id).execute(&self.pool).await?;
+        if updated.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.project(id).await
+    }
+
+    /// Finds the key a client presented. Unknown secrets give `None`.
+    pub async fn resolve_key(&self, secret: &str) -> Result<Option<ResolvedKey>> {
+        let presented = KeyHash::of_secret(secret);
+        let row = sqlx::query("SELECT key_hash, project_id, kind, is_active FROM project_keys WHERE key_hash = ?")
+            .bind(presented.to_hex())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let stored: String = row.get("key_hash");
+        let stored = KeyHash::from_hex(&stored).ok_or_else(|| MetaError::Corrupt("key hash".into()))?;
+        if !stored.matches(&presented) {
+            return Ok(None);
+        }
+        let kind: String = row.get("kind");
+        let kind = KeyKind::parse(&kind).ok_or_else(|| MetaError::Corrupt(format!("key kind {kind}")))?;
+        Ok(Some(ResolvedKey { project_id: row.get("project_id"), kind, is_active: row.get::<i64, _>("is_active") != 0 }))
+    }
+}
+
+fn now() -> String {
+    keyhole_model::timestamp::format_timestamp(Utc::now().timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests;
