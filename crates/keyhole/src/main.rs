@@ -1,1 +1,146 @@
-fn main() {}
+//! The `keyhole` binary: `keyhole serve` runs the HTTP server on the embedded default (SQLite metadata,
+//! local-disk Parquet); `keyhole project create|list` manage projects directly in the data directory.
+
+mod config;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use keyhole_meta::MetaStore;
+use keyhole_server::AppState;
+use keyhole_storage::{Storage, StorageConfig};
+
+use crate::config::{Cli, Command, ProjectCommand, Settings};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match &cli.command {
+            Command::Serve(options) => serve(Settings::resolve(&cli.common, Some(options))?).await,
+            Command::Project(command) => {
+                project_command(Settings::resolve(&cli.common, None)?, command).await
+            }
+        }
+    })
+}
+
+async fn open_meta(settings: &Settings) -> anyhow::Result<MetaStore> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
+    MetaStore::open_sqlite(&settings.data_dir.join("meta.sqlite"))
+        .await
+        .context("cannot open metadata")
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let meta = open_meta(&settings).await?;
+    let organization = meta
+        .ensure_organization(settings.org_key.as_deref())
+        .await?;
+    println!(
+        "organization id: {} (also reachable as 'default')",
+        organization.id
+    );
+    if let Some(key) = &organization.generated_key {
+        println!("organization key (shown once, store it now): {key}");
+    }
+    if organization.created && meta.projects().await?.is_empty() {
+        let (project, keys) = meta.create_project("default").await?;
+        println!("default project created: {}", project.id);
+        println!("  master key: {}", keys.master);
+        println!("  write key:  {}", keys.write);
+        println!("  read key:   {}", keys.read);
+        println!("  (keys are shown once; only their hashes are stored)");
+    }
+
+    let mut storage_config = StorageConfig::new(settings.data_dir.join("events"));
+    storage_config.flush_interval = Duration::from_secs(settings.flush_interval_secs.max(1));
+    storage_config.flush_rows = settings.flush_rows.max(1);
+    let storage = Storage::open(storage_config)
+        .await
+        .context("cannot open event storage")?;
+    let state = AppState {
+        meta,
+        storage: storage.clone(),
+        organization_id: organization.id.into(),
+    };
+
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let address = listener.local_addr()?;
+    println!("keyhole listening on http://{address}");
+    tracing::info!(%address, data_dir = %settings.data_dir.display(), "serving");
+    let app = keyhole_server::app(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("http server stopped; flushing events");
+    storage.close().await?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested");
+}
+
+async fn project_command(settings: Settings, command: &ProjectCommand) -> anyhow::Result<()> {
+    let meta = open_meta(&settings).await?;
+    meta.ensure_organization(None).await.map(|bootstrap| {
+        if let Some(key) = bootstrap.generated_key {
+            println!("organization key (shown once, store it now): {key}");
+        }
+    })?;
+    match command {
+        ProjectCommand::Create { name } => {
+            let (project, keys) = meta.create_project(name).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&keyhole_server::created_project_json(
+                    &project, &keys
+                ))?
+            );
+        }
+        ProjectCommand::List => {
+            for project in meta.projects().await? {
+                println!(
+                    "{}  {}  master {}…  write {}…  read {}…",
+                    project.id,
+                    project.name,
+                    project.key_prefixes.master,
+                    project.key_prefixes.write,
+                    project.key_prefixes.read
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -48,7 +48,9 @@ impl KeyKind {
     }
 
     fn parse(text: &str) -> Option<KeyKind> {
-        [KeyKind::Master, KeyKind::Write, KeyKind::Read].into_iter().find(|kind| kind.as_str() == text)
+        [KeyKind::Master, KeyKind::Write, KeyKind::Read]
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
     }
 
     /// What this kind of key may do besides what only the master key may do.
@@ -120,15 +122,23 @@ impl MetaStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(std::time::Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         migrations::apply(&pool).await?;
         Ok(MetaStore { pool })
     }
 
     /// Makes sure the organization exists. A `given_key` replaces the stored key hash; without one, a
     /// key is generated only when the organization is first created (and returned to be shown once).
-    pub async fn ensure_organization(&self, given_key: Option<&str>) -> Result<OrganizationBootstrap> {
-        let existing = sqlx::query("SELECT id FROM organization LIMIT 1").fetch_optional(&self.pool).await?;
+    pub async fn ensure_organization(
+        &self,
+        given_key: Option<&str>,
+    ) -> Result<OrganizationBootstrap> {
+        let existing = sqlx::query("SELECT id FROM organization LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
         if let Some(row) = existing {
             let id: String = row.get("id");
             if let Some(key) = given_key {
@@ -139,33 +149,51 @@ impl MetaStore {
                     .execute(&self.pool)
                     .await?;
             }
-            return Ok(OrganizationBootstrap { id, generated_key: None, created: false });
+            return Ok(OrganizationBootstrap {
+                id,
+                generated_key: None,
+                created: false,
+            });
         }
         let id = generate_id();
         let generated_key = given_key.is_none().then(generate_secret);
-        let key = given_key.map(str::to_string).or_else(|| generated_key.clone()).expect("one of the two");
-        sqlx::query("INSERT INTO organization (id, key_hash, key_prefix, created_at) VALUES (?, ?, ?, ?)")
-            .bind(&id)
-            .bind(KeyHash::of_secret(&key).to_hex())
-            .bind(display_prefix(&key))
-            .bind(now())
-            .execute(&self.pool)
-            .await?;
-        Ok(OrganizationBootstrap { id, generated_key, created: true })
+        let key = given_key
+            .map(str::to_string)
+            .or_else(|| generated_key.clone())
+            .expect("one of the two");
+        sqlx::query(
+            "INSERT INTO organization (id, key_hash, key_prefix, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(KeyHash::of_secret(&key).to_hex())
+        .bind(display_prefix(&key))
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(OrganizationBootstrap {
+            id,
+            generated_key,
+            created: true,
+        })
     }
 
     pub async fn organization_id(&self) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT id FROM organization LIMIT 1").fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT id FROM organization LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.map(|row| row.get("id")))
     }
 
     /// True when `secret` is the organization key.
     pub async fn is_organization_key(&self, secret: &str) -> Result<bool> {
         let presented = KeyHash::of_secret(secret);
-        let row = sqlx::query("SELECT key_hash FROM organization LIMIT 1").fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT key_hash FROM organization LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
         let Some(row) = row else { return Ok(false) };
         let stored: String = row.get("key_hash");
-        let stored = KeyHash::from_hex(&stored).ok_or_else(|| MetaError::Corrupt("organization key hash".into()))?;
+        let stored = KeyHash::from_hex(&stored)
+            .ok_or_else(|| MetaError::Corrupt("organization key hash".into()))?;
         Ok(stored.matches(&presented))
     }
 
@@ -173,7 +201,11 @@ impl MetaStore {
     pub async fn create_project(&self, name: &str) -> Result<(Project, ProjectKeys)> {
         let id = generate_id();
         let created_at = now();
-        let keys = ProjectKeys { master: generate_secret(), write: generate_secret(), read: generate_secret() };
+        let keys = ProjectKeys {
+            master: generate_secret(),
+            write: generate_secret(),
+            read: generate_secret(),
+        };
         let mut transaction = self.pool.begin().await?;
         sqlx::query("INSERT INTO projects (id, name, created_at) VALUES (?, ?, ?)")
             .bind(&id)
@@ -181,7 +213,11 @@ impl MetaStore {
             .bind(&created_at)
             .execute(&mut *transaction)
             .await?;
-        for (kind, secret) in [(KeyKind::Master, &keys.master), (KeyKind::Write, &keys.write), (KeyKind::Read, &keys.read)] {
+        for (kind, secret) in [
+            (KeyKind::Master, &keys.master),
+            (KeyKind::Write, &keys.write),
+            (KeyKind::Read, &keys.read),
+        ] {
             sqlx::query(
                 "INSERT INTO project_keys (key_hash, key_prefix, project_id, kind, is_active, created_at) VALUES (?, ?, ?, ?, 1, ?)",
             )
@@ -194,12 +230,17 @@ impl MetaStore {
             .await?;
         }
         transaction.commit().await?;
-        let project = self.project(&id).await?.ok_or_else(|| MetaError::Corrupt("project vanished".into()))?;
+        let project = self
+            .project(&id)
+            .await?
+            .ok_or_else(|| MetaError::Corrupt("project vanished".into()))?;
         Ok((project, keys))
     }
 
     pub async fn projects(&self) -> Result<Vec<Project>> {
-        let rows = sqlx::query("SELECT id FROM projects ORDER BY created_at, id").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT id FROM projects ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
         let mut projects = Vec::with_capacity(rows.len());
         for row in rows {
             let id: String = row.get("id");
@@ -219,10 +260,11 @@ impl MetaStore {
             return Ok(None);
         };
         let mut key_prefixes = KeyPrefixes::default();
-        let key_rows = sqlx::query("SELECT kind, key_prefix FROM project_keys WHERE project_id = ?")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
+        let key_rows =
+            sqlx::query("SELECT kind, key_prefix FROM project_keys WHERE project_id = ?")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
         for key_row in key_rows {
             let prefix: String = key_row.get("key_prefix");
             match KeyKind::parse(key_row.get("kind")) {
@@ -232,12 +274,21 @@ impl MetaStore {
                 None => {}
             }
         }
-        Ok(Some(Project { id: row.get("id"), name: row.get("name"), created_at: row.get("created_at"), key_prefixes }))
+        Ok(Some(Project {
+            id: row.get("id"),
+            name: row.get("name"),
+            created_at: row.get("created_at"),
+            key_prefixes,
+        }))
     }
 
     /// Renames a project; `None` if it does not exist.
     pub async fn rename_project(&self, id: &str, name: &str) -> Result<Option<Project>> {
-        let updated = sqlx::query("UPDATE projects SET name = ? WHERE id = ?").bind(name).bind(id).execute(&self.pool).await?;
+        let updated = sqlx::query("UPDATE projects SET name = ? WHERE id = ?")
+            .bind(name)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         if updated.rows_affected() == 0 {
             return Ok(None);
         }
@@ -247,19 +298,27 @@ impl MetaStore {
     /// Finds the key a client presented. Unknown secrets give `None`.
     pub async fn resolve_key(&self, secret: &str) -> Result<Option<ResolvedKey>> {
         let presented = KeyHash::of_secret(secret);
-        let row = sqlx::query("SELECT key_hash, project_id, kind, is_active FROM project_keys WHERE key_hash = ?")
-            .bind(presented.to_hex())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT key_hash, project_id, kind, is_active FROM project_keys WHERE key_hash = ?",
+        )
+        .bind(presented.to_hex())
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(row) = row else { return Ok(None) };
         let stored: String = row.get("key_hash");
-        let stored = KeyHash::from_hex(&stored).ok_or_else(|| MetaError::Corrupt("key hash".into()))?;
+        let stored =
+            KeyHash::from_hex(&stored).ok_or_else(|| MetaError::Corrupt("key hash".into()))?;
         if !stored.matches(&presented) {
             return Ok(None);
         }
         let kind: String = row.get("kind");
-        let kind = KeyKind::parse(&kind).ok_or_else(|| MetaError::Corrupt(format!("key kind {kind}")))?;
-        Ok(Some(ResolvedKey { project_id: row.get("project_id"), kind, is_active: row.get::<i64, _>("is_active") != 0 }))
+        let kind =
+            KeyKind::parse(&kind).ok_or_else(|| MetaError::Corrupt(format!("key kind {kind}")))?;
+        Ok(Some(ResolvedKey {
+            project_id: row.get("project_id"),
+            kind,
+            is_active: row.get::<i64, _>("is_active") != 0,
+        }))
     }
 }
 

@@ -43,10 +43,12 @@ pub async fn apply(pool: &SqlitePool) -> sqlx::Result<()> {
         }
         let mut transaction = pool.begin().await?;
         sqlx::raw_sql(*sql).execute(&mut *transaction).await?;
-        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, datetime('now'))")
-            .bind(version)
-            .execute(&mut *transaction)
-            .await?;
+        sqlx::query(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?, datetime('now'))",
+        )
+        .bind(version)
+        .execute(&mut *transaction)
+        .await?;
         transaction.commit().await?;
         tracing::info!(version, "applied metadata migration");
     }

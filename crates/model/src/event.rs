@@ -62,20 +62,35 @@ pub struct PreparedEvent {
 /// Rebuilds the flattened form of an event Keyhole stored earlier (WAL replay). `None` when the text
 /// is not an event Keyhole wrote.
 pub fn reload_event(json: &[u8]) -> Option<(FlatEvent, Option<String>)> {
-    let Value::Object(event) = serde_json::from_slice::<Value>(json).ok()? else { return None };
+    let Value::Object(event) = serde_json::from_slice::<Value>(json).ok()? else {
+        return None;
+    };
     let keen = event.get("keen")?.as_object()?;
     let timestamp_millis = parse_timestamp(keen.get("timestamp")?.as_str()?)?;
     let created_at_millis = parse_timestamp(keen.get("created_at")?.as_str()?)?;
     let id = keen.get("id")?.as_str()?.to_string();
-    let token = keen.get("uniqueness_token").and_then(Value::as_str).map(str::to_string);
+    let token = keen
+        .get("uniqueness_token")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let properties = flatten_properties(&event);
-    Some((FlatEvent { timestamp_millis, created_at_millis, id, properties }, token))
+    Some((
+        FlatEvent {
+            timestamp_millis,
+            created_at_millis,
+            id,
+            properties,
+        },
+        token,
+    ))
 }
 
 /// Validates and completes one event; see the module docs for the rules.
 pub fn prepare_event(event: Value, context: &EventContext) -> Result<PreparedEvent, EventError> {
     let Value::Object(mut event) = event else {
-        return Err(EventError::InvalidEvent("An event must be a JSON object.".to_string()));
+        return Err(EventError::InvalidEvent(
+            "An event must be a JSON object.".to_string(),
+        ));
     };
     replace_placeholders(&mut event, context);
     let keen_in = match event.remove("keen") {
@@ -91,9 +106,15 @@ pub fn prepare_event(event: Value, context: &EventContext) -> Result<PreparedEve
     let keen_fields = KeenFields::from_client(keen_in, context)?;
 
     let mut keen_out = keen_fields.passthrough;
-    keen_out.insert("timestamp".into(), Value::String(format_timestamp(keen_fields.timestamp)));
+    keen_out.insert(
+        "timestamp".into(),
+        Value::String(format_timestamp(keen_fields.timestamp)),
+    );
     let created_at = context.received_at.timestamp_millis();
-    keen_out.insert("created_at".into(), Value::String(format_timestamp(created_at)));
+    keen_out.insert(
+        "created_at".into(),
+        Value::String(format_timestamp(created_at)),
+    );
     let id = new_event_id(created_at);
     keen_out.insert("id".into(), Value::String(id.clone()));
     event.insert("keen".into(), Value::Object(keen_out));
@@ -180,7 +201,9 @@ fn parse_uniqueness_token(value: &Value) -> Result<String, EventError> {
 }
 
 fn validate_addons(value: &Value) -> Result<(), EventError> {
-    let valid = value.as_array().is_some_and(|addons| addons.iter().all(Value::is_object));
+    let valid = value
+        .as_array()
+        .is_some_and(|addons| addons.iter().all(Value::is_object));
     if valid {
         return Ok(());
     }
@@ -204,7 +227,9 @@ const MAX_NESTING_DEPTH: usize = 1000;
 
 fn validate_value(name: &str, value: &Value, depth: usize) -> Result<(), EventError> {
     if depth > MAX_NESTING_DEPTH {
-        return Err(EventError::InvalidEvent("The event is nested too deeply.".to_string()));
+        return Err(EventError::InvalidEvent(
+            "The event is nested too deeply.".to_string(),
+        ));
     }
     match value {
         Value::String(text) => validate_string(name, text),
@@ -249,10 +274,15 @@ fn replace_placeholder_value(value: &mut Value, context: &EventContext) {
             *value = context.client_ip.clone().map_or(Value::Null, Value::String);
         }
         Value::String(text) if text == USER_AGENT_PLACEHOLDER => {
-            *value = context.user_agent.clone().map_or(Value::Null, Value::String);
+            *value = context
+                .user_agent
+                .clone()
+                .map_or(Value::Null, Value::String);
         }
         Value::Object(nested) => replace_placeholders(nested, context),
-        Value::Array(items) => items.iter_mut().for_each(|item| replace_placeholder_value(item, context)),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| replace_placeholder_value(item, context)),
         _ => {}
     }
 }
@@ -285,7 +315,9 @@ mod tests {
 
     #[test]
     fn sets_keen_fields_and_keeps_client_timestamp() {
-        let event = stored(json!({"a": 1, "keen": {"timestamp": "2020-01-02T03:04:05.678901", "id": "mine", "created_at": "x"}}));
+        let event = stored(
+            json!({"a": 1, "keen": {"timestamp": "2020-01-02T03:04:05.678901", "id": "mine", "created_at": "x"}}),
+        );
         assert_eq!(event["keen"]["timestamp"], "2020-01-02T03:04:05.678Z");
         assert_eq!(event["keen"]["created_at"], "2024-05-01T10:00:00.000Z");
         assert_ne!(event["keen"]["id"], "mine");
@@ -296,7 +328,11 @@ mod tests {
 
     #[test]
     fn reloads_what_it_prepared() {
-        let prepared = prepare_event(json!({"a": {"b": [1, 2]}, "keen": {"uniqueness_token": "t1"}}), &context()).unwrap();
+        let prepared = prepare_event(
+            json!({"a": {"b": [1, 2]}, "keen": {"uniqueness_token": "t1"}}),
+            &context(),
+        )
+        .unwrap();
         let (flat, token) = reload_event(&prepared.json).unwrap();
         assert_eq!(flat, prepared.flat);
         assert_eq!(token.as_deref(), Some("t1"));
@@ -305,7 +341,9 @@ mod tests {
 
     #[test]
     fn replaces_placeholders_and_drops_addons() {
-        let event = stored(json!({"ip": "${keen.ip}", "ua": {"raw": "${keen.user_agent}"}, "keen": {"addons": [{"name": "keen:ip_to_geo"}]}}));
+        let event = stored(
+            json!({"ip": "${keen.ip}", "ua": {"raw": "${keen.user_agent}"}, "keen": {"addons": [{"name": "keen:ip_to_geo"}]}}),
+        );
         assert_eq!(event["ip"], "10.1.2.3");
         assert_eq!(event["ua"]["raw"], "curl/8");
         assert!(event["keen"].get("addons").is_none());
@@ -315,16 +353,46 @@ mod tests {
     fn refuses_what_keen_refuses() {
         let refuse = |event: Value| prepare_event(event, &context()).unwrap_err();
         assert!(matches!(refuse(json!([1])), EventError::InvalidEvent(_)));
-        assert!(matches!(refuse(json!({"keen": 5})), EventError::NamespaceType(_)));
-        assert!(matches!(refuse(json!({"keen": {"foo": 1}})), EventError::InvalidKeenNamespaceProperty(_)));
-        assert!(matches!(refuse(json!({"keen": {"timestamp": "soon"}})), EventError::InvalidKeenNamespaceProperty(_)));
-        assert!(matches!(refuse(json!({"keen": {"uniqueness_token": "x".repeat(65)}})), EventError::InvalidKeenNamespaceProperty(_)));
-        assert!(matches!(refuse(json!({"a.b": 1})), EventError::InvalidPropertyName(_)));
-        assert!(matches!(refuse(json!({"o": {"$x": 1}})), EventError::InvalidPropertyName(_)));
-        assert!(matches!(refuse(json!({"l": [{"a": 1}]})), EventError::ListsOfNonPrimitivesNotAllowed(_)));
-        assert!(matches!(refuse(json!({"l": [[1]]})), EventError::ListsOfNonPrimitivesNotAllowed(_)));
-        assert!(matches!(refuse(json!({"s": "x".repeat(10_000)})), EventError::InvalidPropertyValue(_)));
+        assert!(matches!(
+            refuse(json!({"keen": 5})),
+            EventError::NamespaceType(_)
+        ));
+        assert!(matches!(
+            refuse(json!({"keen": {"foo": 1}})),
+            EventError::InvalidKeenNamespaceProperty(_)
+        ));
+        assert!(matches!(
+            refuse(json!({"keen": {"timestamp": "soon"}})),
+            EventError::InvalidKeenNamespaceProperty(_)
+        ));
+        assert!(matches!(
+            refuse(json!({"keen": {"uniqueness_token": "x".repeat(65)}})),
+            EventError::InvalidKeenNamespaceProperty(_)
+        ));
+        assert!(matches!(
+            refuse(json!({"a.b": 1})),
+            EventError::InvalidPropertyName(_)
+        ));
+        assert!(matches!(
+            refuse(json!({"o": {"$x": 1}})),
+            EventError::InvalidPropertyName(_)
+        ));
+        assert!(matches!(
+            refuse(json!({"l": [{"a": 1}]})),
+            EventError::ListsOfNonPrimitivesNotAllowed(_)
+        ));
+        assert!(matches!(
+            refuse(json!({"l": [[1]]})),
+            EventError::ListsOfNonPrimitivesNotAllowed(_)
+        ));
+        assert!(matches!(
+            refuse(json!({"s": "x".repeat(10_000)})),
+            EventError::InvalidPropertyValue(_)
+        ));
         let big: Vec<String> = (0..100).map(|_| "y".repeat(9_999)).collect();
-        assert!(matches!(refuse(json!({"big": big})), EventError::EventTooLarge(_)));
+        assert!(matches!(
+            refuse(json!({"big": big})),
+            EventError::EventTooLarge(_)
+        ));
     }
 }

@@ -52,7 +52,9 @@ impl ValueKind {
     }
 
     pub fn from_suffix(suffix: &str) -> Option<ValueKind> {
-        ValueKind::ALL.into_iter().find(|kind| kind.suffix() == suffix)
+        ValueKind::ALL
+            .into_iter()
+            .find(|kind| kind.suffix() == suffix)
     }
 
     /// The type name Keen's schema endpoints report (`string`, `num`, `bool`, `list`, `null`, ...).
@@ -62,9 +64,10 @@ impl ValueKind {
             ValueKind::Str => "string",
             ValueKind::Bool => "bool",
             ValueKind::Null => "null",
-            ValueKind::NumList | ValueKind::StrList | ValueKind::BoolList | ValueKind::MixedList => {
-                "list"
-            }
+            ValueKind::NumList
+            | ValueKind::StrList
+            | ValueKind::BoolList
+            | ValueKind::MixedList => "list",
             ValueKind::EmptyObject => "object",
         }
     }
@@ -137,8 +140,15 @@ pub fn flatten_properties(event: &Map<String, Value>) -> Vec<(String, FlatValue)
 
 fn flatten_into(prefix: &str, object: &Map<String, Value>, out: &mut Vec<(String, FlatValue)>) {
     for (name, value) in object {
-        let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
-        if matches!(path.as_str(), TIMESTAMP_COLUMN | CREATED_AT_COLUMN | ID_COLUMN) {
+        let path = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        if matches!(
+            path.as_str(),
+            TIMESTAMP_COLUMN | CREATED_AT_COLUMN | ID_COLUMN
+        ) {
             continue;
         }
         match value {
@@ -147,26 +157,34 @@ fn flatten_into(prefix: &str, object: &Map<String, Value>, out: &mut Vec<(String
             Value::Array(items) => out.push((path, flatten_list(items))),
             Value::Null => out.push((path, FlatValue::Null)),
             Value::Bool(flag) => out.push((path, FlatValue::Bool(*flag))),
-            Value::Number(number) => out.push((path, FlatValue::Num(number.as_f64().unwrap_or(f64::NAN)))),
+            Value::Number(number) => {
+                out.push((path, FlatValue::Num(number.as_f64().unwrap_or(f64::NAN))))
+            }
             Value::String(text) => out.push((path, FlatValue::Str(text.clone()))),
         }
     }
 }
 
 fn flatten_list(items: &[Value]) -> FlatValue {
-    let mut kinds = items.iter().filter(|item| !item.is_null()).map(|item| match item {
-        Value::Number(_) => 0u8,
-        Value::String(_) => 1,
-        Value::Bool(_) => 2,
-        _ => 3,
-    });
+    let mut kinds = items
+        .iter()
+        .filter(|item| !item.is_null())
+        .map(|item| match item {
+            Value::Number(_) => 0u8,
+            Value::String(_) => 1,
+            Value::Bool(_) => 2,
+            _ => 3,
+        });
     let first_kind = kinds.next();
     let homogeneous = kinds.all(|kind| Some(kind) == first_kind);
     match (first_kind, homogeneous) {
         (Some(0), true) => FlatValue::NumList(items.iter().map(Value::as_f64).collect()),
         (Some(2), true) => FlatValue::BoolList(items.iter().map(Value::as_bool).collect()),
         (None, _) | (Some(1), true) => FlatValue::StrList(
-            items.iter().map(|item| item.as_str().map(str::to_string)).collect(),
+            items
+                .iter()
+                .map(|item| item.as_str().map(str::to_string))
+                .collect(),
         ),
         _ => FlatValue::MixedList(items.iter().map(Value::to_string).collect()),
     }
@@ -189,17 +207,26 @@ mod tests {
             "keen": {"timestamp": "x", "id": "y", "uniqueness_token": "t"}
         }));
         let mut expected: Vec<(String, FlatValue)> = vec![
-                ("price".into(), FlatValue::Num(2.5)),
-                ("user.id".into(), FlatValue::Str("u1".into())),
-                ("user.address.zip".into(), FlatValue::Num(12345.0)),
-                ("tags".into(), FlatValue::StrList(vec![Some("a".into()), None])),
-                ("nums".into(), FlatValue::NumList(vec![Some(1.0), Some(2.0)])),
-                ("flags".into(), FlatValue::BoolList(vec![Some(true)])),
-                ("mixed".into(), FlatValue::MixedList(vec!["1".into(), "\"a\"".into()])),
-                ("empty".into(), FlatValue::EmptyObject),
-                ("nothing".into(), FlatValue::Null),
-                ("keen.uniqueness_token".into(), FlatValue::Str("t".into())),
-            ];
+            ("price".into(), FlatValue::Num(2.5)),
+            ("user.id".into(), FlatValue::Str("u1".into())),
+            ("user.address.zip".into(), FlatValue::Num(12345.0)),
+            (
+                "tags".into(),
+                FlatValue::StrList(vec![Some("a".into()), None]),
+            ),
+            (
+                "nums".into(),
+                FlatValue::NumList(vec![Some(1.0), Some(2.0)]),
+            ),
+            ("flags".into(), FlatValue::BoolList(vec![Some(true)])),
+            (
+                "mixed".into(),
+                FlatValue::MixedList(vec!["1".into(), "\"a\"".into()]),
+            ),
+            ("empty".into(), FlatValue::EmptyObject),
+            ("nothing".into(), FlatValue::Null),
+            ("keen.uniqueness_token".into(), FlatValue::Str("t".into())),
+        ];
         expected.sort_by(|a, b| a.0.cmp(&b.0));
         let mut properties = properties;
         properties.sort_by(|a, b| a.0.cmp(&b.0));

@@ -46,7 +46,9 @@ impl Operation {
     }
 
     pub fn from_keen_name(name: &str) -> Option<Operation> {
-        Operation::ALL.into_iter().find(|operation| operation.keen_name() == name)
+        Operation::ALL
+            .into_iter()
+            .find(|operation| operation.keen_name() == name)
     }
 
     /// What a project's read key may do (Keen: the read key is an access key with these).
@@ -128,7 +130,10 @@ mod tests {
     #[test]
     fn operation_names_round_trip() {
         for operation in Operation::ALL {
-            assert_eq!(Operation::from_keen_name(operation.keen_name()), Some(operation));
+            assert_eq!(
+                Operation::from_keen_name(operation.keen_name()),
+                Some(operation)
+            );
         }
     }
 }

@@ -17,7 +17,9 @@ pub fn collection_name_problem(name: &str) -> Option<String> {
         ));
     }
     if !name.is_ascii() {
-        return Some(format!("Collection name must contain only ASCII characters: '{name}'."));
+        return Some(format!(
+            "Collection name must contain only ASCII characters: '{name}'."
+        ));
     }
     if name.chars().any(|c| c.is_ascii_control()) {
         return Some("Collection name must not contain control characters.".to_string());
@@ -26,7 +28,9 @@ pub fn collection_name_problem(name: &str) -> Option<String> {
         return Some(format!("Collection name must not contain '$': '{name}'."));
     }
     if name.starts_with('_') {
-        return Some(format!("Collection name must not start with '_': '{name}'."));
+        return Some(format!(
+            "Collection name must not start with '_': '{name}'."
+        ));
     }
     None
 }
@@ -42,7 +46,9 @@ pub fn property_name_problem(name: &str) -> Option<String> {
         ));
     }
     if name.contains('.') {
-        return Some(format!("Property names must not contain a period: '{name}'."));
+        return Some(format!(
+            "Property names must not contain a period: '{name}'."
+        ));
     }
     if name.starts_with('$') {
         return Some(format!("Property names must not start with '$': '{name}'."));

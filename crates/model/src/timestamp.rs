@@ -14,31 +14,48 @@ pub fn parse_timestamp(text: &str) -> Option<EpochMillis> {
     if let Ok(parsed) = DateTime::parse_from_rfc3339(text) {
         return Some(parsed.timestamp_millis());
     }
-    for format in ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%:z"] {
+    for format in [
+        "%Y-%m-%dT%H:%M:%S%.f%z",
+        "%Y-%m-%dT%H:%M:%S%.f%:z",
+        "%Y-%m-%d %H:%M:%S%.f%:z",
+    ] {
         if let Ok(parsed) = DateTime::parse_from_str(text, format) {
             return Some(parsed.timestamp_millis());
         }
     }
-    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+    for format in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
             return Some(Utc.from_utc_datetime(&naive).timestamp_millis());
         }
     }
     if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Some(Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0)?).timestamp_millis());
+        return Some(
+            Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0)?)
+                .timestamp_millis(),
+        );
     }
     None
 }
 
 /// Formats an instant the way Keen returns timestamps: UTC, milliseconds, `Z`.
 pub fn format_timestamp(millis: EpochMillis) -> String {
-    let instant = Utc.timestamp_millis_opt(millis).single().unwrap_or_default();
+    let instant = Utc
+        .timestamp_millis_opt(millis)
+        .single()
+        .unwrap_or_default();
     instant.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// The UTC calendar day of an instant, as `YYYY-MM-DD` (the storage partition key).
 pub fn utc_day(millis: EpochMillis) -> String {
-    let instant = Utc.timestamp_millis_opt(millis).single().unwrap_or_default();
+    let instant = Utc
+        .timestamp_millis_opt(millis)
+        .single()
+        .unwrap_or_default();
     instant.format("%Y-%m-%d").to_string()
 }
 
@@ -50,10 +67,22 @@ mod tests {
     fn parses_client_forms() {
         let expected = parse_timestamp("2024-03-01T12:30:45.123Z").unwrap();
         assert_eq!(format_timestamp(expected), "2024-03-01T12:30:45.123Z");
-        assert_eq!(parse_timestamp("2024-03-01T12:30:45.123000"), Some(expected));
-        assert_eq!(parse_timestamp("2024-03-01T12:30:45.123+00:00"), Some(expected));
-        assert_eq!(parse_timestamp("2024-03-01T13:30:45.123+01:00"), Some(expected));
-        assert_eq!(parse_timestamp("2024-03-01T12:30:45.123456"), Some(expected));
+        assert_eq!(
+            parse_timestamp("2024-03-01T12:30:45.123000"),
+            Some(expected)
+        );
+        assert_eq!(
+            parse_timestamp("2024-03-01T12:30:45.123+00:00"),
+            Some(expected)
+        );
+        assert_eq!(
+            parse_timestamp("2024-03-01T13:30:45.123+01:00"),
+            Some(expected)
+        );
+        assert_eq!(
+            parse_timestamp("2024-03-01T12:30:45.123456"),
+            Some(expected)
+        );
         assert_eq!(
             parse_timestamp("2024-03-01"),
             parse_timestamp("2024-03-01T00:00:00Z")

@@ -1,1 +1,80 @@
-//! placeholder
+//! Keyhole's HTTP layer: the Keen v3 routes (built from one route table), key extractors that carry
+//! each route's required permission in their type, and the one place domain errors become Keen error
+//! bodies. [`app`] builds the whole router so tests can drive it in-process or behind a real socket.
+
+pub mod auth;
+pub mod errors;
+mod inspect;
+mod projects;
+pub mod routes;
+mod write;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::http::{Method, Request};
+use axum::response::IntoResponse;
+use keyhole_meta::MetaStore;
+use keyhole_storage::Storage;
+use serde_json::json;
+use tower_http::cors::{AllowHeaders, Any, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+pub use projects::created_project_json;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub meta: MetaStore,
+    pub storage: Storage,
+    pub organization_id: Arc<str>,
+}
+
+/// The full application: routes, Keen-style 404/405 answers, CORS, request tracing.
+pub fn app(state: AppState) -> Router {
+    // Browsers send `Authorization`, which a `*` allow-list does not cover, so requested headers are
+    // mirrored back.
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+            Method::HEAD,
+        ])
+        .allow_headers(AllowHeaders::mirror_request())
+        .max_age(Duration::from_secs(86_400));
+    // Spans carry the path only: query strings may hold `api_key`.
+    let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+        tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+    });
+    routes::routes()
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(cors)
+        .layer(trace)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn not_found() -> impl IntoResponse {
+    errors::ApiError::not_found()
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    let error = errors::ApiError::new(
+        errors::ErrorCode::InvalidRequest,
+        "This method is not allowed on this resource.",
+    );
+    (
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        Json(error.body()),
+    )
+}

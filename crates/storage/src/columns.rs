@@ -15,8 +15,8 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use keyhole_model::flat::{CREATED_AT_COLUMN, FlatEvent, FlatValue, ID_COLUMN, TIMESTAMP_COLUMN};
 use keyhole_model::ValueKind;
+use keyhole_model::flat::{CREATED_AT_COLUMN, FlatEvent, FlatValue, ID_COLUMN, TIMESTAMP_COLUMN};
 
 pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
@@ -51,7 +51,9 @@ pub fn schema_with_columns<'a>(columns: impl IntoIterator<Item = &'a String>) ->
     names.sort();
     names.dedup();
     for name in names {
-        let Some((_, kind)) = ValueKind::split_column_name(name) else { continue };
+        let Some((_, kind)) = ValueKind::split_column_name(name) else {
+            continue;
+        };
         fields.push(Field::new(name.as_str(), data_type_of(kind), true));
     }
     Arc::new(Schema::new(fields))
@@ -234,7 +236,10 @@ mod tests {
             timestamp_millis: 1,
             created_at_millis: 2,
             id: "id".into(),
-            properties: properties.into_iter().map(|(path, value)| (path.to_string(), value)).collect(),
+            properties: properties
+                .into_iter()
+                .map(|(path, value)| (path.to_string(), value))
+                .collect(),
         }
     }
 
@@ -242,11 +247,29 @@ mod tests {
     fn buffer_backfills_nulls_for_columns_that_appear_later() {
         let mut buffer = RowBuffer::default();
         buffer.append(&event(vec![("a", FlatValue::Num(1.0))]));
-        buffer.append(&event(vec![("a", FlatValue::Str("x".into())), ("b", FlatValue::Null)]));
+        buffer.append(&event(vec![
+            ("a", FlatValue::Str("x".into())),
+            ("b", FlatValue::Null),
+        ]));
         let batch = buffer.take_batch().unwrap();
         assert_eq!(batch.num_rows(), 2);
-        let names: Vec<_> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
-        assert_eq!(names, ["keen.timestamp", "keen.created_at", "keen.id", "a#num", "a#str", "b#null"]);
+        let names: Vec<_> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "keen.timestamp",
+                "keen.created_at",
+                "keen.id",
+                "a#num",
+                "a#str",
+                "b#null"
+            ]
+        );
         assert_eq!(batch.column_by_name("a#num").unwrap().null_count(), 1);
         assert_eq!(batch.column_by_name("a#str").unwrap().null_count(), 1);
         assert!(buffer.take_batch().is_none());

@@ -36,13 +36,23 @@ pub fn merge_batches(batches: &[RecordBatch]) -> Option<RecordBatch> {
     let first = batches.first()?;
     let columns: Vec<String> = batches
         .iter()
-        .flat_map(|batch| batch.schema().fields().iter().map(|field| field.name().clone()).collect::<Vec<_>>())
+        .flat_map(|batch| {
+            batch
+                .schema()
+                .fields()
+                .iter()
+                .map(|field| field.name().clone())
+                .collect::<Vec<_>>()
+        })
         .collect();
     let schema = schema_with_columns(&columns);
     if batches.len() == 1 {
         return Some(conform_batch(first, &schema));
     }
-    let conformed: Vec<RecordBatch> = batches.iter().map(|batch| conform_batch(batch, &schema)).collect();
+    let conformed: Vec<RecordBatch> = batches
+        .iter()
+        .map(|batch| conform_batch(batch, &schema))
+        .collect();
     Some(concat_batches(&schema, &conformed).expect("conformed batches concatenate"))
 }
 
@@ -55,8 +65,12 @@ fn timestamps(batch: &RecordBatch) -> &TimestampMillisecondArray {
 
 /// Sorts rows by event time and cuts them into one batch per UTC day.
 pub fn split_by_day(batch: &RecordBatch) -> Vec<(String, RecordBatch)> {
-    let order = sort_to_indices(batch.column_by_name(TIMESTAMP_COLUMN).expect("timestamp"), Some(SortOptions::default()), None)
-        .expect("timestamps sort");
+    let order = sort_to_indices(
+        batch.column_by_name(TIMESTAMP_COLUMN).expect("timestamp"),
+        Some(SortOptions::default()),
+        None,
+    )
+    .expect("timestamps sort");
     let sorted = take_record_batch(batch, &order).expect("take by sort order");
     let times = timestamps(&sorted);
     let mut parts = Vec::new();
@@ -67,7 +81,10 @@ pub fn split_by_day(batch: &RecordBatch) -> Vec<(String, RecordBatch)> {
         while end < sorted.num_rows() && times.value(end).div_euclid(MILLIS_PER_DAY) == day_number {
             end += 1;
         }
-        parts.push((utc_day(times.value(start)), sorted.slice(start, end - start)));
+        parts.push((
+            utc_day(times.value(start)),
+            sorted.slice(start, end - start),
+        ));
         start = end;
     }
     parts
@@ -82,8 +99,14 @@ pub async fn write_day_file(
     name_hint: u64,
 ) -> io::Result<DataFile> {
     let times = timestamps(batch);
-    let min_timestamp_millis = (0..times.len()).map(|row| times.value(row)).min().unwrap_or_default();
-    let max_timestamp_millis = (0..times.len()).map(|row| times.value(row)).max().unwrap_or_default();
+    let min_timestamp_millis = (0..times.len())
+        .map(|row| times.value(row))
+        .min()
+        .unwrap_or_default();
+    let max_timestamp_millis = (0..times.len())
+        .map(|row| times.value(row))
+        .max()
+        .unwrap_or_default();
     let bytes = encode_parquet(batch)?;
     let mut random = [0u8; 4];
     rand::fill(&mut random);
@@ -119,7 +142,11 @@ fn encode_parquet(batch: &RecordBatch) -> io::Result<Bytes> {
 }
 
 /// Reads a data file's rows, conformed to `schema` (columns the file lacks become nulls).
-pub async fn read_data_file(objects: &ObjectFiles, file: &DataFile, schema: &SchemaRef) -> io::Result<Vec<RecordBatch>> {
+pub async fn read_data_file(
+    objects: &ObjectFiles,
+    file: &DataFile,
+    schema: &SchemaRef,
+) -> io::Result<Vec<RecordBatch>> {
     let bytes = objects.get(&file.path).await?;
     let schema = schema.clone();
     tokio::task::spawn_blocking(move || {
@@ -141,7 +168,13 @@ pub async fn read_data_file(objects: &ObjectFiles, file: &DataFile, schema: &Sch
 pub fn days_to_compact(files: &[DataFile], min_files: usize) -> Vec<Vec<DataFile>> {
     let mut by_day: BTreeMap<&str, Vec<DataFile>> = BTreeMap::new();
     for file in files {
-        by_day.entry(file.day.as_str()).or_default().push(file.clone());
+        by_day
+            .entry(file.day.as_str())
+            .or_default()
+            .push(file.clone());
     }
-    by_day.into_values().filter(|group| group.len() >= min_files).collect()
+    by_day
+        .into_values()
+        .filter(|group| group.len() >= min_files)
+        .collect()
 }

@@ -80,15 +80,22 @@ pub struct TimeRange {
 }
 
 impl TimeRange {
-    pub const ALL: TimeRange = TimeRange { start_millis: None, end_millis: None };
+    pub const ALL: TimeRange = TimeRange {
+        start_millis: None,
+        end_millis: None,
+    };
 
     fn overlaps_file(&self, file: &DataFile) -> bool {
-        self.start_millis.is_none_or(|start| file.max_timestamp_millis >= start)
-            && self.end_millis.is_none_or(|end| file.min_timestamp_millis < end)
+        self.start_millis
+            .is_none_or(|start| file.max_timestamp_millis >= start)
+            && self
+                .end_millis
+                .is_none_or(|end| file.min_timestamp_millis < end)
     }
 
     fn contains(&self, millis: i64) -> bool {
-        self.start_millis.is_none_or(|start| millis >= start) && self.end_millis.is_none_or(|end| millis < end)
+        self.start_millis.is_none_or(|start| millis >= start)
+            && self.end_millis.is_none_or(|end| millis < end)
     }
 }
 
@@ -140,7 +147,11 @@ impl Storage {
             state.to_manifest().store(&data_dir)?;
         }
         let next_sequence = replay.highest_sequence.max(state.flushed_sequence) + 1;
-        tracing::info!(replayed_records = replay.records, next_sequence, "storage opened");
+        tracing::info!(
+            replayed_records = replay.records,
+            next_sequence,
+            "storage opened"
+        );
 
         let wal = Wal::create(&wal_dir(&data_dir), next_sequence)?;
         let state = Arc::new(Mutex::new(state));
@@ -181,9 +192,18 @@ impl Storage {
     }
 
     /// Appends events to a collection. Returns once they are fsync'd in the WAL and visible to scans.
-    pub async fn append(&self, collection: CollectionId, events: Vec<PreparedEvent>) -> Result<Vec<WriteOutcome>> {
+    pub async fn append(
+        &self,
+        collection: CollectionId,
+        events: Vec<PreparedEvent>,
+    ) -> Result<Vec<WriteOutcome>> {
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Write { collection, events, reply }).await?;
+        self.send(Command::Write {
+            collection,
+            events,
+            reply,
+        })
+        .await?;
         Ok(answer.await.map_err(|_| StorageError::Closed)??)
     }
 
@@ -191,7 +211,8 @@ impl Storage {
     pub async fn delete_collection(&self, collection: CollectionId) -> Result<()> {
         let _maintenance = self.inner.maintenance.lock().await;
         let (reply, answer) = oneshot::channel();
-        self.send(Command::DeleteCollection { collection, reply }).await?;
+        self.send(Command::DeleteCollection { collection, reply })
+            .await?;
         let removed_files = answer.await.map_err(|_| StorageError::Closed)??;
         self.store_manifest().await?;
         for file in removed_files {
@@ -214,21 +235,40 @@ impl Storage {
     /// One collection's schema; `None` if it holds no events.
     pub fn collection_schema(&self, collection: &CollectionId) -> Option<CollectionSchema> {
         let state = self.inner.state.lock().expect("state lock");
-        state.collections.get(collection).map(|collection| collection.schema.clone())
+        state
+            .collections
+            .get(collection)
+            .map(|collection| collection.schema.clone())
     }
 
     /// Every acknowledged event of a collection with `keen.timestamp` in `range`.
-    pub async fn scan(&self, collection: &CollectionId, range: TimeRange) -> Result<CollectionScan> {
+    pub async fn scan(
+        &self,
+        collection: &CollectionId,
+        range: TimeRange,
+    ) -> Result<CollectionScan> {
         let (schema, memory_batches, files) = {
             let mut state = self.inner.state.lock().expect("state lock");
             let Some(target) = state.collections.get_mut(collection) else {
-                return Ok(CollectionScan { schema: schema_with_columns(&[]), batches: Vec::new() });
+                return Ok(CollectionScan {
+                    schema: schema_with_columns(&[]),
+                    batches: Vec::new(),
+                });
             };
             target.seal();
             let schema = schema_with_columns(&target.schema.column_names());
-            let memory: Vec<RecordBatch> = target.flushing.iter().chain(&target.sealed).cloned().collect();
-            let files: Vec<DataFile> =
-                target.files.iter().filter(|file| range.overlaps_file(file)).cloned().collect();
+            let memory: Vec<RecordBatch> = target
+                .flushing
+                .iter()
+                .chain(&target.sealed)
+                .cloned()
+                .collect();
+            let files: Vec<DataFile> = target
+                .files
+                .iter()
+                .filter(|file| range.overlaps_file(file))
+                .cloned()
+                .collect();
             (schema, memory, files)
         };
         let mut batches = Vec::new();
@@ -253,14 +293,23 @@ impl Storage {
     /// Data files of a collection (for inspection and tests).
     pub fn data_files(&self, collection: &CollectionId) -> Vec<DataFile> {
         let state = self.inner.state.lock().expect("state lock");
-        state.collections.get(collection).map(|c| c.files.clone()).unwrap_or_default()
+        state
+            .collections
+            .get(collection)
+            .map(|c| c.files.clone())
+            .unwrap_or_default()
     }
 
     /// Flushes everything and stops the writer. Later calls fail with [`StorageError::Closed`].
     pub async fn close(&self) -> Result<()> {
         self.flush().await?;
         let _ = self.inner.commands.send(Command::Stop).await;
-        let thread = self.inner.writer_thread.lock().expect("writer thread lock").take();
+        let thread = self
+            .inner
+            .writer_thread
+            .lock()
+            .expect("writer thread lock")
+            .take();
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
@@ -268,7 +317,11 @@ impl Storage {
     }
 
     async fn send(&self, command: Command) -> Result<()> {
-        self.inner.commands.send(command).await.map_err(|_| StorageError::Closed)
+        self.inner
+            .commands
+            .send(command)
+            .await
+            .map_err(|_| StorageError::Closed)
     }
 
     async fn store_manifest(&self) -> Result<()> {
@@ -306,7 +359,10 @@ fn push_in_range(batches: &mut Vec<RecordBatch>, batch: RecordBatch, range: Time
         .column_by_name(TIMESTAMP_COLUMN)
         .and_then(|column| column.as_any().downcast_ref::<TimestampMillisecondArray>())
         .expect("keen.timestamp column");
-    let keep: BooleanArray = times.iter().map(|time| Some(time.is_some_and(|t| range.contains(t)))).collect();
+    let keep: BooleanArray = times
+        .iter()
+        .map(|time| Some(time.is_some_and(|t| range.contains(t))))
+        .collect();
     let filtered = filter_record_batch(&batch, &keep).expect("filter by a mask of equal length");
     if filtered.num_rows() > 0 {
         batches.push(filtered);
@@ -318,12 +374,16 @@ fn wal_dir(data_dir: &Path) -> PathBuf {
 }
 
 fn spawn_flusher(inner: Weak<Inner>) {
-    let Some(strong) = inner.upgrade() else { return };
+    let Some(strong) = inner.upgrade() else {
+        return;
+    };
     let interval = strong.config.flush_interval;
     drop(strong);
     tokio::spawn(async move {
         loop {
-            let Some(strong) = inner.upgrade() else { return };
+            let Some(strong) = inner.upgrade() else {
+                return;
+            };
             let _ = tokio::time::timeout(interval, strong.flush_wanted.notified()).await;
             let storage = Storage { inner: strong };
             if let Err(error) = storage.flush().await {
@@ -342,17 +402,32 @@ struct ReplaySummary {
     deleted_files: Vec<DataFile>,
 }
 
-fn replay_wal(directory: &Path, state: &mut State, tokens: &mut TokenIndex) -> std::io::Result<ReplaySummary> {
+fn replay_wal(
+    directory: &Path,
+    state: &mut State,
+    tokens: &mut TokenIndex,
+) -> std::io::Result<ReplaySummary> {
     let flushed = state.flushed_sequence;
-    let mut summary = ReplaySummary { highest_sequence: 0, records: 0, deleted_files: Vec::new() };
+    let mut summary = ReplaySummary {
+        highest_sequence: 0,
+        records: 0,
+        deleted_files: Vec::new(),
+    };
     summary.highest_sequence = wal::replay(directory, |sequence, entry| {
         if sequence <= flushed {
             return;
         }
         summary.records += 1;
         match entry {
-            WalEntry::Events { project, collection, events } => {
-                let id = CollectionId { project, collection };
+            WalEntry::Events {
+                project,
+                collection,
+                events,
+            } => {
+                let id = CollectionId {
+                    project,
+                    collection,
+                };
                 let target = state.collection_mut(&id);
                 for json in events {
                     let Some((event, token)) = reload_event(&json) else {
@@ -360,13 +435,22 @@ fn replay_wal(directory: &Path, state: &mut State, tokens: &mut TokenIndex) -> s
                         continue;
                     };
                     if let Some(token) = token {
-                        tokens.entry(id.clone()).or_default().insert(token, event.created_at_millis);
+                        tokens
+                            .entry(id.clone())
+                            .or_default()
+                            .insert(token, event.created_at_millis);
                     }
                     target.append(&event);
                 }
             }
-            WalEntry::DeleteCollection { project, collection } => {
-                let id = CollectionId { project, collection };
+            WalEntry::DeleteCollection {
+                project,
+                collection,
+            } => {
+                let id = CollectionId {
+                    project,
+                    collection,
+                };
                 tokens.remove(&id);
                 summary.deleted_files.extend(state.remove_collection(&id));
             }

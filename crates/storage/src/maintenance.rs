@@ -24,15 +24,26 @@ impl Storage {
                 .collections
                 .iter()
                 .filter(|(_, collection)| !collection.flushing.is_empty())
-                .map(|(id, collection)| (id.clone(), collection.incarnation, collection.flushing.clone()))
+                .map(|(id, collection)| {
+                    (
+                        id.clone(),
+                        collection.incarnation,
+                        collection.flushing.clone(),
+                    )
+                })
                 .collect()
         };
         let mut written: Vec<(CollectionId, u64, Vec<DataFile>)> = Vec::new();
         for (id, incarnation, batches) in flushing {
-            let Some(merged) = merge_batches(&batches) else { continue };
+            let Some(merged) = merge_batches(&batches) else {
+                continue;
+            };
             let mut files = Vec::new();
             for (day, day_batch) in split_by_day(&merged) {
-                files.push(write_day_file(&self.inner.objects, &id, &day, &day_batch, through_sequence).await?);
+                files.push(
+                    write_day_file(&self.inner.objects, &id, &day, &day_batch, through_sequence)
+                        .await?,
+                );
             }
             written.push((id, incarnation, files));
         }
@@ -89,19 +100,33 @@ impl Storage {
         Ok(())
     }
 
-    async fn compact_day(&self, id: CollectionId, incarnation: u64, old_files: Vec<DataFile>) -> Result<()> {
+    async fn compact_day(
+        &self,
+        id: CollectionId,
+        incarnation: u64,
+        old_files: Vec<DataFile>,
+    ) -> Result<()> {
         let schema = {
             let state = self.inner.state.lock().expect("state lock");
-            let Some(collection) = state.collections.get(&id) else { return Ok(()) };
+            let Some(collection) = state.collections.get(&id) else {
+                return Ok(());
+            };
             crate::columns::schema_with_columns(&collection.schema.column_names())
         };
         let mut batches = Vec::new();
         for file in &old_files {
             batches.extend(read_data_file(&self.inner.objects, file, &schema).await?);
         }
-        let Some(merged) = merge_batches(&batches) else { return Ok(()) };
+        let Some(merged) = merge_batches(&batches) else {
+            return Ok(());
+        };
         let day = old_files[0].day.clone();
-        let name_hint = self.inner.state.lock().expect("state lock").flushed_sequence;
+        let name_hint = self
+            .inner
+            .state
+            .lock()
+            .expect("state lock")
+            .flushed_sequence;
         let new_file = write_day_file(&self.inner.objects, &id, &day, &merged, name_hint).await?;
         let swapped = {
             let mut state = self.inner.state.lock().expect("state lock");

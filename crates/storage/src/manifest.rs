@@ -97,7 +97,8 @@ impl Manifest {
             return Ok(Manifest::default());
         }
         let bytes = fs::read(&path)?;
-        serde_json::from_slice(&bytes).map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
+        serde_json::from_slice(&bytes)
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
     }
 
     pub fn store(&self, directory: &Path) -> io::Result<()> {
@@ -117,14 +118,20 @@ mod tests {
     #[test]
     fn stores_atomically_and_loads() {
         let directory = tempfile::tempdir().unwrap();
-        assert_eq!(Manifest::load(directory.path()).unwrap(), Manifest::default());
+        assert_eq!(
+            Manifest::load(directory.path()).unwrap(),
+            Manifest::default()
+        );
         let mut schema = CollectionSchema::default();
         schema.record("price", ValueKind::Num);
         schema.record("price", ValueKind::Str);
         let manifest = Manifest {
             flushed_sequence: 7,
             collections: vec![CollectionManifest {
-                id: CollectionId { project: "p".into(), collection: "c".into() },
+                id: CollectionId {
+                    project: "p".into(),
+                    collection: "c".into(),
+                },
                 schema,
                 files: vec![],
             }],
@@ -132,7 +139,13 @@ mod tests {
         manifest.store(directory.path()).unwrap();
         let loaded = Manifest::load(directory.path()).unwrap();
         assert_eq!(loaded, manifest);
-        assert_eq!(loaded.collections[0].schema.column_names(), ["price#num", "price#str"]);
-        assert_eq!(loaded.collections[0].schema.properties["price"].latest, "str");
+        assert_eq!(
+            loaded.collections[0].schema.column_names(),
+            ["price#num", "price#str"]
+        );
+        assert_eq!(
+            loaded.collections[0].schema.properties["price"].latest,
+            "str"
+        );
     }
 }

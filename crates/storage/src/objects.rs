@@ -22,7 +22,10 @@ impl ObjectFiles {
     pub fn local(root: PathBuf) -> std::io::Result<ObjectFiles> {
         std::fs::create_dir_all(&root)?;
         let store = LocalFileSystem::new_with_prefix(&root).map_err(std::io::Error::other)?;
-        Ok(ObjectFiles { store: Arc::new(store), local_root: Some(root) })
+        Ok(ObjectFiles {
+            store: Arc::new(store),
+            local_root: Some(root),
+        })
     }
 
     pub async fn put_durable(&self, path: &str, bytes: Bytes) -> std::io::Result<()> {
@@ -31,7 +34,9 @@ impl ObjectFiles {
             .put(&location, PutPayload::from_bytes(bytes))
             .await
             .map_err(std::io::Error::other)?;
-        let Some(root) = self.local_root.clone() else { return Ok(()) };
+        let Some(root) = self.local_root.clone() else {
+            return Ok(());
+        };
         let relative = path.to_string();
         tokio::task::spawn_blocking(move || {
             let file_path = root.join(&relative);
@@ -51,7 +56,11 @@ impl ObjectFiles {
     }
 
     pub async fn get(&self, path: &str) -> std::io::Result<Bytes> {
-        let result = self.store.get(&ObjectPath::from(path)).await.map_err(std::io::Error::other)?;
+        let result = self
+            .store
+            .get(&ObjectPath::from(path))
+            .await
+            .map_err(std::io::Error::other)?;
         result.bytes().await.map_err(std::io::Error::other)
     }
 
@@ -64,9 +73,16 @@ impl ObjectFiles {
     /// Every object path in the store.
     pub async fn list_all(&self) -> std::io::Result<Vec<String>> {
         use futures::TryStreamExt;
-        let objects: Vec<_> =
-            self.store.list(None).try_collect().await.map_err(std::io::Error::other)?;
-        Ok(objects.into_iter().map(|object| object.location.to_string()).collect())
+        let objects: Vec<_> = self
+            .store
+            .list(None)
+            .try_collect()
+            .await
+            .map_err(std::io::Error::other)?;
+        Ok(objects
+            .into_iter()
+            .map(|object| object.location.to_string())
+            .collect())
     }
 }
 

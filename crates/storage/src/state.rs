@@ -35,14 +35,19 @@ impl CollectionState {
 
     /// Seals the row buffer so its rows are readable as a batch.
     pub fn seal(&mut self) {
-        let Some(batch) = self.buffer.take_batch() else { return };
+        let Some(batch) = self.buffer.take_batch() else {
+            return;
+        };
         self.sealed.push(batch);
         if self.sealed.len() <= MAX_SEALED_BATCHES {
             return;
         }
         let schema = crate::columns::schema_with_columns(&self.schema.column_names());
-        let conformed: Vec<RecordBatch> =
-            self.sealed.iter().map(|batch| crate::columns::conform_batch(batch, &schema)).collect();
+        let conformed: Vec<RecordBatch> = self
+            .sealed
+            .iter()
+            .map(|batch| crate::columns::conform_batch(batch, &schema))
+            .collect();
         let merged = arrow::compute::concat_batches(&schema, &conformed)
             .expect("batches conformed to one schema concatenate");
         self.sealed = vec![merged];
@@ -62,7 +67,10 @@ pub struct State {
 
 impl State {
     pub fn from_manifest(manifest: Manifest) -> State {
-        let mut state = State { flushed_sequence: manifest.flushed_sequence, ..State::default() };
+        let mut state = State {
+            flushed_sequence: manifest.flushed_sequence,
+            ..State::default()
+        };
         for collection in manifest.collections {
             let entry = state.collection_mut(&collection.id);
             entry.schema = collection.schema;
@@ -74,7 +82,10 @@ impl State {
     pub fn collection_mut(&mut self, id: &CollectionId) -> &mut CollectionState {
         if !self.collections.contains_key(id) {
             self.next_incarnation += 1;
-            let fresh = CollectionState { incarnation: self.next_incarnation, ..Default::default() };
+            let fresh = CollectionState {
+                incarnation: self.next_incarnation,
+                ..Default::default()
+            };
             self.collections.insert(id.clone(), fresh);
         }
         self.collections.get_mut(id).expect("inserted above")
@@ -82,11 +93,17 @@ impl State {
 
     /// Forgets a collection; returns the files that held its events.
     pub fn remove_collection(&mut self, id: &CollectionId) -> Vec<DataFile> {
-        self.collections.remove(id).map(|collection| collection.files).unwrap_or_default()
+        self.collections
+            .remove(id)
+            .map(|collection| collection.files)
+            .unwrap_or_default()
     }
 
     pub fn memory_rows(&self) -> usize {
-        self.collections.values().map(CollectionState::memory_rows).sum()
+        self.collections
+            .values()
+            .map(CollectionState::memory_rows)
+            .sum()
     }
 
     /// The manifest describing this state's files and schemas.

@@ -19,16 +19,27 @@ fn config(directory: &Path) -> StorageConfig {
 }
 
 fn prepared(event: Value) -> PreparedEvent {
-    let context = EventContext { received_at: chrono::Utc::now(), client_ip: None, user_agent: None };
+    let context = EventContext {
+        received_at: chrono::Utc::now(),
+        client_ip: None,
+        user_agent: None,
+    };
     prepare_event(event, &context).unwrap()
 }
 
 fn id(collection: &str) -> CollectionId {
-    CollectionId { project: "p1".into(), collection: collection.into() }
+    CollectionId {
+        project: "p1".into(),
+        collection: collection.into(),
+    }
 }
 
 async fn count(storage: &Storage, collection: &str) -> usize {
-    storage.scan(&id(collection), TimeRange::ALL).await.unwrap().num_rows()
+    storage
+        .scan(&id(collection), TimeRange::ALL)
+        .await
+        .unwrap()
+        .num_rows()
 }
 
 #[tokio::test]
@@ -41,7 +52,10 @@ async fn acknowledged_rows_are_visible_before_and_after_flush_and_restart() {
     storage.flush().await.unwrap();
     assert_eq!(storage.data_files(&id("clicks")).len(), 1);
     assert_eq!(count(&storage, "clicks").await, 10);
-    storage.append(id("clicks"), vec![prepared(json!({"i": 10}))]).await.unwrap();
+    storage
+        .append(id("clicks"), vec![prepared(json!({"i": 10}))])
+        .await
+        .unwrap();
     assert_eq!(count(&storage, "clicks").await, 11);
     // Not closed: the unflushed row must come back from the WAL, the flushed ones from Parquet.
     drop(storage);
@@ -57,10 +71,15 @@ async fn acknowledged_rows_are_visible_before_and_after_flush_and_restart() {
 async fn time_range_and_day_partitions() {
     let directory = tempfile::tempdir().unwrap();
     let storage = Storage::open(config(directory.path())).await.unwrap();
-    let events = ["2024-01-01T10:00:00Z", "2024-01-01T23:59:59.999Z", "2024-01-02T00:00:00Z", "2024-01-05T12:00:00Z"]
-        .iter()
-        .map(|time| prepared(json!({"keen": {"timestamp": time}})))
-        .collect();
+    let events = [
+        "2024-01-01T10:00:00Z",
+        "2024-01-01T23:59:59.999Z",
+        "2024-01-02T00:00:00Z",
+        "2024-01-05T12:00:00Z",
+    ]
+    .iter()
+    .map(|time| prepared(json!({"keen": {"timestamp": time}})))
+    .collect();
     storage.append(id("c"), events).await.unwrap();
     let range = TimeRange {
         start_millis: keyhole_model::timestamp::parse_timestamp("2024-01-01T12:00:00Z"),
@@ -68,7 +87,11 @@ async fn time_range_and_day_partitions() {
     };
     assert_eq!(storage.scan(&id("c"), range).await.unwrap().num_rows(), 2);
     storage.flush().await.unwrap();
-    let days: Vec<String> = storage.data_files(&id("c")).iter().map(|file| file.day.clone()).collect();
+    let days: Vec<String> = storage
+        .data_files(&id("c"))
+        .iter()
+        .map(|file| file.day.clone())
+        .collect();
     assert_eq!(days, ["2024-01-01", "2024-01-02", "2024-01-05"]);
     assert_eq!(storage.scan(&id("c"), range).await.unwrap().num_rows(), 2);
 }
@@ -78,12 +101,22 @@ async fn small_files_are_compacted_without_losing_rows() {
     let directory = tempfile::tempdir().unwrap();
     let storage = Storage::open(config(directory.path())).await.unwrap();
     for round in 0..5 {
-        let events = (0..4).map(|i| prepared(json!({"round": round, "i": i, "keen": {"timestamp": "2024-02-02T02:02:02Z"}}))).collect();
+        let events = (0..4)
+            .map(|i| {
+                prepared(
+                    json!({"round": round, "i": i, "keen": {"timestamp": "2024-02-02T02:02:02Z"}}),
+                )
+            })
+            .collect();
         storage.append(id("c"), events).await.unwrap();
         storage.flush().await.unwrap();
     }
     // Compaction runs after each flush once a day has 3 files: 5 flushes leave at most 2 files.
-    assert!(storage.data_files(&id("c")).len() < 3, "{:?}", storage.data_files(&id("c")));
+    assert!(
+        storage.data_files(&id("c")).len() < 3,
+        "{:?}",
+        storage.data_files(&id("c"))
+    );
     assert_eq!(count(&storage, "c").await, 20);
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(storage);
@@ -95,9 +128,21 @@ async fn small_files_are_compacted_without_losing_rows() {
 async fn type_drift_keeps_every_value_with_its_own_type() {
     let directory = tempfile::tempdir().unwrap();
     let storage = Storage::open(config(directory.path())).await.unwrap();
-    let values = [json!(42.5), json!("forty-two"), json!(true), json!({"nested": 7}), json!([1, 2, 3]), json!(["a", "b"]), json!(null), json!([1, "a"])];
+    let values = [
+        json!(42.5),
+        json!("forty-two"),
+        json!(true),
+        json!({"nested": 7}),
+        json!([1, 2, 3]),
+        json!(["a", "b"]),
+        json!(null),
+        json!([1, "a"]),
+    ];
     for (half, chunk) in values.chunks(4).enumerate() {
-        let events = chunk.iter().map(|value| prepared(json!({"v": value}))).collect();
+        let events = chunk
+            .iter()
+            .map(|value| prepared(json!({"v": value})))
+            .collect();
         storage.append(id("drift"), events).await.unwrap();
         if half == 0 {
             storage.flush().await.unwrap();
@@ -107,28 +152,100 @@ async fn type_drift_keeps_every_value_with_its_own_type() {
     let batches = &scan.batches;
     let all = arrow::compute::concat_batches(&scan.schema, batches).unwrap();
     assert_eq!(all.num_rows(), 8);
-    let nums = all.column_by_name("v#num").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
-    let strs = all.column_by_name("v#str").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
-    let bools = all.column_by_name("v#bool").unwrap().as_any().downcast_ref::<BooleanArray>().unwrap();
-    let nested = all.column_by_name("v.nested#num").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
-    let num_lists = all.column_by_name("v#list_num").unwrap().as_any().downcast_ref::<ListArray>().unwrap();
-    let str_lists = all.column_by_name("v#list_str").unwrap().as_any().downcast_ref::<ListArray>().unwrap();
-    let mixed = all.column_by_name("v#list_json").unwrap().as_any().downcast_ref::<ListArray>().unwrap();
-    let nulls = all.column_by_name("v#null").unwrap().as_any().downcast_ref::<BooleanArray>().unwrap();
+    let nums = all
+        .column_by_name("v#num")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .unwrap();
+    let strs = all
+        .column_by_name("v#str")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    let bools = all
+        .column_by_name("v#bool")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .unwrap();
+    let nested = all
+        .column_by_name("v.nested#num")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .unwrap();
+    let num_lists = all
+        .column_by_name("v#list_num")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .unwrap();
+    let str_lists = all
+        .column_by_name("v#list_str")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .unwrap();
+    let mixed = all
+        .column_by_name("v#list_json")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .unwrap();
+    let nulls = all
+        .column_by_name("v#null")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .unwrap();
     assert_eq!(nums.value(0), 42.5);
     assert_eq!(strs.value(1), "forty-two");
     assert!(bools.value(2));
     assert_eq!(nested.value(3), 7.0);
-    assert_eq!(num_lists.value(4).as_primitive::<Float64Type>().values().to_vec(), vec![1.0, 2.0, 3.0]);
-    assert_eq!(str_lists.value(5).as_string::<i32>().iter().flatten().collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(
+        num_lists
+            .value(4)
+            .as_primitive::<Float64Type>()
+            .values()
+            .to_vec(),
+        vec![1.0, 2.0, 3.0]
+    );
+    assert_eq!(
+        str_lists
+            .value(5)
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
     assert!(nulls.value(6));
-    assert_eq!(mixed.value(7).as_string::<i32>().iter().flatten().collect::<Vec<_>>(), ["1", "\"a\""]);
+    assert_eq!(
+        mixed
+            .value(7)
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+            .collect::<Vec<_>>(),
+        ["1", "\"a\""]
+    );
     // Each row has exactly one typed column of `v` set.
     for row in 0..8 {
-        let set = ["v#num", "v#str", "v#bool", "v.nested#num", "v#list_num", "v#list_str", "v#null", "v#list_json"]
-            .iter()
-            .filter(|column| all.column_by_name(column).unwrap().is_valid(row))
-            .count();
+        let set = [
+            "v#num",
+            "v#str",
+            "v#bool",
+            "v.nested#num",
+            "v#list_num",
+            "v#list_str",
+            "v#null",
+            "v#list_json",
+        ]
+        .iter()
+        .filter(|column| all.column_by_name(column).unwrap().is_valid(row))
+        .count();
         assert_eq!(set, 1, "row {row}");
     }
     let schema = storage.collection_schema(&id("drift")).unwrap();
@@ -140,14 +257,26 @@ async fn type_drift_keeps_every_value_with_its_own_type() {
 async fn deleting_a_collection_survives_restart_and_flush() {
     let directory = tempfile::tempdir().unwrap();
     let storage = Storage::open(config(directory.path())).await.unwrap();
-    storage.append(id("gone"), vec![prepared(json!({"a": 1}))]).await.unwrap();
+    storage
+        .append(id("gone"), vec![prepared(json!({"a": 1}))])
+        .await
+        .unwrap();
     storage.flush().await.unwrap();
-    storage.append(id("gone"), vec![prepared(json!({"a": 2}))]).await.unwrap();
-    storage.append(id("kept"), vec![prepared(json!({"a": 3}))]).await.unwrap();
+    storage
+        .append(id("gone"), vec![prepared(json!({"a": 2}))])
+        .await
+        .unwrap();
+    storage
+        .append(id("kept"), vec![prepared(json!({"a": 3}))])
+        .await
+        .unwrap();
     storage.delete_collection(id("gone")).await.unwrap();
     assert_eq!(count(&storage, "gone").await, 0);
     assert!(storage.collection_schema(&id("gone")).is_none());
-    storage.append(id("gone"), vec![prepared(json!({"b": 4}))]).await.unwrap();
+    storage
+        .append(id("gone"), vec![prepared(json!({"b": 4}))])
+        .await
+        .unwrap();
     drop(storage);
     let storage = Storage::open(config(directory.path())).await.unwrap();
     assert_eq!(count(&storage, "gone").await, 1);
@@ -161,17 +290,37 @@ async fn uniqueness_tokens_deduplicate_across_flush_and_restart() {
     let directory = tempfile::tempdir().unwrap();
     let storage = Storage::open(config(directory.path())).await.unwrap();
     let token = |t: &str| prepared(json!({"keen": {"uniqueness_token": t}}));
-    let outcomes = storage.append(id("u"), vec![token("a"), token("a"), token("b")]).await.unwrap();
-    assert_eq!(outcomes, [WriteOutcome::Stored, WriteOutcome::Duplicate, WriteOutcome::Stored]);
+    let outcomes = storage
+        .append(id("u"), vec![token("a"), token("a"), token("b")])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        [
+            WriteOutcome::Stored,
+            WriteOutcome::Duplicate,
+            WriteOutcome::Stored
+        ]
+    );
     storage.flush().await.unwrap();
-    assert_eq!(storage.append(id("u"), vec![token("a")]).await.unwrap(), [WriteOutcome::Duplicate]);
+    assert_eq!(
+        storage.append(id("u"), vec![token("a")]).await.unwrap(),
+        [WriteOutcome::Duplicate]
+    );
     // Tokens are per collection.
-    assert_eq!(storage.append(id("other"), vec![token("a")]).await.unwrap(), [WriteOutcome::Stored]);
+    assert_eq!(
+        storage.append(id("other"), vec![token("a")]).await.unwrap(),
+        [WriteOutcome::Stored]
+    );
     storage.append(id("u"), vec![token("c")]).await.unwrap();
     drop(storage);
     let storage = Storage::open(config(directory.path())).await.unwrap();
     for t in ["a", "b", "c"] {
-        assert_eq!(storage.append(id("u"), vec![token(t)]).await.unwrap(), [WriteOutcome::Duplicate], "{t}");
+        assert_eq!(
+            storage.append(id("u"), vec![token(t)]).await.unwrap(),
+            [WriteOutcome::Duplicate],
+            "{t}"
+        );
     }
     assert_eq!(count(&storage, "u").await, 3);
 }

@@ -24,20 +24,28 @@ pub async fn load_tokens_from_files(objects: &ObjectFiles, state: &State) -> Res
         let tokens = index.entry(id.clone()).or_default();
         for file in &collection.files {
             let bytes = objects.get(&file.path).await?;
-            let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(std::io::Error::other)?;
+            let builder =
+                ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(std::io::Error::other)?;
             // Column names contain dots, so the projection goes by root index, not by dotted name.
             let arrow_schema = builder.schema().clone();
-            let (Ok(token_index), Ok(created_index)) =
-                (arrow_schema.index_of(&token_column), arrow_schema.index_of(CREATED_AT_COLUMN))
-            else {
+            let (Ok(token_index), Ok(created_index)) = (
+                arrow_schema.index_of(&token_column),
+                arrow_schema.index_of(CREATED_AT_COLUMN),
+            ) else {
                 continue;
             };
-            let mask = ProjectionMask::roots(builder.parquet_schema(), [token_index, created_index]);
-            let reader = builder.with_projection(mask).build().map_err(std::io::Error::other)?;
+            let mask =
+                ProjectionMask::roots(builder.parquet_schema(), [token_index, created_index]);
+            let reader = builder
+                .with_projection(mask)
+                .build()
+                .map_err(std::io::Error::other)?;
             for batch in reader {
                 let batch = batch.map_err(std::io::Error::other)?;
                 let (Some(token_values), Some(created_values)) = (
-                    batch.column_by_name(&token_column).and_then(|c| c.as_any().downcast_ref::<StringArray>()),
+                    batch
+                        .column_by_name(&token_column)
+                        .and_then(|c| c.as_any().downcast_ref::<StringArray>()),
                     batch
                         .column_by_name(CREATED_AT_COLUMN)
                         .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>()),
@@ -49,7 +57,9 @@ pub async fn load_tokens_from_files(objects: &ObjectFiles, state: &State) -> Res
                         continue;
                     }
                     let created_at = created_values.value(row);
-                    let entry = tokens.entry(token_values.value(row).to_string()).or_insert(created_at);
+                    let entry = tokens
+                        .entry(token_values.value(row).to_string())
+                        .or_insert(created_at);
                     *entry = (*entry).max(created_at);
                 }
             }

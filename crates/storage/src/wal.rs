@@ -22,8 +22,15 @@ const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
 #[derive(Clone, Debug, PartialEq)]
 pub enum WalEntry {
     /// Events of one collection, each as its final JSON text.
-    Events { project: String, collection: String, events: Vec<Vec<u8>> },
-    DeleteCollection { project: String, collection: String },
+    Events {
+        project: String,
+        collection: String,
+        events: Vec<Vec<u8>>,
+    },
+    DeleteCollection {
+        project: String,
+        collection: String,
+    },
 }
 
 impl WalEntry {
@@ -32,7 +39,11 @@ impl WalEntry {
         out.extend_from_slice(&[0u8; RECORD_HEADER_BYTES]);
         out.extend_from_slice(&sequence.to_le_bytes());
         match self {
-            WalEntry::Events { project, collection, events } => {
+            WalEntry::Events {
+                project,
+                collection,
+                events,
+            } => {
                 out.push(ENTRY_EVENTS);
                 put_str(out, project);
                 put_str(out, collection);
@@ -42,7 +53,10 @@ impl WalEntry {
                     out.extend_from_slice(event);
                 }
             }
-            WalEntry::DeleteCollection { project, collection } => {
+            WalEntry::DeleteCollection {
+                project,
+                collection,
+            } => {
                 out.push(ENTRY_DELETE_COLLECTION);
                 put_str(out, project);
                 put_str(out, collection);
@@ -68,9 +82,16 @@ impl WalEntry {
                     let length = reader.u32()? as usize;
                     events.push(reader.take(length)?.to_vec());
                 }
-                WalEntry::Events { project, collection, events }
+                WalEntry::Events {
+                    project,
+                    collection,
+                    events,
+                }
             }
-            ENTRY_DELETE_COLLECTION => WalEntry::DeleteCollection { project, collection },
+            ENTRY_DELETE_COLLECTION => WalEntry::DeleteCollection {
+                project,
+                collection,
+            },
             _ => return None,
         };
         Some((sequence, entry))
@@ -119,7 +140,12 @@ impl Wal {
     pub fn create(directory: &Path, next_sequence: u64) -> io::Result<Wal> {
         fs::create_dir_all(directory)?;
         let segment = create_segment(directory, next_sequence)?;
-        Ok(Wal { directory: directory.to_path_buf(), segment, next_sequence, pending: Vec::new() })
+        Ok(Wal {
+            directory: directory.to_path_buf(),
+            segment,
+            next_sequence,
+            pending: Vec::new(),
+        })
     }
 
     /// Buffers one entry; returns its sequence number.
@@ -183,7 +209,9 @@ fn list_segments(directory: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     }
     for entry in fs::read_dir(directory)? {
         let path = entry?.path();
-        let Some(stem) = path.file_stem().and_then(|stem| stem.to_str()) else { continue };
+        let Some(stem) = path.file_stem().and_then(|stem| stem.to_str()) else {
+            continue;
+        };
         if path.extension().and_then(|ext| ext.to_str()) != Some("wal") {
             continue;
         }
@@ -256,7 +284,9 @@ mod tests {
         WalEntry::Events {
             project: project.into(),
             collection: "c".into(),
-            events: (0..count).map(|i| format!("{{\"i\":{i}}}").into_bytes()).collect(),
+            events: (0..count)
+                .map(|i| format!("{{\"i\":{i}}}").into_bytes())
+                .collect(),
         }
     }
 
@@ -271,7 +301,13 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let mut wal = Wal::create(directory.path(), 1).unwrap();
         assert_eq!(wal.append(&events("p", 2)), 1);
-        assert_eq!(wal.append(&WalEntry::DeleteCollection { project: "p".into(), collection: "c".into() }), 2);
+        assert_eq!(
+            wal.append(&WalEntry::DeleteCollection {
+                project: "p".into(),
+                collection: "c".into()
+            }),
+            2
+        );
         wal.commit().unwrap();
         assert_eq!(wal.rotate().unwrap(), 2);
         wal.append(&events("q", 1));

@@ -38,7 +38,9 @@ pub enum Command {
     },
     /// Start a new WAL segment and move every buffered row to "flushing"; answers the last sequence
     /// number those rows came from.
-    Rotate { reply: oneshot::Sender<io::Result<u64>> },
+    Rotate {
+        reply: oneshot::Sender<io::Result<u64>>,
+    },
     Stop,
 }
 
@@ -65,7 +67,10 @@ enum Staged {
         new_tokens: Vec<(String, i64)>,
         reply: oneshot::Sender<io::Result<Vec<WriteOutcome>>>,
     },
-    Delete { collection: CollectionId, reply: oneshot::Sender<io::Result<Vec<DataFile>>> },
+    Delete {
+        collection: CollectionId,
+        reply: oneshot::Sender<io::Result<Vec<DataFile>>>,
+    },
 }
 
 impl Writer {
@@ -88,7 +93,11 @@ impl Writer {
         let mut staged = Vec::new();
         for command in group {
             match command {
-                Command::Write { collection, events, reply } => {
+                Command::Write {
+                    collection,
+                    events,
+                    reply,
+                } => {
                     staged.push(self.stage_write(collection, events, reply));
                 }
                 Command::DeleteCollection { collection, reply } => {
@@ -148,10 +157,19 @@ impl Writer {
             self.wal.append(&WalEntry::Events {
                 project: collection.project.clone(),
                 collection: collection.collection.clone(),
-                events: stored_events.iter().map(|event| event.json.clone()).collect(),
+                events: stored_events
+                    .iter()
+                    .map(|event| event.json.clone())
+                    .collect(),
             });
         }
-        Staged::Write { collection, stored_events, outcomes, new_tokens, reply }
+        Staged::Write {
+            collection,
+            stored_events,
+            outcomes,
+            new_tokens,
+            reply,
+        }
     }
 
     fn commit_and_apply(&mut self, staged: Vec<Staged>) {
@@ -160,7 +178,10 @@ impl Writer {
         }
         if self.broken {
             self.wal.discard_pending();
-            self.refuse(staged, &io::Error::other("the write-ahead log failed earlier; restart keyhole"));
+            self.refuse(
+                staged,
+                &io::Error::other("the write-ahead log failed earlier; restart keyhole"),
+            );
             return;
         }
         if let Err(error) = self.wal.commit() {
@@ -175,7 +196,13 @@ impl Writer {
             let mut state = self.state.lock().expect("state lock");
             for item in staged {
                 match item {
-                    Staged::Write { collection, stored_events, outcomes, reply, .. } => {
+                    Staged::Write {
+                        collection,
+                        stored_events,
+                        outcomes,
+                        reply,
+                        ..
+                    } => {
                         if !stored_events.is_empty() {
                             let target = state.collection_mut(&collection);
                             for event in &stored_events {
@@ -205,7 +232,12 @@ impl Writer {
         let failure = || io::Error::new(error.kind(), error.to_string());
         for item in staged {
             match item {
-                Staged::Write { collection, new_tokens, reply, .. } => {
+                Staged::Write {
+                    collection,
+                    new_tokens,
+                    reply,
+                    ..
+                } => {
                     if let Some(index) = self.tokens.get_mut(&collection) {
                         for (token, _) in new_tokens {
                             index.remove(&token);
@@ -231,6 +263,9 @@ impl Writer {
 }
 
 enum Reply {
-    Write(oneshot::Sender<io::Result<Vec<WriteOutcome>>>, Vec<WriteOutcome>),
+    Write(
+        oneshot::Sender<io::Result<Vec<WriteOutcome>>>,
+        Vec<WriteOutcome>,
+    ),
     Delete(oneshot::Sender<io::Result<Vec<DataFile>>>, Vec<DataFile>),
 }

@@ -1,0 +1,254 @@
+//! Who is calling: the key is read from the raw `Authorization` header (Keen's form, no `Bearer`) or
+//! else the `api_key` query parameter, resolved by its hash, and checked against what the route needs.
+//!
+//! The need is part of the handler's type: a handler taking `Authorized<Writes>` cannot run unless the
+//! key may write to the project in the path, as Meilisearch's `GuardedData<ActionPolicy<..>>` does. The
+//! route table (`routes.rs`) names the same requirement for each route, and a test walks it.
+
+use std::marker::PhantomData;
+
+use axum::extract::{FromRequestParts, RawPathParams};
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use keyhole_meta::{KeyKind, ResolvedKey};
+use keyhole_model::Operation;
+
+use crate::AppState;
+use crate::errors::{ApiError, ErrorCode};
+
+/// What a route requires of the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requirement {
+    /// No key.
+    Public,
+    /// The organization key.
+    Organization,
+    /// The project's master key.
+    Master,
+    /// A project key permitting this operation (the master key permits all).
+    Operation(Operation),
+    /// `GET /events/{collection}`: with `?data=` it records an event (writes), without it reads the
+    /// collection's schema (schema).
+    WritesWithDataElseSchema,
+}
+
+/// A requirement fixed at compile time, used as `Authorized<P>`'s type parameter.
+pub trait Policy: Send + Sync + 'static {
+    const REQUIREMENT: Requirement;
+}
+
+macro_rules! policies {
+    ($($name:ident => $requirement:expr,)*) => {
+        $(
+            pub struct $name;
+            impl Policy for $name {
+                const REQUIREMENT: Requirement = $requirement;
+            }
+        )*
+    };
+}
+
+policies! {
+    MasterOnly => Requirement::Master,
+    Writes => Requirement::Operation(Operation::Writes),
+    Schema => Requirement::Operation(Operation::Schema),
+}
+
+/// A caller allowed by policy `P` on the project named in the path.
+pub struct Authorized<P: Policy> {
+    pub project_id: String,
+    pub key: ResolvedKey,
+    _policy: PhantomData<P>,
+}
+
+/// The key a request carries: the `Authorization` header, else `api_key` in the query string.
+pub fn presented_key(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    if let Some(header) = headers.get(axum::http::header::AUTHORIZATION) {
+        if let Ok(value) = header.to_str() {
+            let value = value.trim();
+            if !value.is_empty() {
+                return Some(value.to_string());
+            }
+        }
+    }
+    form_urlencoded_pairs(query?)
+        .find(|(name, _)| name == "api_key")
+        .map(|(_, value)| value)
+        .filter(|v| !v.is_empty())
+}
+
+/// Decodes `a=b&c=d` pairs (`+` as space, percent escapes).
+pub fn form_urlencoded_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(name, true), percent_decode(value, true))
+        })
+}
+
+/// Percent-decodes `text`; with `plus_as_space`, `+` means a space (form encoding).
+pub fn percent_decode(text: &str, plus_as_space: bool) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        match bytes[index] {
+            b'%' if index + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).ok();
+                match hex.and_then(|hex| u8::from_str_radix(hex, 16).ok()) {
+                    Some(byte) => {
+                        decoded.push(byte);
+                        index += 3;
+                        continue;
+                    }
+                    None => decoded.push(b'%'),
+                }
+            }
+            b'+' if plus_as_space => decoded.push(b' '),
+            byte => decoded.push(byte),
+        }
+        index += 1;
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
+/// Checks a resolved key against a requirement on a project.
+pub fn check_project_access(
+    key: Option<ResolvedKey>,
+    project_id: &str,
+    requirement: Requirement,
+) -> Result<ResolvedKey, ApiError> {
+    let invalid = || {
+        ApiError::new(
+            ErrorCode::InvalidApiKey,
+            "The API key is missing, invalid, or revoked.",
+        )
+    };
+    let key = key.filter(|key| key.is_active).ok_or_else(invalid)?;
+    if key.project_id != project_id {
+        return Err(ApiError::new(
+            ErrorCode::InvalidApiKey,
+            "The API key is not valid for this project.",
+        ));
+    }
+    let allowed = match requirement {
+        Requirement::Public => true,
+        Requirement::Organization => false,
+        Requirement::Master => key.kind == KeyKind::Master,
+        Requirement::Operation(operation) => key.kind.permitted().contains(&operation),
+        Requirement::WritesWithDataElseSchema => {
+            unreachable!("resolved to one operation by the handler")
+        }
+    };
+    if allowed {
+        return Ok(key);
+    }
+    if requirement == Requirement::Master {
+        return Err(ApiError::new(
+            ErrorCode::AdminOnlyEndpoint,
+            "This endpoint requires the project's master key.",
+        ));
+    }
+    Err(ApiError::new(
+        ErrorCode::RequestForbidden,
+        "You're not allowed to run this request. Check your API key's permissions.",
+    ))
+}
+
+/// Resolves the request's key and checks it; used by [`Authorized`] and by handlers whose requirement
+/// depends on the request.
+pub async fn authorize(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    state: &AppState,
+    project_id: &str,
+    requirement: Requirement,
+) -> Result<ResolvedKey, ApiError> {
+    let resolved = match presented_key(headers, query) {
+        Some(secret) => state.meta.resolve_key(&secret).await?,
+        None => None,
+    };
+    check_project_access(resolved, project_id, requirement)
+}
+
+/// The value of a path parameter of the matched route.
+pub async fn path_parameter(parts: &mut Parts, name: &str) -> Result<Option<String>, ApiError> {
+    let params = RawPathParams::from_request_parts(parts, &())
+        .await
+        .map_err(|_| ApiError::not_found())?;
+    Ok(params
+        .iter()
+        .find(|(param, _)| *param == name)
+        .map(|(_, value)| value.to_string()))
+}
+
+impl<P: Policy> FromRequestParts<AppState> for Authorized<P> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let project_id = path_parameter(parts, "project_id").await?.ok_or_else(|| {
+            ApiError::internal("a project policy on a route without {project_id}")
+        })?;
+        let key = authorize(
+            &parts.headers,
+            parts.uri.query(),
+            state,
+            &project_id,
+            P::REQUIREMENT,
+        )
+        .await?;
+        Ok(Authorized {
+            project_id,
+            key,
+            _policy: PhantomData,
+        })
+    }
+}
+
+/// A caller holding the organization key, on a route whose `{org_id}` names this organization.
+pub struct OrganizationAccess;
+
+impl FromRequestParts<AppState> for OrganizationAccess {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let invalid = || {
+            ApiError::new(
+                ErrorCode::InvalidApiKey,
+                "The organization key is missing or invalid.",
+            )
+        };
+        let secret = presented_key(&parts.headers, parts.uri.query()).ok_or_else(invalid)?;
+        if !state.meta.is_organization_key(&secret).await? {
+            return Err(invalid());
+        }
+        match path_parameter(parts, "org_id").await? {
+            Some(id) if id == "default" || *id == *state.organization_id => Ok(OrganizationAccess),
+            _ => Err(ApiError::not_found()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_query_values() {
+        assert_eq!(percent_decode("a%2Bb+c%3D", true), "a+b c=");
+        assert_eq!(percent_decode("a+b", false), "a+b");
+        assert_eq!(percent_decode("100%", true), "100%");
+        assert_eq!(percent_decode("%zz", true), "%zz");
+        let pairs: Vec<_> = form_urlencoded_pairs("api_key=k1&&data=eyJ9&x").collect();
+        assert_eq!(
+            pairs,
+            [
+                ("api_key".into(), "k1".into()),
+                ("data".into(), "eyJ9".into()),
+                ("x".into(), "".into())
+            ]
+        );
+    }
+}

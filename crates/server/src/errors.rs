@@ -1,0 +1,149 @@
+//! Every error a client can see, declared once: name → HTTP status → Keen `error_code`. Handlers return
+//! [`ApiError`]; domain errors (events, storage, metadata) are mapped here and nowhere else. Internal
+//! failures are logged with their detail and answered with a generic message.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use keyhole_model::EventError;
+use serde_json::json;
+
+macro_rules! error_codes {
+    ($($name:ident => ($status:ident, $keen_code:literal),)*) => {
+        /// The error table.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum ErrorCode { $($name,)* }
+
+        impl ErrorCode {
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$name,)*];
+
+            pub fn status(self) -> StatusCode {
+                match self { $(ErrorCode::$name => StatusCode::$status,)* }
+            }
+
+            /// The `error_code` string Keen clients branch on.
+            pub fn keen_code(self) -> &'static str {
+                match self { $(ErrorCode::$name => $keen_code,)* }
+            }
+        }
+    };
+}
+
+error_codes! {
+    InvalidApiKey => (UNAUTHORIZED, "InvalidApiKeyError"),
+    AdminOnlyEndpoint => (UNAUTHORIZED, "AdminOnlyEndpointError"),
+    RequestForbidden => (UNAUTHORIZED, "RequestForbiddenError"),
+    ResourceNotFound => (NOT_FOUND, "ResourceNotFoundError"),
+    InvalidEvent => (BAD_REQUEST, "InvalidEventError"),
+    EventTooLarge => (PAYLOAD_TOO_LARGE, "InvalidEventError"),
+    BatchTooLarge => (PAYLOAD_TOO_LARGE, "InvalidBatchError"),
+    InvalidBatch => (BAD_REQUEST, "InvalidBatchError"),
+    NamespaceType => (BAD_REQUEST, "NamespaceTypeError"),
+    InvalidKeenNamespaceProperty => (BAD_REQUEST, "InvalidKeenNamespaceProperty"),
+    ListsOfNonPrimitivesNotAllowed => (BAD_REQUEST, "ListsOfNonPrimitivesNotAllowedError"),
+    InvalidPropertyName => (BAD_REQUEST, "InvalidPropertyNameError"),
+    InvalidPropertyValue => (BAD_REQUEST, "InvalidPropertyValueError"),
+    InvalidCollectionName => (BAD_REQUEST, "InvalidCollectionNameError"),
+    InvalidRequest => (BAD_REQUEST, "InvalidRequestError"),
+    NotImplemented => (NOT_IMPLEMENTED, "NotImplementedError"),
+    ServiceUnavailable => (SERVICE_UNAVAILABLE, "ServiceUnavailableError"),
+    Internal => (INTERNAL_SERVER_ERROR, "InternalServerError"),
+}
+
+/// An error answer: `{"message", "error_code"}` with the code's status.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Logs `detail` and answers with a message that reveals nothing of it.
+    pub fn internal(detail: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %detail, "internal error");
+        ApiError::new(
+            ErrorCode::Internal,
+            "An internal error occurred. It has been logged.",
+        )
+    }
+
+    pub fn not_found() -> ApiError {
+        ApiError::new(ErrorCode::ResourceNotFound, "Resource not found.")
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        json!({"message": self.message, "error_code": self.code.keen_code()})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.code.status(), Json(self.body())).into_response()
+    }
+}
+
+impl From<EventError> for ApiError {
+    fn from(error: EventError) -> ApiError {
+        let code = match &error {
+            EventError::InvalidEvent(_) => ErrorCode::InvalidEvent,
+            EventError::EventTooLarge(_) => ErrorCode::EventTooLarge,
+            EventError::NamespaceType(_) => ErrorCode::NamespaceType,
+            EventError::InvalidKeenNamespaceProperty(_) => ErrorCode::InvalidKeenNamespaceProperty,
+            EventError::ListsOfNonPrimitivesNotAllowed(_) => {
+                ErrorCode::ListsOfNonPrimitivesNotAllowed
+            }
+            EventError::InvalidPropertyName(_) => ErrorCode::InvalidPropertyName,
+            EventError::InvalidPropertyValue(_) => ErrorCode::InvalidPropertyValue,
+            EventError::InvalidCollectionName(_) => ErrorCode::InvalidCollectionName,
+        };
+        ApiError::new(code, error.to_string())
+    }
+}
+
+impl From<keyhole_storage::StorageError> for ApiError {
+    fn from(error: keyhole_storage::StorageError) -> ApiError {
+        match error {
+            keyhole_storage::StorageError::Closed => ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "The server is shutting down; retry shortly.",
+            ),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<keyhole_meta::MetaError> for ApiError {
+    fn from(error: keyhole_meta::MetaError) -> ApiError {
+        ApiError::internal(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_answers_with_message_and_code() {
+        for code in ErrorCode::ALL {
+            let body = ApiError::new(*code, "m").body();
+            assert_eq!(body["message"], "m");
+            assert!(
+                body["error_code"]
+                    .as_str()
+                    .unwrap()
+                    .chars()
+                    .next()
+                    .unwrap()
+                    .is_ascii_uppercase()
+            );
+            assert!(code.status().is_client_error() || code.status().is_server_error());
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Keen's inspection endpoints: every collection with its properties (`GET /events`), one collection
+//! (`GET /events/{c}`), its properties (`/properties[/{name}]`), and deleting a whole collection.
+//!
+//! Design: a property that has held several kinds is reported with the kind of its most recently
+//! written value, since Keen's schema shows one type per property; the storage keeps all kinds.
+//! `keen.timestamp` and `keen.created_at` are `datetime`, `keen.location.coordinates` is `geo`.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use keyhole_model::ValueKind;
+use keyhole_storage::{CollectionId, CollectionSchema};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::auth::{Authorized, MasterOnly, Schema, form_urlencoded_pairs};
+use crate::errors::{ApiError, ErrorCode};
+
+fn collection_url(project_id: &str, collection: &str) -> String {
+    format!(
+        "/3.0/projects/{project_id}/events/{}",
+        encode_path_segment(collection)
+    )
+}
+
+/// Percent-encodes everything but unreserved characters, as `encodeURIComponent` does.
+pub fn encode_path_segment(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+/// Property path → Keen type name, including the fixed `keen.*` properties.
+fn property_types(schema: &CollectionSchema) -> BTreeMap<String, &'static str> {
+    let mut types = BTreeMap::from([
+        ("keen.timestamp".to_string(), "datetime"),
+        ("keen.created_at".to_string(), "datetime"),
+        ("keen.id".to_string(), "string"),
+    ]);
+    for (path, property) in &schema.properties {
+        let Some(kind) = ValueKind::from_suffix(&property.latest) else {
+            continue;
+        };
+        let type_name = match (path.as_str(), kind) {
+            ("keen.location.coordinates", ValueKind::NumList) => "geo",
+            _ => kind.keen_type_name(),
+        };
+        types.insert(path.clone(), type_name);
+    }
+    types
+}
+
+fn collection_json(project_id: &str, name: &str, schema: &CollectionSchema) -> Value {
+    json!({"name": name, "properties": property_types(schema), "url": collection_url(project_id, name)})
+}
+
+/// `GET /3.0/projects/{project_id}/events`.
+pub async fn list_collections(
+    auth: Authorized<Schema>,
+    State(state): State<AppState>,
+) -> Json<Value> {
+    let collections = state.storage.collections(&auth.project_id);
+    Json(Value::Array(
+        collections
+            .iter()
+            .map(|(name, schema)| collection_json(&auth.project_id, name, schema))
+            .collect(),
+    ))
+}
+
+fn find_schema(
+    state: &AppState,
+    project_id: &str,
+    collection: &str,
+) -> Result<CollectionSchema, ApiError> {
+    let id = CollectionId {
+        project: project_id.to_string(),
+        collection: collection.to_string(),
+    };
+    state
+        .storage
+        .collection_schema(&id)
+        .ok_or_else(ApiError::not_found)
+}
+
+/// The body of `GET /events/{collection}` (called once the key is checked).
+pub fn collection_schema_response(
+    state: &AppState,
+    project_id: &str,
+    collection: &str,
+) -> Result<Response, ApiError> {
+    let schema = find_schema(state, project_id, collection)?;
+    Ok(Json(collection_json(project_id, collection, &schema)).into_response())
+}
+
+fn property_json(project_id: &str, collection: &str, name: &str, type_name: &str) -> Value {
+    json!({
+        "property_name": name,
+        "type": type_name,
+        "url": format!("{}/properties/{}", collection_url(project_id, collection), encode_path_segment(name)),
+    })
+}
+
+/// `GET /3.0/projects/{project_id}/events/{collection}/properties`.
+pub async fn list_properties(
+    auth: Authorized<Schema>,
+    State(state): State<AppState>,
+    Path((_, collection)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let schema = find_schema(&state, &auth.project_id, &collection)?;
+    let properties = property_types(&schema)
+        .iter()
+        .map(|(name, type_name)| property_json(&auth.project_id, &collection, name, type_name))
+        .collect();
+    Ok(Json(Value::Array(properties)))
+}
+
+/// `GET /3.0/projects/{project_id}/events/{collection}/properties/{property}`.
+pub async fn get_property(
+    auth: Authorized<Schema>,
+    State(state): State<AppState>,
+    Path((_, collection, property)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let schema = find_schema(&state, &auth.project_id, &collection)?;
+    let types = property_types(&schema);
+    let type_name = types.get(&property).ok_or_else(ApiError::not_found)?;
+    Ok(Json(property_json(
+        &auth.project_id,
+        &collection,
+        &property,
+        type_name,
+    )))
+}
+
+/// `DELETE /3.0/projects/{project_id}/events/{collection}`: deletes the whole collection (204).
+/// Deleting only the events matching `filters`/`timeframe` needs the query engine and is refused
+/// with 501 until it exists.
+pub async fn delete_collection(
+    auth: Authorized<MasterOnly>,
+    State(state): State<AppState>,
+    Path((_, collection)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Result<StatusCode, ApiError> {
+    let selective = query
+        .as_deref()
+        .map(|q| {
+            form_urlencoded_pairs(q)
+                .any(|(name, _)| matches!(name.as_str(), "filters" | "timeframe"))
+        })
+        .unwrap_or(false);
+    if selective {
+        return Err(ApiError::new(
+            ErrorCode::NotImplemented,
+            "Deleting events by filters or timeframe is not supported yet; omit them to delete the whole collection.",
+        ));
+    }
+    find_schema(&state, &auth.project_id, &collection)?;
+    let id = CollectionId {
+        project: auth.project_id,
+        collection,
+    };
+    state.storage.delete_collection(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,60 @@
+//! The route table: every route, the operation that unlocks it, and its handler, in one list. The
+//! `route_table!` macro turns the list into both [`ROUTES`] (walked by the authorization test) and the
+//! router, so the two cannot drift apart. Each handler's extractor type (`Authorized<Writes>`, ...)
+//! enforces the same requirement the table names.
+
+use axum::Router;
+use axum::routing::{delete, get, post, put};
+use keyhole_model::Operation;
+
+use crate::AppState;
+use crate::auth::Requirement;
+use crate::{inspect, projects, write};
+
+/// One row of the route table.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteSpec {
+    /// Lower-case HTTP method.
+    pub method: &'static str,
+    pub path: &'static str,
+    pub requirement: Requirement,
+}
+
+macro_rules! route_table {
+    ($($method:ident $path:literal => $requirement:expr, $handler:path;)*) => {
+        /// Every route with what unlocks it.
+        pub const ROUTES: &[RouteSpec] = &[
+            $(RouteSpec { method: stringify!($method), path: $path, requirement: $requirement },)*
+        ];
+
+        /// The router built from the same rows as [`ROUTES`].
+        pub fn routes() -> Router<AppState> {
+            let mut router = Router::new();
+            $(router = router.route($path, $method($handler));)*
+            router
+        }
+    };
+}
+
+const WRITES: Requirement = Requirement::Operation(Operation::Writes);
+const SCHEMA: Requirement = Requirement::Operation(Operation::Schema);
+const MASTER: Requirement = Requirement::Master;
+const ORGANIZATION: Requirement = Requirement::Organization;
+
+route_table! {
+    get "/health" => Requirement::Public, crate::health;
+    get "/3.0/organizations/{org_id}/projects" => ORGANIZATION, projects::list_organization_projects;
+    post "/3.0/organizations/{org_id}/projects" => ORGANIZATION, projects::create_project;
+    get "/3.0/organizations/{org_id}/projects/{project_id}" => ORGANIZATION, projects::get_organization_project;
+    post "/3.0/organizations/{org_id}/projects/{project_id}" => ORGANIZATION, projects::update_organization_project;
+    put "/3.0/organizations/{org_id}/projects/{project_id}" => ORGANIZATION, projects::update_organization_project;
+    get "/3.0/projects" => MASTER, projects::list_projects;
+    get "/3.0/projects/{project_id}" => MASTER, projects::get_project;
+    get "/3.0/projects/{project_id}/events" => SCHEMA, inspect::list_collections;
+    post "/3.0/projects/{project_id}/events" => WRITES, write::record_events;
+    get "/3.0/projects/{project_id}/events/{collection}" => Requirement::WritesWithDataElseSchema, write::get_collection;
+    post "/3.0/projects/{project_id}/events/{collection}" => WRITES, write::record_event;
+    delete "/3.0/projects/{project_id}/events/{collection}" => MASTER, inspect::delete_collection;
+    get "/3.0/projects/{project_id}/events/{collection}/properties" => SCHEMA, inspect::list_properties;
+    get "/3.0/projects/{project_id}/events/{collection}/properties/{property}" => SCHEMA, inspect::get_property;
+}

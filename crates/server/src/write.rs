@@ -1,0 +1,300 @@
+//! The Keen write API: one event (`POST /events/{collection}`), a batch over several collections
+//! (`POST /events`), and the pixel/beacon form (`GET /events/{collection}?data=<base64>`).
+//!
+//! Bodies are parsed as JSON whatever their `Content-Type` (browsers' `sendBeacon` posts `text/plain`).
+//! Invalid events in a batch are answered per event while the valid ones are stored. A JSON array posted
+//! to the single-collection route (webhooks such as SendGrid's) is stored as a batch for that collection
+//! and answered with one result per event.
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use keyhole_model::names::collection_name_problem;
+use keyhole_model::{EventContext, EventError, prepare_event};
+use keyhole_storage::CollectionId;
+use serde_json::{Map, Value, json};
+
+use crate::AppState;
+use crate::auth::{Authorized, Requirement, Writes, authorize, form_urlencoded_pairs};
+use crate::errors::{ApiError, ErrorCode};
+use crate::inspect;
+
+/// Largest request body Keen accepts (a batch payload), in bytes.
+pub const MAX_PAYLOAD_BYTES: usize = 10_000_000;
+
+/// A 1×1 transparent GIF, the answer to a pixel write.
+const PIXEL_GIF: [u8; 43] = [
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+];
+
+/// The request facts placeholders need: client address and User-Agent.
+pub struct ClientInfo(EventContext);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let client_ip = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip().to_string());
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
+        Ok(ClientInfo(EventContext {
+            received_at: chrono::Utc::now(),
+            client_ip,
+            user_agent,
+        }))
+    }
+}
+
+/// One event's answer in a batch.
+enum EventResult {
+    Stored,
+    Refused(ApiError),
+}
+
+impl EventResult {
+    fn to_json(&self) -> Value {
+        match self {
+            EventResult::Stored => json!({"success": true}),
+            EventResult::Refused(error) => json!({
+                "success": false,
+                "error": {"name": error.code.keen_code(), "description": error.message},
+            }),
+        }
+    }
+}
+
+async fn read_body(body: Body, too_large: ErrorCode) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_PAYLOAD_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                too_large,
+                format!("The request body must be at most {MAX_PAYLOAD_BYTES} bytes."),
+            )
+        })
+}
+
+fn parse_json(bytes: &[u8], code: ErrorCode) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes).map_err(|error| {
+        ApiError::new(
+            code,
+            format!("The request body is not valid JSON: {error}."),
+        )
+    })
+}
+
+fn check_collection_name(collection: &str) -> Result<(), ApiError> {
+    match collection_name_problem(collection) {
+        Some(problem) => Err(ApiError::from(EventError::InvalidCollectionName(problem))),
+        None => Ok(()),
+    }
+}
+
+/// Validates and stores events of one collection; answers per event, in order.
+async fn store_events(
+    state: &AppState,
+    project_id: &str,
+    collection: &str,
+    events: Vec<Value>,
+    context: &EventContext,
+) -> Result<Vec<EventResult>, ApiError> {
+    if let Err(error) = check_collection_name(collection) {
+        return Ok(events
+            .iter()
+            .map(|_| EventResult::Refused(ApiError::new(error.code, error.message.clone())))
+            .collect());
+    }
+    let mut results = Vec::with_capacity(events.len());
+    let mut prepared = Vec::with_capacity(events.len());
+    for event in events {
+        match prepare_event(event, context) {
+            Ok(event) => {
+                prepared.push(event);
+                results.push(EventResult::Stored);
+            }
+            Err(error) => results.push(EventResult::Refused(error.into())),
+        }
+    }
+    if !prepared.is_empty() {
+        let id = CollectionId {
+            project: project_id.to_string(),
+            collection: collection.to_string(),
+        };
+        // Duplicates by uniqueness token are answered as successes: the event is already stored.
+        state.storage.append(id, prepared).await?;
+    }
+    Ok(results)
+}
+
+/// `POST /3.0/projects/{project_id}/events/{collection}`: `201 {"created": true}`.
+pub async fn record_event(
+    auth: Authorized<Writes>,
+    State(state): State<AppState>,
+    Path((_, collection)): Path<(String, String)>,
+    ClientInfo(context): ClientInfo,
+    body: Body,
+) -> Result<Response, ApiError> {
+    check_collection_name(&collection)?;
+    let bytes = read_body(body, ErrorCode::EventTooLarge).await?;
+    match parse_json(&bytes, ErrorCode::InvalidEvent)? {
+        Value::Array(events) => {
+            let results =
+                store_events(&state, &auth.project_id, &collection, events, &context).await?;
+            Ok(Json(Value::Array(
+                results.iter().map(EventResult::to_json).collect(),
+            ))
+            .into_response())
+        }
+        event => {
+            let prepared = prepare_event(event, &context)?;
+            let id = CollectionId {
+                project: auth.project_id,
+                collection,
+            };
+            state.storage.append(id, vec![prepared]).await?;
+            Ok((StatusCode::CREATED, Json(json!({"created": true}))).into_response())
+        }
+    }
+}
+
+/// `POST /3.0/projects/{project_id}/events`: `{"collection": [events]}` → per-event results.
+pub async fn record_events(
+    auth: Authorized<Writes>,
+    State(state): State<AppState>,
+    ClientInfo(context): ClientInfo,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let bytes = read_body(body, ErrorCode::BatchTooLarge).await?;
+    let Value::Object(batch) = parse_json(&bytes, ErrorCode::InvalidBatch)? else {
+        return Err(ApiError::new(
+            ErrorCode::InvalidBatch,
+            "A batch must be a JSON object mapping collection names to lists of events.",
+        ));
+    };
+    let mut collections = Vec::with_capacity(batch.len());
+    for (collection, events) in batch {
+        let Value::Array(events) = events else {
+            return Err(ApiError::new(
+                ErrorCode::InvalidBatch,
+                format!("The value for collection '{collection}' must be a list of events."),
+            ));
+        };
+        collections.push((collection, events));
+    }
+    let stores = collections.into_iter().map(|(collection, events)| {
+        let (state, context, project_id) = (&state, &context, &auth.project_id);
+        async move {
+            let results = store_events(state, project_id, &collection, events, context).await?;
+            Ok::<_, ApiError>((collection, results))
+        }
+    });
+    let mut answer = Map::new();
+    for stored in futures::future::join_all(stores).await {
+        let (collection, results) = stored?;
+        answer.insert(
+            collection,
+            Value::Array(results.iter().map(EventResult::to_json).collect()),
+        );
+    }
+    Ok(Json(Value::Object(answer)))
+}
+
+/// `GET /3.0/projects/{project_id}/events/{collection}`: with `data=` a pixel write (needs `writes`),
+/// otherwise the collection's schema (needs `schema`).
+pub async fn get_collection(
+    State(state): State<AppState>,
+    Path((project_id, collection)): Path<(String, String)>,
+    ClientInfo(context): ClientInfo,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<Response, ApiError> {
+    let parameters: Vec<(String, String)> = query
+        .as_deref()
+        .map(|q| form_urlencoded_pairs(q).collect())
+        .unwrap_or_default();
+    let parameter = |name: &str| {
+        parameters
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
+    let Some(data) = parameter("data") else {
+        authorize(
+            &headers,
+            query.as_deref(),
+            &state,
+            &project_id,
+            Requirement::Operation(keyhole_model::Operation::Schema),
+        )
+        .await?;
+        return inspect::collection_schema_response(&state, &project_id, &collection);
+    };
+    authorize(
+        &headers,
+        query.as_deref(),
+        &state,
+        &project_id,
+        Requirement::Operation(keyhole_model::Operation::Writes),
+    )
+    .await?;
+    check_collection_name(&collection)?;
+    let redirect = parameter("redirect")
+        .map(|target| check_redirect(&target))
+        .transpose()?;
+    let event = parse_json(&decode_base64(&data)?, ErrorCode::InvalidEvent)?;
+    let prepared = prepare_event(event, &context)?;
+    let id = CollectionId {
+        project: project_id,
+        collection,
+    };
+    state.storage.append(id, vec![prepared]).await?;
+    if let Some(target) = redirect {
+        return Ok((StatusCode::FOUND, [(header::LOCATION, target)]).into_response());
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/gif"),
+            (header::CACHE_CONTROL, "no-cache, no-store, must-revalidate"),
+        ],
+        PIXEL_GIF.to_vec(),
+    )
+        .into_response())
+}
+
+/// Accepts the base64 variants SDKs send: standard or URL-safe alphabet, padded or not, with `+`
+/// turned into a space by an unencoded query string.
+fn decode_base64(data: &str) -> Result<Vec<u8>, ApiError> {
+    let cleaned: String = data.trim().replace(' ', "+");
+    for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
+        if let Ok(bytes) = engine.decode(cleaned.as_bytes()) {
+            return Ok(bytes);
+        }
+    }
+    Err(ApiError::new(
+        ErrorCode::InvalidEvent,
+        "The data parameter is not valid base64.",
+    ))
+}
+
+fn check_redirect(target: &str) -> Result<String, ApiError> {
+    if target.starts_with("http://") || target.starts_with("https://") {
+        return Ok(target.to_string());
+    }
+    Err(ApiError::new(
+        ErrorCode::InvalidRequest,
+        "The redirect parameter must be an http or https URL.",
+    ))
+}
