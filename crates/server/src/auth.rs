@@ -63,13 +63,13 @@ pub struct Authorized<P: Policy> {
 
 /// The key a request carries: the `Authorization` header, else `api_key` in the query string.
 pub fn presented_key(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-    if let Some(header) = headers.get(axum::http::header::AUTHORIZATION) {
-        if let Ok(value) = header.to_str() {
-            let value = value.trim();
-            if !value.is_empty() {
-                return Some(value.to_string());
-            }
-        }
+    let header_key = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|header| header.to_str().ok())
+        .map(str::trim)
+        .filter(|value| !value.is_empty());
+    if let Some(key) = header_key {
+        return Some(key.to_string());
     }
     form_urlencoded_pairs(query?)
         .find(|(name, _)| name == "api_key")

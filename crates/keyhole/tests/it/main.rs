@@ -1,0 +1,14 @@
+//! Keyhole's integration tests: one binary, a module per feature. Every test talks to a real server
+//! over real HTTP — either `keyhole_server::app` served in-process on a loopback port (when the test
+//! also inspects storage directly) or the real `keyhole` binary as a child process.
+
+mod support;
+
+mod authorization;
+mod config;
+mod durability;
+mod inspection;
+mod organization;
+mod sdk;
+mod type_drift;
+mod write_api;

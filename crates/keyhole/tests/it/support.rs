@@ -1,0 +1,267 @@
+//! Test servers and helpers shared by the test modules.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use keyhole_meta::MetaStore;
+use keyhole_server::AppState;
+use keyhole_storage::{CollectionId, CollectionScan, Storage, StorageConfig, TimeRange};
+use serde_json::Value;
+
+/// A project's id and key secrets.
+#[derive(Clone, Debug)]
+pub struct ProjectKeys {
+    pub id: String,
+    pub master: String,
+    pub write: String,
+    pub read: String,
+}
+
+/// `keyhole_server::app` served in-process on 127.0.0.1, with direct access to its storage.
+pub struct InProcessServer {
+    pub base_url: String,
+    pub storage: Storage,
+    pub meta: MetaStore,
+    pub project: ProjectKeys,
+    pub org_key: String,
+    pub org_id: String,
+    _data_dir: tempfile::TempDir,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl InProcessServer {
+    pub async fn start() -> InProcessServer {
+        let data_dir = tempfile::tempdir().unwrap();
+        let meta = MetaStore::open_sqlite(&data_dir.path().join("meta.sqlite"))
+            .await
+            .unwrap();
+        let organization = meta.ensure_organization(None).await.unwrap();
+        let (project, keys) = meta.create_project("test").await.unwrap();
+        let mut config = StorageConfig::new(data_dir.path().join("events"));
+        config.flush_interval = Duration::from_secs(3600);
+        let storage = Storage::open(config).await.unwrap();
+        let state = AppState {
+            meta: meta.clone(),
+            storage: storage.clone(),
+            organization_id: organization.id.clone().into(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let app = keyhole_server::app(state).into_make_service_with_connect_info::<SocketAddr>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        InProcessServer {
+            base_url: format!("http://{address}"),
+            storage,
+            meta,
+            project: ProjectKeys {
+                id: project.id,
+                master: keys.master,
+                write: keys.write,
+                read: keys.read,
+            },
+            org_key: organization.generated_key.unwrap(),
+            org_id: organization.id,
+            _data_dir: data_dir,
+            server,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// `{base}/3.0/projects/{id}{rest}`.
+    pub fn project_url(&self, rest: &str) -> String {
+        format!("{}/3.0/projects/{}{}", self.base_url, self.project.id, rest)
+    }
+
+    pub async fn scan(&self, collection: &str) -> CollectionScan {
+        let id = CollectionId {
+            project: self.project.id.clone(),
+            collection: collection.to_string(),
+        };
+        self.storage.scan(&id, TimeRange::ALL).await.unwrap()
+    }
+}
+
+impl Drop for InProcessServer {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Sends a request and returns (status, JSON body or Null).
+pub async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Asserts a Keen error body: status, `error_code`, and a non-empty `message`.
+pub fn assert_keen_error(answer: &(u16, Value), status: u16, error_code: &str) {
+    assert_eq!(answer.0, status, "unexpected status, body {}", answer.1);
+    assert_eq!(answer.1["error_code"], error_code, "body {}", answer.1);
+    assert!(
+        answer.1["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "body {}",
+        answer.1
+    );
+}
+
+/// The real `keyhole` binary running as a child process on a data directory.
+pub struct BinaryServer {
+    pub child: Child,
+    pub base_url: String,
+    pub stdout_lines: Vec<String>,
+}
+
+pub fn keyhole_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_keyhole")
+}
+
+impl BinaryServer {
+    /// Starts `keyhole serve` and waits until it prints its address.
+    pub fn start(data_dir: &Path, extra_args: &[&str], envs: &[(&str, &str)]) -> BinaryServer {
+        let mut args = vec![
+            "serve".to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+        ];
+        args.push(data_dir.to_str().unwrap().to_string());
+        args.extend(extra_args.iter().map(|arg| arg.to_string()));
+        BinaryServer::start_raw(&args, envs)
+    }
+
+    /// Starts the binary with exactly these arguments (no defaults added).
+    pub fn start_raw(args: &[String], envs: &[(&str, &str)]) -> BinaryServer {
+        let mut command = Command::new(keyhole_binary());
+        command
+            .args(args)
+            .env_remove("KEYHOLE_ORG_KEY")
+            .env_remove("KEYHOLE_LISTEN")
+            .env_remove("KEYHOLE_DATA_DIR")
+            .env_remove("KEYHOLE_CONFIG")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (name, value) in envs {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut reader = BufReader::new(stdout);
+        let mut stdout_lines = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let base_url = loop {
+            assert!(
+                Instant::now() < deadline,
+                "server did not start: {stdout_lines:?}"
+            );
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap() == 0 {
+                panic!("server exited before listening: {stdout_lines:?}");
+            }
+            let line = line.trim_end().to_string();
+            if let Some(address) = line.strip_prefix("keyhole listening on ") {
+                break address.to_string();
+            }
+            stdout_lines.push(line);
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in reader.lines() {});
+        BinaryServer {
+            child,
+            base_url,
+            stdout_lines,
+        }
+    }
+
+    /// The default project printed on the first start.
+    pub fn printed_project(&self) -> ProjectKeys {
+        let value_after = |prefix: &str| {
+            self.stdout_lines
+                .iter()
+                .find_map(|line| {
+                    line.trim()
+                        .strip_prefix(prefix)
+                        .map(|rest| rest.trim().to_string())
+                })
+                .unwrap_or_else(|| {
+                    panic!(
+                        "no line starting with {prefix:?} in {:?}",
+                        self.stdout_lines
+                    )
+                })
+        };
+        ProjectKeys {
+            id: value_after("default project created:"),
+            master: value_after("master key:"),
+            write: value_after("write key:"),
+            read: value_after("read key:"),
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: sending a signal to our own child process id.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for BinaryServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Opens a data directory's event storage directly (the server must be stopped).
+pub async fn open_storage(data_dir: &Path) -> Storage {
+    Storage::open(StorageConfig::new(data_dir.join("events")))
+        .await
+        .unwrap()
+}
+
+/// Every value of a string column across a scan (nulls skipped).
+pub fn string_values(scan: &CollectionScan, column: &str) -> Vec<String> {
+    use arrow::array::{Array, StringArray};
+    let mut values = Vec::new();
+    for batch in &scan.batches {
+        let Some(array) = batch.column_by_name(column) else {
+            continue;
+        };
+        let strings = array.as_any().downcast_ref::<StringArray>().unwrap();
+        for row in 0..strings.len() {
+            if strings.is_valid(row) {
+                values.push(strings.value(row).to_string());
+            }
+        }
+    }
+    values
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
