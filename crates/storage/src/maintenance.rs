@@ -11,7 +11,16 @@ use crate::{Result, Storage, StorageError, wal, wal_dir};
 
 impl Storage {
     pub(crate) async fn flush_locked(&self) -> Result<()> {
-        if self.inner.state.lock().expect("state lock").memory_rows() == 0 {
+        let nothing_to_flush = {
+            let state = self.inner.state.lock().expect("state lock");
+            // Rows left "flushing" by a failed flush are retried too.
+            state.memory_rows() == 0
+                && state
+                    .collections
+                    .values()
+                    .all(|collection| collection.flushing.is_empty())
+        };
+        if nothing_to_flush {
             return Ok(());
         }
         let (reply, answer) = oneshot::channel();
