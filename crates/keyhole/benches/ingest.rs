@@ -4,6 +4,7 @@
 //! `cargo bench -p keyhole --bench ingest` runs two phases on a fresh data directory:
 //! - batch: `KEYHOLE_BENCH_BATCH_CLIENTS` (default 4) clients POST 1,000-event batches to `/events`;
 //! - single: `KEYHOLE_BENCH_SINGLE_CLIENTS` (default 64) clients POST one event each to `/events/{c}`;
+//!
 //! each for `KEYHOLE_BENCH_SECONDS` (default 10). Events are ~200 bytes of JSON. The clients run in this
 //! process, on the same machine, so they share its cores with the server. Prints a Markdown table.
 
@@ -25,10 +26,12 @@ fn env_number(name: &str, default: usize) -> usize {
 
 /// A deterministic ~200-byte SaaS event.
 fn event(sequence: usize) -> Value {
+    let plan = ["free", "pro", "team"][sequence % 3];
+    let action = ["page_view", "click", "signup", "purchase"][sequence % 4];
     json!({
         "tenant_id": format!("tenant-{:03}", sequence % 97),
-        "user": {"id": format!("user-{:06}", sequence % 100_003), "plan": ["free", "pro", "team"][sequence % 3]},
-        "action": ["page_view", "click", "signup", "purchase"][sequence % 4],
+        "user": {"id": format!("user-{:06}", sequence % 100_003), "plan": plan},
+        "action": action,
         "path": format!("/products/{}", sequence % 5_000),
         "duration_ms": (sequence * 37) % 10_000,
         "amount": ((sequence * 13) % 10_000) as f64 / 100.0,

@@ -76,6 +76,29 @@ async fn write_until_refused(
     }
 }
 
+/// Starts `count` writers against `server`, all recording into `acknowledged`.
+fn spawn_writers(
+    runtime: &tokio::runtime::Runtime,
+    server: &BinaryServer,
+    keys: &crate::support::ProjectKeys,
+    count: usize,
+    round: usize,
+    acknowledged: &Arc<Mutex<Vec<String>>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..count)
+        .map(|writer| {
+            runtime.spawn(write_until_refused(
+                server.base_url.clone(),
+                keys.id.clone(),
+                keys.write.clone(),
+                writer,
+                round,
+                acknowledged.clone(),
+            ))
+        })
+        .collect()
+}
+
 #[test]
 fn sigkill_loses_no_acknowledged_event_and_doubles_none() {
     let data_dir = tempfile::tempdir().unwrap();
@@ -90,18 +113,7 @@ fn sigkill_loses_no_acknowledged_event_and_doubles_none() {
         let keys = project
             .get_or_insert_with(|| server.printed_project())
             .clone();
-        let writers: Vec<_> = (0..WRITERS)
-            .map(|writer| {
-                runtime.spawn(write_until_refused(
-                    server.base_url.clone(),
-                    keys.id.clone(),
-                    keys.write.clone(),
-                    writer,
-                    round,
-                    acknowledged.clone(),
-                ))
-            })
-            .collect();
+        let writers = spawn_writers(&runtime, &server, &keys, WRITERS, round, &acknowledged);
         let alive_for = Duration::from_millis(300 + next_random(&mut random_state) % 900);
         std::thread::sleep(alive_for);
         server.kill();
@@ -170,18 +182,7 @@ fn sigterm_finishes_in_flight_writes_and_flushes() {
     let mut server = BinaryServer::start(data_dir.path(), &[], &[]);
     let keys = server.printed_project();
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
-    let writers: Vec<_> = (0..4)
-        .map(|writer| {
-            runtime.spawn(write_until_refused(
-                server.base_url.clone(),
-                keys.id.clone(),
-                keys.write.clone(),
-                writer,
-                0,
-                acknowledged.clone(),
-            ))
-        })
-        .collect();
+    let writers = spawn_writers(&runtime, &server, &keys, 4, 0, &acknowledged);
     std::thread::sleep(Duration::from_millis(500));
     let status = server.terminate();
     assert!(status.success(), "keyhole exited with {status}");
