@@ -36,6 +36,8 @@ fn event(sequence: usize) -> Value {
         "duration_ms": (sequence * 37) % 10_000,
         "amount": ((sequence * 13) % 10_000) as f64 / 100.0,
         "tags": ["web", "eu"],
+        "session": format!("sess-{sequence:010}"),
+        "locale": "en-US",
     })
 }
 
