@@ -6,6 +6,8 @@ pub mod event;
 pub mod flat;
 pub mod keys;
 pub mod names;
+pub mod query;
+pub mod query_string;
 pub mod timestamp;
 
 pub use event::{EventContext, EventError, PreparedEvent, prepare_event, reload_event};

@@ -1,0 +1,249 @@
+//! Keen filters as typed values: `{"property_name", "operator", "property_value"}`, AND-ed in a list, and
+//! `or` groups (`{"operator": "or", "operands": [...]}` or with the operands in `property_value`).
+
+use serde_json::Value;
+
+use super::QueryError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operator {
+    Eq,
+    Ne,
+    Lt,
+    Lte,
+    Gt,
+    Gte,
+    Exists,
+    In,
+    Contains,
+    NotContains,
+    Within,
+    Regex,
+}
+
+impl Operator {
+    fn parse(text: &str) -> Option<Operator> {
+        Some(match text {
+            "eq" => Operator::Eq,
+            "ne" => Operator::Ne,
+            "lt" => Operator::Lt,
+            "lte" => Operator::Lte,
+            "gt" => Operator::Gt,
+            "gte" => Operator::Gte,
+            "exists" => Operator::Exists,
+            "in" => Operator::In,
+            "contains" => Operator::Contains,
+            "not_contains" => Operator::NotContains,
+            "within" => Operator::Within,
+            "regex" => Operator::Regex,
+            _ => return None,
+        })
+    }
+}
+
+/// A geo radius for `within`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GeoRadius {
+    pub longitude: f64,
+    pub latitude: f64,
+    pub max_distance_miles: f64,
+}
+
+/// One filter, or an `or` of filters.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Filter {
+    Condition {
+        property: String,
+        operator: Operator,
+        value: Value,
+    },
+    Within {
+        property: String,
+        radius: GeoRadius,
+    },
+    Or(Vec<Filter>),
+}
+
+/// The only property the geo filter accepts (Keen's rule).
+pub const GEO_PROPERTY: &str = "keen.location.coordinates";
+
+impl Filter {
+    /// Parses a `filters` parameter: a list of filter objects (AND-ed).
+    pub fn parse_list(value: &Value) -> Result<Vec<Filter>, QueryError> {
+        match value {
+            Value::Null => Ok(Vec::new()),
+            Value::Array(items) => items.iter().map(Filter::parse).collect(),
+            Value::Object(_) => Ok(vec![Filter::parse(value)?]),
+            _ => Err(QueryError::InvalidFilter(
+                "filters must be a list of filter objects.".into(),
+            )),
+        }
+    }
+
+    pub fn parse(value: &Value) -> Result<Filter, QueryError> {
+        let invalid =
+            |why: &str| QueryError::InvalidFilter(format!("Invalid filter {value}: {why}"));
+        let object = value
+            .as_object()
+            .ok_or_else(|| invalid("a filter must be an object."))?;
+        let operator = object
+            .get("operator")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid("it needs an operator."))?;
+        if operator == "or" {
+            let operands = object
+                .get("operands")
+                .or_else(|| object.get("property_value"))
+                .and_then(Value::as_array)
+                .ok_or_else(|| invalid("an 'or' filter needs a list of operands."))?;
+            if operands.is_empty() {
+                return Err(invalid("an 'or' filter needs at least one operand."));
+            }
+            return Ok(Filter::Or(
+                operands
+                    .iter()
+                    .map(Filter::parse)
+                    .collect::<Result<_, _>>()?,
+            ));
+        }
+        let operator = Operator::parse(operator).ok_or_else(|| invalid("unknown operator."))?;
+        let property = object
+            .get("property_name")
+            .and_then(Value::as_str)
+            .filter(|name| !name.is_empty())
+            .ok_or_else(|| invalid("it needs a property_name."))?
+            .to_string();
+        let value = object.get("property_value").cloned().unwrap_or(Value::Null);
+        match operator {
+            Operator::Within => Ok(Filter::Within {
+                property: property.clone(),
+                radius: parse_radius(&property, &value)?,
+            }),
+            Operator::Exists if !value.is_boolean() => Err(invalid("exists takes true or false.")),
+            Operator::In if !value.is_array() => Err(invalid("in takes a list of values.")),
+            Operator::Regex | Operator::Contains | Operator::NotContains
+                if !value.is_string() && !value.is_number() && !value.is_boolean() =>
+            {
+                Err(invalid("this operator takes a string."))
+            }
+            Operator::Regex => {
+                let pattern = value
+                    .as_str()
+                    .ok_or_else(|| invalid("regex takes a string."))?;
+                if pattern.len() > 1_000 {
+                    return Err(invalid("the regular expression is too long."));
+                }
+                Ok(Filter::Condition {
+                    property,
+                    operator,
+                    value,
+                })
+            }
+            Operator::Lt | Operator::Lte | Operator::Gt | Operator::Gte
+                if !(value.is_number() || value.is_string()) =>
+            {
+                Err(invalid("ordering operators take a number or a string."))
+            }
+            _ => Ok(Filter::Condition {
+                property,
+                operator,
+                value,
+            }),
+        }
+    }
+}
+
+fn parse_radius(property: &str, value: &Value) -> Result<GeoRadius, QueryError> {
+    if property != GEO_PROPERTY {
+        return Err(QueryError::InvalidGeoFilterProperty(format!(
+            "A geo filter works only on {GEO_PROPERTY}, not on '{property}'."
+        )));
+    }
+    let invalid = || {
+        QueryError::InvalidFilter(format!(
+            "Invalid within filter value {value}: it needs coordinates [longitude, latitude] and max_distance_miles."
+        ))
+    };
+    let coordinates = value
+        .get("coordinates")
+        .and_then(Value::as_array)
+        .ok_or_else(invalid)?;
+    let (Some(longitude), Some(latitude)) = (
+        coordinates.first().and_then(Value::as_f64),
+        coordinates.get(1).and_then(Value::as_f64),
+    ) else {
+        return Err(invalid());
+    };
+    let max_distance_miles = value
+        .get("max_distance_miles")
+        .and_then(Value::as_f64)
+        .filter(|d| *d >= 0.0)
+        .ok_or_else(invalid)?;
+    Ok(GeoRadius {
+        longitude,
+        latitude,
+        max_distance_miles,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_every_operator_and_or_groups() {
+        for operator in [
+            "eq",
+            "ne",
+            "lt",
+            "lte",
+            "gt",
+            "gte",
+            "contains",
+            "not_contains",
+            "regex",
+        ] {
+            let filter = Filter::parse(
+                &json!({"property_name": "a", "operator": operator, "property_value": "x"}),
+            )
+            .unwrap();
+            assert!(matches!(filter, Filter::Condition { .. }), "{operator}");
+        }
+        Filter::parse(&json!({"property_name": "a", "operator": "exists", "property_value": true}))
+            .unwrap();
+        Filter::parse(&json!({"property_name": "a", "operator": "in", "property_value": [1, "b"]}))
+            .unwrap();
+        let within = Filter::parse(&json!({"property_name": GEO_PROPERTY, "operator": "within", "property_value": {"coordinates": [13.4, 52.5], "max_distance_miles": 10}})).unwrap();
+        assert!(matches!(within, Filter::Within { .. }));
+        let or = json!({"operator": "or", "operands": [{"property_name": "a", "operator": "eq", "property_value": 1}]});
+        assert!(
+            matches!(Filter::parse(&or).unwrap(), Filter::Or(ref operands) if operands.len() == 1)
+        );
+        let or_in_value = json!({"operator": "or", "property_value": [{"property_name": "a", "operator": "eq", "property_value": 1}]});
+        assert!(matches!(
+            Filter::parse(&or_in_value).unwrap(),
+            Filter::Or(_)
+        ));
+    }
+
+    #[test]
+    fn refuses_malformed_filters() {
+        for bad in [
+            json!({"property_name": "a", "operator": "like", "property_value": "x"}),
+            json!({"operator": "eq", "property_value": "x"}),
+            json!({"property_name": "a", "operator": "exists", "property_value": "yes"}),
+            json!({"property_name": "a", "operator": "in", "property_value": 1}),
+            json!({"operator": "or", "operands": []}),
+            json!({"property_name": GEO_PROPERTY, "operator": "within", "property_value": {"coordinates": [1]}}),
+            json!("eq"),
+        ] {
+            assert!(Filter::parse(&bad).is_err(), "{bad}");
+        }
+        let wrong_geo = json!({"property_name": "loc", "operator": "within", "property_value": {"coordinates": [1, 2], "max_distance_miles": 1}});
+        assert!(matches!(
+            Filter::parse(&wrong_geo),
+            Err(QueryError::InvalidGeoFilterProperty(_))
+        ));
+    }
+}

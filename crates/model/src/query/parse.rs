@@ -1,0 +1,604 @@
+//! Parsing query parameters into a [`Query`].
+//!
+//! GET and POST carry the same parameters: a POST body is a JSON object; a GET query string is turned into
+//! one by [`params_from_query_string`] (values that look like JSON are parsed, Explorer's bracket form
+//! `timeframe[start]=…` becomes an object). Numbers may arrive as numeric strings (the Python SDK sends
+//! `percentile`, `limit`, `latest`, `timezone` as decimal text). Unknown keys (`api_key`,
+//! `analysis_type`, `property_type`, …) are ignored.
+
+use serde_json::{Map, Value};
+
+use super::{
+    AnalysisType, Filter, FunnelStep, GroupBy, Interval, OrderBy, Query, QueryError, SubAnalysis,
+    Timeframe, Timezone,
+};
+
+/// Most entries a query may name in `group_by`, `steps` or `analyses`.
+const MAX_LIST_ENTRIES: usize = 100;
+
+/// Turns a GET query string into the JSON object a POST body would be.
+pub fn params_from_query_string(query: &str) -> Result<Map<String, Value>, QueryError> {
+    let mut params = Map::new();
+    let mut bracket_timeframe = Map::new();
+    for (name, raw) in crate::query_string::pairs(query) {
+        if let Some(inner) = name
+            .strip_prefix("timeframe[")
+            .and_then(|rest| rest.strip_suffix(']'))
+        {
+            bracket_timeframe.insert(inner.to_string(), Value::String(raw));
+            continue;
+        }
+        let trimmed = raw.trim();
+        let value = if trimmed.starts_with('[') || trimmed.starts_with('{') {
+            serde_json::from_str(trimmed).unwrap_or(Value::String(raw))
+        } else {
+            Value::String(raw)
+        };
+        params.insert(name, value);
+    }
+    if !bracket_timeframe.is_empty() {
+        if params.contains_key("timeframe") {
+            return Err(QueryError::InvalidTimeframe(
+                "You sent in an invalid definition for the timeframe: multiple values.".into(),
+            ));
+        }
+        params.insert("timeframe".into(), Value::Object(bracket_timeframe));
+    }
+    Ok(params)
+}
+
+fn non_empty<'a>(params: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    params
+        .get(name)
+        .filter(|value| !value.is_null() && value.as_str() != Some(""))
+}
+
+fn string_param(params: &Map<String, Value>, name: &str) -> Result<Option<String>, QueryError> {
+    match non_empty(params, name) {
+        None => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.clone())),
+        Some(other) => Err(QueryError::InvalidParameter(format!(
+            "{name} must be a string, got {other}."
+        ))),
+    }
+}
+
+fn number_param(params: &Map<String, Value>, name: &str) -> Result<Option<f64>, QueryError> {
+    match non_empty(params, name) {
+        None => Ok(None),
+        Some(Value::Number(number)) => Ok(number.as_f64()),
+        Some(Value::String(text)) => text.trim().parse::<f64>().map(Some).map_err(|_| {
+            QueryError::InvalidParameter(format!("{name} must be a number, got '{text}'."))
+        }),
+        Some(other) => Err(QueryError::InvalidParameter(format!(
+            "{name} must be a number, got {other}."
+        ))),
+    }
+}
+
+fn count_param(params: &Map<String, Value>, name: &str) -> Result<Option<usize>, QueryError> {
+    match number_param(params, name)? {
+        None => Ok(None),
+        Some(number) if number >= 1.0 && number.fract() == 0.0 => Ok(Some(number as usize)),
+        Some(number) => Err(QueryError::InvalidParameter(format!(
+            "{name} must be a positive integer, got {number}."
+        ))),
+    }
+}
+
+fn bool_param(params: &Map<String, Value>, name: &str) -> Result<bool, QueryError> {
+    match non_empty(params, name) {
+        None => Ok(false),
+        Some(Value::Bool(flag)) => Ok(*flag),
+        Some(Value::String(text)) if text == "true" || text == "1" => Ok(true),
+        Some(Value::String(text)) if text == "false" || text == "0" => Ok(false),
+        Some(other) => Err(QueryError::InvalidParameter(format!(
+            "{name} must be true or false, got {other}."
+        ))),
+    }
+}
+
+/// A value that may arrive JSON-encoded inside a string (GET) or as JSON (POST).
+fn json_param(params: &Map<String, Value>, name: &str) -> Option<Value> {
+    let value = non_empty(params, name)?;
+    if let Value::String(text) = value {
+        let trimmed = text.trim();
+        if trimmed.starts_with('[') || trimmed.starts_with('{') || trimmed.starts_with('"') {
+            if let Ok(parsed) = serde_json::from_str(trimmed) {
+                return Some(parsed);
+            }
+        }
+    }
+    Some(value.clone())
+}
+
+fn parse_percentile(value: Option<f64>) -> Result<Option<f64>, QueryError> {
+    match value {
+        Some(percentile) if !(0.0..=100.0).contains(&percentile) => {
+            Err(QueryError::InvalidParameter(format!(
+                "percentile must be between 0 and 100, got {percentile}."
+            )))
+        }
+        other => Ok(other),
+    }
+}
+
+fn parse_group_by(value: Option<Value>) -> Result<Vec<GroupBy>, QueryError> {
+    let entries = match value {
+        None => return Ok(Vec::new()),
+        Some(Value::Array(entries)) => entries,
+        Some(single) => vec![single],
+    };
+    if entries.len() > MAX_LIST_ENTRIES {
+        return Err(QueryError::InvalidParameter(
+            "group_by names too many properties.".into(),
+        ));
+    }
+    entries.iter().map(parse_group_by_entry).collect()
+}
+
+fn parse_group_by_entry(entry: &Value) -> Result<GroupBy, QueryError> {
+    let invalid = || QueryError::InvalidParameter(format!("Invalid group_by entry {entry}."));
+    if let Some(property) = entry.as_str().filter(|property| !property.is_empty()) {
+        return Ok(GroupBy::Property(property.to_string()));
+    }
+    let object = entry.as_object().ok_or_else(invalid)?;
+    let property = object
+        .get("property_name")
+        .and_then(Value::as_str)
+        .filter(|p| !p.is_empty())
+        .ok_or_else(invalid)?
+        .to_string();
+    if let Some(buckets) = object.get("buckets") {
+        let size = buckets
+            .get("size")
+            .and_then(Value::as_f64)
+            .filter(|size| *size > 0.0)
+            .ok_or_else(invalid)?;
+        let offset = buckets.get("offset").and_then(Value::as_f64).unwrap_or(0.0);
+        return Ok(GroupBy::Buckets {
+            property,
+            size,
+            offset,
+        });
+    }
+    if let Some(ranges) = object.get("ranges").and_then(Value::as_array) {
+        let ranges = ranges
+            .iter()
+            .map(|range| {
+                let from = range.get("from").and_then(Value::as_f64);
+                let to = range.get("to").and_then(Value::as_f64);
+                if from.is_none() && to.is_none() {
+                    return Err(invalid());
+                }
+                Ok((from, to))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(GroupBy::Ranges { property, ranges });
+    }
+    Ok(GroupBy::Property(property))
+}
+
+fn parse_order_by(value: Option<Value>) -> Result<Vec<OrderBy>, QueryError> {
+    let entries = match value {
+        None => return Ok(Vec::new()),
+        Some(Value::Array(entries)) => entries,
+        Some(single) => vec![single],
+    };
+    entries
+        .iter()
+        .map(|entry| {
+            let invalid =
+                || QueryError::InvalidParameter(format!("Invalid order_by entry {entry}."));
+            if let Some(property) = entry.as_str() {
+                return Ok(OrderBy {
+                    property: property.to_string(),
+                    descending: false,
+                });
+            }
+            let property = entry
+                .get("property_name")
+                .and_then(Value::as_str)
+                .ok_or_else(invalid)?
+                .to_string();
+            let descending = match entry
+                .get("direction")
+                .and_then(Value::as_str)
+                .map(str::to_ascii_uppercase)
+                .as_deref()
+            {
+                None | Some("ASC") => false,
+                Some("DESC") => true,
+                Some(_) => return Err(invalid()),
+            };
+            Ok(OrderBy {
+                property,
+                descending,
+            })
+        })
+        .collect()
+}
+
+fn parse_property_names(value: Option<Value>) -> Result<Option<Vec<String>>, QueryError> {
+    match value {
+        None => Ok(None),
+        Some(Value::String(name)) => Ok(Some(vec![name])),
+        Some(Value::Array(names)) => names
+            .iter()
+            .map(|name| {
+                name.as_str().map(str::to_string).ok_or_else(|| {
+                    QueryError::InvalidParameter("property_names must be strings.".into())
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(other) => Err(QueryError::InvalidParameter(format!(
+            "property_names must be a list of strings, got {other}."
+        ))),
+    }
+}
+
+fn parse_analyses(value: Option<Value>) -> Result<Vec<SubAnalysis>, QueryError> {
+    let object = match value {
+        Some(Value::Object(object)) => object,
+        _ => {
+            return Err(QueryError::MissingParameter(
+                "multi_analysis needs an analyses object: {label: {analysis_type, …}}.".into(),
+            ));
+        }
+    };
+    if object.is_empty() || object.len() > MAX_LIST_ENTRIES {
+        return Err(QueryError::InvalidParameter(
+            "analyses must name between 1 and 100 analyses.".into(),
+        ));
+    }
+    object
+        .iter()
+        .map(|(label, definition)| {
+            let definition = definition.as_object().ok_or_else(|| {
+                QueryError::InvalidParameter(format!("analysis '{label}' must be an object."))
+            })?;
+            let analysis_name = string_param(definition, "analysis_type")?.ok_or_else(|| {
+                QueryError::MissingParameter(format!("analysis '{label}' needs an analysis_type."))
+            })?;
+            let analysis = AnalysisType::parse(&analysis_name)?;
+            if matches!(
+                analysis,
+                AnalysisType::Extraction | AnalysisType::Funnel | AnalysisType::MultiAnalysis
+            ) {
+                return Err(QueryError::InvalidParameter(format!(
+                    "analysis '{label}' cannot be a {analysis_name} inside multi_analysis."
+                )));
+            }
+            let target_property = string_param(definition, "target_property")?;
+            if analysis.needs_target_property() && target_property.is_none() {
+                return Err(QueryError::MissingParameter(format!(
+                    "analysis '{label}' ({analysis_name}) needs a target_property."
+                )));
+            }
+            let percentile = parse_percentile(number_param(definition, "percentile")?)?;
+            if analysis == AnalysisType::Percentile && percentile.is_none() {
+                return Err(QueryError::MissingParameter(format!(
+                    "analysis '{label}' needs a percentile."
+                )));
+            }
+            Ok(SubAnalysis {
+                label: label.clone(),
+                analysis,
+                target_property,
+                percentile,
+            })
+        })
+        .collect()
+}
+
+fn parse_steps(
+    value: Option<Value>,
+    root_timeframe: &Option<Timeframe>,
+) -> Result<Vec<FunnelStep>, QueryError> {
+    let steps = match value {
+        Some(Value::Array(steps)) if !steps.is_empty() => steps,
+        _ => {
+            return Err(QueryError::MissingParameter(
+                "A funnel needs a non-empty list of steps.".into(),
+            ));
+        }
+    };
+    if steps.len() > MAX_LIST_ENTRIES {
+        return Err(QueryError::InvalidParameter(
+            "A funnel may have at most 100 steps.".into(),
+        ));
+    }
+    steps
+        .iter()
+        .enumerate()
+        .map(|(index, step)| {
+            let object = step.as_object().ok_or_else(|| {
+                QueryError::InvalidParameter(format!("funnel step {index} must be an object."))
+            })?;
+            let collection = string_param(object, "event_collection")?.ok_or_else(|| {
+                QueryError::MissingParameter(format!(
+                    "funnel step {index} needs an event_collection."
+                ))
+            })?;
+            let actor_property = string_param(object, "actor_property")?.ok_or_else(|| {
+                QueryError::MissingParameter(format!(
+                    "funnel step {index} needs an actor_property."
+                ))
+            })?;
+            let timeframe = json_param(object, "timeframe")
+                .map(|value| Timeframe::parse(&value))
+                .transpose()?;
+            let timezone = non_empty(object, "timezone")
+                .map(Timezone::parse)
+                .transpose()?;
+            let filters = json_param(object, "filters")
+                .map(|value| Filter::parse_list(&value))
+                .transpose()?
+                .unwrap_or_default();
+            let (optional, inverted, with_actors) = (
+                bool_param(object, "optional")?,
+                bool_param(object, "inverted")?,
+                bool_param(object, "with_actors")?,
+            );
+            if index == 0 && (optional || inverted) {
+                return Err(QueryError::InvalidParameter(
+                    "The first funnel step cannot be optional or inverted.".into(),
+                ));
+            }
+            if timeframe.is_none() && root_timeframe.is_none() {
+                // Keen requires a timeframe per step unless one is given at the root; Keyhole reads a
+                // missing one as all time, like other queries.
+            }
+            let mut echo = object.clone();
+            for (name, default) in [
+                ("optional", optional),
+                ("inverted", inverted),
+                ("with_actors", with_actors),
+            ] {
+                echo.insert(name.into(), Value::Bool(default));
+            }
+            Ok(FunnelStep {
+                collection,
+                actor_property,
+                timeframe,
+                timezone,
+                filters,
+                optional,
+                inverted,
+                with_actors,
+                echo: Value::Object(echo),
+            })
+        })
+        .collect()
+}
+
+impl Query {
+    /// Parses the parameters of a `/queries/{analysis}` request.
+    pub fn parse(analysis: AnalysisType, params: &Map<String, Value>) -> Result<Query, QueryError> {
+        let timeframe = json_param(params, "timeframe")
+            .map(|value| Timeframe::parse(&value))
+            .transpose()?;
+        let timezone = non_empty(params, "timezone")
+            .map(Timezone::parse)
+            .transpose()?
+            .unwrap_or_default();
+        let collection = string_param(params, "event_collection")?;
+        if analysis != AnalysisType::Funnel && collection.is_none() {
+            return Err(QueryError::MissingParameter(
+                "event_collection is required.".into(),
+            ));
+        }
+        let target_property = string_param(params, "target_property")?;
+        if analysis.needs_target_property() && target_property.is_none() {
+            return Err(QueryError::MissingParameter(format!(
+                "{} needs a target_property.",
+                analysis.keen_name()
+            )));
+        }
+        let percentile = parse_percentile(number_param(params, "percentile")?)?;
+        if analysis == AnalysisType::Percentile && percentile.is_none() {
+            return Err(QueryError::MissingParameter(
+                "percentile needs a percentile between 0 and 100.".into(),
+            ));
+        }
+        let interval = non_empty(params, "interval")
+            .map(Interval::parse)
+            .transpose()?;
+        let group_by = parse_group_by(json_param(params, "group_by"))?;
+        let order_by = parse_order_by(json_param(params, "order_by"))?;
+        let limit = count_param(params, "limit")?;
+        if matches!(analysis, AnalysisType::Extraction | AnalysisType::Funnel)
+            && (interval.is_some() || !group_by.is_empty())
+        {
+            return Err(QueryError::InvalidParameter(format!(
+                "{} takes neither interval nor group_by.",
+                analysis.keen_name()
+            )));
+        }
+        if !order_by.is_empty() && group_by.is_empty() {
+            return Err(QueryError::InvalidParameter(
+                "order_by needs a group_by.".into(),
+            ));
+        }
+        if interval.is_some() && timeframe.is_none() {
+            return Err(QueryError::InvalidTimeframe(
+                "An interval needs a timeframe.".into(),
+            ));
+        }
+        let steps = if analysis == AnalysisType::Funnel {
+            parse_steps(json_param(params, "steps"), &timeframe)?
+        } else {
+            Vec::new()
+        };
+        let analyses = if analysis == AnalysisType::MultiAnalysis {
+            parse_analyses(json_param(params, "analyses"))?
+        } else {
+            Vec::new()
+        };
+        Ok(Query {
+            analysis,
+            collection,
+            target_property,
+            percentile,
+            timeframe,
+            timezone,
+            interval,
+            filters: json_param(params, "filters")
+                .map(|value| Filter::parse_list(&value))
+                .transpose()?
+                .unwrap_or_default(),
+            group_by,
+            order_by,
+            limit,
+            include_metadata: bool_param(params, "include_metadata")?,
+            latest: count_param(params, "latest")?,
+            property_names: parse_property_names(json_param(params, "property_names"))?,
+            email: string_param(params, "email")?,
+            steps,
+            analyses,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(analysis: &str, params: Value) -> Result<Query, QueryError> {
+        Query::parse(AnalysisType::parse(analysis)?, params.as_object().unwrap())
+    }
+
+    #[test]
+    fn python_sdk_get_parameters() {
+        // As keen 0.7.0 encodes them: JSON strings for structured values, decimal text for numbers.
+        let query = "event_collection=purchases&target_property=price&percentile=99.5&timezone=-28800&timeframe=this_7_days\
+            &filters=%5B%7B%22property_name%22%3A%22a%22%2C%22operator%22%3A%22eq%22%2C%22property_value%22%3A1%7D%5D\
+            &group_by=%5B%22item.id%22%5D&order_by=%5B%7B%22property_name%22%3A%22result%22%2C%22direction%22%3A%22DESC%22%7D%5D&limit=5&api_key=k&";
+        let params = params_from_query_string(query).unwrap();
+        let parsed = Query::parse(AnalysisType::Percentile, &params).unwrap();
+        assert_eq!(parsed.percentile, Some(99.5));
+        assert_eq!(parsed.filters.len(), 1);
+        assert_eq!(parsed.group_by, [GroupBy::Property("item.id".into())]);
+        assert_eq!(
+            parsed.order_by,
+            [OrderBy {
+                property: "result".into(),
+                descending: true
+            }]
+        );
+        assert_eq!(parsed.limit, Some(5));
+        assert!(matches!(parsed.timezone, Timezone::Fixed(_)));
+    }
+
+    #[test]
+    fn bracket_timeframes_and_conflicts() {
+        let params = params_from_query_string("event_collection=c&timeframe[start]=2024-01-01T00:00:00Z&timeframe[end]=2024-02-01T00:00:00Z").unwrap();
+        assert!(matches!(
+            Query::parse(AnalysisType::Count, &params)
+                .unwrap()
+                .timeframe,
+            Some(Timeframe::Absolute { .. })
+        ));
+        let conflict = params_from_query_string("timeframe=this_day&timeframe[start]=2024-01-01");
+        assert!(
+            matches!(conflict, Err(QueryError::InvalidTimeframe(message)) if message.contains("multiple"))
+        );
+    }
+
+    #[test]
+    fn keen_analysis_post_body() {
+        let body = json!({"analysis_type": "count", "event_collection": "c", "timezone": -25200, "include_metadata": true,
+            "timeframe": {"start": "2024-01-01T00:00:00.000Z", "end": "2024-01-02T00:00:00.000Z"}, "interval": "hourly",
+            "group_by": "country"});
+        let query = parse("count", body).unwrap();
+        assert!(query.include_metadata);
+        assert_eq!(query.group_by, [GroupBy::Property("country".into())]);
+        assert_eq!(
+            query.interval,
+            Some(Interval {
+                count: 1,
+                unit: super::super::Unit::Hour
+            })
+        );
+    }
+
+    #[test]
+    fn required_parameters() {
+        assert!(matches!(
+            parse("count", json!({})),
+            Err(QueryError::MissingParameter(_))
+        ));
+        assert!(matches!(
+            parse("sum", json!({"event_collection": "c"})),
+            Err(QueryError::MissingParameter(_))
+        ));
+        assert!(matches!(
+            parse(
+                "percentile",
+                json!({"event_collection": "c", "target_property": "p"})
+            ),
+            Err(QueryError::MissingParameter(_))
+        ));
+        assert!(matches!(
+            parse(
+                "percentile",
+                json!({"event_collection": "c", "target_property": "p", "percentile": 101})
+            ),
+            Err(QueryError::InvalidParameter(_))
+        ));
+        assert!(matches!(
+            parse(
+                "count",
+                json!({"event_collection": "c", "interval": "daily"})
+            ),
+            Err(QueryError::InvalidTimeframe(_))
+        ));
+        assert!(matches!(
+            parse("count", json!({"event_collection": "c", "order_by": "x"})),
+            Err(QueryError::InvalidParameter(_))
+        ));
+        assert!(matches!(
+            parse("funnel", json!({"steps": []})),
+            Err(QueryError::MissingParameter(_))
+        ));
+        assert!(matches!(
+            parse("multi_analysis", json!({"event_collection": "c"})),
+            Err(QueryError::MissingParameter(_))
+        ));
+        assert!(matches!(
+            parse("nope", json!({})),
+            Err(QueryError::UnknownAnalysis(_))
+        ));
+        assert!(matches!(
+            parse(
+                "extraction",
+                json!({"event_collection": "c", "group_by": "x"})
+            ),
+            Err(QueryError::InvalidParameter(_))
+        ));
+    }
+
+    #[test]
+    fn funnels_and_multi_analyses() {
+        let funnel = parse("funnel", json!({"timeframe": "this_7_days", "steps": [
+            {"event_collection": "signups", "actor_property": "user.id"},
+            {"event_collection": "purchases", "actor_property": "user.id", "optional": true, "filters": [{"property_name": "a", "operator": "exists", "property_value": true}]},
+        ]}))
+        .unwrap();
+        assert_eq!(funnel.steps.len(), 2);
+        assert!(funnel.steps[1].optional && !funnel.steps[1].inverted);
+        assert_eq!(funnel.steps[0].echo["with_actors"], false);
+        assert!(parse("funnel", json!({"steps": [{"event_collection": "a", "actor_property": "u", "inverted": true}]})).is_err());
+        let multi = parse("multi_analysis", json!({"event_collection": "c", "analyses": {"total": {"analysis_type": "sum", "target_property": "price"}, "n": {"analysis_type": "count"}}})).unwrap();
+        assert_eq!(multi.analyses.len(), 2);
+        assert!(
+            parse(
+                "multi_analysis",
+                json!({"event_collection": "c", "analyses": {"x": {"analysis_type": "sum"}}})
+            )
+            .is_err()
+        );
+    }
+}
