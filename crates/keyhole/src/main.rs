@@ -71,11 +71,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let storage = Storage::open(storage_config)
         .await
         .context("cannot open event storage")?;
-    let state = AppState {
-        meta,
-        storage: storage.clone(),
-        organization_id: organization.id.into(),
-    };
+    let state = AppState::new(meta, storage.clone(), organization.id);
 
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await

@@ -52,6 +52,7 @@ policies! {
     MasterOnly => Requirement::Master,
     Writes => Requirement::Operation(Operation::Writes),
     Schema => Requirement::Operation(Operation::Schema),
+    Queries => Requirement::Operation(Operation::Queries),
 }
 
 /// A caller allowed by policy `P` on the project named in the path.

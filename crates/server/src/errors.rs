@@ -45,6 +45,14 @@ error_codes! {
     InvalidPropertyValue => (BAD_REQUEST, "InvalidPropertyValueError"),
     InvalidCollectionName => (BAD_REQUEST, "InvalidCollectionNameError"),
     InvalidRequest => (BAD_REQUEST, "InvalidRequestError"),
+    TimeframeDefinition => (BAD_REQUEST, "TimeframeDefinitionError"),
+    InvalidTimezone => (BAD_REQUEST, "InvalidTimezoneError"),
+    InvalidInterval => (BAD_REQUEST, "InvalidIntervalError"),
+    InvalidFilter => (BAD_REQUEST, "InvalidFilterError"),
+    InvalidPropertyNameForGeoFilter => (BAD_REQUEST, "InvalidPropertyNameForGeoFilter"),
+    MissingParameter => (BAD_REQUEST, "MissingParameterError"),
+    InvalidParameter => (BAD_REQUEST, "InvalidParameterError"),
+    LimitExceeded => (BAD_REQUEST, "LimitExceededError"),
     NotImplemented => (NOT_IMPLEMENTED, "NotImplementedError"),
     ServiceUnavailable => (SERVICE_UNAVAILABLE, "ServiceUnavailableError"),
     Internal => (INTERNAL_SERVER_ERROR, "InternalServerError"),
@@ -104,6 +112,34 @@ impl From<EventError> for ApiError {
             EventError::InvalidCollectionName(_) => ErrorCode::InvalidCollectionName,
         };
         ApiError::new(code, error.to_string())
+    }
+}
+
+impl From<keyhole_model::query::QueryError> for ApiError {
+    fn from(error: keyhole_model::query::QueryError) -> ApiError {
+        use keyhole_model::query::QueryError;
+        let code = match &error {
+            QueryError::InvalidTimeframe(_) => ErrorCode::TimeframeDefinition,
+            QueryError::InvalidTimezone(_) => ErrorCode::InvalidTimezone,
+            QueryError::InvalidInterval(_) => ErrorCode::InvalidInterval,
+            QueryError::InvalidFilter(_) => ErrorCode::InvalidFilter,
+            QueryError::InvalidGeoFilterProperty(_) => ErrorCode::InvalidPropertyNameForGeoFilter,
+            QueryError::MissingParameter(_) => ErrorCode::MissingParameter,
+            QueryError::InvalidParameter(_) => ErrorCode::InvalidParameter,
+            QueryError::UnknownAnalysis(_) => ErrorCode::ResourceNotFound,
+            QueryError::LimitExceeded(_) => ErrorCode::LimitExceeded,
+        };
+        ApiError::new(code, error.to_string())
+    }
+}
+
+impl From<keyhole_query::ExecError> for ApiError {
+    fn from(error: keyhole_query::ExecError) -> ApiError {
+        match error {
+            keyhole_query::ExecError::Query(error) => error.into(),
+            keyhole_query::ExecError::Storage(error) => error.into(),
+            keyhole_query::ExecError::Engine(error) => ApiError::internal(error),
+        }
     }
 }
 

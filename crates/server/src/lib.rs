@@ -6,6 +6,7 @@ pub mod auth;
 pub mod errors;
 mod inspect;
 mod projects;
+mod query;
 pub mod routes;
 mod write;
 
@@ -29,7 +30,24 @@ pub use projects::created_project_json;
 pub struct AppState {
     pub meta: MetaStore,
     pub storage: Storage,
+    pub queries: keyhole_query::QueryEngine,
     pub organization_id: Arc<str>,
+}
+
+impl AppState {
+    pub fn new(
+        meta: MetaStore,
+        storage: Storage,
+        organization_id: impl Into<Arc<str>>,
+    ) -> AppState {
+        let queries = keyhole_query::QueryEngine::new(storage.clone());
+        AppState {
+            meta,
+            storage,
+            queries,
+            organization_id: organization_id.into(),
+        }
+    }
 }
 
 /// The full application: routes, Keen-style 404/405 answers, CORS, request tracing.

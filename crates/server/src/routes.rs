@@ -9,7 +9,7 @@ use keyhole_model::Operation;
 
 use crate::AppState;
 use crate::auth::Requirement;
-use crate::{inspect, projects, write};
+use crate::{inspect, projects, query, write};
 
 /// One row of the route table.
 #[derive(Clone, Copy, Debug)]
@@ -38,6 +38,7 @@ macro_rules! route_table {
 
 const WRITES: Requirement = Requirement::Operation(Operation::Writes);
 const SCHEMA: Requirement = Requirement::Operation(Operation::Schema);
+const QUERIES: Requirement = Requirement::Operation(Operation::Queries);
 const MASTER: Requirement = Requirement::Master;
 const ORGANIZATION: Requirement = Requirement::Organization;
 
@@ -57,4 +58,6 @@ route_table! {
     delete "/3.0/projects/{project_id}/events/{collection}" => MASTER, inspect::delete_collection;
     get "/3.0/projects/{project_id}/events/{collection}/properties" => SCHEMA, inspect::list_properties;
     get "/3.0/projects/{project_id}/events/{collection}/properties/{property}" => SCHEMA, inspect::get_property;
+    get "/3.0/projects/{project_id}/queries/{analysis_type}" => QUERIES, query::run_query_get;
+    post "/3.0/projects/{project_id}/queries/{analysis_type}" => QUERIES, query::run_query_post;
 }

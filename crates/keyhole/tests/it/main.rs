@@ -9,6 +9,8 @@ mod config;
 mod durability;
 mod inspection;
 mod organization;
+mod queries;
+mod reference;
 mod sdk;
 mod type_drift;
 mod write_api;

@@ -43,11 +43,7 @@ impl InProcessServer {
         let mut config = StorageConfig::new(data_dir.path().join("events"));
         config.flush_interval = Duration::from_secs(3600);
         let storage = Storage::open(config).await.unwrap();
-        let state = AppState {
-            meta: meta.clone(),
-            storage: storage.clone(),
-            organization_id: organization.id.clone().into(),
-        };
+        let state = AppState::new(meta.clone(), storage.clone(), organization.id.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let app = keyhole_server::app(state).into_make_service_with_connect_info::<SocketAddr>();

@@ -6,7 +6,7 @@
 mod filter;
 mod time;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 pub use filter::{Filter, GEO_PROPERTY, GeoRadius, Operator};
 pub use time::{Interval, TimeRange, Timeframe, Timezone, Unit, format_instant, now_millis};

@@ -103,10 +103,13 @@ fn json_param(params: &Map<String, Value>, name: &str) -> Option<Value> {
     let value = non_empty(params, name)?;
     if let Value::String(text) = value {
         let trimmed = text.trim();
-        if trimmed.starts_with('[') || trimmed.starts_with('{') || trimmed.starts_with('"') {
-            if let Ok(parsed) = serde_json::from_str(trimmed) {
-                return Some(parsed);
-            }
+        let looks_like_json =
+            trimmed.starts_with('[') || trimmed.starts_with('{') || trimmed.starts_with('"');
+        if let Some(parsed) = looks_like_json
+            .then(|| serde_json::from_str(trimmed).ok())
+            .flatten()
+        {
+            return Some(parsed);
         }
     }
     Some(value.clone())

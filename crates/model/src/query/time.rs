@@ -67,7 +67,7 @@ impl Timezone {
         FixedOffset::east_opt(seconds as i32).map(Timezone::Fixed)
     }
 
-    fn to_local(self, millis: EpochMillis) -> NaiveDateTime {
+    fn instant_to_local(self, millis: EpochMillis) -> NaiveDateTime {
         let instant = Utc
             .timestamp_millis_opt(millis)
             .single()
@@ -78,7 +78,7 @@ impl Timezone {
         }
     }
 
-    fn from_local(self, local: NaiveDateTime) -> EpochMillis {
+    fn local_to_instant(self, local: NaiveDateTime) -> EpochMillis {
         fn resolve<Z: TimeZone>(zone: &Z, local: NaiveDateTime) -> EpochMillis {
             let mut probe = local;
             for _ in 0..48 {
@@ -270,7 +270,7 @@ impl Timeframe {
                 count,
                 unit,
             } => {
-                let current_start = unit.truncate(timezone.to_local(now));
+                let current_start = unit.truncate(timezone.instant_to_local(now));
                 let (first, last) = if current {
                     (
                         unit.add(current_start, -(count as i64 - 1)),
@@ -280,8 +280,8 @@ impl Timeframe {
                     (unit.add(current_start, -(count as i64)), current_start)
                 };
                 TimeRange {
-                    start: timezone.from_local(first),
-                    end: timezone.from_local(last),
+                    start: timezone.local_to_instant(first),
+                    end: timezone.local_to_instant(last),
                 }
             }
         }
@@ -341,10 +341,10 @@ impl Interval {
         max_buckets: usize,
     ) -> Result<Vec<EpochMillis>, QueryError> {
         let mut boundaries = vec![range.start];
-        let mut local = self.unit.truncate(timezone.to_local(range.start));
+        let mut local = self.unit.truncate(timezone.instant_to_local(range.start));
         loop {
             local = self.unit.add(local, self.count as i64);
-            let instant = timezone.from_local(local);
+            let instant = timezone.local_to_instant(local);
             if instant >= range.end {
                 break;
             }

@@ -1,0 +1,231 @@
+//! Keen filters → DataFusion predicates over the type-drift columns.
+//!
+//! A filter on a path tests each typed column of the path that can match the filter value's JSON type:
+//! `eq 5` looks at `path#num` (and inside `path#list_num`), `eq "5"` at `path#str` (and `path#list_str`).
+//! Every predicate is null-safe (a missing property makes it false, never null), so `ne`, `not_contains`
+//! and `exists: false` are plain negations and match events that lack the property.
+//!
+//! Design: on list properties `eq`/`in` test membership, `contains` tests membership of the value,
+//! on strings `contains` is a substring test. `eq null` matches an explicit null or a missing property.
+//! Ordering operators compare numbers with numbers and strings lexically with strings; on
+//! `keen.timestamp`/`keen.created_at` they compare instants. `regex` uses Rust regex syntax.
+
+use datafusion::prelude::*;
+use datafusion::scalar::ScalarValue;
+use keyhole_model::ValueKind;
+use keyhole_model::query::{Filter, GeoRadius, Operator, QueryError};
+use keyhole_model::timestamp::parse_timestamp;
+use serde_json::Value;
+
+use crate::columns::PropertyColumns;
+
+const EARTH_RADIUS_MILES: f64 = 3958.8;
+
+/// The AND of `filters` over a collection with `schema`; `None` when there are none.
+pub fn conjunction(
+    filters: &[Filter],
+    schema: &arrow::datatypes::Schema,
+) -> Result<Option<Expr>, QueryError> {
+    let mut predicates = Vec::with_capacity(filters.len());
+    for filter in filters {
+        predicates.push(predicate(filter, schema)?);
+    }
+    Ok(predicates.into_iter().reduce(Expr::and))
+}
+
+fn null_safe(expr: Expr) -> Expr {
+    coalesce(vec![expr, lit(false)])
+}
+
+fn any_of(predicates: Vec<Expr>) -> Expr {
+    predicates
+        .into_iter()
+        .map(null_safe)
+        .reduce(Expr::or)
+        .unwrap_or(lit(false))
+}
+
+pub fn predicate(filter: &Filter, schema: &arrow::datatypes::Schema) -> Result<Expr, QueryError> {
+    match filter {
+        Filter::Or(operands) => {
+            let mut predicates = Vec::with_capacity(operands.len());
+            for operand in operands {
+                predicates.push(predicate(operand, schema)?);
+            }
+            Ok(any_of(predicates))
+        }
+        Filter::Within { property, radius } => {
+            Ok(within(&PropertyColumns::of(schema, property), radius))
+        }
+        Filter::Condition {
+            property,
+            operator,
+            value,
+        } => {
+            let columns = PropertyColumns::of(schema, property);
+            condition(&columns, *operator, value)
+        }
+    }
+}
+
+fn time_literal(millis: i64) -> Expr {
+    lit(ScalarValue::TimestampMillisecond(
+        Some(millis),
+        Some("UTC".into()),
+    ))
+}
+
+/// The typed column and literal a scalar JSON value is compared with, list column for membership.
+fn scalar_targets(columns: &PropertyColumns, value: &Value) -> Vec<(Expr, Option<Expr>, Expr)> {
+    let mut targets = Vec::new();
+    match (columns, value) {
+        (PropertyColumns::Time(name), Value::String(text)) => {
+            if let Some(millis) = parse_timestamp(text) {
+                targets.push((crate::columns::column(name), None, time_literal(millis)));
+            }
+        }
+        (_, Value::Number(number)) => {
+            let literal = lit(number.as_f64().unwrap_or(f64::NAN));
+            if let Some(scalar) = columns.typed(ValueKind::Num) {
+                targets.push((scalar, columns.typed(ValueKind::NumList), literal));
+            } else if let Some(list) = columns.typed(ValueKind::NumList) {
+                targets.push((lit(ScalarValue::Float64(None)), Some(list), literal));
+            }
+        }
+        (_, Value::String(text)) => {
+            let scalar = columns
+                .typed(ValueKind::Str)
+                .unwrap_or(lit(ScalarValue::Utf8(None)));
+            targets.push((scalar, columns.typed(ValueKind::StrList), lit(text.clone())));
+        }
+        (_, Value::Bool(flag)) => {
+            let scalar = columns
+                .typed(ValueKind::Bool)
+                .unwrap_or(lit(ScalarValue::Boolean(None)));
+            targets.push((scalar, columns.typed(ValueKind::BoolList), lit(*flag)));
+        }
+        _ => {}
+    }
+    targets
+}
+
+fn exists(columns: &PropertyColumns) -> Expr {
+    match columns {
+        PropertyColumns::Time(_) | PropertyColumns::Id => lit(true),
+        PropertyColumns::Typed(_) => any_of(
+            columns
+                .all()
+                .into_iter()
+                .map(|(_, column)| column.is_not_null())
+                .collect(),
+        ),
+    }
+}
+
+fn is_null_or_missing(columns: &PropertyColumns) -> Expr {
+    match columns {
+        PropertyColumns::Time(_) | PropertyColumns::Id => lit(false),
+        PropertyColumns::Typed(_) => {
+            let explicit_null = columns
+                .typed(ValueKind::Null)
+                .map(|column| null_safe(column.is_true()))
+                .unwrap_or(lit(false));
+            explicit_null.or(exists(columns).not())
+        }
+    }
+}
+
+fn equals(columns: &PropertyColumns, value: &Value) -> Expr {
+    if value.is_null() {
+        return is_null_or_missing(columns);
+    }
+    let mut predicates = Vec::new();
+    for (scalar, list, literal) in scalar_targets(columns, value) {
+        predicates.push(scalar.eq(literal.clone()));
+        if let Some(list) = list {
+            predicates.push(array_has(list, literal));
+        }
+    }
+    any_of(predicates)
+}
+
+fn condition(
+    columns: &PropertyColumns,
+    operator: Operator,
+    value: &Value,
+) -> Result<Expr, QueryError> {
+    Ok(match operator {
+        Operator::Eq => equals(columns, value),
+        Operator::Ne => equals(columns, value).not(),
+        Operator::In => {
+            let values = value.as_array().cloned().unwrap_or_default();
+            any_of(values.iter().map(|value| equals(columns, value)).collect())
+        }
+        Operator::Exists => {
+            if value.as_bool() == Some(false) {
+                exists(columns).not()
+            } else {
+                exists(columns)
+            }
+        }
+        Operator::Lt | Operator::Lte | Operator::Gt | Operator::Gte => {
+            let compare = |left: Expr, right: Expr| match operator {
+                Operator::Lt => left.lt(right),
+                Operator::Lte => left.lt_eq(right),
+                Operator::Gt => left.gt(right),
+                _ => left.gt_eq(right),
+            };
+            any_of(
+                scalar_targets(columns, value)
+                    .into_iter()
+                    .map(|(scalar, _, literal)| compare(scalar, literal))
+                    .collect(),
+            )
+        }
+        Operator::Contains => contains(columns, value),
+        Operator::NotContains => contains(columns, value).not(),
+        Operator::Regex => {
+            let pattern = value.as_str().unwrap_or_default();
+            regex::Regex::new(pattern).map_err(|error| {
+                QueryError::InvalidFilter(format!("Invalid regular expression: {error}"))
+            })?;
+            match columns.typed(ValueKind::Str) {
+                Some(column) => null_safe(regexp_like(column, lit(pattern.to_string()), None)),
+                None => lit(false),
+            }
+        }
+        Operator::Within => lit(false),
+    })
+}
+
+fn contains(columns: &PropertyColumns, value: &Value) -> Expr {
+    let mut predicates = Vec::new();
+    if let (Value::String(text), Some(column)) = (value, columns.typed(ValueKind::Str)) {
+        predicates.push(strpos(column, lit(text.clone())).gt(lit(0i64)));
+    }
+    for (_, list, literal) in scalar_targets(columns, value) {
+        if let Some(list) = list {
+            predicates.push(array_has(list, literal));
+        }
+    }
+    any_of(predicates)
+}
+
+/// Great-circle distance (haversine) from `[longitude, latitude]` to the radius's centre, in miles.
+fn within(columns: &PropertyColumns, radius: &GeoRadius) -> Expr {
+    let Some(coordinates) = columns.typed(ValueKind::NumList) else {
+        return lit(false);
+    };
+    let longitude = radians(array_element(coordinates.clone(), lit(1i64)));
+    let latitude = radians(array_element(coordinates, lit(2i64)));
+    let (center_longitude, center_latitude) = (
+        lit(radius.longitude.to_radians()),
+        lit(radius.latitude.to_radians()),
+    );
+    let half_delta_latitude = (latitude.clone() - center_latitude.clone()) / lit(2.0);
+    let half_delta_longitude = (longitude - center_longitude) / lit(2.0);
+    let a = power(sin(half_delta_latitude), lit(2.0))
+        + cos(latitude) * cos(center_latitude) * power(sin(half_delta_longitude), lit(2.0));
+    let distance = lit(2.0 * EARTH_RADIUS_MILES) * asin(sqrt(a));
+    null_safe(distance.lt_eq(lit(radius.max_distance_miles)))
+}

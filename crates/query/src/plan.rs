@@ -1,0 +1,230 @@
+//! Building DataFusion plans: the scoped, filtered frame of one collection, and the keyed aggregate that
+//! computes every metric of a query (one metric for a plain analysis, several for multi_analysis).
+//!
+//! Plans are built with DataFusion's `DataFrame`/`Expr` API, never SQL text: property names and values
+//! come from users.
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::datasource::MemTable;
+use datafusion::functions_aggregate::expr_fn::{
+    array_agg, avg, count, count_distinct, max, median, min, stddev_pop, sum,
+};
+use datafusion::logical_expr::ExprFunctionExt;
+use datafusion::prelude::*;
+use datafusion::scalar::ScalarValue;
+use keyhole_model::ValueKind;
+use keyhole_model::flat::TIMESTAMP_COLUMN;
+use keyhole_model::query::{AnalysisType, Filter, GroupBy, TimeRange};
+use keyhole_storage::{CollectionId, Storage};
+
+use crate::Result;
+use crate::bucket::bucket_of;
+use crate::columns::{PropertyColumns, column};
+use crate::filters::conjunction;
+use crate::scope::Scope;
+
+/// The rows of a collection a query may see, with the key's and the caller's filters applied.
+pub struct FilteredFrame {
+    pub frame: DataFrame,
+    pub schema: SchemaRef,
+    /// Events read before filtering (for `execution_metadata`).
+    pub events_scanned: usize,
+}
+
+/// THE choke point: the only way to read a collection. The scope's forced filters and the caller's
+/// filters are AND-ed directly above the scan, before anything else in the plan.
+pub async fn filtered_frame(
+    storage: &Storage,
+    scope: &Scope,
+    collection: &str,
+    range: Option<TimeRange>,
+    filters: &[Filter],
+) -> Result<FilteredFrame> {
+    let id = CollectionId {
+        project: scope.project_id().to_string(),
+        collection: collection.to_string(),
+    };
+    let storage_range = keyhole_storage::TimeRange {
+        start_millis: range.map(|range| range.start),
+        end_millis: range.map(|range| range.end),
+    };
+    let scan = storage.scan(&id, storage_range).await?;
+    let events_scanned = scan.num_rows();
+    let schema = scan.schema.clone();
+    let partitions = split_for_cores(scan.batches);
+    let table = MemTable::try_new(schema.clone(), partitions)?;
+    let context = SessionContext::new();
+    let mut frame = context.read_table(Arc::new(table))?;
+    let forced = conjunction(scope.forced_filters(), &schema)?;
+    let requested = conjunction(filters, &schema)?;
+    if let Some(predicate) = [forced, requested].into_iter().flatten().reduce(Expr::and) {
+        frame = frame.filter(predicate)?;
+    }
+    Ok(FilteredFrame {
+        frame,
+        schema,
+        events_scanned,
+    })
+}
+
+fn split_for_cores(batches: Vec<RecordBatch>) -> Vec<Vec<RecordBatch>> {
+    let cores = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+        .max(1);
+    let mut partitions = vec![Vec::new(); cores];
+    for (index, batch) in batches.into_iter().enumerate() {
+        partitions[index % cores].push(batch);
+    }
+    partitions
+}
+
+/// One metric a query computes: the analysis of a plain query, or one labelled entry of a multi_analysis.
+#[derive(Clone, Debug)]
+pub struct Metric {
+    pub label: Option<String>,
+    pub analysis: AnalysisType,
+    pub target_property: Option<String>,
+    pub percentile: Option<f64>,
+}
+
+/// Columns of a group_by property used as keys: every typed column but `#null`/`#object` (which render
+/// as null, like a missing property, so they must not split a group).
+pub fn group_key_columns(
+    schema: &arrow::datatypes::Schema,
+    group: &GroupBy,
+) -> Vec<(ValueKind, Expr)> {
+    let columns = PropertyColumns::of(schema, group.property());
+    match group {
+        GroupBy::Property(_) => columns
+            .all()
+            .into_iter()
+            .filter(|(kind, _)| !matches!(kind, ValueKind::Null | ValueKind::EmptyObject))
+            .collect(),
+        GroupBy::Buckets { size, offset, .. } => columns
+            .typed(ValueKind::Num)
+            .map(|value| {
+                vec![(
+                    ValueKind::Num,
+                    floor((value - lit(*offset)) / lit(*size)) * lit(*size) + lit(*offset),
+                )]
+            })
+            .unwrap_or_default(),
+        GroupBy::Ranges { ranges, .. } => {
+            let Some(value) = columns.typed(ValueKind::Num) else {
+                return Vec::new();
+            };
+            let mut case = when(lit(false), lit(ScalarValue::Int32(None)));
+            for (index, (from, to)) in ranges.iter().enumerate() {
+                let mut condition = lit(true);
+                if let Some(from) = from {
+                    condition = condition.and(value.clone().gt_eq(lit(*from)));
+                }
+                if let Some(to) = to {
+                    condition = condition.and(value.clone().lt(lit(*to)));
+                }
+                case = case.when(condition, lit(index as i32));
+            }
+            vec![(
+                ValueKind::Num,
+                case.end().unwrap_or(lit(ScalarValue::Int32(None))),
+            )]
+        }
+    }
+}
+
+/// Key column aliases: `__bucket`, `__g{group}_{kind}`.
+pub const BUCKET_ALIAS: &str = "__bucket";
+
+pub fn group_alias(group_index: usize, kind: ValueKind) -> String {
+    format!("__g{group_index}_{}", kind.suffix())
+}
+
+pub fn metric_alias(metric_index: usize, part: &str) -> String {
+    format!("__m{metric_index}_{part}")
+}
+
+/// The aggregate expressions computing one metric, aliased by [`metric_alias`].
+fn metric_aggregates(
+    schema: &arrow::datatypes::Schema,
+    index: usize,
+    metric: &Metric,
+) -> Vec<Expr> {
+    let alias = |part: &str| metric_alias(index, part);
+    if metric.analysis == AnalysisType::Count {
+        return vec![count(lit(1i64)).alias(alias("count"))];
+    }
+    let target = PropertyColumns::of(
+        schema,
+        metric.target_property.as_deref().unwrap_or_default(),
+    );
+    let value_columns: Vec<(ValueKind, Expr)> = target
+        .all()
+        .into_iter()
+        .filter(|(kind, _)| !matches!(kind, ValueKind::Null | ValueKind::EmptyObject))
+        .collect();
+    match metric.analysis {
+        AnalysisType::CountUnique => value_columns
+            .into_iter()
+            .map(|(kind, value)| count_distinct(value).alias(alias(kind.suffix())))
+            .collect(),
+        AnalysisType::SelectUnique => value_columns
+            .into_iter()
+            .filter_map(|(kind, value)| {
+                array_agg(value)
+                    .distinct()
+                    .build()
+                    .ok()
+                    .map(|agg| agg.alias(alias(kind.suffix())))
+            })
+            .collect(),
+        _ => {
+            let Some(number) = target.typed(ValueKind::Num) else {
+                return Vec::new();
+            };
+            let aggregate = match metric.analysis {
+                AnalysisType::Minimum => min(number),
+                AnalysisType::Maximum => max(number),
+                AnalysisType::Sum => sum(number),
+                AnalysisType::Average => avg(number),
+                AnalysisType::Median => median(number),
+                AnalysisType::StandardDeviation => stddev_pop(number),
+                // DataFusion's percentile_cont loses precision; the values are collected and the exact
+                // percentile is computed in `results.rs`.
+                AnalysisType::Percentile => array_agg(number),
+                _ => return Vec::new(),
+            };
+            vec![aggregate.alias(alias("value"))]
+        }
+    }
+}
+
+/// Groups the filtered rows by bucket and group_by keys and computes every metric.
+pub async fn aggregate(
+    filtered: FilteredFrame,
+    boundaries: Option<Vec<i64>>,
+    group_by: &[GroupBy],
+    metrics: &[Metric],
+) -> Result<Vec<RecordBatch>> {
+    let schema = filtered.schema.clone();
+    let mut frame = filtered.frame;
+    let mut keys = Vec::new();
+    if let Some(boundaries) = boundaries {
+        let bucket = bucket_of(boundaries, column(TIMESTAMP_COLUMN));
+        frame = frame.filter(bucket.clone().is_not_null())?;
+        keys.push(bucket.alias(BUCKET_ALIAS));
+    }
+    for (group_index, group) in group_by.iter().enumerate() {
+        for (kind, key) in group_key_columns(&schema, group) {
+            keys.push(key.alias(group_alias(group_index, kind)));
+        }
+    }
+    let mut aggregates = vec![count(lit(1i64)).alias("__rows")];
+    for (index, metric) in metrics.iter().enumerate() {
+        aggregates.extend(metric_aggregates(&schema, index, metric));
+    }
+    Ok(frame.aggregate(keys, aggregates)?.collect().await?)
+}

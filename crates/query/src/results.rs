@@ -1,0 +1,333 @@
+//! Plain, interval, group_by and interval + group_by results of the metric analyses (count …
+//! select_unique, and multi_analysis), shaped as Keen returns them:
+//!
+//! - plain: `{"result": 42}`; multi_analysis: `{"result": {"label": 42, …}}`
+//! - group_by: `{"result": [{"prop": "a", "result": 3}, …]}` (multi: the labels instead of `result`)
+//! - interval: `{"result": [{"timeframe": {"start", "end"}, "value": 3}, …]}`, every bucket present
+//! - interval + group_by: each bucket's `value` is the group_by list.
+//!
+//! Design: empty buckets and absent groups read 0 for `count`, `count_unique` and `sum`, `[]` for
+//! `select_unique`, and null for the others. With interval + group_by every bucket lists every group seen
+//! in the timeframe. Groups are ordered by their values (null, booleans, numbers, strings, lists) unless
+//! `order_by` says otherwise; `limit` then keeps the first rows (per bucket).
+
+use std::collections::BTreeMap;
+
+use arrow::array::Array;
+use arrow::record_batch::RecordBatch;
+use keyhole_model::ValueKind;
+use keyhole_model::query::{
+    AnalysisType, GroupBy, OrderBy, Query, QueryError, TimeRange, format_instant,
+};
+use serde_json::{Map, Value, json};
+
+use crate::plan::{BUCKET_ALIAS, Metric, aggregate, filtered_frame, group_alias, metric_alias};
+use crate::render::{cell, compare, number};
+use crate::{MAX_BUCKETS, Result, Scope};
+
+fn metrics_of(query: &Query) -> Vec<Metric> {
+    if query.analysis == AnalysisType::MultiAnalysis {
+        return query
+            .analyses
+            .iter()
+            .map(|sub| Metric {
+                label: Some(sub.label.clone()),
+                analysis: sub.analysis,
+                target_property: sub.target_property.clone(),
+                percentile: sub.percentile,
+            })
+            .collect();
+    }
+    vec![Metric {
+        label: None,
+        analysis: query.analysis,
+        target_property: query.target_property.clone(),
+        percentile: query.percentile,
+    }]
+}
+
+/// What an analysis reads over no events.
+fn empty_value(analysis: AnalysisType) -> Value {
+    match analysis {
+        AnalysisType::Count | AnalysisType::CountUnique | AnalysisType::Sum => json!(0),
+        AnalysisType::SelectUnique => json!([]),
+        _ => Value::Null,
+    }
+}
+
+/// One aggregated row: bucket, rendered group values, and each metric's value.
+struct Row {
+    bucket: Option<usize>,
+    groups: Vec<Value>,
+    values: Vec<Value>,
+}
+
+fn metric_value(batch: &RecordBatch, row: usize, index: usize, metric: &Metric) -> Value {
+    let part = |name: &str| batch.column_by_name(&metric_alias(index, name));
+    match metric.analysis {
+        AnalysisType::Count => part("count")
+            .map(|column| cell(column.as_ref(), row, None))
+            .unwrap_or(json!(0)),
+        AnalysisType::CountUnique => {
+            let total: i64 = ValueKind::ALL
+                .into_iter()
+                .filter_map(|kind| part(kind.suffix()))
+                .map(|column| cell(column.as_ref(), row, None).as_i64().unwrap_or(0))
+                .sum();
+            json!(total)
+        }
+        AnalysisType::SelectUnique => {
+            let mut values = Vec::new();
+            for kind in ValueKind::ALL {
+                let Some(column) = part(kind.suffix()) else {
+                    continue;
+                };
+                if let Value::Array(items) = cell(column.as_ref(), row, Some(kind)) {
+                    values.extend(items.into_iter().filter(|item| !item.is_null()));
+                }
+            }
+            values.sort_by(compare);
+            Value::Array(values)
+        }
+        AnalysisType::Percentile => {
+            let values = part("value")
+                .map(|column| cell(column.as_ref(), row, None))
+                .unwrap_or(Value::Null);
+            let mut numbers: Vec<f64> = values
+                .as_array()
+                .map(|items| items.iter().filter_map(Value::as_f64).collect())
+                .unwrap_or_default();
+            exact_percentile(&mut numbers, metric.percentile.unwrap_or(50.0))
+                .map(number)
+                .unwrap_or(Value::Null)
+        }
+        analysis => match part("value").map(|column| cell(column.as_ref(), row, None)) {
+            Some(Value::Null) | None => empty_value(analysis),
+            Some(value) => value.as_f64().map(number).unwrap_or(value),
+        },
+    }
+}
+
+/// The exact percentile with linear interpolation between closest ranks (as SQL's `percentile_cont`).
+fn exact_percentile(values: &mut [f64], percentile: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = percentile / 100.0 * (values.len() - 1) as f64;
+    let (lower, upper) = (rank.floor() as usize, rank.ceil() as usize);
+    Some(values[lower] + (values[upper] - values[lower]) * (rank - lower as f64))
+}
+
+fn group_value(batch: &RecordBatch, row: usize, group_index: usize) -> Value {
+    for kind in ValueKind::ALL {
+        let Some(column) = batch.column_by_name(&group_alias(group_index, kind)) else {
+            continue;
+        };
+        if column.is_valid(row) {
+            return cell(column.as_ref(), row, Some(kind));
+        }
+    }
+    Value::Null
+}
+
+fn rows_of(batches: &[RecordBatch], group_count: usize, metrics: &[Metric]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for batch in batches {
+        for row in 0..batch.num_rows() {
+            let bucket = batch
+                .column_by_name(BUCKET_ALIAS)
+                .and_then(|column| cell(column.as_ref(), row, None).as_u64())
+                .map(|b| b as usize);
+            rows.push(Row {
+                bucket,
+                groups: (0..group_count)
+                    .map(|group| group_value(batch, row, group))
+                    .collect(),
+                values: metrics
+                    .iter()
+                    .enumerate()
+                    .map(|(index, metric)| metric_value(batch, row, index, metric))
+                    .collect(),
+            });
+        }
+    }
+    rows
+}
+
+/// The JSON a row's metrics take: the single value, or an object of labelled values.
+fn metrics_json(metrics: &[Metric], values: &[Value]) -> Value {
+    match metrics {
+        [Metric { label: None, .. }] => values.first().cloned().unwrap_or(Value::Null),
+        _ => Value::Object(
+            metrics
+                .iter()
+                .zip(values)
+                .map(|(metric, value)| (metric.label.clone().unwrap_or_default(), value.clone()))
+                .collect(),
+        ),
+    }
+}
+
+/// A group_by row: the group properties (flat dotted keys), then `result` or the labels.
+fn group_row(
+    group_by: &[GroupBy],
+    groups: &[Value],
+    metrics: &[Metric],
+    values: &[Value],
+) -> Value {
+    let mut row = Map::new();
+    for (group, value) in group_by.iter().zip(groups) {
+        row.insert(group.property().to_string(), value.clone());
+    }
+    match metrics_json(metrics, values) {
+        Value::Object(labelled) if metrics.iter().any(|metric| metric.label.is_some()) => {
+            row.extend(labelled)
+        }
+        single => {
+            row.insert("result".into(), single);
+        }
+    }
+    Value::Object(row)
+}
+
+fn sort_and_limit(rows: &mut Vec<Value>, order_by: &[OrderBy], limit: Option<usize>) {
+    if !order_by.is_empty() {
+        rows.sort_by(|left, right| {
+            for order in order_by {
+                let ordering = compare(&left[&order.property], &right[&order.property]);
+                let ordering = if order.descending {
+                    ordering.reverse()
+                } else {
+                    ordering
+                };
+                if ordering.is_ne() {
+                    return ordering;
+                }
+            }
+            std::cmp::Ordering::Equal
+        });
+    }
+    if let Some(limit) = limit {
+        rows.truncate(limit);
+    }
+}
+
+fn check_order_by(query: &Query, metrics: &[Metric]) -> Result<()> {
+    for order in &query.order_by {
+        let known = order.property == "result"
+            || query
+                .group_by
+                .iter()
+                .any(|group| group.property() == order.property)
+            || metrics
+                .iter()
+                .any(|metric| metric.label.as_deref() == Some(order.property.as_str()));
+        if !known {
+            return Err(QueryError::InvalidParameter(format!(
+                "order_by '{}' is neither 'result' nor a group_by property.",
+                order.property
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Runs a metric analysis (or multi_analysis); returns the body and the events scanned.
+pub async fn run_metrics(
+    storage: &keyhole_storage::Storage,
+    query: &Query,
+    scope: &Scope,
+    now: i64,
+) -> Result<(Value, usize)> {
+    let metrics = metrics_of(query);
+    check_order_by(query, &metrics)?;
+    let range: Option<TimeRange> = query
+        .timeframe
+        .as_ref()
+        .map(|timeframe| timeframe.resolve(now, query.timezone));
+    let boundaries = match (&query.interval, range) {
+        (Some(interval), Some(range)) => {
+            Some(interval.boundaries(range, query.timezone, MAX_BUCKETS)?)
+        }
+        _ => None,
+    };
+    let collection = query.collection.as_deref().unwrap_or_default();
+    let filtered = filtered_frame(storage, scope, collection, range, &query.filters).await?;
+    let events_scanned = filtered.events_scanned;
+    let batches = aggregate(filtered, boundaries.clone(), &query.group_by, &metrics).await?;
+    let rows = rows_of(&batches, query.group_by.len(), &metrics);
+    let empty: Vec<Value> = metrics
+        .iter()
+        .map(|metric| empty_value(metric.analysis))
+        .collect();
+
+    let result = match (&boundaries, query.group_by.is_empty()) {
+        (None, true) => rows
+            .first()
+            .map(|row| metrics_json(&metrics, &row.values))
+            .unwrap_or_else(|| metrics_json(&metrics, &empty)),
+        (None, false) => {
+            let mut grouped: Vec<Value> = ordered_groups(&rows)
+                .iter()
+                .map(|(groups, values)| group_row(&query.group_by, groups, &metrics, values))
+                .collect();
+            sort_and_limit(&mut grouped, &query.order_by, query.limit);
+            Value::Array(grouped)
+        }
+        (Some(boundaries), grouped) => {
+            let all_groups: Vec<Vec<Value>> = ordered_groups(&rows)
+                .into_iter()
+                .map(|(groups, _)| groups)
+                .collect();
+            let buckets = boundaries.windows(2).enumerate().map(|(bucket, window)| {
+                let timeframe =
+                    json!({"start": format_instant(window[0]), "end": format_instant(window[1])});
+                let in_bucket: Vec<&Row> = rows
+                    .iter()
+                    .filter(|row| row.bucket == Some(bucket))
+                    .collect();
+                let value = if grouped {
+                    in_bucket
+                        .first()
+                        .map(|row| metrics_json(&metrics, &row.values))
+                        .unwrap_or_else(|| metrics_json(&metrics, &empty))
+                } else {
+                    let mut group_rows: Vec<Value> = all_groups
+                        .iter()
+                        .map(|groups| {
+                            let values = in_bucket
+                                .iter()
+                                .find(|row| &row.groups == groups)
+                                .map(|row| row.values.clone())
+                                .unwrap_or_else(|| empty.clone());
+                            group_row(&query.group_by, groups, &metrics, &values)
+                        })
+                        .collect();
+                    sort_and_limit(&mut group_rows, &query.order_by, query.limit);
+                    Value::Array(group_rows)
+                };
+                json!({"value": value, "timeframe": timeframe})
+            });
+            Value::Array(buckets.collect())
+        }
+    };
+    Ok((json!({ "result": result }), events_scanned))
+}
+
+/// Distinct group value lists in their default order, each with its values when not bucketed.
+fn ordered_groups(rows: &[Row]) -> Vec<(Vec<Value>, Vec<Value>)> {
+    let mut groups: BTreeMap<String, (Vec<Value>, Vec<Value>)> = BTreeMap::new();
+    for row in rows {
+        let key = serde_json::to_string(&row.groups).unwrap_or_default();
+        groups
+            .entry(key)
+            .or_insert_with(|| (row.groups.clone(), row.values.clone()));
+    }
+    let mut ordered: Vec<(Vec<Value>, Vec<Value>)> = groups.into_values().collect();
+    ordered.sort_by(|(left, _), (right, _)| {
+        compare(&Value::Array(left.clone()), &Value::Array(right.clone()))
+    });
+    ordered
+}

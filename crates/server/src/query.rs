@@ -1,0 +1,68 @@
+//! `GET` and `POST /3.0/projects/{project_id}/queries/{analysis_type}`: the Keen query API. GET takes the
+//! parameters in the query string as the Python SDK encodes them; POST takes a JSON body as keen-analysis
+//! sends it (`analysis_type` in the body is ignored; the path names the analysis). Each query runs in the
+//! scope resolved from the caller's key.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use keyhole_model::query::{AnalysisType, Query, now_millis, params_from_query_string};
+use keyhole_query::Scope;
+use serde_json::{Map, Value};
+
+use crate::AppState;
+use crate::auth::{Authorized, Queries};
+use crate::errors::{ApiError, ErrorCode};
+
+/// Largest query body accepted.
+const MAX_QUERY_BODY_BYTES: usize = 1_000_000;
+
+async fn run(
+    state: &AppState,
+    project_id: String,
+    analysis: &str,
+    params: Map<String, Value>,
+) -> Result<Json<Value>, ApiError> {
+    let analysis = AnalysisType::parse(analysis)?;
+    let query = Query::parse(analysis, &params)?;
+    let scope = Scope::new(project_id, Vec::new());
+    let body = state.queries.run(&query, &scope, now_millis()).await?;
+    Ok(Json(body))
+}
+
+/// `GET /3.0/projects/{project_id}/queries/{analysis_type}?…`.
+pub async fn run_query_get(
+    auth: Authorized<Queries>,
+    State(state): State<AppState>,
+    Path((_, analysis)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let params = params_from_query_string(query.as_deref().unwrap_or_default())?;
+    run(&state, auth.project_id, &analysis, params).await
+}
+
+/// `POST /3.0/projects/{project_id}/queries/{analysis_type}` with a JSON body.
+pub async fn run_query_post(
+    auth: Authorized<Queries>,
+    State(state): State<AppState>,
+    Path((_, analysis)): Path<(String, String)>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let bytes = axum::body::to_bytes(body, MAX_QUERY_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::InvalidParameter, "The query body is too large."))?;
+    let params = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Map::new()
+    } else {
+        match serde_json::from_slice(&bytes) {
+            Ok(Value::Object(params)) => params,
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidParameter,
+                    "The query body must be a JSON object.",
+                ));
+            }
+        }
+    };
+    run(&state, auth.project_id, &analysis, params).await
+}
