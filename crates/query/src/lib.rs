@@ -7,7 +7,9 @@
 
 mod bucket;
 mod columns;
+mod extraction;
 mod filters;
+mod funnel;
 mod plan;
 mod render;
 mod results;
@@ -16,6 +18,8 @@ pub mod scope;
 use std::time::Instant;
 
 use keyhole_model::query::{AnalysisType, Query, QueryError};
+
+pub use extraction::MAX_EXTRACTED_EVENTS;
 use keyhole_storage::{Storage, StorageError};
 use serde_json::{Value, json};
 
@@ -52,15 +56,9 @@ impl QueryEngine {
     pub async fn run(&self, query: &Query, scope: &Scope, now_millis: i64) -> Result<Value> {
         let started = Instant::now();
         let (mut body, events_scanned) = match query.analysis {
-            AnalysisType::Funnel => {
-                return Err(
-                    QueryError::UnknownAnalysis("funnel is not available yet.".into()).into(),
-                );
-            }
+            AnalysisType::Funnel => funnel::run(&self.storage, query, scope, now_millis).await?,
             AnalysisType::Extraction => {
-                return Err(
-                    QueryError::UnknownAnalysis("extraction is not available yet.".into()).into(),
-                );
+                extraction::run(&self.storage, query, scope, now_millis).await?
             }
             _ => results::run_metrics(&self.storage, query, scope, now_millis).await?,
         };

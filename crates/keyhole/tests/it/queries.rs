@@ -515,3 +515,155 @@ async fn an_acknowledged_event_counts_in_the_next_query() {
         }
     }
 }
+
+fn without_server_fields(event: &Value) -> Value {
+    let mut event = event.clone();
+    let keen = event["keen"].as_object_mut().unwrap();
+    keen.remove("id");
+    keen.remove("created_at");
+    event
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn extraction_returns_the_events_as_written() {
+    let fixture = Fixture::new().await;
+    let extracted = fixture
+        .query("extraction", json!({"event_collection": "sales"}))
+        .await;
+    let extracted = extracted.as_array().unwrap();
+    assert_eq!(extracted.len(), fixture.events.len());
+    let times: Vec<&str> = extracted
+        .iter()
+        .map(|event| event["keen"]["timestamp"].as_str().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|pair| pair[0] <= pair[1]),
+        "oldest first"
+    );
+    for event in extracted {
+        assert_eq!(event["keen"]["id"].as_str().unwrap().len(), 24);
+        let original = &fixture.events[event["seq"].as_u64().unwrap() as usize];
+        assert!(
+            approx_equal(&without_server_fields(event), original),
+            "{event} was written as {original}"
+        );
+    }
+
+    let filter = json!([{"property_name": "country", "operator": "eq", "property_value": "fr"}]);
+    let filtered = fixture
+        .query(
+            "extraction",
+            json!({"event_collection": "sales", "filters": filter}),
+        )
+        .await;
+    assert_eq!(
+        filtered.as_array().unwrap().len(),
+        fixture.matching(filter.as_array().unwrap()).len()
+    );
+
+    let latest = fixture
+        .query(
+            "extraction",
+            json!({"event_collection": "sales", "latest": 5}),
+        )
+        .await;
+    let latest_times: Vec<&str> = latest
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["keen"]["timestamp"].as_str().unwrap())
+        .collect();
+    assert_eq!(latest_times, times[times.len() - 5..]);
+
+    let selected = fixture.query("extraction", json!({"event_collection": "sales", "property_names": ["user.id", "price"], "latest": 1})).await;
+    let only = &selected[0];
+    assert!(only.get("keen").is_none() && only.get("name").is_none());
+    assert!(only["user"].as_object().unwrap().len() == 1 && only["user"]["id"].is_string());
+
+    let email = send(
+        client()
+            .post(fixture.server.project_url("/queries/extraction"))
+            .header("Authorization", &fixture.server.project.read)
+            .json(&json!({"event_collection": "sales", "email": "a@b.c"})),
+    )
+    .await;
+    assert_keen_error(&email, 400, "InvalidParameterError");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn funnels_with_optional_inverted_and_actors_match_the_reference() {
+    let fixture = Fixture::new().await;
+    let filter = |property: &str, operator: &str, value: Value| json!([{"property_name": property, "operator": operator, "property_value": value}]);
+    let steps = json!([
+        {"event_collection": "sales", "actor_property": "user.id"},
+        {"event_collection": "sales", "actor_property": "user.id", "filters": filter("user.id", "in", json!(["u1", "u2", "u3", "u4", "u8", "u16"])), "with_actors": true},
+        {"event_collection": "sales", "actor_property": "user.id", "filters": filter("price", "gt", json!(95)), "optional": true},
+        {"event_collection": "sales", "actor_property": "user.id", "filters": filter("seq", "in", json!([3, 4])), "inverted": true},
+        {"event_collection": "sales", "actor_property": "user.id", "filters": filter("flag", "eq", json!(true)), "timeframe": {"start": "2024-03-01T00:00:00Z", "end": "2024-04-01T00:00:00Z"}},
+    ]);
+    let answer = send(
+        client()
+            .post(fixture.server.project_url("/queries/funnel"))
+            .header("Authorization", &fixture.server.project.read)
+            .json(&json!({"steps": steps})),
+    )
+    .await;
+    assert_eq!(answer.0, 200, "{}", answer.1);
+
+    // Reference: sets of actors per step.
+    let actors_of = |step: &Value| -> std::collections::BTreeSet<String> {
+        let filters: Vec<Value> = step
+            .get("filters")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let window = step.get("timeframe").map(|timeframe| {
+            let bound = |name: &str| {
+                keyhole_model::timestamp::parse_timestamp(timeframe[name].as_str().unwrap())
+                    .unwrap()
+            };
+            (bound("start"), bound("end"))
+        });
+        fixture
+            .matching(&filters)
+            .into_iter()
+            .filter(|event| {
+                let time = keyhole_model::timestamp::parse_timestamp(
+                    event["keen"]["timestamp"].as_str().unwrap(),
+                )
+                .unwrap();
+                window.is_none_or(|(start, end)| time >= start && time < end)
+            })
+            .map(|event| event["user"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let sets: Vec<_> = steps.as_array().unwrap().iter().map(actors_of).collect();
+    let step1 = sets[0].clone();
+    let step2: std::collections::BTreeSet<String> = step1.intersection(&sets[1]).cloned().collect();
+    let step3: std::collections::BTreeSet<String> = step2.intersection(&sets[2]).cloned().collect();
+    let step4: std::collections::BTreeSet<String> = step2.difference(&sets[3]).cloned().collect();
+    let step5: std::collections::BTreeSet<String> = step4.intersection(&sets[4]).cloned().collect();
+    let expected_counts = json!([
+        step1.len(),
+        step2.len(),
+        step3.len(),
+        step4.len(),
+        step5.len()
+    ]);
+    assert_eq!(answer.1["result"], expected_counts);
+    assert!(
+        step2.len() < step1.len() && !step5.is_empty(),
+        "the suite's funnel should narrow"
+    );
+    let actors: Vec<&str> = answer.1["actors"][1]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|actor| actor.as_str().unwrap())
+        .collect();
+    assert_eq!(actors, step2.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(answer.1["actors"][0], Value::Null);
+    assert_eq!(answer.1["steps"][2]["optional"], true);
+    assert_eq!(answer.1["steps"][0]["inverted"], false);
+    assert_eq!(answer.1["steps"][1]["with_actors"], true);
+}

@@ -1,0 +1,115 @@
+//! `funnel`: for each step, the distinct actors (values of its `actor_property`) among the step's events,
+//! each step read through the same scoped, filtered frame as every query.
+//!
+//! Step k counts the actors counted at the previous constraining step who also did step k (order in time
+//! is not enforced, as in Keen). An `inverted` step counts those who did *not* do it. An `optional` step is
+//! reported but does not constrain later steps. A step without its own timeframe/timezone takes the
+//! root's; without either, all time. Response: `{"result": [counts], "steps": [steps with defaults
+//! filled], "actors": [...]}` — `actors` only when a step asks `with_actors` (null for the others).
+
+use std::collections::BTreeMap;
+
+use keyhole_model::query::{FunnelStep, Query};
+use serde_json::{Value, json};
+
+use crate::plan::{filtered_frame, group_key_columns};
+use crate::render::{cell, compare};
+use crate::{Result, Scope};
+use keyhole_model::query::GroupBy;
+
+/// Distinct actors of one step, keyed by their JSON text.
+async fn step_actors(
+    storage: &keyhole_storage::Storage,
+    query: &Query,
+    step: &FunnelStep,
+    scope: &Scope,
+    now: i64,
+) -> Result<(BTreeMap<String, Value>, usize)> {
+    let timezone = step.timezone.unwrap_or(query.timezone);
+    let range = step
+        .timeframe
+        .as_ref()
+        .or(query.timeframe.as_ref())
+        .map(|timeframe| timeframe.resolve(now, timezone));
+    let filtered = filtered_frame(storage, scope, &step.collection, range, &step.filters).await?;
+    let scanned = filtered.events_scanned;
+    let actor = GroupBy::Property(step.actor_property.clone());
+    let keys: Vec<_> = group_key_columns(&filtered.schema, &actor)
+        .into_iter()
+        .map(|(kind, expr)| expr.alias(kind.suffix()))
+        .collect();
+    let mut actors = BTreeMap::new();
+    if keys.is_empty() {
+        return Ok((actors, scanned));
+    }
+    let batches = filtered.frame.aggregate(keys, vec![])?.collect().await?;
+    for batch in &batches {
+        for row in 0..batch.num_rows() {
+            let value = (0..batch.num_columns())
+                .find(|index| batch.column(*index).is_valid(row))
+                .map(|index| {
+                    let kind =
+                        keyhole_model::ValueKind::from_suffix(batch.schema().field(index).name());
+                    cell(batch.column(index).as_ref(), row, kind)
+                })
+                .unwrap_or(Value::Null);
+            if !value.is_null() {
+                actors.insert(value.to_string(), value);
+            }
+        }
+    }
+    Ok((actors, scanned))
+}
+
+use arrow::array::Array;
+
+pub async fn run(
+    storage: &keyhole_storage::Storage,
+    query: &Query,
+    scope: &Scope,
+    now: i64,
+) -> Result<(Value, usize)> {
+    let mut counts = Vec::with_capacity(query.steps.len());
+    let mut actor_lists = Vec::with_capacity(query.steps.len());
+    let mut constraining: Option<BTreeMap<String, Value>> = None;
+    let mut events_scanned = 0;
+    for step in &query.steps {
+        let (actors, scanned) = step_actors(storage, query, step, scope, now).await?;
+        events_scanned += scanned;
+        let matched: BTreeMap<String, Value> = match &constraining {
+            None => actors,
+            Some(previous) if step.inverted => previous
+                .iter()
+                .filter(|(key, _)| !actors.contains_key(*key))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            Some(previous) => previous
+                .iter()
+                .filter(|(key, _)| actors.contains_key(*key))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        counts.push(json!(matched.len()));
+        actor_lists.push(step.with_actors.then(|| {
+            let mut values: Vec<Value> = matched.values().cloned().collect();
+            values.sort_by(compare);
+            Value::Array(values)
+        }));
+        if !step.optional {
+            constraining = Some(matched);
+        }
+    }
+    let mut body = json!({
+        "result": counts,
+        "steps": query.steps.iter().map(|step| step.echo.clone()).collect::<Vec<_>>(),
+    });
+    if actor_lists.iter().any(Option::is_some) {
+        body["actors"] = Value::Array(
+            actor_lists
+                .into_iter()
+                .map(|list| list.unwrap_or(Value::Null))
+                .collect(),
+        );
+    }
+    Ok((body, events_scanned))
+}
