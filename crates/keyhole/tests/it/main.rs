@@ -8,6 +8,7 @@ mod authorization;
 mod config;
 mod durability;
 mod inspection;
+mod keen_analysis;
 mod organization;
 mod queries;
 mod reference;
