@@ -119,7 +119,16 @@ fn exact_percentile(values: &mut [f64], percentile: f64) -> Option<f64> {
     Some(values[lower] + (values[upper] - values[lower]) * (rank - lower as f64))
 }
 
-fn group_value(batch: &RecordBatch, row: usize, group_index: usize) -> Value {
+/// The rendered group value; a `ranges` group shows its range as `{"from", "to"}`.
+fn group_value(batch: &RecordBatch, row: usize, group_index: usize, group: &GroupBy) -> Value {
+    if let GroupBy::Ranges { ranges, .. } = group {
+        let column = batch.column_by_name(&group_alias(group_index, ValueKind::Num));
+        let index = column.and_then(|column| cell(column.as_ref(), row, None).as_u64());
+        return match index.and_then(|index| ranges.get(index as usize)) {
+            Some((from, to)) => json!({"from": from.map(number), "to": to.map(number)}),
+            None => Value::Null,
+        };
+    }
     for kind in ValueKind::ALL {
         let Some(column) = batch.column_by_name(&group_alias(group_index, kind)) else {
             continue;
@@ -131,7 +140,7 @@ fn group_value(batch: &RecordBatch, row: usize, group_index: usize) -> Value {
     Value::Null
 }
 
-fn rows_of(batches: &[RecordBatch], group_count: usize, metrics: &[Metric]) -> Vec<Row> {
+fn rows_of(batches: &[RecordBatch], group_by: &[GroupBy], metrics: &[Metric]) -> Vec<Row> {
     let mut rows = Vec::new();
     for batch in batches {
         for row in 0..batch.num_rows() {
@@ -141,8 +150,10 @@ fn rows_of(batches: &[RecordBatch], group_count: usize, metrics: &[Metric]) -> V
                 .map(|b| b as usize);
             rows.push(Row {
                 bucket,
-                groups: (0..group_count)
-                    .map(|group| group_value(batch, row, group))
+                groups: group_by
+                    .iter()
+                    .enumerate()
+                    .map(|(index, group)| group_value(batch, row, index, group))
                     .collect(),
                 values: metrics
                     .iter()
@@ -257,7 +268,7 @@ pub async fn run_metrics(
     let filtered = filtered_frame(storage, scope, collection, range, &query.filters).await?;
     let events_scanned = filtered.events_scanned;
     let batches = aggregate(filtered, boundaries.clone(), &query.group_by, &metrics).await?;
-    let rows = rows_of(&batches, query.group_by.len(), &metrics);
+    let rows = rows_of(&batches, &query.group_by, &metrics);
     let empty: Vec<Value> = metrics
         .iter()
         .map(|metric| empty_value(metric.analysis))

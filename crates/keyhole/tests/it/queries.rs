@@ -667,3 +667,75 @@ async fn funnels_with_optional_inverted_and_actors_match_the_reference() {
     assert_eq!(answer.1["steps"][0]["inverted"], false);
     assert_eq!(answer.1["steps"][1]["with_actors"], true);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn group_by_buckets_ranges_created_at_and_property_type() {
+    let fixture = Fixture::new().await;
+    let everything = fixture.matching(&[]);
+    let count_by = |key: &dyn Fn(&Value) -> Value| {
+        let mut counts: Vec<(Value, usize)> = Vec::new();
+        for event in &everything {
+            let group = key(event);
+            match counts.iter_mut().find(|(known, _)| *known == group) {
+                Some((_, count)) => *count += 1,
+                None => counts.push((group, 1)),
+            }
+        }
+        counts
+    };
+
+    let buckets = fixture.query("count", json!({"event_collection": "sales", "group_by": {"property_name": "price", "buckets": {"size": 25}}})).await;
+    let mut expected = count_by(&|event: &Value| {
+        event
+            .get("price")
+            .and_then(Value::as_f64)
+            .map(|price| json!(((price / 25.0).floor() * 25.0) as i64))
+            .unwrap_or(Value::Null)
+    });
+    expected.sort_by(|a, b| json_order(&a.0, &b.0));
+    let expected: Vec<Value> = expected
+        .into_iter()
+        .map(|(group, count)| json!({"price": group, "result": count}))
+        .collect();
+    assert_eq!(buckets, Value::Array(expected));
+
+    let ranges = fixture.query("count", json!({"event_collection": "sales", "group_by": {"property_name": "price", "ranges": [{"from": 0, "to": 50}, {"from": 50}]}})).await;
+    let low = everything
+        .iter()
+        .filter(|event| {
+            event
+                .get("price")
+                .and_then(Value::as_f64)
+                .is_some_and(|price| price < 50.0)
+        })
+        .count();
+    let high = everything
+        .iter()
+        .filter(|event| {
+            event
+                .get("price")
+                .and_then(Value::as_f64)
+                .is_some_and(|price| price >= 50.0)
+        })
+        .count();
+    assert_eq!(
+        ranges,
+        json!([
+            {"price": null, "result": everything.len() - low - high},
+            {"price": {"from": 0, "to": 50}, "result": low},
+            {"price": {"from": 50, "to": null}, "result": high},
+        ])
+    );
+
+    let created = |operator: &str| json!({"event_collection": "sales", "filters": [{"property_name": "keen.created_at", "operator": operator, "property_value": "2020-01-01T00:00:00.000Z"}]});
+    assert_eq!(fixture.query("count", created("gt")).await, json!(240));
+    assert_eq!(fixture.query("count", created("lt")).await, json!(0));
+
+    // Keen's Explorer adds `property_type` to filters; it is accepted.
+    let typed = json!({"event_collection": "sales", "filters": [{"property_name": "country", "operator": "eq", "property_value": "de", "property_type": "String"}]});
+    let plain = json!({"event_collection": "sales", "filters": [{"property_name": "country", "operator": "eq", "property_value": "de"}]});
+    assert_eq!(
+        fixture.query("count", typed).await,
+        fixture.query("count", plain).await
+    );
+}
