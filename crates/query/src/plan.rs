@@ -9,6 +9,11 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::functions_aggregate::expr_fn::{
     array_agg, avg, count, count_distinct, max, median, min, stddev_pop, sum,
 };
@@ -34,8 +39,15 @@ pub struct FilteredFrame {
     pub events_scanned: usize,
 }
 
+/// The URL under which the storage's object store is registered in each query's session.
+const OBJECTS_URL: &str = "keyhole://objects";
+
 /// THE choke point: the only way to read a collection. The scope's forced filters and the caller's
 /// filters are AND-ed directly above the scan, before anything else in the plan.
+///
+/// The scan is the union of the collection's Parquet files (read by DataFusion from the storage's object
+/// store, so row groups whose `keen.timestamp` or filtered columns' statistics rule them out are skipped)
+/// and its not-yet-flushed rows in memory.
 pub async fn filtered_frame(
     storage: &Storage,
     scope: &Scope,
@@ -51,16 +63,57 @@ pub async fn filtered_frame(
         start_millis: range.map(|range| range.start),
         end_millis: range.map(|range| range.end),
     };
-    let scan = storage.scan(&id, storage_range).await?;
-    let events_scanned = scan.num_rows();
-    let schema = scan.schema.clone();
-    let partitions = split_for_cores(scan.batches);
-    let table = MemTable::try_new(schema.clone(), partitions)?;
-    let context = SessionContext::new();
-    let mut frame = context.read_table(Arc::new(table))?;
+    let snapshot = storage.snapshot(&id, storage_range);
+    let schema = snapshot.schema.clone();
+    let events_scanned = snapshot.files.iter().map(|file| file.rows).sum::<usize>()
+        + snapshot
+            .memory
+            .iter()
+            .map(RecordBatch::num_rows)
+            .sum::<usize>();
+
+    let config = SessionConfig::new()
+        .with_collect_statistics(false)
+        .with_parquet_pruning(true);
+    let context = SessionContext::new_with_config(config);
+    let objects_url = ObjectStoreUrl::parse(OBJECTS_URL)?;
+    context.register_object_store(objects_url.as_ref(), storage.object_store());
+    let memory = MemTable::try_new(schema.clone(), split_for_cores(snapshot.memory))?;
+    let mut frame = context.read_table(Arc::new(memory))?;
+    if !snapshot.files.is_empty() {
+        let urls = snapshot
+            .files
+            .iter()
+            .map(|file| ListingTableUrl::parse(format!("{OBJECTS_URL}/{}", file.path)))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(schema.clone());
+        let files = context.read_table(Arc::new(ListingTable::try_new(config)?))?;
+        frame = files.union(frame)?;
+    }
+    let in_range = range.map(|range| {
+        let timestamp = column(TIMESTAMP_COLUMN);
+        let at = |millis: i64| {
+            lit(ScalarValue::TimestampMillisecond(
+                Some(millis),
+                Some("UTC".into()),
+            ))
+        };
+        timestamp
+            .clone()
+            .gt_eq(at(range.start))
+            .and(timestamp.lt(at(range.end)))
+    });
     let forced = conjunction(scope.forced_filters(), &schema)?;
     let requested = conjunction(filters, &schema)?;
-    if let Some(predicate) = [forced, requested].into_iter().flatten().reduce(Expr::and) {
+    if let Some(predicate) = [in_range, forced, requested]
+        .into_iter()
+        .flatten()
+        .reduce(Expr::and)
+    {
         frame = frame.filter(predicate)?;
     }
     Ok(FilteredFrame {

@@ -112,6 +112,14 @@ impl CollectionScan {
     }
 }
 
+/// See [`Storage::snapshot`].
+#[derive(Clone, Debug)]
+pub struct CollectionSnapshot {
+    pub schema: SchemaRef,
+    pub files: Vec<DataFile>,
+    pub memory: Vec<RecordBatch>,
+}
+
 struct Inner {
     config: StorageConfig,
     state: Arc<Mutex<State>>,
@@ -241,46 +249,61 @@ impl Storage {
             .map(|collection| collection.schema.clone())
     }
 
-    /// Every acknowledged event of a collection with `keen.timestamp` in `range`.
+    /// What a reader needs to see every acknowledged event of a collection in `range`: the collection's
+    /// schema, the Parquet files that may hold such events (pruned by their min/max `keen.timestamp`;
+    /// rows outside `range` may remain in them), and the in-memory rows in `range`, shaped to the schema.
+    /// Files stay readable for at least the delete grace period after a compaction replaces them.
+    pub fn snapshot(&self, collection: &CollectionId, range: TimeRange) -> CollectionSnapshot {
+        let mut state = self.inner.state.lock().expect("state lock");
+        let Some(target) = state.collections.get_mut(collection) else {
+            return CollectionSnapshot {
+                schema: schema_with_columns(&[]),
+                files: Vec::new(),
+                memory: Vec::new(),
+            };
+        };
+        target.seal();
+        let schema = schema_with_columns(&target.schema.column_names());
+        let files = target
+            .files
+            .iter()
+            .filter(|file| range.overlaps_file(file))
+            .cloned()
+            .collect();
+        let mut memory = Vec::new();
+        for batch in target.flushing.iter().chain(&target.sealed) {
+            push_in_range(&mut memory, conform_batch(batch, &schema), range);
+        }
+        CollectionSnapshot {
+            schema,
+            files,
+            memory,
+        }
+    }
+
+    /// The object store holding the data files (paths as in [`DataFile::path`]).
+    pub fn object_store(&self) -> std::sync::Arc<dyn object_store::ObjectStore> {
+        self.inner.objects.store()
+    }
+
+    /// Every acknowledged event of a collection with `keen.timestamp` in `range`, read into memory.
     pub async fn scan(
         &self,
         collection: &CollectionId,
         range: TimeRange,
     ) -> Result<CollectionScan> {
-        let (schema, memory_batches, files) = {
-            let mut state = self.inner.state.lock().expect("state lock");
-            let Some(target) = state.collections.get_mut(collection) else {
-                return Ok(CollectionScan {
-                    schema: schema_with_columns(&[]),
-                    batches: Vec::new(),
-                });
-            };
-            target.seal();
-            let schema = schema_with_columns(&target.schema.column_names());
-            let memory: Vec<RecordBatch> = target
-                .flushing
-                .iter()
-                .chain(&target.sealed)
-                .cloned()
-                .collect();
-            let files: Vec<DataFile> = target
-                .files
-                .iter()
-                .filter(|file| range.overlaps_file(file))
-                .cloned()
-                .collect();
-            (schema, memory, files)
-        };
+        let snapshot = self.snapshot(collection, range);
         let mut batches = Vec::new();
-        for file in &files {
-            for batch in flush::read_data_file(&self.inner.objects, file, &schema).await? {
+        for file in &snapshot.files {
+            for batch in flush::read_data_file(&self.inner.objects, file, &snapshot.schema).await? {
                 push_in_range(&mut batches, batch, range);
             }
         }
-        for batch in &memory_batches {
-            push_in_range(&mut batches, conform_batch(batch, &schema), range);
-        }
-        Ok(CollectionScan { schema, batches })
+        batches.extend(snapshot.memory);
+        Ok(CollectionScan {
+            schema: snapshot.schema,
+            batches,
+        })
     }
 
     /// Writes every buffered row to Parquet now, then compacts days with many files.

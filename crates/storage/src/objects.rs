@@ -28,6 +28,10 @@ impl ObjectFiles {
         })
     }
 
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
     pub async fn put_durable(&self, path: &str, bytes: Bytes) -> std::io::Result<()> {
         let location = ObjectPath::from(path);
         self.store
