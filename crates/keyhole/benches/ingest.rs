@@ -8,8 +8,8 @@
 //! each for `KEYHOLE_BENCH_SECONDS` (default 10). Events are ~200 bytes of JSON. The clients run in this
 //! process, on the same machine, so they share its cores with the server. Prints a Markdown table.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,54 +39,6 @@ fn event(sequence: usize) -> Value {
         "session": format!("sess-{sequence:010}"),
         "locale": "en-US",
     })
-}
-
-struct Server {
-    child: std::process::Child,
-    base_url: String,
-    project: String,
-    write_key: String,
-}
-
-fn start_server(data_dir: &std::path::Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyhole"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start keyhole");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut project, mut write_key) = (String::new(), String::new());
-    let base_url = loop {
-        let line = lines.next().expect("keyhole printed its address").unwrap();
-        if let Some(id) = line.strip_prefix("default project created: ") {
-            project = id.trim().to_string();
-        }
-        if let Some(key) = line.trim().strip_prefix("write key:") {
-            write_key = key.trim().to_string();
-        }
-        if let Some(address) = line.strip_prefix("keyhole listening on ") {
-            break address.to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Server {
-        child,
-        base_url,
-        project,
-        write_key,
-    }
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
 }
 
 struct PhaseResult {
@@ -158,7 +110,7 @@ fn main() {
     let batch_clients = env_number("KEYHOLE_BENCH_BATCH_CLIENTS", 4);
     let single_clients = env_number("KEYHOLE_BENCH_SINGLE_CLIENTS", 64);
     let data_dir = tempfile::tempdir().unwrap();
-    let mut server = start_server(data_dir.path());
+    let mut server = common::start_server(data_dir.path());
 
     let batch_bodies: Vec<bytes::Bytes> = (0..64)
         .map(|batch| {
@@ -193,7 +145,7 @@ fn main() {
         1,
         seconds,
     ));
-    let rss = peak_rss_mib(server.child.id());
+    let rss = common::peak_rss_mib(server.child.id());
     let _ = server.child.kill();
 
     println!("| phase | clients | events/s | p50 ms | p99 ms |");
