@@ -6,6 +6,7 @@
 //! refused with a hint to narrow it. `property_names` keeps only the named paths (a prefix keeps its whole
 //! subtree). `email` extractions are refused: a self-hosted Keyhole has no mailer.
 
+use arrow::array::Array;
 use arrow::record_batch::RecordBatch;
 use keyhole_model::ValueKind;
 use keyhole_model::flat::{CREATED_AT_COLUMN, ID_COLUMN, TIMESTAMP_COLUMN};
@@ -78,8 +79,6 @@ fn select_properties(event: &Value, names: &[String]) -> Value {
     }
     Value::Object(selected)
 }
-
-use arrow::array::Array;
 
 pub async fn run(
     storage: &keyhole_storage::Storage,

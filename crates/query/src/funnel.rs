@@ -9,13 +9,14 @@
 
 use std::collections::BTreeMap;
 
-use keyhole_model::query::{FunnelStep, Query};
+use arrow::array::Array;
+
+use keyhole_model::query::{FunnelStep, GroupBy, Query};
 use serde_json::{Value, json};
 
 use crate::plan::{filtered_frame, group_key_columns};
 use crate::render::{cell, compare};
 use crate::{Result, Scope};
-use keyhole_model::query::GroupBy;
 
 /// Distinct actors of one step, keyed by their JSON text.
 async fn step_actors(
@@ -60,8 +61,6 @@ async fn step_actors(
     }
     Ok((actors, scanned))
 }
-
-use arrow::array::Array;
 
 pub async fn run(
     storage: &keyhole_storage::Storage,

@@ -295,10 +295,9 @@ fn parse_analyses(value: Option<Value>) -> Result<Vec<SubAnalysis>, QueryError> 
         .collect()
 }
 
-fn parse_steps(
-    value: Option<Value>,
-    root_timeframe: &Option<Timeframe>,
-) -> Result<Vec<FunnelStep>, QueryError> {
+/// Funnel steps. Keen requires a timeframe per step unless the root has one; Keyhole reads a step without
+/// either as all time, like any query without a timeframe.
+fn parse_steps(value: Option<Value>) -> Result<Vec<FunnelStep>, QueryError> {
     let steps = match value {
         Some(Value::Array(steps)) if !steps.is_empty() => steps,
         _ => {
@@ -348,10 +347,6 @@ fn parse_steps(
                 return Err(QueryError::InvalidParameter(
                     "The first funnel step cannot be optional or inverted.".into(),
                 ));
-            }
-            if timeframe.is_none() && root_timeframe.is_none() {
-                // Keen requires a timeframe per step unless one is given at the root; Keyhole reads a
-                // missing one as all time, like other queries.
             }
             let mut echo = object.clone();
             for (name, default) in [
@@ -430,7 +425,7 @@ impl Query {
             ));
         }
         let steps = if analysis == AnalysisType::Funnel {
-            parse_steps(json_param(params, "steps"), &timeframe)?
+            parse_steps(json_param(params, "steps"))?
         } else {
             Vec::new()
         };
