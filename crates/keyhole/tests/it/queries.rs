@@ -739,3 +739,97 @@ async fn group_by_buckets_ranges_created_at_and_property_type() {
         fixture.query("count", plain).await
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn multi_analysis_in_every_shape_matches_the_reference() {
+    let fixture = Fixture::new().await;
+    let analyses = json!({"n": {"analysis_type": "count"}, "total": {"analysis_type": "sum", "target_property": "price"}, "users": {"analysis_type": "count_unique", "target_property": "user.id"}});
+    let labelled = |events: &[&Value]| json!({"n": analyse("count", events, "", 0.0), "total": analyse("sum", events, "price", 0.0), "users": analyse("count_unique", events, "user.id", 0.0)});
+    let grouped_rows = |events: &[&Value], groups: &[Value]| -> Value {
+        Value::Array(
+            groups
+                .iter()
+                .map(|group| {
+                    let members: Vec<&Value> = events
+                        .iter()
+                        .copied()
+                        .filter(|event| group_value(event, "country") == *group)
+                        .collect();
+                    let mut row = labelled(&members);
+                    row["country"] = group.clone();
+                    row
+                })
+                .collect(),
+        )
+    };
+    let everything = fixture.matching(&[]);
+    let all_groups: Vec<Value> = grouped_reference(&everything, "count", "", &["country"])
+        .iter()
+        .map(|row| row["country"].clone())
+        .collect();
+
+    let plain = fixture
+        .query(
+            "multi_analysis",
+            json!({"event_collection": "sales", "analyses": analyses}),
+        )
+        .await;
+    assert!(
+        approx_equal(&plain, &labelled(&everything)),
+        "plain: {plain}"
+    );
+    let grouped = fixture
+        .query(
+            "multi_analysis",
+            json!({"event_collection": "sales", "analyses": analyses, "group_by": "country"}),
+        )
+        .await;
+    assert!(
+        approx_equal(&grouped, &grouped_rows(&everything, &all_groups)),
+        "group_by: {grouped}"
+    );
+
+    let boundaries = day_boundaries(
+        chrono_tz::Europe::Berlin,
+        NaiveDate::from_ymd_opt(2024, 10, 25).unwrap(),
+        5,
+    );
+    let format = keyhole_model::timestamp::format_timestamp;
+    let time_of = |event: &Value| {
+        keyhole_model::timestamp::parse_timestamp(event["keen"]["timestamp"].as_str().unwrap())
+            .unwrap()
+    };
+    let in_bucket = |bucket: usize| -> Vec<&Value> {
+        everything
+            .iter()
+            .copied()
+            .filter(|event| (boundaries[bucket]..boundaries[bucket + 1]).contains(&time_of(event)))
+            .collect()
+    };
+    let window: Vec<&Value> = everything
+        .iter()
+        .copied()
+        .filter(|event| (boundaries[0]..boundaries[5]).contains(&time_of(event)))
+        .collect();
+    let window_groups: Vec<Value> = grouped_reference(&window, "count", "", &["country"])
+        .iter()
+        .map(|row| row["country"].clone())
+        .collect();
+    let interval = json!({"event_collection": "sales", "analyses": analyses, "timeframe": {"start": format(boundaries[0]), "end": format(boundaries[5])}, "interval": "daily", "timezone": "Europe/Berlin"});
+    let series = fixture.query("multi_analysis", interval.clone()).await;
+    let expected: Vec<Value> = (0..5).map(|bucket| json!({"timeframe": {"start": format(boundaries[bucket]), "end": format(boundaries[bucket + 1])}, "value": labelled(&in_bucket(bucket))})).collect();
+    assert!(
+        approx_equal(&series, &Value::Array(expected)),
+        "interval: {series}"
+    );
+    let mut interval_grouped = interval;
+    interval_grouped["group_by"] = json!("country");
+    let grouped_series = fixture.query("multi_analysis", interval_grouped).await;
+    let expected: Vec<Value> = (0..5)
+        .map(|bucket| json!({"timeframe": {"start": format(boundaries[bucket]), "end": format(boundaries[bucket + 1])}, "value": grouped_rows(&in_bucket(bucket), &window_groups)}))
+        .collect();
+    assert!(
+        approx_equal(&grouped_series, &Value::Array(expected)),
+        "interval + group_by: {grouped_series}"
+    );
+}
