@@ -6,6 +6,7 @@
 //! Design: one `MetaStore` type for now. PostgreSQL (for several nodes) arrives behind the same methods,
 //! with a conformance suite run against both.
 
+mod access_keys;
 mod migrations;
 
 use std::path::Path;
@@ -36,6 +37,8 @@ pub enum KeyKind {
     Master,
     Write,
     Read,
+    /// A key made with the access-key API: its own `permitted` and `options`.
+    Access,
 }
 
 impl KeyKind {
@@ -44,31 +47,54 @@ impl KeyKind {
             KeyKind::Master => "master",
             KeyKind::Write => "write",
             KeyKind::Read => "read",
+            KeyKind::Access => "access",
         }
     }
 
     fn parse(text: &str) -> Option<KeyKind> {
-        [KeyKind::Master, KeyKind::Write, KeyKind::Read]
-            .into_iter()
-            .find(|kind| kind.as_str() == text)
+        [
+            KeyKind::Master,
+            KeyKind::Write,
+            KeyKind::Read,
+            KeyKind::Access,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == text)
     }
 
-    /// What this kind of key may do besides what only the master key may do.
+    /// What a project key of this kind may do (access keys carry their own list).
     pub fn permitted(self) -> Vec<Operation> {
         match self {
             KeyKind::Master => Operation::ALL.to_vec(),
             KeyKind::Write => vec![Operation::Writes],
             KeyKind::Read => Operation::READ_KEY.to_vec(),
+            KeyKind::Access => Vec::new(),
         }
     }
 }
 
 /// A key found by its secret.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ResolvedKey {
     pub project_id: String,
     pub kind: KeyKind,
     pub is_active: bool,
+    /// The operations the key unlocks (all of them for the master key).
+    pub permitted: Vec<Operation>,
+    /// Access-key options (`null` for the project's own keys).
+    pub options: serde_json::Value,
+}
+
+/// An access key as stored: everything but the secret, which only its creator sees.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AccessKey {
+    pub key_prefix: String,
+    pub project_id: String,
+    pub name: String,
+    pub is_active: bool,
+    pub permitted: Vec<Operation>,
+    pub options: serde_json::Value,
+    pub created_at: String,
 }
 
 /// A project as listed: keys appear only as display prefixes.
@@ -271,7 +297,7 @@ impl MetaStore {
                 Some(KeyKind::Master) => key_prefixes.master = prefix,
                 Some(KeyKind::Write) => key_prefixes.write = prefix,
                 Some(KeyKind::Read) => key_prefixes.read = prefix,
-                None => {}
+                Some(KeyKind::Access) | None => {}
             }
         }
         Ok(Some(Project {
@@ -299,7 +325,7 @@ impl MetaStore {
     pub async fn resolve_key(&self, secret: &str) -> Result<Option<ResolvedKey>> {
         let presented = KeyHash::of_secret(secret);
         let row = sqlx::query(
-            "SELECT key_hash, project_id, kind, is_active FROM project_keys WHERE key_hash = ?",
+            "SELECT key_hash, project_id, kind, is_active, permitted, options FROM project_keys WHERE key_hash = ?",
         )
         .bind(presented.to_hex())
         .fetch_optional(&self.pool)
@@ -314,12 +340,38 @@ impl MetaStore {
         let kind: String = row.get("kind");
         let kind =
             KeyKind::parse(&kind).ok_or_else(|| MetaError::Corrupt(format!("key kind {kind}")))?;
+        let (permitted, options) = match kind {
+            KeyKind::Access => (
+                parse_permitted(row.get("permitted"))?,
+                parse_options(row.get("options"))?,
+            ),
+            _ => (kind.permitted(), serde_json::Value::Null),
+        };
         Ok(Some(ResolvedKey {
             project_id: row.get("project_id"),
             kind,
             is_active: row.get::<i64, _>("is_active") != 0,
+            permitted,
+            options,
         }))
     }
+}
+
+fn parse_permitted(text: Option<String>) -> Result<Vec<Operation>> {
+    let names: Vec<String> = serde_json::from_str(text.as_deref().unwrap_or("[]"))
+        .map_err(|_| MetaError::Corrupt("permitted".into()))?;
+    names
+        .iter()
+        .map(|name| {
+            Operation::from_keen_name(name)
+                .ok_or_else(|| MetaError::Corrupt(format!("permission {name}")))
+        })
+        .collect()
+}
+
+fn parse_options(text: Option<String>) -> Result<serde_json::Value> {
+    serde_json::from_str(text.as_deref().unwrap_or("null"))
+        .map_err(|_| MetaError::Corrupt("options".into()))
 }
 
 fn now() -> String {

@@ -3,9 +3,10 @@
 
 use sqlx::{Row, SqlitePool};
 
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE organization (
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE organization (
         id TEXT PRIMARY KEY,
         key_hash TEXT NOT NULL,
         key_prefix TEXT NOT NULL,
@@ -25,7 +26,14 @@ const MIGRATIONS: &[(i64, &str)] = &[(
         created_at TEXT NOT NULL
     );
     CREATE INDEX project_keys_by_project ON project_keys(project_id);",
-)];
+    ),
+    (
+        2,
+        "ALTER TABLE project_keys ADD COLUMN name TEXT;
+    ALTER TABLE project_keys ADD COLUMN permitted TEXT;
+    ALTER TABLE project_keys ADD COLUMN options TEXT;",
+    ),
+];
 
 pub async fn apply(pool: &SqlitePool) -> sqlx::Result<()> {
     sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")

@@ -2,6 +2,7 @@
 //! collection/property naming rules, timestamps, and access-key primitives. Nothing here does I/O, so
 //! every layer above (storage, meta, server) shares one definition of what a valid event or key is.
 
+pub mod access;
 pub mod event;
 pub mod flat;
 pub mod keys;

@@ -103,7 +103,7 @@ pub fn check_project_access(
         Requirement::Public => true,
         Requirement::Organization => false,
         Requirement::Master => key.kind == KeyKind::Master,
-        Requirement::Operation(operation) => key.kind.permitted().contains(&operation),
+        Requirement::Operation(operation) => key.permitted.contains(&operation),
         Requirement::WritesWithDataElseSchema => {
             unreachable!("resolved to one operation by the handler")
         }

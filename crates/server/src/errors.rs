@@ -53,6 +53,7 @@ error_codes! {
     MissingParameter => (BAD_REQUEST, "MissingParameterError"),
     InvalidParameter => (BAD_REQUEST, "InvalidParameterError"),
     LimitExceeded => (BAD_REQUEST, "LimitExceededError"),
+    InvalidKeyDefinition => (BAD_REQUEST, "InvalidAccessKeyDefinitionError"),
     NotImplemented => (NOT_IMPLEMENTED, "NotImplementedError"),
     ServiceUnavailable => (SERVICE_UNAVAILABLE, "ServiceUnavailableError"),
     Internal => (INTERNAL_SERVER_ERROR, "InternalServerError"),

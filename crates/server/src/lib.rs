@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod errors;
 mod inspect;
+mod keys;
 mod projects;
 mod query;
 pub mod routes;

@@ -6,6 +6,7 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
+use keyhole_model::access::forced_query_filters;
 use keyhole_model::query::{AnalysisType, Query, now_millis, params_from_query_string};
 use keyhole_query::Scope;
 use serde_json::{Map, Value};
@@ -17,15 +18,22 @@ use crate::errors::{ApiError, ErrorCode};
 /// Largest query body accepted.
 const MAX_QUERY_BODY_BYTES: usize = 1_000_000;
 
+/// The scope a key reads in: its project, and the filters its options force on every query.
+pub fn scope_of(auth: &Authorized<Queries>) -> Scope {
+    Scope::new(
+        auth.project_id.clone(),
+        forced_query_filters(&auth.key.options),
+    )
+}
+
 async fn run(
     state: &AppState,
-    project_id: String,
+    scope: Scope,
     analysis: &str,
     params: Map<String, Value>,
 ) -> Result<Json<Value>, ApiError> {
     let analysis = AnalysisType::parse(analysis)?;
     let query = Query::parse(analysis, &params)?;
-    let scope = Scope::new(project_id, Vec::new());
     let body = state.queries.run(&query, &scope, now_millis()).await?;
     Ok(Json(body))
 }
@@ -38,7 +46,7 @@ pub async fn run_query_get(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let params = params_from_query_string(query.as_deref().unwrap_or_default())?;
-    run(&state, auth.project_id, &analysis, params).await
+    run(&state, scope_of(&auth), &analysis, params).await
 }
 
 /// `POST /3.0/projects/{project_id}/queries/{analysis_type}` with a JSON body.
@@ -64,5 +72,5 @@ pub async fn run_query_post(
             }
         }
     };
-    run(&state, auth.project_id, &analysis, params).await
+    run(&state, scope_of(&auth), &analysis, params).await
 }

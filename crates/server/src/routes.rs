@@ -9,7 +9,7 @@ use keyhole_model::Operation;
 
 use crate::AppState;
 use crate::auth::Requirement;
-use crate::{inspect, projects, query, write};
+use crate::{inspect, keys, projects, query, write};
 
 /// One row of the route table.
 #[derive(Clone, Copy, Debug)]
@@ -60,4 +60,11 @@ route_table! {
     get "/3.0/projects/{project_id}/events/{collection}/properties/{property}" => SCHEMA, inspect::get_property;
     get "/3.0/projects/{project_id}/queries/{analysis_type}" => QUERIES, query::run_query_get;
     post "/3.0/projects/{project_id}/queries/{analysis_type}" => QUERIES, query::run_query_post;
+    get "/3.0/projects/{project_id}/keys" => MASTER, keys::list_keys;
+    post "/3.0/projects/{project_id}/keys" => MASTER, keys::create_key;
+    get "/3.0/projects/{project_id}/keys/{key}" => MASTER, keys::get_key;
+    post "/3.0/projects/{project_id}/keys/{key}" => MASTER, keys::update_key;
+    delete "/3.0/projects/{project_id}/keys/{key}" => MASTER, keys::delete_key;
+    post "/3.0/projects/{project_id}/keys/{key}/revoke" => MASTER, keys::revoke_key;
+    post "/3.0/projects/{project_id}/keys/{key}/unrevoke" => MASTER, keys::unrevoke_key;
 }

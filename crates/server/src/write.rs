@@ -14,6 +14,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use keyhole_meta::ResolvedKey;
+use keyhole_model::access::apply_autofill;
 use keyhole_model::names::collection_name_problem;
 use keyhole_model::{EventContext, EventError, prepare_event};
 use keyhole_storage::CollectionId;
@@ -103,14 +105,26 @@ fn check_collection_name(collection: &str) -> Result<(), ApiError> {
     }
 }
 
+/// The key's `options.writes.autofill`, merged into every event it writes (the key's values win).
+fn autofill(key: &ResolvedKey, event: Value) -> Value {
+    match (event, key.options["writes"]["autofill"].as_object()) {
+        (Value::Object(mut event), Some(autofill)) => {
+            apply_autofill(&mut event, autofill);
+            Value::Object(event)
+        }
+        (event, _) => event,
+    }
+}
+
 /// Validates and stores events of one collection; answers per event, in order.
 async fn store_events(
     state: &AppState,
-    project_id: &str,
+    key: &ResolvedKey,
     collection: &str,
     events: Vec<Value>,
     context: &EventContext,
 ) -> Result<Vec<EventResult>, ApiError> {
+    let project_id = key.project_id.as_str();
     if let Err(error) = check_collection_name(collection) {
         return Ok(events
             .iter()
@@ -120,7 +134,7 @@ async fn store_events(
     let mut results = Vec::with_capacity(events.len());
     let mut prepared = Vec::with_capacity(events.len());
     for event in events {
-        match prepare_event(event, context) {
+        match prepare_event(autofill(key, event), context) {
             Ok(event) => {
                 prepared.push(event);
                 results.push(EventResult::Stored);
@@ -151,15 +165,14 @@ pub async fn record_event(
     let bytes = read_body(body, ErrorCode::EventTooLarge).await?;
     match parse_json(&bytes, ErrorCode::InvalidEvent)? {
         Value::Array(events) => {
-            let results =
-                store_events(&state, &auth.project_id, &collection, events, &context).await?;
+            let results = store_events(&state, &auth.key, &collection, events, &context).await?;
             Ok(Json(Value::Array(
                 results.iter().map(EventResult::to_json).collect(),
             ))
             .into_response())
         }
         event => {
-            let prepared = prepare_event(event, &context)?;
+            let prepared = prepare_event(autofill(&auth.key, event), &context)?;
             let id = CollectionId {
                 project: auth.project_id,
                 collection,
@@ -195,9 +208,9 @@ pub async fn record_events(
         collections.push((collection, events));
     }
     let stores = collections.into_iter().map(|(collection, events)| {
-        let (state, context, project_id) = (&state, &context, &auth.project_id);
+        let (state, context, key) = (&state, &context, &auth.key);
         async move {
-            let results = store_events(state, project_id, &collection, events, context).await?;
+            let results = store_events(state, key, &collection, events, context).await?;
             Ok::<_, ApiError>((collection, results))
         }
     });
@@ -242,7 +255,7 @@ pub async fn get_collection(
         .await?;
         return inspect::collection_schema_response(&state, &project_id, &collection);
     };
-    authorize(
+    let key = authorize(
         &headers,
         query.as_deref(),
         &state,
@@ -255,7 +268,7 @@ pub async fn get_collection(
         .map(|target| check_redirect(&target))
         .transpose()?;
     let event = parse_json(&decode_base64(&data)?, ErrorCode::InvalidEvent)?;
-    let prepared = prepare_event(event, &context)?;
+    let prepared = prepare_event(autofill(&key, event), &context)?;
     let id = CollectionId {
         project: project_id,
         collection,

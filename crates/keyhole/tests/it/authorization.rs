@@ -17,17 +17,26 @@ enum Caller {
     Write,
     Read,
     OtherProjectMaster,
+    /// An access key permitting exactly this operation.
+    Access(Operation),
+    /// An access key permitting everything, revoked.
+    RevokedAccess,
 }
 
-const CALLERS: [Caller; 7] = [
-    Caller::Anonymous,
-    Caller::Malformed,
-    Caller::Organization,
-    Caller::Master,
-    Caller::Write,
-    Caller::Read,
-    Caller::OtherProjectMaster,
-];
+fn callers() -> Vec<Caller> {
+    let mut callers = vec![
+        Caller::Anonymous,
+        Caller::Malformed,
+        Caller::Organization,
+        Caller::Master,
+        Caller::Write,
+        Caller::Read,
+        Caller::OtherProjectMaster,
+        Caller::RevokedAccess,
+    ];
+    callers.extend(Operation::ALL.into_iter().map(Caller::Access));
+    callers
+}
 
 /// Whether `caller` may use a route. On a route without `{project_id}` (`GET /3.0/projects`) any
 /// project's master key is a master key: it sees its own project.
@@ -39,10 +48,13 @@ fn allowed(route: &RouteSpec, requirement: Requirement, caller: Caller, pixel_wr
         Requirement::Public => true,
         Requirement::Organization => caller == Caller::Organization,
         Requirement::Master => caller == Caller::Master,
-        Requirement::Operation(Operation::Writes) => {
-            matches!(caller, Caller::Master | Caller::Write)
-        }
-        Requirement::Operation(_) => matches!(caller, Caller::Master | Caller::Read),
+        Requirement::Operation(operation) => match caller {
+            Caller::Master => true,
+            Caller::Write => operation == Operation::Writes,
+            Caller::Read => operation != Operation::Writes,
+            Caller::Access(permitted) => permitted == operation,
+            _ => false,
+        },
         Requirement::WritesWithDataElseSchema => {
             let operation = if pixel_write {
                 Operation::Writes
@@ -58,6 +70,34 @@ fn allowed(route: &RouteSpec, requirement: Requirement, caller: Caller, pixel_wr
 async fn every_route_admits_exactly_the_keys_the_table_names() {
     let server = InProcessServer::start().await;
     let other = server.meta.create_project("other").await.unwrap().1;
+    let mut access_keys = std::collections::HashMap::new();
+    for operation in Operation::ALL {
+        let definition = keyhole_model::access::AccessKeyDefinition::parse(
+            &serde_json::json!({"name": "walk", "permitted": [operation.keen_name()]}),
+        )
+        .unwrap();
+        access_keys.insert(
+            operation,
+            server
+                .meta
+                .create_access_key(&server.project.id, &definition)
+                .await
+                .unwrap()
+                .1,
+        );
+    }
+    let everything = keyhole_model::access::AccessKeyDefinition::parse(&serde_json::json!({"name": "revoked", "permitted": ["writes", "queries", "saved_queries", "cached_queries", "datasets", "schema"]})).unwrap();
+    let revoked = server
+        .meta
+        .create_access_key(&server.project.id, &everything)
+        .await
+        .unwrap()
+        .1;
+    server
+        .meta
+        .set_access_key_active(&server.project.id, &revoked, false)
+        .await
+        .unwrap();
     let key_of = |caller: Caller| -> Option<String> {
         match caller {
             Caller::Anonymous => None,
@@ -67,6 +107,8 @@ async fn every_route_admits_exactly_the_keys_the_table_names() {
             Caller::Write => Some(server.project.write.clone()),
             Caller::Read => Some(server.project.read.clone()),
             Caller::OtherProjectMaster => Some(other.master.clone()),
+            Caller::Access(operation) => Some(access_keys[&operation].clone()),
+            Caller::RevokedAccess => Some(revoked.clone()),
         }
     };
     let mut checked = 0;
@@ -77,7 +119,7 @@ async fn every_route_admits_exactly_the_keys_the_table_names() {
             &[false]
         };
         for &pixel_write in variants {
-            for caller in CALLERS {
+            for caller in callers() {
                 let status = call(&server, route, key_of(caller), pixel_write).await;
                 let expected = allowed(route, route.requirement, caller, pixel_write);
                 assert_eq!(
@@ -91,7 +133,7 @@ async fn every_route_admits_exactly_the_keys_the_table_names() {
             }
         }
     }
-    assert!(checked >= ROUTES.len() * CALLERS.len());
+    assert!(checked >= ROUTES.len() * callers().len());
 }
 
 async fn call(

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod access_keys;
 mod authorization;
 mod config;
 mod durability;

@@ -1,0 +1,376 @@
+//! Access keys over real HTTP: the key API's lifecycle, permissions, forced query filters on every kind
+//! of read, and autofill on every kind of write.
+
+use serde_json::{Value, json};
+
+use crate::support::{InProcessServer, assert_keen_error, client, send};
+
+async fn create_key(server: &InProcessServer, definition: Value) -> (u16, Value) {
+    send(
+        client()
+            .post(server.project_url("/keys"))
+            .header("Authorization", &server.project.master)
+            .json(&definition),
+    )
+    .await
+}
+
+fn vendor_key(vendor: &str, permitted: &[&str]) -> Value {
+    json!({
+        "name": format!("vendor {vendor}"),
+        "permitted": permitted,
+        "options": {
+            "queries": {"filters": [{"property_name": "vendor_id", "operator": "eq", "property_value": vendor}]},
+            "writes": {"autofill": {"vendor_id": vendor, "vendor": {"id": vendor}}},
+        },
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_lifecycle_create_list_get_update_revoke_unrevoke_delete() {
+    let server = InProcessServer::start().await;
+    let (status, created) = create_key(&server, vendor_key("acme", &["queries", "writes"])).await;
+    assert_eq!(status, 201, "{created}");
+    let secret = created["key"].as_str().unwrap().to_string();
+    assert_eq!(secret.len(), 64);
+    assert_eq!(
+        created["options"]["datasets"],
+        Value::Null,
+        "unset option groups read back as null"
+    );
+    assert_eq!(created["permitted"], json!(["queries", "writes"]));
+    let master = |request: reqwest::RequestBuilder| {
+        send(request.header("Authorization", &server.project.master))
+    };
+    let key_url = |suffix: &str| server.project_url(&format!("/keys/{secret}{suffix}"));
+
+    let listing = master(client().get(server.project_url("/keys"))).await;
+    assert_eq!(listing.1.as_array().unwrap().len(), 1);
+    assert_eq!(
+        listing.1[0]["key"],
+        Value::Null,
+        "listings cannot show secrets that are not stored"
+    );
+    assert_eq!(listing.1[0]["key_prefix"], &secret[..8]);
+    let fetched = master(client().get(key_url(""))).await;
+    assert_eq!(
+        (fetched.0, fetched.1["name"].as_str()),
+        (200, Some("vendor acme"))
+    );
+
+    let write = |key: &str| {
+        send(
+            client()
+                .post(server.project_url("/events/orders"))
+                .header("Authorization", key)
+                .json(&json!({"n": 1})),
+        )
+    };
+    assert_eq!(write(&secret).await.0, 201);
+
+    let updated = master(
+        client()
+            .post(key_url(""))
+            .json(&json!({"name": "renamed", "permitted": ["queries"]})),
+    )
+    .await;
+    assert_eq!(
+        (updated.0, updated.1["name"].as_str()),
+        (200, Some("renamed"))
+    );
+    assert_eq!(
+        updated.1["options"]["queries"],
+        Value::Null,
+        "update replaces the whole definition"
+    );
+    assert_keen_error(&write(&secret).await, 401, "RequestForbiddenError");
+
+    let revoked = master(client().post(key_url("/revoke"))).await;
+    assert_eq!((revoked.0, &revoked.1["is_active"]), (200, &json!(false)));
+    let query = || {
+        send(
+            client()
+                .get(server.project_url("/queries/count?event_collection=orders"))
+                .header("Authorization", &secret),
+        )
+    };
+    assert_keen_error(&query().await, 401, "InvalidApiKeyError");
+    let unrevoked = master(client().post(key_url("/unrevoke"))).await;
+    assert_eq!(unrevoked.1["is_active"], true);
+    assert_eq!(query().await.0, 200);
+
+    let deleted = client()
+        .delete(key_url(""))
+        .header("Authorization", &server.project.master)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    assert_keen_error(&query().await, 401, "InvalidApiKeyError");
+    assert_keen_error(
+        &master(client().get(key_url(""))).await,
+        404,
+        "ResourceNotFoundError",
+    );
+
+    // Only the master key manages keys; definitions are validated.
+    let as_read = send(
+        client()
+            .get(server.project_url("/keys"))
+            .header("Authorization", &server.project.read),
+    )
+    .await;
+    assert_keen_error(&as_read, 401, "AdminOnlyEndpointError");
+    assert_keen_error(
+        &create_key(&server, json!({"name": "x", "permitted": ["everything"]})).await,
+        400,
+        "InvalidAccessKeyDefinitionError",
+    );
+    assert_keen_error(
+        &create_key(&server, json!({"name": "x", "options": {"querys": {}}})).await,
+        400,
+        "InvalidAccessKeyDefinitionError",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn permitted_operations_gate_their_routes() {
+    let server = InProcessServer::start().await;
+    send(
+        client()
+            .post(server.project_url("/events/c"))
+            .header("Authorization", &server.project.write)
+            .json(&json!({"a": 1})),
+    )
+    .await;
+    let key_with = |permitted: &'static [&'static str]| {
+        let server = &server;
+        async move {
+            create_key(server, json!({"name": "k", "permitted": permitted}))
+                .await
+                .1["key"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let queries_only = key_with(&["queries"]).await;
+    let writes_only = key_with(&["writes"]).await;
+    let schema_only = key_with(&["schema"]).await;
+    let query = |key: &str| {
+        send(
+            client()
+                .get(server.project_url("/queries/count?event_collection=c"))
+                .header("Authorization", key),
+        )
+    };
+    let write = |key: &str| {
+        send(
+            client()
+                .post(server.project_url("/events/c"))
+                .header("Authorization", key)
+                .json(&json!({})),
+        )
+    };
+    let schema = |key: &str| {
+        send(
+            client()
+                .get(server.project_url("/events"))
+                .header("Authorization", key),
+        )
+    };
+    assert_eq!(query(&queries_only).await.0, 200);
+    assert_keen_error(&write(&queries_only).await, 401, "RequestForbiddenError");
+    assert_keen_error(&schema(&queries_only).await, 401, "RequestForbiddenError");
+    assert_eq!(write(&writes_only).await.0, 201);
+    assert_keen_error(&query(&writes_only).await, 401, "RequestForbiddenError");
+    assert_eq!(schema(&schema_only).await.0, 200);
+    assert_keen_error(&query(&schema_only).await, 401, "RequestForbiddenError");
+    let delete = send(
+        client()
+            .delete(server.project_url("/events/c"))
+            .header("Authorization", &queries_only),
+    )
+    .await;
+    assert_keen_error(&delete, 401, "AdminOnlyEndpointError");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forced_filters_isolate_tenants_on_every_analysis() {
+    let server = InProcessServer::start().await;
+    let events: Vec<Value> = (0..60)
+        .map(|i| {
+            let (vendor, step) = (["acme", "globex", "initech"][i % 3], ["view", "buy"][i % 2]);
+            json!({"vendor_id": vendor, "user": {"id": format!("u{}", i % 7)}, "amount": i, "step": step})
+        })
+        .collect();
+    send(
+        client()
+            .post(server.project_url("/events"))
+            .header("Authorization", &server.project.write)
+            .json(&json!({"orders": events})),
+    )
+    .await;
+    let acme = create_key(&server, vendor_key("acme", &["queries"]))
+        .await
+        .1["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let post = |key: &str, analysis: &str, body: Value| {
+        send(
+            client()
+                .post(server.project_url(&format!("/queries/{analysis}")))
+                .header("Authorization", key)
+                .json(&body),
+        )
+    };
+    let acme_filter =
+        json!({"property_name": "vendor_id", "operator": "eq", "property_value": "acme"});
+    let with_filter = |mut body: Value, extra: &Value| {
+        let mut filters = body
+            .get("filters")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        filters.push(extra.clone());
+        body["filters"] = Value::Array(filters);
+        body
+    };
+    let bodies = [
+        ("count", json!({"event_collection": "orders"})),
+        (
+            "sum",
+            json!({"event_collection": "orders", "target_property": "amount", "group_by": "step"}),
+        ),
+        (
+            "count_unique",
+            json!({"event_collection": "orders", "target_property": "user.id"}),
+        ),
+        (
+            "select_unique",
+            json!({"event_collection": "orders", "target_property": "vendor_id"}),
+        ),
+        (
+            "count",
+            json!({"event_collection": "orders", "group_by": "vendor_id"}),
+        ),
+        (
+            "median",
+            json!({"event_collection": "orders", "target_property": "amount", "filters": [{"property_name": "step", "operator": "eq", "property_value": "buy"}]}),
+        ),
+        (
+            "multi_analysis",
+            json!({"event_collection": "orders", "analyses": {"n": {"analysis_type": "count"}, "total": {"analysis_type": "sum", "target_property": "amount"}}}),
+        ),
+        (
+            "extraction",
+            json!({"event_collection": "orders", "property_names": ["vendor_id", "amount"]}),
+        ),
+    ];
+    for (analysis, body) in &bodies {
+        let scoped = post(&acme, analysis, body.clone()).await;
+        let master = post(
+            &server.project.master,
+            analysis,
+            with_filter(body.clone(), &acme_filter),
+        )
+        .await;
+        assert_eq!(scoped.0, 200, "{analysis}: {}", scoped.1);
+        assert_eq!(
+            scoped.1, master.1,
+            "{analysis} with the key must equal master + the tenant filter"
+        );
+        assert!(
+            !scoped.1.to_string().contains("globex") && !scoped.1.to_string().contains("initech"),
+            "{analysis} leaked: {}",
+            scoped.1
+        );
+    }
+    // Funnel steps each carry the forced filter.
+    let funnel = json!({"steps": [
+        {"event_collection": "orders", "actor_property": "user.id", "filters": [{"property_name": "step", "operator": "eq", "property_value": "view"}], "with_actors": true},
+        {"event_collection": "orders", "actor_property": "user.id", "filters": [{"property_name": "step", "operator": "eq", "property_value": "buy"}], "with_actors": true},
+    ]});
+    let mut master_funnel = funnel.clone();
+    for step in master_funnel["steps"].as_array_mut().unwrap() {
+        step["filters"]
+            .as_array_mut()
+            .unwrap()
+            .push(acme_filter.clone());
+    }
+    let scoped = post(&acme, "funnel", funnel).await;
+    let master = post(&server.project.master, "funnel", master_funnel).await;
+    assert_eq!(scoped.1["result"], master.1["result"]);
+    assert_eq!(scoped.1["actors"], master.1["actors"]);
+    // The caller's own filters only narrow.
+    let widened = post(&acme, "count", json!({"event_collection": "orders", "filters": [{"property_name": "vendor_id", "operator": "eq", "property_value": "globex"}]})).await;
+    assert_eq!(widened.1["result"], 0);
+    let or_attempt = post(&acme, "count", json!({"event_collection": "orders", "filters": [{"operator": "or", "operands": [acme_filter, {"property_name": "vendor_id", "operator": "ne", "property_value": "acme"}]}]})).await;
+    assert_eq!(or_attempt.1["result"], 20);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn autofill_wins_over_the_event_body_on_every_write_path() {
+    let server = InProcessServer::start().await;
+    let acme = create_key(&server, vendor_key("acme", &["writes"])).await.1["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let single = json!({"vendor_id": "globex", "vendor": {"id": "globex", "name": "kept"}, "n": 1});
+    assert_eq!(
+        send(
+            client()
+                .post(server.project_url("/events/orders"))
+                .header("Authorization", &acme)
+                .json(&single)
+        )
+        .await
+        .0,
+        201
+    );
+    let batch =
+        json!({"orders": [{"vendor_id": "initech"}, {"vendor": "not even an object"}, {"n": 3}]});
+    let answer = send(
+        client()
+            .post(server.project_url("/events"))
+            .header("Authorization", &acme)
+            .json(&batch),
+    )
+    .await;
+    assert_eq!(
+        answer.1["orders"],
+        json!([{"success": true}, {"success": true}, {"success": true}])
+    );
+    use base64::Engine;
+    let pixel = base64::engine::general_purpose::STANDARD.encode(r#"{"vendor_id": "globex"}"#);
+    let pixel_url = server.project_url(&format!("/events/orders?api_key={acme}&data={pixel}"));
+    assert_eq!(
+        client()
+            .get(pixel_url)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+
+    let extraction = send(
+        client()
+            .post(server.project_url("/queries/extraction"))
+            .header("Authorization", &server.project.master)
+            .json(&json!({"event_collection": "orders"})),
+    )
+    .await;
+    let events = extraction.1["result"].as_array().unwrap();
+    assert_eq!(events.len(), 5);
+    for event in events {
+        assert_eq!(event["vendor_id"], "acme", "{event}");
+        assert_eq!(event["vendor"]["id"], "acme", "{event}");
+    }
+    assert!(
+        events.iter().any(|event| event["vendor"]["name"] == "kept"),
+        "autofill merges, keeping the event's other nested values"
+    );
+}

@@ -1,0 +1,286 @@
+//! Access-key definitions as Keen's key API carries them — `{name, is_active, permitted, options}` —
+//! validated, and the two options that act on every request: `queries.filters` (forced into every read)
+//! and `writes.autofill` (deep-merged into every write, the key's values winning).
+//!
+//! Design: option groups Keyhole does not know are refused rather than ignored, so a typo cannot silently
+//! drop a tenant's filter. Unset groups read back as `null`, as Keen shows them.
+
+use serde_json::{Map, Value, json};
+
+use crate::keys::Operation;
+use crate::names::property_name_problem;
+use crate::query::Filter;
+
+/// Why a key definition was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct KeyDefinitionError(pub String);
+
+const OPTION_GROUPS: [&str; 5] = [
+    "writes",
+    "queries",
+    "saved_queries",
+    "cached_queries",
+    "datasets",
+];
+const DATASET_OPERATIONS: [&str; 3] = ["read", "list", "retrieve"];
+
+/// A validated access-key definition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AccessKeyDefinition {
+    pub name: String,
+    pub is_active: bool,
+    pub permitted: Vec<Operation>,
+    /// The options object with every group present (`null` when unset).
+    pub options: Value,
+}
+
+fn invalid(message: impl Into<String>) -> KeyDefinitionError {
+    KeyDefinitionError(message.into())
+}
+
+fn string_list(value: &Value, what: &str) -> Result<(), KeyDefinitionError> {
+    match value {
+        Value::Null => Ok(()),
+        Value::Array(items) if items.iter().all(Value::is_string) => Ok(()),
+        _ => Err(invalid(format!("{what} must be a list of names."))),
+    }
+}
+
+fn check_group(group: &str, value: &Value) -> Result<(), KeyDefinitionError> {
+    if value.is_null() {
+        return Ok(());
+    }
+    let object = value
+        .as_object()
+        .ok_or_else(|| invalid(format!("options.{group} must be an object or null.")))?;
+    let allowed_fields: &[&str] = match group {
+        "writes" => &["autofill"],
+        "queries" => &["filters"],
+        "saved_queries" => &["allowed", "blocked", "filters"],
+        "cached_queries" => &["allowed", "blocked"],
+        _ => &["operations", "allowed", "blocked"],
+    };
+    if let Some(unknown) = object
+        .keys()
+        .find(|field| !allowed_fields.contains(&field.as_str()))
+    {
+        return Err(invalid(format!(
+            "options.{group}.{unknown} is not an option Keyhole knows."
+        )));
+    }
+    if let Some(filters) = object.get("filters") {
+        Filter::parse_list(filters)
+            .map_err(|error| invalid(format!("options.{group}.filters: {error}")))?;
+    }
+    for field in ["allowed", "blocked"] {
+        let Some(list) = object.get(field) else {
+            continue;
+        };
+        if group == "datasets" && field == "allowed" {
+            if !(list.is_null() || list.is_object()) {
+                return Err(invalid(
+                    "options.datasets.allowed must map dataset names to restrictions.",
+                ));
+            }
+            continue;
+        }
+        string_list(list, &format!("options.{group}.{field}"))?;
+    }
+    if let Some(operations) = object.get("operations") {
+        let valid = operations.as_array().is_some_and(|items| {
+            items.iter().all(|item| {
+                item.as_str()
+                    .is_some_and(|op| DATASET_OPERATIONS.contains(&op))
+            })
+        });
+        if !valid {
+            return Err(invalid(
+                "options.datasets.operations must be a subset of [\"read\", \"list\", \"retrieve\"].",
+            ));
+        }
+    }
+    if let Some(autofill) = object.get("autofill") {
+        let autofill = autofill
+            .as_object()
+            .ok_or_else(|| invalid("options.writes.autofill must be an object."))?;
+        check_autofill(autofill, "")?;
+    }
+    Ok(())
+}
+
+fn check_autofill(object: &Map<String, Value>, prefix: &str) -> Result<(), KeyDefinitionError> {
+    for (name, value) in object {
+        if prefix.is_empty() && name == "keen" {
+            return Err(invalid(
+                "options.writes.autofill cannot set keen.* properties.",
+            ));
+        }
+        if let Some(problem) = property_name_problem(name) {
+            return Err(invalid(format!("options.writes.autofill: {problem}")));
+        }
+        if let Value::Object(nested) = value {
+            check_autofill(nested, name)?;
+        }
+    }
+    Ok(())
+}
+
+impl AccessKeyDefinition {
+    /// Parses a create or full-update body.
+    pub fn parse(body: &Value) -> Result<AccessKeyDefinition, KeyDefinitionError> {
+        let object = body
+            .as_object()
+            .ok_or_else(|| invalid("An access key definition must be a JSON object."))?;
+        let name = match object.get("name") {
+            Some(Value::String(name)) if !name.trim().is_empty() && name.chars().count() <= 256 => {
+                name.clone()
+            }
+            _ => {
+                return Err(invalid(
+                    "An access key needs a non-empty name of at most 256 characters.",
+                ));
+            }
+        };
+        let is_active = match object.get("is_active") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(flag)) => *flag,
+            Some(_) => return Err(invalid("is_active must be true or false.")),
+        };
+        let permitted = match object.get("permitted") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| {
+                    item.as_str()
+                        .and_then(Operation::from_keen_name)
+                        .ok_or_else(|| invalid(format!("{item} is not a permission; use writes, queries, saved_queries, cached_queries, datasets, schema.")))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(_) => return Err(invalid("permitted must be a list of permissions.")),
+        };
+        let mut options = Map::new();
+        match object.get("options") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(given)) => {
+                if let Some(unknown) = given
+                    .keys()
+                    .find(|group| !OPTION_GROUPS.contains(&group.as_str()))
+                {
+                    return Err(invalid(format!(
+                        "options.{unknown} is not an option group Keyhole knows."
+                    )));
+                }
+                for (group, value) in given {
+                    check_group(group, value)?;
+                    options.insert(group.clone(), value.clone());
+                }
+            }
+            Some(_) => return Err(invalid("options must be an object.")),
+        }
+        for group in OPTION_GROUPS {
+            options.entry(group.to_string()).or_insert(Value::Null);
+        }
+        let mut permitted_unique = Vec::new();
+        for operation in permitted {
+            if !permitted_unique.contains(&operation) {
+                permitted_unique.push(operation);
+            }
+        }
+        Ok(AccessKeyDefinition {
+            name,
+            is_active,
+            permitted: permitted_unique,
+            options: Value::Object(options),
+        })
+    }
+
+    pub fn permitted_names(&self) -> Value {
+        json!(
+            self.permitted
+                .iter()
+                .map(|operation| operation.keen_name())
+                .collect::<Vec<_>>()
+        )
+    }
+}
+
+/// The filters a key forces on every query (`options.queries.filters`).
+pub fn forced_query_filters(options: &Value) -> Vec<Filter> {
+    Filter::parse_list(&options["queries"]["filters"]).unwrap_or_default()
+}
+
+/// Deep-merges `autofill` into `event`; where both hold a value, the key's wins (a customer cannot write as
+/// another customer). Objects merge recursively.
+pub fn apply_autofill(event: &mut Map<String, Value>, autofill: &Map<String, Value>) {
+    for (name, value) in autofill {
+        match (event.get_mut(name), value) {
+            (Some(Value::Object(existing)), Value::Object(nested)) => {
+                apply_autofill(existing, nested)
+            }
+            _ => {
+                event.insert(name.clone(), value.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_normalizes_definitions() {
+        let definition = AccessKeyDefinition::parse(&json!({
+            "name": "acme", "permitted": ["queries", "writes", "queries"],
+            "options": {"queries": {"filters": [{"property_name": "vendor_id", "operator": "eq", "property_value": "acme"}]},
+                        "writes": {"autofill": {"vendor_id": "acme", "vendor": {"tier": "gold"}}}}
+        }))
+        .unwrap();
+        assert!(definition.is_active);
+        assert_eq!(
+            definition.permitted,
+            [Operation::Queries, Operation::Writes]
+        );
+        assert_eq!(definition.options["datasets"], Value::Null);
+        assert_eq!(forced_query_filters(&definition.options).len(), 1);
+    }
+
+    #[test]
+    fn refuses_malformed_definitions() {
+        for bad in [
+            json!({"permitted": []}),
+            json!({"name": "k", "permitted": ["reads"]}),
+            json!({"name": "k", "options": {"querys": {"filters": []}}}),
+            json!({"name": "k", "options": {"queries": {"filter": []}}}),
+            json!({"name": "k", "options": {"queries": {"filters": [{"operator": "eq"}]}}}),
+            json!({"name": "k", "options": {"writes": {"autofill": {"keen": {"timestamp": "x"}}}}}),
+            json!({"name": "k", "options": {"writes": {"autofill": {"a.b": 1}}}}),
+            json!({"name": "k", "options": {"datasets": {"operations": ["delete"]}}}),
+            json!({"name": "k", "is_active": "yes"}),
+        ] {
+            assert!(AccessKeyDefinition::parse(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn autofill_deep_merges_and_the_key_wins() {
+        let mut event =
+            json!({"vendor_id": "evil", "vendor": {"tier": "free", "seats": 3}, "other": 1})
+                .as_object()
+                .unwrap()
+                .clone();
+        let autofill = json!({"vendor_id": "acme", "vendor": {"tier": "gold"}})
+            .as_object()
+            .unwrap()
+            .clone();
+        apply_autofill(&mut event, &autofill);
+        assert_eq!(
+            Value::Object(event),
+            json!({"vendor_id": "acme", "vendor": {"tier": "gold", "seats": 3}, "other": 1})
+        );
+        let mut flat = json!({"vendor": "evil"}).as_object().unwrap().clone();
+        apply_autofill(&mut flat, &autofill);
+        assert_eq!(flat["vendor"], json!({"tier": "gold"}));
+    }
+}
