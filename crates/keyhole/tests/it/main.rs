@@ -9,6 +9,7 @@ mod authorization;
 mod config;
 mod durability;
 mod inspection;
+mod isolation;
 mod keen_analysis;
 mod organization;
 mod queries;
