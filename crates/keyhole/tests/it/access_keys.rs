@@ -374,3 +374,104 @@ async fn autofill_wins_over_the_event_body_on_every_write_path() {
         "autofill merges, keeping the event's other nested values"
     );
 }
+
+/// Requests by several concurrent clients, each recorded with when it started and how it was answered.
+async fn hammer(
+    server: &InProcessServer,
+    key: &str,
+    until: std::time::Instant,
+) -> Vec<(std::time::Instant, u16)> {
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let url = server.project_url("/queries/count?event_collection=load");
+        let key = key.to_string();
+        tasks.push(tokio::spawn(async move {
+            let http = client();
+            let mut seen = Vec::new();
+            while std::time::Instant::now() < until {
+                let started = std::time::Instant::now();
+                let status = http
+                    .get(&url)
+                    .header("Authorization", &key)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16();
+                seen.push((started, status));
+            }
+            seen
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revocation_unrevocation_and_deletion_apply_to_the_next_request_under_load() {
+    let server = InProcessServer::start().await;
+    send(
+        client()
+            .post(server.project_url("/events/load"))
+            .header("Authorization", &server.project.write)
+            .json(&json!({})),
+    )
+    .await;
+    let secret = create_key(&server, json!({"name": "load", "permitted": ["queries"]}))
+        .await
+        .1["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let master = server.project.master.clone();
+    let change = |suffix: &'static str, method: reqwest::Method| {
+        let url = server.project_url(&format!("/keys/{secret}{suffix}"));
+        let master = master.clone();
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let status = client()
+                .request(method, url)
+                .header("Authorization", master)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            (std::time::Instant::now(), status)
+        }
+    };
+    for (suffix, method, allowed_after) in [
+        ("/revoke", reqwest::Method::POST, false),
+        ("/unrevoke", reqwest::Method::POST, true),
+        ("", reqwest::Method::DELETE, false),
+    ] {
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(700);
+        let (seen, (changed_at, status)) =
+            tokio::join!(hammer(&server, &secret, until), change(suffix, method));
+        assert!(status == 200 || status == 204, "{suffix} answered {status}");
+        let after: Vec<u16> = seen
+            .iter()
+            .filter(|(started, _)| *started > changed_at)
+            .map(|(_, status)| *status)
+            .collect();
+        let before: Vec<u16> = seen
+            .iter()
+            .filter(|(started, _)| *started < changed_at)
+            .map(|(_, status)| *status)
+            .collect();
+        assert!(
+            after.len() > 10 && before.len() > 10,
+            "the load should straddle the change: {} before, {} after",
+            before.len(),
+            after.len()
+        );
+        let expected_after = if allowed_after { 200 } else { 401 };
+        assert!(
+            after.iter().all(|status| *status == expected_after),
+            "{suffix}: requests after the change got {after:?}"
+        );
+    }
+}
