@@ -14,6 +14,7 @@ mod plan;
 mod render;
 mod results;
 pub mod scope;
+mod visibility;
 
 use std::time::Instant;
 
@@ -24,6 +25,7 @@ use keyhole_storage::{Storage, StorageError};
 use serde_json::{Value, json};
 
 pub use scope::Scope;
+pub use visibility::Visibility;
 
 /// Most interval buckets one query may ask for.
 pub const MAX_BUCKETS: usize = 10_000;
@@ -49,6 +51,11 @@ pub struct QueryEngine {
 impl QueryEngine {
     pub fn new(storage: Storage) -> QueryEngine {
         QueryEngine { storage }
+    }
+
+    /// What of `collection`'s schema `scope` may learn about (for the schema endpoints).
+    pub async fn visible_columns(&self, scope: &Scope, collection: &str) -> Result<Visibility> {
+        visibility::visible_columns(&self.storage, scope, collection).await
     }
 
     /// Runs `query` as seen through `scope`, with relative timeframes evaluated at `now_millis`.

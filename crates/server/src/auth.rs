@@ -55,6 +55,14 @@ policies! {
     Queries => Requirement::Operation(Operation::Queries),
 }
 
+/// The scope a key reads in: its project, and the filters its options force on every read.
+pub fn scope_of_key(project_id: &str, key: &ResolvedKey) -> keyhole_query::Scope {
+    keyhole_query::Scope::new(
+        project_id,
+        keyhole_model::access::forced_query_filters(&key.options),
+    )
+}
+
 /// A caller allowed by policy `P` on the project named in the path.
 pub struct Authorized<P: Policy> {
     pub project_id: String,

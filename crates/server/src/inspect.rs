@@ -16,8 +16,10 @@ use keyhole_storage::{CollectionId, CollectionSchema};
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::auth::{Authorized, MasterOnly, Schema, form_urlencoded_pairs};
+use crate::auth::{Authorized, MasterOnly, Schema, form_urlencoded_pairs, scope_of_key};
 use crate::errors::{ApiError, ErrorCode};
+use keyhole_meta::ResolvedKey;
+use keyhole_query::Visibility;
 
 fn collection_url(project_id: &str, collection: &str) -> String {
     format!(
@@ -67,38 +69,69 @@ fn collection_json(project_id: &str, name: &str, schema: &CollectionSchema) -> V
 pub async fn list_collections(
     auth: Authorized<Schema>,
     State(state): State<AppState>,
-) -> Json<Value> {
-    let collections = state.storage.collections(&auth.project_id);
-    Json(Value::Array(
-        collections
-            .iter()
-            .map(|(name, schema)| collection_json(&auth.project_id, name, schema))
-            .collect(),
-    ))
+) -> Result<Json<Value>, ApiError> {
+    let mut listed = Vec::new();
+    for (name, _) in state.storage.collections(&auth.project_id) {
+        if let Some(schema) = scoped_schema(&state, &auth.key, &auth.project_id, &name).await? {
+            listed.push(collection_json(&auth.project_id, &name, &schema));
+        }
+    }
+    Ok(Json(Value::Array(listed)))
 }
 
-fn find_schema(
+/// A collection's schema as the key may see it: with forced filters, only the properties that events
+/// visible to the key carry (`None` when it sees none of the collection's events, or there are none).
+async fn scoped_schema(
     state: &AppState,
+    key: &ResolvedKey,
     project_id: &str,
     collection: &str,
-) -> Result<CollectionSchema, ApiError> {
+) -> Result<Option<CollectionSchema>, ApiError> {
     let id = CollectionId {
         project: project_id.to_string(),
         collection: collection.to_string(),
     };
-    state
-        .storage
-        .collection_schema(&id)
+    let Some(mut schema) = state.storage.collection_schema(&id) else {
+        return Ok(None);
+    };
+    let scope = scope_of_key(project_id, key);
+    let visible = match state.queries.visible_columns(&scope, collection).await? {
+        Visibility::Everything => return Ok(Some(schema)),
+        Visibility::Nothing => return Ok(None),
+        Visibility::Columns(columns) => columns,
+    };
+    schema.properties.retain(|path, property| {
+        property.kinds.retain(|suffix| {
+            ValueKind::from_suffix(suffix)
+                .is_some_and(|kind| visible.contains(&kind.column_name(path)))
+        });
+        if !property.kinds.contains(&property.latest) {
+            property.latest = property.kinds.iter().next().cloned().unwrap_or_default();
+        }
+        !property.kinds.is_empty()
+    });
+    Ok(Some(schema))
+}
+
+async fn find_schema(
+    state: &AppState,
+    key: &ResolvedKey,
+    project_id: &str,
+    collection: &str,
+) -> Result<CollectionSchema, ApiError> {
+    scoped_schema(state, key, project_id, collection)
+        .await?
         .ok_or_else(ApiError::not_found)
 }
 
 /// The body of `GET /events/{collection}` (called once the key is checked).
-pub fn collection_schema_response(
+pub async fn collection_schema_response(
     state: &AppState,
+    key: &ResolvedKey,
     project_id: &str,
     collection: &str,
 ) -> Result<Response, ApiError> {
-    let schema = find_schema(state, project_id, collection)?;
+    let schema = find_schema(state, key, project_id, collection).await?;
     Ok(Json(collection_json(project_id, collection, &schema)).into_response())
 }
 
@@ -116,7 +149,7 @@ pub async fn list_properties(
     State(state): State<AppState>,
     Path((_, collection)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let schema = find_schema(&state, &auth.project_id, &collection)?;
+    let schema = find_schema(&state, &auth.key, &auth.project_id, &collection).await?;
     let properties = property_types(&schema)
         .iter()
         .map(|(name, type_name)| property_json(&auth.project_id, &collection, name, type_name))
@@ -130,7 +163,7 @@ pub async fn get_property(
     State(state): State<AppState>,
     Path((_, collection, property)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let schema = find_schema(&state, &auth.project_id, &collection)?;
+    let schema = find_schema(&state, &auth.key, &auth.project_id, &collection).await?;
     let types = property_types(&schema);
     let type_name = types.get(&property).ok_or_else(ApiError::not_found)?;
     Ok(Json(property_json(
@@ -163,7 +196,13 @@ pub async fn delete_collection(
             "Deleting events by filters or timeframe is not supported yet; omit them to delete the whole collection.",
         ));
     }
-    find_schema(&state, &auth.project_id, &collection)?;
+    state
+        .storage
+        .collection_schema(&CollectionId {
+            project: auth.project_id.clone(),
+            collection: collection.clone(),
+        })
+        .ok_or_else(ApiError::not_found)?;
     let id = CollectionId {
         project: auth.project_id,
         collection,

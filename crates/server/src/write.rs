@@ -245,7 +245,7 @@ pub async fn get_collection(
             .map(|(_, value)| value.clone())
     };
     let Some(data) = parameter("data") else {
-        authorize(
+        let key = authorize(
             &headers,
             query.as_deref(),
             &state,
@@ -253,7 +253,7 @@ pub async fn get_collection(
             Requirement::Operation(keyhole_model::Operation::Schema),
         )
         .await?;
-        return inspect::collection_schema_response(&state, &project_id, &collection);
+        return inspect::collection_schema_response(&state, &key, &project_id, &collection).await;
     };
     let key = authorize(
         &headers,

@@ -475,3 +475,78 @@ async fn revocation_unrevocation_and_deletion_apply_to_the_next_request_under_lo
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schema_reads_show_only_what_the_keys_events_carry() {
+    let server = InProcessServer::start().await;
+    let batch = json!({
+        "orders": [{"vendor_id": "acme", "acme_secret": 1}, {"vendor_id": "globex", "globex_secret": "x", "shared": 1}, {"vendor_id": "acme", "shared": "s"}],
+        "globex_only": [{"vendor_id": "globex", "hidden": true}],
+    });
+    send(
+        client()
+            .post(server.project_url("/events"))
+            .header("Authorization", &server.project.write)
+            .json(&batch),
+    )
+    .await;
+    let acme = create_key(&server, vendor_key("acme", &["schema"])).await.1["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let get = |path: &str, key: &str| {
+        send(
+            client()
+                .get(server.project_url(path))
+                .header("Authorization", key),
+        )
+    };
+
+    let listing = get("/events", &acme).await;
+    assert_eq!(listing.0, 200);
+    let collections = listing.1.as_array().unwrap();
+    assert_eq!(
+        collections.len(),
+        1,
+        "a collection with none of the key's events is not listed: {}",
+        listing.1
+    );
+    let properties = &collections[0]["properties"];
+    assert!(
+        properties.get("acme_secret").is_some() && properties.get("globex_secret").is_none(),
+        "{properties}"
+    );
+    assert_eq!(
+        properties["shared"], "string",
+        "only the kinds the key's events carry"
+    );
+    assert!(!listing.1.to_string().contains("globex"));
+
+    assert_keen_error(
+        &get("/events/globex_only", &acme).await,
+        404,
+        "ResourceNotFoundError",
+    );
+    assert_keen_error(
+        &get("/events/orders/properties/globex_secret", &acme).await,
+        404,
+        "ResourceNotFoundError",
+    );
+    let listed: Vec<String> = get("/events/orders/properties", &acme)
+        .await
+        .1
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["property_name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        listed.contains(&"acme_secret".to_string())
+            && !listed.contains(&"globex_secret".to_string()),
+        "{listed:?}"
+    );
+    // The master key still sees everything.
+    let all = get("/events", &server.project.master).await;
+    assert_eq!(all.1.as_array().unwrap().len(), 2);
+    assert_eq!(all.1[1]["properties"]["globex_secret"], "string");
+}
