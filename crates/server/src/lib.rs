@@ -67,9 +67,10 @@ pub fn app(state: AppState) -> Router {
         ])
         .allow_headers(AllowHeaders::mirror_request())
         .max_age(Duration::from_secs(86_400));
-    // Spans carry the path only: query strings may hold `api_key`.
+    // Spans carry the path only (query strings may hold `api_key`), with key secrets in key-management
+    // paths cut to their display prefix.
     let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-        tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+        tracing::info_span!("request", method = %request.method(), path = %loggable_path(request.uri().path()))
     });
     routes::routes()
         .fallback(not_found)
@@ -77,6 +78,41 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
         .layer(cors)
         .layer(trace)
+}
+
+/// The path with the secret in `/keys/{key}` replaced by its first characters.
+pub fn loggable_path(path: &str) -> String {
+    let Some((before, after)) = path.split_once("/keys/") else {
+        return path.to_string();
+    };
+    let (secret, rest) = after
+        .split_once('/')
+        .map_or((after, ""), |(secret, rest)| (secret, rest));
+    let prefix = keyhole_model::keys::display_prefix(secret);
+    if rest.is_empty() {
+        return format!("{before}/keys/{prefix}…");
+    }
+    format!("{before}/keys/{prefix}…/{rest}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn key_secrets_never_reach_request_spans() {
+        let secret = "a".repeat(20) + &"b".repeat(44);
+        let path = format!("/3.0/projects/p1/keys/{secret}/revoke");
+        let logged = super::loggable_path(&path);
+        assert_eq!(logged, "/3.0/projects/p1/keys/aaaaaaaa…/revoke");
+        assert!(!logged.contains(&secret[..9]));
+        assert_eq!(
+            super::loggable_path(&format!("/3.0/projects/p1/keys/{secret}")),
+            "/3.0/projects/p1/keys/aaaaaaaa…"
+        );
+        assert_eq!(
+            super::loggable_path("/3.0/projects/p1/events"),
+            "/3.0/projects/p1/events"
+        );
+    }
 }
 
 async fn health() -> Json<serde_json::Value> {

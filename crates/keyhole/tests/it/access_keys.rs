@@ -550,3 +550,102 @@ async fn schema_reads_show_only_what_the_keys_events_carry() {
     assert_eq!(all.1.as_array().unwrap().len(), 2);
     assert_eq!(all.1[1]["properties"]["globex_secret"], "string");
 }
+
+#[test]
+fn no_key_secret_reaches_the_logs() {
+    use crate::support::BinaryServer;
+    let data_dir = tempfile::tempdir().unwrap();
+    let log_path = data_dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let args: Vec<String> = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data_dir.path().join("data").to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut server = BinaryServer::start_with_stderr(
+        &args,
+        &[("RUST_LOG", "debug")],
+        std::process::Stdio::from(log),
+    );
+    let project = server.printed_project();
+    let base = format!("{}/3.0/projects/{}", server.base_url, project.id);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let access = runtime.block_on(async {
+        let created = send(
+            client()
+                .post(format!("{base}/keys"))
+                .header("Authorization", &project.master)
+                .json(&vendor_key("acme", &["writes", "queries"])),
+        )
+        .await;
+        let access = created.1["key"].as_str().unwrap().to_string();
+        send(
+            client()
+                .post(format!("{base}/events/c"))
+                .header("Authorization", &access)
+                .json(&json!({"a": 1})),
+        )
+        .await;
+        send(
+            client()
+                .post(format!("{base}/events/c?api_key={}", project.write))
+                .json(&json!({"a": 2})),
+        )
+        .await;
+        send(client().get(format!(
+            "{base}/events/c?api_key={access}&data=eyJhIjozfQ=="
+        )))
+        .await;
+        send(client().get(format!(
+            "{base}/queries/count?api_key={}&event_collection=c",
+            project.read
+        )))
+        .await;
+        send(
+            client()
+                .get(format!("{base}/keys/{access}"))
+                .header("Authorization", &project.master),
+        )
+        .await;
+        send(
+            client()
+                .post(format!("{base}/keys/{access}/revoke"))
+                .header("Authorization", &project.master),
+        )
+        .await;
+        send(
+            client()
+                .post(format!("{base}/events/c"))
+                .header("Authorization", &access)
+                .json(&json!({})),
+        )
+        .await;
+        send(
+            client()
+                .get(format!("{base}/keys/not-a-real-key-but-secret-looking"))
+                .header("Authorization", &project.master),
+        )
+        .await;
+        access
+    });
+    assert!(server.terminate().success());
+    let logged = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        logged.contains("/keys/"),
+        "the log should record the key-management requests: {logged}"
+    );
+    for secret in [&project.master, &project.write, &project.read, &access] {
+        assert!(
+            !logged.contains(secret.as_str()),
+            "a key secret reached the log"
+        );
+        assert!(
+            !logged.contains(&secret[..16]),
+            "more than the display prefix of a key reached the log"
+        );
+    }
+}

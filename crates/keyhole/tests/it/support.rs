@@ -144,6 +144,15 @@ impl BinaryServer {
 
     /// Starts the binary with exactly these arguments (no defaults added).
     pub fn start_raw(args: &[String], envs: &[(&str, &str)]) -> BinaryServer {
+        BinaryServer::start_with_stderr(args, envs, Stdio::inherit())
+    }
+
+    /// Like [`BinaryServer::start_raw`], with the server's log output sent to `stderr`.
+    pub fn start_with_stderr(
+        args: &[String],
+        envs: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> BinaryServer {
         let mut command = Command::new(keyhole_binary());
         command
             .args(args)
@@ -153,7 +162,7 @@ impl BinaryServer {
             .env_remove("KEYHOLE_CONFIG")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         for (name, value) in envs {
             command.env(name, value);
         }
