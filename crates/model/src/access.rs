@@ -225,6 +225,84 @@ pub fn apply_autofill(event: &mut Map<String, Value>, autofill: &Map<String, Val
     }
 }
 
+/// Kinds of stored query a key may be limited to (`options.saved_queries` / `options.cached_queries`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoredQueryKind {
+    Saved,
+    Cached,
+}
+
+fn names_in(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .map(|items| items.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// Whether a key's options let it run the saved or cached query `name`: not on the group's `blocked`
+/// list, and on its `allowed` list when there is one. Blocked wins when a name is on both. The endpoints
+/// that run stored queries must call this (and AND [`stored_query_filters`] into them).
+pub fn allows_stored_query(options: &Value, kind: StoredQueryKind, name: &str) -> bool {
+    let group = match kind {
+        StoredQueryKind::Saved => &options["saved_queries"],
+        StoredQueryKind::Cached => &options["cached_queries"],
+    };
+    if names_in(&group["blocked"]).contains(&name) {
+        return false;
+    }
+    match &group["allowed"] {
+        Value::Array(_) => names_in(&group["allowed"]).contains(&name),
+        _ => true,
+    }
+}
+
+/// Filters forced on saved-query results: `options.saved_queries.filters` on top of
+/// `options.queries.filters`.
+pub fn stored_query_filters(options: &Value) -> Vec<Filter> {
+    let mut filters = forced_query_filters(options);
+    filters.extend(Filter::parse_list(&options["saved_queries"]["filters"]).unwrap_or_default());
+    filters
+}
+
+/// What a key may do with a dataset (`options.datasets.operations`: `read` results, `list` definitions,
+/// `retrieve` one definition).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatasetOperation {
+    Read,
+    List,
+    Retrieve,
+}
+
+/// Whether a key's options allow `operation` on dataset `name` (`None` for listing). Unset options allow
+/// everything; `blocked` wins over `allowed`.
+pub fn allows_dataset(options: &Value, operation: DatasetOperation, name: Option<&str>) -> bool {
+    let group = &options["datasets"];
+    let operation_name = match operation {
+        DatasetOperation::Read => "read",
+        DatasetOperation::List => "list",
+        DatasetOperation::Retrieve => "retrieve",
+    };
+    if group["operations"].is_array() && !names_in(&group["operations"]).contains(&operation_name) {
+        return false;
+    }
+    let Some(name) = name else { return true };
+    if names_in(&group["blocked"]).contains(&name) {
+        return false;
+    }
+    match &group["allowed"] {
+        Value::Object(allowed) => allowed.contains_key(name),
+        _ => true,
+    }
+}
+
+/// The `index_by` values a key may read of dataset `name` (`options.datasets.allowed[name].index_by`);
+/// `None` when unrestricted.
+pub fn dataset_index_restriction<'a>(
+    options: &'a Value,
+    name: &str,
+) -> Option<&'a Map<String, Value>> {
+    options["datasets"]["allowed"][name]["index_by"].as_object()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +339,63 @@ mod tests {
         ] {
             assert!(AccessKeyDefinition::parse(&bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn stored_query_and_dataset_lists() {
+        let options = AccessKeyDefinition::parse(&json!({"name": "k", "options": {
+            "saved_queries": {"allowed": ["q1", "q2"], "blocked": ["q2"], "filters": [{"property_name": "a", "operator": "eq", "property_value": 1}]},
+            "cached_queries": {"blocked": ["c9"]},
+            "queries": {"filters": [{"property_name": "vendor", "operator": "eq", "property_value": "acme"}]},
+            "datasets": {"operations": ["read"], "allowed": {"ds1": {"index_by": {"customer.id": ["acme"]}}, "ds2": {}}, "blocked": ["ds2"]},
+        }}))
+        .unwrap()
+        .options;
+        assert!(allows_stored_query(&options, StoredQueryKind::Saved, "q1"));
+        assert!(
+            !allows_stored_query(&options, StoredQueryKind::Saved, "q2"),
+            "blocked wins"
+        );
+        assert!(
+            !allows_stored_query(&options, StoredQueryKind::Saved, "q3"),
+            "not on the allowed list"
+        );
+        assert!(allows_stored_query(&options, StoredQueryKind::Cached, "c1"));
+        assert!(!allows_stored_query(
+            &options,
+            StoredQueryKind::Cached,
+            "c9"
+        ));
+        assert_eq!(stored_query_filters(&options).len(), 2);
+        assert!(allows_dataset(
+            &options,
+            DatasetOperation::Read,
+            Some("ds1")
+        ));
+        assert!(!allows_dataset(
+            &options,
+            DatasetOperation::Read,
+            Some("ds2")
+        ));
+        assert!(!allows_dataset(
+            &options,
+            DatasetOperation::Read,
+            Some("ds3")
+        ));
+        assert!(!allows_dataset(&options, DatasetOperation::List, None));
+        assert_eq!(
+            dataset_index_restriction(&options, "ds1").unwrap()["customer.id"],
+            json!(["acme"])
+        );
+        let unrestricted = AccessKeyDefinition::parse(&json!({"name": "k"}))
+            .unwrap()
+            .options;
+        assert!(allows_stored_query(
+            &unrestricted,
+            StoredQueryKind::Saved,
+            "anything"
+        ));
+        assert!(allows_dataset(&unrestricted, DatasetOperation::List, None));
     }
 
     #[test]
