@@ -55,7 +55,7 @@ fn check_group(group: &str, value: &Value) -> Result<(), KeyDefinitionError> {
         .as_object()
         .ok_or_else(|| invalid(format!("options.{group} must be an object or null.")))?;
     let allowed_fields: &[&str] = match group {
-        "writes" => &["autofill"],
+        "writes" => &["autofill", "collections"],
         "queries" => &["filters"],
         "saved_queries" => &["allowed", "blocked", "filters"],
         "cached_queries" => &["allowed", "blocked"],
@@ -72,6 +72,9 @@ fn check_group(group: &str, value: &Value) -> Result<(), KeyDefinitionError> {
     if let Some(filters) = object.get("filters") {
         Filter::parse_list(filters)
             .map_err(|error| invalid(format!("options.{group}.filters: {error}")))?;
+    }
+    if let Some(collections) = object.get("collections") {
+        string_list(collections, &format!("options.{group}.collections"))?;
     }
     for field in ["allowed", "blocked"] {
         let Some(list) = object.get(field) else {
@@ -210,6 +213,16 @@ pub fn forced_query_filters(options: &Value) -> Vec<Filter> {
     Filter::parse_list(&options["queries"]["filters"]).unwrap_or_default()
 }
 
+/// Whether a key may write to `collection`. `options.writes.collections` — a Keyhole extension, since Keen
+/// documents restricting keys to streams but no option name for it — lists the collections a key may write
+/// to; without it, any.
+pub fn allows_write_to(options: &Value, collection: &str) -> bool {
+    match &options["writes"]["collections"] {
+        Value::Array(_) => names_in(&options["writes"]["collections"]).contains(&collection),
+        _ => true,
+    }
+}
+
 /// Deep-merges `autofill` into `event`; where both hold a value, the key's wins (a customer cannot write as
 /// another customer). Objects merge recursively.
 pub fn apply_autofill(event: &mut Map<String, Value>, autofill: &Map<String, Value>) {
@@ -339,6 +352,29 @@ mod tests {
         ] {
             assert!(AccessKeyDefinition::parse(&bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn write_collections_restrict_writes() {
+        let options = AccessKeyDefinition::parse(
+            &json!({"name": "k", "options": {"writes": {"collections": ["orders"]}}}),
+        )
+        .unwrap()
+        .options;
+        assert!(allows_write_to(&options, "orders"));
+        assert!(!allows_write_to(&options, "payments"));
+        assert!(allows_write_to(
+            &AccessKeyDefinition::parse(&json!({"name": "k"}))
+                .unwrap()
+                .options,
+            "payments"
+        ));
+        assert!(
+            AccessKeyDefinition::parse(
+                &json!({"name": "k", "options": {"writes": {"collections": "orders"}}})
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use keyhole_meta::ResolvedKey;
-use keyhole_model::access::apply_autofill;
+use keyhole_model::access::{allows_write_to, apply_autofill};
 use keyhole_model::names::collection_name_problem;
 use keyhole_model::{EventContext, EventError, prepare_event};
 use keyhole_storage::CollectionId;
@@ -98,11 +98,18 @@ fn parse_json(bytes: &[u8], code: ErrorCode) -> Result<Value, ApiError> {
     })
 }
 
-fn check_collection_name(collection: &str) -> Result<(), ApiError> {
-    match collection_name_problem(collection) {
-        Some(problem) => Err(ApiError::from(EventError::InvalidCollectionName(problem))),
-        None => Ok(()),
+/// The collection name is valid and the key may write to it (`options.writes.collections`).
+fn check_collection(key: &ResolvedKey, collection: &str) -> Result<(), ApiError> {
+    if let Some(problem) = collection_name_problem(collection) {
+        return Err(ApiError::from(EventError::InvalidCollectionName(problem)));
     }
+    if !allows_write_to(&key.options, collection) {
+        return Err(ApiError::new(
+            ErrorCode::RequestForbidden,
+            format!("This key may not write to the collection '{collection}'."),
+        ));
+    }
+    Ok(())
 }
 
 /// The key's `options.writes.autofill`, merged into every event it writes (the key's values win).
@@ -125,7 +132,7 @@ async fn store_events(
     context: &EventContext,
 ) -> Result<Vec<EventResult>, ApiError> {
     let project_id = key.project_id.as_str();
-    if let Err(error) = check_collection_name(collection) {
+    if let Err(error) = check_collection(key, collection) {
         return Ok(events
             .iter()
             .map(|_| EventResult::Refused(ApiError::new(error.code, error.message.clone())))
@@ -161,7 +168,7 @@ pub async fn record_event(
     ClientInfo(context): ClientInfo,
     body: Body,
 ) -> Result<Response, ApiError> {
-    check_collection_name(&collection)?;
+    check_collection(&auth.key, &collection)?;
     let bytes = read_body(body, ErrorCode::EventTooLarge).await?;
     match parse_json(&bytes, ErrorCode::InvalidEvent)? {
         Value::Array(events) => {
@@ -263,7 +270,7 @@ pub async fn get_collection(
         Requirement::Operation(keyhole_model::Operation::Writes),
     )
     .await?;
-    check_collection_name(&collection)?;
+    check_collection(&key, &collection)?;
     let redirect = parameter("redirect")
         .map(|target| check_redirect(&target))
         .transpose()?;

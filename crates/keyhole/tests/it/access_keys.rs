@@ -649,3 +649,43 @@ fn no_key_secret_reaches_the_logs() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn write_collections_limit_where_a_key_may_write() {
+    let server = InProcessServer::start().await;
+    let definition = json!({"name": "orders only", "permitted": ["writes"], "options": {"writes": {"collections": ["orders"]}}});
+    let key = create_key(&server, definition).await.1["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let single = |collection: &str| {
+        send(
+            client()
+                .post(server.project_url(&format!("/events/{collection}")))
+                .header("Authorization", &key)
+                .json(&json!({"n": 1})),
+        )
+    };
+    assert_eq!(single("orders").await.0, 201);
+    assert_keen_error(&single("payments").await, 401, "RequestForbiddenError");
+    let batch = send(
+        client()
+            .post(server.project_url("/events"))
+            .header("Authorization", &key)
+            .json(&json!({"orders": [{"n": 2}], "payments": [{"n": 3}]})),
+    )
+    .await;
+    assert_eq!(batch.1["orders"], json!([{"success": true}]));
+    assert_eq!(
+        batch.1["payments"][0]["error"]["name"],
+        "RequestForbiddenError"
+    );
+    let pixel = send(
+        client()
+            .get(server.project_url(&format!("/events/payments?api_key={key}&data=eyJuIjo0fQ=="))),
+    )
+    .await;
+    assert_keen_error(&pixel, 401, "RequestForbiddenError");
+    assert_eq!(server.scan("orders").await.num_rows(), 2);
+    assert_eq!(server.scan("payments").await.num_rows(), 0);
+}
