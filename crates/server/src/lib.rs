@@ -95,6 +95,25 @@ pub fn loggable_path(path: &str) -> String {
     format!("{before}/keys/{prefix}…/{rest}")
 }
 
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn not_found() -> impl IntoResponse {
+    errors::ApiError::not_found()
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    let error = errors::ApiError::new(
+        errors::ErrorCode::InvalidRequest,
+        "This method is not allowed on this resource.",
+    );
+    (
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        Json(error.body()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -113,23 +132,4 @@ mod tests {
             "/3.0/projects/p1/events"
         );
     }
-}
-
-async fn health() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
-}
-
-async fn not_found() -> impl IntoResponse {
-    errors::ApiError::not_found()
-}
-
-async fn method_not_allowed() -> impl IntoResponse {
-    let error = errors::ApiError::new(
-        errors::ErrorCode::InvalidRequest,
-        "This method is not allowed on this resource.",
-    );
-    (
-        axum::http::StatusCode::METHOD_NOT_ALLOWED,
-        Json(error.body()),
-    )
 }
