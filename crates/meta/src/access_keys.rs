@@ -96,10 +96,8 @@ impl MetaStore {
             .bind(project_id)
             .execute(&self.pool)
             .await?;
-        if updated.rows_affected() == 0 {
-            return Ok(None);
-        }
-        self.access_key(project_id, secret).await
+        self.reread_if_changed(project_id, secret, updated.rows_affected())
+            .await
     }
 
     /// Revokes (`false`) or unrevokes (`true`) a key; `None` if there is no such key.
@@ -115,7 +113,18 @@ impl MetaStore {
             .bind(project_id)
             .execute(&self.pool)
             .await?;
-        if updated.rows_affected() == 0 {
+        self.reread_if_changed(project_id, secret, updated.rows_affected())
+            .await
+    }
+
+    /// The key after an UPDATE that touched `rows` rows: `None` when there was no such key.
+    async fn reread_if_changed(
+        &self,
+        project_id: &str,
+        secret: &str,
+        rows: u64,
+    ) -> Result<Option<AccessKey>> {
+        if rows == 0 {
             return Ok(None);
         }
         self.access_key(project_id, secret).await

@@ -14,7 +14,7 @@ use keyhole_model::query::{Query, QueryError};
 use serde_json::{Map, Value, json};
 
 use crate::columns::column;
-use crate::plan::filtered_frame;
+use crate::plan::query_frame;
 use crate::render::cell;
 use crate::{Result, Scope};
 
@@ -93,12 +93,7 @@ pub async fn run(
         )
         .into());
     }
-    let range = query
-        .timeframe
-        .as_ref()
-        .map(|timeframe| timeframe.resolve(now, query.timezone));
-    let collection = query.collection.as_deref().unwrap_or_default();
-    let filtered = filtered_frame(storage, scope, collection, range, &query.filters).await?;
+    let (filtered, _) = query_frame(storage, scope, query, now).await?;
     let events_scanned = filtered.events_scanned;
     let timestamp = column(TIMESTAMP_COLUMN);
     let frame = match query.latest {

@@ -22,7 +22,7 @@ use datafusion::prelude::*;
 use datafusion::scalar::ScalarValue;
 use keyhole_model::ValueKind;
 use keyhole_model::flat::TIMESTAMP_COLUMN;
-use keyhole_model::query::{AnalysisType, Filter, GroupBy, TimeRange};
+use keyhole_model::query::{AnalysisType, Filter, GroupBy, Query, TimeRange};
 use keyhole_storage::{CollectionId, Storage};
 
 use crate::Result;
@@ -121,6 +121,22 @@ pub async fn filtered_frame(
         schema,
         events_scanned,
     })
+}
+
+/// The filtered frame of a query's own collection over its resolved timeframe (all time without one).
+pub async fn query_frame(
+    storage: &Storage,
+    scope: &Scope,
+    query: &Query,
+    now: i64,
+) -> Result<(FilteredFrame, Option<TimeRange>)> {
+    let range = query
+        .timeframe
+        .as_ref()
+        .map(|timeframe| timeframe.resolve(now, query.timezone));
+    let collection = query.collection.as_deref().unwrap_or_default();
+    let filtered = filtered_frame(storage, scope, collection, range, &query.filters).await?;
+    Ok((filtered, range))
 }
 
 fn split_for_cores(batches: Vec<RecordBatch>) -> Vec<Vec<RecordBatch>> {

@@ -16,12 +16,10 @@ use std::collections::BTreeMap;
 use arrow::array::Array;
 use arrow::record_batch::RecordBatch;
 use keyhole_model::ValueKind;
-use keyhole_model::query::{
-    AnalysisType, GroupBy, OrderBy, Query, QueryError, TimeRange, format_instant,
-};
+use keyhole_model::query::{AnalysisType, GroupBy, OrderBy, Query, QueryError, format_instant};
 use serde_json::{Map, Value, json};
 
-use crate::plan::{BUCKET_ALIAS, Metric, aggregate, filtered_frame, group_alias, metric_alias};
+use crate::plan::{BUCKET_ALIAS, Metric, aggregate, group_alias, metric_alias, query_frame};
 use crate::render::{cell, compare, number};
 use crate::{MAX_BUCKETS, Result, Scope};
 
@@ -254,18 +252,14 @@ pub async fn run_metrics(
 ) -> Result<(Value, usize)> {
     let metrics = metrics_of(query);
     check_order_by(query, &metrics)?;
-    let range: Option<TimeRange> = query
-        .timeframe
-        .as_ref()
-        .map(|timeframe| timeframe.resolve(now, query.timezone));
+    // Planning is lazy: nothing is read before the aggregate below runs.
+    let (filtered, range) = query_frame(storage, scope, query, now).await?;
     let boundaries = match (&query.interval, range) {
         (Some(interval), Some(range)) => {
             Some(interval.boundaries(range, query.timezone, MAX_BUCKETS)?)
         }
         _ => None,
     };
-    let collection = query.collection.as_deref().unwrap_or_default();
-    let filtered = filtered_frame(storage, scope, collection, range, &query.filters).await?;
     let events_scanned = filtered.events_scanned;
     let batches = aggregate(filtered, boundaries.clone(), &query.group_by, &metrics).await?;
     let rows = rows_of(&batches, &query.group_by, &metrics);
