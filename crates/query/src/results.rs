@@ -11,7 +11,7 @@
 //! in the timeframe. Groups are ordered by their values (null, booleans, numbers, strings, lists) unless
 //! `order_by` says otherwise; `limit` then keeps the first rows (per bucket).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use arrow::array::Array;
 use arrow::record_batch::RecordBatch;
@@ -286,28 +286,32 @@ pub async fn run_metrics(
                 .into_iter()
                 .map(|(groups, _)| groups)
                 .collect();
+            // One lookup per (bucket, group): the aggregate gives at most one row for each.
+            let by_bucket_and_group: HashMap<(usize, String), &Row> = rows
+                .iter()
+                .filter_map(|row| Some(((row.bucket?, group_key(&row.groups)), row)))
+                .collect();
+            let values_at = |bucket: usize, groups: &[Value]| {
+                by_bucket_and_group
+                    .get(&(bucket, group_key(groups)))
+                    .map(|row| row.values.clone())
+                    .unwrap_or_else(|| empty.clone())
+            };
             let buckets = boundaries.windows(2).enumerate().map(|(bucket, window)| {
                 let timeframe =
                     json!({"start": format_instant(window[0]), "end": format_instant(window[1])});
-                let in_bucket: Vec<&Row> = rows
-                    .iter()
-                    .filter(|row| row.bucket == Some(bucket))
-                    .collect();
                 let value = if grouped {
-                    in_bucket
-                        .first()
-                        .map(|row| metrics_json(&metrics, &row.values))
-                        .unwrap_or_else(|| metrics_json(&metrics, &empty))
+                    metrics_json(&metrics, &values_at(bucket, &[]))
                 } else {
                     let mut group_rows: Vec<Value> = all_groups
                         .iter()
                         .map(|groups| {
-                            let values = in_bucket
-                                .iter()
-                                .find(|row| &row.groups == groups)
-                                .map(|row| row.values.clone())
-                                .unwrap_or_else(|| empty.clone());
-                            group_row(&query.group_by, groups, &metrics, &values)
+                            group_row(
+                                &query.group_by,
+                                groups,
+                                &metrics,
+                                &values_at(bucket, groups),
+                            )
                         })
                         .collect();
                     sort_and_limit(&mut group_rows, &query.order_by, query.limit);
@@ -321,11 +325,16 @@ pub async fn run_metrics(
     Ok((json!({ "result": result }), events_scanned))
 }
 
+/// A group's identity: its values as JSON text (so `5` and `"5"` stay distinct).
+fn group_key(groups: &[Value]) -> String {
+    serde_json::to_string(groups).unwrap_or_default()
+}
+
 /// Distinct group value lists in their default order, each with its values when not bucketed.
 fn ordered_groups(rows: &[Row]) -> Vec<(Vec<Value>, Vec<Value>)> {
     let mut groups: BTreeMap<String, (Vec<Value>, Vec<Value>)> = BTreeMap::new();
     for row in rows {
-        let key = serde_json::to_string(&row.groups).unwrap_or_default();
+        let key = group_key(&row.groups);
         groups
             .entry(key)
             .or_insert_with(|| (row.groups.clone(), row.values.clone()));
