@@ -112,8 +112,12 @@ pub fn check_project_access(
         Requirement::Organization => false,
         Requirement::Master => key.kind == KeyKind::Master,
         Requirement::Operation(operation) => key.permitted.contains(&operation),
+        // A route-table annotation: its handler checks `Writes` or `Schema` itself. Reaching here is a
+        // programming error; refuse rather than guess.
         Requirement::WritesWithDataElseSchema => {
-            unreachable!("resolved to one operation by the handler")
+            return Err(ApiError::internal(
+                "a per-request requirement was checked without resolving it",
+            ));
         }
     };
     if allowed {
