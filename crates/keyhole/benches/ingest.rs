@@ -24,23 +24,6 @@ fn env_number(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// A deterministic ~200-byte SaaS event.
-fn event(sequence: usize) -> Value {
-    let plan = ["free", "pro", "team"][sequence % 3];
-    let action = ["page_view", "click", "signup", "purchase"][sequence % 4];
-    json!({
-        "tenant_id": format!("tenant-{:03}", sequence % 97),
-        "user": {"id": format!("user-{:06}", sequence % 100_003), "plan": plan},
-        "action": action,
-        "path": format!("/products/{}", sequence % 5_000),
-        "duration_ms": (sequence * 37) % 10_000,
-        "amount": ((sequence * 13) % 10_000) as f64 / 100.0,
-        "tags": ["web", "eu"],
-        "session": format!("sess-{sequence:010}"),
-        "locale": "en-US",
-    })
-}
-
 struct PhaseResult {
     events: usize,
     elapsed: Duration,
@@ -115,14 +98,14 @@ fn main() {
     let batch_bodies: Vec<bytes::Bytes> = (0..64)
         .map(|batch| {
             let events: Vec<Value> = (0..EVENTS_PER_BATCH)
-                .map(|i| event(batch * EVENTS_PER_BATCH + i))
+                .map(|i| common::event_at_receipt(batch * EVENTS_PER_BATCH + i))
                 .collect();
             bytes::Bytes::from(serde_json::to_vec(&json!({ "bench": events })).unwrap())
         })
         .collect();
     let average_event_bytes = batch_bodies[0].len() / EVENTS_PER_BATCH;
     let single_bodies: Vec<bytes::Bytes> = (0..4096)
-        .map(|i| bytes::Bytes::from(serde_json::to_vec(&event(i)).unwrap()))
+        .map(|i| bytes::Bytes::from(serde_json::to_vec(&common::event_at_receipt(i)).unwrap()))
         .collect();
 
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -51,6 +51,13 @@ pub fn start_server(data_dir: &std::path::Path) -> Server {
     }
 }
 
+/// The same event without a client timestamp: it happens when the server receives it (the ingest bench).
+pub fn event_at_receipt(sequence: usize) -> Value {
+    let mut event = event(sequence);
+    event.as_object_mut().expect("an object").remove("keen");
+    event
+}
+
 /// A deterministic ~200-byte SaaS event, its time spread over January 2024.
 pub fn event(sequence: usize) -> Value {
     let plan = ["free", "pro", "team"][sequence % 3];
