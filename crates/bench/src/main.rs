@@ -1,0 +1,123 @@
+//! `keyhole-bench`: the one benchmark of Keyhole, next to DuckDB and chDB on the same events.
+//!
+//! - `keyhole-bench generate --events N --output FILE` writes the deterministic NDJSON events.
+//! - `keyhole-bench run` starts the `keyhole` binary on fresh data directories and measures, over loopback
+//!   HTTP: batch ingest of the NDJSON (1,000-event POSTs), single-event writes (64 clients), freshness (an
+//!   acknowledged write counted by the next query), and a fixed set of Keen queries, each also run as SQL
+//!   in DuckDB and chDB (`bench/engines.py`) over the same file, every Keyhole answer checked equal to
+//!   DuckDB's before its time counts. With `--docs FILE` it rewrites the results section of that Markdown
+//!   file; `--smoke` is the small CI mode (≤ 1 minute) that proves the whole path still works.
+//!
+//! `bench/run` is the one command that builds the release binaries and runs this.
+
+mod answers;
+mod engines;
+mod generator;
+mod ingest;
+mod query_set;
+mod report;
+mod run;
+mod server;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "keyhole-bench",
+    about = "Benchmarks Keyhole next to DuckDB and chDB"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Write the deterministic benchmark events as NDJSON.
+    Generate {
+        #[arg(long)]
+        events: u64,
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Run the benchmark and print (and optionally write) the results.
+    Run(RunOptions),
+}
+
+#[derive(clap::Args, Clone)]
+pub struct RunOptions {
+    /// Event counts for the ingest + query runs, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000000,10000000")]
+    pub sizes: Vec<u64>,
+    /// Seconds of single-event writes.
+    #[arg(long, default_value_t = 10)]
+    pub single_seconds: u64,
+    /// Concurrent clients sending 1,000-event batches.
+    #[arg(long, default_value_t = 4)]
+    pub batch_clients: usize,
+    /// Concurrent clients sending single events.
+    #[arg(long, default_value_t = 64)]
+    pub single_clients: usize,
+    /// Timed runs per query (after one warm-up run).
+    #[arg(long, default_value_t = 10)]
+    pub repeat: usize,
+    /// Write/query probes for freshness.
+    #[arg(long, default_value_t = 200)]
+    pub freshness_probes: usize,
+    /// The keyhole binary (default: `keyhole` next to this binary).
+    #[arg(long)]
+    pub keyhole: Option<PathBuf>,
+    /// The Python interpreter that has duckdb and chdb (bench/requirements.txt).
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    /// Directory for NDJSON files and data directories (default: a temporary directory).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Markdown file whose results section is rewritten.
+    #[arg(long)]
+    pub docs: Option<PathBuf>,
+    /// Small, fast mode for CI: 20,000 events, short phases; fails on any mismatch.
+    #[arg(long)]
+    pub smoke: bool,
+}
+
+impl RunOptions {
+    fn apply_smoke(mut self) -> RunOptions {
+        if self.smoke {
+            self.sizes = vec![20_000];
+            self.single_seconds = 2;
+            self.repeat = 2;
+            self.freshness_probes = 20;
+        }
+        self
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        BenchCommand::Generate { events, output } => {
+            let file = std::fs::File::create(&output)
+                .with_context(|| format!("cannot create {}", output.display()))?;
+            generator::EventGenerator::new().write_ndjson(events, file)?;
+            Ok(())
+        }
+        BenchCommand::Run(options) => {
+            let options = options.apply_smoke();
+            let runtime = tokio::runtime::Runtime::new()?;
+            let results = runtime.block_on(run::run_all(&options))?;
+            let markdown = report::render(&results);
+            println!("{markdown}");
+            if let Some(docs) = &options.docs {
+                report::rewrite_docs(docs, &markdown)?;
+                println!("rewrote the results section of {}", docs.display());
+            }
+            if !results.all_answers_match() {
+                anyhow::bail!("some answers differ from DuckDB's (see the table)");
+            }
+            Ok(())
+        }
+    }
+}

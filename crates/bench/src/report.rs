@@ -1,0 +1,391 @@
+//! The results as Markdown: the machine and versions, the issue's targets next to what was measured, the
+//! ingest and query tables with ratios, and rewriting the generated section of `docs/benchmarks.md`
+//! (between the `results:begin` and `results:end` markers; the prose around it is kept).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::Context;
+
+use crate::RunOptions;
+use crate::engines::Engine;
+use crate::query_set::KeyKind;
+use crate::run::{BenchResults, SizeResults};
+
+const BEGIN_MARKER: &str = "<!-- results:begin";
+const END_MARKER: &str = "<!-- results:end -->";
+
+pub struct RunContext {
+    pub date: String,
+    pub commit: String,
+    pub cpu: String,
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub kernel: String,
+    pub rustc: String,
+    pub datafusion: String,
+    pub smoke: bool,
+    pub single_seconds: u64,
+    pub repeat: usize,
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string())
+        .unwrap_or_else(|| "?".into())
+}
+
+/// The version of `package` recorded in the workspace's Cargo.lock.
+fn locked_version(package: &str) -> String {
+    let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.lock"))
+        .unwrap_or_default();
+    let name_line = format!("name = \"{package}\"");
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == name_line
+            && let Some(version) = lines.next().and_then(|l| l.strip_prefix("version = "))
+        {
+            return version.trim_matches('"').to_string();
+        }
+    }
+    "?".into()
+}
+
+impl RunContext {
+    pub fn collect(options: &RunOptions) -> RunContext {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let memory_kib: f64 = meminfo
+            .lines()
+            .find_map(|line| line.strip_prefix("MemTotal:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0.0);
+        RunContext {
+            date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+            commit: command_output("git", &["rev-parse", "--short", "HEAD"]),
+            cpu: cpuinfo
+                .lines()
+                .find_map(|line| line.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_string())
+                .unwrap_or_else(|| "?".into()),
+            cores: std::thread::available_parallelism().map_or(0, usize::from),
+            memory_gib: memory_kib / 1024.0 / 1024.0,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            rustc: command_output("rustc", &["--version"]),
+            datafusion: locked_version("datafusion"),
+            smoke: options.smoke,
+            single_seconds: options.single_seconds,
+            repeat: options.repeat,
+        }
+    }
+}
+
+fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value);
+    let mut out = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            out.push(' ');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+fn yes_no(value: bool) -> &'static str {
+    if value { "yes" } else { "**no**" }
+}
+
+fn engine_version(results: &BenchResults, engine: Engine) -> String {
+    results
+        .sizes
+        .iter()
+        .flat_map(|size| &size.loads)
+        .find(|load| load.engine == engine)
+        .map_or_else(|| "?".into(), |load| load.version.clone())
+}
+
+pub fn render(results: &BenchResults) -> String {
+    let context = &results.context;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Run {}{} · commit `{}` · {} ({} cores, {:.0} GiB) · Linux {} · {} · DataFusion {} · DuckDB {} · chDB {} (PyPI)\n",
+        context.date,
+        if context.smoke {
+            " (smoke mode: tiny sizes, not a measurement)"
+        } else {
+            ""
+        },
+        context.commit,
+        context.cpu,
+        context.cores,
+        context.memory_gib,
+        context.kernel,
+        context.rustc,
+        context.datafusion,
+        engine_version(results, Engine::DuckDb),
+        engine_version(results, Engine::ChDb),
+    );
+    render_targets(&mut out, results);
+    render_ingest(&mut out, results);
+    for size in &results.sizes {
+        render_queries(&mut out, size, context.repeat);
+    }
+    out
+}
+
+fn largest(results: &BenchResults) -> Option<&SizeResults> {
+    results.sizes.iter().max_by_key(|size| size.events)
+}
+
+fn ratio_to_duckdb(query: &crate::run::QueryOutcome) -> Option<f64> {
+    let duckdb = query
+        .engines
+        .iter()
+        .find(|(engine, _)| *engine == Engine::DuckDb)?;
+    query
+        .keyhole_matches_duckdb
+        .then(|| query.keyhole.median_ms / duckdb.1.median_ms)
+}
+
+fn render_targets(out: &mut String, results: &BenchResults) {
+    let _ = writeln!(out, "### Targets\n");
+    let _ = writeln!(out, "| target | goal | measured | met |\n|---|---|---|---|");
+    let best_batch = results
+        .sizes
+        .iter()
+        .map(|size| size.batch.events_per_second())
+        .fold(0.0, f64::max);
+    let _ = writeln!(
+        out,
+        "| batch ingest, durable acks | ≥ 300 000 events/s | {} events/s | {} |",
+        thousands(best_batch),
+        yes_no(best_batch >= 300_000.0)
+    );
+    let single = &results.single;
+    let _ = writeln!(
+        out,
+        "| single-event writes | ≥ 30 000/s, p99 < 5 ms | {}/s, p99 {:.1} ms | {} |",
+        thousands(single.events_per_second()),
+        single.p99_ms,
+        yes_no(single.events_per_second() >= 30_000.0 && single.p99_ms < 5.0)
+    );
+    if let Some(size) = largest(results) {
+        let ratios: Vec<(KeyKind, f64)> = size
+            .queries
+            .iter()
+            .filter_map(|query| Some((query.key, ratio_to_duckdb(query)?)))
+            .collect();
+        let all = ratios.iter().filter(|(key, _)| *key == KeyKind::Read);
+        let (met, total) = all.fold((0, 0), |(met, total), (_, ratio)| {
+            (met + usize::from(*ratio <= 1.0), total + 1)
+        });
+        let _ = writeln!(
+            out,
+            "| query median ≤ DuckDB's ({} events) | every query ≤ 1× | {met} of {total} queries ≤ 1× | {} |",
+            thousands(size.events as f64),
+            yes_no(met == total && total > 0)
+        );
+        let tenant: Vec<f64> = ratios
+            .iter()
+            .filter(|(key, _)| *key == KeyKind::Tenant)
+            .map(|(_, ratio)| *ratio)
+            .collect();
+        let worst = tenant.iter().copied().fold(0.0, f64::max);
+        let _ = writeln!(
+            out,
+            "| tenant-scoped queries ({} events) | well below DuckDB (≤ 0.5×) | {} | {} |",
+            thousands(size.events as f64),
+            tenant
+                .iter()
+                .map(|ratio| format!("{ratio:.2}×"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            yes_no(!tenant.is_empty() && worst <= 0.5)
+        );
+    }
+    let (probes, first) = results.sizes.iter().fold((0, 0), |(probes, first), size| {
+        (
+            probes + size.freshness.probes,
+            first + size.freshness.visible_at_first_query,
+        )
+    });
+    let worst_lag = results
+        .sizes
+        .iter()
+        .map(|size| size.freshness.worst_ack_to_counted_ms)
+        .fold(0.0, f64::max);
+    let _ = writeln!(
+        out,
+        "| freshness (ack → counted) | 0 s | {first} of {probes} writes counted by the first query after their ack (worst ack → answer {worst_lag:.1} ms) | {} |",
+        yes_no(probes > 0 && first == probes)
+    );
+    let idle = results
+        .sizes
+        .iter()
+        .map(|size| size.idle_rss_mib)
+        .fold(0.0, f64::max);
+    let _ = writeln!(
+        out,
+        "| idle RSS | ≤ 50 MB | {idle:.0} MiB | {} |\n",
+        yes_no(idle * 1.048_576 <= 50.0)
+    );
+}
+
+fn render_ingest(out: &mut String, results: &BenchResults) {
+    let _ = writeln!(
+        out,
+        "### Ingest\n\nKeyhole: HTTP POSTs of 1,000 events, durable acks; DuckDB/chDB: loading the same NDJSON file in \
+         process into an on-disk table. Ratios are Keyhole's events/s over the engine's (> 1 means Keyhole is faster).\n"
+    );
+    let _ = writeln!(
+        out,
+        "| events | Keyhole events/s (clients) | p50 / p99 ms per batch | DuckDB load events/s | chDB load events/s | Keyhole ÷ DuckDB | Keyhole ÷ chDB |\n|---|---|---|---|---|---|---|"
+    );
+    for size in &results.sizes {
+        let rate = |engine: Engine| {
+            size.loads
+                .iter()
+                .find(|load| load.engine == engine)
+                .map_or(f64::NAN, |load| size.events as f64 / load.load_seconds)
+        };
+        let (keyhole, duckdb, chdb) = (
+            size.batch.events_per_second(),
+            rate(Engine::DuckDb),
+            rate(Engine::ChDb),
+        );
+        let _ = writeln!(
+            out,
+            "| {} | {} ({}) | {:.1} / {:.1} | {} | {} | {:.2} | {:.2} |",
+            thousands(size.events as f64),
+            thousands(keyhole),
+            size.batch.clients,
+            size.batch.p50_ms,
+            size.batch.p99_ms,
+            thousands(duckdb),
+            thousands(chdb),
+            keyhole / duckdb,
+            keyhole / chdb
+        );
+    }
+    let single = &results.single;
+    let _ = writeln!(
+        out,
+        "\nSingle-event writes (`POST /events/{{collection}}`, {} clients, {} s): **{} events/s**, p50 {:.2} ms, p99 {:.2} ms; server peak RSS {:.0} MiB.\n",
+        single.clients,
+        results.context.single_seconds,
+        thousands(single.events_per_second()),
+        single.p50_ms,
+        single.p99_ms,
+        results.single_peak_rss_mib
+    );
+    let _ = writeln!(
+        out,
+        "| events | Keyhole idle RSS | peak after ingest | peak after queries | at rest after queries | DuckDB process peak | chDB process peak | freshness: counted by first query | median / worst ack → answer |\n|---|---|---|---|---|---|---|---|---|"
+    );
+    for size in &results.sizes {
+        let engine_peak = |engine: Engine| {
+            size.loads
+                .iter()
+                .find(|load| load.engine == engine)
+                .map_or(f64::NAN, |load| load.peak_rss_mib)
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} MiB | {:.0} MiB | {:.0} MiB | {:.0} MiB | {:.0} MiB | {:.0} MiB | {} of {} | {:.1} / {:.1} ms |",
+            thousands(size.events as f64),
+            size.idle_rss_mib,
+            size.peak_rss_after_ingest_mib,
+            size.peak_rss_mib,
+            size.rss_at_rest_mib,
+            engine_peak(Engine::DuckDb),
+            engine_peak(Engine::ChDb),
+            size.freshness.visible_at_first_query,
+            size.freshness.probes,
+            size.freshness.median_ack_to_counted_ms,
+            size.freshness.worst_ack_to_counted_ms,
+        );
+    }
+    let _ = writeln!(out);
+}
+
+fn render_queries(out: &mut String, size: &SizeResults, repeat: usize) {
+    let _ = writeln!(
+        out,
+        "### Queries, {} events\n\nMedian / p95 of {repeat} timed runs after one warm-up, ms. Keyhole through HTTP; DuckDB and chDB in \
+         process. Ratios are Keyhole's median over the engine's (< 1 means Keyhole is faster). The tenant key's \
+         forced filter selects {} events ({:.2}%).\n",
+        thousands(size.events as f64),
+        thousands(size.tenant_events as f64),
+        100.0 * size.tenant_events as f64 / size.events.max(1) as f64
+    );
+    let _ = writeln!(
+        out,
+        "| query | Keyhole | DuckDB | chDB | Keyhole ÷ DuckDB | Keyhole ÷ chDB | Keyhole = DuckDB | chDB = DuckDB |\n|---|---|---|---|---|---|---|---|"
+    );
+    for query in &size.queries {
+        let timing = |engine: Engine| {
+            query
+                .engines
+                .iter()
+                .find(|(candidate, _)| *candidate == engine)
+                .map(|(_, timing)| (timing.median_ms, timing.p95_ms))
+                .unwrap_or((f64::NAN, f64::NAN))
+        };
+        let (duckdb, chdb) = (timing(Engine::DuckDb), timing(Engine::ChDb));
+        let keyhole = if query.keyhole_matches_duckdb {
+            format!(
+                "{:.1} / {:.1}",
+                query.keyhole.median_ms, query.keyhole.p95_ms
+            )
+        } else {
+            "—".into()
+        };
+        let ratio = |theirs: f64| {
+            if query.keyhole_matches_duckdb {
+                format!("{:.2}", query.keyhole.median_ms / theirs)
+            } else {
+                "—".into()
+            }
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {keyhole} | {:.1} / {:.1} | {:.1} / {:.1} | {} | {} | {} | {} |",
+            query.name,
+            duckdb.0,
+            duckdb.1,
+            chdb.0,
+            chdb.1,
+            ratio(duckdb.0),
+            ratio(chdb.0),
+            yes_no(query.keyhole_matches_duckdb),
+            yes_no(query.chdb_matches_duckdb),
+        );
+    }
+    let _ = writeln!(out);
+}
+
+/// Replaces the generated section of `docs` (between the markers) with `markdown`.
+pub fn rewrite_docs(docs: &Path, markdown: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(docs).with_context(|| format!("read {}", docs.display()))?;
+    let begin = text
+        .find(BEGIN_MARKER)
+        .with_context(|| format!("{} has no `{BEGIN_MARKER}` marker", docs.display()))?;
+    let begin_line_end = begin + text[begin..].find('\n').context("marker line")? + 1;
+    let end = text
+        .find(END_MARKER)
+        .with_context(|| format!("{} has no `{END_MARKER}` marker", docs.display()))?;
+    let rewritten = format!("{}\n{markdown}\n{}", &text[..begin_line_end], &text[end..]);
+    std::fs::write(docs, rewritten)?;
+    Ok(())
+}

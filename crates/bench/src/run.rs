@@ -1,0 +1,298 @@
+//! One benchmark run: for each size, generate the events, ingest them into a fresh Keyhole (measuring
+//! freshness meanwhile), load them into DuckDB and chDB, run the query set on all three, and check every
+//! answer against DuckDB's; then single-event writes against another fresh Keyhole.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::Value;
+
+use crate::RunOptions;
+use crate::answers::{keen_rows, same_rows};
+use crate::engines::{Engine, EngineRun, run_engine};
+use crate::generator::EventGenerator;
+use crate::ingest::{FreshnessStats, PhaseStats, batch_ingest, percentile_ms, single_event_writes};
+use crate::query_set::{BENCH_TENANT, BenchQuery, KeyKind, keen_body, query_set};
+use crate::report::RunContext;
+use crate::server::{KeyholeServer, keyhole_binary};
+
+pub struct Timing {
+    pub median_ms: f64,
+    pub p95_ms: f64,
+}
+
+pub struct QueryOutcome {
+    pub name: &'static str,
+    pub key: KeyKind,
+    pub keyhole: Timing,
+    pub engines: Vec<(Engine, Timing)>,
+    pub keyhole_matches_duckdb: bool,
+    pub chdb_matches_duckdb: bool,
+}
+
+pub struct EngineLoad {
+    pub engine: Engine,
+    pub version: String,
+    pub load_seconds: f64,
+    pub peak_rss_mib: f64,
+}
+
+pub struct SizeResults {
+    pub events: u64,
+    pub tenant_events: u64,
+    pub batch: PhaseStats,
+    pub freshness: FreshnessStats,
+    pub idle_rss_mib: f64,
+    pub peak_rss_after_ingest_mib: f64,
+    pub peak_rss_mib: f64,
+    pub rss_at_rest_mib: f64,
+    pub loads: Vec<EngineLoad>,
+    pub queries: Vec<QueryOutcome>,
+}
+
+pub struct BenchResults {
+    pub context: RunContext,
+    pub sizes: Vec<SizeResults>,
+    pub single: PhaseStats,
+    pub single_peak_rss_mib: f64,
+}
+
+impl BenchResults {
+    pub fn all_answers_match(&self) -> bool {
+        self.sizes.iter().all(|size| {
+            size.queries
+                .iter()
+                .all(|query| query.keyhole_matches_duckdb && query.chdb_matches_duckdb)
+        })
+    }
+}
+
+pub async fn run_all(options: &RunOptions) -> anyhow::Result<BenchResults> {
+    let binary = keyhole_binary(options.keyhole.as_ref())?;
+    let temporary = tempfile::tempdir()?;
+    let work_dir = options
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| temporary.path().to_path_buf());
+    std::fs::create_dir_all(&work_dir)?;
+    let mut sizes = Vec::new();
+    for &events in &options.sizes {
+        eprintln!("== {events} events");
+        sizes.push(run_size(options, &binary, &work_dir, events).await?);
+    }
+    eprintln!("== single-event writes");
+    let first_ndjson = ndjson_path(&work_dir, options.sizes[0]);
+    let data_dir = work_dir.join("data-single");
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let server = KeyholeServer::start(&binary, &data_dir)?;
+    let single = single_event_writes(
+        &server,
+        &first_ndjson,
+        options.single_clients,
+        options.single_seconds,
+    )
+    .await?;
+    let single_peak_rss_mib = server.peak_rss_mib();
+    drop(server);
+    Ok(BenchResults {
+        context: RunContext::collect(options),
+        sizes,
+        single,
+        single_peak_rss_mib,
+    })
+}
+
+fn ndjson_path(work_dir: &Path, events: u64) -> std::path::PathBuf {
+    work_dir.join(format!("events-{events}.ndjson"))
+}
+
+async fn run_size(
+    options: &RunOptions,
+    binary: &Path,
+    work_dir: &Path,
+    events: u64,
+) -> anyhow::Result<SizeResults> {
+    let ndjson = ndjson_path(work_dir, events);
+    let generator = EventGenerator::new();
+    if !ndjson.exists() {
+        let started = Instant::now();
+        generator.write_ndjson(events, std::fs::File::create(&ndjson)?)?;
+        eprintln!(
+            "generated {events} events in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let tenant_rank: usize = BENCH_TENANT[1..].parse()?;
+    let tenant_events = (0..events)
+        .filter(|sequence| generator.tenant_rank(*sequence) == tenant_rank)
+        .count() as u64;
+
+    let data_dir = work_dir.join(format!("data-{events}"));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let server = KeyholeServer::start(binary, &data_dir)?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rss_mib = server.rss_mib();
+    let (batch, freshness) = batch_ingest(
+        &server,
+        &ndjson,
+        options.batch_clients,
+        options.freshness_probes,
+    )
+    .await?;
+    eprintln!(
+        "keyhole ingested {} events at {:.0} events/s",
+        batch.events,
+        batch.events_per_second()
+    );
+    let peak_rss_after_ingest_mib = server.peak_rss_mib();
+
+    let queries = query_set();
+    let mut engine_runs = Vec::new();
+    for engine in [Engine::DuckDb, Engine::ChDb] {
+        let db_dir = work_dir.join(format!("{}-{events}", engine.id()));
+        let _ = std::fs::remove_dir_all(&db_dir);
+        let run = run_engine(
+            &options.python,
+            engine,
+            &ndjson,
+            &db_dir,
+            &queries,
+            options.repeat,
+        )?;
+        eprintln!(
+            "{} loaded {} events in {:.1} s",
+            engine.display_name(),
+            run.events,
+            run.load_seconds
+        );
+        let _ = std::fs::remove_dir_all(&db_dir);
+        engine_runs.push(run);
+    }
+
+    let http = reqwest::Client::new();
+    let tenant_key = server.create_tenant_key(&http, BENCH_TENANT).await?;
+    let mut outcomes = Vec::new();
+    for query in &queries {
+        let key = match query.key {
+            KeyKind::Read => &server.read_key,
+            KeyKind::Tenant => &tenant_key,
+        };
+        outcomes.push(run_query(&http, &server, key, query, &engine_runs, options.repeat).await?);
+    }
+    let peak_rss_mib = server.peak_rss_mib();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_at_rest_mib = server.rss_mib();
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data_dir);
+    Ok(SizeResults {
+        events,
+        tenant_events,
+        batch,
+        freshness,
+        idle_rss_mib,
+        peak_rss_after_ingest_mib,
+        peak_rss_mib,
+        rss_at_rest_mib,
+        loads: engine_runs
+            .iter()
+            .map(|run| EngineLoad {
+                engine: run.engine,
+                version: run.version.clone(),
+                load_seconds: run.load_seconds,
+                peak_rss_mib: run.peak_rss_mib,
+            })
+            .collect(),
+        queries: outcomes,
+    })
+}
+
+async fn keyhole_answer(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    body: &Value,
+) -> anyhow::Result<Value> {
+    let response = http
+        .post(url)
+        .header("Authorization", key)
+        .json(body)
+        .send()
+        .await?;
+    let status = response.status();
+    let answer: Value = response.json().await?;
+    if !status.is_success() {
+        anyhow::bail!("{url} answered {status}: {answer}");
+    }
+    Ok(answer)
+}
+
+async fn run_query(
+    http: &reqwest::Client,
+    server: &KeyholeServer,
+    key: &str,
+    query: &BenchQuery,
+    engine_runs: &[EngineRun],
+    repeat: usize,
+) -> anyhow::Result<QueryOutcome> {
+    let url = server.project_url(&format!("queries/{}", query.analysis));
+    let body = keen_body(query);
+    let answer = keyhole_answer(http, &url, key, &body)
+        .await
+        .with_context(|| query.name)?;
+    let mut latencies = Vec::new();
+    for _ in 0..repeat {
+        let started = Instant::now();
+        keyhole_answer(http, &url, key, &body).await?;
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    let keyhole_rows = keen_rows(&query.shape, &answer["result"]);
+    let rows_of = |engine: Engine| {
+        engine_runs
+            .iter()
+            .find(|run| run.engine == engine)
+            .and_then(|run| run.answers.get(query.name))
+    };
+    let (duckdb, chdb) = (
+        rows_of(Engine::DuckDb).context("duckdb answer")?,
+        rows_of(Engine::ChDb).context("chdb answer")?,
+    );
+    let keyhole_matches_duckdb = same_rows(&keyhole_rows, &duckdb.rows);
+    let chdb_matches_duckdb = same_rows(&chdb.rows, &duckdb.rows);
+    if !keyhole_matches_duckdb {
+        eprintln!(
+            "MISMATCH {}: keyhole {} vs duckdb {:?}",
+            query.name, answer["result"], duckdb.rows
+        );
+    }
+    if !chdb_matches_duckdb {
+        eprintln!(
+            "MISMATCH {}: chdb {:?} vs duckdb {:?}",
+            query.name, chdb.rows, duckdb.rows
+        );
+    }
+    Ok(QueryOutcome {
+        name: query.name,
+        key: query.key,
+        keyhole: Timing {
+            median_ms: percentile_ms(&latencies, 0.5),
+            p95_ms: percentile_ms(&latencies, 0.95),
+        },
+        engines: engine_runs
+            .iter()
+            .filter_map(|run| {
+                let answer = run.answers.get(query.name)?;
+                Some((
+                    run.engine,
+                    Timing {
+                        median_ms: answer.median_ms,
+                        p95_ms: answer.p95_ms,
+                    },
+                ))
+            })
+            .collect(),
+        keyhole_matches_duckdb,
+        chdb_matches_duckdb,
+    })
+}
