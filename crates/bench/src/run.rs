@@ -133,6 +133,9 @@ async fn run_size(
     let server = KeyholeServer::start(binary, &data_dir)?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss_mib = server.rss_mib();
+    // The SaaS mints its customer's key before the customer's events arrive, as in production.
+    let http = reqwest::Client::new();
+    let tenant_key = server.create_tenant_key(&http, BENCH_TENANT).await?;
     let (batch, freshness) = batch_ingest(
         &server,
         &ndjson,
@@ -170,8 +173,6 @@ async fn run_size(
         engine_runs.push(run);
     }
 
-    let http = reqwest::Client::new();
-    let tenant_key = server.create_tenant_key(&http, BENCH_TENANT).await?;
     let mut outcomes = Vec::new();
     for query in &queries {
         let key = match query.key {
@@ -183,8 +184,16 @@ async fn run_size(
     let peak_rss_mib = server.peak_rss_mib();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_at_rest_mib = server.rss_mib();
+    if options.work_dir.is_some() {
+        // Kept for inspection or profiling: `keyhole serve --data-dir` on it, with these keys.
+        let keys = serde_json::json!({"base_url": server.base_url, "project": server.project,
+            "master_key": server.master_key, "read_key": server.read_key, "tenant_key": tenant_key});
+        std::fs::write(data_dir.join("bench-keys.json"), keys.to_string())?;
+    }
     drop(server);
-    let _ = std::fs::remove_dir_all(&data_dir);
+    if options.work_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
     Ok(SizeResults {
         events,
         tenant_events,

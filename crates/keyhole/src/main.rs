@@ -72,6 +72,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("cannot open event storage")?;
     let state = AppState::new(meta, storage.clone(), organization.id);
+    state.refresh_all_clustering().await;
 
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await

@@ -213,6 +213,35 @@ pub fn forced_query_filters(options: &Value) -> Vec<Filter> {
     Filter::parse_list(&options["queries"]["filters"]).unwrap_or_default()
 }
 
+/// The properties a project's data should be ordered by, from the option objects of its active access keys:
+/// the properties that their forced query filters test with `eq` (at the top level, where every read of
+/// the key must satisfy them), most used first (ties by name), at most two. A SaaS that scopes each
+/// customer's key by `tenant_id` gets `["tenant_id"]`, so one customer's rows are stored together.
+pub fn clustering_properties<'a>(key_options: impl IntoIterator<Item = &'a Value>) -> Vec<String> {
+    let mut uses: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for options in key_options {
+        let mut seen = std::collections::BTreeSet::new();
+        for filter in forced_query_filters(options) {
+            if let Filter::Condition {
+                property,
+                operator: crate::query::Operator::Eq,
+                ..
+            } = filter
+                && seen.insert(property.clone())
+            {
+                *uses.entry(property).or_default() += 1;
+            }
+        }
+    }
+    let mut ranked: Vec<(String, usize)> = uses.into_iter().collect();
+    ranked.sort_by(|left, right| right.1.cmp(&left.1).then_with(|| left.0.cmp(&right.0)));
+    ranked
+        .into_iter()
+        .take(2)
+        .map(|(property, _)| property)
+        .collect()
+}
+
 /// Whether a key may write to `collection`. `options.writes.collections` — a Keyhole extension, since Keen
 /// documents restricting keys to streams but no option name for it — lists the collections a key may write
 /// to; without it, any.
@@ -453,5 +482,26 @@ mod tests {
         let mut flat = json!({"vendor": "evil"}).as_object().unwrap().clone();
         apply_autofill(&mut flat, &autofill);
         assert_eq!(flat["vendor"], json!({"tier": "gold"}));
+    }
+
+    #[test]
+    fn clustering_follows_the_most_used_eq_filters_of_keys() {
+        let tenant = |value: &str| {
+            json!({"queries": {"filters": [
+                {"property_name": "tenant_id", "operator": "eq", "property_value": value},
+                {"property_name": "amount", "operator": "gt", "property_value": 5}]}})
+        };
+        let region = json!({"queries": {"filters": [
+            {"property_name": "region", "operator": "eq", "property_value": "eu"},
+            {"property_name": "region", "operator": "eq", "property_value": "eu"}]}});
+        let keys = [
+            tenant("a"),
+            tenant("b"),
+            region,
+            json!({}),
+            json!({"queries": null}),
+        ];
+        assert_eq!(clustering_properties(&keys), vec!["tenant_id", "region"]);
+        assert!(clustering_properties(&[json!({})]).is_empty());
     }
 }

@@ -4,7 +4,8 @@
 //! Plans are built with DataFusion's `DataFrame`/`Expr` API, never SQL text: property names and values
 //! come from users.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -13,7 +14,9 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::functions_aggregate::expr_fn::{
     array_agg, avg, count, count_distinct, max, median, min, stddev_pop, sum,
 };
@@ -39,7 +42,7 @@ pub struct FilteredFrame {
     pub events_scanned: usize,
 }
 
-/// The URL under which the storage's object store is registered in each query's session.
+/// The URL under which the storage's object store is registered in its queries' shared runtime.
 const OBJECTS_URL: &str = "keyhole://objects";
 
 /// THE choke point: the only way to read a collection. The scope's forced filters and the caller's
@@ -72,12 +75,14 @@ pub async fn filtered_frame(
             .map(RecordBatch::num_rows)
             .sum::<usize>();
 
-    let config = SessionConfig::new()
+    // Filters are evaluated inside the Parquet scan (cheapest first), so the other columns are decoded only
+    // for matching rows: a tenant key's reads decode little beyond the tenant's own rows.
+    let mut config = SessionConfig::new()
         .with_collect_statistics(false)
         .with_parquet_pruning(true);
-    let context = SessionContext::new_with_config(config);
-    let objects_url = ObjectStoreUrl::parse(OBJECTS_URL)?;
-    context.register_object_store(objects_url.as_ref(), storage.object_store());
+    config.options_mut().execution.parquet.pushdown_filters = true;
+    config.options_mut().execution.parquet.reorder_filters = true;
+    let context = SessionContext::new_with_config_rt(config, runtime_of(storage)?);
     let memory = MemTable::try_new(schema.clone(), split_for_cores(snapshot.memory))?;
     let mut frame = context.read_table(Arc::new(memory))?;
     if !snapshot.files.is_empty() {
@@ -121,6 +126,30 @@ pub async fn filtered_frame(
         schema,
         events_scanned,
     })
+}
+
+/// The DataFusion runtime shared by every query on `storage` (keyed by its object store, which the
+/// runtime keeps alive, so a key is never reused by another storage). Sharing it is what lets DataFusion's
+/// file-metadata cache keep each Parquet footer (and page index) after the first query reads it: a file
+/// is written once under a unique name and never changed, so a cached footer cannot go stale. The
+/// list-files cache is disabled because the snapshot already names every file.
+fn runtime_of(storage: &Storage) -> Result<Arc<RuntimeEnv>> {
+    static RUNTIMES: OnceLock<Mutex<HashMap<usize, Arc<RuntimeEnv>>>> = OnceLock::new();
+    let store = storage.object_store();
+    let key = Arc::as_ptr(&store) as *const () as usize;
+    let mut runtimes = RUNTIMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(runtime) = runtimes.get(&key) {
+        return Ok(runtime.clone());
+    }
+    let runtime = RuntimeEnvBuilder::new()
+        .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
+        .build_arc()?;
+    runtime.register_object_store(ObjectStoreUrl::parse(OBJECTS_URL)?.as_ref(), store);
+    runtimes.insert(key, runtime.clone());
+    Ok(runtime)
 }
 
 /// The filtered frame of a query's own collection over its resolved timeframe (all time without one).

@@ -60,6 +60,7 @@ pub async fn create_key(
         .create_access_key(&auth.project_id, &definition)
         .await?;
     tracing::info!(project_id = %auth.project_id, key_prefix = %key.key_prefix, "access key created");
+    state.refresh_clustering(&auth.project_id).await;
     Ok((StatusCode::CREATED, Json(key_json(&key, Some(&secret)))))
 }
 
@@ -101,6 +102,7 @@ pub async fn update_key(
         .update_access_key(&auth.project_id, &secret, &definition)
         .await?
         .ok_or_else(ApiError::not_found)?;
+    state.refresh_clustering(&auth.project_id).await;
     Ok(Json(key_json(&key, Some(&secret))))
 }
 
@@ -116,6 +118,7 @@ async fn set_active(
         .await?
         .ok_or_else(ApiError::not_found)?;
     tracing::info!(project_id, key_prefix = %key.key_prefix, is_active, "access key activity changed");
+    state.refresh_clustering(project_id).await;
     Ok(Json(key_json(&key, Some(secret))))
 }
 
@@ -150,5 +153,6 @@ pub async fn delete_key(
     {
         return Err(ApiError::not_found());
     }
+    state.refresh_clustering(&auth.project_id).await;
     Ok(StatusCode::NO_CONTENT)
 }

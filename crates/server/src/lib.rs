@@ -36,6 +36,39 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Orders `project_id`'s future Parquet files by the properties its active access keys filter on
+    /// (`model::access::clustering_properties`), so that a key's scoped reads skip other tenants' data.
+    /// Called at start for every project and after every key change. A failure only costs speed, so it
+    /// is logged, not returned.
+    pub async fn refresh_clustering(&self, project_id: &str) {
+        match self.meta.access_keys(project_id).await {
+            Ok(keys) => {
+                let properties = keyhole_model::access::clustering_properties(
+                    keys.iter()
+                        .filter(|key| key.is_active)
+                        .map(|key| &key.options),
+                );
+                tracing::debug!(project_id, ?properties, "clustering set");
+                self.storage.set_clustering(project_id, properties);
+            }
+            Err(error) => {
+                tracing::warn!(project_id, %error, "cannot read access keys for clustering")
+            }
+        }
+    }
+
+    /// [`AppState::refresh_clustering`] for every project.
+    pub async fn refresh_all_clustering(&self) {
+        match self.meta.projects().await {
+            Ok(projects) => {
+                for project in projects {
+                    self.refresh_clustering(&project.id).await;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot list projects for clustering"),
+        }
+    }
+
     pub fn new(
         meta: MetaStore,
         storage: Storage,

@@ -7,6 +7,11 @@
 //! one step; then WAL segments up to S are deleted. A crash at any point leaves either the old manifest
 //! (the WAL still holds the rows) or the new one (the WAL records are skipped on replay).
 //!
+//! Clustering: within a file, rows are ordered by the project's clustering properties (the properties its
+//! access keys filter on, set by the server with [`crate::Storage::set_clustering`]) and then by time. A tenant's rows are then contiguous, and the Parquet statistics of
+//! row groups and pages let a query scoped to one tenant skip the others' data. Day partitioning still
+//! prunes by time; within a day, time order gives way to the clustering order.
+//!
 //! Compaction: a day of a collection with many files is rewritten as one file, swapped into the manifest
 //! the same way. Replaced files are deleted after a grace period, so a scan that listed them still reads.
 
@@ -14,10 +19,13 @@ use std::collections::BTreeMap;
 use std::io;
 
 use arrow::array::{Array, TimestampMillisecondArray};
-use arrow::compute::{SortOptions, concat_batches, sort_to_indices, take_record_batch};
+use arrow::compute::{
+    SortColumn, SortOptions, concat_batches, lexsort_to_indices, sort_to_indices, take_record_batch,
+};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
+use keyhole_model::ValueKind;
 use keyhole_model::flat::TIMESTAMP_COLUMN;
 use keyhole_model::timestamp::utc_day;
 use parquet::arrow::ArrowWriter;
@@ -90,14 +98,49 @@ pub fn split_by_day(batch: &RecordBatch) -> Vec<(String, RecordBatch)> {
     parts
 }
 
-/// Writes one day's rows as a Parquet file; returns its manifest entry.
+/// Orders rows by the scalar columns of `properties` (strings, numbers, booleans; nulls last), then by time.
+pub fn cluster_rows(batch: &RecordBatch, properties: &[String]) -> RecordBatch {
+    let options = SortOptions {
+        descending: false,
+        nulls_first: false,
+    };
+    let mut sort_columns: Vec<SortColumn> = properties
+        .iter()
+        .flat_map(|property| {
+            [ValueKind::Str, ValueKind::Num, ValueKind::Bool]
+                .into_iter()
+                .filter_map(|kind| batch.column_by_name(&kind.column_name(property)).cloned())
+        })
+        .map(|values| SortColumn {
+            values,
+            options: Some(options),
+        })
+        .collect();
+    if sort_columns.is_empty() {
+        return batch.clone();
+    }
+    sort_columns.push(SortColumn {
+        values: batch
+            .column_by_name(TIMESTAMP_COLUMN)
+            .expect("timestamp")
+            .clone(),
+        options: Some(options),
+    });
+    let order = lexsort_to_indices(&sort_columns, None).expect("clustering columns sort");
+    take_record_batch(batch, &order).expect("take by clustering order")
+}
+
+/// Writes one day's rows as a Parquet file, ordered by `cluster_by` (see the module docs); returns its
+/// manifest entry.
 pub async fn write_day_file(
     objects: &ObjectFiles,
     collection: &CollectionId,
     day: &str,
     batch: &RecordBatch,
     name_hint: u64,
+    cluster_by: &[String],
 ) -> io::Result<DataFile> {
+    let batch = &cluster_rows(batch, cluster_by);
     let times = timestamps(batch);
     let min_timestamp_millis = (0..times.len())
         .map(|row| times.value(row))

@@ -66,7 +66,7 @@ impl StorageConfig {
             data_dir: data_dir.into(),
             flush_rows: 200_000,
             flush_interval: Duration::from_secs(30),
-            compact_min_files: 8,
+            compact_min_files: 4,
             delete_grace: Duration::from_secs(60),
         }
     }
@@ -129,6 +129,8 @@ struct Inner {
     maintenance: tokio::sync::Mutex<()>,
     flush_wanted: Notify,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Per project, the properties rows are ordered by in new Parquet files (see `flush`).
+    clustering: std::sync::RwLock<std::collections::HashMap<String, Vec<String>>>,
 }
 
 /// Handle to the storage engine; cheap to clone.
@@ -193,6 +195,7 @@ impl Storage {
                 maintenance: tokio::sync::Mutex::new(()),
                 flush_wanted: Notify::new(),
                 writer_thread: Mutex::new(Some(thread)),
+                clustering: Default::default(),
             }
         });
         spawn_flusher(Arc::downgrade(&inner));
@@ -282,6 +285,33 @@ impl Storage {
     }
 
     /// The object store holding the data files (paths as in [`DataFile::path`]).
+    /// Sets the properties by which `project`'s rows are ordered in Parquet files written from now on (by
+    /// flushes and compactions), so that reads filtered on them skip other values' data. Not persisted:
+    /// the server derives it from the project's access keys at start and whenever they change.
+    pub fn set_clustering(&self, project: &str, properties: Vec<String>) {
+        let mut clustering = self
+            .inner
+            .clustering
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if properties.is_empty() {
+            clustering.remove(project);
+        } else {
+            clustering.insert(project.to_string(), properties);
+        }
+    }
+
+    /// The properties `project`'s new Parquet files are ordered by.
+    pub fn clustering_of(&self, project: &str) -> Vec<String> {
+        self.inner
+            .clustering
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(project)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     pub fn object_store(&self) -> std::sync::Arc<dyn object_store::ObjectStore> {
         self.inner.objects.store()
     }

@@ -50,8 +50,15 @@ impl Storage {
             let mut files = Vec::new();
             for (day, day_batch) in split_by_day(&merged) {
                 files.push(
-                    write_day_file(&self.inner.objects, &id, &day, &day_batch, through_sequence)
-                        .await?,
+                    write_day_file(
+                        &self.inner.objects,
+                        &id,
+                        &day,
+                        &day_batch,
+                        through_sequence,
+                        &self.clustering_of(&id.project),
+                    )
+                    .await?,
                 );
             }
             written.push((id, incarnation, files));
@@ -136,7 +143,16 @@ impl Storage {
             .lock()
             .expect("state lock")
             .flushed_sequence;
-        let new_file = write_day_file(&self.inner.objects, &id, &day, &merged, name_hint).await?;
+        let cluster_by = self.clustering_of(&id.project);
+        let new_file = write_day_file(
+            &self.inner.objects,
+            &id,
+            &day,
+            &merged,
+            name_hint,
+            &cluster_by,
+        )
+        .await?;
         let swapped = {
             let mut state = self.inner.state.lock().expect("state lock");
             match state.collections.get_mut(&id) {

@@ -324,3 +324,44 @@ async fn uniqueness_tokens_deduplicate_across_flush_and_restart() {
     }
     assert_eq!(count(&storage, "u").await, 3);
 }
+
+#[tokio::test]
+async fn flushed_rows_are_ordered_by_the_clustering_properties_then_time() {
+    let directory = tempfile::tempdir().unwrap();
+    let storage = Storage::open(config(directory.path())).await.unwrap();
+    storage.set_clustering("p1", vec!["tenant".into()]);
+    let events = (0..40)
+        .map(|i| {
+            let tenant = ["b", "a", "c", "a"][i % 4];
+            let timestamp = format!("2024-01-01T00:00:{:02}.000Z", 59 - i);
+            prepared(json!({"tenant": tenant, "keen": {"timestamp": timestamp}}))
+        })
+        .collect();
+    storage.append(id("clicks"), events).await.unwrap();
+    storage.flush().await.unwrap();
+    let scan = storage.scan(&id("clicks"), TimeRange::ALL).await.unwrap();
+    let rows = arrow::compute::concat_batches(&scan.schema, &scan.batches).unwrap();
+    let tenants = rows
+        .column_by_name("tenant#str")
+        .unwrap()
+        .as_string::<i32>();
+    let tenants: Vec<&str> = (0..rows.num_rows()).map(|row| tenants.value(row)).collect();
+    let mut expected = tenants.clone();
+    expected.sort();
+    assert_eq!(tenants, expected, "rows grouped by tenant");
+    let times = rows
+        .column_by_name(keyhole_model::flat::TIMESTAMP_COLUMN)
+        .unwrap()
+        .as_primitive::<arrow::datatypes::TimestampMillisecondType>();
+    for row in 1..rows.num_rows() {
+        if tenants[row] == tenants[row - 1] {
+            assert!(
+                times.value(row) >= times.value(row - 1),
+                "time order within a tenant"
+            );
+        }
+    }
+    assert_eq!(storage.clustering_of("p1"), vec!["tenant".to_string()]);
+    storage.set_clustering("p1", Vec::new());
+    assert!(storage.clustering_of("p1").is_empty());
+}
