@@ -96,6 +96,7 @@ impl MetaStore {
             .bind(project_id)
             .execute(&self.pool)
             .await?;
+        self.resolved_keys.invalidate();
         self.reread_if_changed(project_id, secret, updated.rows_affected())
             .await
     }
@@ -113,6 +114,7 @@ impl MetaStore {
             .bind(project_id)
             .execute(&self.pool)
             .await?;
+        self.resolved_keys.invalidate();
         self.reread_if_changed(project_id, secret, updated.rows_affected())
             .await
     }
@@ -139,6 +141,7 @@ impl MetaStore {
         .bind(project_id)
         .execute(&self.pool)
         .await?;
+        self.resolved_keys.invalidate();
         Ok(deleted.rows_affected() > 0)
     }
 }

@@ -7,6 +7,7 @@
 //! with a conformance suite run against both.
 
 mod access_keys;
+mod key_cache;
 mod migrations;
 
 use std::path::Path;
@@ -138,6 +139,7 @@ pub struct OrganizationBootstrap {
 #[derive(Clone)]
 pub struct MetaStore {
     pool: SqlitePool,
+    resolved_keys: std::sync::Arc<key_cache::KeyCache>,
 }
 
 impl MetaStore {
@@ -153,7 +155,10 @@ impl MetaStore {
             .connect_with(options)
             .await?;
         migrations::apply(&pool).await?;
-        Ok(MetaStore { pool })
+        Ok(MetaStore {
+            pool,
+            resolved_keys: Default::default(),
+        })
     }
 
     /// Makes sure the organization exists. A `given_key` replaces the stored key hash; without one, a
@@ -322,7 +327,22 @@ impl MetaStore {
     }
 
     /// Finds the key a client presented. Unknown secrets give `None`.
+    /// Answers from the in-process cache when it can (`key_cache`).
     pub async fn resolve_key(&self, secret: &str) -> Result<Option<ResolvedKey>> {
+        let presented_hex = KeyHash::of_secret(secret).to_hex();
+        let (cached, generation) = self.resolved_keys.lookup(&presented_hex);
+        if let Some(key) = cached {
+            return Ok(Some(key));
+        }
+        let resolved = self.resolve_key_uncached(secret).await?;
+        if let Some(key) = &resolved {
+            self.resolved_keys
+                .store(presented_hex, key.clone(), generation);
+        }
+        Ok(resolved)
+    }
+
+    async fn resolve_key_uncached(&self, secret: &str) -> Result<Option<ResolvedKey>> {
         let presented = KeyHash::of_secret(secret);
         let row = sqlx::query(
             "SELECT key_hash, project_id, kind, is_active, permitted, options FROM project_keys WHERE key_hash = ?",

@@ -77,3 +77,48 @@ async fn projects_keep_only_key_hashes() {
         assert!(!text.contains(secret.as_str()));
     }
 }
+
+#[tokio::test]
+async fn cached_key_lookups_see_every_change_made_through_the_store() {
+    let (_directory, store) = store().await;
+    store.ensure_organization(None).await.unwrap();
+    let (project, keys) = store.create_project("cache").await.unwrap();
+    let definition = |filter_value: &str| {
+        keyhole_model::access::AccessKeyDefinition::parse(&serde_json::json!({
+            "name": "tenant", "permitted": ["queries"],
+            "options": {"queries": {"filters": [
+                {"property_name": "tenant", "operator": "eq", "property_value": filter_value}]}}
+        }))
+        .unwrap()
+    };
+    let (_, secret) = store
+        .create_access_key(&project.id, &definition("a"))
+        .await
+        .unwrap();
+    // Twice: the second answer comes from the cache.
+    for _ in 0..2 {
+        let key = store.resolve_key(&secret).await.unwrap().unwrap();
+        assert!(key.is_active);
+        assert_eq!(key.options["queries"]["filters"][0]["property_value"], "a");
+    }
+    store
+        .update_access_key(&project.id, &secret, &definition("b"))
+        .await
+        .unwrap();
+    let key = store.resolve_key(&secret).await.unwrap().unwrap();
+    assert_eq!(key.options["queries"]["filters"][0]["property_value"], "b");
+    store
+        .set_access_key_active(&project.id, &secret, false)
+        .await
+        .unwrap();
+    assert!(!store.resolve_key(&secret).await.unwrap().unwrap().is_active);
+    store
+        .set_access_key_active(&project.id, &secret, true)
+        .await
+        .unwrap();
+    assert!(store.resolve_key(&secret).await.unwrap().unwrap().is_active);
+    assert!(store.delete_access_key(&project.id, &secret).await.unwrap());
+    assert!(store.resolve_key(&secret).await.unwrap().is_none());
+    assert!(store.resolve_key(&keys.write).await.unwrap().is_some());
+    assert!(store.resolve_key("made-up").await.unwrap().is_none());
+}

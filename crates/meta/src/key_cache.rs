@@ -1,0 +1,59 @@
+//! The in-process cache of resolved keys, so a request does not read SQLite to find its key.
+//!
+//! Entries are keyed by the SHA-256 hex of the secret (the same value the SQL lookup uses; no secret is
+//! kept) and hold what SQLite answered after the constant-time hash comparison. Unknown secrets are not
+//! cached, so a flood of made-up keys cannot grow it. Every change to a key (update, revoke, unrevoke,
+//! delete) clears the cache *after* the change is committed and bumps a generation number; a lookup that
+//! read SQLite before the bump does not store its (possibly stale) answer. So any request that starts after
+//! a key-changing API call has returned sees the change, as without the cache.
+//!
+//! Design: this is correct because one process owns the metadata (embedded SQLite). Several nodes sharing
+//! PostgreSQL will need a change notification or a short TTL here.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use crate::ResolvedKey;
+
+#[derive(Default)]
+pub struct KeyCache {
+    inner: RwLock<CacheState>,
+}
+
+#[derive(Default)]
+struct CacheState {
+    generation: u64,
+    keys: HashMap<String, ResolvedKey>,
+}
+
+impl KeyCache {
+    /// The cached key for a secret's hash, and the generation to pass to [`KeyCache::store`] on a miss.
+    pub fn lookup(&self, key_hash_hex: &str) -> (Option<ResolvedKey>, u64) {
+        let state = self
+            .inner
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        (state.keys.get(key_hash_hex).cloned(), state.generation)
+    }
+
+    /// Stores what SQLite answered, unless a key changed since `generation` was read.
+    pub fn store(&self, key_hash_hex: String, key: ResolvedKey, generation: u64) {
+        let mut state = self
+            .inner
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if state.generation == generation {
+            state.keys.insert(key_hash_hex, key);
+        }
+    }
+
+    /// Called after every committed change to a key.
+    pub fn invalidate(&self) {
+        let mut state = self
+            .inner
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.generation += 1;
+        state.keys.clear();
+    }
+}
