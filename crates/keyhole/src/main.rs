@@ -14,6 +14,12 @@ use keyhole_storage::{Storage, StorageConfig};
 
 use crate::config::{Cli, Command, ProjectCommand, Settings};
 
+/// mimalloc instead of glibc malloc: ingest is allocation-heavy (a JSON tree per event, builders), and in
+/// issue 5's profile of batch ingest glibc's malloc/free and its arena locks took about 40% of the
+/// server's CPU.
+#[global_allocator]
+static GLOBAL_ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
