@@ -7,6 +7,7 @@
 //! See ARCHITECTURE.md for the life of one write.
 
 pub mod columns;
+mod file_cache;
 mod flush;
 pub mod manifest;
 mod objects;
@@ -58,6 +59,8 @@ pub struct StorageConfig {
     pub compact_min_files: usize,
     /// How long replaced files stay readable for scans that listed them.
     pub delete_grace: Duration,
+    /// Bytes of whole data files kept in memory for queries (`file_cache`); 0 disables the cache.
+    pub file_cache_bytes: usize,
 }
 
 impl StorageConfig {
@@ -68,6 +71,7 @@ impl StorageConfig {
             flush_interval: Duration::from_secs(30),
             compact_min_files: 4,
             delete_grace: Duration::from_secs(60),
+            file_cache_bytes: 512 * 1024 * 1024,
         }
     }
 }
@@ -145,7 +149,7 @@ impl Storage {
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir)?;
         let manifest = Manifest::load(&data_dir)?;
-        let objects = ObjectFiles::local(data_dir.join("objects"))?;
+        let objects = ObjectFiles::local(data_dir.join("objects"), config.file_cache_bytes)?;
         remove_unlisted_files(&objects, &manifest).await?;
         let mut state = State::from_manifest(manifest);
         let mut tokens = load_tokens_from_files(&objects, &state).await?;

@@ -1,6 +1,7 @@
 //! Where Parquet files live: an `object_store` (the local filesystem by default, S3-compatible later)
 //! plus the durability step object_store does not take on local disk — fsync of the file and of the
-//! directories above it — so a file the manifest points to survives a power loss.
+//! directories above it — so a file the manifest points to survives a power loss. Reads go through an
+//! in-memory cache of whole files (`file_cache`), which written files also enter.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,20 +11,30 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
+use crate::file_cache::FileCacheStore;
+
 #[derive(Clone)]
 pub struct ObjectFiles {
     store: Arc<dyn ObjectStore>,
+    cache: Option<Arc<FileCacheStore>>,
     /// Root directory when the store is the local filesystem.
     local_root: Option<PathBuf>,
 }
 
 impl ObjectFiles {
-    /// A store rooted at a local directory (created if missing).
-    pub fn local(root: PathBuf) -> std::io::Result<ObjectFiles> {
+    /// A store rooted at a local directory (created if missing), with `cache_bytes` of file cache.
+    pub fn local(root: PathBuf, cache_bytes: usize) -> std::io::Result<ObjectFiles> {
         std::fs::create_dir_all(&root)?;
-        let store = LocalFileSystem::new_with_prefix(&root).map_err(std::io::Error::other)?;
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(&root).map_err(std::io::Error::other)?);
+        let cache =
+            (cache_bytes > 0).then(|| Arc::new(FileCacheStore::new(store.clone(), cache_bytes)));
         Ok(ObjectFiles {
-            store: Arc::new(store),
+            store: match &cache {
+                Some(cache) => cache.clone(),
+                None => store,
+            },
+            cache,
             local_root: Some(root),
         })
     }
@@ -35,9 +46,21 @@ impl ObjectFiles {
     pub async fn put_durable(&self, path: &str, bytes: Bytes) -> std::io::Result<()> {
         let location = ObjectPath::from(path);
         self.store
-            .put(&location, PutPayload::from_bytes(bytes))
+            .put(&location, PutPayload::from_bytes(bytes.clone()))
             .await
             .map_err(std::io::Error::other)?;
+        self.sync_local(path).await?;
+        if let Some(cache) = &self.cache {
+            cache
+                .insert_written(&location, bytes)
+                .await
+                .map_err(std::io::Error::other)?;
+        }
+        Ok(())
+    }
+
+    /// fsync of a just-written local file and of the directories above it.
+    async fn sync_local(&self, path: &str) -> std::io::Result<()> {
         let Some(root) = self.local_root.clone() else {
             return Ok(());
         };
