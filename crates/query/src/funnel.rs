@@ -7,7 +7,7 @@
 //! root's; without either, all time. Response: `{"result": [counts], "steps": [steps with defaults
 //! filled], "actors": [...]}` — `actors` only when a step asks `with_actors` (null for the others).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use arrow::array::Array;
 
@@ -25,7 +25,7 @@ async fn step_actors(
     step: &FunnelStep,
     scope: &Scope,
     now: i64,
-) -> Result<(BTreeMap<String, Value>, usize)> {
+) -> Result<(HashMap<String, Value>, usize)> {
     let timezone = step.timezone.unwrap_or(query.timezone);
     let range = step
         .timeframe
@@ -39,11 +39,12 @@ async fn step_actors(
         .into_iter()
         .map(|(kind, expr)| expr.alias(kind.suffix()))
         .collect();
-    let mut actors = BTreeMap::new();
+    let mut actors = HashMap::new();
     if keys.is_empty() {
         return Ok((actors, scanned));
     }
     let batches = filtered.frame.aggregate(keys, vec![])?.collect().await?;
+    actors.reserve(batches.iter().map(|batch| batch.num_rows()).sum());
     for batch in &batches {
         for row in 0..batch.num_rows() {
             let value = (0..batch.num_columns())
@@ -70,23 +71,23 @@ pub async fn run(
 ) -> Result<(Value, usize)> {
     let mut counts = Vec::with_capacity(query.steps.len());
     let mut actor_lists = Vec::with_capacity(query.steps.len());
-    let mut constraining: Option<BTreeMap<String, Value>> = None;
+    let mut constraining: Option<HashMap<String, Value>> = None;
     let mut events_scanned = 0;
     for step in &query.steps {
         let (actors, scanned) = step_actors(storage, query, step, scope, now).await?;
         events_scanned += scanned;
-        let matched: BTreeMap<String, Value> = match &constraining {
+        // An optional step must leave the constraining set as it was, so it filters a copy.
+        let previous = if step.optional {
+            constraining.clone()
+        } else {
+            constraining.take()
+        };
+        let matched: HashMap<String, Value> = match previous {
             None => actors,
-            Some(previous) if step.inverted => previous
-                .iter()
-                .filter(|(key, _)| !actors.contains_key(*key))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            Some(previous) => previous
-                .iter()
-                .filter(|(key, _)| actors.contains_key(*key))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            Some(mut previous) => {
+                previous.retain(|key, _| actors.contains_key(key) != step.inverted);
+                previous
+            }
         };
         counts.push(json!(matched.len()));
         actor_lists.push(step.with_actors.then(|| {
