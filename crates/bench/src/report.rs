@@ -254,9 +254,7 @@ fn render_ingest(out: &mut String, results: &BenchResults) {
     );
     for size in &results.sizes {
         let rate = |engine: Engine| {
-            size.loads
-                .iter()
-                .find(|load| load.engine == engine)
+            size.load_of(engine)
                 .map_or(f64::NAN, |load| size.events as f64 / load.load_seconds)
         };
         let (keyhole, duckdb, chdb) = (
@@ -295,9 +293,7 @@ fn render_ingest(out: &mut String, results: &BenchResults) {
     );
     for size in &results.sizes {
         let engine_peak = |engine: Engine| {
-            size.loads
-                .iter()
-                .find(|load| load.engine == engine)
+            size.load_of(engine)
                 .map_or(f64::NAN, |load| load.peak_rss_mib)
         };
         let _ = writeln!(

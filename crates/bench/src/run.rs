@@ -51,6 +51,12 @@ pub struct SizeResults {
     pub queries: Vec<QueryOutcome>,
 }
 
+impl SizeResults {
+    pub fn load_of(&self, engine: Engine) -> Option<&EngineLoad> {
+        self.loads.iter().find(|load| load.engine == engine)
+    }
+}
+
 pub struct BenchResults {
     pub context: RunContext,
     pub sizes: Vec<SizeResults>,
