@@ -27,7 +27,7 @@ pub struct CommonOptions {
     /// Directory holding events, the WAL and metadata [default: ./keyhole-data]
     #[arg(long, env = "KEYHOLE_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
-    /// TOML file with any of: data_dir, listen, org_key, flush_interval_secs, flush_rows
+    /// TOML file with any of: data_dir, listen, org_key, flush_interval_secs, flush_rows, file_cache_mb
     #[arg(long, env = "KEYHOLE_CONFIG", global = true)]
     pub config: Option<PathBuf>,
 }
@@ -55,6 +55,9 @@ pub struct ServeOptions {
     /// Buffered events that trigger a flush to Parquet [default: 200000]
     #[arg(long, env = "KEYHOLE_FLUSH_ROWS")]
     pub flush_rows: Option<usize>,
+    /// MiB of Parquet files kept in memory for queries; 0 turns the cache off [default: 512]
+    #[arg(long, env = "KEYHOLE_FILE_CACHE_MB")]
+    pub file_cache_mb: Option<usize>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -74,6 +77,7 @@ pub struct FileConfig {
     pub org_key: Option<String>,
     pub flush_interval_secs: Option<u64>,
     pub flush_rows: Option<usize>,
+    pub file_cache_mb: Option<usize>,
 }
 
 impl FileConfig {
@@ -97,6 +101,7 @@ pub struct Settings {
     pub org_key: Option<String>,
     pub flush_interval_secs: u64,
     pub flush_rows: usize,
+    pub file_cache_mb: usize,
 }
 
 impl Settings {
@@ -110,6 +115,7 @@ impl Settings {
             org_key: None,
             flush_interval_secs: None,
             flush_rows: None,
+            file_cache_mb: None,
         });
         Ok(Settings {
             data_dir: common
@@ -127,6 +133,7 @@ impl Settings {
                 .or(file.flush_interval_secs)
                 .unwrap_or(30),
             flush_rows: serve.flush_rows.or(file.flush_rows).unwrap_or(200_000),
+            file_cache_mb: serve.file_cache_mb.or(file.file_cache_mb).unwrap_or(512),
         })
     }
 }

@@ -74,6 +74,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let mut storage_config = StorageConfig::new(settings.data_dir.join("events"));
     storage_config.flush_interval = Duration::from_secs(settings.flush_interval_secs.max(1));
     storage_config.flush_rows = settings.flush_rows.max(1);
+    storage_config.file_cache_bytes = settings.file_cache_mb.saturating_mul(1024 * 1024);
     let storage = Storage::open(storage_config)
         .await
         .context("cannot open event storage")?;

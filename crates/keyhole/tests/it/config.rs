@@ -18,6 +18,8 @@ fn help_documents_every_option() {
         "--config",
         "--flush-interval-secs",
         "--flush-rows",
+        "--file-cache-mb",
+        "KEYHOLE_FILE_CACHE_MB",
         "KEYHOLE_DATA_DIR",
         "KEYHOLE_LISTEN",
         "KEYHOLE_ORG_KEY",
