@@ -185,14 +185,23 @@ impl RowBuffer {
 
     pub fn append(&mut self, event: &FlatEvent) {
         let row_count_before = self.len();
+        // One reused buffer for `{path}#{kind}`: the column is looked up by `&str` and a name is allocated
+        // only for a new column (this runs on the writer thread for every property of every event).
+        let mut column_name = String::with_capacity(64);
         for (path, value) in &event.properties {
-            let column_name = value.kind().column_name(path);
-            let builder = self.columns.entry(column_name).or_insert_with(|| {
+            column_name.clear();
+            column_name.push_str(path);
+            column_name.push('#');
+            column_name.push_str(value.kind().suffix());
+            if !self.columns.contains_key(column_name.as_str()) {
                 let mut builder = ColumnBuilder::new(value.kind());
                 builder.append_nulls(row_count_before);
-                builder
-            });
-            builder.append(value);
+                self.columns.insert(column_name.clone(), builder);
+            }
+            self.columns
+                .get_mut(column_name.as_str())
+                .expect("inserted just above")
+                .append(value);
         }
         self.timestamps.push(event.timestamp_millis);
         self.created_ats.push(event.created_at_millis);

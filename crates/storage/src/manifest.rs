@@ -53,7 +53,15 @@ pub struct CollectionSchema {
 
 impl CollectionSchema {
     pub fn record(&mut self, path: &str, kind: ValueKind) {
-        let property = self.properties.entry(path.to_string()).or_default();
+        // Looked up by `&str` first: the writer records every property of every event, and allocating the
+        // path each time showed in the ingest profile.
+        if !self.properties.contains_key(path) {
+            self.properties.insert(path.to_string(), Default::default());
+        }
+        let property = self.properties.get_mut(path).expect("inserted just above");
+        if property.latest == kind.suffix() && property.kinds.contains(kind.suffix()) {
+            return;
+        }
         if !property.kinds.contains(kind.suffix()) {
             property.kinds.insert(kind.suffix().to_string());
         }
