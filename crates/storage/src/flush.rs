@@ -140,17 +140,25 @@ pub async fn write_day_file(
     name_hint: u64,
     cluster_by: &[String],
 ) -> io::Result<DataFile> {
-    let batch = &cluster_rows(batch, cluster_by);
-    let times = timestamps(batch);
-    let min_timestamp_millis = (0..times.len())
-        .map(|row| times.value(row))
-        .min()
-        .unwrap_or_default();
-    let max_timestamp_millis = (0..times.len())
-        .map(|row| times.value(row))
-        .max()
-        .unwrap_or_default();
-    let bytes = encode_parquet(batch)?;
+    // Sorting and encoding are CPU work: on a blocking thread, so they do not stall the request handlers
+    // that share the async runtime's workers.
+    let (batch, cluster_by) = (batch.clone(), cluster_by.to_vec());
+    let (rows, min_timestamp_millis, max_timestamp_millis, bytes) =
+        tokio::task::spawn_blocking(move || {
+            let batch = cluster_rows(&batch, &cluster_by);
+            let times = timestamps(&batch);
+            let min = (0..times.len()).map(|row| times.value(row)).min();
+            let max = (0..times.len()).map(|row| times.value(row)).max();
+            let bytes = encode_parquet(&batch)?;
+            io::Result::Ok((
+                batch.num_rows(),
+                min.unwrap_or_default(),
+                max.unwrap_or_default(),
+                bytes,
+            ))
+        })
+        .await
+        .map_err(io::Error::other)??;
     let mut random = [0u8; 4];
     rand::fill(&mut random);
     let path = format!(
@@ -166,7 +174,7 @@ pub async fn write_day_file(
         day: day.to_string(),
         min_timestamp_millis,
         max_timestamp_millis,
-        rows: batch.num_rows(),
+        rows,
         bytes: size,
     })
 }

@@ -44,11 +44,17 @@ impl Storage {
         };
         let mut written: Vec<(CollectionId, u64, Vec<DataFile>)> = Vec::new();
         for (id, incarnation, batches) in flushing {
-            let Some(merged) = merge_batches(&batches) else {
+            // Merging and sorting are CPU work: on a blocking thread, off the request handlers' workers.
+            let days = tokio::task::spawn_blocking(move || {
+                merge_batches(&batches).map(|merged| split_by_day(&merged))
+            })
+            .await
+            .map_err(std::io::Error::other)?;
+            let Some(days) = days else {
                 continue;
             };
             let mut files = Vec::new();
-            for (day, day_batch) in split_by_day(&merged) {
+            for (day, day_batch) in days {
                 files.push(
                     write_day_file(
                         &self.inner.objects,
@@ -133,7 +139,10 @@ impl Storage {
         for file in &old_files {
             batches.extend(read_data_file(&self.inner.objects, file, &schema).await?);
         }
-        let Some(merged) = merge_batches(&batches) else {
+        let merged = tokio::task::spawn_blocking(move || merge_batches(&batches))
+            .await
+            .map_err(std::io::Error::other)?;
+        let Some(merged) = merged else {
             return Ok(());
         };
         let day = old_files[0].day.clone();
