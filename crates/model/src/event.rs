@@ -73,7 +73,7 @@ pub fn reload_event(json: &[u8]) -> Option<(FlatEvent, Option<String>)> {
         .get("uniqueness_token")
         .and_then(Value::as_str)
         .map(str::to_string);
-    let properties = flatten_properties(&event);
+    let properties = flatten_properties(event);
     Some((
         FlatEvent {
             timestamp_millis,
@@ -119,7 +119,6 @@ pub fn prepare_event(event: Value, context: &EventContext) -> Result<PreparedEve
     keen_out.insert("id".into(), Value::String(id.clone()));
     event.insert("keen".into(), Value::Object(keen_out));
 
-    let properties = flatten_properties(&event);
     let json = serde_json::to_vec(&event).expect("a JSON map always serializes");
     if json.len() > MAX_EVENT_BYTES {
         return Err(EventError::EventTooLarge(format!(
@@ -127,6 +126,7 @@ pub fn prepare_event(event: Value, context: &EventContext) -> Result<PreparedEve
             json.len()
         )));
     }
+    let properties = flatten_properties(event);
     Ok(PreparedEvent {
         json,
         flat: FlatEvent {

@@ -132,16 +132,19 @@ pub const ID_COLUMN: &str = "keen.id";
 
 /// Flattens a validated event object (see [`crate::event::prepare_event`]); the fixed `keen.*`
 /// properties are taken from the arguments, not from the object.
-pub fn flatten_properties(event: &Map<String, Value>) -> Vec<(String, FlatValue)> {
+///
+/// Takes the event by value so names and strings move into the result instead of being copied (this runs
+/// for every ingested event).
+pub fn flatten_properties(event: Map<String, Value>) -> Vec<(String, FlatValue)> {
     let mut properties = Vec::new();
     flatten_into("", event, &mut properties);
     properties
 }
 
-fn flatten_into(prefix: &str, object: &Map<String, Value>, out: &mut Vec<(String, FlatValue)>) {
+fn flatten_into(prefix: &str, object: Map<String, Value>, out: &mut Vec<(String, FlatValue)>) {
     for (name, value) in object {
         let path = if prefix.is_empty() {
-            name.clone()
+            name
         } else {
             format!("{prefix}.{name}")
         };
@@ -154,13 +157,13 @@ fn flatten_into(prefix: &str, object: &Map<String, Value>, out: &mut Vec<(String
         match value {
             Value::Object(nested) if nested.is_empty() => out.push((path, FlatValue::EmptyObject)),
             Value::Object(nested) => flatten_into(&path, nested, out),
-            Value::Array(items) => out.push((path, flatten_list(items))),
+            Value::Array(items) => out.push((path, flatten_list(&items))),
             Value::Null => out.push((path, FlatValue::Null)),
-            Value::Bool(flag) => out.push((path, FlatValue::Bool(*flag))),
+            Value::Bool(flag) => out.push((path, FlatValue::Bool(flag))),
             Value::Number(number) => {
                 out.push((path, FlatValue::Num(number.as_f64().unwrap_or(f64::NAN))))
             }
-            Value::String(text) => out.push((path, FlatValue::Str(text.clone()))),
+            Value::String(text) => out.push((path, FlatValue::Str(text))),
         }
     }
 }
@@ -196,7 +199,7 @@ mod tests {
     use serde_json::json;
 
     fn flat(value: Value) -> Vec<(String, FlatValue)> {
-        flatten_properties(value.as_object().unwrap())
+        flatten_properties(value.as_object().unwrap().clone())
     }
 
     #[test]
