@@ -79,6 +79,13 @@ pub fn cell(array: &dyn Array, row: usize, kind: Option<ValueKind>) -> Value {
             }
             Value::String(text.to_string())
         }
+        DataType::Utf8View => {
+            let text = array.as_string_view().value(row);
+            if kind == Some(ValueKind::MixedList) {
+                return serde_json::from_str(text).unwrap_or(Value::Null);
+            }
+            Value::String(text.to_string())
+        }
         DataType::Timestamp(_, _) => {
             let millis = array
                 .as_any()
