@@ -121,7 +121,7 @@ impl Fixture {
     }
 }
 
-const METRICS: [(&str, &str); 10] = [
+const METRICS: [(&str, &str); 12] = [
     ("count", ""),
     ("count_unique", "user.id"),
     ("minimum", "price"),
@@ -132,6 +132,9 @@ const METRICS: [(&str, &str); 10] = [
     ("percentile", "price"),
     ("standard_deviation", "price"),
     ("select_unique", "country"),
+    ("select_unique", "price"),
+    // No event has it: every shape must still answer (empty lists), not fail.
+    ("select_unique", "no_such_property"),
 ];
 
 fn body(analysis: &str, target: &str, extra: Value) -> Value {
