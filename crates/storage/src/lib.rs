@@ -7,6 +7,7 @@
 //! See ARCHITECTURE.md for the life of one write.
 
 pub mod columns;
+mod dir_lock;
 mod file_cache;
 mod flush;
 pub mod manifest;
@@ -44,6 +45,8 @@ pub enum StorageError {
     Io(#[from] std::io::Error),
     #[error("storage is shut down")]
     Closed,
+    #[error("the data directory {0} is in use by another keyhole process")]
+    DataDirInUse(String),
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;
@@ -61,6 +64,8 @@ pub struct StorageConfig {
     pub delete_grace: Duration,
     /// Bytes of whole data files kept in memory for queries (`file_cache`); 0 disables the cache.
     pub file_cache_bytes: usize,
+    /// How long `open` waits for another engine to release the data directory (`dir_lock`).
+    pub lock_wait: Duration,
 }
 
 impl StorageConfig {
@@ -72,6 +77,7 @@ impl StorageConfig {
             compact_min_files: 4,
             delete_grace: Duration::from_secs(60),
             file_cache_bytes: 512 * 1024 * 1024,
+            lock_wait: Duration::from_secs(30),
         }
     }
 }
@@ -131,10 +137,12 @@ struct Inner {
     objects: ObjectFiles,
     /// Serializes flushes, compactions and collection deletes: everything that rewrites the manifest.
     maintenance: tokio::sync::Mutex<()>,
-    flush_wanted: Notify,
+    flush_wanted: Arc<Notify>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Per project, the properties rows are ordered by in new Parquet files (see `flush`).
     clustering: std::sync::RwLock<std::collections::HashMap<String, Vec<String>>>,
+    /// Released by `close` or when the engine is dropped (see `dir_lock`).
+    data_dir_lock: Mutex<Option<dir_lock::DataDirLock>>,
 }
 
 /// Handle to the storage engine; cheap to clone.
@@ -148,6 +156,7 @@ impl Storage {
     pub async fn open(config: StorageConfig) -> Result<Storage> {
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir)?;
+        let data_dir_lock = dir_lock::lock_data_dir(&data_dir, config.lock_wait).await?;
         let manifest = Manifest::load(&data_dir)?;
         let objects = ObjectFiles::local(data_dir.join("objects"), config.file_cache_bytes)?;
         remove_unlisted_files(&objects, &manifest).await?;
@@ -170,6 +179,7 @@ impl Storage {
         let wal = Wal::create(&wal_dir(&data_dir), next_sequence)?;
         let state = Arc::new(Mutex::new(state));
         let (commands, receiver) = mpsc::channel(1024);
+        let flush_wanted = Arc::new(Notify::new());
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
             let flush_rows = config.flush_rows;
             let weak_for_writer = weak.clone();
@@ -197,12 +207,13 @@ impl Storage {
                 commands,
                 objects,
                 maintenance: tokio::sync::Mutex::new(()),
-                flush_wanted: Notify::new(),
+                flush_wanted: flush_wanted.clone(),
                 writer_thread: Mutex::new(Some(thread)),
                 clustering: Default::default(),
+                data_dir_lock: Mutex::new(Some(data_dir_lock)),
             }
         });
-        spawn_flusher(Arc::downgrade(&inner));
+        spawn_flusher(Arc::downgrade(&inner), flush_wanted);
         Ok(Storage { inner })
     }
 
@@ -370,6 +381,13 @@ impl Storage {
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+        // Everything is flushed and the writer has stopped (later writes and flushes answer `Closed`), so
+        // another engine may open the directory now.
+        self.inner
+            .data_dir_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
         Ok(())
     }
 
@@ -430,7 +448,9 @@ fn wal_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("wal")
 }
 
-fn spawn_flusher(inner: Weak<Inner>) {
+/// The background flusher. It waits holding only a weak reference, so dropping every `Storage` handle drops
+/// the engine (and releases the data directory) without waiting for the next flush interval.
+fn spawn_flusher(inner: Weak<Inner>, flush_wanted: Arc<Notify>) {
     let Some(strong) = inner.upgrade() else {
         return;
     };
@@ -438,10 +458,10 @@ fn spawn_flusher(inner: Weak<Inner>) {
     drop(strong);
     tokio::spawn(async move {
         loop {
+            let _ = tokio::time::timeout(interval, flush_wanted.notified()).await;
             let Some(strong) = inner.upgrade() else {
                 return;
             };
-            let _ = tokio::time::timeout(interval, strong.flush_wanted.notified()).await;
             let storage = Storage { inner: strong };
             if let Err(error) = storage.flush().await {
                 if matches!(error, StorageError::Closed) {

@@ -365,3 +365,26 @@ async fn flushed_rows_are_ordered_by_the_clustering_properties_then_time() {
     storage.set_clustering("p1", Vec::new());
     assert!(storage.clustering_of("p1").is_empty());
 }
+
+#[tokio::test]
+async fn a_data_directory_is_opened_by_one_engine_at_a_time() {
+    let directory = tempfile::tempdir().unwrap();
+    let impatient = StorageConfig {
+        lock_wait: Duration::from_millis(200),
+        ..config(directory.path())
+    };
+    let first = Storage::open(config(directory.path())).await.unwrap();
+    first
+        .append(id("clicks"), vec![prepared(json!({"i": 1}))])
+        .await
+        .unwrap();
+    let refused = Storage::open(impatient.clone()).await;
+    assert!(
+        matches!(refused, Err(StorageError::DataDirInUse(_))),
+        "a second engine must not open a directory in use"
+    );
+    // Dropping every handle (as a crash would) releases it; the next engine replays the WAL once.
+    drop(first);
+    let second = Storage::open(impatient).await.unwrap();
+    assert_eq!(count(&second, "clicks").await, 1);
+}
