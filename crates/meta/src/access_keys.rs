@@ -96,8 +96,7 @@ impl MetaStore {
             .bind(project_id)
             .execute(&self.pool)
             .await?;
-        self.resolved_keys.invalidate();
-        self.reread_if_changed(project_id, secret, updated.rows_affected())
+        self.after_key_change(project_id, secret, updated.rows_affected())
             .await
     }
 
@@ -114,18 +113,19 @@ impl MetaStore {
             .bind(project_id)
             .execute(&self.pool)
             .await?;
-        self.resolved_keys.invalidate();
-        self.reread_if_changed(project_id, secret, updated.rows_affected())
+        self.after_key_change(project_id, secret, updated.rows_affected())
             .await
     }
 
-    /// The key after an UPDATE that touched `rows` rows: `None` when there was no such key.
-    async fn reread_if_changed(
+    /// After a committed UPDATE that touched `rows` rows: forgets cached key resolutions (so the next
+    /// request sees the change) and returns the key as stored now, `None` when there was no such key.
+    async fn after_key_change(
         &self,
         project_id: &str,
         secret: &str,
         rows: u64,
     ) -> Result<Option<AccessKey>> {
+        self.resolved_keys.invalidate();
         if rows == 0 {
             return Ok(None);
         }

@@ -14,7 +14,7 @@ use keyhole_model::query::{Query, QueryError};
 use serde_json::{Map, Value, json};
 
 use crate::columns::column;
-use crate::plan::query_frame;
+use crate::plan::{EventSource, query_frame};
 use crate::render::cell;
 use crate::{Result, Scope};
 
@@ -81,7 +81,7 @@ fn select_properties(event: &Value, names: &[String]) -> Value {
 }
 
 pub async fn run(
-    storage: &keyhole_storage::Storage,
+    source: &EventSource,
     query: &Query,
     scope: &Scope,
     now: i64,
@@ -93,7 +93,7 @@ pub async fn run(
         )
         .into());
     }
-    let (filtered, _) = query_frame(storage, scope, query, now).await?;
+    let (filtered, _) = query_frame(source, scope, query, now).await?;
     let events_scanned = filtered.events_scanned;
     let timestamp = column(TIMESTAMP_COLUMN);
     let frame = match query.latest {

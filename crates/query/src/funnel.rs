@@ -14,13 +14,13 @@ use arrow::array::Array;
 use keyhole_model::query::{FunnelStep, GroupBy, Query};
 use serde_json::{Value, json};
 
-use crate::plan::{filtered_frame, group_key_columns};
+use crate::plan::{EventSource, filtered_frame, group_key_columns};
 use crate::render::{cell, compare};
 use crate::{Result, Scope};
 
 /// Distinct actors of one step, keyed by their JSON text.
 async fn step_actors(
-    storage: &keyhole_storage::Storage,
+    source: &EventSource,
     query: &Query,
     step: &FunnelStep,
     scope: &Scope,
@@ -32,7 +32,7 @@ async fn step_actors(
         .as_ref()
         .or(query.timeframe.as_ref())
         .map(|timeframe| timeframe.resolve(now, timezone));
-    let filtered = filtered_frame(storage, scope, &step.collection, range, &step.filters).await?;
+    let filtered = filtered_frame(source, scope, &step.collection, range, &step.filters).await?;
     let scanned = filtered.events_scanned;
     let actor = GroupBy::Property(step.actor_property.clone());
     let keys: Vec<_> = group_key_columns(&filtered.schema, &actor)
@@ -64,7 +64,7 @@ async fn step_actors(
 }
 
 pub async fn run(
-    storage: &keyhole_storage::Storage,
+    source: &EventSource,
     query: &Query,
     scope: &Scope,
     now: i64,
@@ -74,7 +74,7 @@ pub async fn run(
     let mut constraining: Option<HashMap<String, Value>> = None;
     let mut events_scanned = 0;
     for step in &query.steps {
-        let (actors, scanned) = step_actors(storage, query, step, scope, now).await?;
+        let (actors, scanned) = step_actors(source, query, step, scope, now).await?;
         events_scanned += scanned;
         // An optional step must leave the constraining set as it was, so it filters a copy.
         let previous = if step.optional {

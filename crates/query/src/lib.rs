@@ -45,17 +45,19 @@ pub type Result<T> = std::result::Result<T, ExecError>;
 /// Runs Keen queries against a storage.
 #[derive(Clone)]
 pub struct QueryEngine {
-    storage: Storage,
+    source: plan::EventSource,
 }
 
 impl QueryEngine {
     pub fn new(storage: Storage) -> QueryEngine {
-        QueryEngine { storage }
+        QueryEngine {
+            source: plan::EventSource::new(storage),
+        }
     }
 
     /// What of `collection`'s schema `scope` may learn about (for the schema endpoints).
     pub async fn visible_columns(&self, scope: &Scope, collection: &str) -> Result<Visibility> {
-        visibility::visible_columns(&self.storage, scope, collection).await
+        visibility::visible_columns(&self.source, scope, collection).await
     }
 
     /// Runs `query` as seen through `scope`, with relative timeframes evaluated at `now_millis`.
@@ -63,11 +65,11 @@ impl QueryEngine {
     pub async fn run(&self, query: &Query, scope: &Scope, now_millis: i64) -> Result<Value> {
         let started = Instant::now();
         let (mut body, events_scanned) = match query.analysis {
-            AnalysisType::Funnel => funnel::run(&self.storage, query, scope, now_millis).await?,
+            AnalysisType::Funnel => funnel::run(&self.source, query, scope, now_millis).await?,
             AnalysisType::Extraction => {
-                extraction::run(&self.storage, query, scope, now_millis).await?
+                extraction::run(&self.source, query, scope, now_millis).await?
             }
-            _ => results::run_metrics(&self.storage, query, scope, now_millis).await?,
+            _ => results::run_metrics(&self.source, query, scope, now_millis).await?,
         };
         if query.include_metadata {
             body["execution_metadata"] = json!({

@@ -4,8 +4,7 @@
 //! Plans are built with DataFusion's `DataFrame`/`Expr` API, never SQL text: property names and values
 //! come from users.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -42,7 +41,7 @@ pub struct FilteredFrame {
     pub events_scanned: usize,
 }
 
-/// The URL under which the storage's object store is registered in its queries' shared runtime.
+/// The URL under which the storage's object store is registered in the queries' shared runtime.
 const OBJECTS_URL: &str = "keyhole://objects";
 
 /// THE choke point: the only way to read a collection. The scope's forced filters and the caller's
@@ -52,7 +51,7 @@ const OBJECTS_URL: &str = "keyhole://objects";
 /// store, so row groups whose `keen.timestamp` or filtered columns' statistics rule them out are skipped)
 /// and its not-yet-flushed rows in memory.
 pub async fn filtered_frame(
-    storage: &Storage,
+    source: &EventSource,
     scope: &Scope,
     collection: &str,
     range: Option<TimeRange>,
@@ -66,7 +65,7 @@ pub async fn filtered_frame(
         start_millis: range.map(|range| range.start),
         end_millis: range.map(|range| range.end),
     };
-    let snapshot = storage.snapshot(&id, storage_range);
+    let snapshot = source.storage.snapshot(&id, storage_range);
     let schema = scan_schema(&snapshot.schema);
     let memory_batches = snapshot
         .memory
@@ -87,8 +86,11 @@ pub async fn filtered_frame(
         .with_parquet_pruning(true);
     config.options_mut().execution.parquet.pushdown_filters = true;
     config.options_mut().execution.parquet.reorder_filters = true;
-    let context = SessionContext::new_with_config_rt(config, runtime_of(storage)?);
-    let memory = MemTable::try_new(schema.clone(), split_for_cores(memory_batches))?;
+    let context = SessionContext::new_with_config_rt(config, source.runtime.clone());
+    let memory = MemTable::try_new(
+        schema.clone(),
+        split_for_cores(memory_batches, source.cores),
+    )?;
     let mut frame = context.read_table(Arc::new(memory))?;
     if !snapshot.files.is_empty() {
         let urls = snapshot
@@ -183,33 +185,43 @@ fn as_scan_batch(
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
-/// The DataFusion runtime shared by every query on `storage` (keyed by its object store, which the
-/// runtime keeps alive, so a key is never reused by another storage). Sharing it is what lets DataFusion's
-/// file-metadata cache keep each Parquet footer (and page index) after the first query reads it: a file
-/// is written once under a unique name and never changed, so a cached footer cannot go stale. The
-/// list-files cache is disabled because the snapshot already names every file.
-fn runtime_of(storage: &Storage) -> Result<Arc<RuntimeEnv>> {
-    static RUNTIMES: OnceLock<Mutex<HashMap<usize, Arc<RuntimeEnv>>>> = OnceLock::new();
-    let store = storage.object_store();
-    let key = Arc::as_ptr(&store) as *const () as usize;
-    let mut runtimes = RUNTIMES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(runtime) = runtimes.get(&key) {
-        return Ok(runtime.clone());
+/// The events queries read: the storage, and one DataFusion runtime shared by every query on it. Sharing
+/// the runtime is what lets DataFusion's file-metadata cache keep each Parquet footer (and page index)
+/// after the first query reads it: a file is written once under a unique name and never changed, so a
+/// cached footer cannot go stale. The list-files cache is disabled because the snapshot names every file.
+#[derive(Clone)]
+pub struct EventSource {
+    storage: Storage,
+    runtime: Arc<RuntimeEnv>,
+    /// Partitions for the in-memory rows (read once: on Linux it reads cgroup files).
+    cores: usize,
+}
+
+impl EventSource {
+    pub fn new(storage: Storage) -> EventSource {
+        // Only the cache sizes differ from DataFusion's defaults, which build without fail (its own
+        // `RuntimeEnv::default()` unwraps the same builder).
+        let runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
+            .build_arc()
+            .expect("the default DataFusion runtime builds");
+        let objects_url = ObjectStoreUrl::parse(OBJECTS_URL).expect("a constant, valid URL");
+        runtime.register_object_store(objects_url.as_ref(), storage.object_store());
+        let cores = std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(1)
+            .max(1);
+        EventSource {
+            storage,
+            runtime,
+            cores,
+        }
     }
-    let runtime = RuntimeEnvBuilder::new()
-        .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
-        .build_arc()?;
-    runtime.register_object_store(ObjectStoreUrl::parse(OBJECTS_URL)?.as_ref(), store);
-    runtimes.insert(key, runtime.clone());
-    Ok(runtime)
 }
 
 /// The filtered frame of a query's own collection over its resolved timeframe (all time without one).
 pub async fn query_frame(
-    storage: &Storage,
+    source: &EventSource,
     scope: &Scope,
     query: &Query,
     now: i64,
@@ -219,15 +231,11 @@ pub async fn query_frame(
         .as_ref()
         .map(|timeframe| timeframe.resolve(now, query.timezone));
     let collection = query.collection.as_deref().unwrap_or_default();
-    let filtered = filtered_frame(storage, scope, collection, range, &query.filters).await?;
+    let filtered = filtered_frame(source, scope, collection, range, &query.filters).await?;
     Ok((filtered, range))
 }
 
-fn split_for_cores(batches: Vec<RecordBatch>) -> Vec<Vec<RecordBatch>> {
-    let cores = std::thread::available_parallelism()
-        .map(usize::from)
-        .unwrap_or(1)
-        .max(1);
+fn split_for_cores(batches: Vec<RecordBatch>, cores: usize) -> Vec<Vec<RecordBatch>> {
     let mut partitions = vec![Vec::new(); cores];
     for (index, batch) in batches.into_iter().enumerate() {
         partitions[index % cores].push(batch);

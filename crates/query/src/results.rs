@@ -19,7 +19,9 @@ use keyhole_model::ValueKind;
 use keyhole_model::query::{AnalysisType, GroupBy, OrderBy, Query, QueryError, format_instant};
 use serde_json::{Map, Value, json};
 
-use crate::plan::{BUCKET_ALIAS, Metric, aggregate, group_alias, metric_alias, query_frame};
+use crate::plan::{
+    BUCKET_ALIAS, EventSource, Metric, aggregate, group_alias, metric_alias, query_frame,
+};
 use crate::render::{cell, compare, number};
 use crate::{MAX_BUCKETS, Result, Scope};
 
@@ -268,7 +270,7 @@ fn check_order_by(query: &Query, metrics: &[Metric]) -> Result<()> {
 
 /// Runs a metric analysis (or multi_analysis); returns the body and the events scanned.
 pub async fn run_metrics(
-    storage: &keyhole_storage::Storage,
+    source: &EventSource,
     query: &Query,
     scope: &Scope,
     now: i64,
@@ -276,7 +278,7 @@ pub async fn run_metrics(
     let metrics = metrics_of(query);
     check_order_by(query, &metrics)?;
     // Planning is lazy: nothing is read before the aggregate below runs.
-    let (filtered, range) = query_frame(storage, scope, query, now).await?;
+    let (filtered, range) = query_frame(source, scope, query, now).await?;
     let boundaries = match (&query.interval, range) {
         (Some(interval), Some(range)) => {
             Some(interval.boundaries(range, query.timezone, MAX_BUCKETS)?)

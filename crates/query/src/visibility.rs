@@ -9,7 +9,7 @@ use datafusion::prelude::*;
 use keyhole_model::ValueKind;
 
 use crate::columns::column;
-use crate::plan::filtered_frame;
+use crate::plan::{EventSource, filtered_frame};
 use crate::render::cell;
 use crate::{Result, Scope};
 
@@ -25,14 +25,14 @@ pub enum Visibility {
 }
 
 pub async fn visible_columns(
-    storage: &keyhole_storage::Storage,
+    source: &EventSource,
     scope: &Scope,
     collection: &str,
 ) -> Result<Visibility> {
     if scope.forced_filters().is_empty() {
         return Ok(Visibility::Everything);
     }
-    let filtered = filtered_frame(storage, scope, collection, None, &[]).await?;
+    let filtered = filtered_frame(source, scope, collection, None, &[]).await?;
     let typed: Vec<String> = filtered
         .schema
         .fields()
