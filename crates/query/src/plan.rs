@@ -25,7 +25,7 @@ use datafusion::scalar::ScalarValue;
 use keyhole_model::ValueKind;
 use keyhole_model::flat::TIMESTAMP_COLUMN;
 use keyhole_model::query::{AnalysisType, Filter, GroupBy, Query, TimeRange};
-use keyhole_storage::{CollectionId, Storage};
+use keyhole_storage::{CollectionId, CollectionSnapshot, Storage};
 
 use crate::Result;
 use crate::bucket::bucket_of;
@@ -67,11 +67,6 @@ pub async fn filtered_frame(
     };
     let snapshot = source.storage.snapshot(&id, storage_range);
     let schema = scan_schema(&snapshot.schema);
-    let memory_batches = snapshot
-        .memory
-        .iter()
-        .map(|batch| as_scan_batch(batch, &schema))
-        .collect::<datafusion::error::Result<Vec<_>>>()?;
     let events_scanned = snapshot.files.iter().map(|file| file.rows).sum::<usize>()
         + snapshot
             .memory
@@ -87,14 +82,10 @@ pub async fn filtered_frame(
     config.options_mut().execution.parquet.pushdown_filters = true;
     config.options_mut().execution.parquet.reorder_filters = true;
     let context = SessionContext::new_with_config_rt(config, source.runtime.clone());
-    let memory = MemTable::try_new(
-        schema.clone(),
-        split_for_cores(memory_batches, source.cores),
-    )?;
-    let mut frame = context.read_table(Arc::new(memory))?;
-    if !snapshot.files.is_empty() {
-        let urls = snapshot
-            .files
+    let files = snapshot.files.clone();
+    let mut frame = memory_frame(&context, source, snapshot, &schema)?;
+    if !files.is_empty() {
+        let urls = files
             .iter()
             .map(|file| ListingTableUrl::parse(format!("{OBJECTS_URL}/{}", file.path)))
             .collect::<datafusion::error::Result<Vec<_>>>()?;
@@ -165,24 +156,34 @@ fn scan_schema(storage_schema: &SchemaRef) -> SchemaRef {
     ))
 }
 
-/// An in-memory batch cast to the scan schema.
-fn as_scan_batch(
-    batch: &RecordBatch,
-    schema: &SchemaRef,
-) -> datafusion::error::Result<RecordBatch> {
-    let columns = batch
-        .columns()
+/// The in-memory rows as a frame with the scan schema: the storage-typed `MemTable` under a projection that
+/// casts string columns to views. The casts are expressions, so the optimizer drops those of columns the
+/// query does not use and only the used columns of the in-memory rows are converted.
+fn memory_frame(
+    context: &SessionContext,
+    source: &EventSource,
+    snapshot: CollectionSnapshot,
+    scan_schema: &SchemaRef,
+) -> Result<DataFrame> {
+    let table = MemTable::try_new(
+        snapshot.schema.clone(),
+        split_for_cores(snapshot.memory, source.cores),
+    )?;
+    let projection: Vec<Expr> = snapshot
+        .schema
+        .fields()
         .iter()
-        .zip(schema.fields())
-        .map(|(column, field)| {
-            if column.data_type() == field.data_type() {
-                Ok(column.clone())
+        .zip(scan_schema.fields())
+        .map(|(stored, scanned)| {
+            let value = column(stored.name());
+            if stored.data_type() == scanned.data_type() {
+                value
             } else {
-                arrow::compute::cast(column, field.data_type())
+                cast(value, scanned.data_type().clone()).alias(stored.name())
             }
         })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+        .collect();
+    Ok(context.read_table(Arc::new(table))?.select(projection)?)
 }
 
 /// The events queries read: the storage, and one DataFusion runtime shared by every query on it. Sharing
