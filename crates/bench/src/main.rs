@@ -74,7 +74,8 @@ pub struct RunOptions {
     #[arg(long, default_value = "python3")]
     pub python: String,
     /// Directory for NDJSON files and data directories (default: a temporary directory, removed after).
-    /// When given, each size's Keyhole data directory is kept, with its keys in `bench-keys.json`.
+    /// When given, each size's Keyhole data directory is kept, with its read and tenant keys in
+    /// `bench-keys.json`.
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
     /// Markdown file whose results section is rewritten.

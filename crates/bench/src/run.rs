@@ -191,9 +191,10 @@ async fn run_size(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_at_rest_mib = server.rss_mib();
     if options.work_dir.is_some() {
-        // Kept for inspection or profiling: `keyhole serve --data-dir` on it, with these keys.
+        // Kept for inspection or profiling: `keyhole serve --data-dir` on it, with these keys. They are the
+        // throwaway benchmark server's read-only keys (the master key is not written anywhere).
         let keys = serde_json::json!({"base_url": server.base_url, "project": server.project,
-            "master_key": server.master_key, "read_key": server.read_key, "tenant_key": tenant_key});
+            "read_key": server.read_key, "tenant_key": tenant_key});
         std::fs::write(data_dir.join("bench-keys.json"), keys.to_string())?;
     }
     drop(server);
