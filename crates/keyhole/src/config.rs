@@ -2,6 +2,7 @@
 //! (both handled by clap), else the optional TOML file (`--config`), else the default.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
@@ -27,7 +28,8 @@ pub struct CommonOptions {
     /// Directory holding events, the WAL and metadata [default: ./keyhole-data]
     #[arg(long, env = "KEYHOLE_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
-    /// TOML file with any of: data_dir, listen, org_key, flush_interval_secs, flush_rows, file_cache_mb
+    /// TOML file with any of: data_dir, listen, org_key, org_key_file, flush_interval_secs, flush_rows,
+    /// file_cache_mb, and the limits below by their option names (query_memory_mb, …)
     #[arg(long, env = "KEYHOLE_CONFIG", global = true)]
     pub config: Option<PathBuf>,
 }
@@ -35,10 +37,13 @@ pub struct CommonOptions {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Start the HTTP server
-    Serve(ServeOptions),
+    Serve(Box<ServeOptions>),
     /// Manage projects directly in the data directory
     #[command(subcommand)]
     Project(ProjectCommand),
+    /// Manage the organization directly in the data directory
+    #[command(subcommand)]
+    Organization(OrganizationCommand),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -46,9 +51,14 @@ pub struct ServeOptions {
     /// Address to listen on [default: 127.0.0.1:7070]
     #[arg(long, env = "KEYHOLE_LISTEN")]
     pub listen: Option<String>,
-    /// Organization key; when absent on the first start, one is generated and printed once
+    /// Organization key (at least 32 characters); when absent on the first start, one is generated and
+    /// printed once. Prefer KEYHOLE_ORG_KEY or --org-key-file: a command line is visible to every local
+    /// user. Once set, changing it takes `keyhole organization rotate-key`
     #[arg(long, env = "KEYHOLE_ORG_KEY", hide_env_values = true)]
     pub org_key: Option<String>,
+    /// File holding the organization key (surrounding whitespace ignored)
+    #[arg(long, env = "KEYHOLE_ORG_KEY_FILE")]
+    pub org_key_file: Option<PathBuf>,
     /// Seconds between background flushes of buffered events to Parquet [default: 30]
     #[arg(long, env = "KEYHOLE_FLUSH_INTERVAL_SECS")]
     pub flush_interval_secs: Option<u64>,
@@ -58,6 +68,136 @@ pub struct ServeOptions {
     /// MiB of Parquet files kept in memory for queries; 0 turns the cache off [default: 512]
     #[arg(long, env = "KEYHOLE_FILE_CACHE_MB")]
     pub file_cache_mb: Option<usize>,
+    /// Seconds to wait for another keyhole to release the data directory before giving up [default: 30]
+    #[arg(long, env = "KEYHOLE_DATA_DIR_LOCK_WAIT_SECS")]
+    pub data_dir_lock_wait_secs: Option<u64>,
+    #[command(flatten)]
+    pub limits: LimitOptions,
+}
+
+/// Resource limits (each also settable in the TOML file under the same name).
+#[derive(Args, Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitOptions {
+    /// MiB of memory one query's aggregations and sorts may hold [default: 512]
+    #[arg(long, env = "KEYHOLE_QUERY_MEMORY_MB")]
+    pub query_memory_mb: Option<usize>,
+    /// Seconds one query may run [default: 60]
+    #[arg(long, env = "KEYHOLE_QUERY_TIMEOUT_SECS")]
+    pub query_timeout_secs: Option<u64>,
+    /// Queries executing at once; more wait in line [default: twice the cores]
+    #[arg(long, env = "KEYHOLE_MAX_CONCURRENT_QUERIES")]
+    pub max_concurrent_queries: Option<usize>,
+    /// Seconds a query waits in line before it is refused with 503 [default: 10]
+    #[arg(long, env = "KEYHOLE_QUERY_QUEUE_WAIT_SECS")]
+    pub query_queue_wait_secs: Option<u64>,
+    /// Values one query answer may hold (buckets × groups × analyses, select_unique values) [default: 1000000]
+    #[arg(long, env = "KEYHOLE_MAX_RESULT_CELLS")]
+    pub max_result_cells: Option<usize>,
+    /// Property columns one collection may have; events adding more are refused [default: 1000]
+    #[arg(long, env = "KEYHOLE_MAX_COLUMNS_PER_COLLECTION")]
+    pub max_columns_per_collection: Option<usize>,
+    /// Seconds a client has to send a request's headers; also how long an idle connection stays open [default: 10]
+    #[arg(long, env = "KEYHOLE_HEADER_READ_TIMEOUT_SECS")]
+    pub header_read_timeout_secs: Option<u64>,
+    /// Seconds a client has to send a request's whole body [default: 60]
+    #[arg(long, env = "KEYHOLE_BODY_TIMEOUT_SECS")]
+    pub body_timeout_secs: Option<u64>,
+    /// Open connections; more are answered 503 [default: 1024]
+    #[arg(long, env = "KEYHOLE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// KiB a request's line and headers may take [default: 64]
+    #[arg(long, env = "KEYHOLE_MAX_HEADER_KB")]
+    pub max_header_kb: Option<usize>,
+}
+
+impl LimitOptions {
+    /// Each setting from `self`, else from `file`.
+    fn or(self, file: LimitOptions) -> LimitOptions {
+        LimitOptions {
+            query_memory_mb: self.query_memory_mb.or(file.query_memory_mb),
+            query_timeout_secs: self.query_timeout_secs.or(file.query_timeout_secs),
+            max_concurrent_queries: self.max_concurrent_queries.or(file.max_concurrent_queries),
+            query_queue_wait_secs: self.query_queue_wait_secs.or(file.query_queue_wait_secs),
+            max_result_cells: self.max_result_cells.or(file.max_result_cells),
+            max_columns_per_collection: self
+                .max_columns_per_collection
+                .or(file.max_columns_per_collection),
+            header_read_timeout_secs: self
+                .header_read_timeout_secs
+                .or(file.header_read_timeout_secs),
+            body_timeout_secs: self.body_timeout_secs.or(file.body_timeout_secs),
+            max_connections: self.max_connections.or(file.max_connections),
+            max_header_kb: self.max_header_kb.or(file.max_header_kb),
+        }
+    }
+
+    pub fn query_limits(&self) -> keyhole_query::QueryLimits {
+        let defaults = keyhole_query::QueryLimits::default();
+        keyhole_query::QueryLimits {
+            memory_bytes: self.query_memory_mb.map_or(defaults.memory_bytes, |mb| {
+                mb.max(1).saturating_mul(1024 * 1024)
+            }),
+            timeout: self
+                .query_timeout_secs
+                .map_or(defaults.timeout, |secs| Duration::from_secs(secs.max(1))),
+            max_concurrent: self
+                .max_concurrent_queries
+                .map_or(defaults.max_concurrent, |n| n.max(1)),
+            queue_wait: self
+                .query_queue_wait_secs
+                .map_or(defaults.queue_wait, Duration::from_secs),
+            max_result_cells: self
+                .max_result_cells
+                .map_or(defaults.max_result_cells, |n| n.max(1)),
+            threads: defaults.threads,
+        }
+    }
+
+    pub fn http_limits(&self) -> keyhole_server::HttpLimits {
+        let defaults = keyhole_server::HttpLimits::default();
+        keyhole_server::HttpLimits {
+            header_read_timeout: self
+                .header_read_timeout_secs
+                .map_or(defaults.header_read_timeout, |secs| {
+                    Duration::from_secs(secs.max(1))
+                }),
+            body_timeout: self
+                .body_timeout_secs
+                .map_or(defaults.body_timeout, |secs| {
+                    Duration::from_secs(secs.max(1))
+                }),
+            max_connections: self
+                .max_connections
+                .map_or(defaults.max_connections, |n| n.max(1)),
+            max_header_bytes: self
+                .max_header_kb
+                .map_or(defaults.max_header_bytes, |kb| kb.clamp(1, 1024) * 1024),
+        }
+    }
+
+    pub fn max_columns_per_collection(&self) -> usize {
+        self.max_columns_per_collection
+            .unwrap_or(keyhole_storage::DEFAULT_MAX_COLUMNS_PER_COLLECTION)
+            .max(1)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OrganizationCommand {
+    /// Replace the organization key: with the one given by --org-key / KEYHOLE_ORG_KEY /
+    /// --org-key-file, else a generated one, printed once. Takes effect at once, also for a running server
+    RotateKey(RotateKeyOptions),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RotateKeyOptions {
+    /// The new organization key (at least 32 characters); prefer KEYHOLE_ORG_KEY or --org-key-file
+    #[arg(long, env = "KEYHOLE_ORG_KEY", hide_env_values = true)]
+    pub org_key: Option<String>,
+    /// File holding the new organization key
+    #[arg(long, env = "KEYHOLE_ORG_KEY_FILE")]
+    pub org_key_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -78,6 +218,10 @@ pub struct FileConfig {
     pub flush_interval_secs: Option<u64>,
     pub flush_rows: Option<usize>,
     pub file_cache_mb: Option<usize>,
+    pub org_key_file: Option<PathBuf>,
+    pub data_dir_lock_wait_secs: Option<u64>,
+    #[serde(flatten)]
+    pub limits: LimitOptions,
 }
 
 impl FileConfig {
@@ -102,6 +246,38 @@ pub struct Settings {
     pub flush_interval_secs: u64,
     pub flush_rows: usize,
     pub file_cache_mb: usize,
+    pub data_dir_lock_wait: Duration,
+    pub limits: LimitOptions,
+}
+
+/// Shortest organization key accepted: a key must not be guessable.
+pub const MIN_ORG_KEY_CHARS: usize = 32;
+
+/// The organization key from a value or a file (the value wins), checked for length.
+pub fn organization_key(
+    value: Option<String>,
+    file: Option<&PathBuf>,
+) -> anyhow::Result<Option<String>> {
+    let key = match (value, file) {
+        (Some(value), _) => value,
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "cannot read the organization key file {}: {error}",
+                    path.display()
+                )
+            })?
+            .trim()
+            .to_string(),
+        (None, None) => return Ok(None),
+    };
+    if key.chars().count() < MIN_ORG_KEY_CHARS {
+        anyhow::bail!(
+            "the organization key must be at least {MIN_ORG_KEY_CHARS} characters long (this one has {}); generate one with `openssl rand -hex 32`",
+            key.chars().count()
+        );
+    }
+    Ok(Some(key))
 }
 
 impl Settings {
@@ -113,10 +289,14 @@ impl Settings {
         let serve = serve.cloned().unwrap_or(ServeOptions {
             listen: None,
             org_key: None,
+            org_key_file: None,
             flush_interval_secs: None,
             flush_rows: None,
             file_cache_mb: None,
+            data_dir_lock_wait_secs: None,
+            limits: LimitOptions::default(),
         });
+        let org_key_file = serve.org_key_file.or(file.org_key_file);
         Ok(Settings {
             data_dir: common
                 .data_dir
@@ -127,13 +307,20 @@ impl Settings {
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| DEFAULT_LISTEN.into()),
-            org_key: serve.org_key.or(file.org_key),
+            org_key: organization_key(serve.org_key.or(file.org_key), org_key_file.as_ref())?,
             flush_interval_secs: serve
                 .flush_interval_secs
                 .or(file.flush_interval_secs)
                 .unwrap_or(30),
             flush_rows: serve.flush_rows.or(file.flush_rows).unwrap_or(200_000),
             file_cache_mb: serve.file_cache_mb.or(file.file_cache_mb).unwrap_or(512),
+            data_dir_lock_wait: Duration::from_secs(
+                serve
+                    .data_dir_lock_wait_secs
+                    .or(file.data_dir_lock_wait_secs)
+                    .unwrap_or(30),
+            ),
+            limits: serve.limits.or(file.limits),
         })
     }
 }

@@ -1,18 +1,21 @@
 //! The `keyhole` binary: `keyhole serve` runs the HTTP server on the embedded default (SQLite metadata,
-//! local-disk Parquet); `keyhole project create|list` manage projects directly in the data directory.
+//! local-disk Parquet); `keyhole project create|list` manage projects and `keyhole organization
+//! rotate-key` the organization key directly in the data directory.
+//!
+//! Design: `serve` takes the data directory's lock before it touches anything in it, so a second server
+//! started on the same directory waits, then leaves without having changed a byte.
 
 mod config;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use keyhole_meta::MetaStore;
 use keyhole_server::AppState;
 use keyhole_storage::{Storage, StorageConfig};
 
-use crate::config::{Cli, Command, ProjectCommand, Settings};
+use crate::config::{Cli, Command, OrganizationCommand, ProjectCommand, Settings};
 
 /// mimalloc instead of glibc malloc: ingest is allocation-heavy (a JSON tree per event, builders), and in
 /// issue 5's profile of batch ingest glibc's malloc/free and its arena locks took about 40% of the
@@ -21,7 +24,11 @@ use crate::config::{Cli, Command, ProjectCommand, Settings};
 static GLOBAL_ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -32,14 +39,37 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    warn_about_secrets_on_the_command_line(&matches);
     runtime.block_on(async move {
         match &cli.command {
             Command::Serve(options) => serve(Settings::resolve(&cli.common, Some(options))?).await,
             Command::Project(command) => {
                 project_command(Settings::resolve(&cli.common, None)?, command).await
             }
+            Command::Organization(OrganizationCommand::RotateKey(options)) => {
+                rotate_organization_key(Settings::resolve(&cli.common, None)?, options).await
+            }
         }
     })
+}
+
+/// A secret passed as an argument is visible to every local user (`ps`); say so.
+fn warn_about_secrets_on_the_command_line(matches: &clap::ArgMatches) {
+    let Some((_, subcommand)) = matches.subcommand() else {
+        return;
+    };
+    let nested = subcommand.subcommand().map(|(_, nested)| nested);
+    for arguments in std::iter::once(subcommand).chain(nested) {
+        let on_command_line = arguments
+            .try_get_raw("org_key")
+            .is_ok_and(|value| value.is_some())
+            && arguments.value_source("org_key") == Some(clap::parser::ValueSource::CommandLine);
+        if on_command_line {
+            tracing::warn!(
+                "the organization key was passed on the command line, where every local user can read it; prefer KEYHOLE_ORG_KEY or --org-key-file"
+            );
+        }
+    }
 }
 
 async fn open_meta(settings: &Settings) -> anyhow::Result<MetaStore> {
@@ -51,6 +81,12 @@ async fn open_meta(settings: &Settings) -> anyhow::Result<MetaStore> {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
+    let _data_dir_lock =
+        keyhole_storage::lock_data_dir(&settings.data_dir, settings.data_dir_lock_wait)
+            .await
+            .context("cannot take the data directory")?;
     let meta = open_meta(&settings).await?;
     let organization = meta
         .ensure_organization(settings.org_key.as_deref())
@@ -75,10 +111,18 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     storage_config.flush_interval = Duration::from_secs(settings.flush_interval_secs.max(1));
     storage_config.flush_rows = settings.flush_rows.max(1);
     storage_config.file_cache_bytes = settings.file_cache_mb.saturating_mul(1024 * 1024);
+    storage_config.max_columns_per_collection = settings.limits.max_columns_per_collection();
+    storage_config.lock_wait = settings.data_dir_lock_wait;
     let storage = Storage::open(storage_config)
         .await
         .context("cannot open event storage")?;
-    let state = AppState::new(meta, storage.clone(), organization.id);
+    let state = AppState::new(
+        meta,
+        storage.clone(),
+        organization.id,
+        settings.limits.query_limits(),
+    )
+    .context("cannot start the query runtime")?;
     state.refresh_all_clustering().await;
 
     let listener = tokio::net::TcpListener::bind(&settings.listen)
@@ -87,10 +131,14 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     println!("keyhole listening on http://{address}");
     tracing::info!(%address, data_dir = %settings.data_dir.display(), "serving");
-    let app = keyhole_server::app(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let app = keyhole_server::app(state);
+    keyhole_server::serve(
+        listener,
+        app,
+        settings.limits.http_limits(),
+        shutdown_signal(),
+    )
+    .await?;
     tracing::info!("http server stopped; flushing events");
     storage.close().await?;
     tracing::info!("shut down cleanly");
@@ -114,6 +162,29 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutdown requested");
+}
+
+async fn rotate_organization_key(
+    settings: Settings,
+    options: &config::RotateKeyOptions,
+) -> anyhow::Result<()> {
+    let meta = open_meta(&settings).await?;
+    let given = config::organization_key(options.org_key.clone(), options.org_key_file.as_ref())?;
+    let generated = given.is_none().then(keyhole_model::keys::generate_secret);
+    let new_key = given.or_else(|| generated.clone()).expect("one of the two");
+    meta.ensure_organization(Some(&new_key))
+        .await
+        .map(|_| ())
+        .or_else(|error| match error {
+            keyhole_meta::MetaError::OrganizationKeyMismatch => Ok(()),
+            other => Err(other),
+        })?;
+    meta.rotate_organization_key(&new_key).await?;
+    println!("organization key replaced");
+    if let Some(key) = generated {
+        println!("new organization key (shown once, store it now): {key}");
+    }
+    Ok(())
 }
 
 async fn project_command(settings: Settings, command: &ProjectCommand) -> anyhow::Result<()> {

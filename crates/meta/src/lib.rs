@@ -26,6 +26,10 @@ pub enum MetaError {
     Database(#[from] sqlx::Error),
     #[error("stored metadata is inconsistent: {0}")]
     Corrupt(String),
+    #[error(
+        "the organization key given differs from the stored one; keyhole does not replace it on start (run `keyhole organization rotate-key` to change it)"
+    )]
+    OrganizationKeyMismatch,
 }
 
 pub type Result<T> = std::result::Result<T, MetaError>;
@@ -161,8 +165,11 @@ impl MetaStore {
         })
     }
 
-    /// Makes sure the organization exists. A `given_key` replaces the stored key hash; without one, a
-    /// key is generated only when the organization is first created (and returned to be shown once).
+    /// Makes sure the organization exists. Without one, it is created with `given_key`, or with a generated
+    /// key that is returned to be shown once. An existing organization keeps its key: a `given_key` that
+    /// differs from the stored one is refused ([`MetaError::OrganizationKeyMismatch`]), since replacing it
+    /// silently would lock out whoever holds the current key; [`MetaStore::rotate_organization_key`] is
+    /// the explicit way to change it.
     pub async fn ensure_organization(
         &self,
         given_key: Option<&str>,
@@ -172,13 +179,10 @@ impl MetaStore {
             .await?;
         if let Some(row) = existing {
             let id: String = row.get("id");
-            if let Some(key) = given_key {
-                sqlx::query("UPDATE organization SET key_hash = ?, key_prefix = ? WHERE id = ?")
-                    .bind(KeyHash::of_secret(key).to_hex())
-                    .bind(display_prefix(key))
-                    .bind(&id)
-                    .execute(&self.pool)
-                    .await?;
+            if let Some(key) = given_key
+                && !self.is_organization_key(key).await?
+            {
+                return Err(MetaError::OrganizationKeyMismatch);
             }
             return Ok(OrganizationBootstrap {
                 id,
@@ -206,6 +210,16 @@ impl MetaStore {
             generated_key,
             created: true,
         })
+    }
+
+    /// Replaces the organization key's hash. `false` when there is no organization yet.
+    pub async fn rotate_organization_key(&self, new_key: &str) -> Result<bool> {
+        let updated = sqlx::query("UPDATE organization SET key_hash = ?, key_prefix = ?")
+            .bind(KeyHash::of_secret(new_key).to_hex())
+            .bind(display_prefix(new_key))
+            .execute(&self.pool)
+            .await?;
+        Ok(updated.rows_affected() > 0)
     }
 
     pub async fn organization_id(&self) -> Result<Option<String>> {

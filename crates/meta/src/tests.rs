@@ -22,10 +22,20 @@ async fn organization_key_is_generated_once_or_taken_from_config() {
         (again.id.as_str(), again.generated_key, again.created),
         (first.id.as_str(), None, false)
     );
-    store
-        .ensure_organization(Some("configured-org-key"))
-        .await
-        .unwrap();
+    // A different key on a later start is refused, never swapped in.
+    assert!(matches!(
+        store.ensure_organization(Some("configured-org-key")).await,
+        Err(MetaError::OrganizationKeyMismatch)
+    ));
+    assert!(store.is_organization_key(&key).await.unwrap());
+    store.ensure_organization(Some(&key)).await.unwrap();
+    // Rotation is the explicit way.
+    assert!(
+        store
+            .rotate_organization_key("configured-org-key")
+            .await
+            .unwrap()
+    );
     assert!(
         store
             .is_organization_key("configured-org-key")

@@ -208,9 +208,12 @@ impl AccessKeyDefinition {
     }
 }
 
-/// The filters a key forces on every query (`options.queries.filters`).
-pub fn forced_query_filters(options: &Value) -> Vec<Filter> {
-    Filter::parse_list(&options["queries"]["filters"]).unwrap_or_default()
+/// The filters a key forces on every query (`options.queries.filters`). A stored filter that no longer
+/// parses (say, one over a limit added after the key was made) is an error, never an empty list: dropping a
+/// tenant's filter would show it every tenant's events.
+pub fn forced_query_filters(options: &Value) -> Result<Vec<Filter>, KeyDefinitionError> {
+    Filter::parse_list(&options["queries"]["filters"])
+        .map_err(|error| invalid(format!("options.queries.filters: {error}")))
 }
 
 /// The properties a project's data should be ordered by, from the option objects of its active access keys:
@@ -221,7 +224,8 @@ pub fn clustering_properties<'a>(key_options: impl IntoIterator<Item = &'a Value
     let mut uses: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
     for options in key_options {
         let mut seen = std::collections::BTreeSet::new();
-        for filter in forced_query_filters(options) {
+        // A key whose filters do not parse is refused on every request, so it reads nothing to cluster.
+        for filter in forced_query_filters(options).unwrap_or_default() {
             if let Filter::Condition {
                 property,
                 operator: crate::query::Operator::Eq,
@@ -250,6 +254,22 @@ pub fn allows_write_to(options: &Value, collection: &str) -> bool {
         Value::Array(_) => names_in(&options["writes"]["collections"]).contains(&collection),
         _ => true,
     }
+}
+
+/// The deduplication scope of a key's writes (see `event::uniqueness_key`): a digest of its
+/// `options.writes.autofill`, so every key that stamps the same tenant properties shares one scope and keys
+/// of different tenants never share one. Keys without autofill write unscoped (`None`): they may write any
+/// event, another tenant's included, so a shared scope among them adds nothing an attacker lacks.
+pub fn uniqueness_scope(options: &Value) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let autofill = options["writes"]["autofill"].as_object()?;
+    if autofill.is_empty() {
+        return None;
+    }
+    // serde_json's maps are ordered by key, so equal objects serialize alike.
+    let canonical = serde_json::to_vec(autofill).ok()?;
+    let digest = Sha256::digest(&canonical);
+    Some(hex::encode(&digest[..16]))
 }
 
 /// Deep-merges `autofill` into `event`; where both hold a value, the key's wins (a customer cannot write as
@@ -299,10 +319,13 @@ pub fn allows_stored_query(options: &Value, kind: StoredQueryKind, name: &str) -
 
 /// Filters forced on saved-query results: `options.saved_queries.filters` on top of
 /// `options.queries.filters`.
-pub fn stored_query_filters(options: &Value) -> Vec<Filter> {
-    let mut filters = forced_query_filters(options);
-    filters.extend(Filter::parse_list(&options["saved_queries"]["filters"]).unwrap_or_default());
-    filters
+pub fn stored_query_filters(options: &Value) -> Result<Vec<Filter>, KeyDefinitionError> {
+    let mut filters = forced_query_filters(options)?;
+    filters.extend(
+        Filter::parse_list(&options["saved_queries"]["filters"])
+            .map_err(|error| invalid(format!("options.saved_queries.filters: {error}")))?,
+    );
+    Ok(filters)
 }
 
 /// What a key may do with a dataset (`options.datasets.operations`: `read` results, `list` definitions,
@@ -363,7 +386,7 @@ mod tests {
             [Operation::Queries, Operation::Writes]
         );
         assert_eq!(definition.options["datasets"], Value::Null);
-        assert_eq!(forced_query_filters(&definition.options).len(), 1);
+        assert_eq!(forced_query_filters(&definition.options).unwrap().len(), 1);
     }
 
     #[test]
@@ -431,7 +454,7 @@ mod tests {
             StoredQueryKind::Cached,
             "c9"
         ));
-        assert_eq!(stored_query_filters(&options).len(), 2);
+        assert_eq!(stored_query_filters(&options).unwrap().len(), 2);
         assert!(allows_dataset(
             &options,
             DatasetOperation::Read,

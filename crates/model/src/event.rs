@@ -42,12 +42,21 @@ pub enum EventError {
     InvalidCollectionName(String),
 }
 
+/// The hidden property recording which writer scope a `keen.uniqueness_token` belongs to (see
+/// [`uniqueness_key`]). Clients cannot set it (it is not a `keen.*` property they may send); the schema
+/// endpoints and extraction leave it out.
+pub const UNIQUENESS_SCOPE_PATH: &str = "keen.uniqueness_scope";
+
 /// What the write path knows about the request an event arrived in.
 #[derive(Clone, Debug)]
 pub struct EventContext {
     pub received_at: DateTime<Utc>,
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
+    /// The writer's deduplication scope: set for keys that autofill events (a tenant's key), so that one
+    /// tenant's `keen.uniqueness_token` can never suppress another scope's event. `None` for keys that
+    /// write unscoped (master, write, access keys without autofill), which share one scope.
+    pub uniqueness_scope: Option<String>,
 }
 
 /// A validated event with Keen's server-side fields set.
@@ -56,11 +65,21 @@ pub struct PreparedEvent {
     /// The final event as JSON text.
     pub json: Vec<u8>,
     pub flat: FlatEvent,
+    /// The deduplication key of its `keen.uniqueness_token`, within its writer's scope.
     pub uniqueness_token: Option<String>,
 }
 
-/// Rebuilds the flattened form of an event Keyhole stored earlier (WAL replay). `None` when the text
-/// is not an event Keyhole wrote.
+/// The key under which a uniqueness token deduplicates: the token within its writer's scope. Events
+/// deduplicate only against events of the same collection written in the same scope.
+pub fn uniqueness_key(scope: Option<&str>, token: &str) -> String {
+    match scope {
+        Some(scope) => format!("{scope}\u{1f}{token}"),
+        None => token.to_string(),
+    }
+}
+
+/// Rebuilds the flattened form of an event Keyhole stored earlier (WAL replay), with the deduplication
+/// key of its uniqueness token. `None` when the text is not an event Keyhole wrote.
 pub fn reload_event(json: &[u8]) -> Option<(FlatEvent, Option<String>)> {
     let Value::Object(event) = serde_json::from_slice::<Value>(json).ok()? else {
         return None;
@@ -69,10 +88,11 @@ pub fn reload_event(json: &[u8]) -> Option<(FlatEvent, Option<String>)> {
     let timestamp_millis = parse_timestamp(keen.get("timestamp")?.as_str()?)?;
     let created_at_millis = parse_timestamp(keen.get("created_at")?.as_str()?)?;
     let id = keen.get("id")?.as_str()?.to_string();
+    let scope = keen.get("uniqueness_scope").and_then(Value::as_str);
     let token = keen
         .get("uniqueness_token")
         .and_then(Value::as_str)
-        .map(str::to_string);
+        .map(|token| uniqueness_key(scope, token));
     let properties = flatten_properties(event);
     Some((
         FlatEvent {
@@ -117,6 +137,10 @@ pub fn prepare_event(event: Value, context: &EventContext) -> Result<PreparedEve
     );
     let id = new_event_id(created_at);
     keen_out.insert("id".into(), Value::String(id.clone()));
+    let uniqueness_scope = context.uniqueness_scope.as_deref();
+    if let (Some(scope), Some(_)) = (uniqueness_scope, &keen_fields.uniqueness_token) {
+        keen_out.insert("uniqueness_scope".into(), Value::String(scope.to_string()));
+    }
     event.insert("keen".into(), Value::Object(keen_out));
 
     let json = serde_json::to_vec(&event).expect("a JSON map always serializes");
@@ -135,7 +159,9 @@ pub fn prepare_event(event: Value, context: &EventContext) -> Result<PreparedEve
             id,
             properties,
         },
-        uniqueness_token: keen_fields.uniqueness_token,
+        uniqueness_token: keen_fields
+            .uniqueness_token
+            .map(|token| uniqueness_key(uniqueness_scope, &token)),
     })
 }
 
@@ -305,6 +331,7 @@ mod tests {
             received_at: "2024-05-01T10:00:00Z".parse().unwrap(),
             client_ip: Some("10.1.2.3".into()),
             user_agent: Some("curl/8".into()),
+            uniqueness_scope: None,
         }
     }
 
@@ -337,6 +364,19 @@ mod tests {
         assert_eq!(flat, prepared.flat);
         assert_eq!(token.as_deref(), Some("t1"));
         assert!(reload_event(b"{}").is_none());
+        let scoped_context = EventContext {
+            uniqueness_scope: Some("acme".into()),
+            ..context()
+        };
+        let scoped =
+            prepare_event(json!({"keen": {"uniqueness_token": "t1"}}), &scoped_context).unwrap();
+        assert_eq!(scoped.uniqueness_token.as_deref(), Some("acme\u{1f}t1"));
+        let (_, reloaded_token) = reload_event(&scoped.json).unwrap();
+        assert_eq!(reloaded_token, scoped.uniqueness_token);
+        assert!(matches!(
+            prepare_event(json!({"keen": {"uniqueness_scope": "acme"}}), &context()),
+            Err(EventError::InvalidKeenNamespaceProperty(_))
+        ));
     }
 
     #[test]

@@ -1,5 +1,14 @@
 //! Keen's naming rules for event collections and properties, shared by the write path (validation)
 //! and the schema endpoints. Limits follow the official SDKs (see `shared/keen-api.md` §2.5).
+//!
+//! Design: beyond Keen's rules, a name must be safe for every place it ends up. Collection names may not
+//! contain `/` or `\` or consist only of dots (`..`), so no storage backend or tool that maps them to paths
+//! can be led outside a project; property names may not contain control characters (NUL among them),
+//! Unicode format characters (bidi overrides such as U+202E, zero-width characters, the BOM) or line and
+//! paragraph separators, which would make two different names look the same, or reorder what a dashboard
+//! shows around them.
+
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 /// Longest collection name Keen accepts (iOS and .NET SDKs).
 pub const MAX_COLLECTION_NAME_CHARS: usize = 64;
@@ -23,6 +32,16 @@ pub fn collection_name_problem(name: &str) -> Option<String> {
     }
     if name.chars().any(|c| c.is_ascii_control()) {
         return Some("Collection name must not contain control characters.".to_string());
+    }
+    if name.contains(['/', '\\']) {
+        return Some(format!(
+            "Collection name must not contain '/' or '\\': '{name}'."
+        ));
+    }
+    if name.chars().all(|c| c == '.') {
+        return Some(format!(
+            "Collection name must not consist only of periods: '{name}'."
+        ));
     }
     if name.contains('$') {
         return Some(format!("Collection name must not contain '$': '{name}'."));
@@ -53,7 +72,27 @@ pub fn property_name_problem(name: &str) -> Option<String> {
     if name.starts_with('$') {
         return Some(format!("Property names must not start with '$': '{name}'."));
     }
+    if let Some(bad) = name.chars().find(|c| is_invisible_or_control(*c)) {
+        return Some(format!(
+            "Property names must not contain control or invisible formatting characters (found U+{:04X}): {:?}.",
+            bad as u32,
+            name.escape_debug().to_string()
+        ));
+    }
     None
+}
+
+/// Control characters, Unicode format characters (bidi controls, zero-width characters, the BOM) and the
+/// line and paragraph separators.
+fn is_invisible_or_control(character: char) -> bool {
+    character.is_control()
+        || matches!(
+            character.general_category(),
+            GeneralCategory::Control
+                | GeneralCategory::Format
+                | GeneralCategory::LineSeparator
+                | GeneralCategory::ParagraphSeparator
+        )
 }
 
 #[cfg(test)]
@@ -71,6 +110,10 @@ mod tests {
         assert!(collection_name_problem("café").is_some());
         assert!(collection_name_problem(&"x".repeat(64)).is_none());
         assert!(collection_name_problem(&"x".repeat(65)).is_some());
+        for bad in ["..", ".", "../../x", "a/b", "a\\b", "/etc"] {
+            assert!(collection_name_problem(bad).is_some(), "{bad}");
+        }
+        assert!(collection_name_problem("v1.2").is_none());
     }
 
     #[test]
@@ -82,5 +125,16 @@ mod tests {
         assert!(property_name_problem("").is_some());
         assert!(property_name_problem(&"p".repeat(255)).is_none());
         assert!(property_name_problem(&"p".repeat(256)).is_some());
+        for bad in [
+            "a\0b",
+            "evil\u{202E}txt",
+            "zero\u{200B}width",
+            "\u{FEFF}bom",
+            "tab\t",
+            "line\u{2028}",
+        ] {
+            assert!(property_name_problem(bad).is_some(), "{bad:?}");
+        }
+        assert!(property_name_problem("café ☕ 価格").is_none());
     }
 }

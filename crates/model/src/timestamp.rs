@@ -7,9 +7,20 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 /// Milliseconds since the Unix epoch, UTC.
 pub type EpochMillis = i64;
 
+/// The earliest instant Keyhole reads or computes: 0001-01-01T00:00:00Z.
+pub const MIN_INSTANT: EpochMillis = -62_135_596_800_000;
+/// The end of the latest year Keyhole reads or computes: 10000-01-01T00:00:00Z (exclusive for
+/// timestamps, the furthest end of a timeframe). Four-digit years, as ISO 8601 writes them.
+pub const MAX_INSTANT: EpochMillis = 253_402_300_800_000;
+
 /// Parses a client timestamp: RFC 3339 with `Z` or an offset, or a naive date-time (Python's
-/// `isoformat()` without a zone), which Keen reads as UTC. A bare date means its midnight UTC.
+/// `isoformat()` without a zone), which Keen reads as UTC. A bare date means its midnight UTC. Instants
+/// outside the years 1 to 9999 are refused, so calendar arithmetic on any accepted instant cannot overflow.
 pub fn parse_timestamp(text: &str) -> Option<EpochMillis> {
+    parse_any_timestamp(text).filter(|millis| (MIN_INSTANT..MAX_INSTANT).contains(millis))
+}
+
+fn parse_any_timestamp(text: &str) -> Option<EpochMillis> {
     let text = text.trim();
     if let Ok(parsed) = DateTime::parse_from_rfc3339(text) {
         return Some(parsed.timestamp_millis());
@@ -88,6 +99,13 @@ mod tests {
             parse_timestamp("2024-03-01T00:00:00Z")
         );
         assert_eq!(parse_timestamp("yesterday"), None);
+        assert_eq!(parse_timestamp("0001-01-01T00:00:00Z"), Some(MIN_INSTANT));
+        assert_eq!(
+            parse_timestamp("9999-12-31T23:59:59.999Z"),
+            Some(MAX_INSTANT - 1)
+        );
+        assert_eq!(parse_timestamp("+10000-01-01T00:00:00Z"), None);
+        assert_eq!(parse_timestamp("-0001-12-31T00:00:00Z"), None);
         assert_eq!(parse_timestamp(""), None);
     }
 

@@ -14,7 +14,7 @@ use keyhole_model::query::{Query, QueryError};
 use serde_json::{Map, Value, json};
 
 use crate::columns::column;
-use crate::plan::{EventSource, query_frame};
+use crate::plan::{EventSource, Scanned, query_frame};
 use crate::render::cell;
 use crate::{Result, Scope};
 
@@ -56,6 +56,9 @@ fn event_at(batch: &RecordBatch, row: usize) -> Value {
         let Some((path, kind)) = ValueKind::split_column_name(name) else {
             continue;
         };
+        if path == keyhole_model::event::UNIQUENESS_SCOPE_PATH {
+            continue;
+        }
         let value = match kind {
             ValueKind::Null => Value::Null,
             ValueKind::EmptyObject => Value::Object(Map::new()),
@@ -85,7 +88,7 @@ pub async fn run(
     query: &Query,
     scope: &Scope,
     now: i64,
-) -> Result<(Value, usize)> {
+) -> Result<(Value, Scanned)> {
     if query.email.is_some() {
         return Err(QueryError::InvalidParameter(
             "Email extractions are not supported by Keyhole; omit email to extract synchronously."
@@ -94,7 +97,7 @@ pub async fn run(
         .into());
     }
     let (filtered, _) = query_frame(source, scope, query, now).await?;
-    let events_scanned = filtered.events_scanned;
+    let scanned = filtered.scanned.clone();
     let timestamp = column(TIMESTAMP_COLUMN);
     let frame = match query.latest {
         Some(latest) => filtered
@@ -126,7 +129,7 @@ pub async fn run(
             .map(|event| select_properties(event, names))
             .collect();
     }
-    Ok((json!({ "result": events }), events_scanned))
+    Ok((json!({ "result": events }), scanned))
 }
 
 #[cfg(test)]

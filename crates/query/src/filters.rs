@@ -31,7 +31,25 @@ pub fn conjunction(
     for filter in filters {
         predicates.push(without_null_guards(predicate(filter, schema)?));
     }
-    Ok(predicates.into_iter().reduce(Expr::and))
+    Ok(balanced(predicates, Expr::and))
+}
+
+/// Combines expressions pairwise into a balanced tree, so a long AND or OR is only log2(n) deep: the
+/// optimizer and the evaluator recurse into expressions, and a chain of a thousand conditions built
+/// left-deep overflowed their stacks.
+pub fn balanced(mut expressions: Vec<Expr>, combine: fn(Expr, Expr) -> Expr) -> Option<Expr> {
+    while expressions.len() > 1 {
+        let mut combined = Vec::with_capacity(expressions.len().div_ceil(2));
+        let mut remaining = expressions.into_iter();
+        while let Some(left) = remaining.next() {
+            match remaining.next() {
+                Some(right) => combined.push(combine(left, right)),
+                None => combined.push(left),
+            }
+        }
+        expressions = combined;
+    }
+    expressions.pop()
 }
 
 /// Removes the `coalesce(p, false)` guards that are not needed where the predicate is used as a row filter:
@@ -68,11 +86,7 @@ fn null_safe(expr: Expr) -> Expr {
 }
 
 fn any_of(predicates: Vec<Expr>) -> Expr {
-    predicates
-        .into_iter()
-        .map(null_safe)
-        .reduce(Expr::or)
-        .unwrap_or(lit(false))
+    balanced(predicates.into_iter().map(null_safe).collect(), Expr::or).unwrap_or(lit(false))
 }
 
 pub fn predicate(filter: &Filter, schema: &arrow::datatypes::Schema) -> Result<Expr, QueryError> {
@@ -187,10 +201,10 @@ fn condition(
     Ok(match operator {
         Operator::Eq => equals(columns, value),
         Operator::Ne => equals(columns, value).not(),
-        Operator::In => {
-            let values = value.as_array().cloned().unwrap_or_default();
-            any_of(values.iter().map(|value| equals(columns, value)).collect())
-        }
+        Operator::In => is_in(
+            columns,
+            value.as_array().map(Vec::as_slice).unwrap_or_default(),
+        ),
         Operator::Exists => {
             if value.as_bool() == Some(false) {
                 exists(columns).not()
@@ -226,6 +240,32 @@ fn condition(
         }
         Operator::Within => lit(false),
     })
+}
+
+/// `in`: one `IN (…)` list per typed column and one `array_has_any` per list column, whatever the number of
+/// values (an OR of one equality per value was as deep as the list was long).
+fn is_in(columns: &PropertyColumns, values: &[Value]) -> Expr {
+    let mut predicates = Vec::new();
+    let kinds: [fn(&Value) -> bool; 3] = [Value::is_number, Value::is_string, Value::is_boolean];
+    for is_kind in kinds {
+        let targets: Vec<(Expr, Option<Expr>, Expr)> = values
+            .iter()
+            .filter(|value| is_kind(value))
+            .flat_map(|value| scalar_targets(columns, value))
+            .collect();
+        let Some((scalar, list, _)) = targets.first().cloned() else {
+            continue;
+        };
+        let literals: Vec<Expr> = targets.into_iter().map(|(_, _, literal)| literal).collect();
+        if let Some(list) = list {
+            predicates.push(array_has_any(list, make_array(literals.clone())));
+        }
+        predicates.push(scalar.in_list(literals, false));
+    }
+    if values.iter().any(Value::is_null) {
+        predicates.push(is_null_or_missing(columns));
+    }
+    any_of(predicates)
 }
 
 fn contains(columns: &PropertyColumns, value: &Value) -> Expr {

@@ -14,7 +14,7 @@ use arrow::array::Array;
 use keyhole_model::query::{FunnelStep, GroupBy, Query};
 use serde_json::{Value, json};
 
-use crate::plan::{EventSource, filtered_frame, group_key_columns};
+use crate::plan::{EventSource, Scanned, filtered_frame, group_key_columns};
 use crate::render::{cell, compare};
 use crate::{Result, Scope};
 
@@ -25,15 +25,16 @@ async fn step_actors(
     step: &FunnelStep,
     scope: &Scope,
     now: i64,
-) -> Result<(HashMap<String, Value>, usize)> {
+) -> Result<(HashMap<String, Value>, Scanned)> {
     let timezone = step.timezone.unwrap_or(query.timezone);
     let range = step
         .timeframe
         .as_ref()
         .or(query.timeframe.as_ref())
-        .map(|timeframe| timeframe.resolve(now, timezone));
+        .map(|timeframe| timeframe.resolve(now, timezone))
+        .transpose()?;
     let filtered = filtered_frame(source, scope, &step.collection, range, &step.filters).await?;
-    let scanned = filtered.events_scanned;
+    let scanned = filtered.scanned.clone();
     let actor = GroupBy::Property(step.actor_property.clone());
     let keys: Vec<_> = group_key_columns(&filtered.schema, &actor)
         .into_iter()
@@ -68,14 +69,14 @@ pub async fn run(
     query: &Query,
     scope: &Scope,
     now: i64,
-) -> Result<(Value, usize)> {
+) -> Result<(Value, Scanned)> {
     let mut counts = Vec::with_capacity(query.steps.len());
     let mut actor_lists = Vec::with_capacity(query.steps.len());
     let mut constraining: Option<HashMap<String, Value>> = None;
-    let mut events_scanned = 0;
+    let mut events_scanned = Scanned::default();
     for step in &query.steps {
         let (actors, scanned) = step_actors(source, query, step, scope, now).await?;
-        events_scanned += scanned;
+        events_scanned.add(scanned);
         // An optional step must leave the constraining set as it was, so it filters a copy.
         let previous = if step.optional {
             constraining.clone()

@@ -10,12 +10,14 @@ mod columns;
 mod extraction;
 mod filters;
 mod funnel;
+mod governor;
 mod plan;
 mod render;
 mod results;
 pub mod scope;
 mod visibility;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use keyhole_model::query::{AnalysisType, Query, QueryError};
@@ -24,6 +26,7 @@ pub use extraction::MAX_EXTRACTED_EVENTS;
 use keyhole_storage::{Storage, StorageError};
 use serde_json::{Value, json};
 
+pub use governor::QueryLimits;
 pub use scope::Scope;
 pub use visibility::Visibility;
 
@@ -37,46 +40,99 @@ pub enum ExecError {
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("query engine failed: {0}")]
-    Engine(#[from] datafusion::error::DataFusionError),
+    Engine(datafusion::error::DataFusionError),
+    /// Every query slot stayed taken for the whole queue wait.
+    #[error("too many queries are running; retry shortly")]
+    Busy,
+    #[error("the query took longer than {0:?}")]
+    Timeout(std::time::Duration),
+    /// The query's operators needed more memory than its budget (bytes).
+    #[error("the query needs more than its memory budget of {0} bytes")]
+    MemoryBudget(usize),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<datafusion::error::DataFusionError> for ExecError {
+    fn from(error: datafusion::error::DataFusionError) -> ExecError {
+        use datafusion::error::DataFusionError;
+        match error.find_root() {
+            DataFusionError::ResourcesExhausted(_) => ExecError::MemoryBudget(0),
+            _ => ExecError::Engine(error),
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, ExecError>;
 
-/// Runs Keen queries against a storage.
+/// Runs Keen queries against a storage, each under the [`QueryLimits`] (see `governor`).
 #[derive(Clone)]
 pub struct QueryEngine {
     source: plan::EventSource,
+    governor: Arc<governor::Governor>,
 }
 
 impl QueryEngine {
-    pub fn new(storage: Storage) -> QueryEngine {
-        QueryEngine {
-            source: plan::EventSource::new(storage),
-        }
+    /// Fails only if the query runtime's threads cannot be started.
+    pub fn new(storage: Storage, limits: QueryLimits) -> std::io::Result<QueryEngine> {
+        Ok(QueryEngine {
+            source: plan::EventSource::new(storage, limits.clone()),
+            governor: Arc::new(governor::Governor::new(limits)?),
+        })
+    }
+
+    pub fn limits(&self) -> &QueryLimits {
+        &self.governor.limits
     }
 
     /// What of `collection`'s schema `scope` may learn about (for the schema endpoints).
     pub async fn visible_columns(&self, scope: &Scope, collection: &str) -> Result<Visibility> {
-        visibility::visible_columns(&self.source, scope, collection).await
+        let source = self.source.for_one_query();
+        let (scope, collection) = (scope.clone(), collection.to_string());
+        self.governor
+            .run(async move { visibility::visible_columns(&source, &scope, &collection).await })
+            .await
+            .map_err(with_budget(self.limits()))
     }
 
     /// Runs `query` as seen through `scope`, with relative timeframes evaluated at `now_millis`.
     /// Returns the whole response body (`{"result": …}` plus what the analysis adds).
     pub async fn run(&self, query: &Query, scope: &Scope, now_millis: i64) -> Result<Value> {
-        let started = Instant::now();
-        let (mut body, events_scanned) = match query.analysis {
-            AnalysisType::Funnel => funnel::run(&self.source, query, scope, now_millis).await?,
-            AnalysisType::Extraction => {
-                extraction::run(&self.source, query, scope, now_millis).await?
-            }
-            _ => results::run_metrics(&self.source, query, scope, now_millis).await?,
-        };
-        if query.include_metadata {
-            body["execution_metadata"] = json!({
-                "events_scanned": events_scanned,
-                "total_processing_time": started.elapsed().as_secs_f64(),
-            });
-        }
-        Ok(body)
+        let source = self.source.for_one_query();
+        let (query, scope) = (query.clone(), scope.clone());
+        self.governor
+            .run(async move { run_governed(&source, &query, &scope, now_millis).await })
+            .await
+            .map_err(with_budget(self.limits()))
     }
+}
+
+/// Fills in the budget a [`ExecError::MemoryBudget`] reports.
+fn with_budget(limits: &QueryLimits) -> impl Fn(ExecError) -> ExecError + '_ {
+    |error| match error {
+        ExecError::MemoryBudget(_) => ExecError::MemoryBudget(limits.memory_bytes),
+        other => other,
+    }
+}
+
+async fn run_governed(
+    source: &plan::EventSource,
+    query: &Query,
+    scope: &Scope,
+    now_millis: i64,
+) -> Result<Value> {
+    let started = Instant::now();
+    let (mut body, scanned) = match query.analysis {
+        AnalysisType::Funnel => funnel::run(source, query, scope, now_millis).await?,
+        AnalysisType::Extraction => extraction::run(source, query, scope, now_millis).await?,
+        _ => results::run_metrics(source, query, scope, now_millis).await?,
+    };
+    if query.include_metadata {
+        let events_scanned = scanned.count(source, scope).await?;
+        body["execution_metadata"] = json!({
+            "events_scanned": events_scanned,
+            "total_processing_time": started.elapsed().as_secs_f64(),
+        });
+    }
+    Ok(body)
 }

@@ -14,6 +14,8 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::functions_aggregate::expr_fn::{
@@ -27,18 +29,46 @@ use keyhole_model::flat::TIMESTAMP_COLUMN;
 use keyhole_model::query::{AnalysisType, Filter, GroupBy, Query, TimeRange};
 use keyhole_storage::{CollectionId, CollectionSnapshot, Storage};
 
-use crate::Result;
 use crate::bucket::bucket_of;
 use crate::columns::{PropertyColumns, column};
 use crate::filters::conjunction;
 use crate::scope::Scope;
+use crate::{QueryLimits, Result};
 
 /// The rows of a collection a query may see, with the key's and the caller's filters applied.
 pub struct FilteredFrame {
     pub frame: DataFrame,
     pub schema: SchemaRef,
-    /// Events read before filtering (for `execution_metadata`).
-    pub events_scanned: usize,
+    /// What this read scanned, for `execution_metadata`.
+    pub scanned: Scanned,
+}
+
+/// The events a query's reads scanned, as its caller may learn it. Without forced filters that is every
+/// event the read looked at (known when the read is planned). With forced filters it is only the events
+/// inside the scope and time range, counted when the metadata is asked for: the collection's total would
+/// tell a tenant how much data the other tenants have, and whether a collection holding only their events
+/// exists.
+#[derive(Clone, Debug, Default)]
+pub struct Scanned {
+    known: usize,
+    scoped_reads: Vec<(String, Option<TimeRange>)>,
+}
+
+impl Scanned {
+    pub fn add(&mut self, other: Scanned) {
+        self.known += other.known;
+        self.scoped_reads.extend(other.scoped_reads);
+    }
+
+    /// The number to report.
+    pub async fn count(&self, source: &EventSource, scope: &Scope) -> Result<usize> {
+        let mut total = self.known;
+        for (collection, range) in &self.scoped_reads {
+            let filtered = filtered_frame(source, scope, collection, *range, &[]).await?;
+            total += filtered.frame.count().await?;
+        }
+        Ok(total)
+    }
 }
 
 /// The URL under which the storage's object store is registered in the queries' shared runtime.
@@ -67,12 +97,22 @@ pub async fn filtered_frame(
     };
     let snapshot = source.storage.snapshot(&id, storage_range);
     let schema = scan_schema(&snapshot.schema);
-    let events_scanned = snapshot.files.iter().map(|file| file.rows).sum::<usize>()
-        + snapshot
-            .memory
-            .iter()
-            .map(RecordBatch::num_rows)
-            .sum::<usize>();
+    let scanned = if scope.forced_filters().is_empty() {
+        Scanned {
+            known: snapshot.files.iter().map(|file| file.rows).sum::<usize>()
+                + snapshot
+                    .memory
+                    .iter()
+                    .map(RecordBatch::num_rows)
+                    .sum::<usize>(),
+            scoped_reads: Vec::new(),
+        }
+    } else {
+        Scanned {
+            known: 0,
+            scoped_reads: vec![(collection.to_string(), range)],
+        }
+    };
 
     // Filters are evaluated inside the Parquet scan (cheapest first), so the other columns are decoded only
     // for matching rows: a tenant key's reads decode little beyond the tenant's own rows.
@@ -122,7 +162,7 @@ pub async fn filtered_frame(
     Ok(FilteredFrame {
         frame,
         schema,
-        events_scanned,
+        scanned,
     })
 }
 
@@ -196,14 +236,18 @@ pub struct EventSource {
     runtime: Arc<RuntimeEnv>,
     /// Partitions for the in-memory rows (read once: on Linux it reads cgroup files).
     cores: usize,
+    pub limits: Arc<QueryLimits>,
 }
 
 impl EventSource {
-    pub fn new(storage: Storage) -> EventSource {
-        // Only the cache sizes differ from DataFusion's defaults, which build without fail (its own
-        // `RuntimeEnv::default()` unwraps the same builder).
+    pub fn new(storage: Storage, limits: QueryLimits) -> EventSource {
+        // Only the cache sizes and the disabled spilling differ from DataFusion's defaults, which build
+        // without fail (its own `RuntimeEnv::default()` unwraps the same builder).
         let runtime = RuntimeEnvBuilder::new()
             .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
             .build_arc()
             .expect("the default DataFusion runtime builds");
         let objects_url = ObjectStoreUrl::parse(OBJECTS_URL).expect("a constant, valid URL");
@@ -216,6 +260,24 @@ impl EventSource {
             storage,
             runtime,
             cores,
+            limits: Arc::new(limits),
+        }
+    }
+
+    /// This source with a memory pool of its own, holding one query's budget: every session the query
+    /// opens (one per collection it reads) draws on the same pool. The caches and the object store stay
+    /// shared.
+    pub fn for_one_query(&self) -> EventSource {
+        let shared = &self.runtime;
+        let runtime = RuntimeEnv {
+            memory_pool: Arc::new(GreedyMemoryPool::new(self.limits.memory_bytes)),
+            disk_manager: shared.disk_manager.clone(),
+            cache_manager: shared.cache_manager.clone(),
+            object_store_registry: shared.object_store_registry.clone(),
+        };
+        EventSource {
+            runtime: Arc::new(runtime),
+            ..self.clone()
         }
     }
 }
@@ -230,7 +292,8 @@ pub async fn query_frame(
     let range = query
         .timeframe
         .as_ref()
-        .map(|timeframe| timeframe.resolve(now, query.timezone));
+        .map(|timeframe| timeframe.resolve(now, query.timezone))
+        .transpose()?;
     let collection = query.collection.as_deref().unwrap_or_default();
     let filtered = filtered_frame(source, scope, collection, range, &query.filters).await?;
     Ok((filtered, range))

@@ -20,7 +20,7 @@ use keyhole_model::query::{AnalysisType, GroupBy, OrderBy, Query, QueryError, fo
 use serde_json::{Map, Value, json};
 
 use crate::plan::{
-    BUCKET_ALIAS, EventSource, Metric, aggregate, group_alias, metric_alias, query_frame,
+    BUCKET_ALIAS, EventSource, Metric, Scanned, aggregate, group_alias, metric_alias, query_frame,
 };
 use crate::render::{cell, compare, number};
 use crate::{MAX_BUCKETS, Result, Scope};
@@ -268,13 +268,13 @@ fn check_order_by(query: &Query, metrics: &[Metric]) -> Result<()> {
     Ok(())
 }
 
-/// Runs a metric analysis (or multi_analysis); returns the body and the events scanned.
+/// Runs a metric analysis (or multi_analysis); returns the body and what it scanned.
 pub async fn run_metrics(
     source: &EventSource,
     query: &Query,
     scope: &Scope,
     now: i64,
-) -> Result<(Value, usize)> {
+) -> Result<(Value, Scanned)> {
     let metrics = metrics_of(query);
     check_order_by(query, &metrics)?;
     // Planning is lazy: nothing is read before the aggregate below runs.
@@ -285,9 +285,17 @@ pub async fn run_metrics(
         }
         _ => None,
     };
-    let events_scanned = filtered.events_scanned;
+    let scanned = filtered.scanned.clone();
+    let max_cells = source.limits.max_result_cells;
+    let buckets = boundaries
+        .as_ref()
+        .map_or(1, |b| b.len().saturating_sub(1).max(1));
+    check_cells(buckets.saturating_mul(metrics.len()), max_cells)?;
     let batches = aggregate(filtered, boundaries.clone(), &query.group_by, &metrics).await?;
+    // The values collected into lists (select_unique, percentile) are counted before any is rendered.
+    check_cells(listed_values(&batches, &metrics), max_cells)?;
     let rows = rows_of(&batches, &query.group_by, &metrics);
+    check_cells(result_cells(&rows, buckets, metrics.len()), max_cells)?;
     let empty: Vec<Value> = metrics
         .iter()
         .map(|metric| empty_value(metric.analysis))
@@ -347,7 +355,60 @@ pub async fn run_metrics(
             Value::Array(buckets.collect())
         }
     };
-    Ok((json!({ "result": result }), events_scanned))
+    Ok((json!({ "result": result }), scanned))
+}
+
+/// The values the select_unique lists of the aggregate hold, counted in Arrow before any is rendered.
+/// (Percentile samples are collected too, but only one number per cell is rendered; their memory is
+/// the query's memory budget's concern.)
+fn listed_values(batches: &[RecordBatch], metrics: &[Metric]) -> usize {
+    use arrow::array::AsArray;
+    let mut listed = 0usize;
+    for (index, metric) in metrics.iter().enumerate() {
+        if metric.analysis != AnalysisType::SelectUnique {
+            continue;
+        }
+        for kind in ValueKind::ALL {
+            let name = metric_alias(index, kind.suffix());
+            for batch in batches {
+                let lists = batch
+                    .column_by_name(&name)
+                    .and_then(|column| column.as_list_opt::<i32>());
+                listed += lists.map_or(0, |lists| lists.values().len());
+            }
+        }
+    }
+    listed
+}
+
+/// The values an answer built from `rows` holds: every (bucket, group, metric) cell — with an interval and
+/// group_by every group appears in every bucket — plus the values of select_unique lists.
+fn result_cells(rows: &[Row], buckets: usize, metrics: usize) -> usize {
+    let groups = rows
+        .iter()
+        .map(|row| group_key(&row.groups))
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+        .max(1);
+    let listed: usize = rows
+        .iter()
+        .flat_map(|row| &row.values)
+        .map(|value| value.as_array().map_or(0, Vec::len))
+        .sum();
+    buckets
+        .saturating_mul(groups)
+        .saturating_mul(metrics)
+        .saturating_add(listed)
+}
+
+fn check_cells(cells: usize, max_cells: usize) -> Result<()> {
+    if cells <= max_cells {
+        return Ok(());
+    }
+    Err(QueryError::LimitExceeded(format!(
+        "This query's answer would hold {cells} values, more than the {max_cells} one answer may hold; narrow it with a timeframe, filters, a longer interval or fewer group_by properties."
+    ))
+    .into())
 }
 
 /// A group's identity: its values as JSON text (so `5` and `"5"` stay distinct).

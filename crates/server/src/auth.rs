@@ -55,12 +55,14 @@ policies! {
     Queries => Requirement::Operation(Operation::Queries),
 }
 
-/// The scope a key reads in: its project, and the filters its options force on every read.
-pub fn scope_of_key(project_id: &str, key: &ResolvedKey) -> keyhole_query::Scope {
-    keyhole_query::Scope::new(
-        project_id,
-        keyhole_model::access::forced_query_filters(&key.options),
-    )
+/// The scope a key reads in: its project, and the filters its options force on every read. A key whose
+/// stored filters no longer parse is refused (and logged), never given a wider scope.
+pub fn scope_of_key(project_id: &str, key: &ResolvedKey) -> Result<keyhole_query::Scope, ApiError> {
+    let filters = keyhole_model::access::forced_query_filters(&key.options).map_err(|error| {
+        tracing::error!(project_id, %error, "stored access key options do not parse; key refused");
+        invalid_api_key()
+    })?;
+    Ok(keyhole_query::Scope::new(project_id, filters))
 }
 
 /// A caller allowed by policy `P` on the project named in the path.
@@ -88,25 +90,25 @@ pub fn presented_key(headers: &HeaderMap, query: Option<&str>) -> Option<String>
 
 pub use keyhole_model::query_string::pairs as form_urlencoded_pairs;
 
+/// The answer to any key that does not open the project: the same whatever the reason.
+pub fn invalid_api_key() -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidApiKey,
+        "The API key is missing, invalid, or revoked, or not valid for this project.",
+    )
+}
+
 /// Checks a resolved key against a requirement on a project.
 pub fn check_project_access(
     key: Option<ResolvedKey>,
     project_id: &str,
     requirement: Requirement,
 ) -> Result<ResolvedKey, ApiError> {
-    let invalid = || {
-        ApiError::new(
-            ErrorCode::InvalidApiKey,
-            "The API key is missing, invalid, or revoked.",
-        )
-    };
-    let key = key.filter(|key| key.is_active).ok_or_else(invalid)?;
-    if key.project_id != project_id {
-        return Err(ApiError::new(
-            ErrorCode::InvalidApiKey,
-            "The API key is not valid for this project.",
-        ));
-    }
+    // One answer for a missing, unknown, revoked or other project's key: a different message for a key
+    // that exists elsewhere would tell a caller which strings are live keys.
+    let key = key
+        .filter(|key| key.is_active && key.project_id == project_id)
+        .ok_or_else(invalid_api_key)?;
     let allowed = match requirement {
         Requirement::Public => true,
         Requirement::Organization => false,
@@ -148,7 +150,10 @@ pub async fn authorize(
         Some(secret) => state.meta.resolve_key(&secret).await?,
         None => None,
     };
-    check_project_access(resolved, project_id, requirement)
+    let key = check_project_access(resolved, project_id, requirement)?;
+    // Refused on every route, not only where the scope is used.
+    scope_of_key(project_id, &key)?;
+    Ok(key)
 }
 
 /// The value of a path parameter of the matched route.

@@ -44,7 +44,13 @@ error_codes! {
     InvalidPropertyName => (BAD_REQUEST, "InvalidPropertyNameError"),
     InvalidPropertyValue => (BAD_REQUEST, "InvalidPropertyValueError"),
     InvalidCollectionName => (BAD_REQUEST, "InvalidCollectionNameError"),
+    // The event's new property names are refused (the collection is at its column cap); a client
+    // mistake the SDKs do not retry.
+    TooManyProperties => (BAD_REQUEST, "InvalidPropertyNameError"),
     InvalidRequest => (BAD_REQUEST, "InvalidRequestError"),
+    RequestTimeout => (REQUEST_TIMEOUT, "RequestTimeoutError"),
+    UriTooLong => (URI_TOO_LONG, "InvalidRequestError"),
+    HeadersTooLarge => (REQUEST_HEADER_FIELDS_TOO_LARGE, "InvalidRequestError"),
     TimeframeDefinition => (BAD_REQUEST, "TimeframeDefinitionError"),
     InvalidTimezone => (BAD_REQUEST, "InvalidTimezoneError"),
     InvalidInterval => (BAD_REQUEST, "InvalidIntervalError"),
@@ -55,15 +61,21 @@ error_codes! {
     LimitExceeded => (BAD_REQUEST, "LimitExceededError"),
     InvalidKeyDefinition => (BAD_REQUEST, "InvalidAccessKeyDefinitionError"),
     NotImplemented => (NOT_IMPLEMENTED, "NotImplementedError"),
+    QueryMemoryExceeded => (PAYLOAD_TOO_LARGE, "QueryTooLargeError"),
+    // Keen answered query timeouts with 504.
+    QueryTimeout => (GATEWAY_TIMEOUT, "QueryTimeoutError"),
+    TooManyQueries => (SERVICE_UNAVAILABLE, "TooManyQueriesError"),
     ServiceUnavailable => (SERVICE_UNAVAILABLE, "ServiceUnavailableError"),
     Internal => (INTERNAL_SERVER_ERROR, "InternalServerError"),
 }
 
-/// An error answer: `{"message", "error_code"}` with the code's status.
+/// An error answer: `{"message", "error_code"}` with the code's status, and `Retry-After` where
+/// retrying soon helps.
 #[derive(Debug)]
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -71,6 +83,14 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn with_retry_after(self, seconds: u64) -> ApiError {
+        ApiError {
+            retry_after_secs: Some(seconds),
+            ..self
         }
     }
 
@@ -94,7 +114,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.code.status(), Json(self.body())).into_response()
+        let mut response = (self.code.status(), Json(self.body())).into_response();
+        if let Some(seconds) = self.retry_after_secs {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds),
+            );
+        }
+        response
     }
 }
 
@@ -140,6 +167,26 @@ impl From<keyhole_query::ExecError> for ApiError {
             keyhole_query::ExecError::Query(error) => error.into(),
             keyhole_query::ExecError::Storage(error) => error.into(),
             keyhole_query::ExecError::Engine(error) => ApiError::internal(error),
+            keyhole_query::ExecError::Internal(detail) => ApiError::internal(detail),
+            keyhole_query::ExecError::Busy => ApiError::new(
+                ErrorCode::TooManyQueries,
+                "Too many queries are running; retry shortly.",
+            )
+            .with_retry_after(1),
+            keyhole_query::ExecError::Timeout(limit) => ApiError::new(
+                ErrorCode::QueryTimeout,
+                format!(
+                    "The query took longer than {} seconds; narrow it with a timeframe or filters.",
+                    limit.as_secs_f64()
+                ),
+            ),
+            keyhole_query::ExecError::MemoryBudget(bytes) => ApiError::new(
+                ErrorCode::QueryMemoryExceeded,
+                format!(
+                    "The query needs more than its memory budget of {} MiB; narrow it with a timeframe, filters or fewer group_by values.",
+                    bytes / (1024 * 1024)
+                ),
+            ),
         }
     }
 }
@@ -150,7 +197,8 @@ impl From<keyhole_storage::StorageError> for ApiError {
             keyhole_storage::StorageError::Closed => ApiError::new(
                 ErrorCode::ServiceUnavailable,
                 "The server is shutting down; retry shortly.",
-            ),
+            )
+            .with_retry_after(5),
             other => ApiError::internal(other),
         }
     }

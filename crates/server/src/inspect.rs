@@ -49,6 +49,9 @@ fn property_types(schema: &CollectionSchema) -> BTreeMap<String, &'static str> {
         ("keen.id".to_string(), "string"),
     ]);
     for (path, property) in &schema.properties {
+        if path == keyhole_model::event::UNIQUENESS_SCOPE_PATH {
+            continue;
+        }
         let Some(kind) = ValueKind::from_suffix(&property.latest) else {
             continue;
         };
@@ -94,7 +97,7 @@ async fn scoped_schema(
     let Some(mut schema) = state.storage.collection_schema(&id) else {
         return Ok(None);
     };
-    let scope = scope_of_key(project_id, key);
+    let scope = scope_of_key(project_id, key)?;
     let visible = match state.queries.visible_columns(&scope, collection).await? {
         Visibility::Everything => return Ok(Some(schema)),
         Visibility::Nothing => return Ok(None),
@@ -175,38 +178,67 @@ pub async fn get_property(
 }
 
 /// `DELETE /3.0/projects/{project_id}/events/{collection}`: deletes the whole collection (204).
-/// Deleting only the events matching `filters`/`timeframe` needs the query engine and is refused
-/// with 501 until it exists.
+///
+/// Only a request that says nothing but "this collection" deletes it. Deleting the events matching
+/// `filters`/`timeframe`/`timezone` (in any spelling: `filters=…` or the bracket form
+/// `filters[0][property_name]=…` that PHP's SDK sends) is answered 501 until it exists; any other
+/// parameter, or a request body, is refused with 400. A delete is never widened to the whole collection
+/// because a parameter was not recognized.
 pub async fn delete_collection(
     auth: Authorized<MasterOnly>,
     State(state): State<AppState>,
     Path((_, collection)): Path<(String, String)>,
     RawQuery(query): RawQuery,
+    body: axum::body::Body,
 ) -> Result<StatusCode, ApiError> {
-    let selective = query
-        .as_deref()
-        .map(|q| {
-            form_urlencoded_pairs(q)
-                .any(|(name, _)| matches!(name.as_str(), "filters" | "timeframe"))
-        })
-        .unwrap_or(false);
-    if selective {
-        return Err(ApiError::new(
-            ErrorCode::NotImplemented,
-            "Deleting events by filters or timeframe is not supported yet; omit them to delete the whole collection.",
-        ));
+    check_delete_is_whole_collection(query.as_deref())?;
+    let body = crate::http::read_body(body, 1024, delete_body_refused).await?;
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        return Err(delete_body_refused());
     }
-    state
-        .storage
-        .collection_schema(&CollectionId {
-            project: auth.project_id.clone(),
-            collection: collection.clone(),
-        })
-        .ok_or_else(ApiError::not_found)?;
     let id = CollectionId {
         project: auth.project_id,
         collection,
     };
+    state
+        .storage
+        .collection_schema(&id)
+        .ok_or_else(ApiError::not_found)?;
     state.storage.delete_collection(id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn delete_body_refused() -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidParameter,
+        "A collection delete takes no request body; nothing was deleted.",
+    )
+}
+
+/// Refuses a delete that carries anything but the key.
+fn check_delete_is_whole_collection(query: Option<&str>) -> Result<(), ApiError> {
+    let mut selective = false;
+    for (name, _) in form_urlencoded_pairs(query.unwrap_or_default()) {
+        let base = name.split('[').next().unwrap_or_default();
+        match base {
+            "api_key" if name == "api_key" => {}
+            "filters" | "timeframe" | "timezone" => selective = true,
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidParameter,
+                    format!(
+                        "A collection delete does not take the parameter '{}'; nothing was deleted.",
+                        name.chars().take(100).collect::<String>()
+                    ),
+                ));
+            }
+        }
+    }
+    if selective {
+        return Err(ApiError::new(
+            ErrorCode::NotImplemented,
+            "Deleting events by filters, timeframe or timezone is not supported yet; nothing was deleted. Omit them to delete the whole collection.",
+        ));
+    }
+    Ok(())
 }

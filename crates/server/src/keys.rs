@@ -32,12 +32,13 @@ fn key_json(key: &AccessKey, secret: Option<&str>) -> Value {
 }
 
 async fn definition_from(body: Body) -> Result<AccessKeyDefinition, ApiError> {
-    let bytes = axum::body::to_bytes(body, 256 * 1024).await.map_err(|_| {
+    let bytes = crate::http::read_body(body, 256 * 1024, || {
         ApiError::new(
             ErrorCode::InvalidKeyDefinition,
             "The key definition is too large.",
         )
-    })?;
+    })
+    .await?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|_| {
         ApiError::new(
             ErrorCode::InvalidKeyDefinition,

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod errors;
+pub mod http;
 mod inspect;
 mod keys;
 mod projects;
@@ -17,13 +18,15 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::http::{Method, Request};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use keyhole_meta::MetaStore;
 use keyhole_storage::Storage;
 use serde_json::json;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowHeaders, Any, CorsLayer};
 use tower_http::trace::TraceLayer;
 
+pub use http::{HttpLimits, serve};
 pub use projects::created_project_json;
 
 /// What every handler can reach.
@@ -69,18 +72,20 @@ impl AppState {
         }
     }
 
+    /// Fails only if the query runtime's threads cannot be started.
     pub fn new(
         meta: MetaStore,
         storage: Storage,
         organization_id: impl Into<Arc<str>>,
-    ) -> AppState {
-        let queries = keyhole_query::QueryEngine::new(storage.clone());
-        AppState {
+        query_limits: keyhole_query::QueryLimits,
+    ) -> std::io::Result<AppState> {
+        let queries = keyhole_query::QueryEngine::new(storage.clone(), query_limits)?;
+        Ok(AppState {
             meta,
             storage,
             queries,
             organization_id: organization_id.into(),
-        }
+        })
     }
 }
 
@@ -109,8 +114,50 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+        .layer(axum::middleware::map_response(keen_error_bodies))
+        .layer(CatchPanicLayer::custom(answer_panic))
         .layer(cors)
         .layer(trace)
+}
+
+/// Gives every error answer a Keen-style body: extractor rejections (a path segment that is not valid
+/// UTF-8 after decoding, say) come from axum as plain text.
+async fn keen_error_bodies(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let code = match status.as_u16() {
+        404 => errors::ErrorCode::ResourceNotFound,
+        413 => errors::ErrorCode::BatchTooLarge,
+        _ => errors::ErrorCode::InvalidRequest,
+    };
+    let message = match status.canonical_reason() {
+        Some(reason) => format!("The request was refused: {reason}."),
+        None => "The request was refused.".to_string(),
+    };
+    let mut answer = (status, Json(errors::ApiError::new(code, message).body())).into_response();
+    if let Some(retry_after) = response.headers().get(axum::http::header::RETRY_AFTER) {
+        answer
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, retry_after.clone());
+    }
+    answer
+}
+
+/// A handler that panicked: logged, answered like any internal error, the server goes on.
+fn answer_panic(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = payload
+        .downcast_ref::<&str>()
+        .map(|text| text.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    errors::ApiError::internal(format!("a handler panicked: {detail}")).into_response()
 }
 
 /// The path with the secret in `/keys/{key}` replaced by its first characters.

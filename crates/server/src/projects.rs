@@ -27,9 +27,10 @@ fn organization_project_json(project: &Project) -> Value {
 }
 
 async fn project_name_from_body(body: Body) -> Result<String, ApiError> {
-    let bytes = axum::body::to_bytes(body, 64 * 1024)
-        .await
-        .map_err(|_| ApiError::new(ErrorCode::InvalidRequest, "The request body is too large."))?;
+    let bytes = crate::http::read_body(body, 64 * 1024, || {
+        ApiError::new(ErrorCode::InvalidRequest, "The request body is too large.")
+    })
+    .await?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|_| {
         ApiError::new(
             ErrorCode::InvalidRequest,
@@ -146,12 +147,7 @@ pub async fn list_projects(
     headers: axum::http::HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let invalid = || {
-        ApiError::new(
-            ErrorCode::InvalidApiKey,
-            "The API key is missing, invalid, or revoked.",
-        )
-    };
+    let invalid = crate::auth::invalid_api_key;
     let secret = crate::auth::presented_key(&headers, query.as_deref()).ok_or_else(invalid)?;
     let key = state
         .meta

@@ -6,29 +6,19 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use keyhole_model::access::forced_query_filters;
 use keyhole_model::query::{AnalysisType, Query, now_millis, params_from_query_string};
-use keyhole_query::Scope;
 use serde_json::{Map, Value};
 
 use crate::AppState;
-use crate::auth::{Authorized, Queries};
+use crate::auth::{Authorized, Queries, scope_of_key};
 use crate::errors::{ApiError, ErrorCode};
 
 /// Largest query body accepted.
 const MAX_QUERY_BODY_BYTES: usize = 1_000_000;
 
-/// The scope a key reads in: its project, and the filters its options force on every query.
-pub fn scope_of(auth: &Authorized<Queries>) -> Scope {
-    Scope::new(
-        auth.project_id.clone(),
-        forced_query_filters(&auth.key.options),
-    )
-}
-
 async fn run(
     state: &AppState,
-    scope: Scope,
+    scope: keyhole_query::Scope,
     analysis: &str,
     params: Map<String, Value>,
 ) -> Result<Json<Value>, ApiError> {
@@ -46,7 +36,13 @@ pub async fn run_query_get(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let params = params_from_query_string(query.as_deref().unwrap_or_default())?;
-    run(&state, scope_of(&auth), &analysis, params).await
+    run(
+        &state,
+        scope_of_key(&auth.project_id, &auth.key)?,
+        &analysis,
+        params,
+    )
+    .await
 }
 
 /// `POST /3.0/projects/{project_id}/queries/{analysis_type}` with a JSON body.
@@ -56,9 +52,10 @@ pub async fn run_query_post(
     Path((_, analysis)): Path<(String, String)>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let bytes = axum::body::to_bytes(body, MAX_QUERY_BODY_BYTES)
-        .await
-        .map_err(|_| ApiError::new(ErrorCode::InvalidParameter, "The query body is too large."))?;
+    let bytes = crate::http::read_body(body, MAX_QUERY_BODY_BYTES, || {
+        ApiError::new(ErrorCode::InvalidParameter, "The query body is too large.")
+    })
+    .await?;
     let params = if bytes.iter().all(u8::is_ascii_whitespace) {
         Map::new()
     } else {
@@ -72,5 +69,11 @@ pub async fn run_query_post(
             }
         }
     };
-    run(&state, scope_of(&auth), &analysis, params).await
+    run(
+        &state,
+        scope_of_key(&auth.project_id, &auth.key)?,
+        &analysis,
+        params,
+    )
+    .await
 }

@@ -15,10 +15,10 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use keyhole_meta::ResolvedKey;
-use keyhole_model::access::{allows_write_to, apply_autofill};
+use keyhole_model::access::{allows_write_to, apply_autofill, uniqueness_scope};
 use keyhole_model::names::collection_name_problem;
 use keyhole_model::{EventContext, EventError, prepare_event};
-use keyhole_storage::CollectionId;
+use keyhole_storage::{CollectionId, WriteOutcome};
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
@@ -56,6 +56,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
             received_at: chrono::Utc::now(),
             client_ip,
             user_agent,
+            uniqueness_scope: None,
         }))
     }
 }
@@ -79,14 +80,13 @@ impl EventResult {
 }
 
 async fn read_body(body: Body, too_large: ErrorCode) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, MAX_PAYLOAD_BYTES)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                too_large,
-                format!("The request body must be at most {MAX_PAYLOAD_BYTES} bytes."),
-            )
-        })
+    crate::http::read_body(body, MAX_PAYLOAD_BYTES, || {
+        ApiError::new(
+            too_large,
+            format!("The request body must be at most {MAX_PAYLOAD_BYTES} bytes."),
+        )
+    })
+    .await
 }
 
 fn parse_json(bytes: &[u8], code: ErrorCode) -> Result<Value, ApiError> {
@@ -110,6 +110,14 @@ fn check_collection(key: &ResolvedKey, collection: &str) -> Result<(), ApiError>
         ));
     }
     Ok(())
+}
+
+/// The request's context as seen by the writing key: its deduplication scope set.
+fn context_of(key: &ResolvedKey, context: EventContext) -> EventContext {
+    EventContext {
+        uniqueness_scope: uniqueness_scope(&key.options),
+        ..context
+    }
 }
 
 /// The key's `options.writes.autofill`, merged into every event it writes (the key's values win).
@@ -140,9 +148,11 @@ async fn store_events(
     }
     let mut results = Vec::with_capacity(events.len());
     let mut prepared = Vec::with_capacity(events.len());
+    let mut prepared_positions = Vec::with_capacity(events.len());
     for event in events {
         match prepare_event(autofill(key, event), context) {
             Ok(event) => {
+                prepared_positions.push(results.len());
                 prepared.push(event);
                 results.push(EventResult::Stored);
             }
@@ -154,10 +164,47 @@ async fn store_events(
             project: project_id.to_string(),
             collection: collection.to_string(),
         };
-        // Duplicates by uniqueness token are answered as successes: the event is already stored.
-        state.storage.append(id, prepared).await?;
+        let outcomes = state.storage.append(id, prepared).await?;
+        for (position, outcome) in prepared_positions.into_iter().zip(outcomes) {
+            if let Err(error) = outcome_result(state, collection, outcome) {
+                results[position] = EventResult::Refused(error);
+            }
+        }
     }
     Ok(results)
+}
+
+/// What the client hears of one event's storage outcome. Duplicates by uniqueness token are answered as
+/// successes: the event is already stored.
+fn outcome_result(
+    state: &AppState,
+    collection: &str,
+    outcome: WriteOutcome,
+) -> Result<(), ApiError> {
+    match outcome {
+        WriteOutcome::Stored | WriteOutcome::Duplicate => Ok(()),
+        WriteOutcome::TooManyColumns => Err(ApiError::new(
+            ErrorCode::TooManyProperties,
+            format!(
+                "The collection '{collection}' may hold at most {} property columns (a property counts once per JSON type it has held); this event adds new properties past that. Events using the collection's existing properties are still accepted.",
+                state.storage.max_columns_per_collection()
+            ),
+        )),
+    }
+}
+
+/// Stores one event and answers with its outcome.
+async fn store_one(
+    state: &AppState,
+    id: CollectionId,
+    prepared: keyhole_model::PreparedEvent,
+) -> Result<(), ApiError> {
+    let collection = id.collection.clone();
+    let outcomes = state.storage.append(id, vec![prepared]).await?;
+    for outcome in outcomes {
+        outcome_result(state, &collection, outcome)?;
+    }
+    Ok(())
 }
 
 /// `POST /3.0/projects/{project_id}/events/{collection}`: `201 {"created": true}`.
@@ -169,6 +216,7 @@ pub async fn record_event(
     body: Body,
 ) -> Result<Response, ApiError> {
     check_collection(&auth.key, &collection)?;
+    let context = context_of(&auth.key, context);
     let bytes = read_body(body, ErrorCode::EventTooLarge).await?;
     match parse_json(&bytes, ErrorCode::InvalidEvent)? {
         Value::Array(events) => {
@@ -184,7 +232,7 @@ pub async fn record_event(
                 project: auth.project_id,
                 collection,
             };
-            state.storage.append(id, vec![prepared]).await?;
+            store_one(&state, id, prepared).await?;
             Ok((StatusCode::CREATED, Json(json!({"created": true}))).into_response())
         }
     }
@@ -197,6 +245,7 @@ pub async fn record_events(
     ClientInfo(context): ClientInfo,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
+    let context = context_of(&auth.key, context);
     let bytes = read_body(body, ErrorCode::BatchTooLarge).await?;
     let Value::Object(batch) = parse_json(&bytes, ErrorCode::InvalidBatch)? else {
         return Err(ApiError::new(
@@ -271,6 +320,7 @@ pub async fn get_collection(
     )
     .await?;
     check_collection(&key, &collection)?;
+    let context = context_of(&key, context);
     let redirect = parameter("redirect")
         .map(|target| check_redirect(&target))
         .transpose()?;
@@ -280,7 +330,7 @@ pub async fn get_collection(
         project: project_id,
         collection,
     };
-    state.storage.append(id, vec![prepared]).await?;
+    store_one(&state, id, prepared).await?;
     if let Some(target) = redirect {
         return Ok((StatusCode::FOUND, [(header::LOCATION, target)]).into_response());
     }

@@ -28,6 +28,7 @@ use keyhole_model::flat::TIMESTAMP_COLUMN;
 use keyhole_model::{PreparedEvent, reload_event};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+pub use dir_lock::{DataDirLock, lock_data_dir};
 pub use manifest::{CollectionId, CollectionSchema, DataFile, PropertySchema};
 pub use writer::WriteOutcome;
 
@@ -51,6 +52,9 @@ pub enum StorageError {
 
 pub type Result<T> = std::result::Result<T, StorageError>;
 
+/// The default of [`StorageConfig::max_columns_per_collection`].
+pub const DEFAULT_MAX_COLUMNS_PER_COLLECTION: usize = 1_000;
+
 #[derive(Clone, Debug)]
 pub struct StorageConfig {
     pub data_dir: PathBuf,
@@ -66,6 +70,10 @@ pub struct StorageConfig {
     pub file_cache_bytes: usize,
     /// How long `open` waits for another engine to release the data directory (`dir_lock`).
     pub lock_wait: Duration,
+    /// Most property columns (`{path}#{kind}`) one collection may have. Every read widens batches to the
+    /// collection's schema, so an unbounded schema would make every query on it slow; events that would
+    /// add columns past the cap are refused (`WriteOutcome::TooManyColumns`).
+    pub max_columns_per_collection: usize,
 }
 
 impl StorageConfig {
@@ -78,6 +86,7 @@ impl StorageConfig {
             delete_grace: Duration::from_secs(60),
             file_cache_bytes: 512 * 1024 * 1024,
             lock_wait: Duration::from_secs(30),
+            max_columns_per_collection: DEFAULT_MAX_COLUMNS_PER_COLLECTION,
         }
     }
 }
@@ -185,6 +194,7 @@ impl Storage {
             let weak_for_writer = weak.clone();
             let writer = Writer {
                 wal,
+                max_columns_per_collection: config.max_columns_per_collection,
                 tokens,
                 state: state.clone(),
                 broken: false,
@@ -245,6 +255,11 @@ impl Storage {
             self.inner.objects.delete(&file.path).await;
         }
         Ok(())
+    }
+
+    /// The column cap of [`StorageConfig::max_columns_per_collection`].
+    pub fn max_columns_per_collection(&self) -> usize {
+        self.inner.config.max_columns_per_collection
     }
 
     /// Names and schemas of a project's collections, by name.

@@ -23,6 +23,7 @@ fn prepared(event: Value) -> PreparedEvent {
         received_at: chrono::Utc::now(),
         client_ip: None,
         user_agent: None,
+        uniqueness_scope: None,
     };
     prepare_event(event, &context).unwrap()
 }

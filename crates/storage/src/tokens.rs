@@ -10,12 +10,14 @@ use crate::objects::ObjectFiles;
 use crate::state::State;
 use crate::writer::TokenIndex;
 use keyhole_model::ValueKind;
+use keyhole_model::event::{UNIQUENESS_SCOPE_PATH, uniqueness_key};
 use keyhole_model::flat::CREATED_AT_COLUMN;
 
 const TOKEN_PATH: &str = "keen.uniqueness_token";
 
 pub async fn load_tokens_from_files(objects: &ObjectFiles, state: &State) -> Result<TokenIndex> {
     let token_column = ValueKind::Str.column_name(TOKEN_PATH);
+    let scope_column = ValueKind::Str.column_name(UNIQUENESS_SCOPE_PATH);
     let mut index = TokenIndex::new();
     for (id, collection) in &state.collections {
         if !collection.schema.properties.contains_key(TOKEN_PATH) {
@@ -34,8 +36,9 @@ pub async fn load_tokens_from_files(objects: &ObjectFiles, state: &State) -> Res
             ) else {
                 continue;
             };
-            let mask =
-                ProjectionMask::roots(builder.parquet_schema(), [token_index, created_index]);
+            let mut roots = vec![token_index, created_index];
+            roots.extend(arrow_schema.index_of(&scope_column).ok());
+            let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
             let reader = builder
                 .with_projection(mask)
                 .build()
@@ -52,13 +55,19 @@ pub async fn load_tokens_from_files(objects: &ObjectFiles, state: &State) -> Res
                 ) else {
                     continue;
                 };
+                let scope_values = batch
+                    .column_by_name(&scope_column)
+                    .and_then(|c| c.as_any().downcast_ref::<StringArray>());
                 for row in 0..batch.num_rows() {
                     if token_values.is_null(row) {
                         continue;
                     }
+                    let scope = scope_values
+                        .filter(|scopes| scopes.is_valid(row))
+                        .map(|scopes| scopes.value(row));
                     let created_at = created_values.value(row);
                     let entry = tokens
-                        .entry(token_values.value(row).to_string())
+                        .entry(uniqueness_key(scope, token_values.value(row)))
                         .or_insert(created_at);
                     *entry = (*entry).max(created_at);
                 }

@@ -19,11 +19,13 @@ pub const UNIQUENESS_WINDOW_MILLIS: i64 = 31 * 24 * 3600 * 1000;
 /// Most commands taken into one group commit.
 const MAX_GROUP_COMMANDS: usize = 4096;
 
-/// Whether one event of a write was stored or dropped as a duplicate of an earlier uniqueness token.
+/// Whether one event of a write was stored, dropped as a duplicate of an earlier uniqueness token, or
+/// refused because it would give its collection more property columns than the cap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteOutcome {
     Stored,
     Duplicate,
+    TooManyColumns,
 }
 
 pub enum Command {
@@ -49,6 +51,8 @@ pub type TokenIndex = HashMap<CollectionId, HashMap<String, i64>>;
 
 pub struct Writer {
     pub wal: Wal,
+    /// Most `{path}#{kind}` columns a collection may have; an event adding columns past it is refused.
+    pub max_columns_per_collection: usize,
     pub tokens: TokenIndex,
     pub state: Arc<Mutex<State>>,
     /// Called after each group is applied, with the rows now buffered in memory.
@@ -91,6 +95,8 @@ impl Writer {
     /// Returns false once told to stop.
     fn process_group(&mut self, group: Vec<Command>) -> bool {
         let mut staged = Vec::new();
+        // Columns that staged (not yet applied) events add, per collection.
+        let mut pending_columns: HashMap<CollectionId, HashSet<String>> = HashMap::new();
         for command in group {
             match command {
                 Command::Write {
@@ -98,7 +104,9 @@ impl Writer {
                     events,
                     reply,
                 } => {
-                    staged.push(self.stage_write(collection, events, reply));
+                    let pending = pending_columns.entry(collection.clone()).or_default();
+                    let admitted = self.admit_columns(&collection, &events, pending);
+                    staged.push(self.stage_write(collection, events, admitted, reply));
                 }
                 Command::DeleteCollection { collection, reply } => {
                     self.wal.append(&WalEntry::DeleteCollection {
@@ -109,6 +117,7 @@ impl Writer {
                 }
                 Command::Rotate { reply } => {
                     self.commit_and_apply(std::mem::take(&mut staged));
+                    pending_columns.clear();
                     let _ = reply.send(self.rotate());
                 }
                 Command::Stop => {
@@ -121,10 +130,58 @@ impl Writer {
         true
     }
 
+    /// Which of `events` fit under the collection's column cap, counting the columns earlier events of
+    /// this group add (`pending`, extended with those of the admitted events). The check runs before
+    /// anything is logged, so a refused event is never written.
+    fn admit_columns(
+        &self,
+        collection: &CollectionId,
+        events: &[PreparedEvent],
+        pending: &mut HashSet<String>,
+    ) -> Vec<bool> {
+        let state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let schema = state.collections.get(collection).map(|c| &c.schema);
+        let existing = schema.map_or(0, |schema| {
+            schema
+                .properties
+                .values()
+                .map(|p| p.kinds.len())
+                .sum::<usize>()
+        });
+        events
+            .iter()
+            .map(|event| {
+                let mut new_columns = Vec::new();
+                for (path, value) in &event.flat.properties {
+                    let kind = value.kind();
+                    let known = schema
+                        .and_then(|schema| schema.properties.get(path))
+                        .is_some_and(|property| property.kinds.contains(kind.suffix()));
+                    if known {
+                        continue;
+                    }
+                    let name = kind.column_name(path);
+                    if !pending.contains(&name) {
+                        new_columns.push(name);
+                    }
+                }
+                if existing + pending.len() + new_columns.len() > self.max_columns_per_collection {
+                    return false;
+                }
+                pending.extend(new_columns);
+                true
+            })
+            .collect()
+    }
+
     fn stage_write(
         &mut self,
         collection: CollectionId,
         events: Vec<PreparedEvent>,
+        admitted: Vec<bool>,
         reply: oneshot::Sender<io::Result<Vec<WriteOutcome>>>,
     ) -> Staged {
         let mut outcomes = Vec::with_capacity(events.len());
@@ -132,7 +189,11 @@ impl Writer {
         let mut new_tokens: Vec<(String, i64)> = Vec::new();
         let mut tokens_in_this_write = HashSet::new();
         let known_tokens = self.tokens.get(&collection);
-        for event in events {
+        for (event, admitted) in events.into_iter().zip(admitted) {
+            if !admitted {
+                outcomes.push(WriteOutcome::TooManyColumns);
+                continue;
+            }
             if let Some(token) = &event.uniqueness_token {
                 let created_at = event.flat.created_at_millis;
                 let seen_before = known_tokens

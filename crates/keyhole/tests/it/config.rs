@@ -50,7 +50,7 @@ fn settings_come_from_cli_then_env_then_file() {
     std::fs::write(
         &config_path,
         format!(
-            "data_dir = {:?}\nlisten = \"127.0.0.1:0\"\norg_key = \"file-org-key\"\n",
+            "data_dir = {:?}\nlisten = \"127.0.0.1:0\"\norg_key = \"file-org-key-0123456789abcdef0123456789\"\n",
             from_file.to_str().unwrap()
         ),
     )
@@ -90,7 +90,7 @@ fn settings_come_from_cli_then_env_then_file() {
         &[
             ("KEYHOLE_CONFIG", &config_arg),
             ("KEYHOLE_DATA_DIR", from_env.to_str().unwrap()),
-            ("KEYHOLE_ORG_KEY", "env-org-key"),
+            ("KEYHOLE_ORG_KEY", "env-org-key-0123456789abcdef01234567890"),
         ],
     );
     assert!(from_cli.join("meta.sqlite").exists());
@@ -100,7 +100,7 @@ fn settings_come_from_cli_then_env_then_file() {
         let (status, _) = crate::support::send(
             crate::support::client()
                 .get(&url)
-                .header("Authorization", "env-org-key"),
+                .header("Authorization", "env-org-key-0123456789abcdef01234567890"),
         )
         .await;
         assert_eq!(
@@ -110,7 +110,7 @@ fn settings_come_from_cli_then_env_then_file() {
         let (status, _) = crate::support::send(
             crate::support::client()
                 .get(&url)
-                .header("Authorization", "file-org-key"),
+                .header("Authorization", "file-org-key-0123456789abcdef0123456789"),
         )
         .await;
         assert_eq!(status, 401);

@@ -1,7 +1,6 @@
 //! Test servers and helpers shared by the test modules.
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,8 +31,20 @@ pub struct InProcessServer {
     server: tokio::task::JoinHandle<()>,
 }
 
+/// The limits an in-process server runs under.
+#[derive(Clone, Debug, Default)]
+pub struct TestLimits {
+    pub queries: keyhole_query::QueryLimits,
+    pub http: keyhole_server::HttpLimits,
+    pub max_columns_per_collection: Option<usize>,
+}
+
 impl InProcessServer {
     pub async fn start() -> InProcessServer {
+        InProcessServer::start_with(TestLimits::default()).await
+    }
+
+    pub async fn start_with(limits: TestLimits) -> InProcessServer {
         let data_dir = tempfile::tempdir().unwrap();
         let meta = MetaStore::open_sqlite(&data_dir.path().join("meta.sqlite"))
             .await
@@ -42,13 +53,24 @@ impl InProcessServer {
         let (project, keys) = meta.create_project("test").await.unwrap();
         let mut config = StorageConfig::new(data_dir.path().join("events"));
         config.flush_interval = Duration::from_secs(3600);
+        if let Some(max) = limits.max_columns_per_collection {
+            config.max_columns_per_collection = max;
+        }
         let storage = Storage::open(config).await.unwrap();
-        let state = AppState::new(meta.clone(), storage.clone(), organization.id.clone());
+        let state = AppState::new(
+            meta.clone(),
+            storage.clone(),
+            organization.id.clone(),
+            limits.queries,
+        )
+        .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let app = keyhole_server::app(state).into_make_service_with_connect_info::<SocketAddr>();
+        let app = keyhole_server::app(state);
         let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
+            keyhole_server::serve(listener, app, limits.http, std::future::pending())
+                .await
+                .unwrap();
         });
         InProcessServer {
             base_url: format!("http://{address}"),

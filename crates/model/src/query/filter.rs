@@ -67,22 +67,65 @@ pub enum Filter {
 /// The only property the geo filter accepts (Keen's rule).
 pub const GEO_PROPERTY: &str = "keen.location.coordinates";
 
+/// Most conditions one filter list may hold, counting every operand of `or` groups. A query's lists
+/// together (root and funnel steps) share one such budget, see `Query::parse`.
+pub const MAX_FILTER_CONDITIONS: usize = 1_000;
+/// Most values one `in` filter may list.
+pub const MAX_IN_VALUES: usize = 10_000;
+/// Deepest nesting of `or` groups (a plain list of filters is depth 1).
+pub const MAX_FILTER_DEPTH: usize = 8;
+/// Longest `regex` pattern, in bytes.
+pub const MAX_REGEX_BYTES: usize = 1_000;
+
 impl Filter {
-    /// Parses a `filters` parameter: a list of filter objects (AND-ed).
+    /// Parses a `filters` parameter: a list of filter objects (AND-ed). The limits above are checked
+    /// here, before anything is planned, so no filter list can make planning recurse without bound.
     pub fn parse_list(value: &Value) -> Result<Vec<Filter>, QueryError> {
-        match value {
-            Value::Null => Ok(Vec::new()),
-            Value::Array(items) => items.iter().map(Filter::parse).collect(),
-            Value::Object(_) => Ok(vec![Filter::parse(value)?]),
-            _ => Err(QueryError::InvalidFilter(
-                "filters must be a list of filter objects.".into(),
-            )),
+        let filters = match value {
+            Value::Null => Vec::new(),
+            Value::Array(items) => {
+                if items.len() > MAX_FILTER_CONDITIONS {
+                    return Err(too_many_conditions());
+                }
+                items
+                    .iter()
+                    .map(|item| Filter::parse_at_depth(item, 1))
+                    .collect::<Result<_, _>>()?
+            }
+            Value::Object(_) => vec![Filter::parse_at_depth(value, 1)?],
+            _ => {
+                return Err(QueryError::InvalidFilter(
+                    "filters must be a list of filter objects.".into(),
+                ));
+            }
+        };
+        if count_conditions(&filters) > MAX_FILTER_CONDITIONS {
+            return Err(too_many_conditions());
+        }
+        Ok(filters)
+    }
+
+    /// Parses one filter object.
+    pub fn parse(value: &Value) -> Result<Filter, QueryError> {
+        let filter = Filter::parse_at_depth(value, 1)?;
+        if count_conditions(std::slice::from_ref(&filter)) > MAX_FILTER_CONDITIONS {
+            return Err(too_many_conditions());
+        }
+        Ok(filter)
+    }
+
+    /// The conditions this filter holds (an `or` group counts its operands).
+    pub fn conditions(&self) -> usize {
+        match self {
+            Filter::Or(operands) => count_conditions(operands),
+            _ => 1,
         }
     }
 
-    pub fn parse(value: &Value) -> Result<Filter, QueryError> {
-        let invalid =
-            |why: &str| QueryError::InvalidFilter(format!("Invalid filter {value}: {why}"));
+    fn parse_at_depth(value: &Value, depth: usize) -> Result<Filter, QueryError> {
+        let invalid = |why: &str| {
+            QueryError::InvalidFilter(format!("Invalid filter {}: {why}", abbreviated(value)))
+        };
         let object = value
             .as_object()
             .ok_or_else(|| invalid("a filter must be an object."))?;
@@ -99,10 +142,18 @@ impl Filter {
             if operands.is_empty() {
                 return Err(invalid("an 'or' filter needs at least one operand."));
             }
+            if depth >= MAX_FILTER_DEPTH {
+                return Err(QueryError::InvalidFilter(format!(
+                    "'or' filters may be nested at most {MAX_FILTER_DEPTH} levels deep."
+                )));
+            }
+            if operands.len() > MAX_FILTER_CONDITIONS {
+                return Err(too_many_conditions());
+            }
             return Ok(Filter::Or(
                 operands
                     .iter()
-                    .map(Filter::parse)
+                    .map(|operand| Filter::parse_at_depth(operand, depth + 1))
                     .collect::<Result<_, _>>()?,
             ));
         }
@@ -121,6 +172,15 @@ impl Filter {
             }),
             Operator::Exists if !value.is_boolean() => Err(invalid("exists takes true or false.")),
             Operator::In if !value.is_array() => Err(invalid("in takes a list of values.")),
+            Operator::In
+                if value
+                    .as_array()
+                    .is_some_and(|values| values.len() > MAX_IN_VALUES) =>
+            {
+                Err(QueryError::InvalidFilter(format!(
+                    "An 'in' filter may list at most {MAX_IN_VALUES} values."
+                )))
+            }
             Operator::Regex | Operator::Contains | Operator::NotContains
                 if !value.is_string() && !value.is_number() && !value.is_boolean() =>
             {
@@ -130,7 +190,7 @@ impl Filter {
                 let pattern = value
                     .as_str()
                     .ok_or_else(|| invalid("regex takes a string."))?;
-                if pattern.len() > 1_000 {
+                if pattern.len() > MAX_REGEX_BYTES {
                     return Err(invalid("the regular expression is too long."));
                 }
                 Ok(Filter::Condition {
@@ -151,6 +211,28 @@ impl Filter {
             }),
         }
     }
+}
+
+fn too_many_conditions() -> QueryError {
+    QueryError::InvalidFilter(format!(
+        "A query may hold at most {MAX_FILTER_CONDITIONS} filter conditions (counting each operand of an 'or')."
+    ))
+}
+
+/// The conditions in a list of filters.
+pub fn count_conditions(filters: &[Filter]) -> usize {
+    filters.iter().map(Filter::conditions).sum()
+}
+
+/// A filter's JSON for an error message, cut short: a refused filter may be megabytes long.
+fn abbreviated(value: &Value) -> String {
+    const MAX_CHARS: usize = 200;
+    let text = value.to_string();
+    if text.chars().count() <= MAX_CHARS {
+        return text;
+    }
+    let cut: String = text.chars().take(MAX_CHARS).collect();
+    format!("{cut}…")
 }
 
 fn parse_radius(property: &str, value: &Value) -> Result<GeoRadius, QueryError> {

@@ -8,13 +8,16 @@
 
 use serde_json::{Map, Value};
 
+use super::filter::{MAX_FILTER_CONDITIONS, count_conditions};
 use super::{
     AnalysisType, Filter, FunnelStep, GroupBy, Interval, OrderBy, Query, QueryError, SubAnalysis,
     Timeframe, Timezone,
 };
 
-/// Most entries a query may name in `group_by`, `steps` or `analyses`.
-const MAX_LIST_ENTRIES: usize = 100;
+/// Most entries a query may name in `group_by`, `order_by`, `steps` or `analyses`.
+pub const MAX_LIST_ENTRIES: usize = 100;
+/// Most `ranges` one group_by entry may list, and most `property_names` an extraction may keep.
+pub const MAX_RANGES_OR_NAMES: usize = 1_000;
 
 /// Turns a GET query string into the JSON object a POST body would be.
 pub fn params_from_query_string(query: &str) -> Result<Map<String, Value>, QueryError> {
@@ -166,6 +169,11 @@ fn parse_group_by_entry(entry: &Value) -> Result<GroupBy, QueryError> {
         });
     }
     if let Some(ranges) = object.get("ranges").and_then(Value::as_array) {
+        if ranges.len() > MAX_RANGES_OR_NAMES {
+            return Err(QueryError::InvalidParameter(format!(
+                "A group_by entry may list at most {MAX_RANGES_OR_NAMES} ranges."
+            )));
+        }
         let ranges = ranges
             .iter()
             .map(|range| {
@@ -188,6 +196,11 @@ fn parse_order_by(value: Option<Value>) -> Result<Vec<OrderBy>, QueryError> {
         Some(Value::Array(entries)) => entries,
         Some(single) => vec![single],
     };
+    if entries.len() > MAX_LIST_ENTRIES {
+        return Err(QueryError::InvalidParameter(
+            "order_by names too many properties.".into(),
+        ));
+    }
     entries
         .iter()
         .map(|entry| {
@@ -226,6 +239,11 @@ fn parse_property_names(value: Option<Value>) -> Result<Option<Vec<String>>, Que
     match value {
         None => Ok(None),
         Some(Value::String(name)) => Ok(Some(vec![name])),
+        Some(Value::Array(names)) if names.len() > MAX_RANGES_OR_NAMES => {
+            Err(QueryError::InvalidParameter(format!(
+                "property_names may list at most {MAX_RANGES_OR_NAMES} names."
+            )))
+        }
         Some(Value::Array(names)) => names
             .iter()
             .map(|name| {
@@ -434,6 +452,20 @@ impl Query {
         } else {
             Vec::new()
         };
+        let filters = json_param(params, "filters")
+            .map(|value| Filter::parse_list(&value))
+            .transpose()?
+            .unwrap_or_default();
+        let conditions = count_conditions(&filters)
+            + steps
+                .iter()
+                .map(|step| count_conditions(&step.filters))
+                .sum::<usize>();
+        if conditions > MAX_FILTER_CONDITIONS {
+            return Err(QueryError::InvalidFilter(format!(
+                "A query may hold at most {MAX_FILTER_CONDITIONS} filter conditions in all; this one has {conditions}."
+            )));
+        }
         Ok(Query {
             analysis,
             collection,
@@ -442,10 +474,7 @@ impl Query {
             timeframe,
             timezone,
             interval,
-            filters: json_param(params, "filters")
-                .map(|value| Filter::parse_list(&value))
-                .transpose()?
-                .unwrap_or_default(),
+            filters,
             group_by,
             order_by,
             limit,

@@ -17,7 +17,7 @@ use chrono_tz::Tz;
 use serde_json::Value;
 
 use super::QueryError;
-use crate::timestamp::{EpochMillis, parse_timestamp};
+use crate::timestamp::{EpochMillis, MAX_INSTANT, MIN_INSTANT, parse_timestamp};
 
 /// The zone calendar units are computed in.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -86,7 +86,10 @@ impl Timezone {
                     LocalResult::Single(instant) => return instant.timestamp_millis(),
                     LocalResult::Ambiguous(earliest, _) => return earliest.timestamp_millis(),
                     // Skipped by a DST change: the first valid local time after the gap.
-                    LocalResult::None => probe += Duration::minutes(30),
+                    LocalResult::None => match probe.checked_add_signed(Duration::minutes(30)) {
+                        Some(later) => probe = later,
+                        None => break,
+                    },
                 }
             }
             Utc.from_utc_datetime(&local).timestamp_millis()
@@ -133,46 +136,52 @@ impl Unit {
                 .unwrap_or(local),
             Unit::Hour => date.and_hms_opt(local.hour(), 0, 0).unwrap_or(local),
             Unit::Day => midnight(date),
-            Unit::Week => {
-                midnight(date - Duration::days(date.weekday().num_days_from_sunday() as i64))
-            }
+            Unit::Week => midnight(
+                date.checked_sub_signed(Duration::days(
+                    date.weekday().num_days_from_sunday() as i64
+                ))
+                .unwrap_or(date),
+            ),
             Unit::Month => midnight(date.with_day(1).unwrap_or(date)),
             Unit::Year => midnight(NaiveDate::from_ymd_opt(date.year(), 1, 1).unwrap_or(date)),
         }
     }
 
-    /// `local` moved by `count` units (calendar arithmetic for months and years).
-    fn add(self, local: NaiveDateTime, count: i64) -> NaiveDateTime {
-        match self {
-            Unit::Minute => local + Duration::minutes(count),
-            Unit::Hour => local + Duration::hours(count),
-            Unit::Day => local + Duration::days(count),
-            Unit::Week => local + Duration::weeks(count),
+    /// `local` moved by `count` units (calendar arithmetic for months and years); `None` when the result
+    /// is beyond what the calendar can represent.
+    fn add(self, local: NaiveDateTime, count: i64) -> Option<NaiveDateTime> {
+        let delta = match self {
+            Unit::Minute => Duration::try_minutes(count),
+            Unit::Hour => Duration::try_hours(count),
+            Unit::Day => Duration::try_days(count),
+            Unit::Week => Duration::try_weeks(count),
             Unit::Month | Unit::Year => {
                 let months = if self == Unit::Year {
-                    count * 12
+                    count.checked_mul(12)?
                 } else {
                     count
                 };
-                let total = local.year() as i64 * 12 + local.month0() as i64 + months;
-                let (year, month0) = (total.div_euclid(12) as i32, total.rem_euclid(12) as u32);
-                let day = local.day().min(days_in_month(year, month0 + 1));
-                NaiveDate::from_ymd_opt(year, month0 + 1, day)
-                    .map(|date| date.and_time(local.time()))
-                    .unwrap_or(local)
+                let total =
+                    (local.year() as i64 * 12 + local.month0() as i64).checked_add(months)?;
+                let year = i32::try_from(total.div_euclid(12)).ok()?;
+                let month0 = total.rem_euclid(12) as u32;
+                let day = local.day().min(days_in_month(year, month0 + 1)?);
+                return NaiveDate::from_ymd_opt(year, month0 + 1, day)
+                    .map(|date| date.and_time(local.time()));
             }
-        }
+        };
+        local.checked_add_signed(delta?)
     }
 }
 
-fn days_in_month(year: i32, month: u32) -> u32 {
+fn days_in_month(year: i32, month: u32) -> Option<u32> {
     let (next_year, next_month) = if month == 12 {
-        (year + 1, 1)
+        (year.checked_add(1)?, 1)
     } else {
         (year, month + 1)
     };
-    let first_of_next = NaiveDate::from_ymd_opt(next_year, next_month, 1).expect("valid month");
-    (first_of_next - Duration::days(1)).day()
+    let first_of_next = NaiveDate::from_ymd_opt(next_year, next_month, 1)?;
+    Some(first_of_next.pred_opt()?.day())
 }
 
 /// A query's timeframe as sent.
@@ -261,30 +270,45 @@ impl Timeframe {
         })
     }
 
-    /// The instants this timeframe covers, evaluated at `now` in `timezone`.
-    pub fn resolve(&self, now: EpochMillis, timezone: Timezone) -> TimeRange {
-        match *self {
-            Timeframe::Absolute { start, end } => TimeRange { start, end },
+    /// The instants this timeframe covers, evaluated at `now` in `timezone`. A relative timeframe reaching
+    /// before year 1 or past year 9999 is refused.
+    pub fn resolve(&self, now: EpochMillis, timezone: Timezone) -> Result<TimeRange, QueryError> {
+        let (current, count, unit) = match *self {
+            Timeframe::Absolute { start, end } => return Ok(TimeRange { start, end }),
             Timeframe::Relative {
                 current,
                 count,
                 unit,
-            } => {
-                let current_start = unit.truncate(timezone.instant_to_local(now));
-                let (first, last) = if current {
-                    (
-                        unit.add(current_start, -(count as i64 - 1)),
-                        unit.add(current_start, 1),
-                    )
-                } else {
-                    (unit.add(current_start, -(count as i64)), current_start)
-                };
-                TimeRange {
-                    start: timezone.local_to_instant(first),
-                    end: timezone.local_to_instant(last),
-                }
-            }
+            } => (current, count, unit),
+        };
+        let out_of_range = || {
+            QueryError::InvalidTimeframe(format!(
+                "You sent in an invalid definition for the timeframe: it reaches beyond the years 1 to 9999 ({count} {unit:?}s)."
+            ))
+        };
+        let current_start = unit.truncate(timezone.instant_to_local(now));
+        let (first, last) = if current {
+            (
+                unit.add(current_start, 1 - i64::from(count)),
+                unit.add(current_start, 1),
+            )
+        } else {
+            (
+                unit.add(current_start, -i64::from(count)),
+                Some(current_start),
+            )
+        };
+        let (Some(first), Some(last)) = (first, last) else {
+            return Err(out_of_range());
+        };
+        let range = TimeRange {
+            start: timezone.local_to_instant(first),
+            end: timezone.local_to_instant(last),
+        };
+        if range.start < MIN_INSTANT || range.end > MAX_INSTANT {
+            return Err(out_of_range());
         }
+        Ok(range)
     }
 }
 
@@ -342,8 +366,8 @@ impl Interval {
     ) -> Result<Vec<EpochMillis>, QueryError> {
         let mut boundaries = vec![range.start];
         let mut local = self.unit.truncate(timezone.instant_to_local(range.start));
-        loop {
-            local = self.unit.add(local, self.count as i64);
+        while let Some(next) = self.unit.add(local, i64::from(self.count)) {
+            local = next;
             let instant = timezone.local_to_instant(local);
             if instant >= range.end {
                 break;
@@ -390,7 +414,8 @@ mod tests {
     fn resolve(timeframe: &str, now: &str, zone: &str) -> (String, String) {
         let range = Timeframe::parse(&json!(timeframe))
             .unwrap()
-            .resolve(at(now), Timezone::parse(&json!(zone)).unwrap());
+            .resolve(at(now), Timezone::parse(&json!(zone)).unwrap())
+            .unwrap();
         (iso(range.start), iso(range.end))
     }
 
@@ -513,6 +538,33 @@ mod tests {
         );
         assert!(Timezone::parse(&json!("Mars/Olympus")).is_err());
         assert!(Timezone::parse(&json!(1.5)).is_err());
+    }
+
+    #[test]
+    fn absurd_relative_timeframes_are_refused_not_panics() {
+        let now = at("2026-11-29T12:00:00Z");
+        for text in [
+            "this_4294967295_weeks",
+            "this_99999999_days",
+            "this_300000_years",
+            "previous_4294967295_years",
+            "this_4294967295_months",
+            "previous_4294967295_minutes",
+            "this_9000_years",
+        ] {
+            let timeframe = Timeframe::parse(&json!(text)).unwrap();
+            for zone in ["UTC", "Pacific/Kiritimati", "-43200"] {
+                assert!(
+                    matches!(
+                        timeframe.resolve(now, Timezone::parse(&json!(zone)).unwrap()),
+                        Err(QueryError::InvalidTimeframe(_))
+                    ),
+                    "{text} in {zone}"
+                );
+            }
+        }
+        let widest = Timeframe::parse(&json!("previous_2000_years")).unwrap();
+        assert!(widest.resolve(now, Timezone::default()).is_ok());
     }
 
     fn buckets(interval: &str, start: &str, end: &str, zone: &str) -> Vec<String> {
