@@ -8,6 +8,9 @@
 //!   DuckDB's before its time counts. With `--docs FILE` it rewrites the results section of that Markdown
 //!   file; `--smoke` is the small CI mode (≤ 1 minute) that proves the whole path still works.
 //!
+//! - `keyhole-bench soak --minutes N` runs a bounded mixed load with hostile requests and reports
+//!   failures, p99s and RSS over time (`bench/soak`).
+//!
 //! `bench/run` is the one command that builds the release binaries and runs this.
 
 mod answers;
@@ -18,6 +21,7 @@ mod query_set;
 mod report;
 mod run;
 mod server;
+mod soak;
 
 use std::path::PathBuf;
 
@@ -45,6 +49,8 @@ enum BenchCommand {
     },
     /// Run the benchmark and print (and optionally write) the results.
     Run(RunOptions),
+    /// A bounded mixed load (writers, tenant dashboards, hostile requests) for a fixed time.
+    Soak(soak::SoakOptions),
 }
 
 #[derive(clap::Args, Clone)]
@@ -119,6 +125,12 @@ fn main() -> anyhow::Result<()> {
             if !results.all_answers_match() {
                 anyhow::bail!("some answers differ from DuckDB's (see the table)");
             }
+            Ok(())
+        }
+        BenchCommand::Soak(options) => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            let report = runtime.block_on(soak::run(&options))?;
+            println!("{report}");
             Ok(())
         }
     }

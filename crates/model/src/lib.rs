@@ -14,3 +14,6 @@ pub mod timestamp;
 pub use event::{EventContext, EventError, PreparedEvent, prepare_event, reload_event};
 pub use flat::{FlatEvent, FlatValue, ValueKind};
 pub use keys::{KeyHash, Operation};
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -8,6 +8,7 @@ mod access_keys;
 mod authorization;
 mod config;
 mod durability;
+mod fuzz_http;
 mod hostile_http;
 mod hostile_queries;
 mod hostile_writes;
