@@ -9,11 +9,13 @@
 //!   file; `--smoke` is the small CI mode (≤ 1 minute) that proves the whole path still works.
 //!
 //! - `keyhole-bench soak --minutes N` runs a bounded mixed load with hostile requests and reports
-//!   failures, p99s and RSS over time (`bench/soak`).
+//!   failures, p99s and RSS over time (`bench/soak`); `keyhole-bench attack` sends each class of hostile
+//!   request on its own and reports its answers, failures and peak memory.
 //!
 //! `bench/run` is the one command that builds the release binaries and runs this.
 
 mod answers;
+mod attack;
 mod engines;
 mod generator;
 mod ingest;
@@ -51,6 +53,8 @@ enum BenchCommand {
     Run(RunOptions),
     /// A bounded mixed load (writers, tenant dashboards, hostile requests) for a fixed time.
     Soak(soak::SoakOptions),
+    /// Each class of hostile request on its own: answers, failures, restarts, peak memory.
+    Attack(attack::AttackOptions),
 }
 
 #[derive(clap::Args, Clone)]
@@ -125,6 +129,12 @@ fn main() -> anyhow::Result<()> {
             if !results.all_answers_match() {
                 anyhow::bail!("some answers differ from DuckDB's (see the table)");
             }
+            Ok(())
+        }
+        BenchCommand::Attack(options) => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            let report = runtime.block_on(attack::run(&options))?;
+            println!("{report}");
             Ok(())
         }
         BenchCommand::Soak(options) => {

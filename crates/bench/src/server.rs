@@ -90,6 +90,17 @@ impl KeyholeServer {
         proc_status_mib(self.child.id(), "VmRSS:")
     }
 
+    /// Resets the peak resident memory to the current one (Linux `clear_refs`), so the next
+    /// [`KeyholeServer::peak_rss_mib`] is the peak since now. Best effort.
+    pub fn reset_peak_rss(&self) {
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5");
+    }
+
+    /// Whether the server process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Peak resident memory since start (`VmHWM`), MiB.
     pub fn peak_rss_mib(&self) -> f64 {
         proc_status_mib(self.child.id(), "VmHWM:")

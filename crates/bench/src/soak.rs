@@ -42,7 +42,7 @@ pub struct SoakOptions {
 }
 
 const TENANTS: usize = 20;
-const COLLECTION: &str = "activity";
+pub(crate) const COLLECTION: &str = "activity";
 
 /// What one window saw.
 #[derive(Default, Clone)]
@@ -222,7 +222,7 @@ fn rss_is_flat(samples: &[f64]) -> bool {
     late <= (early * 1.25).max(early + 64.0)
 }
 
-fn percentile(samples: &[f64], percentile: f64) -> f64 {
+pub(crate) fn percentile(samples: &[f64], percentile: f64) -> f64 {
     if samples.is_empty() {
         return 0.0;
     }
@@ -232,7 +232,7 @@ fn percentile(samples: &[f64], percentile: f64) -> f64 {
     sorted[rank]
 }
 
-async fn create_key(
+pub(crate) async fn create_key(
     server: &KeyholeServer,
     http: &reqwest::Client,
     tenant: &str,
@@ -259,10 +259,10 @@ async fn create_key(
 }
 
 /// A small deterministic generator per worker.
-struct Dice(u64);
+pub(crate) struct Dice(pub(crate) u64);
 
 impl Dice {
-    fn next(&mut self, below: u64) -> u64 {
+    pub(crate) fn next(&mut self, below: u64) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6364136223846793005)
@@ -281,10 +281,12 @@ async fn writer(
     let mut dice = Dice(worker as u64 * 7919 + 1);
     while !shared.stop.load(Ordering::SeqCst) {
         let key = &keys[dice.next(keys.len() as u64) as usize];
+        const ACTIONS: [&str; 4] = ["view", "click", "signup", "purchase"];
         let events: Vec<Value> = (0..100)
             .map(|_| {
+                let action = ACTIONS[dice.next(4) as usize];
                 json!({
-                    "action": ["view", "click", "signup", "purchase"][dice.next(4) as usize],
+                    "action": action,
                     "user": {"id": format!("u{}", dice.next(5_000))},
                     "amount": dice.next(10_000) as f64 / 100.0,
                 })
@@ -385,8 +387,30 @@ async fn reader(
     }
 }
 
-/// One hostile request of each class in turn: (method, path under the project, body).
+/// The classes of hostile request the soak and `attack` send, by index.
+pub(crate) const HOSTILE_CLASSES: [&str; 9] = [
+    "`in` filter with 5,000 values",
+    "`or` filter with 900 operands",
+    "timeframe this_4294967295_weeks",
+    "count, group_by 5,000 users, minutely over 2 days",
+    "multi_analysis of 100 count_unique, group_by 5,000 users",
+    "event with 3,000 fresh property names",
+    "collection ../../x, property with U+202E",
+    "DELETE with PHP bracket filters (master key)",
+    "select_unique of 5,000 users by action",
+];
+
+/// A random hostile request: (method, path under the project, body).
 fn hostile_request(dice: &mut Dice) -> (reqwest::Method, String, Option<Value>) {
+    let class = dice.next(HOSTILE_CLASSES.len() as u64);
+    hostile_request_of(class, dice)
+}
+
+/// A hostile request of class `class` (an index into [`HOSTILE_CLASSES`]).
+pub(crate) fn hostile_request_of(
+    class: u64,
+    dice: &mut Dice,
+) -> (reqwest::Method, String, Option<Value>) {
     let values: Vec<Value> = (0..5_000).map(|i| json!(i)).collect();
     let operands: Vec<Value> = (0..900)
         .map(|i| json!({"property_name": "amount", "operator": "eq", "property_value": i}))
@@ -394,7 +418,7 @@ fn hostile_request(dice: &mut Dice) -> (reqwest::Method, String, Option<Value>) 
     let wide: serde_json::Map<String, Value> = (0..3_000)
         .map(|i| (format!("f{}_{i}", dice.next(1_000_000)), json!(i)))
         .collect();
-    match dice.next(9) {
+    match class {
         0 => (
             reqwest::Method::POST,
             "queries/count".into(),
