@@ -57,6 +57,14 @@ struct Window {
     acknowledged_events: u64,
 }
 
+/// What every load task shares.
+struct Load {
+    server: Arc<KeyholeServer>,
+    http: reqwest::Client,
+    keys: Arc<Vec<String>>,
+    shared: Arc<Shared>,
+}
+
 struct Shared {
     window: Mutex<Window>,
     failures_seen: Mutex<Vec<String>>,
@@ -89,33 +97,21 @@ pub async fn run(options: &SoakOptions) -> anyhow::Result<String> {
         failures_seen: Mutex::new(Vec::new()),
         stop: AtomicBool::new(false),
     });
+    let load = Arc::new(Load {
+        server: server.clone(),
+        http: http.clone(),
+        keys,
+        shared: shared.clone(),
+    });
     let mut tasks = Vec::new();
     for worker in 0..options.writers {
-        tasks.push(tokio::spawn(writer(
-            worker,
-            server.clone(),
-            http.clone(),
-            keys.clone(),
-            shared.clone(),
-        )));
+        tasks.push(tokio::spawn(writer(worker, load.clone())));
     }
     for worker in 0..options.readers {
-        tasks.push(tokio::spawn(reader(
-            worker,
-            server.clone(),
-            http.clone(),
-            keys.clone(),
-            shared.clone(),
-        )));
+        tasks.push(tokio::spawn(reader(worker, load.clone())));
     }
     for worker in 0..options.attackers {
-        tasks.push(tokio::spawn(attacker(
-            worker,
-            server.clone(),
-            http.clone(),
-            keys.clone(),
-            shared.clone(),
-        )));
+        tasks.push(tokio::spawn(attacker(worker, load.clone())));
     }
 
     let started = Instant::now();
@@ -271,13 +267,13 @@ impl Dice {
     }
 }
 
-async fn writer(
-    worker: usize,
-    server: Arc<KeyholeServer>,
-    http: reqwest::Client,
-    keys: Arc<Vec<String>>,
-    shared: Arc<Shared>,
-) {
+async fn writer(worker: usize, load: Arc<Load>) {
+    let Load {
+        server,
+        http,
+        keys,
+        shared,
+    } = load.as_ref();
     let mut dice = Dice(worker as u64 * 7919 + 1);
     while !shared.stop.load(Ordering::SeqCst) {
         let key = &keys[dice.next(keys.len() as u64) as usize];
@@ -354,13 +350,13 @@ fn dashboard_query(dice: &mut Dice) -> (&'static str, Value) {
     }
 }
 
-async fn reader(
-    worker: usize,
-    server: Arc<KeyholeServer>,
-    http: reqwest::Client,
-    keys: Arc<Vec<String>>,
-    shared: Arc<Shared>,
-) {
+async fn reader(worker: usize, load: Arc<Load>) {
+    let Load {
+        server,
+        http,
+        keys,
+        shared,
+    } = load.as_ref();
     let mut dice = Dice(worker as u64 * 104_729 + 3);
     while !shared.stop.load(Ordering::SeqCst) {
         let key = &keys[dice.next(keys.len() as u64) as usize];
@@ -489,13 +485,13 @@ pub(crate) fn hostile_request_of(
     }
 }
 
-async fn attacker(
-    worker: usize,
-    server: Arc<KeyholeServer>,
-    http: reqwest::Client,
-    keys: Arc<Vec<String>>,
-    shared: Arc<Shared>,
-) {
+async fn attacker(worker: usize, load: Arc<Load>) {
+    let Load {
+        server,
+        http,
+        keys,
+        shared,
+    } = load.as_ref();
     let mut dice = Dice(worker as u64 * 15_485_863 + 5);
     while !shared.stop.load(Ordering::SeqCst) {
         let (method, path, body) = hostile_request(&mut dice);

@@ -18,12 +18,13 @@ const MAX_QUERY_BODY_BYTES: usize = 1_000_000;
 
 async fn run(
     state: &AppState,
-    scope: keyhole_query::Scope,
+    auth: &Authorized<Queries>,
     analysis: &str,
     params: Map<String, Value>,
 ) -> Result<Json<Value>, ApiError> {
     let analysis = AnalysisType::parse(analysis)?;
     let query = Query::parse(analysis, &params)?;
+    let scope = scope_of_key(&auth.project_id, &auth.key)?;
     let body = state.queries.run(&query, &scope, now_millis()).await?;
     Ok(Json(body))
 }
@@ -36,13 +37,7 @@ pub async fn run_query_get(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let params = params_from_query_string(query.as_deref().unwrap_or_default())?;
-    run(
-        &state,
-        scope_of_key(&auth.project_id, &auth.key)?,
-        &analysis,
-        params,
-    )
-    .await
+    run(&state, &auth, &analysis, params).await
 }
 
 /// `POST /3.0/projects/{project_id}/queries/{analysis_type}` with a JSON body.
@@ -69,11 +64,5 @@ pub async fn run_query_post(
             }
         }
     };
-    run(
-        &state,
-        scope_of_key(&auth.project_id, &auth.key)?,
-        &analysis,
-        params,
-    )
-    .await
+    run(&state, &auth, &analysis, params).await
 }
