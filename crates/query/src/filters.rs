@@ -36,7 +36,7 @@ pub fn conjunction(
 
 /// Combines expressions pairwise into a balanced tree, so a long AND or OR is only log2(n) deep: the
 /// optimizer and the evaluator recurse into expressions, and a chain of a thousand conditions built
-/// left-deep overflowed their stacks.
+/// left-deep would overflow their stacks.
 pub fn balanced(mut expressions: Vec<Expr>, combine: fn(Expr, Expr) -> Expr) -> Option<Expr> {
     while expressions.len() > 1 {
         let mut combined = Vec::with_capacity(expressions.len().div_ceil(2));
@@ -243,7 +243,7 @@ fn condition(
 }
 
 /// `in`: one `IN (…)` list per typed column and one `array_has_any` per list column, whatever the number of
-/// values (an OR of one equality per value was as deep as the list was long).
+/// values (an OR of one equality per value would be as deep as the list is long).
 fn is_in(columns: &PropertyColumns, values: &[Value]) -> Expr {
     let mut predicates = Vec::new();
     let kinds: [fn(&Value) -> bool; 3] = [Value::is_number, Value::is_string, Value::is_boolean];
