@@ -17,9 +17,8 @@ use keyhole_storage::{Storage, StorageConfig};
 
 use crate::config::{Cli, Command, OrganizationCommand, ProjectCommand, Settings};
 
-/// mimalloc instead of glibc malloc: ingest is allocation-heavy (a JSON tree per event, builders), and in
-/// issue 5's profile of batch ingest glibc's malloc/free and its arena locks took about 40% of the
-/// server's CPU.
+/// mimalloc instead of glibc malloc: ingest is allocation-heavy (a JSON tree per event, builders), and with
+/// glibc's allocator its malloc/free and arena locks take about 40% of the server's CPU in batch ingest.
 #[global_allocator]
 static GLOBAL_ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

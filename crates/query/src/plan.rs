@@ -169,7 +169,8 @@ pub async fn filtered_frame(
 /// The schema queries see: the storage schema with scalar string property columns (`{path}#str`) as
 /// `Utf8View`. Parquet's dictionary-encoded strings then decode into views of the dictionary instead of being
 /// copied row by row into one buffer, and DataFusion's grouping and comparisons have fast paths for views
-/// (issue 5: at 10M events, group-by and filters on a string column spent most of their time copying strings).
+/// (without them, at 10M events group-by and filters on a string column spend most of their time copying
+/// strings).
 fn scan_schema(storage_schema: &SchemaRef) -> SchemaRef {
     let fields: Vec<arrow::datatypes::FieldRef> = storage_schema
         .fields()

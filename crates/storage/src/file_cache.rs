@@ -1,8 +1,8 @@
 //! An in-memory cache of whole data files in front of the object store that queries read from.
 //!
 //! Queries open every Parquet file of a collection; on the local filesystem each `head` and each range read
-//! is a blocking-thread hop with open/pread/close, and in issue 5's profiles those hops, not decoding, were
-//! most of a small query's time. Data files are immutable and never reuse a name, so a file's bytes can be
+//! is a blocking-thread hop with open/pread/close, and in profiles those hops, not decoding, are most of a
+//! small query's time. Data files are immutable and never reuse a name, so a file's bytes can be
 //! kept once read: the first access of a path (a `head` or any range) reads the whole file, later ones are
 //! served from memory. Files are also put in the cache as they are written (`ObjectFiles::put_durable`),
 //! so freshly flushed or compacted data is read without touching the disk. Deleting a file evicts it.
