@@ -95,8 +95,7 @@ impl Writer {
     /// Returns false once told to stop.
     fn process_group(&mut self, group: Vec<Command>) -> bool {
         let mut staged = Vec::new();
-        // Columns that staged (not yet applied) events add, per collection.
-        let mut pending_columns: HashMap<CollectionId, HashSet<String>> = HashMap::new();
+        let mut admissions = self.admit_columns(&group).into_iter();
         for command in group {
             match command {
                 Command::Write {
@@ -104,8 +103,7 @@ impl Writer {
                     events,
                     reply,
                 } => {
-                    let pending = pending_columns.entry(collection.clone()).or_default();
-                    let admitted = self.admit_columns(&collection, &events, pending);
+                    let admitted = admissions.next().unwrap_or_default();
                     staged.push(self.stage_write(collection, events, admitted, reply));
                 }
                 Command::DeleteCollection { collection, reply } => {
@@ -117,7 +115,6 @@ impl Writer {
                 }
                 Command::Rotate { reply } => {
                     self.commit_and_apply(std::mem::take(&mut staged));
-                    pending_columns.clear();
                     let _ = reply.send(self.rotate());
                 }
                 Command::Stop => {
@@ -130,51 +127,25 @@ impl Writer {
         true
     }
 
-    /// Which of `events` fit under the collection's column cap, counting the columns earlier events of
-    /// this group add (`pending`, extended with those of the admitted events). The check runs before
-    /// anything is logged, so a refused event is never written.
-    fn admit_columns(
-        &self,
-        collection: &CollectionId,
-        events: &[PreparedEvent],
-        pending: &mut HashSet<String>,
-    ) -> Vec<bool> {
+    /// For each write of the group, which of its events fit under the column cap (`column_cap`).
+    fn admit_columns(&self, group: &[Command]) -> Vec<Vec<bool>> {
+        let writes: Vec<(&CollectionId, &[PreparedEvent])> = group
+            .iter()
+            .filter_map(|command| match command {
+                Command::Write {
+                    collection, events, ..
+                } => Some((collection, events.as_slice())),
+                _ => None,
+            })
+            .collect();
+        if writes.is_empty() {
+            return Vec::new();
+        }
         let state = self
             .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let schema = state.collections.get(collection).map(|c| &c.schema);
-        let existing = schema.map_or(0, |schema| {
-            schema
-                .properties
-                .values()
-                .map(|p| p.kinds.len())
-                .sum::<usize>()
-        });
-        events
-            .iter()
-            .map(|event| {
-                let mut new_columns = Vec::new();
-                for (path, value) in &event.flat.properties {
-                    let kind = value.kind();
-                    let known = schema
-                        .and_then(|schema| schema.properties.get(path))
-                        .is_some_and(|property| property.kinds.contains(kind.suffix()));
-                    if known {
-                        continue;
-                    }
-                    let name = kind.column_name(path);
-                    if !pending.contains(&name) {
-                        new_columns.push(name);
-                    }
-                }
-                if existing + pending.len() + new_columns.len() > self.max_columns_per_collection {
-                    return false;
-                }
-                pending.extend(new_columns);
-                true
-            })
-            .collect()
+        crate::column_cap::admit_group(&state, &writes, self.max_columns_per_collection)
     }
 
     fn stage_write(

@@ -1,0 +1,95 @@
+//! The per-collection column cap (`StorageConfig::max_columns_per_collection`): which events of one group
+//! commit may be stored without giving their collection more `{path}#{kind}` columns than the cap.
+//!
+//! Design: decided once per group, under one short hold of the state lock, before anything is logged (a
+//! refused event is never written). A collection whose current columns plus every property of the group's
+//! events stays within the cap — the usual case — is admitted whole without a lookup per property; only a
+//! collection near its cap is checked event by event, counting the columns earlier events of the group add.
+//! A collection deleted earlier in the same group is counted with its old columns, which can only refuse
+//! an event that a later group would admit.
+
+use std::collections::{HashMap, HashSet};
+
+use keyhole_model::PreparedEvent;
+
+use crate::manifest::{CollectionId, CollectionSchema};
+use crate::state::State;
+
+/// For each write of a group (in order), which of its events fit under the cap.
+pub fn admit_group(
+    state: &State,
+    writes: &[(&CollectionId, &[PreparedEvent])],
+    max_columns: usize,
+) -> Vec<Vec<bool>> {
+    let mut upper_bounds: HashMap<&CollectionId, usize> = HashMap::new();
+    for (collection, events) in writes {
+        let bound = upper_bounds
+            .entry(collection)
+            .or_insert_with(|| column_count(schema_of(state, collection)));
+        *bound += events
+            .iter()
+            .map(|event| event.flat.properties.len())
+            .sum::<usize>();
+    }
+    let mut pending: HashMap<&CollectionId, HashSet<String>> = HashMap::new();
+    writes
+        .iter()
+        .map(|(collection, events)| {
+            if upper_bounds[collection] <= max_columns {
+                return vec![true; events.len()];
+            }
+            let schema = schema_of(state, collection);
+            let pending = pending.entry(collection).or_default();
+            events
+                .iter()
+                .map(|event| admit_event(schema, event, pending, max_columns))
+                .collect()
+        })
+        .collect()
+}
+
+fn schema_of<'a>(state: &'a State, collection: &CollectionId) -> Option<&'a CollectionSchema> {
+    state
+        .collections
+        .get(collection)
+        .map(|collection| &collection.schema)
+}
+
+fn column_count(schema: Option<&CollectionSchema>) -> usize {
+    schema.map_or(0, |schema| {
+        schema
+            .properties
+            .values()
+            .map(|property| property.kinds.len())
+            .sum()
+    })
+}
+
+/// Whether `event` fits, given the columns `pending` earlier events of the group add (extended when it
+/// fits).
+fn admit_event(
+    schema: Option<&CollectionSchema>,
+    event: &PreparedEvent,
+    pending: &mut HashSet<String>,
+    max_columns: usize,
+) -> bool {
+    let mut new_columns = Vec::new();
+    for (path, value) in &event.flat.properties {
+        let kind = value.kind();
+        let known = schema
+            .and_then(|schema| schema.properties.get(path))
+            .is_some_and(|property| property.kinds.contains(kind.suffix()));
+        if known {
+            continue;
+        }
+        let name = kind.column_name(path);
+        if !pending.contains(&name) {
+            new_columns.push(name);
+        }
+    }
+    if column_count(schema) + pending.len() + new_columns.len() > max_columns {
+        return false;
+    }
+    pending.extend(new_columns);
+    true
+}
