@@ -381,6 +381,14 @@ impl MetaStore {
             ),
             _ => (kind.permitted(), serde_json::Value::Null),
         };
+        // A key whose stored filters no longer parse (say, past a limit added after it was made) is not a
+        // key: treating it as one without its filters would show its tenant every tenant's events. Checked
+        // once here, as the key is loaded, so no request pays for it.
+        if let Err(error) = keyhole_model::access::forced_query_filters(&options) {
+            let project_id: String = row.get("project_id");
+            tracing::error!(project_id, %error, "stored access key options do not parse; key refused");
+            return Ok(None);
+        }
         Ok(Some(ResolvedKey {
             project_id: row.get("project_id"),
             kind,

@@ -132,3 +132,30 @@ async fn cached_key_lookups_see_every_change_made_through_the_store() {
     assert!(store.resolve_key(&keys.write).await.unwrap().is_some());
     assert!(store.resolve_key("made-up").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn a_key_whose_stored_filters_no_longer_parse_is_refused_not_widened() {
+    let (_directory, store) = store().await;
+    store.ensure_organization(None).await.unwrap();
+    let (project, _) = store.create_project("limits").await.unwrap();
+    let definition = keyhole_model::access::AccessKeyDefinition::parse(&serde_json::json!({
+        "name": "tenant", "permitted": ["queries"],
+        "options": {"queries": {"filters": [
+            {"property_name": "tenant", "operator": "eq", "property_value": "a"}]}}
+    }))
+    .unwrap();
+    let (_, secret) = store
+        .create_access_key(&project.id, &definition)
+        .await
+        .unwrap();
+    // As if a limit had tightened since the key was made: an `in` list past today's maximum.
+    let values: Vec<usize> = (0..=keyhole_model::query::MAX_IN_VALUES).collect();
+    let options = serde_json::json!({"queries": {"filters": [
+        {"property_name": "tenant", "operator": "in", "property_value": values}]}});
+    sqlx::query("UPDATE project_keys SET options = ? WHERE kind = 'access'")
+        .bind(options.to_string())
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(store.resolve_key(&secret).await.unwrap(), None);
+}

@@ -55,8 +55,9 @@ policies! {
     Queries => Requirement::Operation(Operation::Queries),
 }
 
-/// The scope a key reads in: its project, and the filters its options force on every read. A key whose
-/// stored filters no longer parse is refused (and logged), never given a wider scope.
+/// The scope a key reads in: its project, and the filters its options force on every read. The metadata
+/// store refuses keys whose stored filters do not parse when it loads them; should one reach here anyway,
+/// it is refused (and logged), never given a wider scope.
 pub fn scope_of_key(project_id: &str, key: &ResolvedKey) -> Result<keyhole_query::Scope, ApiError> {
     let filters = keyhole_model::access::forced_query_filters(&key.options).map_err(|error| {
         tracing::error!(project_id, %error, "stored access key options do not parse; key refused");
@@ -150,10 +151,7 @@ pub async fn authorize(
         Some(secret) => state.meta.resolve_key(&secret).await?,
         None => None,
     };
-    let key = check_project_access(resolved, project_id, requirement)?;
-    // Refused on every route, not only where the scope is used.
-    scope_of_key(project_id, &key)?;
-    Ok(key)
+    check_project_access(resolved, project_id, requirement)
 }
 
 /// The value of a path parameter of the matched route.

@@ -151,17 +151,21 @@ impl std::fmt::Display for BodyTimedOut {
 
 impl std::error::Error for BodyTimedOut {}
 
-/// A request body that fails once its deadline passes.
+/// A request body that fails once its deadline passes. The timer is armed only when the body is not
+/// already there: most bodies arrive with their headers, and a write should not pay for a timer it never
+/// waits on.
 struct DeadlineBody {
     body: Incoming,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    deadline: tokio::time::Instant,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl DeadlineBody {
     fn new(body: Incoming, timeout: Duration) -> DeadlineBody {
         DeadlineBody {
             body,
-            deadline: Box::pin(tokio::time::sleep(timeout)),
+            deadline: tokio::time::Instant::now() + timeout,
+            timer: None,
         }
     }
 }
@@ -177,7 +181,11 @@ impl Body for DeadlineBody {
         if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
             return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
         }
-        if self.deadline.as_mut().poll(cx).is_ready() {
+        let deadline = self.deadline;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Some(Err(Box::new(BodyTimedOut))));
         }
         Poll::Pending
@@ -212,7 +220,7 @@ pub async fn read_body(
                 "The request body did not arrive in time.",
             ));
         }
-        length_limit |= cause.to_string().contains("length limit exceeded");
+        length_limit |= cause.is::<http_body_util::LengthLimitError>();
         source = cause.source();
     }
     if length_limit {

@@ -134,7 +134,6 @@ async fn keen_error_bodies(response: Response) -> Response {
     }
     let code = match status.as_u16() {
         404 => errors::ErrorCode::ResourceNotFound,
-        413 => errors::ErrorCode::BatchTooLarge,
         _ => errors::ErrorCode::InvalidRequest,
     };
     let message = match status.canonical_reason() {

@@ -8,7 +8,10 @@ mod time;
 
 use serde_json::Value;
 
-pub use filter::{Filter, GEO_PROPERTY, GeoRadius, Operator};
+pub use filter::{
+    Filter, GEO_PROPERTY, GeoRadius, MAX_FILTER_CONDITIONS, MAX_FILTER_DEPTH, MAX_IN_VALUES,
+    MAX_REGEX_BYTES, Operator,
+};
 pub use time::{Interval, TimeRange, Timeframe, Timezone, Unit, format_instant, now_millis};
 
 /// Why a query was refused. The server maps each to Keen's `error_code` and status.
