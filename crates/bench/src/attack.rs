@@ -4,13 +4,13 @@
 //! resident memory while the class ran (the peak is reset between classes). The table it prints is the
 //! one in `docs/reliability.md`.
 
-use std::time::Instant;
-
 use anyhow::bail;
 use serde_json::{Value, json};
 
 use crate::server::{KeyholeServer, keyhole_binary};
-use crate::soak::{COLLECTION, Dice, HOSTILE_CLASSES, create_key, hostile_request_of};
+use crate::soak::{
+    COLLECTION, Dice, HOSTILE_CLASSES, activity_event, create_key, hostile_request_of, judge, timed,
+};
 
 #[derive(clap::Args, Clone)]
 pub struct AttackOptions {
@@ -42,15 +42,11 @@ pub async fn run(options: &AttackOptions) -> anyhow::Result<String> {
     for chunk in 0..options.events.div_ceil(1_000) {
         let events: Vec<Value> = (0..1_000)
             .map(|_| {
-                const ACTIONS: [&str; 4] = ["view", "click", "signup", "purchase"];
-                let action = ACTIONS[dice.next(4) as usize];
                 let at = now - dice.next(2 * 86_400_000) as i64;
-                json!({
-                    "action": action,
-                    "user": {"id": format!("u{}", dice.next(5_000))},
-                    "amount": dice.next(10_000) as f64 / 100.0,
-                    "keen": {"timestamp": keyhole_model::timestamp::format_timestamp(at)},
-                })
+                let mut event = activity_event(&mut dice);
+                event["keen"] =
+                    json!({"timestamp": keyhole_model::timestamp::format_timestamp(at)});
+                event
             })
             .collect();
         let key = &keys[chunk % keys.len()];
@@ -91,21 +87,10 @@ pub async fn run(options: &AttackOptions) -> anyhow::Result<String> {
                     request = request.json(&body);
                 }
                 async move {
-                    let started = Instant::now();
-                    let answer = request.send().await;
-                    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-                    match answer {
-                        Ok(response) => {
-                            let status = response.status().as_u16();
-                            let body: Value = response.json().await.unwrap_or(Value::Null);
-                            let keen_style = status < 400
-                                || (body["message"].is_string() && body["error_code"].is_string());
-                            let bad = !keen_style
-                                || (status >= 500 && !matches!(status, 501 | 503 | 504));
-                            (Some(status), bad, elapsed)
-                        }
-                        Err(_) => (None, true, elapsed),
-                    }
+                    let (answer, elapsed) = timed(request).await;
+                    let answer = judge(answer).await;
+                    let bad = answer.as_ref().is_none_or(|answer| answer.misanswered);
+                    (answer.map(|answer| answer.status), bad, elapsed)
                 }
             });
             for (status, bad, elapsed) in futures::future::join_all(sends).await {

@@ -68,16 +68,25 @@ impl KeyholeServer {
                 {"property_name": "tenant_id", "operator": "eq", "property_value": tenant}
             ]}},
         });
+        self.create_access_key(http, &definition).await
+    }
+
+    /// Creates an access key from `definition`; returns its secret.
+    pub async fn create_access_key(
+        &self,
+        http: &reqwest::Client,
+        definition: &Value,
+    ) -> anyhow::Result<String> {
         let response = http
             .post(self.project_url("keys"))
             .header("Authorization", &self.master_key)
-            .json(&definition)
+            .json(definition)
             .send()
             .await?;
         let status = response.status();
         let body: Value = response.json().await?;
         if !status.is_success() {
-            bail!("creating the tenant key failed: {status} {body}");
+            bail!("creating an access key failed: {status} {body}");
         }
         body["key"]
             .as_str()

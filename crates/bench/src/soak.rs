@@ -241,17 +241,50 @@ pub(crate) async fn create_key(
             "writes": {"autofill": {"tenant_id": tenant}},
         },
     });
-    let response = http
-        .post(server.project_url("keys"))
-        .header("Authorization", &server.master_key)
-        .json(&definition)
-        .send()
-        .await?;
-    let body: Value = response.json().await?;
-    body["key"]
-        .as_str()
-        .map(str::to_string)
-        .context("no key in the create-key response")
+    server.create_access_key(http, &definition).await
+}
+
+/// One event of the activity collection: an action by one of 5,000 users, with an amount.
+pub(crate) fn activity_event(dice: &mut Dice) -> Value {
+    const ACTIONS: [&str; 4] = ["view", "click", "signup", "purchase"];
+    let action = ACTIONS[dice.next(4) as usize];
+    json!({
+        "action": action,
+        "user": {"id": format!("u{}", dice.next(5_000))},
+        "amount": dice.next(10_000) as f64 / 100.0,
+    })
+}
+
+/// Sends a request; returns the answer and how long it took, in milliseconds.
+pub(crate) async fn timed(
+    request: reqwest::RequestBuilder,
+) -> (reqwest::Result<reqwest::Response>, f64) {
+    let started = Instant::now();
+    let answer = request.send().await;
+    (answer, started.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// How a hostile request was answered.
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    /// A 500, an undocumented 5xx (only 501, 503 and 504 are documented), or an error without
+    /// `message` and `error_code`.
+    pub(crate) misanswered: bool,
+}
+
+/// Reads an answer to a hostile request; `None` when the request failed (the connection dropped).
+pub(crate) async fn judge(answer: reqwest::Result<reqwest::Response>) -> Option<Answer> {
+    let response = answer.ok()?;
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let keen_style =
+        status < 400 || (body["message"].is_string() && body["error_code"].is_string());
+    let documented_5xx = matches!(status, 501 | 503 | 504);
+    let misanswered = !keen_style || (status >= 500 && !documented_5xx);
+    Some(Answer {
+        status,
+        misanswered,
+    })
 }
 
 /// A small deterministic generator per worker.
@@ -277,25 +310,13 @@ async fn writer(worker: usize, load: Arc<Load>) {
     let mut dice = Dice(worker as u64 * 7919 + 1);
     while !shared.stop.load(Ordering::SeqCst) {
         let key = &keys[dice.next(keys.len() as u64) as usize];
-        const ACTIONS: [&str; 4] = ["view", "click", "signup", "purchase"];
-        let events: Vec<Value> = (0..100)
-            .map(|_| {
-                let action = ACTIONS[dice.next(4) as usize];
-                json!({
-                    "action": action,
-                    "user": {"id": format!("u{}", dice.next(5_000))},
-                    "amount": dice.next(10_000) as f64 / 100.0,
-                })
-            })
-            .collect();
-        let started = Instant::now();
-        let answer = http
-            .post(server.project_url("events"))
-            .header("Authorization", key)
-            .json(&json!({ COLLECTION: events }))
-            .send()
-            .await;
-        let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+        let events: Vec<Value> = (0..100).map(|_| activity_event(&mut dice)).collect();
+        let (answer, elapsed) = timed(
+            http.post(server.project_url("events"))
+                .header("Authorization", key)
+                .json(&json!({ COLLECTION: events })),
+        )
+        .await;
         let ok = match answer {
             Ok(response) if response.status().as_u16() == 200 => {
                 let body: Value = response.json().await.unwrap_or(Value::Null);
@@ -361,14 +382,12 @@ async fn reader(worker: usize, load: Arc<Load>) {
     while !shared.stop.load(Ordering::SeqCst) {
         let key = &keys[dice.next(keys.len() as u64) as usize];
         let (analysis, body) = dashboard_query(&mut dice);
-        let started = Instant::now();
-        let answer = http
-            .post(server.project_url(&format!("queries/{analysis}")))
-            .header("Authorization", key)
-            .json(&body)
-            .send()
-            .await;
-        let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+        let (answer, elapsed) = timed(
+            http.post(server.project_url(&format!("queries/{analysis}")))
+                .header("Authorization", key)
+                .json(&body),
+        )
+        .await;
         let status = answer.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
         let mut window = shared.window.lock().await;
         window.queries.push(elapsed);
@@ -507,18 +526,9 @@ async fn attacker(worker: usize, load: Arc<Load>) {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let answer = request.send().await;
-        let misanswered = match answer {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let body: Value = response.json().await.unwrap_or(Value::Null);
-                let keen_style =
-                    status < 400 || (body["message"].is_string() && body["error_code"].is_string());
-                let documented_5xx = matches!(status, 501 | 503 | 504);
-                !keen_style || (status >= 500 && !documented_5xx)
-            }
-            Err(_) => true,
-        };
+        let misanswered = judge(request.send().await)
+            .await
+            .is_none_or(|answer| answer.misanswered);
         let mut window = shared.window.lock().await;
         window.hostile += 1;
         if misanswered {
