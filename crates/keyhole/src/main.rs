@@ -130,6 +130,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     println!("keyhole listening on http://{address}");
     tracing::info!(%address, data_dir = %settings.data_dir.display(), "serving");
+    let (meter, meta) = (state.meter.clone(), state.meta.clone());
     let app = keyhole_server::app(state);
     keyhole_server::serve(
         listener,
@@ -139,6 +140,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     )
     .await?;
     tracing::info!("http server stopped; flushing events");
+    meter.flush().await;
+    meta.flush_audit().await;
     storage.close().await?;
     tracing::info!("shut down cleanly");
     Ok(())

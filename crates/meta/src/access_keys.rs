@@ -1,83 +1,202 @@
 //! Access keys: created, listed, read, replaced, revoked, unrevoked and deleted by the project's master
-//! key. They live in `project_keys` beside the project's own keys (kind `access`), so one hashed lookup
-//! resolves every key. A key is addressed by its secret (Keen's API puts the key in the path); only its
-//! hash is stored, so listings show an 8-character prefix instead of the secret.
+//! key, and their embed tokens revoked one by one. They live in `project_keys` beside the project's own
+//! keys (kind `access`), so one hashed lookup resolves every key. A key is addressed by its secret (Keen's
+//! API puts the key in the path); only its hash is stored, so listings show an 8-character prefix.
+//!
+//! Design: every change goes through [`MetaStore::change_key`]'s shape — one transaction holding the
+//! change and its audit entry (key object before and after), then [`MetaStore::key_changed`], which clears
+//! the grant cache and calls the change hooks. No caller has to remember either.
 
 use keyhole_model::KeyHash;
 use keyhole_model::access::AccessKeyDefinition;
+use keyhole_model::embed_token;
 use keyhole_model::keys::{display_prefix, generate_secret};
-use sqlx::Row;
+use keyhole_model::timestamp::format_timestamp;
 use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
 
-use crate::{AccessKey, MetaError, MetaStore, Result, now, parse_options, parse_permitted};
+use crate::audit::{KeyChangeRecord, record_key_change};
+use crate::{
+    AccessKey, KeyChangeHook, MetaError, MetaStore, Result, begin_write, now, parse_options,
+    parse_permitted,
+};
+
+/// The columns of an access key's object (a macro, so queries stay static strings).
+macro_rules! access_key_columns {
+    () => {
+        "key_prefix, project_id, name, is_active, permitted, options, created_at, expires_at, token_key_id"
+    };
+}
 
 fn access_key(row: &SqliteRow) -> Result<AccessKey> {
     Ok(AccessKey {
-        key_prefix: row.get("key_prefix"),
-        project_id: row.get("project_id"),
-        name: row.get::<Option<String>, _>("name").unwrap_or_default(),
-        is_active: row.get::<i64, _>("is_active") != 0,
-        permitted: parse_permitted(row.get("permitted"))?,
-        options: parse_options(row.get("options"))?,
-        created_at: row.get("created_at"),
+        key_prefix: row.try_get("key_prefix")?,
+        project_id: row.try_get("project_id")?,
+        name: row
+            .try_get::<Option<String>, _>("name")?
+            .unwrap_or_default(),
+        is_active: row.try_get::<i64, _>("is_active")? != 0,
+        permitted: parse_permitted(row.try_get("permitted")?)?,
+        options: parse_options(row.try_get("options")?)?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        embed_key_id: row.try_get("token_key_id")?,
     })
 }
 
-fn permitted_json(definition: &AccessKeyDefinition) -> String {
-    definition.permitted_names().to_string()
+fn expires_at_text(definition: &AccessKeyDefinition) -> Option<String> {
+    definition.expires_at.map(format_timestamp)
+}
+
+fn key_object(key: &AccessKey) -> serde_json::Value {
+    serde_json::to_value(key).unwrap_or_default()
+}
+
+async fn access_key_in(
+    connection: &mut SqliteConnection,
+    project_id: &str,
+    key_hash: &KeyHash,
+) -> Result<Option<AccessKey>> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        access_key_columns!(),
+        " FROM project_keys WHERE key_hash = ? AND project_id = ? AND kind = 'access'"
+    ))
+    .bind(key_hash.to_hex())
+    .bind(project_id)
+    .fetch_optional(connection)
+    .await?;
+    row.as_ref().map(access_key).transpose()
 }
 
 impl MetaStore {
-    /// Creates an access key; the secret is returned only here.
+    /// Registers a hook called after every committed key change (see [`KeyChangeHook`]).
+    pub fn on_key_change(&self, hook: KeyChangeHook) {
+        self.key_change_hooks
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(hook);
+    }
+
+    /// After a committed change to one of `project_id`'s keys: forget cached grants (so the next request
+    /// sees the change), then tell the hooks.
+    async fn key_changed(&self, project_id: &str) {
+        self.resolved_keys.invalidate();
+        let grants = match self.usable_access_key_grants(project_id).await {
+            Ok(grants) => grants,
+            Err(error) => {
+                tracing::warn!(project_id, %error, "cannot read access keys after a change");
+                return;
+            }
+        };
+        let hooks = self
+            .key_change_hooks
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for hook in hooks.iter() {
+            hook(project_id, &grants);
+        }
+    }
+
+    /// Creates an access key; the secret is returned only here. `actor` is the acting key's prefix.
     pub async fn create_access_key(
         &self,
         project_id: &str,
         definition: &AccessKeyDefinition,
+        actor: &str,
     ) -> Result<(AccessKey, String)> {
         let secret = generate_secret();
+        let key_hash = KeyHash::of_secret(&secret);
+        let mut transaction = begin_write(&self.pool).await?;
         sqlx::query(
-            "INSERT INTO project_keys (key_hash, key_prefix, project_id, kind, is_active, created_at, name, permitted, options) \
-             VALUES (?, ?, ?, 'access', ?, ?, ?, ?, ?)",
+            "INSERT INTO project_keys (key_hash, key_prefix, project_id, kind, is_active, created_at, name, permitted, options, expires_at, token_key_id) \
+             VALUES (?, ?, ?, 'access', ?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(KeyHash::of_secret(&secret).to_hex())
+        .bind(key_hash.to_hex())
         .bind(display_prefix(&secret))
         .bind(project_id)
         .bind(definition.is_active as i64)
         .bind(now())
         .bind(&definition.name)
-        .bind(permitted_json(definition))
-        .bind(definition.options.to_string())
-        .execute(&self.pool)
+        .bind(definition.permitted_names().to_string())
+        .bind(definition.options_json.to_string())
+        .bind(expires_at_text(definition))
+        .bind(embed_token::key_id_of_secret(&secret))
+        .execute(&mut *transaction)
         .await?;
-        let key = self
-            .access_key(project_id, &secret)
+        let key = access_key_in(&mut transaction, project_id, &key_hash)
             .await?
             .ok_or_else(|| MetaError::Corrupt("access key vanished".into()))?;
+        record_key_change(
+            &mut transaction,
+            KeyChangeRecord {
+                project_id,
+                action: "create",
+                actor,
+                key_prefix: &key.key_prefix,
+                token_id: None,
+                before: None,
+                after: Some(key_object(&key)),
+            },
+        )
+        .await?;
+        transaction.commit().await?;
+        self.key_changed(project_id).await;
         Ok((key, secret))
     }
 
     pub async fn access_keys(&self, project_id: &str) -> Result<Vec<AccessKey>> {
-        let rows = sqlx::query(
-            "SELECT key_prefix, project_id, name, is_active, permitted, options, created_at FROM project_keys \
-             WHERE project_id = ? AND kind = 'access' ORDER BY created_at, key_prefix",
-        )
-            .bind(project_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(concat!(
+        "SELECT ",
+        access_key_columns!(),
+        " FROM project_keys WHERE project_id = ? AND kind = 'access' ORDER BY created_at, key_prefix"
+    ))
+        .bind(project_id)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(access_key).collect()
     }
 
     /// The access key with this secret in this project.
     pub async fn access_key(&self, project_id: &str, secret: &str) -> Result<Option<AccessKey>> {
-        let row = sqlx::query(
-            "SELECT key_prefix, project_id, name, is_active, permitted, options, created_at FROM project_keys \
-             WHERE key_hash = ? AND project_id = ? AND kind = 'access'",
+        let mut connection = self.pool.acquire().await?;
+        access_key_in(&mut connection, project_id, &KeyHash::of_secret(secret)).await
+    }
+
+    /// Applies `change` to one access key inside a transaction that also audits it; `None` if there is
+    /// no such key. `change` runs against the key's row and answers whether it changed anything.
+    async fn change_key(
+        &self,
+        project_id: &str,
+        secret: &str,
+        action: &str,
+        actor: &str,
+        token_id: Option<&str>,
+        change: impl AsyncFnOnce(&mut SqliteConnection, &KeyHash) -> Result<()>,
+    ) -> Result<Option<AccessKey>> {
+        let key_hash = KeyHash::of_secret(secret);
+        let mut transaction = begin_write(&self.pool).await?;
+        let Some(before) = access_key_in(&mut transaction, project_id, &key_hash).await? else {
+            return Ok(None);
+        };
+        change(&mut transaction, &key_hash).await?;
+        let after = access_key_in(&mut transaction, project_id, &key_hash).await?;
+        record_key_change(
+            &mut transaction,
+            KeyChangeRecord {
+                project_id,
+                action,
+                actor,
+                key_prefix: &before.key_prefix,
+                token_id,
+                before: Some(key_object(&before)),
+                after: after.as_ref().map(key_object),
+            },
         )
-            .bind(KeyHash::of_secret(secret).to_hex())
-            .bind(project_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(access_key).transpose()
+        .await?;
+        transaction.commit().await?;
+        self.key_changed(project_id).await;
+        Ok(Some(after.unwrap_or(before)))
     }
 
     /// Replaces a key's definition (Keen's update is a full replace); `None` if there is no such key.
@@ -86,18 +205,21 @@ impl MetaStore {
         project_id: &str,
         secret: &str,
         definition: &AccessKeyDefinition,
+        actor: &str,
     ) -> Result<Option<AccessKey>> {
-        let updated = sqlx::query("UPDATE project_keys SET name = ?, is_active = ?, permitted = ?, options = ? WHERE key_hash = ? AND project_id = ? AND kind = 'access'")
-            .bind(&definition.name)
-            .bind(definition.is_active as i64)
-            .bind(permitted_json(definition))
-            .bind(definition.options.to_string())
-            .bind(KeyHash::of_secret(secret).to_hex())
-            .bind(project_id)
-            .execute(&self.pool)
-            .await?;
-        self.after_key_change(project_id, secret, updated.rows_affected())
-            .await
+        self.change_key(project_id, secret, "update", actor, None, async |connection, key_hash| {
+            sqlx::query("UPDATE project_keys SET name = ?, is_active = ?, permitted = ?, options = ?, expires_at = ? WHERE key_hash = ?")
+                .bind(&definition.name)
+                .bind(definition.is_active as i64)
+                .bind(definition.permitted_names().to_string())
+                .bind(definition.options_json.to_string())
+                .bind(expires_at_text(definition))
+                .bind(key_hash.to_hex())
+                .execute(connection)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Revokes (`false`) or unrevokes (`true`) a key; `None` if there is no such key.
@@ -106,42 +228,75 @@ impl MetaStore {
         project_id: &str,
         secret: &str,
         is_active: bool,
+        actor: &str,
     ) -> Result<Option<AccessKey>> {
-        let updated = sqlx::query("UPDATE project_keys SET is_active = ? WHERE key_hash = ? AND project_id = ? AND kind = 'access'")
-            .bind(is_active as i64)
-            .bind(KeyHash::of_secret(secret).to_hex())
-            .bind(project_id)
-            .execute(&self.pool)
-            .await?;
-        self.after_key_change(project_id, secret, updated.rows_affected())
-            .await
+        let action = if is_active { "unrevoke" } else { "revoke" };
+        self.change_key(
+            project_id,
+            secret,
+            action,
+            actor,
+            None,
+            async |connection, key_hash| {
+                sqlx::query("UPDATE project_keys SET is_active = ? WHERE key_hash = ?")
+                    .bind(is_active as i64)
+                    .bind(key_hash.to_hex())
+                    .execute(connection)
+                    .await?;
+                Ok(())
+            },
+        )
+        .await
     }
 
-    /// After a committed UPDATE that touched `rows` rows: forgets cached key resolutions (so the next
-    /// request sees the change) and returns the key as stored now, `None` when there was no such key.
-    async fn after_key_change(
+    /// Deletes a key and its token revocations; false if there was none.
+    pub async fn delete_access_key(
         &self,
         project_id: &str,
         secret: &str,
-        rows: u64,
-    ) -> Result<Option<AccessKey>> {
-        self.resolved_keys.invalidate();
-        if rows == 0 {
-            return Ok(None);
-        }
-        self.access_key(project_id, secret).await
+        actor: &str,
+    ) -> Result<bool> {
+        let deleted = self
+            .change_key(
+                project_id,
+                secret,
+                "delete",
+                actor,
+                None,
+                async |connection, key_hash| {
+                    sqlx::query("DELETE FROM revoked_tokens WHERE key_hash = ?")
+                        .bind(key_hash.to_hex())
+                        .execute(&mut *connection)
+                        .await?;
+                    sqlx::query("DELETE FROM project_keys WHERE key_hash = ?")
+                        .bind(key_hash.to_hex())
+                        .execute(&mut *connection)
+                        .await?;
+                    Ok(())
+                },
+            )
+            .await?;
+        Ok(deleted.is_some())
     }
 
-    /// Deletes a key; false if there was none.
-    pub async fn delete_access_key(&self, project_id: &str, secret: &str) -> Result<bool> {
-        let deleted = sqlx::query(
-            "DELETE FROM project_keys WHERE key_hash = ? AND project_id = ? AND kind = 'access'",
-        )
-        .bind(KeyHash::of_secret(secret).to_hex())
-        .bind(project_id)
-        .execute(&self.pool)
-        .await?;
-        self.resolved_keys.invalidate();
-        Ok(deleted.rows_affected() > 0)
+    /// Revokes one embed token of a key by its `jti`; `None` if there is no such key. Revoking twice is
+    /// not an error.
+    pub async fn revoke_token(
+        &self,
+        project_id: &str,
+        secret: &str,
+        token_id: &str,
+        actor: &str,
+    ) -> Result<Option<AccessKey>> {
+        self.change_key(project_id, secret, "revoke_token", actor, Some(token_id), async |connection, key_hash| {
+            sqlx::query("INSERT INTO revoked_tokens (key_hash, token_id, revoked_at) VALUES (?, ?, ?) ON CONFLICT (key_hash, token_id) DO NOTHING")
+                .bind(key_hash.to_hex())
+                .bind(token_id)
+                .bind(now())
+                .execute(connection)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 }

@@ -1,9 +1,11 @@
-//! The in-process cache of resolved keys, so a request does not read SQLite to find its key.
+//! The in-process cache of grants, so a request does not read SQLite (or verify a token's signature) to
+//! find what its credential may do.
 //!
-//! Entries are keyed by the SHA-256 hex of the secret (the same value the SQL lookup uses; no secret is
-//! kept) and hold what SQLite answered after the constant-time hash comparison. Unknown secrets are not
+//! Entries are keyed by the SHA-256 hex of the presented key or token (for keys, the same value the SQL
+//! lookup uses; no secret is kept) and hold the grant built after the constant-time hash comparison or the
+//! signature check. Expiry is not cached: the server checks it against the clock on every request. Unknown secrets are not
 //! cached, so a flood of made-up keys cannot grow it. Every change to a key (update, revoke, unrevoke,
-//! delete) clears the cache *after* the change is committed and bumps a generation number; a lookup that
+//! delete, token revocation) clears the cache *after* the change is committed and bumps a generation number; a lookup that
 //! read SQLite before the bump does not store its (possibly stale) answer. So any request that starts after
 //! a key-changing API call has returned sees the change, as without the cache.
 //!
@@ -13,7 +15,13 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use crate::ResolvedKey;
+use std::sync::Arc;
+
+use keyhole_model::Grant;
+
+/// Most cached credentials; past it the cache starts over (embed tokens are minted freely, so a client
+/// could otherwise grow it without bound).
+const MAX_ENTRIES: usize = 100_000;
 
 #[derive(Default)]
 pub struct KeyCache {
@@ -23,12 +31,12 @@ pub struct KeyCache {
 #[derive(Default)]
 struct CacheState {
     generation: u64,
-    keys: HashMap<String, ResolvedKey>,
+    keys: HashMap<String, Arc<Grant>>,
 }
 
 impl KeyCache {
     /// The cached key for a secret's hash, and the generation to pass to [`KeyCache::store`] on a miss.
-    pub fn lookup(&self, key_hash_hex: &str) -> (Option<ResolvedKey>, u64) {
+    pub fn lookup(&self, key_hash_hex: &str) -> (Option<Arc<Grant>>, u64) {
         let state = self
             .inner
             .read()
@@ -37,12 +45,15 @@ impl KeyCache {
     }
 
     /// Stores what SQLite answered, unless a key changed since `generation` was read.
-    pub fn store(&self, key_hash_hex: String, key: ResolvedKey, generation: u64) {
+    pub fn store(&self, key_hash_hex: String, key: Arc<Grant>, generation: u64) {
         let mut state = self
             .inner
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if state.generation == generation {
+            if state.keys.len() >= MAX_ENTRIES {
+                state.keys.clear();
+            }
             state.keys.insert(key_hash_hex, key);
         }
     }

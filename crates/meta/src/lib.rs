@@ -3,12 +3,23 @@
 //! 8-character prefix for display; a presented key is found by its hash and the stored hash is compared
 //! again in constant time. Schema migrations are embedded in the binary and applied at start-up.
 //!
+//! A presented key or embed token becomes a typed [`Grant`] here, once, when it is loaded (`grants.rs`);
+//! a stored key that no longer parses is refused. Every change to a key goes through one path
+//! (`access_keys.rs`) that clears the key cache, writes the audit log and calls the change hooks.
+//!
 //! Design: one `MetaStore` type for now. PostgreSQL (for several nodes) arrives behind the same methods,
 //! with a conformance suite run against both.
 
 mod access_keys;
+mod audit;
+mod grants;
 mod key_cache;
 mod migrations;
+mod usage;
+
+pub use audit::{AuditEntry, AuditPage, MAX_PAGE as MAX_AUDIT_PAGE, Refusal};
+pub use grants::Resolution;
+pub use usage::KeyUsage;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -34,72 +45,35 @@ pub enum MetaError {
 
 pub type Result<T> = std::result::Result<T, MetaError>;
 
-/// The kinds of key a project has. The project's write and read keys are access keys with fixed
-/// permissions (Keen: write = `["writes"]`, read = queries, saved/cached queries, datasets, schema).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyKind {
-    Master,
-    Write,
-    Read,
-    /// A key made with the access-key API: its own `permitted` and `options`.
-    Access,
-}
+pub use keyhole_model::{Grant, KeyKind};
 
-impl KeyKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            KeyKind::Master => "master",
-            KeyKind::Write => "write",
-            KeyKind::Read => "read",
-            KeyKind::Access => "access",
-        }
-    }
-
-    fn parse(text: &str) -> Option<KeyKind> {
-        [
-            KeyKind::Master,
-            KeyKind::Write,
-            KeyKind::Read,
-            KeyKind::Access,
-        ]
-        .into_iter()
-        .find(|kind| kind.as_str() == text)
-    }
-
-    /// What a project key of this kind may do (access keys carry their own list).
-    pub fn permitted(self) -> Vec<Operation> {
-        match self {
-            KeyKind::Master => Operation::ALL.to_vec(),
-            KeyKind::Write => vec![Operation::Writes],
-            KeyKind::Read => Operation::READ_KEY.to_vec(),
-            KeyKind::Access => Vec::new(),
-        }
-    }
-}
-
-/// A key found by its secret.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ResolvedKey {
-    pub project_id: String,
-    pub kind: KeyKind,
-    pub is_active: bool,
-    /// The operations the key unlocks (all of them for the master key).
-    pub permitted: Vec<Operation>,
-    /// Access-key options (`null` for the project's own keys).
-    pub options: serde_json::Value,
-}
+/// Called after every committed change to a project's keys (create, update, revoke, unrevoke, delete,
+/// token revocation) with the grants of the project's usable access keys; the server orders storage by
+/// them. Hooks run after the key cache has been cleared, so the next request already sees the change.
+pub type KeyChangeHook = Box<dyn Fn(&str, &[Grant]) + Send + Sync>;
 
 /// An access key as stored: everything but the secret, which only its creator sees.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AccessKey {
     pub key_prefix: String,
     pub project_id: String,
     pub name: String,
     pub is_active: bool,
+    #[serde(serialize_with = "serialize_operations")]
     pub permitted: Vec<Operation>,
     pub options: serde_json::Value,
     pub created_at: String,
+    /// When the key stops working (Keyhole extension).
+    pub expires_at: Option<String>,
+    /// The `kid` of the key's embed tokens (its Ed25519 public key), once known.
+    pub embed_key_id: Option<String>,
+}
+
+fn serialize_operations<S: serde::Serializer>(
+    operations: &[Operation],
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    serializer.collect_seq(operations.iter().map(|operation| operation.keen_name()))
 }
 
 /// A project as listed: keys appear only as display prefixes.
@@ -144,6 +118,8 @@ pub struct OrganizationBootstrap {
 pub struct MetaStore {
     pool: SqlitePool,
     resolved_keys: std::sync::Arc<key_cache::KeyCache>,
+    key_change_hooks: std::sync::Arc<std::sync::RwLock<Vec<KeyChangeHook>>>,
+    audit: audit::AuditSink,
 }
 
 impl MetaStore {
@@ -159,9 +135,12 @@ impl MetaStore {
             .connect_with(options)
             .await?;
         migrations::apply(&pool).await?;
+        let audit = audit::AuditSink::start(pool.clone());
         Ok(MetaStore {
             pool,
             resolved_keys: Default::default(),
+            key_change_hooks: Default::default(),
+            audit,
         })
     }
 
@@ -251,7 +230,7 @@ impl MetaStore {
             write: generate_secret(),
             read: generate_secret(),
         };
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = begin_write(&self.pool).await?;
         sqlx::query("INSERT INTO projects (id, name, created_at) VALUES (?, ?, ?)")
             .bind(&id)
             .bind(name)
@@ -339,64 +318,6 @@ impl MetaStore {
         }
         self.project(id).await
     }
-
-    /// Finds the key a client presented. Unknown secrets give `None`.
-    /// Answers from the in-process cache when it can (`key_cache`).
-    pub async fn resolve_key(&self, secret: &str) -> Result<Option<ResolvedKey>> {
-        let presented_hex = KeyHash::of_secret(secret).to_hex();
-        let (cached, generation) = self.resolved_keys.lookup(&presented_hex);
-        if let Some(key) = cached {
-            return Ok(Some(key));
-        }
-        let resolved = self.resolve_key_uncached(secret).await?;
-        if let Some(key) = &resolved {
-            self.resolved_keys
-                .store(presented_hex, key.clone(), generation);
-        }
-        Ok(resolved)
-    }
-
-    async fn resolve_key_uncached(&self, secret: &str) -> Result<Option<ResolvedKey>> {
-        let presented = KeyHash::of_secret(secret);
-        let row = sqlx::query(
-            "SELECT key_hash, project_id, kind, is_active, permitted, options FROM project_keys WHERE key_hash = ?",
-        )
-        .bind(presented.to_hex())
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let stored: String = row.get("key_hash");
-        let stored =
-            KeyHash::from_hex(&stored).ok_or_else(|| MetaError::Corrupt("key hash".into()))?;
-        if !stored.matches(&presented) {
-            return Ok(None);
-        }
-        let kind: String = row.get("kind");
-        let kind =
-            KeyKind::parse(&kind).ok_or_else(|| MetaError::Corrupt(format!("key kind {kind}")))?;
-        let (permitted, options) = match kind {
-            KeyKind::Access => (
-                parse_permitted(row.get("permitted"))?,
-                parse_options(row.get("options"))?,
-            ),
-            _ => (kind.permitted(), serde_json::Value::Null),
-        };
-        // A key whose stored filters no longer parse (say, past a limit added after it was made) is not a
-        // key: treating it as one without its filters would show its tenant every tenant's events. Checked
-        // once here, as the key is loaded, so no request pays for it.
-        if let Err(error) = keyhole_model::access::forced_query_filters(&options) {
-            let project_id: String = row.get("project_id");
-            tracing::error!(project_id, %error, "stored access key options do not parse; key refused");
-            return Ok(None);
-        }
-        Ok(Some(ResolvedKey {
-            project_id: row.get("project_id"),
-            kind,
-            is_active: row.get::<i64, _>("is_active") != 0,
-            permitted,
-            options,
-        }))
-    }
 }
 
 fn parse_permitted(text: Option<String>) -> Result<Vec<Operation>> {
@@ -414,6 +335,14 @@ fn parse_permitted(text: Option<String>) -> Result<Vec<Operation>> {
 fn parse_options(text: Option<String>) -> Result<serde_json::Value> {
     serde_json::from_str(text.as_deref().unwrap_or("null"))
         .map_err(|_| MetaError::Corrupt("options".into()))
+}
+
+/// A transaction that writes. SQLite's default (deferred) transaction takes the write lock only at its
+/// first write, and one that read first fails with "database is locked" if another connection wrote in
+/// between; `BEGIN IMMEDIATE` takes the lock up front, so a busy writer is waited for (busy timeout)
+/// instead.
+async fn begin_write(pool: &SqlitePool) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
 }
 
 fn now() -> String {

@@ -1,5 +1,6 @@
 //! Embedded schema migrations, applied in order inside one transaction each, recorded in
-//! `schema_migrations` so each runs once.
+//! `schema_migrations` so each runs once. The SQL keeps to what SQLite and PostgreSQL both accept (TEXT
+//! and BIGINT columns, no autoincrement: audit ids are generated, time-ordered text).
 
 use sqlx::{Row, SqlitePool};
 
@@ -32,6 +33,43 @@ const MIGRATIONS: &[(i64, &str)] = &[
         "ALTER TABLE project_keys ADD COLUMN name TEXT;
     ALTER TABLE project_keys ADD COLUMN permitted TEXT;
     ALTER TABLE project_keys ADD COLUMN options TEXT;",
+    ),
+    (
+        3,
+        "ALTER TABLE project_keys ADD COLUMN expires_at TEXT;
+    ALTER TABLE project_keys ADD COLUMN token_key_id TEXT;
+    CREATE UNIQUE INDEX project_keys_by_token_key_id ON project_keys(token_key_id);
+    CREATE TABLE revoked_tokens (
+        key_hash TEXT NOT NULL,
+        token_id TEXT NOT NULL,
+        revoked_at TEXT NOT NULL,
+        PRIMARY KEY (key_hash, token_id)
+    );
+    CREATE TABLE key_audit (
+        id TEXT PRIMARY KEY,
+        project_id TEXT NOT NULL,
+        at TEXT NOT NULL,
+        action TEXT NOT NULL,
+        actor TEXT,
+        key_prefix TEXT,
+        token_id TEXT,
+        reason TEXT,
+        request TEXT,
+        times BIGINT NOT NULL DEFAULT 1,
+        before_json TEXT,
+        after_json TEXT
+    );
+    CREATE INDEX key_audit_by_project ON key_audit(project_id, id);
+    CREATE TABLE key_usage (
+        key_hash TEXT NOT NULL,
+        day TEXT NOT NULL,
+        reads BIGINT NOT NULL,
+        writes BIGINT NOT NULL,
+        events BIGINT NOT NULL,
+        queries BIGINT NOT NULL,
+        refused BIGINT NOT NULL,
+        PRIMARY KEY (key_hash, day)
+    );",
     ),
 ];
 

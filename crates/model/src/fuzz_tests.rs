@@ -188,8 +188,8 @@ proptest! {
         let definition = json!({"name": "k", "permitted": ["queries"], "options": {"queries": {"filters": filters}}});
         let _ = crate::access::AccessKeyDefinition::parse(&definition);
         let _ = crate::access::AccessKeyDefinition::parse(&json!({"name": "k", "options": options}));
-        let _ = crate::access::forced_query_filters(&options);
-        let _ = crate::access::uniqueness_scope(&options);
+        let _ = crate::key_options::KeyOptions::parse(&options);
+        let _ = crate::strict_json::parse(options.to_string().as_bytes());
     }
 
     #[test]

@@ -74,8 +74,8 @@ impl Scanned {
 /// The URL under which the storage's object store is registered in the queries' shared runtime.
 const OBJECTS_URL: &str = "keyhole://objects";
 
-/// THE choke point: the only way to read a collection. The scope's forced filters and the caller's
-/// filters are AND-ed directly above the scan, before anything else in the plan.
+/// THE choke point: the only way to read a collection. The scope's forced filters and look-back window and
+/// the caller's filters and range are AND-ed directly above the scan, before anything else in the plan.
 ///
 /// The scan is the union of the collection's Parquet files (read by DataFusion from the storage's object
 /// store, so row groups whose `keen.timestamp` or filtered columns' statistics rule them out are skipped)
@@ -91,13 +91,18 @@ pub async fn filtered_frame(
         project: scope.project_id().to_string(),
         collection: collection.to_string(),
     };
+    // The scope's look-back window clips the caller's range, so storage skips older files too.
+    let earliest = scope.earliest_millis();
     let storage_range = keyhole_storage::TimeRange {
-        start_millis: range.map(|range| range.start),
+        start_millis: match (range.map(|range| range.start), earliest) {
+            (Some(start), Some(earliest)) => Some(start.max(earliest)),
+            (start, earliest) => start.or(earliest),
+        },
         end_millis: range.map(|range| range.end),
     };
     let snapshot = source.storage.snapshot(&id, storage_range);
     let schema = scan_schema(&snapshot.schema);
-    let scanned = if scope.forced_filters().is_empty() {
+    let scanned = if !scope.is_restricted() {
         Scanned {
             known: snapshot.files.iter().map(|file| file.rows).sum::<usize>()
                 + snapshot
@@ -150,9 +155,15 @@ pub async fn filtered_frame(
             .gt_eq(at(range.start))
             .and(timestamp.lt(at(range.end)))
     });
+    let in_window = earliest.map(|earliest| {
+        column(TIMESTAMP_COLUMN).gt_eq(lit(ScalarValue::TimestampMillisecond(
+            Some(earliest),
+            Some("UTC".into()),
+        )))
+    });
     let forced = conjunction(scope.forced_filters(), &schema)?;
     let requested = conjunction(filters, &schema)?;
-    if let Some(predicate) = [in_range, forced, requested]
+    if let Some(predicate) = [in_window, in_range, forced, requested]
         .into_iter()
         .flatten()
         .reduce(Expr::and)

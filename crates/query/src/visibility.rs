@@ -1,4 +1,5 @@
-//! Which properties of a collection a scope can see, for the schema endpoints: with forced filters, a
+//! Which properties of a collection a scope can see, for the schema endpoints: in a restricted scope
+//! (forced filters or a look-back window), a
 //! property (physical column) is visible only if some event the scope can read has a value in it, so a
 //! tenant's key never learns the names of properties that only other tenants' events carry.
 
@@ -16,7 +17,7 @@ use crate::{Result, Scope};
 /// What of a collection's schema a scope may see.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Visibility {
-    /// No forced filter: the whole schema.
+    /// An unrestricted scope: the whole schema.
     Everything,
     /// The scope sees no event of the collection.
     Nothing,
@@ -29,7 +30,7 @@ pub async fn visible_columns(
     scope: &Scope,
     collection: &str,
 ) -> Result<Visibility> {
-    if scope.forced_filters().is_empty() {
+    if !scope.is_restricted() {
         return Ok(Visibility::Everything);
     }
     let filtered = filtered_frame(source, scope, collection, None, &[]).await?;

@@ -6,15 +6,17 @@
 //! route table (`routes.rs`) names the same requirement for each route, and a test walks it.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use keyhole_meta::{KeyKind, ResolvedKey};
-use keyhole_model::Operation;
+use keyhole_meta::{Refusal, Resolution};
+use keyhole_model::{Grant, KeyKind, Operation};
 
 use crate::AppState;
 use crate::errors::{ApiError, ErrorCode};
+use crate::limits::{Refused, RequestClass};
 
 /// What a route requires of the caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +29,8 @@ pub enum Requirement {
     Master,
     /// A project key permitting this operation (the master key permits all).
     Operation(Operation),
+    /// Any key or token of the project (`GET /keys/self`).
+    AnyKey,
     /// `GET /events/{collection}`: with `?data=` it records an event (writes), without it reads the
     /// collection's schema (schema).
     WritesWithDataElseSchema,
@@ -53,23 +57,18 @@ policies! {
     Writes => Requirement::Operation(Operation::Writes),
     Schema => Requirement::Operation(Operation::Schema),
     Queries => Requirement::Operation(Operation::Queries),
+    AnyKeyOfProject => Requirement::AnyKey,
 }
 
-/// The scope a key reads in: its project, and the filters its options force on every read. The metadata
-/// store refuses keys whose stored filters do not parse when it loads them; should one reach here anyway,
-/// it is refused (and logged), never given a wider scope.
-pub fn scope_of_key(project_id: &str, key: &ResolvedKey) -> Result<keyhole_query::Scope, ApiError> {
-    let filters = keyhole_model::access::forced_query_filters(&key.options).map_err(|error| {
-        tracing::error!(project_id, %error, "stored access key options do not parse; key refused");
-        invalid_api_key()
-    })?;
-    Ok(keyhole_query::Scope::new(project_id, filters))
+/// The scope a grant reads in, at the time of the request.
+pub fn scope_of(grant: &Grant) -> keyhole_query::Scope {
+    keyhole_query::Scope::for_grant(grant, keyhole_model::query::now_millis())
 }
 
 /// A caller allowed by policy `P` on the project named in the path.
 pub struct Authorized<P: Policy> {
     pub project_id: String,
-    pub key: ResolvedKey,
+    pub grant: Arc<Grant>,
     _policy: PhantomData<P>,
 }
 
@@ -99,59 +98,144 @@ pub fn invalid_api_key() -> ApiError {
     )
 }
 
-/// Checks a resolved key against a requirement on a project.
-pub fn check_project_access(
-    key: Option<ResolvedKey>,
+fn expired_key() -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidApiKey,
+        "The API key or embed token has expired.",
+    )
+}
+
+/// The request line as the audit log records it (key secrets in paths cut to their prefix).
+fn request_line(parts: &Parts) -> String {
+    format!(
+        "{} {}",
+        parts.method,
+        crate::loggable_path(parts.uri.path())
+    )
+}
+
+/// What a route needs of a grant that resolved: refused with the audit reason and the answer.
+fn check_grant(
+    grant: &Grant,
     project_id: &str,
     requirement: Requirement,
-) -> Result<ResolvedKey, ApiError> {
-    // One answer for a missing, unknown, revoked or other project's key: a different message for a key
-    // that exists elsewhere would tell a caller which strings are live keys.
-    let key = key
-        .filter(|key| key.is_active && key.project_id == project_id)
-        .ok_or_else(invalid_api_key)?;
+    now: keyhole_model::timestamp::EpochMillis,
+) -> Result<(), (Refusal, ApiError)> {
+    // One answer for an unknown, revoked or other project's key: a different message for a key that
+    // exists elsewhere would tell a caller which strings are live keys. Expiry is told apart, since the
+    // holder of an expired key or token needs to know to fetch a new one.
+    if grant.project_id() != project_id {
+        return Err((Refusal::OtherProject, invalid_api_key()));
+    }
+    if !grant.is_active() {
+        return Err((Refusal::RevokedKey, invalid_api_key()));
+    }
+    if !grant.is_usable_at(now) {
+        let refusal = match grant.token_id() {
+            Some(_) => Refusal::ExpiredToken,
+            None => Refusal::ExpiredKey,
+        };
+        return Err((refusal, expired_key()));
+    }
     let allowed = match requirement {
         Requirement::Public => true,
         Requirement::Organization => false,
-        Requirement::Master => key.kind == KeyKind::Master,
-        Requirement::Operation(operation) => key.permitted.contains(&operation),
-        // A route-table annotation: its handler checks `Writes` or `Schema` itself. Reaching here is a
-        // programming error; refuse rather than guess.
-        Requirement::WritesWithDataElseSchema => {
-            return Err(ApiError::internal(
-                "a per-request requirement was checked without resolving it",
-            ));
-        }
+        Requirement::Master => grant.kind() == KeyKind::Master && grant.token_id().is_none(),
+        Requirement::Operation(operation) => grant.permits(operation),
+        Requirement::AnyKey => true,
+        // A route-table annotation: its extractor resolves it to `Writes` or `Schema`.
+        Requirement::WritesWithDataElseSchema => false,
     };
     if allowed {
-        return Ok(key);
+        return Ok(());
     }
     if requirement == Requirement::Master {
-        return Err(ApiError::new(
-            ErrorCode::AdminOnlyEndpoint,
-            "This endpoint requires the project's master key.",
+        return Err((
+            Refusal::MasterKeyRequired,
+            ApiError::new(
+                ErrorCode::AdminOnlyEndpoint,
+                "This endpoint requires the project's master key.",
+            ),
         ));
     }
-    Err(ApiError::new(
-        ErrorCode::RequestForbidden,
-        "You're not allowed to run this request. Check your API key's permissions.",
+    Err((
+        Refusal::OperationNotPermitted,
+        ApiError::new(
+            ErrorCode::RequestForbidden,
+            "You're not allowed to run this request. Check your API key's permissions.",
+        ),
     ))
 }
 
-/// Resolves the request's key and checks it; used by [`Authorized`] and by handlers whose requirement
-/// depends on the request.
+fn request_class(requirement: Requirement) -> RequestClass {
+    match requirement {
+        Requirement::Operation(Operation::Writes) => RequestClass::Write,
+        Requirement::Operation(Operation::Queries) => RequestClass::Query,
+        _ => RequestClass::Read,
+    }
+}
+
+/// The answer to a request the key's limits refuse.
+pub fn limit_error(refused: Refused) -> ApiError {
+    match refused {
+        Refused::RateLimited { retry_after_secs } => ApiError::new(
+            ErrorCode::RateLimited,
+            "This key has made too many requests; slow down and retry after the time in Retry-After.",
+        )
+        .with_retry_after(retry_after_secs),
+        Refused::QuotaExceeded { retry_after_secs } => ApiError::new(
+            ErrorCode::QuotaExceeded,
+            "This key has used its daily quota; it renews at midnight UTC.",
+        )
+        .with_retry_after(retry_after_secs),
+    }
+}
+
+/// Resolves the request's key or token and checks it against `requirement` on `project_id`, then
+/// against the key's limits. Every refusal is written to the project's audit log with its reason. Used
+/// by every extractor below; no handler authorizes by hand.
 pub async fn authorize(
-    headers: &HeaderMap,
-    query: Option<&str>,
+    parts: &Parts,
     state: &AppState,
     project_id: &str,
     requirement: Requirement,
-) -> Result<ResolvedKey, ApiError> {
-    let resolved = match presented_key(headers, query) {
-        Some(secret) => state.meta.resolve_key(&secret).await?,
-        None => None,
+) -> Result<Arc<Grant>, ApiError> {
+    let refuse = |reason: Refusal, grant: Option<&Grant>, error: ApiError| {
+        state.meta.record_refusal(
+            project_id,
+            reason,
+            grant.map(Grant::key_prefix),
+            grant.and_then(Grant::token_id),
+            request_line(parts),
+        );
+        error
     };
-    check_project_access(resolved, project_id, requirement)
+    let Some(presented) = presented_key(&parts.headers, parts.uri.query()) else {
+        return Err(refuse(Refusal::MissingKey, None, invalid_api_key()));
+    };
+    let now = keyhole_model::query::now_millis();
+    let grant = match state.meta.resolve_credential(&presented, now).await? {
+        Resolution::Granted(grant) => grant,
+        Resolution::Refused(Refusal::ExpiredToken) => {
+            return Err(refuse(Refusal::ExpiredToken, None, expired_key()));
+        }
+        Resolution::Refused(reason) => return Err(refuse(reason, None, invalid_api_key())),
+    };
+    if let Err((reason, error)) = check_grant(&grant, project_id, requirement, now) {
+        return Err(refuse(reason, Some(&grant), error));
+    }
+    if let Err(refused) = state
+        .meter
+        .admit(&grant, request_class(requirement))
+        .await?
+    {
+        let reason = match refused {
+            Refused::RateLimited { .. } => Refusal::RateLimited,
+            Refused::QuotaExceeded { .. } => Refusal::QuotaExceeded,
+        };
+        return Err(refuse(reason, Some(&grant), limit_error(refused)));
+    }
+    Ok(grant)
 }
 
 /// The value of a path parameter of the matched route.
@@ -172,17 +256,10 @@ impl<P: Policy> FromRequestParts<AppState> for Authorized<P> {
         let project_id = path_parameter(parts, "project_id").await?.ok_or_else(|| {
             ApiError::internal("a project policy on a route without {project_id}")
         })?;
-        let key = authorize(
-            &parts.headers,
-            parts.uri.query(),
-            state,
-            &project_id,
-            P::REQUIREMENT,
-        )
-        .await?;
+        let grant = authorize(parts, state, &project_id, P::REQUIREMENT).await?;
         Ok(Authorized {
             project_id,
-            key,
+            grant,
             _policy: PhantomData,
         })
     }
@@ -209,5 +286,84 @@ impl FromRequestParts<AppState> for OrganizationAccess {
             Some(id) if id == "default" || *id == *state.organization_id => Ok(OrganizationAccess),
             _ => Err(ApiError::not_found()),
         }
+    }
+}
+
+/// `GET /3.0/projects`: a master key of any project, which sees its own project.
+pub struct AnyProjectMaster {
+    pub grant: Arc<Grant>,
+}
+
+impl FromRequestParts<AppState> for AnyProjectMaster {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let presented =
+            presented_key(&parts.headers, parts.uri.query()).ok_or_else(invalid_api_key)?;
+        let now = keyhole_model::query::now_millis();
+        let Resolution::Granted(grant) = state.meta.resolve_credential(&presented, now).await?
+        else {
+            return Err(invalid_api_key());
+        };
+        // The key's own project is the one it is checked against.
+        let project_id = grant.project_id().to_string();
+        let grant = authorize(parts, state, &project_id, Requirement::Master).await?;
+        Ok(AnyProjectMaster { grant })
+    }
+}
+
+/// `GET /events/{collection}`: a pixel write when the query string carries `data=` (needs `writes`),
+/// else the collection's schema (needs `schema`).
+pub enum PixelOrSchema {
+    Pixel {
+        project_id: String,
+        grant: Arc<Grant>,
+        data: String,
+        redirect: Option<String>,
+    },
+    Schema {
+        project_id: String,
+        grant: Arc<Grant>,
+    },
+}
+
+impl FromRequestParts<AppState> for PixelOrSchema {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let project_id = path_parameter(parts, "project_id").await?.ok_or_else(|| {
+            ApiError::internal("a project policy on a route without {project_id}")
+        })?;
+        let parameter = |name: &str| {
+            parts.uri.query().and_then(|query| {
+                form_urlencoded_pairs(query)
+                    .find(|(key, _)| key == name)
+                    .map(|(_, value)| value)
+            })
+        };
+        let Some(data) = parameter("data") else {
+            let grant = authorize(
+                parts,
+                state,
+                &project_id,
+                Requirement::Operation(Operation::Schema),
+            )
+            .await?;
+            return Ok(PixelOrSchema::Schema { project_id, grant });
+        };
+        let redirect = parameter("redirect");
+        let grant = authorize(
+            parts,
+            state,
+            &project_id,
+            Requirement::Operation(Operation::Writes),
+        )
+        .await?;
+        Ok(PixelOrSchema::Pixel {
+            project_id,
+            grant,
+            data,
+            redirect,
+        })
     }
 }

@@ -65,6 +65,9 @@ error_codes! {
     // Keen answered query timeouts with 504.
     QueryTimeout => (GATEWAY_TIMEOUT, "QueryTimeoutError"),
     TooManyQueries => (SERVICE_UNAVAILABLE, "TooManyQueriesError"),
+    // A key's own limits (`options.limits`, a Keyhole extension); Keen answered its rate limits with 429.
+    RateLimited => (TOO_MANY_REQUESTS, "RateLimitedError"),
+    QuotaExceeded => (TOO_MANY_REQUESTS, "QuotaExceededError"),
     ServiceUnavailable => (SERVICE_UNAVAILABLE, "ServiceUnavailableError"),
     Internal => (INTERNAL_SERVER_ERROR, "InternalServerError"),
 }

@@ -16,9 +16,9 @@ use keyhole_storage::{CollectionId, CollectionSchema};
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::auth::{Authorized, MasterOnly, Schema, form_urlencoded_pairs, scope_of_key};
+use crate::auth::{Authorized, MasterOnly, Schema, form_urlencoded_pairs, scope_of};
 use crate::errors::{ApiError, ErrorCode};
-use keyhole_meta::ResolvedKey;
+use keyhole_model::Grant;
 use keyhole_query::Visibility;
 
 fn collection_url(project_id: &str, collection: &str) -> String {
@@ -75,18 +75,18 @@ pub async fn list_collections(
 ) -> Result<Json<Value>, ApiError> {
     let mut listed = Vec::new();
     for (name, _) in state.storage.collections(&auth.project_id) {
-        if let Some(schema) = scoped_schema(&state, &auth.key, &auth.project_id, &name).await? {
+        if let Some(schema) = scoped_schema(&state, &auth.grant, &auth.project_id, &name).await? {
             listed.push(collection_json(&auth.project_id, &name, &schema));
         }
     }
     Ok(Json(Value::Array(listed)))
 }
 
-/// A collection's schema as the key may see it: with forced filters, only the properties that events
+/// A collection's schema as the key may see it: in a restricted scope, only the properties that events
 /// visible to the key carry (`None` when it sees none of the collection's events, or there are none).
 async fn scoped_schema(
     state: &AppState,
-    key: &ResolvedKey,
+    grant: &Grant,
     project_id: &str,
     collection: &str,
 ) -> Result<Option<CollectionSchema>, ApiError> {
@@ -97,7 +97,7 @@ async fn scoped_schema(
     let Some(mut schema) = state.storage.collection_schema(&id) else {
         return Ok(None);
     };
-    let scope = scope_of_key(project_id, key)?;
+    let scope = scope_of(grant);
     let visible = match state.queries.visible_columns(&scope, collection).await? {
         Visibility::Everything => return Ok(Some(schema)),
         Visibility::Nothing => return Ok(None),
@@ -118,11 +118,11 @@ async fn scoped_schema(
 
 async fn find_schema(
     state: &AppState,
-    key: &ResolvedKey,
+    grant: &Grant,
     project_id: &str,
     collection: &str,
 ) -> Result<CollectionSchema, ApiError> {
-    scoped_schema(state, key, project_id, collection)
+    scoped_schema(state, grant, project_id, collection)
         .await?
         .ok_or_else(ApiError::not_found)
 }
@@ -130,11 +130,11 @@ async fn find_schema(
 /// The body of `GET /events/{collection}` (called once the key is checked).
 pub async fn collection_schema_response(
     state: &AppState,
-    key: &ResolvedKey,
+    grant: &Grant,
     project_id: &str,
     collection: &str,
 ) -> Result<Response, ApiError> {
-    let schema = find_schema(state, key, project_id, collection).await?;
+    let schema = find_schema(state, grant, project_id, collection).await?;
     Ok(Json(collection_json(project_id, collection, &schema)).into_response())
 }
 
@@ -152,7 +152,7 @@ pub async fn list_properties(
     State(state): State<AppState>,
     Path((_, collection)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let schema = find_schema(&state, &auth.key, &auth.project_id, &collection).await?;
+    let schema = find_schema(&state, &auth.grant, &auth.project_id, &collection).await?;
     let properties = property_types(&schema)
         .iter()
         .map(|(name, type_name)| property_json(&auth.project_id, &collection, name, type_name))
@@ -166,7 +166,7 @@ pub async fn get_property(
     State(state): State<AppState>,
     Path((_, collection, property)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let schema = find_schema(&state, &auth.key, &auth.project_id, &collection).await?;
+    let schema = find_schema(&state, &auth.grant, &auth.project_id, &collection).await?;
     let types = property_types(&schema);
     let type_name = types.get(&property).ok_or_else(ApiError::not_found)?;
     Ok(Json(property_json(

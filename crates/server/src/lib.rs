@@ -7,6 +7,7 @@ pub mod errors;
 pub mod http;
 mod inspect;
 mod keys;
+pub mod limits;
 mod projects;
 mod query;
 pub mod routes;
@@ -35,44 +36,35 @@ pub struct AppState {
     pub meta: MetaStore,
     pub storage: Storage,
     pub queries: keyhole_query::QueryEngine,
+    pub meter: limits::KeyMeter,
     pub organization_id: Arc<str>,
 }
 
 impl AppState {
-    /// Orders `project_id`'s future Parquet files by the properties its active access keys filter on
-    /// (`model::access::clustering_properties`), so that a key's scoped reads skip other tenants' data.
-    /// Called at start for every project and after every key change. A failure only costs speed, so it
-    /// is logged, not returned.
-    pub async fn refresh_clustering(&self, project_id: &str) {
-        match self.meta.access_keys(project_id).await {
-            Ok(keys) => {
-                let properties = keyhole_model::access::clustering_properties(
-                    keys.iter()
-                        .filter(|key| key.is_active)
-                        .map(|key| &key.options),
-                );
-                tracing::debug!(project_id, ?properties, "clustering set");
-                self.storage.set_clustering(project_id, properties);
-            }
-            Err(error) => {
-                tracing::warn!(project_id, %error, "cannot read access keys for clustering")
-            }
-        }
-    }
-
-    /// [`AppState::refresh_clustering`] for every project.
+    /// Orders every project's future Parquet files by the properties its usable access keys filter on
+    /// (`model::grant::clustering_properties`), so that a key's scoped reads skip other tenants' data.
+    /// Called at start; after that the metadata store's key-change hook keeps it current. A failure only
+    /// costs speed, so it is logged, not returned.
     pub async fn refresh_all_clustering(&self) {
-        match self.meta.projects().await {
-            Ok(projects) => {
-                for project in projects {
-                    self.refresh_clustering(&project.id).await;
+        let projects = match self.meta.projects().await {
+            Ok(projects) => projects,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list projects for clustering");
+                return;
+            }
+        };
+        for project in projects {
+            match self.meta.usable_access_key_grants(&project.id).await {
+                Ok(grants) => set_clustering(&self.storage, &project.id, &grants),
+                Err(error) => {
+                    tracing::warn!(project_id = %project.id, %error, "cannot read access keys for clustering")
                 }
             }
-            Err(error) => tracing::warn!(%error, "cannot list projects for clustering"),
         }
     }
 
-    /// Fails only if the query runtime's threads cannot be started.
+    /// Fails only if the query runtime's threads cannot be started. Must be called on a tokio runtime
+    /// (the key meter's flush task starts on it).
     pub fn new(
         meta: MetaStore,
         storage: Storage,
@@ -80,13 +72,25 @@ impl AppState {
         query_limits: keyhole_query::QueryLimits,
     ) -> std::io::Result<AppState> {
         let queries = keyhole_query::QueryEngine::new(storage.clone(), query_limits)?;
+        let clustered_storage = storage.clone();
+        meta.on_key_change(Box::new(move |project_id, grants| {
+            set_clustering(&clustered_storage, project_id, grants)
+        }));
+        let meter = limits::KeyMeter::start(meta.clone());
         Ok(AppState {
             meta,
             storage,
             queries,
+            meter,
             organization_id: organization_id.into(),
         })
     }
+}
+
+fn set_clustering(storage: &Storage, project_id: &str, grants: &[keyhole_model::Grant]) {
+    let properties = keyhole_model::grant::clustering_properties(grants);
+    tracing::debug!(project_id, ?properties, "clustering set");
+    storage.set_clustering(project_id, properties);
 }
 
 /// The full application: routes, Keen-style 404/405 answers, CORS, request tracing.

@@ -13,7 +13,7 @@ use keyhole_meta::{Project, ProjectKeys};
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::auth::{Authorized, MasterOnly, OrganizationAccess};
+use crate::auth::{AnyProjectMaster, Authorized, MasterOnly, OrganizationAccess};
 use crate::errors::{ApiError, ErrorCode};
 use crate::inspect::encode_path_segment;
 
@@ -143,26 +143,12 @@ pub async fn get_project(
 
 /// `GET /3.0/projects`: the projects the master key can see — its own.
 pub async fn list_projects(
+    access: AnyProjectMaster,
     State(state): State<AppState>,
-    headers: axum::http::HeaderMap,
-    axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let invalid = crate::auth::invalid_api_key;
-    let secret = crate::auth::presented_key(&headers, query.as_deref()).ok_or_else(invalid)?;
-    let key = state
-        .meta
-        .resolve_key(&secret)
-        .await?
-        .filter(|key| key.is_active)
-        .ok_or_else(invalid)?;
-    let key = crate::auth::check_project_access(
-        Some(key.clone()),
-        &key.project_id,
-        crate::auth::Requirement::Master,
-    )?;
     let project = state
         .meta
-        .project(&key.project_id)
+        .project(access.grant.project_id())
         .await?
         .ok_or_else(ApiError::not_found)?;
     Ok(Json(Value::Array(vec![project_json(&state, &project)])))

@@ -10,7 +10,7 @@ use keyhole_model::query::{AnalysisType, Query, now_millis, params_from_query_st
 use serde_json::{Map, Value};
 
 use crate::AppState;
-use crate::auth::{Authorized, Queries, scope_of_key};
+use crate::auth::{Authorized, Queries};
 use crate::errors::{ApiError, ErrorCode};
 
 /// Largest query body accepted.
@@ -24,8 +24,9 @@ async fn run(
 ) -> Result<Json<Value>, ApiError> {
     let analysis = AnalysisType::parse(analysis)?;
     let query = Query::parse(analysis, &params)?;
-    let scope = scope_of_key(&auth.project_id, &auth.key)?;
-    let body = state.queries.run(&query, &scope, now_millis()).await?;
+    let now = now_millis();
+    let scope = keyhole_query::Scope::for_grant(&auth.grant, now);
+    let body = state.queries.run(&query, &scope, now).await?;
     Ok(Json(body))
 }
 

@@ -61,10 +61,14 @@ route_table! {
     get "/3.0/projects/{project_id}/queries/{analysis_type}" => QUERIES, query::run_query_get;
     post "/3.0/projects/{project_id}/queries/{analysis_type}" => QUERIES, query::run_query_post;
     get "/3.0/projects/{project_id}/keys" => MASTER, keys::list_keys;
+    get "/3.0/projects/{project_id}/keys/self" => Requirement::AnyKey, keys::key_self;
+    get "/3.0/projects/{project_id}/keys/audit" => MASTER, keys::audit_log;
     post "/3.0/projects/{project_id}/keys" => MASTER, keys::create_key;
     get "/3.0/projects/{project_id}/keys/{key}" => MASTER, keys::get_key;
     post "/3.0/projects/{project_id}/keys/{key}" => MASTER, keys::update_key;
     delete "/3.0/projects/{project_id}/keys/{key}" => MASTER, keys::delete_key;
     post "/3.0/projects/{project_id}/keys/{key}/revoke" => MASTER, keys::revoke_key;
     post "/3.0/projects/{project_id}/keys/{key}/unrevoke" => MASTER, keys::unrevoke_key;
+    get "/3.0/projects/{project_id}/keys/{key}/usage" => MASTER, keys::key_usage;
+    post "/3.0/projects/{project_id}/keys/{key}/tokens/{token_id}/revoke" => MASTER, keys::revoke_token;
 }

@@ -10,19 +10,19 @@ use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-use keyhole_meta::ResolvedKey;
-use keyhole_model::access::{allows_write_to, apply_autofill, uniqueness_scope};
+use keyhole_model::Grant;
+use keyhole_model::access::apply_autofill;
 use keyhole_model::names::collection_name_problem;
 use keyhole_model::{EventContext, EventError, prepare_event};
 use keyhole_storage::{CollectionId, WriteOutcome};
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
-use crate::auth::{Authorized, Requirement, Writes, authorize, form_urlencoded_pairs};
+use crate::auth::{Authorized, PixelOrSchema, Writes, limit_error};
 use crate::errors::{ApiError, ErrorCode};
 use crate::inspect;
 
@@ -99,11 +99,11 @@ fn parse_json(bytes: &[u8], code: ErrorCode) -> Result<Value, ApiError> {
 }
 
 /// The collection name is valid and the key may write to it (`options.writes.collections`).
-fn check_collection(key: &ResolvedKey, collection: &str) -> Result<(), ApiError> {
+fn check_collection(grant: &Grant, collection: &str) -> Result<(), ApiError> {
     if let Some(problem) = collection_name_problem(collection) {
         return Err(ApiError::from(EventError::InvalidCollectionName(problem)));
     }
-    if !allows_write_to(&key.options, collection) {
+    if !grant.may_write_to(collection) {
         return Err(ApiError::new(
             ErrorCode::RequestForbidden,
             format!("This key may not write to the collection '{collection}'."),
@@ -113,16 +113,16 @@ fn check_collection(key: &ResolvedKey, collection: &str) -> Result<(), ApiError>
 }
 
 /// The request's context as seen by the writing key: its deduplication scope set.
-fn context_of(key: &ResolvedKey, context: EventContext) -> EventContext {
+fn context_of(grant: &Grant, context: EventContext) -> EventContext {
     EventContext {
-        uniqueness_scope: uniqueness_scope(&key.options),
+        uniqueness_scope: grant.uniqueness_scope().map(str::to_string),
         ..context
     }
 }
 
 /// The key's `options.writes.autofill`, merged into every event it writes (the key's values win).
-fn autofill(key: &ResolvedKey, event: Value) -> Value {
-    match (event, key.options["writes"]["autofill"].as_object()) {
+fn autofill(grant: &Grant, event: Value) -> Value {
+    match (event, grant.autofill()) {
         (Value::Object(mut event), Some(autofill)) => {
             apply_autofill(&mut event, autofill);
             Value::Object(event)
@@ -134,13 +134,13 @@ fn autofill(key: &ResolvedKey, event: Value) -> Value {
 /// Validates and stores events of one collection; answers per event, in order.
 async fn store_events(
     state: &AppState,
-    key: &ResolvedKey,
+    grant: &Grant,
     collection: &str,
     events: Vec<Value>,
     context: &EventContext,
 ) -> Result<Vec<EventResult>, ApiError> {
-    let project_id = key.project_id.as_str();
-    if let Err(error) = check_collection(key, collection) {
+    let project_id = grant.project_id();
+    if let Err(error) = check_collection(grant, collection) {
         return Ok(events
             .iter()
             .map(|_| EventResult::Refused(ApiError::new(error.code, error.message.clone())))
@@ -150,7 +150,7 @@ async fn store_events(
     let mut prepared = Vec::with_capacity(events.len());
     let mut prepared_positions = Vec::with_capacity(events.len());
     for event in events {
-        match prepare_event(autofill(key, event), context) {
+        match prepare_event(autofill(grant, event), context) {
             Ok(event) => {
                 prepared_positions.push(results.len());
                 prepared.push(event);
@@ -165,6 +165,11 @@ async fn store_events(
             collection: collection.to_string(),
         };
         let outcomes = state.storage.append(id, prepared).await?;
+        let stored = outcomes
+            .iter()
+            .filter(|outcome| matches!(outcome, WriteOutcome::Stored))
+            .count();
+        state.meter.count_events(grant, stored).await;
         for (position, outcome) in prepared_positions.into_iter().zip(outcomes) {
             if let Err(error) = outcome_result(state, collection, outcome) {
                 results[position] = EventResult::Refused(error);
@@ -193,14 +198,27 @@ fn outcome_result(
     }
 }
 
+/// Refuses a write of `events` events past the key's daily quota.
+async fn check_event_quota(state: &AppState, grant: &Grant, events: usize) -> Result<(), ApiError> {
+    state
+        .meter
+        .check_events(grant, events)
+        .await?
+        .map_err(limit_error)
+}
+
 /// Stores one event and answers with its outcome.
 async fn store_one(
     state: &AppState,
+    grant: &Grant,
     id: CollectionId,
     prepared: keyhole_model::PreparedEvent,
 ) -> Result<(), ApiError> {
     let collection = id.collection.clone();
     let outcomes = state.storage.append(id, vec![prepared]).await?;
+    if matches!(outcomes.first(), Some(WriteOutcome::Stored)) {
+        state.meter.count_events(grant, 1).await;
+    }
     for outcome in outcomes {
         outcome_result(state, &collection, outcome)?;
     }
@@ -215,24 +233,26 @@ pub async fn record_event(
     ClientInfo(context): ClientInfo,
     body: Body,
 ) -> Result<Response, ApiError> {
-    check_collection(&auth.key, &collection)?;
-    let context = context_of(&auth.key, context);
+    check_collection(&auth.grant, &collection)?;
+    let context = context_of(&auth.grant, context);
     let bytes = read_body(body, ErrorCode::EventTooLarge).await?;
     match parse_json(&bytes, ErrorCode::InvalidEvent)? {
         Value::Array(events) => {
-            let results = store_events(&state, &auth.key, &collection, events, &context).await?;
+            check_event_quota(&state, &auth.grant, events.len()).await?;
+            let results = store_events(&state, &auth.grant, &collection, events, &context).await?;
             Ok(Json(Value::Array(
                 results.iter().map(EventResult::to_json).collect(),
             ))
             .into_response())
         }
         event => {
-            let prepared = prepare_event(autofill(&auth.key, event), &context)?;
+            check_event_quota(&state, &auth.grant, 1).await?;
+            let prepared = prepare_event(autofill(&auth.grant, event), &context)?;
             let id = CollectionId {
                 project: auth.project_id,
                 collection,
             };
-            store_one(&state, id, prepared).await?;
+            store_one(&state, &auth.grant, id, prepared).await?;
             Ok((StatusCode::CREATED, Json(json!({"created": true}))).into_response())
         }
     }
@@ -245,7 +265,7 @@ pub async fn record_events(
     ClientInfo(context): ClientInfo,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let context = context_of(&auth.key, context);
+    let context = context_of(&auth.grant, context);
     let bytes = read_body(body, ErrorCode::BatchTooLarge).await?;
     let Value::Object(batch) = parse_json(&bytes, ErrorCode::InvalidBatch)? else {
         return Err(ApiError::new(
@@ -263,8 +283,10 @@ pub async fn record_events(
         };
         collections.push((collection, events));
     }
+    let events: usize = collections.iter().map(|(_, events)| events.len()).sum();
+    check_event_quota(&state, &auth.grant, events).await?;
     let stores = collections.into_iter().map(|(collection, events)| {
-        let (state, context, key) = (&state, &context, &auth.key);
+        let (state, context, key) = (&state, &context, &auth.grant);
         async move {
             let results = store_events(state, key, &collection, events, context).await?;
             Ok::<_, ApiError>((collection, results))
@@ -284,53 +306,34 @@ pub async fn record_events(
 /// `GET /3.0/projects/{project_id}/events/{collection}`: with `data=` a pixel write (needs `writes`),
 /// otherwise the collection's schema (needs `schema`).
 pub async fn get_collection(
+    access: PixelOrSchema,
     State(state): State<AppState>,
-    Path((project_id, collection)): Path<(String, String)>,
+    Path((_, collection)): Path<(String, String)>,
     ClientInfo(context): ClientInfo,
-    headers: HeaderMap,
-    axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Result<Response, ApiError> {
-    let parameters: Vec<(String, String)> = query
-        .as_deref()
-        .map(|q| form_urlencoded_pairs(q).collect())
-        .unwrap_or_default();
-    let parameter = |name: &str| {
-        parameters
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.clone())
+    let (project_id, grant, data, redirect) = match access {
+        PixelOrSchema::Schema { project_id, grant } => {
+            return inspect::collection_schema_response(&state, &grant, &project_id, &collection)
+                .await;
+        }
+        PixelOrSchema::Pixel {
+            project_id,
+            grant,
+            data,
+            redirect,
+        } => (project_id, grant, data, redirect),
     };
-    let Some(data) = parameter("data") else {
-        let key = authorize(
-            &headers,
-            query.as_deref(),
-            &state,
-            &project_id,
-            Requirement::Operation(keyhole_model::Operation::Schema),
-        )
-        .await?;
-        return inspect::collection_schema_response(&state, &key, &project_id, &collection).await;
-    };
-    let key = authorize(
-        &headers,
-        query.as_deref(),
-        &state,
-        &project_id,
-        Requirement::Operation(keyhole_model::Operation::Writes),
-    )
-    .await?;
-    check_collection(&key, &collection)?;
-    let context = context_of(&key, context);
-    let redirect = parameter("redirect")
-        .map(|target| check_redirect(&target))
-        .transpose()?;
+    check_collection(&grant, &collection)?;
+    let context = context_of(&grant, context);
+    let redirect = redirect.map(|target| check_redirect(&target)).transpose()?;
     let event = parse_json(&decode_base64(&data)?, ErrorCode::InvalidEvent)?;
-    let prepared = prepare_event(autofill(&key, event), &context)?;
+    check_event_quota(&state, &grant, 1).await?;
+    let prepared = prepare_event(autofill(&grant, event), &context)?;
     let id = CollectionId {
         project: project_id,
         collection,
     };
-    store_one(&state, id, prepared).await?;
+    store_one(&state, &grant, id, prepared).await?;
     if let Some(target) = redirect {
         return Ok((StatusCode::FOUND, [(header::LOCATION, target)]).into_response());
     }

@@ -1,6 +1,8 @@
-//! Walks the route table (`keyhole_server::routes::ROUTES`) with every kind of key and checks that
-//! exactly the keys the table names get past authentication. "Past" means any answer but 401: a route
-//! may still answer 404 or 400 for the placeholder path values used here.
+//! Walks the route table (`keyhole_server::routes::ROUTES`) with every kind of key and embed token and
+//! checks that exactly the credentials the table names get past authentication. "Past" means any answer
+//! but 401: a route may still answer 404 or 400 for the placeholder path values used here. Revoked,
+//! expired and unreadable keys (stored options that no longer validate) and expired tokens or tokens of a
+//! revoked key must be refused on every route.
 
 use keyhole_model::Operation;
 use keyhole_server::auth::Requirement;
@@ -21,6 +23,16 @@ enum Caller {
     Access(Operation),
     /// An access key permitting everything, revoked.
     RevokedAccess,
+    /// An access key permitting everything, past its `expires_at`.
+    ExpiredAccess,
+    /// An access key permitting everything whose stored options no longer validate.
+    UnreadableAccess,
+    /// An embed token of a key permitting everything, narrowed to exactly this operation.
+    Token(Operation),
+    /// An embed token past its `exp`.
+    ExpiredToken,
+    /// A live embed token of a revoked key.
+    TokenOfRevokedKey,
 }
 
 fn callers() -> Vec<Caller> {
@@ -33,8 +45,13 @@ fn callers() -> Vec<Caller> {
         Caller::Read,
         Caller::OtherProjectMaster,
         Caller::RevokedAccess,
+        Caller::ExpiredAccess,
+        Caller::UnreadableAccess,
+        Caller::ExpiredToken,
+        Caller::TokenOfRevokedKey,
     ];
     callers.extend(Operation::ALL.into_iter().map(Caller::Access));
+    callers.extend(Operation::ALL.into_iter().map(Caller::Token));
     callers
 }
 
@@ -52,9 +69,13 @@ fn allowed(route: &RouteSpec, requirement: Requirement, caller: Caller, pixel_wr
             Caller::Master => true,
             Caller::Write => operation == Operation::Writes,
             Caller::Read => operation != Operation::Writes,
-            Caller::Access(permitted) => permitted == operation,
+            Caller::Access(permitted) | Caller::Token(permitted) => permitted == operation,
             _ => false,
         },
+        Requirement::AnyKey => matches!(
+            caller,
+            Caller::Master | Caller::Write | Caller::Read | Caller::Access(_) | Caller::Token(_)
+        ),
         Requirement::WritesWithDataElseSchema => {
             let operation = if pixel_write {
                 Operation::Writes
@@ -66,38 +87,73 @@ fn allowed(route: &RouteSpec, requirement: Requirement, caller: Caller, pixel_wr
     }
 }
 
+const EVERYTHING: [&str; 6] = [
+    "writes",
+    "queries",
+    "saved_queries",
+    "cached_queries",
+    "datasets",
+    "schema",
+];
+
+async fn access_key(server: &InProcessServer, definition: serde_json::Value) -> String {
+    let definition = keyhole_model::access::AccessKeyDefinition::parse(&definition).unwrap();
+    server
+        .meta
+        .create_access_key(&server.project.id, &definition, "test")
+        .await
+        .unwrap()
+        .1
+}
+
+fn token(secret: &str, expires_in_secs: i64, permitted: Option<&[&str]>) -> String {
+    let mut claims = serde_json::json!({
+        "exp": chrono::Utc::now().timestamp() + expires_in_secs,
+        "jti": "walk",
+    });
+    if let Some(permitted) = permitted {
+        claims["permitted"] = serde_json::json!(permitted);
+    }
+    keyhole_model::embed_token::mint(secret, &claims)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_route_admits_exactly_the_keys_the_table_names() {
     let server = InProcessServer::start().await;
     let other = server.meta.create_project("other").await.unwrap().1;
     let mut access_keys = std::collections::HashMap::new();
     for operation in Operation::ALL {
-        let definition = keyhole_model::access::AccessKeyDefinition::parse(
-            &serde_json::json!({"name": "walk", "permitted": [operation.keen_name()]}),
-        )
-        .unwrap();
-        access_keys.insert(
-            operation,
-            server
-                .meta
-                .create_access_key(&server.project.id, &definition)
-                .await
-                .unwrap()
-                .1,
-        );
+        let definition = serde_json::json!({"name": "walk", "permitted": [operation.keen_name()]});
+        access_keys.insert(operation, access_key(&server, definition).await);
     }
-    let everything = keyhole_model::access::AccessKeyDefinition::parse(&serde_json::json!({"name": "revoked", "permitted": ["writes", "queries", "saved_queries", "cached_queries", "datasets", "schema"]})).unwrap();
-    let revoked = server
-        .meta
-        .create_access_key(&server.project.id, &everything)
-        .await
-        .unwrap()
-        .1;
+    let everything = serde_json::json!({"name": "all", "permitted": EVERYTHING});
+    let parent = access_key(&server, everything.clone()).await;
+    let revoked = access_key(&server, everything.clone()).await;
+    let revoked_token = token(&revoked, 600, None);
     server
         .meta
-        .set_access_key_active(&server.project.id, &revoked, false)
+        .set_access_key_active(&server.project.id, &revoked, false, "test")
         .await
         .unwrap();
+    let mut expiring = everything.clone();
+    expiring["expires_at"] = serde_json::json!("2020-01-01T00:00:00Z");
+    let expired = access_key(&server, expiring).await;
+    let unreadable = access_key(&server, everything).await;
+    server
+        .store_key_options(
+            &unreadable,
+            serde_json::json!({"queries": {"filters": [{"property_name": "tenant", "operator": "eq"}]}}),
+        )
+        .await;
+    let tokens: std::collections::HashMap<Operation, String> = Operation::ALL
+        .into_iter()
+        .map(|operation| {
+            (
+                operation,
+                token(&parent, 600, Some(&[operation.keen_name()])),
+            )
+        })
+        .collect();
     let key_of = |caller: Caller| -> Option<String> {
         match caller {
             Caller::Anonymous => None,
@@ -109,6 +165,11 @@ async fn every_route_admits_exactly_the_keys_the_table_names() {
             Caller::OtherProjectMaster => Some(other.master.clone()),
             Caller::Access(operation) => Some(access_keys[&operation].clone()),
             Caller::RevokedAccess => Some(revoked.clone()),
+            Caller::ExpiredAccess => Some(expired.clone()),
+            Caller::UnreadableAccess => Some(unreadable.clone()),
+            Caller::Token(operation) => Some(tokens[&operation].clone()),
+            Caller::ExpiredToken => Some(token(&parent, -5, None)),
+            Caller::TokenOfRevokedKey => Some(revoked_token.clone()),
         }
     };
     let mut checked = 0;

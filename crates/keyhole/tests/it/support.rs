@@ -98,6 +98,24 @@ impl InProcessServer {
         format!("{}/3.0/projects/{}{}", self.base_url, self.project.id, rest)
     }
 
+    /// Overwrites an access key's stored options behind the API's back, as if the rules had tightened
+    /// since the key was made (through the database file, the way an old version's data would look).
+    pub async fn store_key_options(&self, secret: &str, options: Value) {
+        let database = self._data_dir.path().join("meta.sqlite");
+        let options_text = options.to_string();
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", database.display()))
+            .await
+            .unwrap();
+        let updated = sqlx::query("UPDATE project_keys SET options = ? WHERE key_hash = ?")
+            .bind(options_text)
+            .bind(keyhole_model::KeyHash::of_secret(secret).to_hex())
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(updated.rows_affected(), 1);
+        pool.close().await;
+    }
+
     pub async fn scan(&self, collection: &str) -> CollectionScan {
         let id = CollectionId {
             project: self.project.id.clone(),

@@ -22,22 +22,34 @@ pub enum Operator {
 }
 
 impl Operator {
+    const NAMES: [(Operator, &'static str); 12] = [
+        (Operator::Eq, "eq"),
+        (Operator::Ne, "ne"),
+        (Operator::Lt, "lt"),
+        (Operator::Lte, "lte"),
+        (Operator::Gt, "gt"),
+        (Operator::Gte, "gte"),
+        (Operator::Exists, "exists"),
+        (Operator::In, "in"),
+        (Operator::Contains, "contains"),
+        (Operator::NotContains, "not_contains"),
+        (Operator::Within, "within"),
+        (Operator::Regex, "regex"),
+    ];
+
+    /// Keen's name for the operator.
+    pub fn keen_name(self) -> &'static str {
+        Operator::NAMES
+            .iter()
+            .find(|(operator, _)| *operator == self)
+            .map_or("eq", |(_, name)| name)
+    }
+
     fn parse(text: &str) -> Option<Operator> {
-        Some(match text {
-            "eq" => Operator::Eq,
-            "ne" => Operator::Ne,
-            "lt" => Operator::Lt,
-            "lte" => Operator::Lte,
-            "gt" => Operator::Gt,
-            "gte" => Operator::Gte,
-            "exists" => Operator::Exists,
-            "in" => Operator::In,
-            "contains" => Operator::Contains,
-            "not_contains" => Operator::NotContains,
-            "within" => Operator::Within,
-            "regex" => Operator::Regex,
-            _ => return None,
-        })
+        Operator::NAMES
+            .iter()
+            .find(|(_, name)| *name == text)
+            .map(|(operator, _)| *operator)
     }
 }
 
@@ -76,6 +88,8 @@ pub const MAX_IN_VALUES: usize = 10_000;
 pub const MAX_FILTER_DEPTH: usize = 8;
 /// Longest `regex` pattern, in bytes.
 pub const MAX_REGEX_BYTES: usize = 1_000;
+/// Largest compiled `regex` program, in bytes (the `regex` crate's own default is 10 MiB).
+pub const MAX_COMPILED_REGEX_BYTES: usize = 1 << 20;
 
 impl Filter {
     /// Parses a `filters` parameter: a list of filter objects (AND-ed). The limits above are checked
@@ -112,6 +126,27 @@ impl Filter {
             return Err(too_many_conditions());
         }
         Ok(filter)
+    }
+
+    /// The filter as Keen JSON (what [`Filter::parse`] reads back to the same filter).
+    pub fn to_json(&self) -> Value {
+        match self {
+            Filter::Condition {
+                property,
+                operator,
+                value,
+            } => {
+                serde_json::json!({"property_name": property, "operator": operator.keen_name(), "property_value": value})
+            }
+            Filter::Within { property, radius } => serde_json::json!({
+                "property_name": property, "operator": "within",
+                "property_value": {"coordinates": [radius.longitude, radius.latitude], "max_distance_miles": radius.max_distance_miles},
+            }),
+            Filter::Or(operands) => serde_json::json!({
+                "operator": "or",
+                "operands": operands.iter().map(Filter::to_json).collect::<Vec<_>>(),
+            }),
+        }
     }
 
     /// The conditions this filter holds (an `or` group counts its operands).
@@ -164,7 +199,12 @@ impl Filter {
             .filter(|name| !name.is_empty())
             .ok_or_else(|| invalid("it needs a property_name."))?
             .to_string();
-        let value = object.get("property_value").cloned().unwrap_or(Value::Null);
+        // A missing value is refused, not read as `null`: `{"operator": "eq"}` meaning "is null" would turn
+        // a forgotten value in a key's filter into a different filter than the one intended.
+        let value = object
+            .get("property_value")
+            .cloned()
+            .ok_or_else(|| invalid("it needs a property_value."))?;
         match operator {
             Operator::Within => Ok(Filter::Within {
                 property: property.clone(),
@@ -193,6 +233,14 @@ impl Filter {
                 if pattern.len() > MAX_REGEX_BYTES {
                     return Err(invalid("the regular expression is too long."));
                 }
+                // The query engine evaluates patterns with the same `regex` crate, so a pattern accepted
+                // here compiles there; the size limit bounds the compiled program, not only the text.
+                regex::RegexBuilder::new(pattern)
+                    .size_limit(MAX_COMPILED_REGEX_BYTES)
+                    .build()
+                    .map_err(|error| {
+                        invalid(&format!("the regular expression does not compile: {error}"))
+                    })?;
                 Ok(Filter::Condition {
                     property,
                     operator,

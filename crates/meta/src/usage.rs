@@ -1,0 +1,92 @@
+//! Per-key usage counters by UTC day (requests read and written, events written, queries run, requests
+//! refused), persisted so daily quotas hold across restarts. The server counts in memory and adds its
+//! counts here every few seconds; this module only stores and sums them.
+
+use keyhole_model::KeyHash;
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::{MetaStore, Result, begin_write};
+
+/// One key's counts for one day.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct KeyUsage {
+    /// Read requests admitted (queries, schema, …).
+    pub reads: u64,
+    /// Write requests admitted.
+    pub writes: u64,
+    /// Events written.
+    pub events: u64,
+    /// Queries run.
+    pub queries: u64,
+    /// Requests refused by the key's limits.
+    pub refused: u64,
+}
+
+impl KeyUsage {
+    pub fn add(&mut self, other: &KeyUsage) {
+        self.reads += other.reads;
+        self.writes += other.writes;
+        self.events += other.events;
+        self.queries += other.queries;
+        self.refused += other.refused;
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == KeyUsage::default()
+    }
+}
+
+fn count(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl MetaStore {
+    /// Adds counts to what is stored for each (key, day).
+    pub async fn add_key_usage(&self, counts: &[(KeyHash, String, KeyUsage)]) -> Result<()> {
+        let mut transaction = begin_write(&self.pool).await?;
+        for (key_hash, day, usage) in counts {
+            sqlx::query(
+                "INSERT INTO key_usage (key_hash, day, reads, writes, events, queries, refused) VALUES (?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (key_hash, day) DO UPDATE SET reads = key_usage.reads + excluded.reads, \
+                 writes = key_usage.writes + excluded.writes, events = key_usage.events + excluded.events, \
+                 queries = key_usage.queries + excluded.queries, refused = key_usage.refused + excluded.refused",
+            )
+            .bind(key_hash.to_hex())
+            .bind(day)
+            .bind(count(usage.reads))
+            .bind(count(usage.writes))
+            .bind(count(usage.events))
+            .bind(count(usage.queries))
+            .bind(count(usage.refused))
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// What is stored for a key's day (zero when nothing is).
+    pub async fn key_usage(&self, key_hash: &KeyHash, day: &str) -> Result<KeyUsage> {
+        let row = sqlx::query(
+            "SELECT reads, writes, events, queries, refused FROM key_usage WHERE key_hash = ? AND day = ?",
+        )
+        .bind(key_hash.to_hex())
+        .bind(day)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(KeyUsage::default());
+        };
+        let get = |name: &str| -> Result<u64> {
+            Ok(u64::try_from(row.try_get::<i64, _>(name)?).unwrap_or(0))
+        };
+        Ok(KeyUsage {
+            reads: get("reads")?,
+            writes: get("writes")?,
+            events: get("events")?,
+            queries: get("queries")?,
+            refused: get("refused")?,
+        })
+    }
+}
