@@ -7,7 +7,7 @@
 //! other. Refusals are many and cheap to cause (a revoked key left in a busy dashboard makes thousands a
 //! minute), so they go through a bounded queue to one writer task that takes up to [`BATCH`] at a time,
 //! writes identical ones (same project, reason, key, token and request) as one entry with `times`, pauses
-//! [`WRITER_PAUSE`] between batches so key changes never wait long for SQLite's write lock, drops (and
+//! [`WRITER_PAUSE`] to let a burst gather so key changes never wait long for SQLite's write lock, drops (and
 //! counts) what does not fit in the queue, and keeps only the newest [`MAX_REFUSALS_KEPT`] entries. A
 //! refusal is recorded only for a project that exists. Ids are generated,
 //! time-ordered text, so the table needs no autoincrement and pages by id on SQLite and PostgreSQL alike.
@@ -154,6 +154,17 @@ impl AuditSink {
 async fn write_refusals(pool: SqlitePool, mut receiver: tokio::sync::mpsc::Receiver<AuditMessage>) {
     let mut messages = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut messages, BATCH).await > 0 {
+        // Let a burst gather, so its identical refusals become one entry and SQLite's write lock is
+        // taken at most once per pause.
+        if matches!(messages.last(), Some(AuditMessage::Refusal(_))) {
+            tokio::time::sleep(WRITER_PAUSE).await;
+            while messages.len() < BATCH {
+                match receiver.try_recv() {
+                    Ok(message) => messages.push(message),
+                    Err(_) => break,
+                }
+            }
+        }
         let mut refusals = Vec::with_capacity(messages.len());
         let mut flushes = Vec::new();
         for message in messages.drain(..) {
@@ -169,9 +180,6 @@ async fn write_refusals(pool: SqlitePool, mut receiver: tokio::sync::mpsc::Recei
         }
         for done in flushes {
             let _ = done.send(());
-        }
-        if !refusals.is_empty() {
-            tokio::time::sleep(WRITER_PAUSE).await;
         }
     }
 }

@@ -224,6 +224,11 @@ pub async fn authorize(
     if let Err((reason, error)) = check_grant(&grant, project_id, requirement, now) {
         return Err(refuse(reason, Some(&grant), error));
     }
+    // Introspection (`/keys/self`) is exempt from the key's limits: a limited client must be able to
+    // read its own usage and limits, and the answer costs no more than the check would.
+    if requirement == Requirement::AnyKey {
+        return Ok(grant);
+    }
     if let Err(refused) = state
         .meter
         .admit(&grant, request_class(requirement))

@@ -1,6 +1,8 @@
 //! Property-based tenant isolation: random multi-tenant events and random queries of every analysis type
 //! (random group_by, interval and filters). For each tenant, the answer with the tenant's access key must
 //! equal the answer with the master key plus the tenant's filter, and must never mention another tenant.
+//! The same holds for an embed token derived from the tenant's key with a narrowing filter of its own
+//! (reference: master + tenant filter + token filter), and an expired tenant key is refused every time.
 //! `KEYHOLE_ISOLATION_CASES` sets the number of cases (default 2,000, as in CI).
 
 use proptest::prelude::*;
@@ -151,15 +153,27 @@ fn a_tenant_key_sees_exactly_master_plus_its_filter_and_nothing_else() {
         .build()
         .unwrap();
     let server = runtime.block_on(InProcessServer::start());
-    let keys: Vec<String> = runtime.block_on(async {
-        let mut keys = Vec::new();
+    let (keys, expired_keys): (Vec<String>, Vec<String>) = runtime.block_on(async {
+        let mut keys = (Vec::new(), Vec::new());
         for tenant in TENANTS {
-            let definition = json!({"name": tenant, "permitted": ["queries"], "options": {"queries": {"filters": [{"property_name": "vendor_id", "operator": "eq", "property_value": tenant}]}}});
+            let mut definition = json!({"name": tenant, "permitted": ["queries"], "options": {"queries": {"filters": [{"property_name": "vendor_id", "operator": "eq", "property_value": tenant}]}}});
             let created = send(client().post(server.project_url("/keys")).header("Authorization", &server.project.master).json(&definition)).await;
-            keys.push(created.1["key"].as_str().unwrap().to_string());
+            keys.0.push(created.1["key"].as_str().unwrap().to_string());
+            definition["expires_at"] = json!("2021-06-01T00:00:00Z");
+            let expired = send(client().post(server.project_url("/keys")).header("Authorization", &server.project.master).json(&definition)).await;
+            keys.1.push(expired.1["key"].as_str().unwrap().to_string());
         }
         keys
     });
+    let token_filter =
+        json!({"property_name": "category", "operator": "exists", "property_value": true});
+    let tokens: Vec<String> = keys
+        .iter()
+        .map(|key| {
+            let claims = json!({"exp": chrono::Utc::now().timestamp() + 3600, "jti": "iso", "filters": [token_filter]});
+            keyhole_model::embed_token::mint(key, &claims)
+        })
+        .collect();
     let cases = std::env::var("KEYHOLE_ISOLATION_CASES")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -195,6 +209,18 @@ fn a_tenant_key_sees_exactly_master_plus_its_filter_and_nothing_else() {
                     for other in TENANTS.iter().filter(|other| *other != tenant) {
                         prop_assert!(!text.contains(other), "{} leaked {} into {}'s answer: {}", analysis, other, tenant, text);
                     }
+                    let by_token = send(client().post(&url).header("Authorization", &tokens[index]).json(&body)).await;
+                    let narrowed = add_filter(add_filter(body.clone(), &tenant_filter), &token_filter);
+                    let token_reference = send(client().post(&url).header("Authorization", &server.project.master).json(&narrowed)).await;
+                    prop_assert_eq!(by_token.0, 200, "{} {}: {}", analysis, body, by_token.1);
+                    prop_assert_eq!(&by_token.1["result"], &token_reference.1["result"], "token: {} {}", analysis, body);
+                    prop_assert_eq!(&by_token.1["actors"], &token_reference.1["actors"]);
+                    let text = json!([by_token.1["result"], by_token.1["actors"]]).to_string();
+                    for other in TENANTS.iter().filter(|other| *other != tenant) {
+                        prop_assert!(!text.contains(other), "{} leaked {} into {}'s token answer", analysis, other, tenant);
+                    }
+                    let expired = send(client().post(&url).header("Authorization", &expired_keys[index]).json(&body)).await;
+                    prop_assert_eq!(expired.0, 401, "an expired key answered {}", expired.1);
                 }
                 Ok(())
             })

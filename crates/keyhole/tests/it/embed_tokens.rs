@@ -1,0 +1,221 @@
+//! Embed tokens over HTTP: a token minted by a backend (here also by Node's built-in crypto, to prove the
+//! scheme is what the README says) reads exactly what its key and its own claims allow, never more;
+//! revoking the token, or revoking or deleting its key, acts on the very next request.
+
+use serde_json::{Value, json};
+
+use crate::support::{InProcessServer, assert_keen_error, client, repo_root, send};
+
+async fn create_key(server: &InProcessServer, definition: Value) -> String {
+    let created = send(
+        client()
+            .post(server.project_url("/keys"))
+            .header("Authorization", &server.project.master)
+            .json(&definition),
+    )
+    .await;
+    assert_eq!(created.0, 201, "{}", created.1);
+    created.1["key"].as_str().unwrap().to_string()
+}
+
+fn claims(jti: &str, extra: Value) -> Value {
+    let mut claims = json!({"exp": chrono::Utc::now().timestamp() + 600, "jti": jti});
+    if let (Value::Object(claims), Value::Object(extra)) = (&mut claims, extra) {
+        claims.extend(extra);
+    }
+    claims
+}
+
+async fn count(server: &InProcessServer, credential: &str) -> (u16, Value) {
+    send(
+        client()
+            .get(server.project_url("/queries/count?event_collection=visits"))
+            .header("Authorization", credential),
+    )
+    .await
+}
+
+async fn seed(server: &InProcessServer) {
+    let events: Vec<Value> = [("a", "u1"), ("a", "u1"), ("a", "u2"), ("b", "u1")]
+        .iter()
+        .map(|(tenant, user)| json!({"tenant": tenant, "user": user}))
+        .collect();
+    let written = send(
+        client()
+            .post(server.project_url("/events"))
+            .header("Authorization", &server.project.write)
+            .json(&json!({"visits": events})),
+    )
+    .await;
+    assert_eq!(written.0, 200);
+}
+
+fn tenant_a() -> Value {
+    json!({"name": "tenant a", "permitted": ["queries", "schema"],
+           "options": {"queries": {"filters": [{"property_name": "tenant", "operator": "eq", "property_value": "a"}]}}})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_reads_what_its_key_and_claims_allow_and_never_more() {
+    let server = InProcessServer::start().await;
+    seed(&server).await;
+    let key = create_key(&server, tenant_a()).await;
+    assert_eq!(count(&server, &key).await.1["result"], 3);
+    let mint = |claims: Value| keyhole_model::embed_token::mint(&key, &claims);
+
+    let plain = mint(claims("plain", json!({})));
+    assert_eq!(count(&server, &plain).await.1["result"], 3);
+    let user = json!({"filters": [{"property_name": "user", "operator": "eq", "property_value": "u1"}], "permitted": ["queries"]});
+    let narrowed = mint(claims("user-u1", user));
+    assert_eq!(count(&server, &narrowed).await.1["result"], 2);
+    // Its own filter cannot reach another tenant: the key's filter is still AND-ed.
+    let other_tenant =
+        json!({"filters": [{"property_name": "tenant", "operator": "eq", "property_value": "b"}]});
+    assert_eq!(
+        count(&server, &mint(claims("b", other_tenant))).await.1["result"],
+        0
+    );
+    // Fewer operations: the narrowed token may not read schemas, its key may.
+    let schema = |credential: &str| {
+        send(
+            client()
+                .get(server.project_url("/events/visits"))
+                .header("Authorization", credential),
+        )
+    };
+    assert_eq!(schema(&key).await.0, 200);
+    assert_keen_error(&schema(&narrowed).await, 401, "RequestForbiddenError");
+    // Wider than the key, tampered, expired or unknown: refused.
+    assert_keen_error(
+        &count(
+            &server,
+            &mint(claims("w", json!({"permitted": ["writes"]}))),
+        )
+        .await,
+        401,
+        "InvalidApiKeyError",
+    );
+    let (signed, _) = narrowed.rsplit_once('.').unwrap();
+    let (_, other_signature) = plain.rsplit_once('.').unwrap();
+    assert_keen_error(
+        &count(&server, &format!("{signed}.{other_signature}")).await,
+        401,
+        "InvalidApiKeyError",
+    );
+    let expired = mint(json!({"exp": chrono::Utc::now().timestamp() - 1, "jti": "old"}));
+    let answer = count(&server, &expired).await;
+    assert_keen_error(&answer, 401, "InvalidApiKeyError");
+    assert!(
+        answer.1["message"].as_str().unwrap().contains("expired"),
+        "{}",
+        answer.1
+    );
+    let misspelt = mint(claims("typo", json!({"filter": []})));
+    assert_keen_error(&count(&server, &misspelt).await, 401, "InvalidApiKeyError");
+    // Presented as a query parameter, as a dashboard's pixel or GET would.
+    let by_parameter = send(client().get(server.project_url(&format!(
+        "/queries/count?event_collection=visits&api_key={narrowed}"
+    ))))
+    .await;
+    assert_eq!(by_parameter.1["result"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_a_token_or_its_key_acts_on_the_next_request() {
+    let server = InProcessServer::start().await;
+    seed(&server).await;
+    let key = create_key(&server, tenant_a()).await;
+    let first = keyhole_model::embed_token::mint(&key, &claims("first", json!({})));
+    let second = keyhole_model::embed_token::mint(&key, &claims("second", json!({})));
+    assert_eq!(count(&server, &first).await.0, 200);
+    assert_eq!(count(&server, &second).await.0, 200);
+    let master_post = |path: String| {
+        send(
+            client()
+                .post(server.project_url(&path))
+                .header("Authorization", &server.project.master),
+        )
+    };
+    let revoked = master_post(format!("/keys/{key}/tokens/first/revoke")).await;
+    assert_eq!(revoked.0, 200, "{}", revoked.1);
+    assert_keen_error(&count(&server, &first).await, 401, "InvalidApiKeyError");
+    assert_eq!(count(&server, &second).await.0, 200);
+    // Only the master key revokes tokens; a token cannot revoke anything.
+    let by_token = send(
+        client()
+            .post(server.project_url(&format!("/keys/{key}/tokens/second/revoke")))
+            .header("Authorization", &second),
+    )
+    .await;
+    assert_eq!(by_token.0, 401);
+    assert_eq!(
+        master_post(format!("/keys/{key}/tokens/not%20an%20id/revoke"))
+            .await
+            .0,
+        400
+    );
+
+    assert_eq!(master_post(format!("/keys/{key}/revoke")).await.0, 200);
+    assert_keen_error(&count(&server, &second).await, 401, "InvalidApiKeyError");
+    assert_eq!(master_post(format!("/keys/{key}/unrevoke")).await.0, 200);
+    assert_eq!(count(&server, &second).await.0, 200);
+    assert_keen_error(&count(&server, &first).await, 401, "InvalidApiKeyError");
+
+    let deleted = send(
+        client()
+            .delete(server.project_url(&format!("/keys/{key}")))
+            .header("Authorization", &server.project.master),
+    )
+    .await;
+    assert_eq!(deleted.0, 204);
+    assert_keen_error(&count(&server, &second).await, 401, "InvalidApiKeyError");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_mints_tokens_with_standard_tools() {
+    let server = InProcessServer::start().await;
+    seed(&server).await;
+    let key = create_key(&server, tenant_a()).await;
+    let user =
+        json!({"filters": [{"property_name": "user", "operator": "eq", "property_value": "u2"}]});
+    let output = std::process::Command::new("node")
+        .arg(repo_root().join("sdk-tests/node/mint_embed_token.js"))
+        .arg(&key)
+        .arg(claims("from-node", user).to_string())
+        .output()
+        .expect("node runs (installed by .ci/run)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout).unwrap();
+    let header = |token: &str| -> Value {
+        use base64::Engine;
+        let part = token.split('.').next().unwrap();
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    assert_eq!(
+        header(&token),
+        header(&keyhole_model::embed_token::mint(
+            &key,
+            &claims("x", json!({}))
+        )),
+        "the same header (alg, typ, kid)"
+    );
+    assert_eq!(count(&server, &token).await.1["result"], 1);
+    let introspection = send(
+        client()
+            .get(server.project_url("/keys/self"))
+            .header("Authorization", &token),
+    )
+    .await;
+    assert_eq!(introspection.0, 200, "{}", introspection.1);
+    assert_eq!(introspection.1["credential"], "embed_token");
+    assert_eq!(introspection.1["token_id"], "from-node");
+    assert_eq!(introspection.1["filters"].as_array().unwrap().len(), 2);
+    assert!(!introspection.1.to_string().contains(&key));
+}
