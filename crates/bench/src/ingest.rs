@@ -220,9 +220,11 @@ async fn probe_freshness(
     Ok(stats)
 }
 
-/// `clients` clients POST single events (the first lines of the NDJSON file) for `seconds`.
+/// `clients` clients POST single events (the first lines of the NDJSON file) for `seconds`, presenting
+/// `credential` (a key secret or an embed token).
 pub async fn single_event_writes(
     server: &KeyholeServer,
+    credential: &str,
     ndjson: &Path,
     clients: usize,
     seconds: u64,
@@ -239,7 +241,7 @@ pub async fn single_event_writes(
     let deadline = started + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for client in 0..clients {
-        let (events, url, key) = (events.clone(), url.clone(), server.write_key.clone());
+        let (events, url, key) = (events.clone(), url.clone(), credential.to_string());
         tasks.push(tokio::spawn(async move {
             let http = reqwest::Client::new();
             let mut latencies = Vec::new();

@@ -287,6 +287,30 @@ fn render_ingest(out: &mut String, results: &BenchResults) {
         single.p99_ms,
         results.single_peak_rss_mib
     );
+    if !results.credentials.is_empty() {
+        let baseline = results
+            .credentials
+            .iter()
+            .filter(|(name, _)| *name == "write key")
+            .map(|(_, stats)| stats.events_per_second())
+            .sum::<f64>()
+            / 2.0;
+        let _ = writeln!(
+            out,
+            "Single-event writes by credential (same server, in this order; baseline: the mean of the two write-key runs, {}/s):\n\n| credential | events/s | p99 | vs. write key |\n|---|---|---|---|",
+            thousands(baseline)
+        );
+        for (name, stats) in &results.credentials {
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {:.2} ms | {:.2}× |",
+                thousands(stats.events_per_second()),
+                stats.p99_ms,
+                stats.events_per_second() / baseline
+            );
+        }
+        let _ = writeln!(out);
+    }
     let _ = writeln!(
         out,
         "| events | Keyhole idle RSS | peak after ingest | peak after queries | at rest after queries | DuckDB process peak | chDB process peak | freshness: counted by first query | median / worst ack → answer |\n|---|---|---|---|---|---|---|---|---|"

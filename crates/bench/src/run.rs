@@ -62,6 +62,9 @@ pub struct BenchResults {
     pub sizes: Vec<SizeResults>,
     pub single: PhaseStats,
     pub single_peak_rss_mib: f64,
+    /// Single-event writes by credential, on one server in this order: write key, embed token,
+    /// rate-limited access key, write key again (the baseline is the mean of the two write-key runs).
+    pub credentials: Vec<(&'static str, PhaseStats)>,
 }
 
 impl BenchResults {
@@ -94,19 +97,71 @@ pub async fn run_all(options: &RunOptions) -> anyhow::Result<BenchResults> {
     let server = KeyholeServer::start(&binary, &data_dir)?;
     let single = single_event_writes(
         &server,
+        &server.write_key,
         &first_ndjson,
         options.single_clients,
         options.single_seconds,
     )
     .await?;
     let single_peak_rss_mib = server.peak_rss_mib();
+    let credentials = credential_writes(&server, &first_ndjson, options).await?;
     drop(server);
     Ok(BenchResults {
         context: RunContext::collect(options),
         sizes,
         single,
         single_peak_rss_mib,
+        credentials,
     })
+}
+
+/// Single-event writes with each kind of credential a dashboard or backend presents, to show what an
+/// embed token's signature check and a key's rate limiter cost per request.
+async fn credential_writes(
+    server: &KeyholeServer,
+    ndjson: &Path,
+    options: &RunOptions,
+) -> anyhow::Result<Vec<(&'static str, PhaseStats)>> {
+    let http = reqwest::Client::new();
+    let tenant = serde_json::json!({"tenant_id": "t7"});
+    let writer = server
+        .create_access_key(
+            &http,
+            &serde_json::json!({"name": "embed parent", "permitted": ["writes"],
+                                "options": {"writes": {"autofill": tenant}}}),
+        )
+        .await?;
+    let exp = chrono::Utc::now().timestamp() + 3600;
+    let token =
+        keyhole_model::embed_token::mint(&writer, &serde_json::json!({"exp": exp, "jti": "bench"}));
+    let limited = server
+        .create_access_key(
+            &http,
+            &serde_json::json!({"name": "rate limited", "permitted": ["writes"],
+                                "options": {"writes": {"autofill": tenant},
+                                            "limits": {"writes_per_second": 1e8, "writes_burst": 1_000_000_000u64,
+                                                       "events_per_day": 1_000_000_000_000u64}}}),
+        )
+        .await?;
+    let mut runs = Vec::new();
+    for (name, credential) in [
+        ("write key", server.write_key.as_str()),
+        ("embed token", token.as_str()),
+        ("rate-limited access key", limited.as_str()),
+        ("write key", server.write_key.as_str()),
+    ] {
+        eprintln!("== single-event writes with a {name}");
+        let stats = single_event_writes(
+            server,
+            credential,
+            ndjson,
+            options.single_clients,
+            options.single_seconds,
+        )
+        .await?;
+        runs.push((name, stats));
+    }
+    Ok(runs)
 }
 
 fn ndjson_path(work_dir: &Path, events: u64) -> std::path::PathBuf {
