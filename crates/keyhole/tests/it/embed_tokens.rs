@@ -171,6 +171,31 @@ async fn revoking_a_token_or_its_key_acts_on_the_next_request() {
     assert_keen_error(&count(&server, &second).await, 401, "InvalidApiKeyError");
 }
 
+/// Runs a minting script (`interpreter script secret claims`) and answers the token it printed.
+fn mint_with(interpreter: &str, script: &str, secret: &str, claims: &Value) -> String {
+    let output = std::process::Command::new(interpreter)
+        .arg(repo_root().join(script))
+        .arg(secret)
+        .arg(claims.to_string())
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {interpreter} (installed by .ci/run): {error}"));
+    assert!(
+        output.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn header(token: &str) -> Value {
+    use base64::Engine;
+    let part = token.split('.').next().unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backend_mints_tokens_with_standard_tools() {
     let server = InProcessServer::start().await;
@@ -178,44 +203,29 @@ async fn a_backend_mints_tokens_with_standard_tools() {
     let key = create_key(&server, tenant_a()).await;
     let user =
         json!({"filters": [{"property_name": "user", "operator": "eq", "property_value": "u2"}]});
-    let output = std::process::Command::new("node")
-        .arg(repo_root().join("sdk-tests/node/mint_embed_token.js"))
-        .arg(&key)
-        .arg(claims("from-node", user).to_string())
-        .output()
-        .expect("node runs (installed by .ci/run)");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let token = String::from_utf8(output.stdout).unwrap();
-    let header = |token: &str| -> Value {
-        use base64::Engine;
-        let part = token.split('.').next().unwrap();
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(part)
-            .unwrap();
-        serde_json::from_slice(&bytes).unwrap()
-    };
-    assert_eq!(
-        header(&token),
-        header(&keyhole_model::embed_token::mint(
-            &key,
-            &claims("x", json!({}))
-        )),
-        "the same header (alg, typ, kid)"
-    );
-    assert_eq!(count(&server, &token).await.1["result"], 1);
-    let introspection = send(
-        client()
-            .get(server.project_url("/keys/self"))
-            .header("Authorization", &token),
-    )
-    .await;
-    assert_eq!(introspection.0, 200, "{}", introspection.1);
-    assert_eq!(introspection.1["credential"], "embed_token");
-    assert_eq!(introspection.1["token_id"], "from-node");
-    assert_eq!(introspection.1["filters"].as_array().unwrap().len(), 2);
-    assert!(!introspection.1.to_string().contains(&key));
+    let ours = keyhole_model::embed_token::mint(&key, &claims("x", json!({})));
+    for (interpreter, script) in [
+        ("node", "sdk-tests/node/mint_embed_token.js"),
+        ("python3", "sdk-tests/python/mint_embed_token.py"),
+    ] {
+        let jti = format!("from-{interpreter}");
+        let token = mint_with(interpreter, script, &key, &claims(&jti, user.clone()));
+        assert_eq!(
+            header(&token),
+            header(&ours),
+            "{script}: the same alg, typ, kid"
+        );
+        assert_eq!(count(&server, &token).await.1["result"], 1, "{script}");
+        let introspection = send(
+            client()
+                .get(server.project_url("/keys/self"))
+                .header("Authorization", &token),
+        )
+        .await;
+        assert_eq!(introspection.0, 200, "{}", introspection.1);
+        assert_eq!(introspection.1["credential"], "embed_token");
+        assert_eq!(introspection.1["token_id"], jti.as_str());
+        assert_eq!(introspection.1["filters"].as_array().unwrap().len(), 2);
+        assert!(!introspection.1.to_string().contains(&key));
+    }
 }
