@@ -62,8 +62,8 @@ pub struct BenchResults {
     pub sizes: Vec<SizeResults>,
     pub single: PhaseStats,
     pub single_peak_rss_mib: f64,
-    /// Single-event writes by credential, on one server in this order: write key, embed token,
-    /// rate-limited access key, write key again (the baseline is the mean of the two write-key runs).
+    /// Single-event writes by credential, each on a fresh server: write key, embed token, rate-limited
+    /// access key.
     pub credentials: Vec<(&'static str, PhaseStats)>,
 }
 
@@ -104,8 +104,8 @@ pub async fn run_all(options: &RunOptions) -> anyhow::Result<BenchResults> {
     )
     .await?;
     let single_peak_rss_mib = server.peak_rss_mib();
-    let credentials = credential_writes(&server, &first_ndjson, options).await?;
     drop(server);
+    let credentials = credential_writes(&binary, &work_dir, &first_ndjson, options).await?;
     Ok(BenchResults {
         context: RunContext::collect(options),
         sizes,
@@ -116,44 +116,39 @@ pub async fn run_all(options: &RunOptions) -> anyhow::Result<BenchResults> {
 }
 
 /// Single-event writes with each kind of credential a dashboard or backend presents, to show what an
-/// embed token's signature check and a key's rate limiter cost per request.
+/// embed token's signature check and a key's rate limiter cost per request. Each runs on a fresh server:
+/// on one server, throughput drifts as its buffers fill, which would favour whichever runs first.
 async fn credential_writes(
-    server: &KeyholeServer,
+    binary: &Path,
+    work_dir: &Path,
     ndjson: &Path,
     options: &RunOptions,
 ) -> anyhow::Result<Vec<(&'static str, PhaseStats)>> {
-    let http = reqwest::Client::new();
-    let tenant = serde_json::json!({"tenant_id": "t7"});
-    let writer = server
-        .create_access_key(
-            &http,
-            &serde_json::json!({"name": "embed parent", "permitted": ["writes"],
-                                "options": {"writes": {"autofill": tenant}}}),
-        )
-        .await?;
-    let exp = chrono::Utc::now().timestamp() + 3600;
-    let token =
-        keyhole_model::embed_token::mint(&writer, &serde_json::json!({"exp": exp, "jti": "bench"}));
-    let limited = server
-        .create_access_key(
-            &http,
-            &serde_json::json!({"name": "rate limited", "permitted": ["writes"],
-                                "options": {"writes": {"autofill": tenant},
-                                            "limits": {"writes_per_second": 1e8, "writes_burst": 1_000_000_000u64,
-                                                       "events_per_day": 1_000_000_000_000u64}}}),
-        )
-        .await?;
     let mut runs = Vec::new();
-    for (name, credential) in [
-        ("write key", server.write_key.as_str()),
-        ("embed token", token.as_str()),
-        ("rate-limited access key", limited.as_str()),
-        ("write key", server.write_key.as_str()),
-    ] {
+    for name in ["write key", "embed token", "rate-limited access key"] {
+        let data_dir = work_dir.join("data-credentials");
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let server = KeyholeServer::start(binary, &data_dir)?;
+        let credential = match name {
+            "write key" => server.write_key.clone(),
+            "embed token" => {
+                let parent = writer_key(&server, serde_json::json!({})).await?;
+                let exp = chrono::Utc::now().timestamp() + 3600;
+                keyhole_model::embed_token::mint(
+                    &parent,
+                    &serde_json::json!({"exp": exp, "jti": "bench"}),
+                )
+            }
+            _ => {
+                let limits = serde_json::json!({"writes_per_second": 1e8, "writes_burst": 1_000_000_000u64,
+                                                "events_per_day": 1_000_000_000_000u64});
+                writer_key(&server, limits).await?
+            }
+        };
         eprintln!("== single-event writes with a {name}");
         let stats = single_event_writes(
-            server,
-            credential,
+            &server,
+            &credential,
             ndjson,
             options.single_clients,
             options.single_seconds,
@@ -162,6 +157,15 @@ async fn credential_writes(
         runs.push((name, stats));
     }
     Ok(runs)
+}
+
+/// An access key that writes with a tenant's autofill and the given `options.limits`.
+async fn writer_key(server: &KeyholeServer, limits: serde_json::Value) -> anyhow::Result<String> {
+    let definition = serde_json::json!({"name": "bench writer", "permitted": ["writes"],
+        "options": {"writes": {"autofill": {"tenant_id": "t7"}}, "limits": limits}});
+    server
+        .create_access_key(&reqwest::Client::new(), &definition)
+        .await
 }
 
 fn ndjson_path(work_dir: &Path, events: u64) -> std::path::PathBuf {

@@ -44,6 +44,34 @@ pub enum Command {
     /// Manage the organization directly in the data directory
     #[command(subcommand)]
     Organization(OrganizationCommand),
+    /// Embed tokens (Keyhole embed token v1, see docs/keys.md)
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum TokenCommand {
+    /// Mint an embed token from an access key, as a backend would, and print it
+    Mint(MintTokenOptions),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MintTokenOptions {
+    /// File holding the access key's secret (surrounding whitespace ignored)
+    #[arg(long, env = "KEYHOLE_ACCESS_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// The access key's secret; prefer --key-file (a command line is visible to every local user)
+    #[arg(long, env = "KEYHOLE_ACCESS_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    /// Seconds the token is valid for (at most 31 days)
+    #[arg(long, default_value_t = 3600)]
+    pub ttl_secs: i64,
+    /// The token's id (`jti`), which it is revoked by [default: random]
+    #[arg(long)]
+    pub jti: Option<String>,
+    /// Narrowing claims as a JSON object: `filters`, `permitted`, `max_lookback`
+    #[arg(long, default_value = "{}")]
+    pub claims: String,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -1,6 +1,7 @@
 //! The `keyhole` binary: `keyhole serve` runs the HTTP server on the embedded default (SQLite metadata,
 //! local-disk Parquet); `keyhole project create|list` manage projects and `keyhole organization
-//! rotate-key` the organization key directly in the data directory.
+//! rotate-key` the organization key directly in the data directory; `keyhole token mint` derives an embed
+//! token from an access key, as a backend would.
 //!
 //! Design: `serve` takes the data directory's lock before it touches anything in it, so a second server
 //! started on the same directory waits, then leaves without having changed a byte.
@@ -15,7 +16,9 @@ use keyhole_meta::MetaStore;
 use keyhole_server::AppState;
 use keyhole_storage::{Storage, StorageConfig};
 
-use crate::config::{Cli, Command, OrganizationCommand, ProjectCommand, Settings};
+use crate::config::{
+    Cli, Command, MintTokenOptions, OrganizationCommand, ProjectCommand, Settings, TokenCommand,
+};
 
 /// mimalloc instead of glibc malloc: ingest is allocation-heavy (a JSON tree per event, builders), and with
 /// glibc's allocator its malloc/free and arena locks take about 40% of the server's CPU in batch ingest.
@@ -48,6 +51,7 @@ fn main() -> anyhow::Result<()> {
             Command::Organization(OrganizationCommand::RotateKey(options)) => {
                 rotate_organization_key(Settings::resolve(&cli.common, None)?, options).await
             }
+            Command::Token(TokenCommand::Mint(options)) => mint_token(options),
         }
     })
 }
@@ -63,12 +67,47 @@ fn warn_about_secrets_on_the_command_line(matches: &clap::ArgMatches) {
             .try_get_raw("org_key")
             .is_ok_and(|value| value.is_some())
             && arguments.value_source("org_key") == Some(clap::parser::ValueSource::CommandLine);
+        let key_on_command_line = arguments
+            .try_get_raw("key")
+            .is_ok_and(|value| value.is_some())
+            && arguments.value_source("key") == Some(clap::parser::ValueSource::CommandLine);
+        if key_on_command_line {
+            tracing::warn!(
+                "the access key was passed on the command line, where every local user can read it; prefer KEYHOLE_ACCESS_KEY or --key-file"
+            );
+        }
         if on_command_line {
             tracing::warn!(
                 "the organization key was passed on the command line, where every local user can read it; prefer KEYHOLE_ORG_KEY or --org-key-file"
             );
         }
     }
+}
+
+/// `keyhole token mint`: what a backend does to derive an embed token, for trying tokens out by hand.
+fn mint_token(options: &MintTokenOptions) -> anyhow::Result<()> {
+    let secret = match (&options.key_file, &options.key) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .trim()
+            .to_string(),
+        (None, Some(key)) => key.clone(),
+        (None, None) => anyhow::bail!("give the access key with --key-file or KEYHOLE_ACCESS_KEY"),
+    };
+    let mut claims: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&options.claims).context("--claims must be a JSON object")?;
+    let jti = options
+        .jti
+        .clone()
+        .unwrap_or_else(|| keyhole_model::keys::generate_id());
+    claims.insert("jti".into(), jti.into());
+    let expires_at = chrono::Utc::now().timestamp() + options.ttl_secs;
+    claims.insert("exp".into(), expires_at.into());
+    println!(
+        "{}",
+        keyhole_model::embed_token::mint(&secret, &serde_json::Value::Object(claims))
+    );
+    Ok(())
 }
 
 async fn open_meta(settings: &Settings) -> anyhow::Result<MetaStore> {

@@ -171,6 +171,9 @@ pub fn loggable_path(path: &str) -> String {
     let (secret, rest) = after
         .split_once('/')
         .map_or((after, ""), |(secret, rest)| (secret, rest));
+    if matches!(secret, "self" | "audit") {
+        return path.to_string();
+    }
     let prefix = keyhole_model::keys::display_prefix(secret);
     if rest.is_empty() {
         return format!("{before}/keys/{prefix}…");
@@ -213,6 +216,10 @@ mod tests {
         assert_eq!(
             super::loggable_path("/3.0/projects/p1/events"),
             "/3.0/projects/p1/events"
+        );
+        assert_eq!(
+            super::loggable_path("/3.0/projects/p1/keys/self"),
+            "/3.0/projects/p1/keys/self"
         );
     }
 }

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{InProcessServer, assert_keen_error, client, repo_root, send};
+use crate::support::{InProcessServer, assert_keen_error, client, keyhole_binary, repo_root, send};
 
 async fn create_key(server: &InProcessServer, definition: Value) -> String {
     let created = send(
@@ -228,4 +228,26 @@ async fn a_backend_mints_tokens_with_standard_tools() {
         assert_eq!(introspection.1["filters"].as_array().unwrap().len(), 2);
         assert!(!introspection.1.to_string().contains(&key));
     }
+    // `keyhole token mint`, with the key from the environment.
+    let output = std::process::Command::new(keyhole_binary())
+        .args([
+            "token",
+            "mint",
+            "--jti",
+            "from-cli",
+            "--ttl-secs",
+            "60",
+            "--claims",
+        ])
+        .arg(user.to_string())
+        .env("KEYHOLE_ACCESS_KEY", &key)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(count(&server, token.trim()).await.1["result"], 1);
 }
