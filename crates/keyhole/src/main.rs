@@ -99,7 +99,7 @@ fn mint_token(options: &MintTokenOptions) -> anyhow::Result<()> {
     let jti = options
         .jti
         .clone()
-        .unwrap_or_else(|| keyhole_model::keys::generate_id());
+        .unwrap_or_else(keyhole_model::keys::generate_id);
     claims.insert("jti".into(), jti.into());
     let expires_at = chrono::Utc::now().timestamp() + options.ttl_secs;
     claims.insert("exp".into(), expires_at.into());
