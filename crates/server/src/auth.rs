@@ -1,9 +1,13 @@
-//! Who is calling: the key is read from the raw `Authorization` header (Keen's form, no `Bearer`) or
-//! else the `api_key` query parameter, resolved by its hash, and checked against what the route needs.
+//! Who is calling: the key or embed token is read from the raw `Authorization` header (Keen's form, no
+//! `Bearer`) or else the `api_key` query parameter, resolved by the metadata store into a typed `Grant`,
+//! and checked against what the route needs — project, activity, expiry, operation, then the key's rate
+//! limits and quotas. Every refusal goes to the project's audit log with its reason.
 //!
 //! The need is part of the handler's type: a handler taking `Authorized<Writes>` cannot run unless the
 //! key may write to the project in the path, as Meilisearch's `GuardedData<ActionPolicy<..>>` does. The
-//! route table (`routes.rs`) names the same requirement for each route, and a test walks it.
+//! route table (`routes.rs`) names the same requirement for each route, and a test walks it. Routes whose
+//! requirement depends on the request (`GET /events/{c}`: pixel write or schema; `GET /3.0/projects`: any
+//! project's master key) have extractors of their own; no handler authorizes by hand.
 
 use std::marker::PhantomData;
 use std::sync::Arc;

@@ -433,3 +433,30 @@ async fn key_definitions_are_validated_strictly() {
             .contains("appears twice")
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_changes_reorder_storage_through_the_change_hook() {
+    let server = InProcessServer::start().await;
+    let project = server.project.id.clone();
+    assert!(server.storage.clustering_of(&project).is_empty());
+    let tenant = |value: &str| {
+        json!({"name": value, "permitted": ["queries"], "options": {"queries": {"filters": [
+            {"property_name": "tenant_id", "operator": "eq", "property_value": value}]}}})
+    };
+    let key = create_key(&server, tenant("a")).await;
+    assert_eq!(server.storage.clustering_of(&project), ["tenant_id"]);
+    let revoked = send(
+        client()
+            .post(server.project_url(&format!("/keys/{key}/revoke")))
+            .header("Authorization", &server.project.master),
+    )
+    .await;
+    assert_eq!(revoked.0, 200);
+    assert!(server.storage.clustering_of(&project).is_empty(), "a revoked key reads nothing");
+    let mut expired = tenant("b");
+    expired["expires_at"] = json!("2020-01-01T00:00:00Z");
+    create_key(&server, expired).await;
+    assert!(server.storage.clustering_of(&project).is_empty(), "nor does an expired one");
+    create_key(&server, tenant("c")).await;
+    assert_eq!(server.storage.clustering_of(&project), ["tenant_id"]);
+}
