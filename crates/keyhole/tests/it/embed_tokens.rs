@@ -6,18 +6,6 @@ use serde_json::{Value, json};
 
 use crate::support::{InProcessServer, assert_keen_error, client, keyhole_binary, repo_root, send};
 
-async fn create_key(server: &InProcessServer, definition: Value) -> String {
-    let created = send(
-        client()
-            .post(server.project_url("/keys"))
-            .header("Authorization", &server.project.master)
-            .json(&definition),
-    )
-    .await;
-    assert_eq!(created.0, 201, "{}", created.1);
-    created.1["key"].as_str().unwrap().to_string()
-}
-
 fn claims(jti: &str, extra: Value) -> Value {
     let mut claims = json!({"exp": chrono::Utc::now().timestamp() + 600, "jti": jti});
     if let (Value::Object(claims), Value::Object(extra)) = (&mut claims, extra) {
@@ -59,7 +47,7 @@ fn tenant_a() -> Value {
 async fn a_token_reads_what_its_key_and_claims_allow_and_never_more() {
     let server = InProcessServer::start().await;
     seed(&server).await;
-    let key = create_key(&server, tenant_a()).await;
+    let key = server.create_access_key(tenant_a()).await;
     assert_eq!(count(&server, &key).await.1["result"], 3);
     let mint = |claims: Value| keyhole_model::embed_token::mint(&key, &claims);
 
@@ -124,7 +112,7 @@ async fn a_token_reads_what_its_key_and_claims_allow_and_never_more() {
 async fn revoking_a_token_or_its_key_acts_on_the_next_request() {
     let server = InProcessServer::start().await;
     seed(&server).await;
-    let key = create_key(&server, tenant_a()).await;
+    let key = server.create_access_key(tenant_a()).await;
     let first = keyhole_model::embed_token::mint(&key, &claims("first", json!({})));
     let second = keyhole_model::embed_token::mint(&key, &claims("second", json!({})));
     assert_eq!(count(&server, &first).await.0, 200);
@@ -200,7 +188,7 @@ fn header(token: &str) -> Value {
 async fn a_backend_mints_tokens_with_standard_tools() {
     let server = InProcessServer::start().await;
     seed(&server).await;
-    let key = create_key(&server, tenant_a()).await;
+    let key = server.create_access_key(tenant_a()).await;
     let user =
         json!({"filters": [{"property_name": "user", "operator": "eq", "property_value": "u2"}]});
     let ours = keyhole_model::embed_token::mint(&key, &claims("x", json!({})));
@@ -216,12 +204,7 @@ async fn a_backend_mints_tokens_with_standard_tools() {
             "{script}: the same alg, typ, kid"
         );
         assert_eq!(count(&server, &token).await.1["result"], 1, "{script}");
-        let introspection = send(
-            client()
-                .get(server.project_url("/keys/self"))
-                .header("Authorization", &token),
-        )
-        .await;
+        let introspection = server.key_self(&token).await;
         assert_eq!(introspection.0, 200, "{}", introspection.1);
         assert_eq!(introspection.1["credential"], "embed_token");
         assert_eq!(introspection.1["token_id"], jti.as_str());

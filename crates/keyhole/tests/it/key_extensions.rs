@@ -8,18 +8,6 @@ use serde_json::{Value, json};
 
 use crate::support::{InProcessServer, assert_keen_error, client, send};
 
-async fn create_key(server: &InProcessServer, definition: Value) -> String {
-    let created = send(
-        client()
-            .post(server.project_url("/keys"))
-            .header("Authorization", &server.project.master)
-            .json(&definition),
-    )
-    .await;
-    assert_eq!(created.0, 201, "{}", created.1);
-    created.1["key"].as_str().unwrap().to_string()
-}
-
 async fn master_get(server: &InProcessServer, path: &str) -> (u16, Value) {
     send(
         client()
@@ -57,7 +45,7 @@ async fn an_expired_key_is_refused_on_the_next_request_and_extended_keys_work_ag
     let expires_at = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
     let expires_text = expires_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let definition = json!({"name": "trial", "permitted": ["queries"], "expires_at": expires_text});
-    let key = create_key(&server, definition.clone()).await;
+    let key = server.create_access_key(definition.clone()).await;
     let shown = master_get(&server, &format!("/keys/{key}")).await;
     assert_eq!(shown.1["expires_at"], expires_text.as_str());
     assert_eq!(count(&server, &key, "this_1_days").await.0, 200);
@@ -97,9 +85,7 @@ async fn the_look_back_window_clips_every_read() {
     )
     .await;
     assert_eq!(written.0, 200);
-    let key = create_key(
-        &server,
-        json!({"name": "recent", "permitted": ["queries", "schema"], "options": {"queries": {"max_lookback": "7 days"}}}),
+    let key = server.create_access_key(json!({"name": "recent", "permitted": ["queries", "schema"], "options": {"queries": {"max_lookback": "7 days"}}}),
     )
     .await;
     assert_eq!(count(&server, &key, "this_60_days").await.1["result"], 2);
@@ -146,12 +132,7 @@ async fn the_look_back_window_clips_every_read() {
     )
     .await;
     assert_eq!(with_metadata.1["execution_metadata"]["events_scanned"], 2);
-    let introspection = send(
-        client()
-            .get(server.project_url("/keys/self"))
-            .header("Authorization", &key),
-    )
-    .await;
+    let introspection = server.key_self(&key).await;
     assert_eq!(introspection.1["max_lookback_seconds"], 7 * 86_400);
     assert_keen_error(
         &send(
@@ -169,9 +150,7 @@ async fn the_look_back_window_clips_every_read() {
 #[tokio::test(flavor = "multi_thread")]
 async fn rate_limits_and_quotas_answer_429_with_retry_after_and_usage_counts() {
     let server = InProcessServer::start().await;
-    let key = create_key(
-        &server,
-        json!({"name": "metered", "permitted": ["queries", "writes"], "options": {"limits": {
+    let key = server.create_access_key(json!({"name": "metered", "permitted": ["queries", "writes"], "options": {"limits": {
             "reads_per_second": 0.5, "reads_burst": 2, "events_per_day": 5, "queries_per_day": 100}}}),
     )
     .await;
@@ -204,12 +183,7 @@ async fn rate_limits_and_quotas_answer_429_with_retry_after_and_usage_counts() {
     assert_eq!(usage.1["usage"]["queries"], 2);
     assert_eq!(usage.1["usage"]["refused"], 2);
     assert_eq!(usage.1["limits"]["events_per_day"], 5);
-    let own = send(
-        client()
-            .get(server.project_url("/keys/self"))
-            .header("Authorization", &key),
-    )
-    .await;
+    let own = server.key_self(&key).await;
     assert_eq!(own.0, 200, "{}", own.1);
     assert_eq!(own.1["usage"]["counts"]["events"], 5);
     assert_eq!(own.1["limits"]["reads_burst"], 2);
@@ -226,9 +200,7 @@ async fn rate_limits_and_quotas_answer_429_with_retry_after_and_usage_counts() {
         401
     );
 
-    let queries = create_key(
-        &server,
-        json!({"name": "two queries", "permitted": ["queries"], "options": {"limits": {"queries_per_day": 2}}}),
+    let queries = server.create_access_key(json!({"name": "two queries", "permitted": ["queries"], "options": {"limits": {"queries_per_day": 2}}}),
     )
     .await;
     assert_eq!(count(&server, &queries, "this_1_days").await.0, 200);
@@ -240,19 +212,12 @@ async fn rate_limits_and_quotas_answer_429_with_retry_after_and_usage_counts() {
 #[tokio::test(flavor = "multi_thread")]
 async fn introspection_shows_the_effective_grant_without_secrets() {
     let server = InProcessServer::start().await;
-    let key = create_key(
-        &server,
-        json!({"name": "acme dashboard", "permitted": ["queries", "writes"], "expires_at": "2099-01-01T00:00:00Z",
+    let key = server.create_access_key(json!({"name": "acme dashboard", "permitted": ["queries", "writes"], "expires_at": "2099-01-01T00:00:00Z",
                "options": {"queries": {"filters": [{"property_name": "tenant", "operator": "eq", "property_value": "acme"}]},
                            "writes": {"autofill": {"tenant": "acme"}, "collections": ["visits"]}}}),
     )
     .await;
-    let own = send(
-        client()
-            .get(server.project_url("/keys/self"))
-            .header("Authorization", &key),
-    )
-    .await;
+    let own = server.key_self(&key).await;
     assert_eq!(own.0, 200, "{}", own.1);
     assert_eq!(own.1["kind"], "access");
     assert_eq!(own.1["credential"], "key");
@@ -268,12 +233,7 @@ async fn introspection_shows_the_effective_grant_without_secrets() {
     assert_eq!(own.1["expires_at"], "2099-01-01T00:00:00.000Z");
     assert!(!own.1.to_string().contains(&key));
     for project_key in [&server.project.read, &server.project.master] {
-        let answer = send(
-            client()
-                .get(server.project_url("/keys/self"))
-                .header("Authorization", project_key),
-        )
-        .await;
+        let answer = server.key_self(project_key).await;
         assert_eq!(answer.0, 200);
         assert!(!answer.1.to_string().contains(project_key.as_str()));
     }
@@ -287,7 +247,7 @@ async fn introspection_shows_the_effective_grant_without_secrets() {
 async fn the_audit_log_records_every_key_change_and_refusal_by_reason() {
     let server = InProcessServer::start().await;
     let definition = json!({"name": "audited", "permitted": ["queries"]});
-    let key = create_key(&server, definition.clone()).await;
+    let key = server.create_access_key(definition.clone()).await;
     let master_post = |path: String, body: Value| {
         send(
             client()
@@ -319,7 +279,7 @@ async fn the_audit_log_records_every_key_change_and_refusal_by_reason() {
             .0,
         200
     );
-    let other = create_key(&server, json!({"name": "reader"})).await;
+    let other = server.create_access_key(json!({"name": "reader"})).await;
     assert_eq!(count(&server, &other, "this_1_days").await.0, 401);
     let deleted = send(
         client()
@@ -443,7 +403,7 @@ async fn key_changes_reorder_storage_through_the_change_hook() {
         json!({"name": value, "permitted": ["queries"], "options": {"queries": {"filters": [
             {"property_name": "tenant_id", "operator": "eq", "property_value": value}]}}})
     };
-    let key = create_key(&server, tenant("a")).await;
+    let key = server.create_access_key(tenant("a")).await;
     assert_eq!(server.storage.clustering_of(&project), ["tenant_id"]);
     let revoked = send(
         client()
@@ -452,11 +412,17 @@ async fn key_changes_reorder_storage_through_the_change_hook() {
     )
     .await;
     assert_eq!(revoked.0, 200);
-    assert!(server.storage.clustering_of(&project).is_empty(), "a revoked key reads nothing");
+    assert!(
+        server.storage.clustering_of(&project).is_empty(),
+        "a revoked key reads nothing"
+    );
     let mut expired = tenant("b");
     expired["expires_at"] = json!("2020-01-01T00:00:00Z");
-    create_key(&server, expired).await;
-    assert!(server.storage.clustering_of(&project).is_empty(), "nor does an expired one");
-    create_key(&server, tenant("c")).await;
+    server.create_access_key(expired).await;
+    assert!(
+        server.storage.clustering_of(&project).is_empty(),
+        "nor does an expired one"
+    );
+    server.create_access_key(tenant("c")).await;
     assert_eq!(server.storage.clustering_of(&project), ["tenant_id"]);
 }

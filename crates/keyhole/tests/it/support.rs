@@ -116,6 +116,29 @@ impl InProcessServer {
         pool.close().await;
     }
 
+    /// Creates an access key over HTTP with the master key; answers its secret.
+    pub async fn create_access_key(&self, definition: Value) -> String {
+        let created = send(
+            client()
+                .post(self.project_url("/keys"))
+                .header("Authorization", &self.project.master)
+                .json(&definition),
+        )
+        .await;
+        assert_eq!(created.0, 201, "{}", created.1);
+        created.1["key"].as_str().unwrap().to_string()
+    }
+
+    /// `GET /keys/self` with `credential`.
+    pub async fn key_self(&self, credential: &str) -> (u16, Value) {
+        send(
+            client()
+                .get(self.project_url("/keys/self"))
+                .header("Authorization", credential),
+        )
+        .await
+    }
+
     pub async fn scan(&self, collection: &str) -> CollectionScan {
         let id = CollectionId {
             project: self.project.id.clone(),
