@@ -43,6 +43,8 @@ pub enum Refusal {
     OtherProject,
     MasterKeyRequired,
     OperationNotPermitted,
+    /// A write to a collection outside `options.writes.collections`.
+    CollectionNotWritable,
     RateLimited,
     QuotaExceeded,
     MalformedToken,
@@ -63,6 +65,7 @@ impl Refusal {
             Refusal::OtherProject => "other_project",
             Refusal::MasterKeyRequired => "master_key_required",
             Refusal::OperationNotPermitted => "operation_not_permitted",
+            Refusal::CollectionNotWritable => "collection_not_writable",
             Refusal::RateLimited => "rate_limited",
             Refusal::QuotaExceeded => "quota_exceeded",
             Refusal::MalformedToken => "malformed_token",

@@ -99,11 +99,23 @@ fn parse_json(bytes: &[u8], code: ErrorCode) -> Result<Value, ApiError> {
 }
 
 /// The collection name is valid and the key may write to it (`options.writes.collections`).
-fn check_collection(grant: &Grant, collection: &str) -> Result<(), ApiError> {
+/// A refusal for the collection's writability is written to the audit log like any refused request.
+fn check_collection(state: &AppState, grant: &Grant, collection: &str) -> Result<(), ApiError> {
     if let Some(problem) = collection_name_problem(collection) {
         return Err(ApiError::from(EventError::InvalidCollectionName(problem)));
     }
     if !grant.may_write_to(collection) {
+        state.meta.record_refusal(
+            grant.project_id(),
+            keyhole_meta::Refusal::CollectionNotWritable,
+            Some(grant.key_prefix()),
+            grant.token_id(),
+            format!(
+                "write to /3.0/projects/{}/events/{}",
+                grant.project_id(),
+                crate::inspect::encode_path_segment(collection)
+            ),
+        );
         return Err(ApiError::new(
             ErrorCode::RequestForbidden,
             format!("This key may not write to the collection '{collection}'."),
@@ -140,7 +152,7 @@ async fn store_events(
     context: &EventContext,
 ) -> Result<Vec<EventResult>, ApiError> {
     let project_id = grant.project_id();
-    if let Err(error) = check_collection(grant, collection) {
+    if let Err(error) = check_collection(state, grant, collection) {
         return Ok(events
             .iter()
             .map(|_| EventResult::Refused(ApiError::new(error.code, error.message.clone())))
@@ -233,7 +245,7 @@ pub async fn record_event(
     ClientInfo(context): ClientInfo,
     body: Body,
 ) -> Result<Response, ApiError> {
-    check_collection(&auth.grant, &collection)?;
+    check_collection(&state, &auth.grant, &collection)?;
     let context = context_of(&auth.grant, context);
     let bytes = read_body(body, ErrorCode::EventTooLarge).await?;
     match parse_json(&bytes, ErrorCode::InvalidEvent)? {
@@ -323,7 +335,7 @@ pub async fn get_collection(
             redirect,
         } => (project_id, grant, data, redirect),
     };
-    check_collection(&grant, &collection)?;
+    check_collection(&state, &grant, &collection)?;
     let context = context_of(&grant, context);
     let redirect = redirect.map(|target| check_redirect(&target)).transpose()?;
     let event = parse_json(&decode_base64(&data)?, ErrorCode::InvalidEvent)?;
