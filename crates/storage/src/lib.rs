@@ -34,7 +34,6 @@ pub use manifest::{CollectionId, CollectionSchema, DataFile, PropertySchema};
 pub use writer::WriteOutcome;
 
 use crate::columns::{conform_batch, schema_with_columns};
-use crate::manifest::Manifest;
 use crate::objects::ObjectFiles;
 use crate::state::State;
 use crate::wal::{Wal, WalEntry};
@@ -49,6 +48,9 @@ pub enum StorageError {
     Closed,
     #[error("the data directory {0} is in use by another keyhole process")]
     DataDirInUse(String),
+    /// The data directory contradicts itself in a way recovery must not guess about (see `recovery`).
+    #[error("{0}")]
+    Inconsistent(String),
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;
@@ -153,6 +155,7 @@ struct Inner {
     clustering: std::sync::RwLock<std::collections::HashMap<String, Vec<String>>>,
     /// Released by `close` or when the engine is dropped (see `dir_lock`).
     data_dir_lock: Mutex<Option<dir_lock::DataDirLock>>,
+    health: Arc<StorageHealth>,
 }
 
 /// Handle to the storage engine; cheap to clone.
@@ -167,18 +170,26 @@ impl Storage {
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir)?;
         let data_dir_lock = dir_lock::lock_data_dir(&data_dir, config.lock_wait).await?;
-        let manifest = Manifest::load(&data_dir)?;
         let objects = ObjectFiles::local(data_dir.join("objects"), config.file_cache_bytes)?;
-        remove_unlisted_files(&objects, &manifest).await?;
+        let health = Arc::new(StorageHealth::default());
+        let mut manifest = recovery::load_manifest(&data_dir, &objects).await?;
+        let quarantined =
+            recovery::quarantine_unreadable_files(&objects, &mut manifest, &health).await?;
+        if quarantined > 0 {
+            manifest.store(&data_dir)?;
+        }
+        recovery::set_aside_unlisted_files(&objects, &manifest).await?;
         let mut state = State::from_manifest(manifest);
         let mut tokens = load_tokens_from_files(&objects, &state).await?;
         let replay = replay_wal(&wal_dir(&data_dir), &mut state, &mut tokens)?;
+        recovery::check_flushed_sequence(state.flushed_sequence, &replay.segments)?;
         for file in &replay.deleted_files {
             objects.delete(&file.path).await;
         }
         if !replay.deleted_files.is_empty() {
             state.to_manifest().store(&data_dir)?;
         }
+        health.record_corrupt_wal(&replay.corrupt_segments);
         let next_sequence = replay.highest_sequence.max(state.flushed_sequence) + 1;
         tracing::info!(
             replayed_records = replay.records,
@@ -222,6 +233,7 @@ impl Storage {
                 writer_thread: Mutex::new(Some(thread)),
                 clustering: Default::default(),
                 data_dir_lock: Mutex::new(Some(data_dir_lock)),
+                health,
             }
         });
         spawn_flusher(Arc::downgrade(&inner), flush_wanted);
@@ -256,6 +268,11 @@ impl Storage {
             self.inner.objects.delete(&file.path).await;
         }
         Ok(())
+    }
+
+    /// What recovery and the write path found wrong since the engine opened (for logs and metrics).
+    pub fn health(&self) -> HealthCounts {
+        self.inner.health.counts()
     }
 
     /// The column cap of [`StorageConfig::max_columns_per_collection`].
@@ -493,6 +510,8 @@ struct ReplaySummary {
     highest_sequence: u64,
     records: usize,
     deleted_files: Vec<DataFile>,
+    corrupt_segments: Vec<wal::CorruptSegment>,
+    segments: Vec<wal::SegmentSpan>,
 }
 
 fn replay_wal(
@@ -505,8 +524,10 @@ fn replay_wal(
         highest_sequence: 0,
         records: 0,
         deleted_files: Vec::new(),
+        corrupt_segments: Vec::new(),
+        segments: Vec::new(),
     };
-    summary.highest_sequence = wal::replay(directory, |sequence, entry| {
+    let report = wal::replay(directory, |sequence, entry| {
         if sequence <= flushed {
             return;
         }
@@ -549,28 +570,20 @@ fn replay_wal(
             }
         }
     })?;
+    summary.highest_sequence = report.highest_sequence;
+    summary.corrupt_segments = report.corrupt_segments;
+    summary.segments = report.segments;
     Ok(summary)
 }
 
-/// Removes data files a crashed flush or compaction wrote but never listed in the manifest.
-async fn remove_unlisted_files(objects: &ObjectFiles, manifest: &Manifest) -> Result<()> {
-    let listed: std::collections::HashSet<&str> = manifest
-        .collections
-        .iter()
-        .flat_map(|collection| collection.files.iter().map(|file| file.path.as_str()))
-        .collect();
-    for path in objects.list_all().await? {
-        if !listed.contains(path.as_str()) {
-            tracing::info!(path, "removing unlisted data file");
-            objects.delete(&path).await;
-        }
-    }
-    Ok(())
-}
-
+mod health;
 mod maintenance;
+mod recovery;
 mod tokens;
+pub use health::{HealthCounts, StorageHealth};
 use tokens::load_tokens_from_files;
 
+#[cfg(test)]
+mod fault_tests;
 #[cfg(test)]
 mod tests;

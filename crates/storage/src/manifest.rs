@@ -2,9 +2,9 @@
 //! WAL sequence number through which everything is in those files.
 //!
 //! It is one JSON file in the data directory, replaced atomically (write a temp file, fsync, rename,
-//! fsync the directory), so after a crash it is either the old or the new version, never a mix. A Parquet
-//! file that exists but is not listed (a flush or compaction that died half-way) is ignored and removed at
-//! start-up; WAL records with sequence numbers above `flushed_sequence` are replayed.
+//! fsync the directory), so after a crash it is either the old or the new version, never a mix. What
+//! start-up does with files the manifest does not list, or lists but cannot read, is in `recovery`; WAL
+//! records with sequence numbers above `flushed_sequence` are replayed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::wal::sync_directory;
 
-const MANIFEST_FILE: &str = "manifest.json";
+pub const MANIFEST_FILE: &str = "manifest.json";
 const MANIFEST_TEMP_FILE: &str = "manifest.json.tmp";
 
 /// A collection is identified by its project and name.

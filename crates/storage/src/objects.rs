@@ -13,6 +13,9 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::file_cache::FileCacheStore;
 
+/// Objects set aside by recovery live under this prefix; nothing reads or lists them.
+pub const QUARANTINE_PREFIX: &str = "quarantine/";
+
 #[derive(Clone)]
 pub struct ObjectFiles {
     store: Arc<dyn ObjectStore>,
@@ -97,7 +100,7 @@ impl ObjectFiles {
         }
     }
 
-    /// Every object path in the store.
+    /// Every object path in the store, except what was set aside (`quarantine/`).
     pub async fn list_all(&self) -> std::io::Result<Vec<String>> {
         use futures::TryStreamExt;
         let objects: Vec<_> = self
@@ -109,7 +112,47 @@ impl ObjectFiles {
         Ok(objects
             .into_iter()
             .map(|object| object.location.to_string())
+            .filter(|path| !path.starts_with(QUARANTINE_PREFIX))
             .collect())
+    }
+
+    /// Why the data file at `path` cannot be what the manifest says (`expected_bytes` long, Parquet), if
+    /// it cannot: missing, another size, or without Parquet's `PAR1` magic at both ends.
+    pub async fn data_file_problem(&self, path: &str, expected_bytes: usize) -> Option<String> {
+        let location = ObjectPath::from(path);
+        let size = match self.store.head(&location).await {
+            Ok(meta) => meta.size,
+            Err(object_store::Error::NotFound { .. }) => return Some("the file is missing".into()),
+            Err(error) => return Some(format!("the file cannot be read: {error}")),
+        };
+        if size != expected_bytes as u64 {
+            return Some(format!(
+                "the file holds {size} bytes, the manifest says {expected_bytes}"
+            ));
+        }
+        if size < 8 {
+            return Some("the file is too short to be Parquet".into());
+        }
+        match self
+            .store
+            .get_ranges(&location, &[0..4, size - 4..size])
+            .await
+        {
+            Ok(parts) if parts.iter().all(|part| part.as_ref() == b"PAR1") => None,
+            Ok(_) => Some("the file is not Parquet (no PAR1 magic)".into()),
+            Err(error) => Some(format!("the file cannot be read: {error}")),
+        }
+    }
+
+    /// Moves an object under `quarantine/` (kept for an operator to inspect, never read or listed);
+    /// answers where it went.
+    pub async fn set_aside(&self, path: &str) -> std::io::Result<String> {
+        let target = format!("{QUARANTINE_PREFIX}{path}");
+        self.store
+            .rename(&ObjectPath::from(path), &ObjectPath::from(target.as_str()))
+            .await
+            .map_err(std::io::Error::other)?;
+        Ok(target)
     }
 }
 

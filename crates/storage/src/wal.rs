@@ -4,9 +4,15 @@
 //! Layout: a directory of segment files named by the sequence number of their first record
 //! (`00000000000000000042.wal`). A record is `[payload length: u32 LE][CRC32C of payload: u32 LE][payload]`,
 //! the payload being `[sequence: u64 LE][entry kind: u8][entry body]`. Sequence numbers rise by one per
-//! record across segments. Replay reads segments in order and stops a segment at its first short or
-//! corrupt record — the tail a crash left half-written, never acknowledged — and truncates it away so
-//! later appends never follow garbage. Segments whose records are all flushed to Parquet are deleted.
+//! record across segments. Segments whose records are all flushed to Parquet are deleted.
+//!
+//! Recovery rules. Replay reads segments in order. A record that is short or fails its checksum is either
+//! the tail a crash left half-written (never acknowledged) or corruption of acknowledged data; replay looks
+//! past it for the next intact record (a header whose sequence number follows the last good one and whose
+//! checksum matches). If there is one, the bad bytes were corruption: the segment is copied aside to
+//! `wal/quarantine/`, rewritten with its intact records only, every intact record is replayed, and the loss
+//! is reported (error log, [`ReplayReport`]). If there is none, the bad bytes are a torn tail and are
+//! truncated away so later appends never follow garbage.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -223,27 +229,145 @@ fn list_segments(directory: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(segments)
 }
 
-/// Reads every intact record in order, calling `apply` for each; truncates a torn tail.
-/// Returns the highest sequence number seen (0 for an empty log).
-pub fn replay(directory: &Path, mut apply: impl FnMut(u64, WalEntry)) -> io::Result<u64> {
-    let mut highest_sequence = 0;
-    for (_, path) in list_segments(directory)? {
+/// What replay found.
+#[derive(Debug, Default)]
+pub struct ReplayReport {
+    /// Highest sequence number seen (0 for an empty log).
+    pub highest_sequence: u64,
+    /// Segments in which corruption was followed by intact records.
+    pub corrupt_segments: Vec<CorruptSegment>,
+    /// Every segment read, in order.
+    pub segments: Vec<SegmentSpan>,
+}
+
+/// One segment's first sequence number (from its name) and its last intact record's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentSpan {
+    pub first_sequence: u64,
+    pub last_record: Option<u64>,
+}
+
+/// A segment with corruption in the middle: what was lost and where the original was kept.
+#[derive(Debug)]
+pub struct CorruptSegment {
+    pub segment: PathBuf,
+    pub quarantined_to: PathBuf,
+    /// Bytes that held no intact record.
+    pub unreadable_bytes: usize,
+    /// Intact records kept and replayed.
+    pub intact_records: usize,
+}
+
+/// Farthest a record's sequence number may jump past the last intact one when looking for the next
+/// intact record behind corruption (bounds the search; one corrupt record skips one number).
+const MAX_SEQUENCE_GAP: u64 = 1 << 20;
+
+/// Reads every intact record in order, calling `apply` for each, under the recovery rules above.
+pub fn replay(directory: &Path, mut apply: impl FnMut(u64, WalEntry)) -> io::Result<ReplayReport> {
+    let mut report = ReplayReport::default();
+    for (first_sequence, path) in list_segments(directory)? {
+        let mut span = SegmentSpan {
+            first_sequence,
+            last_record: None,
+        };
         let mut bytes = Vec::new();
         File::open(&path)?.read_to_end(&mut bytes)?;
         let mut offset = 0;
-        while let Some((record_len, sequence, entry)) = read_record(&bytes[offset..]) {
-            highest_sequence = highest_sequence.max(sequence);
-            apply(sequence, entry);
-            offset += record_len;
+        let mut intact = Vec::new();
+        let mut unreadable_bytes = 0;
+        loop {
+            let after = report.highest_sequence;
+            match read_record(&bytes[offset..]).filter(|(_, sequence, _)| *sequence > after) {
+                Some((record_len, sequence, entry)) => {
+                    report.highest_sequence = sequence;
+                    span.last_record = Some(sequence);
+                    apply(sequence, entry);
+                    intact.push(offset..offset + record_len);
+                    offset += record_len;
+                }
+                None if offset == bytes.len() => break,
+                None => match next_intact_record(&bytes, offset + 1, report.highest_sequence) {
+                    Some(next) => {
+                        tracing::error!(segment = %path.display(), offset, unreadable_bytes = next - offset, after_sequence = report.highest_sequence, "corrupt wal record followed by intact ones; the corrupt bytes are lost");
+                        unreadable_bytes += next - offset;
+                        offset = next;
+                    }
+                    None => break,
+                },
+            }
         }
-        if offset < bytes.len() {
+        report.segments.push(span);
+        if unreadable_bytes > 0 {
+            report.corrupt_segments.push(set_aside_and_rewrite(
+                directory,
+                &path,
+                &bytes,
+                &intact,
+                unreadable_bytes,
+            )?);
+        } else if offset < bytes.len() {
             tracing::warn!(segment = %path.display(), valid_bytes = offset, torn_bytes = bytes.len() - offset, "truncating torn wal tail");
             let file = OpenOptions::new().write(true).open(&path)?;
             file.set_len(offset as u64)?;
             file.sync_all()?;
         }
     }
-    Ok(highest_sequence)
+    Ok(report)
+}
+
+/// The offset of the next intact record at or after `from` whose sequence number follows `after`.
+fn next_intact_record(bytes: &[u8], from: usize, after: u64) -> Option<usize> {
+    (from..bytes.len().saturating_sub(RECORD_HEADER_BYTES + 8)).find(|&candidate| {
+        // The sequence number sits right after the header: checking it first keeps the search linear,
+        // since the checksum is computed only where the sequence fits.
+        let sequence_at = candidate + RECORD_HEADER_BYTES;
+        let sequence = u64::from_le_bytes(
+            bytes[sequence_at..sequence_at + 8]
+                .try_into()
+                .expect("eight bytes"),
+        );
+        sequence > after
+            && sequence - after <= MAX_SEQUENCE_GAP
+            && read_record(&bytes[candidate..]).is_some()
+    })
+}
+
+/// Copies a corrupt segment to `quarantine/`, then replaces it (atomically) with its intact records.
+fn set_aside_and_rewrite(
+    directory: &Path,
+    path: &Path,
+    bytes: &[u8],
+    intact: &[std::ops::Range<usize>],
+    unreadable_bytes: usize,
+) -> io::Result<CorruptSegment> {
+    let quarantine = directory.join("quarantine");
+    fs::create_dir_all(&quarantine)?;
+    let name = path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or("segment.wal");
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis());
+    let quarantined_to = quarantine.join(format!("{name}.{stamp}.corrupt"));
+    fs::write(&quarantined_to, bytes)?;
+    File::open(&quarantined_to)?.sync_all()?;
+    sync_directory(&quarantine)?;
+    let rewritten = path.with_extension("wal.rewrite");
+    let mut file = File::create(&rewritten)?;
+    for range in intact {
+        file.write_all(&bytes[range.clone()])?;
+    }
+    file.sync_all()?;
+    fs::rename(&rewritten, path)?;
+    sync_directory(directory)?;
+    tracing::error!(segment = %path.display(), quarantined_to = %quarantined_to.display(), unreadable_bytes, intact_records = intact.len(), "wal segment was corrupt: intact records kept and replayed, the original set aside");
+    Ok(CorruptSegment {
+        segment: path.to_path_buf(),
+        quarantined_to,
+        unreadable_bytes,
+        intact_records: intact.len(),
+    })
 }
 
 fn read_record(bytes: &[u8]) -> Option<(usize, u64, WalEntry)> {
@@ -291,9 +415,13 @@ mod tests {
     }
 
     fn replay_all(directory: &Path) -> Vec<(u64, WalEntry)> {
+        replay_with_report(directory).0
+    }
+
+    fn replay_with_report(directory: &Path) -> (Vec<(u64, WalEntry)>, ReplayReport) {
         let mut entries = Vec::new();
-        replay(directory, |sequence, entry| entries.push((sequence, entry))).unwrap();
-        entries
+        let report = replay(directory, |sequence, entry| entries.push((sequence, entry))).unwrap();
+        (entries, report)
     }
 
     #[test]
@@ -340,11 +468,52 @@ mod tests {
         wal.append(&events("p", 1));
         wal.commit().unwrap();
         assert_eq!(replay_all(directory.path()).len(), 2);
-        // A flipped byte inside a record stops that segment there.
+        // A flipped byte inside the last record of a segment is a torn tail: cut off.
         let mut bytes = fs::read(&path).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         fs::write(&path, bytes).unwrap();
         assert_eq!(replay_all(directory.path()).len(), 1);
+    }
+
+    /// One segment of `records` single-event records; answers its path and each record's offset.
+    fn segment_of(directory: &Path, records: usize) -> (PathBuf, Vec<usize>) {
+        let mut wal = Wal::create(directory, 1).unwrap();
+        let mut offsets = Vec::new();
+        for _ in 0..records {
+            offsets.push(wal.pending.len());
+            wal.append(&events("p", 1));
+        }
+        wal.commit().unwrap();
+        (segment_path(directory, 1), offsets)
+    }
+
+    #[test]
+    fn corruption_followed_by_intact_records_loses_only_the_corrupt_record() {
+        for (what, record, byte) in [
+            ("a byte in the middle record's payload", 50, 20),
+            ("the first record's length", 0, 1),
+            ("the first record's checksum", 0, 5),
+        ] {
+            let directory = tempfile::tempdir().unwrap();
+            let (path, offsets) = segment_of(directory.path(), 100);
+            let mut bytes = fs::read(&path).unwrap();
+            bytes[offsets[record] + byte] ^= 0x10;
+            fs::write(&path, &bytes).unwrap();
+            let (entries, report) = replay_with_report(directory.path());
+            assert_eq!(entries.len(), 99, "{what}");
+            assert_eq!(report.corrupt_segments.len(), 1, "{what}");
+            assert_eq!(report.highest_sequence, 100, "{what}");
+            let corrupt = &report.corrupt_segments[0];
+            assert_eq!(
+                fs::read(&corrupt.quarantined_to).unwrap(),
+                bytes,
+                "{what}: the original is kept"
+            );
+            // The segment now holds the intact records only: a second replay reports nothing.
+            let (again, report) = replay_with_report(directory.path());
+            assert_eq!(again, entries, "{what}");
+            assert!(report.corrupt_segments.is_empty(), "{what}");
+        }
     }
 }
