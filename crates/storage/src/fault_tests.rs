@@ -269,3 +269,51 @@ async fn unlisted_data_files_are_set_aside_not_deleted() {
         b"PAR1 events of an older manifest PAR1"
     );
 }
+
+#[tokio::test]
+async fn an_older_manifest_put_back_refuses_to_start() {
+    let directory = tempfile::tempdir().unwrap();
+    let storage = Storage::open(config(directory.path())).await.unwrap();
+    write(&storage, "clicks", 2, 10).await;
+    storage.flush().await.unwrap();
+    let older = std::fs::read(directory.path().join("manifest.json")).unwrap();
+    write(&storage, "clicks", 2, 10).await;
+    storage.flush().await.unwrap();
+    write(&storage, "clicks", 1, 10).await;
+    drop(storage);
+    let current = std::fs::read(directory.path().join("manifest.json")).unwrap();
+    let data_files = files_under(&directory.path().join("objects"));
+    std::fs::write(directory.path().join("manifest.json"), &older).unwrap();
+    let refused = Storage::open(config(directory.path())).await;
+    assert!(matches!(refused, Err(StorageError::Inconsistent(_))));
+    assert_eq!(
+        files_under(&directory.path().join("objects")),
+        data_files,
+        "nothing moved"
+    );
+    std::fs::write(directory.path().join("manifest.json"), &current).unwrap();
+    let storage = Storage::open(config(directory.path())).await.unwrap();
+    assert_eq!(count(&storage, "clicks").await, 50);
+}
+
+#[tokio::test]
+async fn the_output_of_a_flush_that_did_not_commit_is_removed() {
+    let directory = tempfile::tempdir().unwrap();
+    let storage = Storage::open(config(directory.path())).await.unwrap();
+    write(&storage, "clicks", 2, 10).await;
+    drop(storage);
+    // As a flush that died after writing its file: named after a sequence the manifest has not reached.
+    let unfinished = directory
+        .path()
+        .join("objects/p1/clicks/2026-11-29/00000000000000000002-0badf00d.parquet");
+    std::fs::create_dir_all(unfinished.parent().unwrap()).unwrap();
+    std::fs::write(&unfinished, b"PAR1 half a flush").unwrap();
+    let storage = Storage::open(config(directory.path())).await.unwrap();
+    assert_eq!(
+        count(&storage, "clicks").await,
+        20,
+        "its events come from the WAL"
+    );
+    assert!(!unfinished.exists());
+    assert!(files_under(&directory.path().join("objects/quarantine")).is_empty());
+}

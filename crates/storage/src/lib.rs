@@ -172,17 +172,27 @@ impl Storage {
         let data_dir_lock = dir_lock::lock_data_dir(&data_dir, config.lock_wait).await?;
         let objects = ObjectFiles::local(data_dir.join("objects"), config.file_cache_bytes)?;
         let health = Arc::new(StorageHealth::default());
-        let mut manifest = recovery::load_manifest(&data_dir, &objects).await?;
+        let loaded = recovery::load_manifest(&data_dir)?;
+        let manifest_missing = loaded.is_none();
+        let mut manifest = loaded.unwrap_or_default();
         let quarantined =
             recovery::quarantine_unreadable_files(&objects, &mut manifest, &health).await?;
         if quarantined > 0 {
             manifest.store(&data_dir)?;
         }
-        recovery::set_aside_unlisted_files(&objects, &manifest).await?;
+        let listed: std::collections::HashSet<String> = manifest
+            .collections
+            .iter()
+            .flat_map(|collection| collection.files.iter().map(|file| file.path.clone()))
+            .collect();
         let mut state = State::from_manifest(manifest);
         let mut tokens = load_tokens_from_files(&objects, &state).await?;
         let replay = replay_wal(&wal_dir(&data_dir), &mut state, &mut tokens)?;
+        if manifest_missing {
+            recovery::check_missing_manifest(&data_dir, &objects, &replay.segments).await?;
+        }
         recovery::check_flushed_sequence(state.flushed_sequence, &replay.segments)?;
+        recovery::handle_unlisted_files(&objects, &listed, state.flushed_sequence).await?;
         for file in &replay.deleted_files {
             objects.delete(&file.path).await;
         }

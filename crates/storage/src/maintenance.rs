@@ -86,8 +86,8 @@ impl Storage {
             state.flushed_sequence = through_sequence;
             state.to_manifest()
         };
-        // Until the manifest is stored, a crash replays the WAL; the files just listed are then
-        // unlisted and removed at start-up.
+        // Until the manifest is stored, a crash replays the WAL; the files just written are then
+        // unlisted, and start-up removes them (their names carry a sequence past the manifest's).
         let data_dir = self.inner.config.data_dir.clone();
         let wal_directory = wal_dir(&data_dir);
         tokio::task::spawn_blocking(move || {
