@@ -69,6 +69,10 @@ error_codes! {
     RateLimited => (TOO_MANY_REQUESTS, "RateLimitedError"),
     QuotaExceeded => (TOO_MANY_REQUESTS, "QuotaExceededError"),
     ServiceUnavailable => (SERVICE_UNAVAILABLE, "ServiceUnavailableError"),
+    // The data directory's disk is full: nothing of the request was stored; retry once space is freed.
+    InsufficientStorage => (INSUFFICIENT_STORAGE, "InsufficientStorageError"),
+    // Storage failed with an I/O error (not a bug of the request); what was acknowledged is safe.
+    StorageUnavailable => (SERVICE_UNAVAILABLE, "StorageUnavailableError"),
     Internal => (INTERNAL_SERVER_ERROR, "InternalServerError"),
 }
 
@@ -202,6 +206,22 @@ impl From<keyhole_storage::StorageError> for ApiError {
                 "The server is shutting down; retry shortly.",
             )
             .with_retry_after(5),
+            full if full.is_disk_full() => {
+                tracing::warn!(error = %full, "write refused: the data directory's disk is full");
+                ApiError::new(
+                    ErrorCode::InsufficientStorage,
+                    "The server's disk is full; nothing of this request was stored. Retry later.",
+                )
+                .with_retry_after(30)
+            }
+            keyhole_storage::StorageError::Io(error) => {
+                tracing::error!(%error, "storage i/o failed");
+                ApiError::new(
+                    ErrorCode::StorageUnavailable,
+                    "The server's storage failed; nothing of this request was stored. Retry later.",
+                )
+                .with_retry_after(10)
+            }
             other => ApiError::internal(other),
         }
     }
@@ -233,5 +253,28 @@ mod tests {
             );
             assert!(code.status().is_client_error() || code.status().is_server_error());
         }
+    }
+
+    #[test]
+    fn storage_failures_are_told_apart_and_retryable() {
+        let full = ApiError::from(keyhole_storage::StorageError::Io(
+            std::io::Error::from_raw_os_error(28),
+        ));
+        assert_eq!(
+            (full.code.status().as_u16(), full.retry_after_secs),
+            (507, Some(30))
+        );
+        assert_eq!(full.code.keen_code(), "InsufficientStorageError");
+        let failed = ApiError::from(keyhole_storage::StorageError::Io(
+            std::io::Error::from_raw_os_error(5),
+        ));
+        assert_eq!(
+            (failed.code.status().as_u16(), failed.retry_after_secs),
+            (503, Some(10))
+        );
+        assert!(
+            !failed.message.contains("os error"),
+            "the detail is logged, not answered"
+        );
     }
 }

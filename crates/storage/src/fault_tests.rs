@@ -317,3 +317,104 @@ async fn the_output_of_a_flush_that_did_not_commit_is_removed() {
     assert!(!unfinished.exists());
     assert!(files_under(&directory.path().join("objects/quarantine")).is_empty());
 }
+
+/// A tmpfs of `megabytes` mounted on a fresh directory, unmounted when dropped; `None` where this
+/// machine does not let the tests mount one (then the disk-full test says so and checks nothing).
+struct SmallDisk {
+    directory: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(megabytes: usize) -> Option<SmallDisk> {
+        let directory = tempfile::tempdir().ok()?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(directory.path())
+            .output()
+            .ok()?;
+        mounted.status.success().then_some(SmallDisk { directory })
+    }
+
+    fn path(&self) -> &Path {
+        self.directory.path()
+    }
+
+    /// Writes zeros into `filler` until the filesystem is full.
+    fn fill(&self, filler: &Path) {
+        use std::io::Write;
+        let mut file = std::fs::File::create(filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while file
+            .write_all(&chunk)
+            .and_then(|()| file.sync_all())
+            .is_ok()
+        {}
+        let small = [0u8; 512];
+        while file
+            .write_all(&small)
+            .and_then(|()| file.sync_all())
+            .is_ok()
+        {}
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.directory.path())
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_writes_keeps_reads_and_resumes_when_space_is_freed() {
+    let Some(disk) = SmallDisk::mount(16) else {
+        eprintln!(
+            "skipped: this machine does not allow mounting a tmpfs, so a full disk cannot be made"
+        );
+        return;
+    };
+    let data_dir = disk.path().join("data");
+    let storage = Storage::open(config(&data_dir)).await.unwrap();
+    write(&storage, "clicks", 10, 10).await;
+    let filler = disk.path().join("filler");
+    disk.fill(&filler);
+    // The WAL's last page may hold a few more small records; then the disk is full for it too.
+    let mut acknowledged = 100;
+    let refused = loop {
+        match storage
+            .append(id("clicks"), vec![prepared(json!({"more": true}))])
+            .await
+        {
+            Ok(_) => acknowledged += 1,
+            Err(error) => break error,
+        }
+        assert!(acknowledged < 10_000, "the disk never filled");
+    };
+    assert!(refused.is_disk_full(), "{refused}");
+    assert_eq!(count(&storage, "clicks").await, acknowledged, "reads go on");
+    assert!(
+        storage.flush().await.is_err(),
+        "a flush cannot write its file either"
+    );
+    assert_eq!(
+        count(&storage, "clicks").await,
+        acknowledged,
+        "nothing lost by the failed flush"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    write(&storage, "clicks", 1, 10).await;
+    acknowledged += 10;
+    storage.flush().await.unwrap();
+    assert_eq!(count(&storage, "clicks").await, acknowledged);
+    drop(storage);
+    let storage = Storage::open(config(&data_dir)).await.unwrap();
+    assert_eq!(
+        count(&storage, "clicks").await,
+        acknowledged,
+        "every acknowledged event, once"
+    );
+    storage.close().await.unwrap();
+}

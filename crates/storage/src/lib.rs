@@ -53,6 +53,22 @@ pub enum StorageError {
     Inconsistent(String),
 }
 
+impl StorageError {
+    /// Whether the data directory's filesystem is full (or the user's quota is): the write was undone and
+    /// will succeed once space is freed.
+    pub fn is_disk_full(&self) -> bool {
+        const ENOSPC: i32 = 28;
+        const EDQUOT: i32 = 122;
+        match self {
+            StorageError::Io(error) => {
+                error.kind() == std::io::ErrorKind::StorageFull
+                    || matches!(error.raw_os_error(), Some(ENOSPC | EDQUOT))
+            }
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, StorageError>;
 
 /// The default of [`StorageConfig::max_columns_per_collection`].

@@ -139,6 +139,13 @@ pub struct Wal {
     segment: File,
     next_sequence: u64,
     pending: Vec<u8>,
+    /// Length of the segment through its last successful commit.
+    committed_len: u64,
+    /// `next_sequence` as of the last successful commit.
+    committed_next_sequence: u64,
+    /// False once a failed commit could not be undone: what the segment holds past `committed_len` is
+    /// unknown, so nothing more may be appended until a restart replays it.
+    consistent: bool,
 }
 
 impl Wal {
@@ -146,11 +153,15 @@ impl Wal {
     pub fn create(directory: &Path, next_sequence: u64) -> io::Result<Wal> {
         fs::create_dir_all(directory)?;
         let segment = create_segment(directory, next_sequence)?;
+        let committed_len = segment.metadata()?.len();
         Ok(Wal {
             directory: directory.to_path_buf(),
             segment,
             next_sequence,
             pending: Vec::new(),
+            committed_len,
+            committed_next_sequence: next_sequence,
+            consistent: true,
         })
     }
 
@@ -162,20 +173,45 @@ impl Wal {
         sequence
     }
 
-    /// Writes everything appended since the last commit and waits until it is on disk.
+    /// Writes everything appended since the last commit and waits until it is on disk. On failure (a
+    /// full disk, an I/O error) the appended records are dropped and the segment is cut back to its last
+    /// commit and synced again, so the log stays exactly what was acknowledged and later commits may
+    /// succeed (once space is freed); if even that fails, [`Wal::is_consistent`] turns false.
     pub fn commit(&mut self) -> io::Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        self.segment.write_all(&self.pending)?;
-        self.segment.sync_data()?;
+        let written = self
+            .segment
+            .write_all(&self.pending)
+            .and_then(|()| self.segment.sync_data());
+        if let Err(error) = written {
+            self.discard_pending();
+            let undone = self
+                .segment
+                .set_len(self.committed_len)
+                .and_then(|()| self.segment.sync_all());
+            if let Err(undo_error) = undone {
+                tracing::error!(%error, %undo_error, "wal commit failed and could not be undone; refusing writes until restart");
+                self.consistent = false;
+            }
+            return Err(error);
+        }
+        self.committed_len += self.pending.len() as u64;
+        self.committed_next_sequence = self.next_sequence;
         self.pending.clear();
         Ok(())
     }
 
-    /// Forgets appended records that were not committed.
+    /// Forgets appended records that were not committed (their sequence numbers are reused).
     pub fn discard_pending(&mut self) {
         self.pending.clear();
+        self.next_sequence = self.committed_next_sequence;
+    }
+
+    /// Whether the segment holds exactly the committed records (see [`Wal::commit`]).
+    pub fn is_consistent(&self) -> bool {
+        self.consistent
     }
 
     /// Sequence number of the last committed record (0 when none was ever written).
@@ -187,6 +223,7 @@ impl Wal {
     pub fn rotate(&mut self) -> io::Result<u64> {
         self.commit()?;
         self.segment = create_segment(&self.directory, self.next_sequence)?;
+        self.committed_len = self.segment.metadata()?.len();
         Ok(self.last_sequence())
     }
 }
@@ -486,6 +523,23 @@ mod tests {
         }
         wal.commit().unwrap();
         (segment_path(directory, 1), offsets)
+    }
+
+    #[test]
+    fn a_discarded_append_gives_its_sequence_number_back() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut wal = Wal::create(directory.path(), 1).unwrap();
+        assert_eq!(wal.append(&events("p", 1)), 1);
+        wal.commit().unwrap();
+        assert_eq!(wal.append(&events("p", 1)), 2);
+        wal.discard_pending();
+        assert_eq!(wal.append(&events("p", 1)), 2);
+        wal.commit().unwrap();
+        let sequences: Vec<u64> = replay_all(directory.path())
+            .iter()
+            .map(|(sequence, _)| *sequence)
+            .collect();
+        assert_eq!(sequences, [1, 2]);
     }
 
     #[test]

@@ -57,8 +57,8 @@ pub struct Writer {
     pub state: Arc<Mutex<State>>,
     /// Called after each group is applied, with the rows now buffered in memory.
     pub on_applied: Box<dyn Fn(usize) + Send>,
-    /// Set when an fsync failed: what follows in the segment is unknown, so nothing more is
-    /// acknowledged until a restart replays the log.
+    /// Set when a failed commit could not be undone (`Wal::is_consistent`): what follows in the segment
+    /// is unknown, so nothing more is acknowledged until a restart replays the log.
     pub broken: bool,
 }
 
@@ -217,9 +217,10 @@ impl Writer {
             return;
         }
         if let Err(error) = self.wal.commit() {
-            tracing::error!(%error, "wal commit failed; refusing writes until restart");
-            self.broken = true;
-            self.wal.discard_pending();
+            // The WAL undid the failed write; writes resume as soon as one commits (space freed). Only a
+            // failure it could not undo stops writes until a restart.
+            self.broken = !self.wal.is_consistent();
+            tracing::warn!(%error, broken = self.broken, "wal commit failed; this group's writes are refused");
             self.refuse(staged, &error);
             return;
         }

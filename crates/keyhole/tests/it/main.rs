@@ -21,5 +21,6 @@ mod organization;
 mod queries;
 mod reference;
 mod sdk;
+mod storage_faults;
 mod type_drift;
 mod write_api;
