@@ -56,7 +56,25 @@ impl ValueKind {
             .into_iter()
             .find(|kind| kind.suffix() == suffix)
     }
+}
 
+/// Persisted (in the storage manifest) as its column suffix; an unknown suffix is an error, so data
+/// written by a later version with kinds this one lacks is refused, never misread.
+impl serde::Serialize for ValueKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.suffix())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ValueKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ValueKind, D::Error> {
+        let suffix = String::deserialize(deserializer)?;
+        ValueKind::from_suffix(&suffix)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown value kind {suffix:?}")))
+    }
+}
+
+impl ValueKind {
     /// The type name Keen's schema endpoints report (`string`, `num`, `bool`, `list`, `null`, ...).
     pub fn keen_type_name(self) -> &'static str {
         match self {

@@ -52,9 +52,7 @@ fn property_types(schema: &CollectionSchema) -> BTreeMap<String, &'static str> {
         if path == keyhole_model::event::UNIQUENESS_SCOPE_PATH {
             continue;
         }
-        let Some(kind) = ValueKind::from_suffix(&property.latest) else {
-            continue;
-        };
+        let kind = property.latest;
         let type_name = match (path.as_str(), kind) {
             ("keen.location.coordinates", ValueKind::NumList) => "geo",
             _ => kind.keen_type_name(),
@@ -104,14 +102,16 @@ async fn scoped_schema(
         Visibility::Columns(columns) => columns,
     };
     schema.properties.retain(|path, property| {
-        property.kinds.retain(|suffix| {
-            ValueKind::from_suffix(suffix)
-                .is_some_and(|kind| visible.contains(&kind.column_name(path)))
-        });
+        property
+            .kinds
+            .retain(|kind| visible.contains(&kind.column_name(path)));
+        let Some(first_visible) = property.kinds.iter().next().copied() else {
+            return false;
+        };
         if !property.kinds.contains(&property.latest) {
-            property.latest = property.kinds.iter().next().cloned().unwrap_or_default();
+            property.latest = first_visible;
         }
-        !property.kinds.is_empty()
+        true
     });
     Ok(Some(schema))
 }

@@ -78,7 +78,7 @@ fn admit_event(
         let kind = value.kind();
         let known = schema
             .and_then(|schema| schema.properties.get(path))
-            .is_some_and(|property| property.kinds.contains(kind.suffix()));
+            .is_some_and(|property| property.kinds.contains(&kind));
         if known {
             continue;
         }

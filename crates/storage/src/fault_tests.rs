@@ -98,7 +98,8 @@ async fn a_corrupt_wal_record_loses_that_record_only() {
             .max_by_key(|path| std::fs::metadata(path).unwrap().len())
             .unwrap();
         let mut bytes = std::fs::read(&segment).unwrap();
-        let at = ((bytes.len() as f64 * position) as usize).max(1);
+        // Byte 9: the first record's length, right after the segment's 8-byte header.
+        let at = ((bytes.len() as f64 * position) as usize).max(9);
         bytes[at] ^= 0x04;
         std::fs::write(&segment, &bytes).unwrap();
 

@@ -612,4 +612,6 @@ use tokens::load_tokens_from_files;
 #[cfg(test)]
 mod fault_tests;
 #[cfg(test)]
+mod format_tests;
+#[cfg(test)]
 mod tests;

@@ -39,10 +39,10 @@ pub struct DataFile {
 }
 
 /// Per property path: every kind it has held, and the kind of the most recently written value.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PropertySchema {
-    pub kinds: BTreeSet<String>,
-    pub latest: String,
+    pub kinds: BTreeSet<ValueKind>,
+    pub latest: ValueKind,
 }
 
 /// A collection's schema: property path → its kinds.
@@ -55,18 +55,20 @@ impl CollectionSchema {
     pub fn record(&mut self, path: &str, kind: ValueKind) {
         // Looked up by `&str` first: the writer records every property of every event, and allocating the
         // path each time showed in the ingest profile.
-        if !self.properties.contains_key(path) {
-            self.properties.insert(path.to_string(), Default::default());
-        }
-        let property = self.properties.get_mut(path).expect("inserted just above");
-        if property.latest == kind.suffix() && property.kinds.contains(kind.suffix()) {
-            return;
-        }
-        if !property.kinds.contains(kind.suffix()) {
-            property.kinds.insert(kind.suffix().to_string());
-        }
-        if property.latest != kind.suffix() {
-            property.latest = kind.suffix().to_string();
+        match self.properties.get_mut(path) {
+            Some(property) => {
+                property.kinds.insert(kind);
+                property.latest = kind;
+            }
+            None => {
+                self.properties.insert(
+                    path.to_string(),
+                    PropertySchema {
+                        kinds: BTreeSet::from([kind]),
+                        latest: kind,
+                    },
+                );
+            }
         }
     }
 
@@ -78,7 +80,6 @@ impl CollectionSchema {
                 property
                     .kinds
                     .iter()
-                    .filter_map(|suffix| ValueKind::from_suffix(suffix))
                     .map(move |kind| kind.column_name(path))
             })
             .collect()
@@ -92,8 +93,15 @@ pub struct CollectionManifest {
     pub files: Vec<DataFile>,
 }
 
+/// The manifest format this version writes and the newest it reads. Format 0 (no `version` field) is
+/// read as format 1: they differ only in the field.
+pub const MANIFEST_FORMAT: u32 = 1;
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The format that wrote it (0 when absent: written before the field existed).
+    #[serde(default)]
+    pub version: u32,
     pub flushed_sequence: u64,
     pub collections: Vec<CollectionManifest>,
 }
@@ -105,14 +113,28 @@ impl Manifest {
             return Ok(Manifest::default());
         }
         let bytes = fs::read(&path)?;
-        serde_json::from_slice(&bytes)
-            .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+        if manifest.version > MANIFEST_FORMAT {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "it is format {}, written by a newer keyhole; this version reads up to format {MANIFEST_FORMAT}",
+                    manifest.version
+                ),
+            ));
+        }
+        Ok(manifest)
     }
 
     pub fn store(&self, directory: &Path) -> io::Result<()> {
         let temp_path = directory.join(MANIFEST_TEMP_FILE);
         let mut file = fs::File::create(&temp_path)?;
-        file.write_all(&serde_json::to_vec_pretty(self).expect("manifest serializes"))?;
+        let current = Manifest {
+            version: MANIFEST_FORMAT,
+            ..self.clone()
+        };
+        file.write_all(&serde_json::to_vec_pretty(&current).expect("manifest serializes"))?;
         file.sync_all()?;
         fs::rename(&temp_path, directory.join(MANIFEST_FILE))?;
         sync_directory(directory)
@@ -134,6 +156,7 @@ mod tests {
         schema.record("price", ValueKind::Num);
         schema.record("price", ValueKind::Str);
         let manifest = Manifest {
+            version: 0,
             flushed_sequence: 7,
             collections: vec![CollectionManifest {
                 id: CollectionId {
@@ -146,14 +169,33 @@ mod tests {
         };
         manifest.store(directory.path()).unwrap();
         let loaded = Manifest::load(directory.path()).unwrap();
-        assert_eq!(loaded, manifest);
+        assert_eq!(loaded.version, MANIFEST_FORMAT);
+        assert_eq!(
+            loaded,
+            Manifest {
+                version: MANIFEST_FORMAT,
+                ..manifest.clone()
+            }
+        );
+        // A newer format, or a value kind this version does not know, is refused, not misread.
+        let newer = serde_json::json!({"version": MANIFEST_FORMAT + 1, "flushed_sequence": 0, "collections": []});
+        fs::write(directory.path().join(MANIFEST_FILE), newer.to_string()).unwrap();
+        assert!(Manifest::load(directory.path()).is_err());
+        let unknown_kind = serde_json::json!({"flushed_sequence": 0, "collections": [{"id": {"project": "p", "collection": "c"},
+            "schema": {"properties": {"x": {"kinds": ["decimal"], "latest": "decimal"}}}, "files": []}]});
+        fs::write(
+            directory.path().join(MANIFEST_FILE),
+            unknown_kind.to_string(),
+        )
+        .unwrap();
+        assert!(Manifest::load(directory.path()).is_err());
         assert_eq!(
             loaded.collections[0].schema.column_names(),
             ["price#num", "price#str"]
         );
         assert_eq!(
             loaded.collections[0].schema.properties["price"].latest,
-            "str"
+            ValueKind::Str
         );
     }
 }

@@ -109,6 +109,7 @@ impl State {
     /// The manifest describing this state's files and schemas.
     pub fn to_manifest(&self) -> Manifest {
         Manifest {
+            version: crate::manifest::MANIFEST_FORMAT,
             flushed_sequence: self.flushed_sequence,
             collections: self
                 .collections

@@ -251,7 +251,10 @@ async fn type_drift_keeps_every_value_with_its_own_type() {
     }
     let schema = storage.collection_schema(&id("drift")).unwrap();
     assert_eq!(schema.properties["v"].kinds.len(), 7);
-    assert_eq!(schema.properties["v"].latest, "list_json");
+    assert_eq!(
+        schema.properties["v"].latest,
+        keyhole_model::ValueKind::MixedList
+    );
 }
 
 #[tokio::test]

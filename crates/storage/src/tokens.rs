@@ -1,5 +1,8 @@
 //! Rebuilding the uniqueness-token index at start-up from the Parquet files (the WAL replay adds the
-//! unflushed rest). Only collections that ever stored a token are read, and only two columns of them.
+//! unflushed rest), and keeping it to Keen's window: a token older than [`UNIQUENESS_WINDOW_MILLIS`]
+//! blocks nothing, so it is dropped at start-up and at every flush ([`prune_tokens`]), and the index
+//! holds at most a month of tokens. Only collections that ever stored a token are read, and only two
+//! columns of them.
 
 use arrow::array::{Array, StringArray, TimestampMillisecondArray};
 use parquet::arrow::ProjectionMask;
@@ -8,7 +11,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use crate::Result;
 use crate::objects::ObjectFiles;
 use crate::state::State;
-use crate::writer::TokenIndex;
+use crate::writer::{TokenIndex, UNIQUENESS_WINDOW_MILLIS};
 use keyhole_model::ValueKind;
 use keyhole_model::event::{UNIQUENESS_SCOPE_PATH, uniqueness_key};
 use keyhole_model::flat::CREATED_AT_COLUMN;
@@ -74,5 +77,50 @@ pub async fn load_tokens_from_files(objects: &ObjectFiles, state: &State) -> Res
             }
         }
     }
+    prune_tokens(&mut index, chrono::Utc::now().timestamp_millis());
     Ok(index)
+}
+
+/// Drops tokens first seen more than the uniqueness window before `now_millis` (and collections left
+/// with none); answers how many were dropped.
+pub fn prune_tokens(index: &mut TokenIndex, now_millis: i64) -> usize {
+    let oldest_kept = now_millis.saturating_sub(UNIQUENESS_WINDOW_MILLIS);
+    let mut dropped = 0;
+    index.retain(|_, tokens| {
+        let before = tokens.len();
+        tokens.retain(|_, first_seen| *first_seen >= oldest_kept);
+        dropped += before - tokens.len();
+        !tokens.is_empty()
+    });
+    dropped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::CollectionId;
+
+    #[test]
+    fn tokens_past_the_window_are_dropped() {
+        let now = 100 * UNIQUENESS_WINDOW_MILLIS;
+        let id = |name: &str| CollectionId {
+            project: "p".into(),
+            collection: name.into(),
+        };
+        let mut index = TokenIndex::new();
+        index.entry(id("a")).or_default().extend([
+            ("fresh".to_string(), now - 1_000),
+            ("edge".to_string(), now - UNIQUENESS_WINDOW_MILLIS),
+            ("stale".to_string(), now - UNIQUENESS_WINDOW_MILLIS - 1),
+        ]);
+        index
+            .entry(id("b"))
+            .or_default()
+            .insert("stale".to_string(), 0);
+        assert_eq!(prune_tokens(&mut index, now), 2);
+        assert_eq!(index.len(), 1);
+        let mut kept: Vec<&String> = index[&id("a")].keys().collect();
+        kept.sort();
+        assert_eq!(kept, ["edge", "fresh"]);
+    }
 }

@@ -2,7 +2,9 @@
 //! and fsync'd before the client hears 2xx.
 //!
 //! Layout: a directory of segment files named by the sequence number of their first record
-//! (`00000000000000000042.wal`). A record is `[payload length: u32 LE][CRC32C of payload: u32 LE][payload]`,
+//! (`00000000000000000042.wal`). A segment starts with an 8-byte header, `KHWAL\0` and the format
+//! version as u16 LE (format 1); segments without it are format 0 (records from the first byte), which
+//! this version still reads. A segment of a newer format is refused. A record is `[payload length: u32 LE][CRC32C of payload: u32 LE][payload]`,
 //! the payload being `[sequence: u64 LE][entry kind: u8][entry body]`. Sequence numbers rise by one per
 //! record across segments. Segments whose records are all flushed to Parquet are deleted.
 //!
@@ -19,6 +21,11 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 const RECORD_HEADER_BYTES: usize = 8;
+/// The start of every segment this version writes.
+const SEGMENT_MAGIC: &[u8; 6] = b"KHWAL\0";
+/// The segment format this version writes and the newest it reads.
+pub const SEGMENT_FORMAT: u16 = 1;
+const SEGMENT_HEADER_BYTES: usize = 8;
 const ENTRY_EVENTS: u8 = 1;
 const ENTRY_DELETE_COLLECTION: u8 = 2;
 /// A record larger than this is treated as corruption (batches are at most 10 MB of JSON).
@@ -234,9 +241,34 @@ fn segment_path(directory: &Path, first_sequence: u64) -> PathBuf {
 
 fn create_segment(directory: &Path, first_sequence: u64) -> io::Result<File> {
     let path = segment_path(directory, first_sequence);
-    let file = OpenOptions::new().create(true).append(true).open(&path)?;
+    let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
+    if file.metadata()?.len() == 0 {
+        let mut header = SEGMENT_MAGIC.to_vec();
+        header.extend_from_slice(&SEGMENT_FORMAT.to_le_bytes());
+        file.write_all(&header)?;
+        file.sync_all()?;
+    }
     sync_directory(directory)?;
     Ok(file)
+}
+
+/// Where a segment's records start: after the header, or at 0 for a format-0 segment. A segment of a
+/// newer format than this version reads is an error.
+fn records_start(path: &Path, bytes: &[u8]) -> io::Result<usize> {
+    if bytes.len() < SEGMENT_HEADER_BYTES || !bytes.starts_with(SEGMENT_MAGIC) {
+        return Ok(0);
+    }
+    let format = u16::from_le_bytes([bytes[6], bytes[7]]);
+    if format > SEGMENT_FORMAT {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "WAL segment {} is format {format}, written by a newer keyhole; this version reads up to format {SEGMENT_FORMAT}",
+                path.display()
+            ),
+        ));
+    }
+    Ok(SEGMENT_HEADER_BYTES)
 }
 
 /// Makes a directory's entries (created, renamed or removed files) durable.
@@ -275,6 +307,8 @@ pub struct ReplayReport {
     pub corrupt_segments: Vec<CorruptSegment>,
     /// Every segment read, in order.
     pub segments: Vec<SegmentSpan>,
+    /// Intact records read.
+    pub records: usize,
 }
 
 /// One segment's first sequence number (from its name) and its last intact record's.
@@ -309,7 +343,8 @@ pub fn replay(directory: &Path, mut apply: impl FnMut(u64, WalEntry)) -> io::Res
         };
         let mut bytes = Vec::new();
         File::open(&path)?.read_to_end(&mut bytes)?;
-        let mut offset = 0;
+        let header_len = records_start(&path, &bytes)?;
+        let mut offset = header_len;
         let mut intact = Vec::new();
         let mut unreadable_bytes = 0;
         loop {
@@ -318,6 +353,7 @@ pub fn replay(directory: &Path, mut apply: impl FnMut(u64, WalEntry)) -> io::Res
                 Some((record_len, sequence, entry)) => {
                     report.highest_sequence = sequence;
                     span.last_record = Some(sequence);
+                    report.records += 1;
                     apply(sequence, entry);
                     intact.push(offset..offset + record_len);
                     offset += record_len;
@@ -339,6 +375,7 @@ pub fn replay(directory: &Path, mut apply: impl FnMut(u64, WalEntry)) -> io::Res
                 directory,
                 &path,
                 &bytes,
+                header_len,
                 &intact,
                 unreadable_bytes,
             )?);
@@ -374,6 +411,7 @@ fn set_aside_and_rewrite(
     directory: &Path,
     path: &Path,
     bytes: &[u8],
+    header_len: usize,
     intact: &[std::ops::Range<usize>],
     unreadable_bytes: usize,
 ) -> io::Result<CorruptSegment> {
@@ -392,6 +430,7 @@ fn set_aside_and_rewrite(
     sync_directory(&quarantine)?;
     let rewritten = path.with_extension("wal.rewrite");
     let mut file = File::create(&rewritten)?;
+    file.write_all(&bytes[..header_len])?;
     for range in intact {
         file.write_all(&bytes[range.clone()])?;
     }
@@ -518,7 +557,7 @@ mod tests {
         let mut wal = Wal::create(directory, 1).unwrap();
         let mut offsets = Vec::new();
         for _ in 0..records {
-            offsets.push(wal.pending.len());
+            offsets.push(SEGMENT_HEADER_BYTES + wal.pending.len());
             wal.append(&events("p", 1));
         }
         wal.commit().unwrap();
@@ -569,5 +608,25 @@ mod tests {
             assert_eq!(again, entries, "{what}");
             assert!(report.corrupt_segments.is_empty(), "{what}");
         }
+    }
+
+    #[test]
+    fn a_damaged_segment_header_loses_no_record_and_a_newer_format_is_refused() {
+        let directory = tempfile::tempdir().unwrap();
+        let (path, _) = segment_of(directory.path(), 10);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[2] ^= 0x10;
+        fs::write(&path, &bytes).unwrap();
+        let (entries, report) = replay_with_report(directory.path());
+        assert_eq!(entries.len(), 10);
+        assert_eq!(report.corrupt_segments.len(), 1);
+
+        let directory = tempfile::tempdir().unwrap();
+        let (path, _) = segment_of(directory.path(), 1);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[6..8].copy_from_slice(&(SEGMENT_FORMAT + 1).to_le_bytes());
+        fs::write(&path, &bytes).unwrap();
+        let error = replay(directory.path(), |_, _| {}).unwrap_err();
+        assert!(error.to_string().contains("newer keyhole"), "{error}");
     }
 }

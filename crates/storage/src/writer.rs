@@ -116,6 +116,13 @@ impl Writer {
                 Command::Rotate { reply } => {
                     self.commit_and_apply(std::mem::take(&mut staged));
                     let _ = reply.send(self.rotate());
+                    let dropped = crate::tokens::prune_tokens(
+                        &mut self.tokens,
+                        chrono::Utc::now().timestamp_millis(),
+                    );
+                    if dropped > 0 {
+                        tracing::debug!(dropped, "uniqueness tokens past the window dropped");
+                    }
                 }
                 Command::Stop => {
                     self.commit_and_apply(staged);
