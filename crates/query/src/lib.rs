@@ -11,6 +11,7 @@ mod extraction;
 mod filters;
 mod funnel;
 mod governor;
+pub mod metrics;
 mod plan;
 mod render;
 mod results;
@@ -27,6 +28,7 @@ use keyhole_storage::{Storage, StorageError};
 use serde_json::{Value, json};
 
 pub use governor::QueryLimits;
+pub use metrics::QueryMetrics;
 pub use scope::Scope;
 pub use visibility::Visibility;
 
@@ -70,6 +72,7 @@ pub type Result<T> = std::result::Result<T, ExecError>;
 pub struct QueryEngine {
     source: plan::EventSource,
     governor: Arc<governor::Governor>,
+    metrics: QueryMetrics,
 }
 
 impl QueryEngine {
@@ -78,6 +81,7 @@ impl QueryEngine {
         Ok(QueryEngine {
             source: plan::EventSource::new(storage, limits.clone()),
             governor: Arc::new(governor::Governor::new(limits)?),
+            metrics: QueryMetrics::default(),
         })
     }
 
@@ -87,23 +91,50 @@ impl QueryEngine {
 
     /// What of `collection`'s schema `scope` may learn about (for the schema endpoints).
     pub async fn visible_columns(&self, scope: &Scope, collection: &str) -> Result<Visibility> {
-        let source = self.source.for_one_query();
+        let (source, pool) = self.source.for_one_query();
         let (scope, collection) = (scope.clone(), collection.to_string());
-        self.governor
-            .run(async move { visibility::visible_columns(&source, &scope, &collection).await })
-            .await
-            .map_err(with_budget(self.limits()))
+        self.measured(pool, async move {
+            visibility::visible_columns(&source, &scope, &collection).await
+        })
+        .await
     }
 
     /// Runs `query` as seen through `scope`, with relative timeframes evaluated at `now_millis`.
     /// Returns the whole response body (`{"result": …}` plus what the analysis adds).
     pub async fn run(&self, query: &Query, scope: &Scope, now_millis: i64) -> Result<Value> {
-        let source = self.source.for_one_query();
+        let (source, pool) = self.source.for_one_query();
         let (query, scope) = (query.clone(), scope.clone());
-        self.governor
-            .run(async move { run_governed(&source, &query, &scope, now_millis).await })
+        self.measured(pool, async move {
+            run_governed(&source, &query, &scope, now_millis).await
+        })
+        .await
+    }
+
+    /// The query layer's metrics, for the server to register and serve.
+    pub fn metrics(&self) -> &QueryMetrics {
+        &self.metrics
+    }
+
+    /// Runs `work` under the governor, recording its duration, outcome and peak memory.
+    async fn measured<T: Send + 'static>(
+        &self,
+        pool: Arc<metrics::PeakMemoryPool>,
+        work: impl std::future::Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        let started = Instant::now();
+        self.metrics.running.inc();
+        let result = self
+            .governor
+            .run(work)
             .await
-            .map_err(with_budget(self.limits()))
+            .map_err(with_budget(self.limits()));
+        self.metrics.running.dec();
+        self.metrics
+            .seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.peak_memory_bytes.observe(pool.peak() as f64);
+        self.metrics.record(&result);
+        result
     }
 }
 

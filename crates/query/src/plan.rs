@@ -15,7 +15,6 @@ use datafusion::datasource::listing::{
 };
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::functions_aggregate::expr_fn::{
@@ -279,18 +278,20 @@ impl EventSource {
     /// This source with a memory pool of its own, holding one query's budget: every session the query
     /// opens (one per collection it reads) draws on the same pool. The caches and the object store stay
     /// shared.
-    pub fn for_one_query(&self) -> EventSource {
+    pub fn for_one_query(&self) -> (EventSource, Arc<crate::metrics::PeakMemoryPool>) {
         let shared = &self.runtime;
+        let pool = crate::metrics::PeakMemoryPool::new(self.limits.memory_bytes);
         let runtime = RuntimeEnv {
-            memory_pool: Arc::new(GreedyMemoryPool::new(self.limits.memory_bytes)),
+            memory_pool: pool.clone(),
             disk_manager: shared.disk_manager.clone(),
             cache_manager: shared.cache_manager.clone(),
             object_store_registry: shared.object_store_registry.clone(),
         };
-        EventSource {
+        let source = EventSource {
             runtime: Arc::new(runtime),
             ..self.clone()
-        }
+        };
+        (source, pool)
     }
 }
 

@@ -205,6 +205,7 @@ pub async fn authorize(
     requirement: Requirement,
 ) -> Result<Arc<Grant>, ApiError> {
     let refuse = |reason: Refusal, grant: Option<&Grant>, error: ApiError| {
+        state.metrics.refused(reason.as_str());
         state.meta.record_refusal(
             project_id,
             reason,

@@ -8,6 +8,7 @@ pub mod http;
 mod inspect;
 mod keys;
 pub mod limits;
+pub mod metrics;
 mod projects;
 mod query;
 pub mod routes;
@@ -37,6 +38,7 @@ pub struct AppState {
     pub storage: Storage,
     pub queries: keyhole_query::QueryEngine,
     pub meter: limits::KeyMeter,
+    pub metrics: metrics::ServerMetrics,
     pub organization_id: Arc<str>,
 }
 
@@ -77,11 +79,13 @@ impl AppState {
             set_clustering(&clustered_storage, project_id, grants)
         }));
         let meter = limits::KeyMeter::start(meta.clone());
+        let metrics = metrics::ServerMetrics::new(storage.metrics(), queries.metrics());
         Ok(AppState {
             meta,
             storage,
             queries,
             meter,
+            metrics,
             organization_id: organization_id.into(),
         })
     }
@@ -115,6 +119,10 @@ pub fn app(state: AppState) -> Router {
         tracing::info_span!("request", method = %request.method(), path = %loggable_path(request.uri().path()))
     });
     routes::routes()
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

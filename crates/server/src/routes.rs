@@ -44,6 +44,7 @@ const ORGANIZATION: Requirement = Requirement::Organization;
 
 route_table! {
     get "/health" => Requirement::Public, crate::health;
+    get "/metrics" => ORGANIZATION, crate::metrics::serve_metrics;
     get "/3.0/organizations/{org_id}/projects" => ORGANIZATION, projects::list_organization_projects;
     post "/3.0/organizations/{org_id}/projects" => ORGANIZATION, projects::create_project;
     get "/3.0/organizations/{org_id}/projects/{project_id}" => ORGANIZATION, projects::get_organization_project;

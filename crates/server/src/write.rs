@@ -105,9 +105,11 @@ fn check_collection(state: &AppState, grant: &Grant, collection: &str) -> Result
         return Err(ApiError::from(EventError::InvalidCollectionName(problem)));
     }
     if !grant.may_write_to(collection) {
+        let reason = keyhole_meta::Refusal::CollectionNotWritable;
+        state.metrics.refused(reason.as_str());
         state.meta.record_refusal(
             grant.project_id(),
-            keyhole_meta::Refusal::CollectionNotWritable,
+            reason,
             Some(grant.key_prefix()),
             grant.token_id(),
             format!(

@@ -39,6 +39,8 @@ pub struct FileCacheStore {
     inner: Arc<dyn ObjectStore>,
     budget_bytes: usize,
     state: Arc<Mutex<CacheState>>,
+    hits: prometheus_client::metrics::counter::Counter,
+    misses: prometheus_client::metrics::counter::Counter,
 }
 
 impl fmt::Debug for FileCacheStore {
@@ -59,6 +61,21 @@ impl FileCacheStore {
             inner,
             budget_bytes,
             state: Arc::new(Mutex::new(CacheState::default())),
+            hits: Default::default(),
+            misses: Default::default(),
+        }
+    }
+
+    /// Counts whole-file reads answered from memory (`hits`) and from the store (`misses`).
+    pub fn with_counters(
+        self,
+        hits: prometheus_client::metrics::counter::Counter,
+        misses: prometheus_client::metrics::counter::Counter,
+    ) -> FileCacheStore {
+        FileCacheStore {
+            hits,
+            misses,
+            ..self
         }
     }
 
@@ -107,8 +124,10 @@ impl FileCacheStore {
     /// The whole file from memory, reading it once if needed; `None` if it is too big to cache.
     async fn whole_file(&self, location: &Path) -> Result<Option<(Bytes, ObjectMeta)>> {
         if let Some(hit) = self.cached(location) {
+            self.hits.inc();
             return Ok(Some(hit));
         }
+        self.misses.inc();
         let result = self.inner.get_opts(location, GetOptions::default()).await?;
         let meta = result.meta.clone();
         if meta.size as usize > self.budget_bytes / 4 {

@@ -171,7 +171,7 @@ struct Inner {
     clustering: std::sync::RwLock<std::collections::HashMap<String, Vec<String>>>,
     /// Released by `close` or when the engine is dropped (see `dir_lock`).
     data_dir_lock: Mutex<Option<dir_lock::DataDirLock>>,
-    health: Arc<StorageHealth>,
+    metrics: StorageMetrics,
 }
 
 /// Handle to the storage engine; cheap to clone.
@@ -186,13 +186,14 @@ impl Storage {
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir)?;
         let data_dir_lock = dir_lock::lock_data_dir(&data_dir, config.lock_wait).await?;
-        let objects = ObjectFiles::local(data_dir.join("objects"), config.file_cache_bytes)?;
-        let health = Arc::new(StorageHealth::default());
+        let metrics = StorageMetrics::default();
+        let objects =
+            ObjectFiles::local(data_dir.join("objects"), config.file_cache_bytes, &metrics)?;
         let loaded = recovery::load_manifest(&data_dir)?;
         let manifest_missing = loaded.is_none();
         let mut manifest = loaded.unwrap_or_default();
         let quarantined =
-            recovery::quarantine_unreadable_files(&objects, &mut manifest, &health).await?;
+            recovery::quarantine_unreadable_files(&objects, &mut manifest, &metrics).await?;
         if quarantined > 0 {
             manifest.store(&data_dir)?;
         }
@@ -215,7 +216,8 @@ impl Storage {
         if !replay.deleted_files.is_empty() {
             state.to_manifest().store(&data_dir)?;
         }
-        health.record_corrupt_wal(&replay.corrupt_segments);
+        metrics.record_corrupt_wal(&replay.corrupt_segments);
+        metrics.buffered_rows.set(state.memory_rows() as i64);
         let next_sequence = replay.highest_sequence.max(state.flushed_sequence) + 1;
         tracing::info!(
             replayed_records = replay.records,
@@ -231,6 +233,7 @@ impl Storage {
             let flush_rows = config.flush_rows;
             let weak_for_writer = weak.clone();
             let writer = Writer {
+                metrics: metrics.clone(),
                 wal,
                 max_columns_per_collection: config.max_columns_per_collection,
                 tokens,
@@ -259,7 +262,7 @@ impl Storage {
                 writer_thread: Mutex::new(Some(thread)),
                 clustering: Default::default(),
                 data_dir_lock: Mutex::new(Some(data_dir_lock)),
-                health,
+                metrics: metrics.clone(),
             }
         });
         spawn_flusher(Arc::downgrade(&inner), flush_wanted);
@@ -296,9 +299,14 @@ impl Storage {
         Ok(())
     }
 
-    /// What recovery and the write path found wrong since the engine opened (for logs and metrics).
+    /// What recovery found wrong since the engine opened.
     pub fn health(&self) -> HealthCounts {
-        self.inner.health.counts()
+        self.inner.metrics.health()
+    }
+
+    /// The engine's metrics, for the server to register and serve.
+    pub fn metrics(&self) -> &StorageMetrics {
+        &self.inner.metrics
     }
 
     /// The column cap of [`StorageConfig::max_columns_per_collection`].
@@ -602,11 +610,11 @@ fn replay_wal(
     Ok(summary)
 }
 
-mod health;
 mod maintenance;
+mod metrics;
 mod recovery;
 mod tokens;
-pub use health::{HealthCounts, StorageHealth};
+pub use metrics::{HealthCounts, StorageMetrics};
 use tokens::load_tokens_from_files;
 
 #[cfg(test)]

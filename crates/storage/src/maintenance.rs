@@ -11,6 +11,18 @@ use crate::{Result, Storage, StorageError, wal, wal_dir};
 
 impl Storage {
     pub(crate) async fn flush_locked(&self) -> Result<()> {
+        let started = std::time::Instant::now();
+        let flushed = self.flush_unmeasured().await;
+        self.inner
+            .metrics
+            .flush_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let buffered = self.inner.state.lock().expect("state lock").memory_rows();
+        self.inner.metrics.buffered_rows.set(buffered as i64);
+        flushed
+    }
+
+    async fn flush_unmeasured(&self) -> Result<()> {
         let nothing_to_flush = {
             let state = self.inner.state.lock().expect("state lock");
             // Rows left "flushing" by a failed flush are retried too.
@@ -117,7 +129,12 @@ impl Storage {
                 .collect()
         };
         for (id, incarnation, old_files) in candidates {
+            let started = std::time::Instant::now();
             self.compact_day(id, incarnation, old_files).await?;
+            self.inner
+                .metrics
+                .compaction_seconds
+                .observe(started.elapsed().as_secs_f64());
         }
         Ok(())
     }

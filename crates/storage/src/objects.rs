@@ -26,12 +26,22 @@ pub struct ObjectFiles {
 
 impl ObjectFiles {
     /// A store rooted at a local directory (created if missing), with `cache_bytes` of file cache.
-    pub fn local(root: PathBuf, cache_bytes: usize) -> std::io::Result<ObjectFiles> {
+    pub fn local(
+        root: PathBuf,
+        cache_bytes: usize,
+        metrics: &crate::metrics::StorageMetrics,
+    ) -> std::io::Result<ObjectFiles> {
         std::fs::create_dir_all(&root)?;
         let store: Arc<dyn ObjectStore> =
             Arc::new(LocalFileSystem::new_with_prefix(&root).map_err(std::io::Error::other)?);
-        let cache =
-            (cache_bytes > 0).then(|| Arc::new(FileCacheStore::new(store.clone(), cache_bytes)));
+        let cache = (cache_bytes > 0).then(|| {
+            Arc::new(
+                FileCacheStore::new(store.clone(), cache_bytes).with_counters(
+                    metrics.file_cache_hits.clone(),
+                    metrics.file_cache_misses.clone(),
+                ),
+            )
+        });
         Ok(ObjectFiles {
             store: match &cache {
                 Some(cache) => cache.clone(),

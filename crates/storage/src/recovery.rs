@@ -18,8 +18,8 @@
 
 use std::path::Path;
 
-use crate::health::StorageHealth;
 use crate::manifest::Manifest;
+use crate::metrics::StorageMetrics;
 use crate::objects::ObjectFiles;
 use crate::wal::SegmentSpan;
 use crate::{Result, StorageError};
@@ -65,7 +65,7 @@ pub async fn check_missing_manifest(
 pub async fn quarantine_unreadable_files(
     objects: &ObjectFiles,
     manifest: &mut Manifest,
-    health: &StorageHealth,
+    metrics: &StorageMetrics,
 ) -> Result<usize> {
     let mut quarantined = 0;
     for collection in &mut manifest.collections {
@@ -92,7 +92,7 @@ pub async fn quarantine_unreadable_files(
         }
         collection.files = kept;
     }
-    health.record_quarantined_files(quarantined);
+    metrics.record_quarantined_files(quarantined);
     Ok(quarantined)
 }
 

@@ -50,6 +50,7 @@ pub enum Command {
 pub type TokenIndex = HashMap<CollectionId, HashMap<String, i64>>;
 
 pub struct Writer {
+    pub metrics: crate::metrics::StorageMetrics,
     pub wal: Wal,
     /// Most `{path}#{kind}` columns a collection may have; an event adding columns past it is refused.
     pub max_columns_per_collection: usize,
@@ -223,7 +224,12 @@ impl Writer {
             );
             return;
         }
-        if let Err(error) = self.wal.commit() {
+        let started = std::time::Instant::now();
+        let committed = self.wal.commit();
+        self.metrics
+            .wal_commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(error) = committed {
             // The WAL undid the failed write; writes resume as soon as one commits (space freed). Only a
             // failure it could not undo stops writes until a restart.
             self.broken = !self.wal.is_consistent();
@@ -248,6 +254,15 @@ impl Writer {
                             for event in &stored_events {
                                 target.append(&event.flat);
                             }
+                            self.metrics
+                                .ingested_events
+                                .inc_by(stored_events.len() as u64);
+                            self.metrics.ingested_bytes.inc_by(
+                                stored_events
+                                    .iter()
+                                    .map(|event| event.json.len() as u64)
+                                    .sum(),
+                            );
                         }
                         replies.push(Reply::Write(reply, outcomes));
                     }
@@ -265,6 +280,7 @@ impl Writer {
                 Reply::Delete(sender, files) => drop(sender.send(Ok(files))),
             }
         }
+        self.metrics.buffered_rows.set(buffered_rows as i64);
         (self.on_applied)(buffered_rows);
     }
 

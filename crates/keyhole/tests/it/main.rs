@@ -17,6 +17,7 @@ mod inspection;
 mod isolation;
 mod keen_analysis;
 mod key_extensions;
+mod operability;
 mod organization;
 mod queries;
 mod reference;

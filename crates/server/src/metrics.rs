@@ -1,0 +1,175 @@
+//! `GET /metrics`: Prometheus (OpenMetrics text) metrics for operators, behind the organization key
+//! (`Authorization: <key>` or `Authorization: Bearer <key>`, as Prometheus' `authorization` setting sends
+//! it). Requests by route template, method and status with their latencies, refused requests by reason,
+//! and what the storage and query layers register (ingest, WAL commits, flushes, compactions, buffered
+//! rows, file cache, recovery, queries and their memory). Labels are route templates and fixed reasons —
+//! never key secrets, project ids or tenant values.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::AppState;
+use crate::errors::{ApiError, ErrorCode};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+    pub method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.1 ms … ~13 s.
+    Histogram::new(exponential_buckets(0.000_1, 2.0, 18))
+}
+
+/// The server's metrics and the registry that serves every layer's.
+#[derive(Clone)]
+pub struct ServerMetrics {
+    registry: Arc<Registry>,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: LatencyFamily,
+    refused: Family<ReasonLabel, Counter>,
+}
+
+impl ServerMetrics {
+    /// The registry: the server's metrics plus storage's and the query engine's, prefixed `keyhole_`.
+    pub fn new(
+        storage: &keyhole_storage::StorageMetrics,
+        queries: &keyhole_query::QueryMetrics,
+    ) -> ServerMetrics {
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_seconds: LatencyFamily = Family::new_with_constructor(latency_histogram);
+        let refused = Family::<ReasonLabel, Counter>::default();
+        let mut registry = Registry::with_prefix("keyhole");
+        registry.register(
+            "http_requests",
+            "HTTP requests by route template, method and status",
+            requests.clone(),
+        );
+        registry.register_with_unit(
+            "http_request_duration",
+            "HTTP request latency by route template and method",
+            Unit::Seconds,
+            request_seconds.clone(),
+        );
+        registry.register(
+            "refused_requests",
+            "Requests refused by authorization or a key's limits, by reason",
+            refused.clone(),
+        );
+        storage.register(&mut registry);
+        queries.register(&mut registry);
+        ServerMetrics {
+            registry: Arc::new(registry),
+            requests,
+            request_seconds,
+            refused,
+        }
+    }
+
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    fn render(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+/// Counts and times every request that matched a route (a route layer, so the template is known).
+pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_string();
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .request_seconds
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+            method: method.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route,
+            method,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// The organization key, as Prometheus sends it (`Bearer` or not).
+pub struct OrganizationKey;
+
+impl FromRequestParts<AppState> for OrganizationKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let invalid = || {
+            ApiError::new(
+                ErrorCode::InvalidApiKey,
+                "The organization key is missing or invalid.",
+            )
+        };
+        let presented =
+            crate::auth::presented_key(&parts.headers, parts.uri.query()).ok_or_else(invalid)?;
+        let secret = presented
+            .strip_prefix("Bearer ")
+            .map_or(presented.as_str(), str::trim);
+        if !state.meta.is_organization_key(secret).await? {
+            return Err(invalid());
+        }
+        Ok(OrganizationKey)
+    }
+}
+
+/// `GET /metrics`.
+pub async fn serve_metrics(
+    _: OrganizationKey,
+    State(state): State<AppState>,
+) -> Result<Response, ApiError> {
+    let text = state.metrics.render().map_err(ApiError::internal)?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
