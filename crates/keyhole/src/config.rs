@@ -47,6 +47,24 @@ pub enum Command {
     /// Embed tokens (Keyhole embed token v1, see docs/keys.md)
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Copy the data directory — consistent, while a server may be running on it — into a new directory
+    Backup(BackupOptions),
+    /// Restore a copy made by `keyhole backup` into an empty data directory
+    Restore(RestoreOptions),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BackupOptions {
+    /// Where the copy goes; must not exist yet
+    #[arg(long)]
+    pub to: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RestoreOptions {
+    /// A directory written by `keyhole backup`
+    #[arg(long)]
+    pub from: PathBuf,
 }
 
 #[derive(Subcommand, Debug, Clone)]

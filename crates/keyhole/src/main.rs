@@ -1,11 +1,13 @@
 //! The `keyhole` binary: `keyhole serve` runs the HTTP server on the embedded default (SQLite metadata,
 //! local-disk Parquet); `keyhole project create|list` manage projects and `keyhole organization
 //! rotate-key` the organization key directly in the data directory; `keyhole token mint` derives an embed
-//! token from an access key, as a backend would.
+//! token from an access key, as a backend would; `keyhole backup` / `restore` copy a live data directory
+//! and put a copy back.
 //!
 //! Design: `serve` takes the data directory's lock before it touches anything in it, so a second server
 //! started on the same directory waits, then leaves without having changed a byte.
 
+mod backup;
 mod config;
 
 use std::time::Duration;
@@ -52,6 +54,16 @@ fn main() -> anyhow::Result<()> {
                 rotate_organization_key(Settings::resolve(&cli.common, None)?, options).await
             }
             Command::Token(TokenCommand::Mint(options)) => mint_token(options),
+            Command::Backup(options) => {
+                backup::backup(&Settings::resolve(&cli.common, None)?.data_dir, &options.to).await
+            }
+            Command::Restore(options) => {
+                backup::restore(
+                    &options.from,
+                    &Settings::resolve(&cli.common, None)?.data_dir,
+                )
+                .await
+            }
         }
     })
 }

@@ -320,6 +320,21 @@ impl MetaStore {
     }
 }
 
+impl MetaStore {
+    /// Writes a consistent copy of the metadata database to `target` (SQLite's `VACUUM INTO`, which
+    /// reads one snapshot while writers go on). `target` must not exist.
+    pub async fn backup_into(&self, target: &Path) -> Result<()> {
+        let target = target
+            .to_str()
+            .ok_or_else(|| MetaError::Corrupt("the backup path is not UTF-8".into()))?;
+        sqlx::query("VACUUM INTO ?")
+            .bind(target)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
 fn parse_permitted(text: Option<String>) -> Result<Vec<Operation>> {
     let names: Vec<String> = serde_json::from_str(text.as_deref().unwrap_or("[]"))
         .map_err(|_| MetaError::Corrupt("permitted".into()))?;

@@ -6,6 +6,7 @@
 //! range as Arrow batches, all shaped to the collection's schema, from files and memory alike.
 //! See ARCHITECTURE.md for the life of one write.
 
+pub mod backup;
 mod column_cap;
 pub mod columns;
 mod dir_lock;

@@ -6,6 +6,7 @@ mod support;
 
 mod access_keys;
 mod authorization;
+mod backup;
 mod config;
 mod durability;
 mod embed_tokens;
