@@ -17,6 +17,7 @@
 mod answers;
 mod attack;
 mod engines;
+mod faults;
 mod generator;
 mod ingest;
 mod query_set;
@@ -55,6 +56,8 @@ enum BenchCommand {
     Soak(soak::SoakOptions),
     /// Each class of hostile request on its own: answers, failures, restarts, peak memory.
     Attack(attack::AttackOptions),
+    /// Mixed load while the server is killed, terminated and its disk filled: acknowledged events lost.
+    Faults(faults::FaultOptions),
 }
 
 #[derive(clap::Args, Clone)]
@@ -142,6 +145,15 @@ fn main() -> anyhow::Result<()> {
             let report = runtime.block_on(soak::run(&options))?;
             println!("{report}");
             Ok(())
+        }
+        BenchCommand::Faults(options) => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            let report = runtime.block_on(faults::run(&options))?;
+            println!("{report}");
+            if report.contains("lost: **0**") && report.contains("stored twice: **0**") {
+                return Ok(());
+            }
+            anyhow::bail!("acknowledged events were lost or stored twice (see the report)")
         }
     }
 }
