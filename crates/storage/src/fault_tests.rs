@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use keyhole_model::{EventContext, PreparedEvent, prepare_event};
 use serde_json::{Value, json};
 
 use super::*;
+use crate::tests::{count, id, prepared};
 
 fn config(directory: &Path) -> StorageConfig {
     StorageConfig {
@@ -17,31 +17,6 @@ fn config(directory: &Path) -> StorageConfig {
         compact_min_files: 100,
         ..StorageConfig::new(directory)
     }
-}
-
-fn prepared(event: Value) -> PreparedEvent {
-    let context = EventContext {
-        received_at: chrono::Utc::now(),
-        client_ip: None,
-        user_agent: None,
-        uniqueness_scope: None,
-    };
-    prepare_event(event, &context).unwrap()
-}
-
-fn id(collection: &str) -> CollectionId {
-    CollectionId {
-        project: "p1".into(),
-        collection: collection.into(),
-    }
-}
-
-async fn count(storage: &Storage, collection: &str) -> usize {
-    storage
-        .scan(&id(collection), TimeRange::ALL)
-        .await
-        .unwrap()
-        .num_rows()
 }
 
 /// `batches` appends of `per_batch` events each (one WAL record per append), each event with its own

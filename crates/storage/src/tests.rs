@@ -18,7 +18,7 @@ fn config(directory: &Path) -> StorageConfig {
     }
 }
 
-fn prepared(event: Value) -> PreparedEvent {
+pub(crate) fn prepared(event: Value) -> PreparedEvent {
     let context = EventContext {
         received_at: chrono::Utc::now(),
         client_ip: None,
@@ -28,14 +28,14 @@ fn prepared(event: Value) -> PreparedEvent {
     prepare_event(event, &context).unwrap()
 }
 
-fn id(collection: &str) -> CollectionId {
+pub(crate) fn id(collection: &str) -> CollectionId {
     CollectionId {
         project: "p1".into(),
         collection: collection.into(),
     }
 }
 
-async fn count(storage: &Storage, collection: &str) -> usize {
+pub(crate) async fn count(storage: &Storage, collection: &str) -> usize {
     storage
         .scan(&id(collection), TimeRange::ALL)
         .await
