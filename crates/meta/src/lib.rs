@@ -15,10 +15,12 @@ mod audit;
 mod grants;
 mod key_cache;
 mod migrations;
+mod saved_queries;
 mod usage;
 
 pub use audit::{AuditEntry, AuditPage, MAX_PAGE as MAX_AUDIT_PAGE, Refusal};
 pub use grants::Resolution;
+pub use saved_queries::{SavedQuery, SavedQueryWrite};
 pub use usage::KeyUsage;
 
 use std::path::Path;

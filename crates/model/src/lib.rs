@@ -12,6 +12,7 @@ pub mod keys;
 pub mod names;
 pub mod query;
 pub mod query_string;
+pub mod saved_query;
 pub mod strict_json;
 pub mod timestamp;
 

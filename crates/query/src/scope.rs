@@ -28,6 +28,16 @@ impl Scope {
         }
     }
 
+    /// The scope of a grant's reads of saved queries at `now`: its forced filters plus
+    /// `options.saved_queries.filters`.
+    pub fn for_saved_query(grant: &Grant, now: EpochMillis) -> Scope {
+        Scope {
+            project_id: grant.project_id().to_string(),
+            forced_filters: grant.stored_query_filters(),
+            earliest_millis: grant.read_window_start(now),
+        }
+    }
+
     pub fn project_id(&self) -> &str {
         &self.project_id
     }

@@ -61,6 +61,7 @@ policies! {
     Writes => Requirement::Operation(Operation::Writes),
     Schema => Requirement::Operation(Operation::Schema),
     Queries => Requirement::Operation(Operation::Queries),
+    SavedQueries => Requirement::Operation(Operation::SavedQueries),
     AnyKeyOfProject => Requirement::AnyKey,
 }
 

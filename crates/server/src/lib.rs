@@ -12,6 +12,7 @@ pub mod metrics;
 mod projects;
 mod query;
 pub mod routes;
+pub mod saved_queries;
 mod write;
 
 use std::sync::Arc;

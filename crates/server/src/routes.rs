@@ -9,7 +9,7 @@ use keyhole_model::Operation;
 
 use crate::AppState;
 use crate::auth::Requirement;
-use crate::{inspect, keys, projects, query, write};
+use crate::{inspect, keys, projects, query, saved_queries, write};
 
 /// One row of the route table.
 #[derive(Clone, Copy, Debug)]
@@ -59,6 +59,11 @@ route_table! {
     delete "/3.0/projects/{project_id}/events/{collection}" => MASTER, inspect::delete_collection;
     get "/3.0/projects/{project_id}/events/{collection}/properties" => SCHEMA, inspect::list_properties;
     get "/3.0/projects/{project_id}/events/{collection}/properties/{property}" => SCHEMA, inspect::get_property;
+    get "/3.0/projects/{project_id}/queries/saved" => MASTER, saved_queries::list_saved_queries;
+    get "/3.0/projects/{project_id}/queries/saved/{name}" => MASTER, saved_queries::get_saved_query;
+    put "/3.0/projects/{project_id}/queries/saved/{name}" => MASTER, saved_queries::put_saved_query;
+    delete "/3.0/projects/{project_id}/queries/saved/{name}" => MASTER, saved_queries::delete_saved_query;
+    get "/3.0/projects/{project_id}/queries/saved/{name}/result" => Requirement::Operation(Operation::SavedQueries), saved_queries::saved_query_result;
     get "/3.0/projects/{project_id}/queries/{analysis_type}" => QUERIES, query::run_query_get;
     post "/3.0/projects/{project_id}/queries/{analysis_type}" => QUERIES, query::run_query_post;
     get "/3.0/projects/{project_id}/keys" => MASTER, keys::list_keys;

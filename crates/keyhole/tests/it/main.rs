@@ -22,6 +22,7 @@ mod operability;
 mod organization;
 mod queries;
 mod reference;
+mod saved_queries;
 mod sdk;
 mod storage_faults;
 mod type_drift;
