@@ -232,6 +232,9 @@ async fn introspection_shows_the_effective_grant_without_secrets() {
     assert_eq!(own.1["writable_collections"], json!(["visits"]));
     assert_eq!(own.1["expires_at"], "2099-01-01T00:00:00.000Z");
     assert!(!own.1.to_string().contains(&key));
+    insta::assert_json_snapshot!("key_self", own.1, {
+        ".project_id" => "[project]", ".key_prefix" => "[prefix]", ".usage.day" => "[day]"
+    });
     for project_key in [&server.project.read, &server.project.master] {
         let answer = server.key_self(project_key).await;
         assert_eq!(answer.0, 200);
