@@ -33,6 +33,8 @@ pub enum Requirement {
     Master,
     /// A project key permitting this operation (the master key permits all).
     Operation(Operation),
+    /// A project key permitting any of these operations (the handler narrows it by what it reads).
+    AnyOperation(&'static [Operation]),
     /// Any key or token of the project (`GET /keys/self`).
     AnyKey,
     /// `GET /events/{collection}`: with `?data=` it records an event (writes), without it reads the
@@ -61,7 +63,7 @@ policies! {
     Writes => Requirement::Operation(Operation::Writes),
     Schema => Requirement::Operation(Operation::Schema),
     Queries => Requirement::Operation(Operation::Queries),
-    SavedQueries => Requirement::Operation(Operation::SavedQueries),
+    SavedOrCachedQueries => Requirement::AnyOperation(&[Operation::SavedQueries, Operation::CachedQueries]),
     AnyKeyOfProject => Requirement::AnyKey,
 }
 
@@ -147,6 +149,7 @@ fn check_grant(
         Requirement::Organization => false,
         Requirement::Master => grant.kind() == KeyKind::Master && grant.token_id().is_none(),
         Requirement::Operation(operation) => grant.permits(operation),
+        Requirement::AnyOperation(operations) => operations.iter().any(|op| grant.permits(*op)),
         Requirement::AnyKey => true,
         // A route-table annotation: its extractor resolves it to `Writes` or `Schema`.
         Requirement::WritesWithDataElseSchema => false,

@@ -63,7 +63,7 @@ route_table! {
     get "/3.0/projects/{project_id}/queries/saved/{name}" => MASTER, saved_queries::get_saved_query;
     put "/3.0/projects/{project_id}/queries/saved/{name}" => MASTER, saved_queries::put_saved_query;
     delete "/3.0/projects/{project_id}/queries/saved/{name}" => MASTER, saved_queries::delete_saved_query;
-    get "/3.0/projects/{project_id}/queries/saved/{name}/result" => Requirement::Operation(Operation::SavedQueries), saved_queries::saved_query_result;
+    get "/3.0/projects/{project_id}/queries/saved/{name}/result" => Requirement::AnyOperation(&[Operation::SavedQueries, Operation::CachedQueries]), saved_queries::saved_query_result;
     get "/3.0/projects/{project_id}/queries/{analysis_type}" => QUERIES, query::run_query_get;
     post "/3.0/projects/{project_id}/queries/{analysis_type}" => QUERIES, query::run_query_post;
     get "/3.0/projects/{project_id}/keys" => MASTER, keys::list_keys;

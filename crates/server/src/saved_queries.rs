@@ -1,6 +1,8 @@
 //! Keen's saved queries under `/3.0/projects/{project_id}/queries/saved`: list, get, create or replace
-//! (`PUT`, `201`/`200`), delete (`204`) with the master key, and `GET …/{name}/result` with a key that
-//! permits `saved_queries`, which answers the saved query object plus its `result`.
+//! (`PUT`, `201`/`200`), delete (`204`) with the master key, and `GET …/{name}/result`, which answers the
+//! saved query object plus its `result`: a saved query (`refresh_rate` 0) needs `saved_queries` and the key's
+//! `options.saved_queries` lists; a cached one (`refresh_rate` > 0) needs `cached_queries` and
+//! `options.cached_queries`, or `saved_queries` and its lists.
 //!
 //! Design: results are computed live at every read, in the reading key's scope — its forced filters, its
 //! `options.saved_queries.filters` and look-back — so a saved query defined once serves every tenant its
@@ -14,13 +16,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use keyhole_meta::{SavedQuery, SavedQueryWrite};
+use keyhole_model::Operation;
 use keyhole_model::grant::StoredQueryKind;
 use keyhole_model::query::now_millis;
 use keyhole_model::saved_query::{SavedQueryDefinition, parse_saved_query};
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::auth::{Authorized, MasterOnly, SavedQueries};
+use crate::auth::{Authorized, MasterOnly, SavedOrCachedQueries};
 use crate::errors::{ApiError, ErrorCode};
 
 fn saved_query_json(saved: &SavedQuery) -> Value {
@@ -110,7 +113,7 @@ pub async fn delete_saved_query(
 
 /// `GET /3.0/projects/{project_id}/queries/saved/{name}/result`.
 pub async fn saved_query_result(
-    auth: Authorized<SavedQueries>,
+    auth: Authorized<SavedOrCachedQueries>,
     State(state): State<AppState>,
     Path((_, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
@@ -119,10 +122,11 @@ pub async fn saved_query_result(
         .saved_query(&auth.project_id, &name)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    if !auth
-        .grant
-        .allows_stored_query(StoredQueryKind::Saved, &name)
-    {
+    let grant = &auth.grant;
+    let may = |operation, kind| grant.permits(operation) && grant.allows_stored_query(kind, &name);
+    let allowed = may(Operation::SavedQueries, StoredQueryKind::Saved)
+        || (saved.refresh_rate > 0 && may(Operation::CachedQueries, StoredQueryKind::Cached));
+    if !allowed {
         return Err(ApiError::new(
             ErrorCode::RequestForbidden,
             format!("This key may not run the saved query '{name}'."),

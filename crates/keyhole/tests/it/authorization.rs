@@ -72,6 +72,14 @@ fn allowed(route: &RouteSpec, requirement: Requirement, caller: Caller, pixel_wr
             Caller::Access(permitted) | Caller::Token(permitted) => permitted == operation,
             _ => false,
         },
+        Requirement::AnyOperation(operations) => operations.iter().any(|operation| {
+            allowed(
+                route,
+                Requirement::Operation(*operation),
+                caller,
+                pixel_write,
+            )
+        }),
         Requirement::AnyKey => matches!(
             caller,
             Caller::Master | Caller::Write | Caller::Read | Caller::Access(_) | Caller::Token(_)

@@ -157,3 +157,56 @@ async fn saved_queries_are_managed_and_answer_in_each_keys_scope() {
         "ResourceNotFoundError",
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cached_queries_are_read_with_the_cached_queries_permission() {
+    let server = InProcessServer::start().await;
+    let query = json!({"analysis_type": "count", "event_collection": "orders"});
+    assert_eq!(put(&server, "plain", json!({"query": query})).await.0, 201);
+    assert_eq!(
+        put(
+            &server,
+            "cached",
+            json!({"query": query, "refresh_rate": 14400})
+        )
+        .await
+        .0,
+        201
+    );
+    assert_keen_error(
+        &put(
+            &server,
+            "too-often",
+            json!({"query": query, "refresh_rate": 60}),
+        )
+        .await,
+        400,
+        "InvalidParameterError",
+    );
+    let cached_only = server
+        .create_access_key(json!({"name": "c", "permitted": ["cached_queries"]}))
+        .await;
+    assert_eq!(get(&server, "/cached/result", &cached_only).await.0, 200);
+    assert_keen_error(
+        &get(&server, "/plain/result", &cached_only).await,
+        401,
+        "RequestForbiddenError",
+    );
+    let blocked = server
+        .create_access_key(json!({"name": "b", "permitted": ["cached_queries"],
+            "options": {"cached_queries": {"blocked": ["cached"]}}}))
+        .await;
+    assert_keen_error(
+        &get(&server, "/cached/result", &blocked).await,
+        401,
+        "RequestForbiddenError",
+    );
+    let neither = server
+        .create_access_key(json!({"name": "n", "permitted": ["queries"]}))
+        .await;
+    assert_keen_error(
+        &get(&server, "/cached/result", &neither).await,
+        401,
+        "RequestForbiddenError",
+    );
+}
