@@ -2,7 +2,8 @@
 //! (random group_by, interval and filters). For each tenant, the answer with the tenant's access key must
 //! equal the answer with the master key plus the tenant's filter, and must never mention another tenant.
 //! The same holds for an embed token derived from the tenant's key with a narrowing filter of its own
-//! (reference: master + tenant filter + token filter), and an expired tenant key is refused every time.
+//! (reference: master + tenant filter + token filter), for the same query saved once and read through
+//! `/queries/saved/{name}/result` with each tenant's key, and an expired tenant key is refused every time.
 //! `KEYHOLE_ISOLATION_CASES` sets the number of cases (default 2,000, as in CI).
 
 use proptest::prelude::*;
@@ -156,7 +157,7 @@ fn a_tenant_key_sees_exactly_master_plus_its_filter_and_nothing_else() {
     let (keys, expired_keys): (Vec<String>, Vec<String>) = runtime.block_on(async {
         let mut keys = (Vec::new(), Vec::new());
         for tenant in TENANTS {
-            let mut definition = json!({"name": tenant, "permitted": ["queries"], "options": {"queries": {"filters": [{"property_name": "vendor_id", "operator": "eq", "property_value": tenant}]}}});
+            let mut definition = json!({"name": tenant, "permitted": ["queries", "saved_queries"], "options": {"queries": {"filters": [{"property_name": "vendor_id", "operator": "eq", "property_value": tenant}]}}});
             let created = send(client().post(server.project_url("/keys")).header("Authorization", &server.project.master).json(&definition)).await;
             keys.0.push(created.1["key"].as_str().unwrap().to_string());
             definition["expires_at"] = json!("2021-06-01T00:00:00Z");
@@ -197,6 +198,12 @@ fn a_tenant_key_sees_exactly_master_plus_its_filter_and_nothing_else() {
                 prop_assert_eq!(written.0, 200);
                 let body = with_collection(body, &collection);
                 let url = server.project_url(&format!("/queries/{analysis}"));
+                // The same query saved once: its /result is read by each tenant's key below.
+                let mut saved_query = body.clone();
+                saved_query["analysis_type"] = json!(analysis);
+                let saved_url = server.project_url(&format!("/queries/saved/{collection}"));
+                let saved = send(client().put(&saved_url).header("Authorization", &server.project.master).json(&json!({"query": saved_query}))).await;
+                prop_assert_eq!(saved.0, 201, "{} {}: {}", analysis, body, saved.1);
                 for (index, tenant) in TENANTS.iter().enumerate() {
                     let scoped = send(client().post(&url).header("Authorization", &keys[index]).json(&body)).await;
                     let tenant_filter = json!({"property_name": "vendor_id", "operator": "eq", "property_value": tenant});
@@ -218,6 +225,18 @@ fn a_tenant_key_sees_exactly_master_plus_its_filter_and_nothing_else() {
                     let text = json!([by_token.1["result"], by_token.1["actors"]]).to_string();
                     for other in TENANTS.iter().filter(|other| *other != tenant) {
                         prop_assert!(!text.contains(other), "{} leaked {} into {}'s token answer", analysis, other, tenant);
+                    }
+                    let by_saved_query = send(client().get(format!("{saved_url}/result")).header("Authorization", &keys[index])).await;
+                    prop_assert_eq!(by_saved_query.0, 200, "saved {} {}: {}", analysis, body, by_saved_query.1);
+                    let saved_result = &by_saved_query.1["result"];
+                    let (saved_result, saved_actors) = if analysis == "funnel" {
+                        (&saved_result["result"], &saved_result["actors"])
+                    } else {
+                        (saved_result, &Value::Null)
+                    };
+                    prop_assert_eq!(saved_result, &reference.1["result"], "saved: {} {}", analysis, body);
+                    if analysis == "funnel" {
+                        prop_assert_eq!(saved_actors, &reference.1["actors"]);
                     }
                     let expired = send(client().post(&url).header("Authorization", &expired_keys[index]).json(&body)).await;
                     prop_assert_eq!(expired.0, 401, "an expired key answered {}", expired.1);
