@@ -3,6 +3,7 @@
 //! bodies. [`app`] builds the whole router so tests can drive it in-process or behind a real socket.
 
 pub mod auth;
+mod cached_results;
 pub mod errors;
 pub mod http;
 mod inspect;
@@ -40,6 +41,7 @@ pub struct AppState {
     pub queries: keyhole_query::QueryEngine,
     pub meter: limits::KeyMeter,
     pub metrics: metrics::ServerMetrics,
+    cached_results: Arc<cached_results::CachedResults>,
     pub organization_id: Arc<str>,
 }
 
@@ -81,7 +83,10 @@ impl AppState {
         }));
         let meter = limits::KeyMeter::start(meta.clone());
         let metrics = metrics::ServerMetrics::new(storage.metrics(), queries.metrics());
+        let cached_results = Arc::new(cached_results::CachedResults::default());
+        cached_results::start_refresher(Arc::downgrade(&cached_results), queries.clone());
         Ok(AppState {
+            cached_results,
             meta,
             storage,
             queries,

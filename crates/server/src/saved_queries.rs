@@ -4,15 +4,15 @@
 //! `options.saved_queries` lists; a cached one (`refresh_rate` > 0) needs `cached_queries` and
 //! `options.cached_queries`, or `saved_queries` and its lists.
 //!
-//! Design: results are computed live at every read, in the reading key's scope — its forced filters, its
+//! Design: results are computed in the reading key's scope — its forced filters, its
 //! `options.saved_queries.filters` and look-back — so a saved query defined once serves every tenant its
-//! own numbers, never another's. The key's `options.saved_queries.allowed/blocked` lists decide which names
-//! it may run. A `refresh_rate` (Keen's cached queries) is stored and shown; results are not cached yet, so
-//! a cached query answers as fresh as a saved one.
+//! own numbers, never another's. A saved query (`refresh_rate` 0) is computed live at every read. A cached
+//! one is stored per scope and served while younger than its refresh rate and the caller's `max_age`
+//! (`cached_results`), with `run_information` saying when it ran and whether it came from the store.
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use keyhole_meta::{SavedQuery, SavedQueryWrite};
@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::{Authorized, MasterOnly, SavedOrCachedQueries};
+use crate::cached_results::ResultKey;
 use crate::errors::{ApiError, ErrorCode};
 
 fn saved_query_json(saved: &SavedQuery) -> Value {
@@ -108,6 +109,7 @@ pub async fn delete_saved_query(
     {
         return Err(ApiError::not_found());
     }
+    state.cached_results.forget(&auth.project_id, &name);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -116,6 +118,7 @@ pub async fn saved_query_result(
     auth: Authorized<SavedOrCachedQueries>,
     State(state): State<AppState>,
     Path((_, name)): Path<(String, String)>,
+    RawQuery(query_string): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let saved = state
         .meta
@@ -138,15 +141,72 @@ pub async fn saved_query_result(
         ApiError::internal(format!("saved query {name} no longer parses: {error}"))
     })?;
     let now = now_millis();
-    let scope = keyhole_query::Scope::for_saved_query(&auth.grant, now);
-    let answer = state.queries.run(&query, &scope, now).await?;
-    let result = match (answer.get("steps"), answer.get("actors")) {
+    let mut object = saved_query_json(&saved);
+    if saved.refresh_rate == 0 {
+        let scope = keyhole_query::Scope::for_saved_query(&auth.grant, now);
+        object["result"] = result_of(&state.queries.run(&query, &scope, now).await?);
+        return Ok(Json(object));
+    }
+    let key = ResultKey::new(
+        &auth.project_id,
+        &name,
+        &saved.last_modified_date,
+        &auth.grant,
+    );
+    let max_age = max_age_millis(query_string.as_deref())?;
+    let (result, computed_at, from_cache) = match state.cached_results.fresh(&key, now, max_age) {
+        Some(stored) => (stored.result, stored.computed_at, true),
+        None => {
+            let scope = keyhole_query::Scope::for_saved_query(&auth.grant, now);
+            let result = result_of(&state.queries.run(&query, &scope, now).await?);
+            state.cached_results.store(
+                key,
+                result.clone(),
+                now,
+                saved.refresh_rate,
+                query,
+                auth.grant.clone(),
+            );
+            (result, now, false)
+        }
+    };
+    object["result"] = result;
+    object["run_information"] = json!({
+        "last_run_date": keyhole_model::timestamp::format_timestamp(computed_at),
+        "age_seconds": (now - computed_at) / 1000,
+        "served_from_cache": from_cache,
+    });
+    Ok(Json(object))
+}
+
+/// The `result` a saved query's answer carries: for funnels `{result, steps, actors}`, as Keen's clients
+/// expect; otherwise the analysis' own `result`.
+pub(crate) fn result_of(answer: &Value) -> Value {
+    match (answer.get("steps"), answer.get("actors")) {
         (Some(_), _) | (_, Some(_)) => {
             json!({"result": answer["result"], "steps": answer.get("steps"), "actors": answer.get("actors")})
         }
         _ => answer["result"].clone(),
+    }
+}
+
+/// `max_age` (seconds, a whole number ≥ 1) from the query string, as milliseconds.
+fn max_age_millis(query: Option<&str>) -> Result<Option<i64>, ApiError> {
+    let Some(value) = crate::auth::form_urlencoded_pairs(query.unwrap_or_default())
+        .find(|(name, _)| name == "max_age")
+        .map(|(_, value)| value)
+    else {
+        return Ok(None);
     };
-    let mut object = saved_query_json(&saved);
-    object["result"] = result;
-    Ok(Json(object))
+    value
+        .parse::<i64>()
+        .ok()
+        .filter(|seconds| *seconds >= 1 && *seconds <= 31 * 86_400)
+        .map(|seconds| Some(seconds * 1000))
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidParameter,
+                "max_age must be a whole number of seconds between 1 and 2678400.",
+            )
+        })
 }

@@ -210,3 +210,84 @@ async fn cached_queries_are_read_with_the_cached_queries_permission() {
         "RequestForbiddenError",
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cached_results_are_stored_per_scope_and_max_age_asks_for_fresher() {
+    let server = InProcessServer::start().await;
+    let write = |tenant: &'static str| {
+        send(
+            client()
+                .post(server.project_url("/events/orders"))
+                .header("Authorization", &server.project.write)
+                .json(&json!({"tenant": tenant})),
+        )
+    };
+    write("a").await;
+    write("b").await;
+    let query = json!({"analysis_type": "count", "event_collection": "orders"});
+    assert_eq!(
+        put(
+            &server,
+            "orders",
+            json!({"query": query, "refresh_rate": 14400})
+        )
+        .await
+        .0,
+        201
+    );
+    let key_a = server.create_access_key(tenant_key("a", json!({}))).await;
+    let key_b = server.create_access_key(tenant_key("b", json!({}))).await;
+
+    let first = get(&server, "/orders/result", &key_a).await;
+    assert_eq!(first.1["result"], 1);
+    assert_eq!(first.1["run_information"]["served_from_cache"], false);
+    write("a").await;
+    // Within the refresh rate: the stored answer, for this scope only.
+    let stored = get(&server, "/orders/result", &key_a).await;
+    assert_eq!(
+        (
+            &stored.1["result"],
+            &stored.1["run_information"]["served_from_cache"]
+        ),
+        (&json!(1), &json!(true))
+    );
+    assert_eq!(
+        get(&server, "/orders/result", &key_b).await.1["result"],
+        1,
+        "b's own scope"
+    );
+    assert_eq!(
+        get(&server, "/orders/result", &server.project.master)
+            .await
+            .1["result"],
+        3
+    );
+    // max_age asks for no older than that: a live answer.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let fresher = get(&server, "/orders/result?max_age=1", &key_a).await;
+    assert_eq!(
+        (
+            &fresher.1["result"],
+            &fresher.1["run_information"]["served_from_cache"]
+        ),
+        (&json!(2), &json!(false))
+    );
+    assert_keen_error(
+        &get(&server, "/orders/result?max_age=0", &key_a).await,
+        400,
+        "InvalidParameterError",
+    );
+    // Replacing the definition drops its stored results.
+    write("a").await;
+    assert_eq!(
+        put(
+            &server,
+            "orders",
+            json!({"query": query, "refresh_rate": 14400})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(get(&server, "/orders/result", &key_a).await.1["result"], 3);
+}

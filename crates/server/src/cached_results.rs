@@ -1,0 +1,268 @@
+//! Stored results of cached queries (saved queries with a `refresh_rate`), per reading scope.
+//!
+//! Keen computes a cached query once and serves everyone the stored answer. Keyhole's answers depend on
+//! the reading key's scope, so a result is stored per (project, query name, definition version, scope
+//! digest): the digest covers the project, every filter the scope forces and its look-back, so a result
+//! computed for one tenant is never served to another. A stored result is served while it is younger
+//! than the refresh rate — and than the caller's `max_age`, if given (Keyhole is fresh to the second, so a
+//! caller may ask for no older than N seconds and get a live answer otherwise). A background task
+//! recomputes, every [`REFRESH_TICK`], the results that are due and were read within two refresh periods;
+//! others are dropped. Results live in memory: a restart recomputes on first read. At most
+//! [`MAX_ENTRIES`] are kept.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use keyhole_model::Grant;
+use keyhole_model::query::Query;
+use keyhole_model::timestamp::EpochMillis;
+use serde_json::Value;
+
+/// How often due results are looked for.
+pub const REFRESH_TICK: Duration = Duration::from_secs(30);
+/// Most stored results.
+pub const MAX_ENTRIES: usize = 10_000;
+
+/// What a stored result is for.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct ResultKey {
+    pub project_id: String,
+    pub name: String,
+    /// The definition's `last_modified_date`: replacing the query invalidates its results.
+    pub version: String,
+    pub scope_digest: String,
+}
+
+impl ResultKey {
+    pub fn new(project_id: &str, name: &str, version: &str, grant: &Grant) -> ResultKey {
+        let filters: Vec<Value> = grant
+            .stored_query_filters()
+            .iter()
+            .map(keyhole_model::query::Filter::to_json)
+            .collect();
+        let scope = serde_json::json!({
+            "project": grant.project_id(),
+            "filters": filters,
+            "lookback": grant.max_lookback_millis(),
+        });
+        ResultKey {
+            project_id: project_id.to_string(),
+            name: name.to_string(),
+            version: version.to_string(),
+            // SHA-256 of the scope's canonical JSON (serde_json orders object keys).
+            scope_digest: keyhole_model::KeyHash::of_secret(&scope.to_string()).to_hex(),
+        }
+    }
+}
+
+struct Entry {
+    result: Value,
+    computed_at: EpochMillis,
+    last_read: EpochMillis,
+    refresh_millis: i64,
+    query: Query,
+    grant: Arc<Grant>,
+}
+
+/// A stored result and when it was computed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stored {
+    pub result: Value,
+    pub computed_at: EpochMillis,
+}
+
+/// Work for the refresher: recompute `query` as `grant` sees it and store it under `key`.
+pub struct Due {
+    pub key: ResultKey,
+    pub query: Query,
+    pub grant: Arc<Grant>,
+}
+
+#[derive(Default)]
+pub struct CachedResults {
+    entries: Mutex<HashMap<ResultKey, Entry>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl CachedResults {
+    /// The stored result, if younger than its refresh rate and than `max_age_millis`.
+    pub fn fresh(
+        &self,
+        key: &ResultKey,
+        now: EpochMillis,
+        max_age_millis: Option<i64>,
+    ) -> Option<Stored> {
+        let mut entries = lock(&self.entries);
+        let entry = entries.get_mut(key)?;
+        let age = now - entry.computed_at;
+        if age >= entry.refresh_millis || max_age_millis.is_some_and(|max_age| age > max_age) {
+            return None;
+        }
+        entry.last_read = now;
+        Some(Stored {
+            result: entry.result.clone(),
+            computed_at: entry.computed_at,
+        })
+    }
+
+    /// Stores a result just computed.
+    #[allow(clippy::too_many_arguments)]
+    pub fn store(
+        &self,
+        key: ResultKey,
+        result: Value,
+        now: EpochMillis,
+        refresh_seconds: u64,
+        query: Query,
+        grant: Arc<Grant>,
+    ) {
+        let mut entries = lock(&self.entries);
+        if entries.len() >= MAX_ENTRIES && !entries.contains_key(&key) {
+            let oldest = entries
+                .iter()
+                .min_by_key(|(_, entry)| entry.last_read)
+                .map(|(key, _)| key.clone());
+            if let Some(oldest) = oldest {
+                entries.remove(&oldest);
+            }
+        }
+        entries.insert(
+            key,
+            Entry {
+                result,
+                computed_at: now,
+                last_read: now,
+                refresh_millis: i64::try_from(refresh_seconds)
+                    .unwrap_or(i64::MAX / 1000)
+                    .saturating_mul(1000),
+                query,
+                grant,
+            },
+        );
+    }
+
+    /// Results due for recomputation (older than their refresh rate and read within two periods);
+    /// results not read for two periods are dropped.
+    pub fn due(&self, now: EpochMillis) -> Vec<Due> {
+        let mut entries = lock(&self.entries);
+        entries.retain(|_, entry| now - entry.last_read < 2 * entry.refresh_millis);
+        entries
+            .iter()
+            .filter(|(_, entry)| now - entry.computed_at >= entry.refresh_millis)
+            .map(|(key, entry)| Due {
+                key: key.clone(),
+                query: entry.query.clone(),
+                grant: entry.grant.clone(),
+            })
+            .collect()
+    }
+
+    /// Replaces a result the refresher recomputed (keeping when it was last read).
+    pub fn refreshed(&self, key: &ResultKey, result: Value, now: EpochMillis) {
+        if let Some(entry) = lock(&self.entries).get_mut(key) {
+            entry.result = result;
+            entry.computed_at = now;
+        }
+    }
+
+    /// Forgets every result of a saved query (replaced or deleted).
+    pub fn forget(&self, project_id: &str, name: &str) {
+        lock(&self.entries).retain(|key, _| !(key.project_id == project_id && key.name == name));
+    }
+}
+
+/// Recomputes due results one at a time (queries go through the governor like any other). The task
+/// ends at the first tick after the results store is dropped.
+pub fn start_refresher(results: Weak<CachedResults>, queries: keyhole_query::QueryEngine) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(REFRESH_TICK).await;
+            let Some(results) = results.upgrade() else {
+                return;
+            };
+            let now = keyhole_model::query::now_millis();
+            for due in results.due(now) {
+                // A revoked or expired key's results are dropped rather than refreshed.
+                if !due.grant.is_usable_at(now) {
+                    results.forget(&due.key.project_id, &due.key.name);
+                    continue;
+                }
+                let scope = keyhole_query::Scope::for_saved_query(&due.grant, now);
+                match queries.run(&due.query, &scope, now).await {
+                    Ok(answer) => {
+                        results.refreshed(&due.key, crate::saved_queries::result_of(&answer), now)
+                    }
+                    Err(error) => {
+                        tracing::warn!(name = %due.key.name, %error, "cached query refresh failed")
+                    }
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(scope: &str) -> ResultKey {
+        ResultKey {
+            project_id: "p".into(),
+            name: "q".into(),
+            version: "v1".into(),
+            scope_digest: scope.into(),
+        }
+    }
+
+    fn query() -> Query {
+        Query::parse(
+            keyhole_model::query::AnalysisType::Count,
+            serde_json::json!({"event_collection": "c"})
+                .as_object()
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn grant() -> Arc<Grant> {
+        Arc::new(Grant::for_project_key(
+            "p",
+            keyhole_model::KeyKind::Read,
+            keyhole_model::KeyHash::of_secret("k"),
+            "k",
+            true,
+        ))
+    }
+
+    #[test]
+    fn results_are_served_per_scope_until_due_then_refreshed_or_dropped() {
+        let cache = CachedResults::default();
+        cache.store(key("a"), serde_json::json!(1), 0, 10, query(), grant());
+        assert_eq!(cache.fresh(&key("a"), 5_000, None).unwrap().result, 1);
+        assert!(
+            cache.fresh(&key("b"), 5_000, None).is_none(),
+            "another scope"
+        );
+        assert!(
+            cache.fresh(&key("a"), 5_000, Some(4_000)).is_none(),
+            "older than max_age"
+        );
+        assert!(cache.fresh(&key("a"), 10_000, None).is_none(), "due");
+        let due = cache.due(10_000);
+        assert_eq!(due.len(), 1);
+        cache.refreshed(&due[0].key, serde_json::json!(2), 10_000);
+        assert_eq!(cache.fresh(&key("a"), 11_000, None).unwrap().result, 2);
+        // Not read for two periods: dropped, not refreshed.
+        assert!(cache.due(31_001).is_empty());
+        assert!(cache.fresh(&key("a"), 31_001, None).is_none());
+        cache.store(key("a"), serde_json::json!(3), 0, 10, query(), grant());
+        cache.forget("p", "q");
+        assert!(cache.fresh(&key("a"), 1, None).is_none());
+    }
+}
