@@ -231,8 +231,8 @@ async fn queries_past_their_memory_budget_or_time_get_clear_errors() {
         (200, json!({"result": 20_000}))
     );
 
-    // A zero budget: the timer has elapsed by the query's first wait, however fast the machine (a 1 ms
-    // budget let a quick run finish first, the timer's resolution being a millisecond).
+    // A zero budget: the timer has elapsed by the query's first wait, however fast the machine (with any
+    // budget under the timer's millisecond resolution a quick run can finish first).
     let slow = InProcessServer::start_with(TestLimits {
         queries: keyhole_query::QueryLimits {
             timeout: Duration::ZERO,
