@@ -130,10 +130,6 @@ pub struct KeyLimits {
 }
 
 impl KeyLimits {
-    pub fn is_empty(&self) -> bool {
-        *self == KeyLimits::default()
-    }
-
     /// The limits as the key definition writes them (unset ones left out).
     pub fn to_json(&self) -> Value {
         let mut object = Map::new();

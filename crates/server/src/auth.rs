@@ -208,30 +208,56 @@ pub async fn authorize(
     project_id: &str,
     requirement: Requirement,
 ) -> Result<Arc<Grant>, ApiError> {
-    let refuse = |reason: Refusal, grant: Option<&Grant>, error: ApiError| {
+    authorize_in(parts, state, Some(project_id), requirement).await
+}
+
+/// [`authorize`], where `None` for the project means the presented key's own (`GET /3.0/projects`);
+/// refusals before the key is known are then not audited, as no project is named.
+async fn authorize_in(
+    parts: &Parts,
+    state: &AppState,
+    project_id: Option<&str>,
+    requirement: Requirement,
+) -> Result<Arc<Grant>, ApiError> {
+    let refuse = |project_id: Option<&str>, reason: Refusal, grant: Option<&Grant>, error| {
         state.metrics.refused(reason.as_str());
-        state.meta.record_refusal(
-            project_id,
-            reason,
-            grant.map(Grant::key_prefix),
-            grant.and_then(Grant::token_id),
-            request_line(parts),
-        );
+        if let Some(project_id) = project_id {
+            state.meta.record_refusal(
+                project_id,
+                reason,
+                grant.map(Grant::key_prefix),
+                grant.and_then(Grant::token_id),
+                request_line(parts),
+            );
+        }
         error
     };
     let Some(presented) = presented_key(&parts.headers, parts.uri.query()) else {
-        return Err(refuse(Refusal::MissingKey, None, invalid_api_key()));
+        return Err(refuse(
+            project_id,
+            Refusal::MissingKey,
+            None,
+            invalid_api_key(),
+        ));
     };
     let now = keyhole_model::query::now_millis();
     let grant = match state.meta.resolve_credential(&presented, now).await? {
         Resolution::Granted(grant) => grant,
         Resolution::Refused(Refusal::ExpiredToken) => {
-            return Err(refuse(Refusal::ExpiredToken, None, expired_key()));
+            return Err(refuse(
+                project_id,
+                Refusal::ExpiredToken,
+                None,
+                expired_key(),
+            ));
         }
-        Resolution::Refused(reason) => return Err(refuse(reason, None, invalid_api_key())),
+        Resolution::Refused(reason) => {
+            return Err(refuse(project_id, reason, None, invalid_api_key()));
+        }
     };
+    let project_id = project_id.unwrap_or(grant.project_id());
     if let Err((reason, error)) = check_grant(&grant, project_id, requirement, now) {
-        return Err(refuse(reason, Some(&grant), error));
+        return Err(refuse(Some(project_id), reason, Some(&grant), error));
     }
     // Introspection (`/keys/self`) is exempt from the key's limits: a limited client must be able to
     // read its own usage and limits, and the answer costs no more than the check would.
@@ -247,7 +273,12 @@ pub async fn authorize(
             Refused::RateLimited { .. } => Refusal::RateLimited,
             Refused::QuotaExceeded { .. } => Refusal::QuotaExceeded,
         };
-        return Err(refuse(reason, Some(&grant), limit_error(refused)));
+        return Err(refuse(
+            Some(project_id),
+            reason,
+            Some(&grant),
+            limit_error(refused),
+        ));
     }
     Ok(grant)
 }
@@ -286,21 +317,43 @@ impl FromRequestParts<AppState> for OrganizationAccess {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let invalid = || {
-            ApiError::new(
-                ErrorCode::InvalidApiKey,
-                "The organization key is missing or invalid.",
-            )
-        };
-        let secret = presented_key(&parts.headers, parts.uri.query()).ok_or_else(invalid)?;
-        if !state.meta.is_organization_key(&secret).await? {
-            return Err(invalid());
-        }
+        check_organization_key(parts, state).await?;
         match path_parameter(parts, "org_id").await? {
             Some(id) if id == "default" || *id == *state.organization_id => Ok(OrganizationAccess),
             _ => Err(ApiError::not_found()),
         }
     }
+}
+
+/// A caller holding the organization key, on a route that names no organization (`GET /metrics`).
+pub struct OrganizationKey;
+
+impl FromRequestParts<AppState> for OrganizationKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        check_organization_key(parts, state).await?;
+        Ok(OrganizationKey)
+    }
+}
+
+/// The request presents the organization key: raw (Keen's form) or as `Bearer <key>`, as Prometheus'
+/// `authorization` setting sends it.
+async fn check_organization_key(parts: &Parts, state: &AppState) -> Result<(), ApiError> {
+    let invalid = || {
+        ApiError::new(
+            ErrorCode::InvalidApiKey,
+            "The organization key is missing or invalid.",
+        )
+    };
+    let presented = presented_key(&parts.headers, parts.uri.query()).ok_or_else(invalid)?;
+    let secret = presented
+        .strip_prefix("Bearer ")
+        .map_or(presented.as_str(), str::trim);
+    if !state.meta.is_organization_key(secret).await? {
+        return Err(invalid());
+    }
+    Ok(())
 }
 
 /// `GET /3.0/projects`: a master key of any project, which sees its own project.
@@ -312,16 +365,8 @@ impl FromRequestParts<AppState> for AnyProjectMaster {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let presented =
-            presented_key(&parts.headers, parts.uri.query()).ok_or_else(invalid_api_key)?;
-        let now = keyhole_model::query::now_millis();
-        let Resolution::Granted(grant) = state.meta.resolve_credential(&presented, now).await?
-        else {
-            return Err(invalid_api_key());
-        };
         // The key's own project is the one it is checked against.
-        let project_id = grant.project_id().to_string();
-        let grant = authorize(parts, state, &project_id, Requirement::Master).await?;
+        let grant = authorize_in(parts, state, None, Requirement::Master).await?;
         Ok(AnyProjectMaster { grant })
     }
 }

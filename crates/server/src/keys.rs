@@ -76,17 +76,26 @@ pub async fn list_keys(
     )))
 }
 
+/// The project's access key with this secret, or `404`.
+async fn access_key_or_not_found(
+    state: &AppState,
+    project_id: &str,
+    secret: &str,
+) -> Result<AccessKey, ApiError> {
+    state
+        .meta
+        .access_key(project_id, secret)
+        .await?
+        .ok_or_else(ApiError::not_found)
+}
+
 /// `GET /3.0/projects/{project_id}/keys/{key}`.
 pub async fn get_key(
     auth: Authorized<MasterOnly>,
     State(state): State<AppState>,
     Path((_, secret)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let key = state
-        .meta
-        .access_key(&auth.project_id, &secret)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
+    let key = access_key_or_not_found(&state, &auth.project_id, &secret).await?;
     Ok(Json(key_json(&key, Some(&secret))))
 }
 
@@ -194,11 +203,7 @@ pub async fn key_usage(
     State(state): State<AppState>,
     Path((_, secret)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let key = state
-        .meta
-        .access_key(&auth.project_id, &secret)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
+    let key = access_key_or_not_found(&state, &auth.project_id, &secret).await?;
     let usage = state
         .meter
         .usage_today(keyhole_model::KeyHash::of_secret(&secret))
@@ -212,7 +217,7 @@ pub async fn key_usage(
 }
 
 fn today() -> String {
-    keyhole_model::timestamp::utc_day(keyhole_model::query::now_millis())
+    crate::limits::usage_day()
 }
 
 /// `GET /3.0/projects/{project_id}/keys/self`: what the presenting key or embed token may do — its

@@ -95,6 +95,11 @@ fn today() -> DayNumber {
     chrono::Utc::now().timestamp_millis().div_euclid(DAY_MILLIS)
 }
 
+/// Today (UTC) as usage is counted and shown: `2026-11-29`.
+pub fn usage_day() -> String {
+    day_text(today())
+}
+
 /// `2026-11-29` for a day number, as the metadata store keys usage.
 fn day_text(day: DayNumber) -> String {
     keyhole_model::timestamp::utc_day(day.saturating_mul(DAY_MILLIS))

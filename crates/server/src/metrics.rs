@@ -8,9 +8,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
-use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -20,7 +19,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::AppState;
-use crate::errors::{ApiError, ErrorCode};
+use crate::errors::ApiError;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -133,34 +132,9 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     response
 }
 
-/// The organization key, as Prometheus sends it (`Bearer` or not).
-pub struct OrganizationKey;
-
-impl FromRequestParts<AppState> for OrganizationKey {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let invalid = || {
-            ApiError::new(
-                ErrorCode::InvalidApiKey,
-                "The organization key is missing or invalid.",
-            )
-        };
-        let presented =
-            crate::auth::presented_key(&parts.headers, parts.uri.query()).ok_or_else(invalid)?;
-        let secret = presented
-            .strip_prefix("Bearer ")
-            .map_or(presented.as_str(), str::trim);
-        if !state.meta.is_organization_key(secret).await? {
-            return Err(invalid());
-        }
-        Ok(OrganizationKey)
-    }
-}
-
 /// `GET /metrics`.
 pub async fn serve_metrics(
-    _: OrganizationKey,
+    _: crate::auth::OrganizationKey,
     State(state): State<AppState>,
 ) -> Result<Response, ApiError> {
     let text = state.metrics.render().map_err(ApiError::internal)?;
