@@ -1,4 +1,4 @@
-//! Metadata: the organization, its projects, and their keys, stored with `sqlx` in SQLite (WAL mode) in
+//! Metadata: the organization, its projects, their keys, saved queries and dataset definitions, stored with `sqlx` in SQLite (WAL mode) in
 //! the data directory. Secrets never reach this store: it keeps the SHA-256 of each key and an
 //! 8-character prefix for display; a presented key is found by its hash and the stored hash is compared
 //! again in constant time. Schema migrations are embedded in the binary and applied at start-up.
@@ -12,6 +12,7 @@
 
 mod access_keys;
 mod audit;
+mod datasets;
 mod grants;
 mod key_cache;
 mod migrations;
@@ -19,6 +20,7 @@ mod saved_queries;
 mod usage;
 
 pub use audit::{AuditEntry, AuditPage, MAX_PAGE as MAX_AUDIT_PAGE, Refusal};
+pub use datasets::{Dataset, MAX_DATASET_PAGE};
 pub use grants::Resolution;
 pub use saved_queries::{SavedQuery, SavedQueryWrite};
 pub use usage::KeyUsage;

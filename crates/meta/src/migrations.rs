@@ -84,6 +84,19 @@ const MIGRATIONS: &[(i64, &str)] = &[
         PRIMARY KEY (project_id, name)
     );",
     ),
+    (
+        5,
+        "CREATE TABLE datasets (
+        project_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        display_name TEXT NOT NULL,
+        query_json TEXT NOT NULL,
+        index_by_json TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        modified_at TEXT NOT NULL,
+        PRIMARY KEY (project_id, name)
+    );",
+    ),
 ];
 
 pub async fn apply(pool: &SqlitePool) -> sqlx::Result<()> {

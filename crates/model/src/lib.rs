@@ -3,6 +3,7 @@
 //! every layer above (storage, meta, server) shares one definition of what a valid event or key is.
 
 pub mod access;
+pub mod dataset;
 pub mod embed_token;
 pub mod event;
 pub mod flat;

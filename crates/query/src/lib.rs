@@ -11,6 +11,7 @@ mod extraction;
 mod filters;
 mod funnel;
 mod governor;
+pub mod interval_join;
 pub mod metrics;
 mod plan;
 mod render;

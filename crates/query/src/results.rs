@@ -25,7 +25,7 @@ use crate::plan::{
 use crate::render::{cell, compare, number};
 use crate::{MAX_BUCKETS, Result, Scope};
 
-fn metrics_of(query: &Query) -> Vec<Metric> {
+pub(crate) fn metrics_of(query: &Query) -> Vec<Metric> {
     if query.analysis == AnalysisType::MultiAnalysis {
         return query
             .analyses
@@ -47,7 +47,7 @@ fn metrics_of(query: &Query) -> Vec<Metric> {
 }
 
 /// What an analysis reads over no events.
-fn empty_value(analysis: AnalysisType) -> Value {
+pub(crate) fn empty_value(analysis: AnalysisType) -> Value {
     match analysis {
         AnalysisType::Count | AnalysisType::CountUnique | AnalysisType::Sum => json!(0),
         AnalysisType::SelectUnique => json!([]),
@@ -204,7 +204,7 @@ fn metrics_json(metrics: &[Metric], values: &[Value]) -> Value {
 }
 
 /// A group_by row: the group properties (flat dotted keys), then `result` or the labels.
-fn group_row(
+pub(crate) fn group_row(
     group_by: &[GroupBy],
     groups: &[Value],
     metrics: &[Metric],
@@ -225,7 +225,7 @@ fn group_row(
     Value::Object(row)
 }
 
-fn sort_and_limit(rows: &mut Vec<Value>, order_by: &[OrderBy], limit: Option<usize>) {
+pub(crate) fn sort_and_limit(rows: &mut Vec<Value>, order_by: &[OrderBy], limit: Option<usize>) {
     if !order_by.is_empty() {
         rows.sort_by(|left, right| {
             for order in order_by {
@@ -412,7 +412,7 @@ fn check_cells(cells: usize, max_cells: usize) -> Result<()> {
 }
 
 /// A group's identity: its values as JSON text (so `5` and `"5"` stay distinct).
-fn group_key(groups: &[Value]) -> String {
+pub(crate) fn group_key(groups: &[Value]) -> String {
     serde_json::to_string(groups).unwrap_or_default()
 }
 

@@ -64,6 +64,7 @@ policies! {
     Schema => Requirement::Operation(Operation::Schema),
     Queries => Requirement::Operation(Operation::Queries),
     SavedOrCachedQueries => Requirement::AnyOperation(&[Operation::SavedQueries, Operation::CachedQueries]),
+    Datasets => Requirement::Operation(Operation::Datasets),
     AnyKeyOfProject => Requirement::AnyKey,
 }
 

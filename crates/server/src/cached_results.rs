@@ -36,24 +36,28 @@ pub struct ResultKey {
 
 impl ResultKey {
     pub fn new(project_id: &str, name: &str, version: &str, grant: &Grant) -> ResultKey {
-        let filters: Vec<Value> = grant
-            .stored_query_filters()
-            .iter()
-            .map(keyhole_model::query::Filter::to_json)
-            .collect();
-        let scope = serde_json::json!({
-            "project": grant.project_id(),
-            "filters": filters,
-            "lookback": grant.max_lookback_millis(),
-        });
         ResultKey {
             project_id: project_id.to_string(),
             name: name.to_string(),
             version: version.to_string(),
-            // SHA-256 of the scope's canonical JSON (serde_json orders object keys).
-            scope_digest: keyhole_model::KeyHash::of_secret(&scope.to_string()).to_hex(),
+            scope_digest: scope_digest(grant, &grant.stored_query_filters()),
         }
     }
+}
+
+/// The SHA-256 of a reading scope — the grant's project, the filters it forces on this kind of read and
+/// its look-back — as canonical JSON (serde_json orders object keys). Equal digests read the same events.
+pub fn scope_digest(grant: &Grant, forced_filters: &[keyhole_model::query::Filter]) -> String {
+    let filters: Vec<Value> = forced_filters
+        .iter()
+        .map(keyhole_model::query::Filter::to_json)
+        .collect();
+    let scope = serde_json::json!({
+        "project": grant.project_id(),
+        "filters": filters,
+        "lookback": grant.max_lookback_millis(),
+    });
+    keyhole_model::KeyHash::of_secret(&scope.to_string()).to_hex()
 }
 
 struct Entry {

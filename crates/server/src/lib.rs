@@ -4,6 +4,8 @@
 
 pub mod auth;
 mod cached_results;
+mod dataset_results;
+mod datasets;
 pub mod errors;
 pub mod http;
 mod inspect;
@@ -42,6 +44,7 @@ pub struct AppState {
     pub meter: limits::KeyMeter,
     pub metrics: metrics::ServerMetrics,
     cached_results: Arc<cached_results::CachedResults>,
+    dataset_results: Arc<dataset_results::DatasetResults>,
     pub organization_id: Arc<str>,
 }
 
@@ -87,6 +90,7 @@ impl AppState {
         cached_results::start_refresher(Arc::downgrade(&cached_results), queries.clone());
         Ok(AppState {
             cached_results,
+            dataset_results: Arc::default(),
             meta,
             storage,
             queries,

@@ -9,7 +9,7 @@ use keyhole_model::Operation;
 
 use crate::AppState;
 use crate::auth::Requirement;
-use crate::{inspect, keys, projects, query, saved_queries, write};
+use crate::{datasets, inspect, keys, projects, query, saved_queries, write};
 
 /// One row of the route table.
 #[derive(Clone, Copy, Debug)]
@@ -39,6 +39,7 @@ macro_rules! route_table {
 const WRITES: Requirement = Requirement::Operation(Operation::Writes);
 const SCHEMA: Requirement = Requirement::Operation(Operation::Schema);
 const QUERIES: Requirement = Requirement::Operation(Operation::Queries);
+const DATASETS: Requirement = Requirement::Operation(Operation::Datasets);
 const MASTER: Requirement = Requirement::Master;
 const ORGANIZATION: Requirement = Requirement::Organization;
 
@@ -64,6 +65,11 @@ route_table! {
     put "/3.0/projects/{project_id}/queries/saved/{name}" => MASTER, saved_queries::put_saved_query;
     delete "/3.0/projects/{project_id}/queries/saved/{name}" => MASTER, saved_queries::delete_saved_query;
     get "/3.0/projects/{project_id}/queries/saved/{name}/result" => Requirement::AnyOperation(&[Operation::SavedQueries, Operation::CachedQueries]), saved_queries::saved_query_result;
+    get "/3.0/projects/{project_id}/datasets" => DATASETS, datasets::list_datasets;
+    get "/3.0/projects/{project_id}/datasets/{name}" => DATASETS, datasets::get_dataset;
+    put "/3.0/projects/{project_id}/datasets/{name}" => MASTER, datasets::put_dataset;
+    delete "/3.0/projects/{project_id}/datasets/{name}" => MASTER, datasets::delete_dataset;
+    get "/3.0/projects/{project_id}/datasets/{name}/results" => DATASETS, datasets::dataset_results;
     get "/3.0/projects/{project_id}/queries/{analysis_type}" => QUERIES, query::run_query_get;
     post "/3.0/projects/{project_id}/queries/{analysis_type}" => QUERIES, query::run_query_post;
     get "/3.0/projects/{project_id}/keys" => MASTER, keys::list_keys;

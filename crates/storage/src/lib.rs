@@ -7,6 +7,7 @@
 //! See ARCHITECTURE.md for the life of one write.
 
 pub mod backup;
+mod changes;
 mod column_cap;
 pub mod columns;
 mod dir_lock;
@@ -364,6 +365,23 @@ impl Storage {
             schema,
             files,
             memory,
+        }
+    }
+
+    /// The current change version: pass it to [`Storage::earliest_change_since`] later to learn what
+    /// changed in between. Read it before a query's snapshot: whatever the query did not see then
+    /// counts as a later change.
+    pub fn change_version(&self) -> u64 {
+        self.inner.state.lock().expect("state lock").change_version
+    }
+
+    /// The earliest `keen.timestamp` of `collection` written, deleted or otherwise changed after
+    /// `version`; `None` when nothing changed. A collection that does not exist answers `i64::MIN`.
+    pub fn earliest_change_since(&self, collection: &CollectionId, version: u64) -> Option<i64> {
+        let state = self.inner.state.lock().expect("state lock");
+        match state.collections.get(collection) {
+            Some(target) => target.changes.earliest_since(version),
+            None => Some(i64::MIN),
         }
     }
 

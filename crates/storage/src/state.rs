@@ -23,6 +23,8 @@ pub struct CollectionState {
     pub sealed: Vec<RecordBatch>,
     pub flushing: Vec<RecordBatch>,
     pub files: Vec<DataFile>,
+    /// Event times changed, by change version (see `changes`).
+    pub changes: crate::changes::ChangeLog,
 }
 
 impl CollectionState {
@@ -61,6 +63,8 @@ impl CollectionState {
 #[derive(Default)]
 pub struct State {
     pub flushed_sequence: u64,
+    /// Counts changes to any collection (see `changes`); not persisted.
+    pub change_version: u64,
     pub collections: BTreeMap<CollectionId, CollectionState>,
     next_incarnation: u64,
 }
@@ -82,17 +86,30 @@ impl State {
     pub fn collection_mut(&mut self, id: &CollectionId) -> &mut CollectionState {
         if !self.collections.contains_key(id) {
             self.next_incarnation += 1;
-            let fresh = CollectionState {
+            let mut fresh = CollectionState {
                 incarnation: self.next_incarnation,
                 ..Default::default()
             };
+            // A collection that did not exist before changed everywhere for any earlier reader.
+            self.change_version += 1;
+            fresh.changes.record(self.change_version, i64::MIN);
             self.collections.insert(id.clone(), fresh);
         }
         self.collections.get_mut(id).expect("inserted above")
     }
 
+    /// Records that `id`'s events from `earliest` on changed (see `changes`).
+    pub fn record_change(&mut self, id: &CollectionId, earliest: i64) {
+        self.change_version += 1;
+        let version = self.change_version;
+        if let Some(collection) = self.collections.get_mut(id) {
+            collection.changes.record(version, earliest);
+        }
+    }
+
     /// Forgets a collection; returns the files that held its events.
     pub fn remove_collection(&mut self, id: &CollectionId) -> Vec<DataFile> {
+        self.change_version += 1;
         self.collections
             .remove(id)
             .map(|collection| collection.files)

@@ -251,9 +251,12 @@ impl Writer {
                     } => {
                         if !stored_events.is_empty() {
                             let target = state.collection_mut(&collection);
+                            let mut earliest = i64::MAX;
                             for event in &stored_events {
                                 target.append(&event.flat);
+                                earliest = earliest.min(event.flat.timestamp_millis);
                             }
+                            state.record_change(&collection, earliest);
                             self.metrics
                                 .ingested_events
                                 .inc_by(stored_events.len() as u64);

@@ -8,6 +8,7 @@ mod access_keys;
 mod authorization;
 mod backup;
 mod config;
+mod datasets;
 mod durability;
 mod embed_tokens;
 mod fuzz_http;

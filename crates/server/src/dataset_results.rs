@@ -1,0 +1,268 @@
+//! Results of cached datasets (`GET /datasets/{name}/results`): the dataset's interval query, restricted
+//! to one index value and a sub-timeframe, read in the caller's scope — equal, bucket for bucket, to
+//! running that query live with the index value as an extra filter.
+//!
+//! Design: Keen precomputes datasets and lags ingestion; Keyhole answers to the second. Buckets that end
+//! in the future are always computed live. Closed buckets (ending at or before now) are kept once
+//! computed, per (project, dataset, definition version, scope digest, index value), together with the
+//! storage's change version at which they were computed; a kept bucket is served only while no write,
+//! delete or property removal since that version touched an event time before the bucket's end
+//! (`Storage::earliest_change_since`). A read takes the longest run of valid kept buckets from the start
+//! of its timeframe and computes the rest in one live query, so reading 90 daily buckets usually
+//! computes one. Scopes with a look-back window (`max_lookback`) move with the clock, so their buckets are
+//! always computed live. Everything is in memory (a restart recomputes on first read), bounded by
+//! [`MAX_INDEXES`] index entries, the least recently read dropped first.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use keyhole_model::Grant;
+use keyhole_model::dataset::IndexValue;
+use keyhole_model::query::{Query, TimeRange, Timeframe};
+use keyhole_model::timestamp::EpochMillis;
+use keyhole_storage::{CollectionId, Storage};
+use serde_json::Value;
+
+use crate::errors::ApiError;
+
+/// Most (dataset, scope, index value) entries kept.
+pub const MAX_INDEXES: usize = 100_000;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct IndexKey {
+    project_id: String,
+    dataset: String,
+    version: String,
+    scope_digest: String,
+    index: String,
+}
+
+struct KeptBucket {
+    /// The result array's element: `{"timeframe": {…}, "value": …}`.
+    element: Value,
+    change_version: u64,
+}
+
+struct KeptIndex {
+    buckets: BTreeMap<(EpochMillis, EpochMillis), KeptBucket>,
+    last_read: EpochMillis,
+}
+
+/// Kept closed buckets of dataset results (see the module docs).
+#[derive(Default)]
+pub struct DatasetResults {
+    entries: Mutex<HashMap<IndexKey, KeptIndex>>,
+}
+
+/// One results request, parsed and authorized.
+pub struct ResultsRequest<'a> {
+    pub project_id: &'a str,
+    pub dataset: &'a str,
+    /// The definition's `last_modified_date`: replacing the dataset invalidates what was kept.
+    pub version: &'a str,
+    pub query: Query,
+    pub index: Vec<IndexValue>,
+    pub timeframe: Timeframe,
+    pub grant: &'a Grant,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl DatasetResults {
+    /// The `result` array for `request` at `now`, and how many of its buckets came from the store.
+    pub async fn results(
+        &self,
+        storage: &Storage,
+        queries: &keyhole_query::QueryEngine,
+        request: ResultsRequest<'_>,
+        now: EpochMillis,
+    ) -> Result<(Value, usize), ApiError> {
+        let ResultsRequest {
+            project_id,
+            dataset,
+            version,
+            mut query,
+            index,
+            timeframe,
+            grant,
+        } = request;
+        let scope = keyhole_query::Scope::for_grant(grant, now);
+        let timezone = query.timezone;
+        let interval = query
+            .interval
+            .ok_or_else(|| ApiError::internal(format!("dataset {dataset} has no interval")))?;
+        let dataset_range = match &query.timeframe {
+            Some(dataset_timeframe) => dataset_timeframe.resolve(now, timezone)?,
+            None => {
+                return Err(ApiError::internal(format!(
+                    "dataset {dataset} has no timeframe"
+                )));
+            }
+        };
+        let asked = timeframe.resolve(now, timezone)?;
+        // The results cover the asked timeframe within the dataset's.
+        let range = TimeRange {
+            start: asked.start.max(dataset_range.start),
+            end: asked.end.min(dataset_range.end),
+        };
+        if range.start >= range.end {
+            return Ok((Value::Array(Vec::new()), 0));
+        }
+        let boundaries = interval.boundaries(range, timezone, keyhole_query::MAX_BUCKETS)?;
+        let buckets: Vec<(EpochMillis, EpochMillis)> = boundaries
+            .windows(2)
+            .map(|pair| (pair[0], pair[1]))
+            .collect();
+        query.filters.extend(index.iter().map(IndexValue::filter));
+        let collection = CollectionId {
+            project: project_id.to_string(),
+            collection: query.collection.clone().unwrap_or_default(),
+        };
+        let key = IndexKey {
+            project_id: project_id.to_string(),
+            dataset: dataset.to_string(),
+            version: version.to_string(),
+            scope_digest: crate::cached_results::scope_digest(grant, grant.forced_query_filters()),
+            index: IndexValue::canonical(&index),
+        };
+        let keeps =
+            scope.earliest_millis().is_none() && keyhole_query::interval_join::is_joinable(&query);
+        // Read before the live query's snapshot: whatever that query misses is a later change.
+        let change_version = storage.change_version();
+        let mut elements = if keeps {
+            self.valid_prefix(storage, &collection, &key, &buckets, now)
+        } else {
+            Vec::new()
+        };
+        let Some(&(live_start, _)) = buckets.get(elements.len()) else {
+            let stored = elements.len();
+            keyhole_query::interval_join::align_interval_groups(&query, &mut elements);
+            return Ok((Value::Array(elements), stored));
+        };
+        query.timeframe = Some(Timeframe::Absolute {
+            start: live_start,
+            end: range.end,
+        });
+        let answer = queries.run(&query, &scope, now).await?;
+        let live = match answer.get("result") {
+            Some(Value::Array(live)) => live.clone(),
+            _ => {
+                return Err(ApiError::internal(
+                    "a dataset query answered no interval result",
+                ));
+            }
+        };
+        if keeps {
+            let kept_from = dataset_range.start;
+            self.keep(
+                key,
+                &buckets[elements.len()..],
+                &live,
+                change_version,
+                now,
+                kept_from,
+            );
+        }
+        let stored = elements.len();
+        elements.extend(live);
+        if stored > 0 {
+            keyhole_query::interval_join::align_interval_groups(&query, &mut elements);
+        }
+        Ok((Value::Array(elements), stored))
+    }
+
+    /// The kept elements of the longest run of closed buckets from the first that are still valid.
+    fn valid_prefix(
+        &self,
+        storage: &Storage,
+        collection: &CollectionId,
+        key: &IndexKey,
+        buckets: &[(EpochMillis, EpochMillis)],
+        now: EpochMillis,
+    ) -> Vec<Value> {
+        let mut entries = lock(&self.entries);
+        let Some(kept) = entries.get_mut(key) else {
+            return Vec::new();
+        };
+        kept.last_read = now;
+        let mut elements = Vec::new();
+        for bucket in buckets {
+            if bucket.1 > now {
+                break;
+            }
+            let Some(stored) = kept.buckets.get(bucket) else {
+                break;
+            };
+            let changed = storage.earliest_change_since(collection, stored.change_version);
+            if changed.is_some_and(|earliest| earliest < bucket.1) {
+                break;
+            }
+            elements.push(stored.element.clone());
+        }
+        elements
+    }
+
+    /// Keeps the closed buckets of a live answer (`buckets` are the ones it covered, in order).
+    #[allow(clippy::too_many_arguments)]
+    fn keep(
+        &self,
+        key: IndexKey,
+        buckets: &[(EpochMillis, EpochMillis)],
+        live: &[Value],
+        change_version: u64,
+        now: EpochMillis,
+        kept_from: EpochMillis,
+    ) {
+        if buckets.len() != live.len() {
+            tracing::warn!(
+                buckets = buckets.len(),
+                answered = live.len(),
+                "dataset answer does not match its buckets; nothing kept"
+            );
+            return;
+        }
+        let closed: Vec<_> = buckets
+            .iter()
+            .zip(live)
+            .filter(|(bucket, _)| bucket.1 <= now)
+            .collect();
+        if closed.is_empty() {
+            return;
+        }
+        let mut entries = lock(&self.entries);
+        if entries.len() >= MAX_INDEXES && !entries.contains_key(&key) {
+            let least_recent = entries
+                .iter()
+                .min_by_key(|(_, kept)| kept.last_read)
+                .map(|(key, _)| key.clone());
+            if let Some(least_recent) = least_recent {
+                entries.remove(&least_recent);
+            }
+        }
+        let kept = entries.entry(key).or_insert_with(|| KeptIndex {
+            buckets: BTreeMap::new(),
+            last_read: now,
+        });
+        // Buckets the dataset's moving timeframe has left behind are dropped.
+        kept.buckets.retain(|bucket, _| bucket.1 > kept_from);
+        for (bucket, element) in closed {
+            kept.buckets.insert(
+                *bucket,
+                KeptBucket {
+                    element: element.clone(),
+                    change_version,
+                },
+            );
+        }
+    }
+
+    /// Forgets everything kept for a dataset (replaced or deleted).
+    pub fn forget(&self, project_id: &str, dataset: &str) {
+        lock(&self.entries)
+            .retain(|key, _| !(key.project_id == project_id && key.dataset == dataset));
+    }
+}

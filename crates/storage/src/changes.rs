@@ -1,0 +1,80 @@
+//! Which event times changed since a moment: the basis on which stored results of closed time buckets
+//! (dataset results) stay valid. Every change to a collection (a write, a delete, a property removal, its
+//! creation) takes the engine's next change version and records the earliest `keen.timestamp` it
+//! touched; [`ChangeLog::earliest_since`] answers "what is the earliest event time changed after version
+//! v". A result over `[start, end)` computed at version v is still exact if that time is `>= end`.
+//!
+//! Design: the log is a stack whose versions and times both increase, so the first entry after v holds
+//! the minimum of everything after v (a new change pops the entries with later-or-equal times: every
+//! question they answered, it answers with an earlier or equal time). Writes at "now" push one entry per
+//! write group; the stack is bounded by merging its two oldest entries into one (keeping the earlier
+//! time under the later version), which can only make answers earlier — more invalidation, never less.
+
+/// Most entries kept per collection.
+const MAX_ENTRIES: usize = 1024;
+
+/// A collection's changes (see the module docs).
+#[derive(Clone, Debug, Default)]
+pub struct ChangeLog {
+    /// (version, earliest event time changed at or after it), increasing in both.
+    entries: Vec<(u64, i64)>,
+}
+
+impl ChangeLog {
+    /// Records a change at `version` (greater than every recorded one) touching times from `earliest`.
+    pub fn record(&mut self, version: u64, earliest: i64) {
+        while self
+            .entries
+            .last()
+            .is_some_and(|&(_, time)| time >= earliest)
+        {
+            self.entries.pop();
+        }
+        self.entries.push((version, earliest));
+        if self.entries.len() > MAX_ENTRIES {
+            let (_, oldest_time) = self.entries.remove(0);
+            self.entries[0].1 = oldest_time;
+        }
+    }
+
+    /// The earliest event time changed by a change after `version`, if any.
+    pub fn earliest_since(&self, version: u64) -> Option<i64> {
+        let first_after = self
+            .entries
+            .partition_point(|&(recorded, _)| recorded <= version);
+        self.entries.get(first_after).map(|&(_, time)| time)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Against the plain definition (minimum over every change after v): never later, and exact
+        /// while the log is under its bound.
+        #[test]
+        fn answers_the_minimum_over_later_changes(times in proptest::collection::vec(-50i64..50, 0..2000), probe in 0u64..2100) {
+            let mut log = ChangeLog::default();
+            for (index, time) in times.iter().enumerate() {
+                log.record(index as u64 + 1, *time);
+            }
+            let exact = times
+                .iter()
+                .enumerate()
+                .filter(|(index, _)| *index as u64 + 1 > probe)
+                .map(|(_, time)| *time)
+                .min();
+            let answer = log.earliest_since(probe);
+            prop_assert_eq!(answer.is_some(), exact.is_some());
+            if let (Some(answer), Some(exact)) = (answer, exact) {
+                prop_assert!(answer <= exact);
+                if times.len() <= MAX_ENTRIES {
+                    prop_assert_eq!(answer, exact);
+                }
+            }
+        }
+    }
+}
