@@ -21,16 +21,19 @@ pub enum Operation {
     CachedQueries,
     Datasets,
     Schema,
+    /// Keyhole extension: deleting events, confined to the key's forced filters.
+    Deletes,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 6] = [
+    pub const ALL: [Operation; 7] = [
         Operation::Writes,
         Operation::Queries,
         Operation::SavedQueries,
         Operation::CachedQueries,
         Operation::Datasets,
         Operation::Schema,
+        Operation::Deletes,
     ];
 
     /// Keen's name for the operation in `permitted`.
@@ -42,6 +45,7 @@ impl Operation {
             Operation::CachedQueries => "cached_queries",
             Operation::Datasets => "datasets",
             Operation::Schema => "schema",
+            Operation::Deletes => "deletes",
         }
     }
 

@@ -7,6 +7,7 @@
 
 mod bucket;
 mod columns;
+mod deletion;
 mod extraction;
 mod filters;
 mod funnel;
@@ -24,6 +25,7 @@ use std::time::Instant;
 
 use keyhole_model::query::{AnalysisType, Query, QueryError};
 
+pub use deletion::MatchedEvents;
 pub use extraction::MAX_EXTRACTED_EVENTS;
 use keyhole_storage::{Storage, StorageError};
 use serde_json::{Value, json};
@@ -107,6 +109,23 @@ impl QueryEngine {
         let (query, scope) = (query.clone(), scope.clone());
         self.measured(pool, async move {
             run_governed(&source, &query, &scope, now_millis).await
+        })
+        .await
+    }
+
+    /// Up to `limit` events of `query`'s collection, timeframe and filters as `scope` sees them (for
+    /// deletes; see `deletion`).
+    pub async fn matching_events(
+        &self,
+        query: &Query,
+        scope: &Scope,
+        now_millis: i64,
+        limit: usize,
+    ) -> Result<MatchedEvents> {
+        let (source, pool) = self.source.for_one_query();
+        let (query, scope) = (query.clone(), scope.clone());
+        self.measured(pool, async move {
+            deletion::matching_events(&source, &query, &scope, now_millis, limit).await
         })
         .await
     }

@@ -65,6 +65,7 @@ policies! {
     Queries => Requirement::Operation(Operation::Queries),
     SavedOrCachedQueries => Requirement::AnyOperation(&[Operation::SavedQueries, Operation::CachedQueries]),
     Datasets => Requirement::Operation(Operation::Datasets),
+    Deletes => Requirement::Operation(Operation::Deletes),
     AnyKeyOfProject => Requirement::AnyKey,
 }
 
@@ -158,7 +159,11 @@ fn check_grant(
     if allowed {
         return Ok(());
     }
-    if requirement == Requirement::Master {
+    // Deletes are the master key's in Keen: its write and read keys hear so. (Access keys may be
+    // granted `deletes`, a Keyhole extension; without it they are refused like any other operation.)
+    let keen_master_only = requirement == Requirement::Operation(Operation::Deletes)
+        && matches!(grant.kind(), KeyKind::Write | KeyKind::Read);
+    if requirement == Requirement::Master || keen_master_only {
         return Err((
             Refusal::MasterKeyRequired,
             ApiError::new(

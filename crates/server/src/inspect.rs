@@ -1,5 +1,5 @@
 //! Keen's inspection endpoints: every collection with its properties (`GET /events`), one collection
-//! (`GET /events/{c}`), its properties (`/properties[/{name}]`), and deleting a whole collection.
+//! (`GET /events/{c}`) and its properties (`/properties[/{name}]`).
 //!
 //! Design: a property that has held several kinds is reported with the kind of its most recently
 //! written value, since Keen's schema shows one type per property; the storage keeps all kinds.
@@ -8,16 +8,15 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use keyhole_model::ValueKind;
 use keyhole_storage::{CollectionId, CollectionSchema};
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::auth::{Authorized, MasterOnly, Schema, form_urlencoded_pairs, scope_of};
-use crate::errors::{ApiError, ErrorCode};
+use crate::auth::{Authorized, Schema, scope_of};
+use crate::errors::ApiError;
 use keyhole_model::Grant;
 use keyhole_query::Visibility;
 
@@ -175,70 +174,4 @@ pub async fn get_property(
         &property,
         type_name,
     )))
-}
-
-/// `DELETE /3.0/projects/{project_id}/events/{collection}`: deletes the whole collection (204).
-///
-/// Only a request that says nothing but "this collection" deletes it. Deleting the events matching
-/// `filters`/`timeframe`/`timezone` (in any spelling: `filters=…` or the bracket form
-/// `filters[0][property_name]=…` that PHP's SDK sends) is answered 501 until it exists; any other
-/// parameter, or a request body, is refused with 400. A delete is never widened to the whole collection
-/// because a parameter was not recognized.
-pub async fn delete_collection(
-    auth: Authorized<MasterOnly>,
-    State(state): State<AppState>,
-    Path((_, collection)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
-    body: axum::body::Body,
-) -> Result<StatusCode, ApiError> {
-    check_delete_is_whole_collection(query.as_deref())?;
-    let body = crate::http::read_body(body, 1024, delete_body_refused).await?;
-    if !body.iter().all(u8::is_ascii_whitespace) {
-        return Err(delete_body_refused());
-    }
-    let id = CollectionId {
-        project: auth.project_id,
-        collection,
-    };
-    state
-        .storage
-        .collection_schema(&id)
-        .ok_or_else(ApiError::not_found)?;
-    state.storage.delete_collection(id).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-fn delete_body_refused() -> ApiError {
-    ApiError::new(
-        ErrorCode::InvalidParameter,
-        "A collection delete takes no request body; nothing was deleted.",
-    )
-}
-
-/// Refuses a delete that carries anything but the key.
-fn check_delete_is_whole_collection(query: Option<&str>) -> Result<(), ApiError> {
-    let mut selective = false;
-    for (name, _) in form_urlencoded_pairs(query.unwrap_or_default()) {
-        let base = name.split('[').next().unwrap_or_default();
-        match base {
-            "api_key" if name == "api_key" => {}
-            "filters" | "timeframe" | "timezone" => selective = true,
-            _ => {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidParameter,
-                    format!(
-                        "A collection delete does not take the parameter '{}'; nothing was deleted.",
-                        name.chars().take(100).collect::<String>()
-                    ),
-                ));
-            }
-        }
-    }
-    if selective {
-        return Err(ApiError::new(
-            ErrorCode::NotImplemented,
-            "Deleting events by filters, timeframe or timezone is not supported yet; nothing was deleted. Omit them to delete the whole collection.",
-        ));
-    }
-    Ok(())
 }

@@ -6,6 +6,7 @@ pub mod auth;
 mod cached_results;
 mod dataset_results;
 mod datasets;
+mod deletes;
 pub mod errors;
 pub mod http;
 mod inspect;

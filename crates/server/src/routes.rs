@@ -9,7 +9,7 @@ use keyhole_model::Operation;
 
 use crate::AppState;
 use crate::auth::Requirement;
-use crate::{datasets, inspect, keys, projects, query, saved_queries, write};
+use crate::{datasets, deletes, inspect, keys, projects, query, saved_queries, write};
 
 /// One row of the route table.
 #[derive(Clone, Copy, Debug)]
@@ -57,9 +57,10 @@ route_table! {
     post "/3.0/projects/{project_id}/events" => WRITES, write::record_events;
     get "/3.0/projects/{project_id}/events/{collection}" => Requirement::WritesWithDataElseSchema, write::get_collection;
     post "/3.0/projects/{project_id}/events/{collection}" => WRITES, write::record_event;
-    delete "/3.0/projects/{project_id}/events/{collection}" => MASTER, inspect::delete_collection;
+    delete "/3.0/projects/{project_id}/events/{collection}" => Requirement::Operation(Operation::Deletes), deletes::delete_events;
     get "/3.0/projects/{project_id}/events/{collection}/properties" => SCHEMA, inspect::list_properties;
     get "/3.0/projects/{project_id}/events/{collection}/properties/{property}" => SCHEMA, inspect::get_property;
+    delete "/3.0/projects/{project_id}/events/{collection}/properties/{property}" => MASTER, deletes::delete_property;
     get "/3.0/projects/{project_id}/queries/saved" => MASTER, saved_queries::list_saved_queries;
     get "/3.0/projects/{project_id}/queries/saved/{name}" => MASTER, saved_queries::get_saved_query;
     put "/3.0/projects/{project_id}/queries/saved/{name}" => MASTER, saved_queries::put_saved_query;

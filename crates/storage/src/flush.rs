@@ -198,8 +198,23 @@ pub async fn read_data_file(
     file: &DataFile,
     schema: &SchemaRef,
 ) -> io::Result<Vec<RecordBatch>> {
+    read_file_conformed(objects, file, Some(schema.clone())).await
+}
+
+/// Reads a data file's rows with the columns the file has.
+pub async fn read_file_as_written(
+    objects: &ObjectFiles,
+    file: &DataFile,
+) -> io::Result<Vec<RecordBatch>> {
+    read_file_conformed(objects, file, None).await
+}
+
+async fn read_file_conformed(
+    objects: &ObjectFiles,
+    file: &DataFile,
+    schema: Option<SchemaRef>,
+) -> io::Result<Vec<RecordBatch>> {
     let bytes = objects.get(&file.path).await?;
-    let schema = schema.clone();
     tokio::task::spawn_blocking(move || {
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
             .and_then(|builder| builder.with_batch_size(64 * 1024).build())
@@ -207,7 +222,10 @@ pub async fn read_data_file(
         let mut batches = Vec::new();
         for batch in reader {
             let batch = batch.map_err(io::Error::other)?;
-            batches.push(conform_batch(&batch, &schema));
+            batches.push(match &schema {
+                Some(schema) => conform_batch(&batch, schema),
+                None => batch,
+            });
         }
         Ok(batches)
     })

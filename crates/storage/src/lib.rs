@@ -10,6 +10,7 @@ pub mod backup;
 mod changes;
 mod column_cap;
 pub mod columns;
+mod deletes;
 mod dir_lock;
 mod file_cache;
 mod flush;
@@ -268,7 +269,18 @@ impl Storage {
             }
         });
         spawn_flusher(Arc::downgrade(&inner), flush_wanted);
-        Ok(Storage { inner })
+        let storage = Storage { inner };
+        if !replay.edits.is_empty() {
+            let _maintenance = storage.inner.maintenance.lock().await;
+            for (collection, edit) in &replay.edits {
+                storage.rewrite_files_locked(collection, edit).await?;
+            }
+            tracing::info!(
+                deletes = replay.edits.len(),
+                "replayed deletes applied to data files"
+            );
+        }
+        Ok(storage)
     }
 
     /// Appends events to a collection. Returns once they are fsync'd in the WAL and visible to scans.
@@ -561,6 +573,8 @@ fn spawn_flusher(inner: Weak<Inner>, flush_wanted: Arc<Notify>) {
 
 struct ReplaySummary {
     highest_sequence: u64,
+    /// Deletes replayed into memory whose files must be rewritten before the engine serves.
+    edits: Vec<(CollectionId, deletes::RowEdit)>,
     records: usize,
     deleted_files: Vec<DataFile>,
     corrupt_segments: Vec<wal::CorruptSegment>,
@@ -575,6 +589,7 @@ fn replay_wal(
     let flushed = state.flushed_sequence;
     let mut summary = ReplaySummary {
         highest_sequence: 0,
+        edits: Vec::new(),
         records: 0,
         deleted_files: Vec::new(),
         corrupt_segments: Vec::new(),
@@ -621,6 +636,15 @@ fn replay_wal(
                 tokens.remove(&id);
                 summary.deleted_files.extend(state.remove_collection(&id));
             }
+            edit @ (WalEntry::DeleteEvents { .. } | WalEntry::DeleteProperty { .. }) => {
+                let Some((id, edit)) = deletes::RowEdit::from_wal_entry(edit) else {
+                    return;
+                };
+                if let Some(target) = state.collections.get_mut(&id) {
+                    edit.apply_to_memory(target);
+                }
+                summary.edits.push((id, edit));
+            }
         }
     })?;
     summary.highest_sequence = report.highest_sequence;
@@ -636,6 +660,8 @@ mod tokens;
 pub use metrics::{HealthCounts, StorageMetrics};
 use tokens::load_tokens_from_files;
 
+#[cfg(test)]
+mod delete_tests;
 #[cfg(test)]
 mod fault_tests;
 #[cfg(test)]

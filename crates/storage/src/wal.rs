@@ -23,11 +23,14 @@ use std::path::{Path, PathBuf};
 const RECORD_HEADER_BYTES: usize = 8;
 /// The start of every segment this version writes.
 const SEGMENT_MAGIC: &[u8; 6] = b"KHWAL\0";
-/// The segment format this version writes and the newest it reads.
-pub const SEGMENT_FORMAT: u16 = 1;
+/// The segment format this version writes and the newest it reads. Format 2 adds the event and property
+/// delete records; format 1 segments hold only events and collection deletes and read alike.
+pub const SEGMENT_FORMAT: u16 = 2;
 const SEGMENT_HEADER_BYTES: usize = 8;
 const ENTRY_EVENTS: u8 = 1;
 const ENTRY_DELETE_COLLECTION: u8 = 2;
+const ENTRY_DELETE_EVENTS: u8 = 3;
+const ENTRY_DELETE_PROPERTY: u8 = 4;
 /// A record larger than this is treated as corruption (batches are at most 10 MB of JSON).
 const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
 
@@ -43,6 +46,20 @@ pub enum WalEntry {
     DeleteCollection {
         project: String,
         collection: String,
+    },
+    /// The events with these `keen.id`s, all with `keen.timestamp` in `[earliest, latest]`.
+    DeleteEvents {
+        project: String,
+        collection: String,
+        ids: Vec<String>,
+        earliest: i64,
+        latest: i64,
+    },
+    /// A property (and every property nested under it) of every event.
+    DeleteProperty {
+        project: String,
+        collection: String,
+        property: String,
     },
 }
 
@@ -74,6 +91,33 @@ impl WalEntry {
                 put_str(out, project);
                 put_str(out, collection);
             }
+            WalEntry::DeleteEvents {
+                project,
+                collection,
+                ids,
+                earliest,
+                latest,
+            } => {
+                out.push(ENTRY_DELETE_EVENTS);
+                put_str(out, project);
+                put_str(out, collection);
+                out.extend_from_slice(&earliest.to_le_bytes());
+                out.extend_from_slice(&latest.to_le_bytes());
+                out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+                for id in ids {
+                    put_str(out, id);
+                }
+            }
+            WalEntry::DeleteProperty {
+                project,
+                collection,
+                property,
+            } => {
+                out.push(ENTRY_DELETE_PROPERTY);
+                put_str(out, project);
+                put_str(out, collection);
+                put_str(out, property);
+            }
         }
         let payload_len = out.len() - start - RECORD_HEADER_BYTES;
         let checksum = crc32c::crc32c(&out[start + RECORD_HEADER_BYTES..]);
@@ -104,6 +148,27 @@ impl WalEntry {
             ENTRY_DELETE_COLLECTION => WalEntry::DeleteCollection {
                 project,
                 collection,
+            },
+            ENTRY_DELETE_EVENTS => {
+                let earliest = i64::from_le_bytes(reader.take(8)?.try_into().ok()?);
+                let latest = i64::from_le_bytes(reader.take(8)?.try_into().ok()?);
+                let count = reader.u32()? as usize;
+                let mut ids = Vec::with_capacity(count.min(100_000));
+                for _ in 0..count {
+                    ids.push(reader.string()?);
+                }
+                WalEntry::DeleteEvents {
+                    project,
+                    collection,
+                    ids,
+                    earliest,
+                    latest,
+                }
+            }
+            ENTRY_DELETE_PROPERTY => WalEntry::DeleteProperty {
+                project,
+                collection,
+                property: reader.string()?,
             },
             _ => return None,
         };
@@ -515,14 +580,34 @@ mod tests {
         wal.commit().unwrap();
         assert_eq!(wal.rotate().unwrap(), 2);
         wal.append(&events("q", 1));
+        let deletes = [
+            WalEntry::DeleteEvents {
+                project: "q".into(),
+                collection: "c".into(),
+                ids: vec!["id-1".into(), "id-2".into()],
+                earliest: -5,
+                latest: 1_700_000_000_000,
+            },
+            WalEntry::DeleteProperty {
+                project: "q".into(),
+                collection: "c".into(),
+                property: "user.email".into(),
+            },
+        ];
+        for delete in &deletes {
+            wal.append(delete);
+        }
         wal.commit().unwrap();
         let entries = replay_all(directory.path());
-        assert_eq!(entries.len(), 3);
+        assert_eq!(entries.len(), 5);
         assert_eq!(entries[0], (1, events("p", 2)));
         assert_eq!(entries[2], (3, events("q", 1)));
+        assert_eq!(entries[3], (4, deletes[0].clone()));
+        assert_eq!(entries[4], (5, deletes[1].clone()));
         remove_flushed_segments(directory.path(), 2).unwrap();
         let entries = replay_all(directory.path());
-        assert_eq!(entries, vec![(3, events("q", 1))]);
+        assert_eq!(entries.len(), 3);
+        assert_eq!(entries[0], (3, events("q", 1)));
     }
 
     #[test]

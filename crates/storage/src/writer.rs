@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use keyhole_model::PreparedEvent;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::deletes::RowEdit;
 use crate::manifest::{CollectionId, DataFile};
 use crate::state::State;
 use crate::wal::{Wal, WalEntry};
@@ -37,6 +38,12 @@ pub enum Command {
     DeleteCollection {
         collection: CollectionId,
         reply: oneshot::Sender<io::Result<Vec<DataFile>>>,
+    },
+    /// Delete events or a property (see `deletes`); answers the rows (or cells) removed from memory.
+    Edit {
+        collection: CollectionId,
+        edit: RowEdit,
+        reply: oneshot::Sender<io::Result<usize>>,
     },
     /// Start a new WAL segment and move every buffered row to "flushing"; answers the last sequence
     /// number those rows came from.
@@ -76,6 +83,11 @@ enum Staged {
         collection: CollectionId,
         reply: oneshot::Sender<io::Result<Vec<DataFile>>>,
     },
+    Edit {
+        collection: CollectionId,
+        edit: RowEdit,
+        reply: oneshot::Sender<io::Result<usize>>,
+    },
 }
 
 impl Writer {
@@ -113,6 +125,18 @@ impl Writer {
                         collection: collection.collection.clone(),
                     });
                     staged.push(Staged::Delete { collection, reply });
+                }
+                Command::Edit {
+                    collection,
+                    edit,
+                    reply,
+                } => {
+                    self.wal.append(&edit.wal_entry(&collection));
+                    staged.push(Staged::Edit {
+                        collection,
+                        edit,
+                        reply,
+                    });
                 }
                 Command::Rotate { reply } => {
                     self.commit_and_apply(std::mem::take(&mut staged));
@@ -273,6 +297,18 @@ impl Writer {
                         self.tokens.remove(&collection);
                         replies.push(Reply::Delete(reply, state.remove_collection(&collection)));
                     }
+                    Staged::Edit {
+                        collection,
+                        edit,
+                        reply,
+                    } => {
+                        let removed = state
+                            .collections
+                            .get_mut(&collection)
+                            .map_or(0, |target| edit.apply_to_memory(target));
+                        state.record_change(&collection, edit.earliest_time());
+                        replies.push(Reply::Edit(reply, removed));
+                    }
                 }
             }
             state.memory_rows()
@@ -281,6 +317,7 @@ impl Writer {
             match reply {
                 Reply::Write(sender, outcomes) => drop(sender.send(Ok(outcomes))),
                 Reply::Delete(sender, files) => drop(sender.send(Ok(files))),
+                Reply::Edit(sender, removed) => drop(sender.send(Ok(removed))),
             }
         }
         self.metrics.buffered_rows.set(buffered_rows as i64);
@@ -305,6 +342,7 @@ impl Writer {
                     let _ = reply.send(Err(failure()));
                 }
                 Staged::Delete { reply, .. } => drop(reply.send(Err(failure()))),
+                Staged::Edit { reply, .. } => drop(reply.send(Err(failure()))),
             }
         }
     }
@@ -327,4 +365,5 @@ enum Reply {
         Vec<WriteOutcome>,
     ),
     Delete(oneshot::Sender<io::Result<Vec<DataFile>>>, Vec<DataFile>),
+    Edit(oneshot::Sender<io::Result<usize>>, usize),
 }

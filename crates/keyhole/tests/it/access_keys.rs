@@ -192,7 +192,8 @@ async fn permitted_operations_gate_their_routes() {
             .header("Authorization", &queries_only),
     )
     .await;
-    assert_keen_error(&delete, 401, "AdminOnlyEndpointError");
+    // Deleting needs `deletes` (a Keyhole extension), which this key was not given.
+    assert_keen_error(&delete, 401, "RequestForbiddenError");
 }
 
 #[tokio::test(flavor = "multi_thread")]

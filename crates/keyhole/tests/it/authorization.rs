@@ -68,7 +68,7 @@ fn allowed(route: &RouteSpec, requirement: Requirement, caller: Caller, pixel_wr
         Requirement::Operation(operation) => match caller {
             Caller::Master => true,
             Caller::Write => operation == Operation::Writes,
-            Caller::Read => operation != Operation::Writes,
+            Caller::Read => !matches!(operation, Operation::Writes | Operation::Deletes),
             Caller::Access(permitted) | Caller::Token(permitted) => permitted == operation,
             _ => false,
         },
@@ -95,13 +95,14 @@ fn allowed(route: &RouteSpec, requirement: Requirement, caller: Caller, pixel_wr
     }
 }
 
-const EVERYTHING: [&str; 6] = [
+const EVERYTHING: [&str; 7] = [
     "writes",
     "queries",
     "saved_queries",
     "cached_queries",
     "datasets",
     "schema",
+    "deletes",
 ];
 
 async fn access_key(server: &InProcessServer, definition: serde_json::Value) -> String {

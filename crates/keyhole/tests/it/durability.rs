@@ -1,8 +1,10 @@
-//! Durability over the real binary: writers post while the server is SIGKILLed and restarted several
-//! times; afterwards every acknowledged event is present exactly once. And SIGTERM shuts down cleanly,
-//! finishing in-flight writes and flushing everything to Parquet.
+//! Durability over the real binary: writers post while a deleter keeps deleting one writer's events and
+//! the server is SIGKILLed and restarted several times; afterwards every acknowledged event of the other
+//! writers is present exactly once, and no event a delete acknowledged as gone has come back. And SIGTERM
+//! shuts down cleanly, finishing in-flight writes and flushing everything to Parquet.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,6 +14,12 @@ use crate::support::{BinaryServer, client, open_storage, string_values};
 
 const WRITERS: usize = 6;
 const CRASHES: usize = 5;
+/// The writer whose events the deleter deletes.
+const DELETED_WRITER: usize = 0;
+
+/// Orders acknowledgements: an event acknowledged with a number below the one a delete read before it
+/// was sent was acknowledged before that delete began.
+static ACK_ORDER: AtomicU64 = AtomicU64::new(0);
 
 /// A small deterministic pseudo-random sequence (the test must not depend on timing luck to pass, only
 /// to vary where the kills land).
@@ -29,7 +37,7 @@ async fn write_until_refused(
     key: String,
     writer: usize,
     round: usize,
-    acknowledged: Arc<Mutex<Vec<String>>>,
+    acknowledged: Arc<Mutex<Vec<(String, u64)>>>,
 ) {
     let http = client();
     for request in 0.. {
@@ -72,7 +80,39 @@ async fn write_until_refused(
             accepted,
             "a live server refused a valid write: {status} {body}"
         );
-        acknowledged.lock().unwrap().extend(ids);
+        let order = ACK_ORDER.fetch_add(1, Ordering::SeqCst);
+        acknowledged
+            .lock()
+            .unwrap()
+            .extend(ids.into_iter().map(|id| (id, order)));
+    }
+}
+
+/// Deletes `DELETED_WRITER`'s events until the server stops answering; returns the highest
+/// acknowledgement number read before a delete that was then acknowledged.
+async fn delete_until_refused(base_url: String, project: String, key: String) -> u64 {
+    let http = client();
+    let filters =
+        json!([{"property_name": "writer", "operator": "eq", "property_value": DELETED_WRITER}]);
+    let mut covered = 0;
+    loop {
+        let before = ACK_ORDER.load(Ordering::SeqCst);
+        let result = http
+            .delete(format!("{base_url}/3.0/projects/{project}/events/crashy"))
+            .query(&[("filters", filters.to_string())])
+            .header("Authorization", &key)
+            .send()
+            .await;
+        let Ok(response) = result else {
+            return covered;
+        };
+        match response.status().as_u16() {
+            204 => covered = before,
+            // The collection does not exist yet.
+            404 => {}
+            status => panic!("a live server refused a valid delete: {status}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -83,7 +123,7 @@ fn spawn_writers(
     keys: &crate::support::ProjectKeys,
     count: usize,
     round: usize,
-    acknowledged: &Arc<Mutex<Vec<String>>>,
+    acknowledged: &Arc<Mutex<Vec<(String, u64)>>>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     (0..count)
         .map(|writer| {
@@ -106,6 +146,7 @@ fn sigkill_loses_no_acknowledged_event_and_doubles_none() {
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let mut project = None;
     let mut random_state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut deleted_before = 0u64;
     // Small flush thresholds so kills also land during flushes and compactions.
     let args = ["--flush-rows", "700", "--flush-interval-secs", "1"];
     for round in 0..CRASHES {
@@ -114,6 +155,11 @@ fn sigkill_loses_no_acknowledged_event_and_doubles_none() {
             .get_or_insert_with(|| server.printed_project())
             .clone();
         let writers = spawn_writers(&runtime, &server, &keys, WRITERS, round, &acknowledged);
+        let deleter = runtime.spawn(delete_until_refused(
+            server.base_url.clone(),
+            keys.id.clone(),
+            keys.master.clone(),
+        ));
         let alive_for = Duration::from_millis(300 + next_random(&mut random_state) % 900);
         std::thread::sleep(alive_for);
         server.kill();
@@ -126,6 +172,13 @@ fn sigkill_loses_no_acknowledged_event_and_doubles_none() {
                     .unwrap()
             });
         }
+        let covered = runtime.block_on(async {
+            tokio::time::timeout(deadline - Instant::now(), deleter)
+                .await
+                .unwrap()
+                .unwrap()
+        });
+        deleted_before = deleted_before.max(covered);
     }
     let acknowledged = acknowledged.lock().unwrap().clone();
     assert!(
@@ -156,9 +209,26 @@ fn sigkill_loses_no_acknowledged_event_and_doubles_none() {
         .filter(|(_, count)| **count > 1)
         .collect();
     assert!(doubled.is_empty(), "events stored twice: {doubled:?}");
+    let deleted_writer = format!("-w{DELETED_WRITER}-");
+    let resurrected: Vec<_> = acknowledged
+        .iter()
+        .filter(|(id, order)| {
+            id.contains(&deleted_writer)
+                && *order < deleted_before
+                && occurrences.contains_key(id.as_str())
+        })
+        .collect();
+    assert!(deleted_before > 0, "the test should acknowledge deletes");
+    assert!(
+        resurrected.is_empty(),
+        "{} deleted events came back, e.g. {:?}",
+        resurrected.len(),
+        &resurrected[..resurrected.len().min(5)]
+    );
     let missing: Vec<_> = acknowledged
         .iter()
-        .filter(|id| !occurrences.contains_key(id.as_str()))
+        .filter(|(id, _)| !id.contains(&deleted_writer))
+        .filter(|(id, _)| !occurrences.contains_key(id.as_str()))
         .collect();
     assert!(
         missing.is_empty(),
@@ -166,12 +236,16 @@ fn sigkill_loses_no_acknowledged_event_and_doubles_none() {
         missing.len(),
         &missing[..missing.len().min(5)]
     );
-    let acknowledged: HashSet<&String> = acknowledged.iter().collect();
+    let kept: HashSet<&String> = acknowledged
+        .iter()
+        .filter(|(id, _)| !id.contains(&deleted_writer))
+        .map(|(id, _)| id)
+        .collect();
     eprintln!(
-        "crash test: {} acknowledged, {} stored ({} unacknowledged but durable)",
+        "crash test: {} acknowledged, {} of them by writers not deleted, {} stored",
         acknowledged.len(),
+        kept.len(),
         stored_ids.len(),
-        stored_ids.len() - acknowledged.len()
     );
 }
 
@@ -207,7 +281,7 @@ fn sigterm_finishes_in_flight_writes_and_flushes() {
             .await
             .unwrap();
         let stored: HashSet<String> = string_values(&scan, "event_id#str").into_iter().collect();
-        assert!(acknowledged.iter().all(|id| stored.contains(id)));
+        assert!(acknowledged.iter().all(|(id, _)| stored.contains(id)));
         // Everything was flushed at shutdown: the files alone hold every row.
         let rows_in_files: usize = storage.data_files(&id).iter().map(|file| file.rows).sum();
         assert_eq!(rows_in_files, scan.num_rows());

@@ -3,7 +3,11 @@
 //! equal the answer with the master key plus the tenant's filter, and must never mention another tenant.
 //! The same holds for an embed token derived from the tenant's key with a narrowing filter of its own
 //! (reference: master + tenant filter + token filter), for the same query saved once and read through
-//! `/queries/saved/{name}/result` with each tenant's key, and an expired tenant key is refused every time.
+//! `/queries/saved/{name}/result` with each tenant's key, for interval queries defined as a dataset indexed
+//! by `category` and read through `/datasets/{name}/results` (reference: master + tenant filter + the
+//! index value), and an expired tenant key is refused every time. Each case ends with one tenant's key
+//! deleting the events matching the query's filters: afterwards no other tenant has lost an event, and the
+//! tenant has lost exactly its events that matched.
 //! `KEYHOLE_ISOLATION_CASES` sets the number of cases (default 2,000, as in CI).
 
 use proptest::prelude::*;
@@ -146,6 +150,37 @@ fn add_filter(mut body: Value, filter: &Value) -> Value {
     body
 }
 
+/// Per tenant (master key, by `vendor_id`): all its events, and those matching `filters`.
+async fn tenant_counts(
+    server: &InProcessServer,
+    collection: &str,
+    filters: &Value,
+) -> Vec<(i64, i64)> {
+    let mut counts = Vec::new();
+    for tenant in TENANTS {
+        let tenant_filter =
+            json!({"property_name": "vendor_id", "operator": "eq", "property_value": tenant});
+        let mut matching_filters = filters.as_array().cloned().unwrap_or_default();
+        matching_filters.push(tenant_filter.clone());
+        let mut pair = [0i64; 2];
+        for (slot, filters) in [json!([tenant_filter]), Value::Array(matching_filters)]
+            .into_iter()
+            .enumerate()
+        {
+            let answer = send(
+                client()
+                    .post(server.project_url("/queries/count"))
+                    .header("Authorization", &server.project.master)
+                    .json(&json!({"event_collection": collection, "filters": filters})),
+            )
+            .await;
+            pair[slot] = answer.1["result"].as_i64().unwrap_or(-1);
+        }
+        counts.push((pair[0], pair[1]));
+    }
+    counts
+}
+
 #[test]
 fn a_tenant_key_sees_exactly_master_plus_its_filter_and_nothing_else() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -157,7 +192,7 @@ fn a_tenant_key_sees_exactly_master_plus_its_filter_and_nothing_else() {
     let (keys, expired_keys): (Vec<String>, Vec<String>) = runtime.block_on(async {
         let mut keys = (Vec::new(), Vec::new());
         for tenant in TENANTS {
-            let mut definition = json!({"name": tenant, "permitted": ["queries", "saved_queries"], "options": {"queries": {"filters": [{"property_name": "vendor_id", "operator": "eq", "property_value": tenant}]}}});
+            let mut definition = json!({"name": tenant, "permitted": ["queries", "saved_queries", "datasets", "deletes"], "options": {"queries": {"filters": [{"property_name": "vendor_id", "operator": "eq", "property_value": tenant}]}}});
             let created = send(client().post(server.project_url("/keys")).header("Authorization", &server.project.master).json(&definition)).await;
             keys.0.push(created.1["key"].as_str().unwrap().to_string());
             definition["expires_at"] = json!("2021-06-01T00:00:00Z");
@@ -204,6 +239,15 @@ fn a_tenant_key_sees_exactly_master_plus_its_filter_and_nothing_else() {
                 let saved_url = server.project_url(&format!("/queries/saved/{collection}"));
                 let saved = send(client().put(&saved_url).header("Authorization", &server.project.master).json(&json!({"query": saved_query}))).await;
                 prop_assert_eq!(saved.0, 201, "{} {}: {}", analysis, body, saved.1);
+                // Interval queries are also defined as a dataset indexed by category.
+                let dataset_url = if body.get("interval").is_some() && analysis != "extraction" {
+                    let dataset_url = server.project_url(&format!("/datasets/{collection}"));
+                    let created = send(client().put(&dataset_url).header("Authorization", &server.project.master).json(&json!({"query": saved_query, "index_by": "category"}))).await;
+                    prop_assert_eq!(created.0, 201, "dataset {} {}: {}", analysis, body, created.1);
+                    Some(dataset_url)
+                } else {
+                    None
+                };
                 for (index, tenant) in TENANTS.iter().enumerate() {
                     let scoped = send(client().post(&url).header("Authorization", &keys[index]).json(&body)).await;
                     let tenant_filter = json!({"property_name": "vendor_id", "operator": "eq", "property_value": tenant});
@@ -238,8 +282,38 @@ fn a_tenant_key_sees_exactly_master_plus_its_filter_and_nothing_else() {
                     if analysis == "funnel" {
                         prop_assert_eq!(saved_actors, &reference.1["actors"]);
                     }
+                    if let Some(dataset_url) = &dataset_url {
+                        let by_dataset = send(client().get(format!("{dataset_url}/results")).query(&[("index_by", "red"), ("timeframe", &body["timeframe"].to_string())]).header("Authorization", &keys[index])).await;
+                        prop_assert_eq!(by_dataset.0, 200, "dataset {} {}: {}", analysis, body, by_dataset.1);
+                        let red = json!({"property_name": "category", "operator": "eq", "property_value": "red"});
+                        let dataset_reference = send(client().post(&url).header("Authorization", &server.project.master).json(&add_filter(add_filter(body.clone(), &tenant_filter), &red))).await;
+                        prop_assert_eq!(&by_dataset.1["result"], &dataset_reference.1["result"], "dataset: {} {}", analysis, body);
+                    }
                     let expired = send(client().post(&url).header("Authorization", &expired_keys[index]).json(&body)).await;
                     prop_assert_eq!(expired.0, 401, "an expired key answered {}", expired.1);
+                }
+                // One tenant's key deletes what the query's filters match, in its scope only.
+                let deleter = case_number.get() % TENANTS.len();
+                let filters = body.get("filters").cloned().unwrap_or(json!([]));
+                let before = tenant_counts(&server, &collection, &filters).await;
+                let deleted = client()
+                    .delete(server.project_url(&format!("/events/{collection}")))
+                    .query(&[("filters", filters.to_string())])
+                    .header("Authorization", &keys[deleter])
+                    .send()
+                    .await
+                    .unwrap();
+                prop_assert_eq!(deleted.status().as_u16(), 204);
+                let after = tenant_counts(&server, &collection, &filters).await;
+                for (index, tenant) in TENANTS.iter().enumerate() {
+                    let (all_before, matching_before) = before[index];
+                    let (all_after, matching_after) = after[index];
+                    if index == deleter {
+                        prop_assert_eq!(matching_after, 0, "{} kept events its delete matched", tenant);
+                        prop_assert_eq!(all_after, all_before - matching_before, "{} lost other events", tenant);
+                    } else {
+                        prop_assert_eq!((all_after, matching_after), (all_before, matching_before), "{}'s delete reached {}", TENANTS[deleter], tenant);
+                    }
                 }
                 Ok(())
             })

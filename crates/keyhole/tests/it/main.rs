@@ -9,6 +9,7 @@ mod authorization;
 mod backup;
 mod config;
 mod datasets;
+mod deletes;
 mod durability;
 mod embed_tokens;
 mod fuzz_http;

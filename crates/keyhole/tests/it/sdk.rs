@@ -141,6 +141,23 @@ fn python_keen_sdk_saved_query_methods_unchanged() {
 }
 
 #[test]
+fn python_keen_sdk_dataset_and_delete_methods_unchanged() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = BinaryServer::start(data_dir.path(), &[], &[]);
+    let project = server.printed_project();
+    run(
+        Command::new("python3")
+            .arg(repo_root().join("sdk-tests/python/datasets_and_deletes.py"))
+            .env("KEEN_BASE_URL", &server.base_url)
+            .env("KEEN_PROJECT_ID", &project.id)
+            .env("KEEN_WRITE_KEY", &project.write)
+            .env("KEEN_READ_KEY", &project.read)
+            .env("KEEN_MASTER_KEY", &project.master),
+        "the Python keen SDK's cached-dataset and delete methods",
+    );
+}
+
+#[test]
 fn node_keen_tracking_sdk_writes_unchanged() {
     let node_dir = repo_root().join("sdk-tests/node");
     assert!(

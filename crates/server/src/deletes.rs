@@ -1,0 +1,145 @@
+//! Deletes: `DELETE /3.0/projects/{project_id}/events/{collection}` — the whole collection (master key,
+//! no parameters), or the events matching `filters`, `timeframe` and `timezone` — and
+//! `DELETE …/events/{collection}/properties/{name}` (master key), each answered `204` once durable.
+//!
+//! Design: Keen lets only the master key delete. Keyhole adds a `deletes` operation for access keys
+//! (documented in docs/keys.md): such a key's deletes run in its read scope, so they remove only events
+//! its forced filters (and look-back) let it see — a customer's key can erase that customer's events and
+//! nothing else; without parameters it deletes everything in its scope, never the collection. The
+//! matching events are found by the query layer (the same scope choke point as every read) and removed by
+//! id in rounds of at most [`DELETE_ROUND_EVENTS`] (each round one WAL record, see storage's `deletes`).
+//! A request carrying any other parameter (PHP's bracket form `filters[0][…]` included) or a body is
+//! refused before anything is deleted: a delete is never widened because a parameter was not understood.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use keyhole_model::KeyKind;
+use keyhole_model::query::{AnalysisType, Query, now_millis, params_from_query_string};
+use keyhole_storage::CollectionId;
+use serde_json::Value;
+
+use crate::AppState;
+use crate::auth::{Authorized, Deletes, MasterOnly, form_urlencoded_pairs, scope_of};
+use crate::errors::{ApiError, ErrorCode};
+
+/// Most events one round of a delete removes.
+pub const DELETE_ROUND_EVENTS: usize = 500_000;
+/// Most rounds one request runs (events written while a delete runs can keep matching).
+const MAX_DELETE_ROUNDS: usize = 1_000;
+
+/// `DELETE /3.0/projects/{project_id}/events/{collection}`.
+pub async fn delete_events(
+    auth: Authorized<Deletes>,
+    State(state): State<AppState>,
+    Path((_, collection)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    body: axum::body::Body,
+) -> Result<StatusCode, ApiError> {
+    let query = query.unwrap_or_default();
+    let selective = check_delete_parameters(&query)?;
+    let body = crate::http::read_body(body, 1024, delete_body_refused).await?;
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        return Err(delete_body_refused());
+    }
+    let id = CollectionId {
+        project: auth.project_id.clone(),
+        collection: collection.clone(),
+    };
+    let is_master = auth.grant.kind() == KeyKind::Master;
+    if state.storage.collection_schema(&id).is_none() {
+        return Err(ApiError::not_found());
+    }
+    if is_master && !selective {
+        state.storage.delete_collection(id).await?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    let mut params = params_from_query_string(&query)?;
+    params.remove("api_key");
+    params.insert("event_collection".into(), Value::String(collection));
+    let selection = Query::parse(AnalysisType::Extraction, &params)?;
+    let mut deleted = 0usize;
+    for _ in 0..MAX_DELETE_ROUNDS {
+        let now = now_millis();
+        let scope = scope_of(&auth.grant);
+        let matched = state
+            .queries
+            .matching_events(&selection, &scope, now, DELETE_ROUND_EVENTS)
+            .await?;
+        let found = matched.ids.len();
+        if found == 0 {
+            break;
+        }
+        let removed = state
+            .storage
+            .delete_events(id.clone(), matched.ids, matched.earliest, matched.latest)
+            .await?;
+        deleted += removed;
+        if found < DELETE_ROUND_EVENTS || removed == 0 {
+            break;
+        }
+    }
+    tracing::info!(project_id = %auth.project_id, collection = %id.collection, deleted, "events deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /3.0/projects/{project_id}/events/{collection}/properties/{property}`.
+pub async fn delete_property(
+    auth: Authorized<MasterOnly>,
+    State(state): State<AppState>,
+    Path((_, collection, property)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let id = CollectionId {
+        project: auth.project_id,
+        collection,
+    };
+    let schema = state
+        .storage
+        .collection_schema(&id)
+        .ok_or_else(ApiError::not_found)?;
+    let nested = format!("{property}.");
+    let held = schema
+        .properties
+        .keys()
+        .any(|path| path == &property || path.starts_with(&nested));
+    if !held || property.starts_with("keen.") {
+        return Err(if property.starts_with("keen.") {
+            ApiError::new(
+                ErrorCode::InvalidParameter,
+                "Properties under keen. cannot be deleted.",
+            )
+        } else {
+            ApiError::not_found()
+        });
+    }
+    state.storage.delete_property(id, property).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn delete_body_refused() -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidParameter,
+        "A delete takes no request body; nothing was deleted.",
+    )
+}
+
+/// Whether the delete selects events (`filters`, `timeframe`, `timezone`); refuses anything else.
+fn check_delete_parameters(query: &str) -> Result<bool, ApiError> {
+    let mut selective = false;
+    for (name, _) in form_urlencoded_pairs(query) {
+        match name.as_str() {
+            "api_key" => {}
+            "filters" | "timeframe" | "timezone" => selective = true,
+            _ if name.starts_with("timeframe[") => selective = true,
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidParameter,
+                    format!(
+                        "A delete does not take the parameter '{}' (send filters as JSON); nothing was deleted.",
+                        name.chars().take(100).collect::<String>()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(selective)
+}
