@@ -2,7 +2,9 @@
 //! by the `keyhole` binary of its time with the same requests: three events flushed to Parquet (one per
 //! day, with a uniqueness token each), then two more left in the WAL by a SIGKILL. `format-v0`: before
 //! the manifest and WAL segments carried a version; `format-v1`: manifest `version: 1`, segments headed by
-//! `KHWAL\0` + format 1. A new format adds a fixture here; none is ever removed.
+//! `KHWAL\0` + format 1; `format-v2`: segments of format 2, whose WAL also holds a sixth event, the delete
+//! of its property `note` and the delete of the event itself (so it reads the same five events). A new
+//! format adds a fixture here; none is ever removed.
 
 use std::path::Path;
 
@@ -12,9 +14,10 @@ use serde_json::json;
 
 use super::*;
 
-const FIXTURES: [(&str, &str); 2] = [
+const FIXTURES: [(&str, &str); 3] = [
     ("format-v0", "6361c8d2e4140eecfa4e74b3"),
     ("format-v1", "c1860b5bb69391347261f0b6"),
+    ("format-v2", "2decfb11288d68ec4a981f53"),
 ];
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -81,6 +84,7 @@ async fn read_fixture(name: &str, project: &str) {
     assert_eq!(price.kinds.len(), 2);
     assert_eq!(price.latest, keyhole_model::ValueKind::Str);
     assert!(schema.column_names().contains(&"tags#list_str".to_string()));
+    assert!(!schema.properties.contains_key("note"), "{name}");
     // The uniqueness tokens of the flushed events still deduplicate.
     let context = EventContext {
         received_at: chrono::Utc::now(),

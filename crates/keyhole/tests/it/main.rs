@@ -7,6 +7,7 @@ mod support;
 mod access_keys;
 mod authorization;
 mod backup;
+mod browser;
 mod config;
 mod datasets;
 mod deletes;
