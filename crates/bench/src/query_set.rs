@@ -5,6 +5,8 @@
 //! The set covers every Keen analysis type (the nine metrics, select_unique, multi_analysis, funnel,
 //! extraction), filters, group_by (one property and nested), intervals in two time zones across the month,
 //! and queries made with a tenant's access key, whose forced `tenant_id` filter the SQL writes as a WHERE.
+//! Dataset reads (one tenant's index value over 90 and 30 daily buckets) sit next to the live query that
+//! gives the same answer; the SQL is the same for both.
 //!
 //! Time-zone intervals cover January in that zone (Keen clips the first and last bucket to the timeframe,
 //! SQL's `date_trunc` does not, so the timeframe is aligned to the zone's midnight to make both agree).
@@ -21,6 +23,8 @@ pub enum KeyKind {
     Read,
     /// An access key whose forced filter is `tenant_id = BENCH_TENANT`.
     Tenant,
+    /// An access key that may only read the benchmark's datasets, pinned to `BENCH_TENANT`'s index value.
+    Dataset,
 }
 
 #[derive(Clone)]
@@ -51,6 +55,8 @@ pub struct BenchQuery {
     pub shape: ResultShape,
     pub duckdb_sql: String,
     pub chdb_sql: String,
+    /// For dataset reads: the dataset whose results (index `BENCH_TENANT`, the body's timeframe) answer.
+    pub dataset: Option<&'static str>,
 }
 
 fn filter(property: &str, operator: &str, value: Value) -> Value {
@@ -72,6 +78,7 @@ fn query(
         shape,
         duckdb_sql: sql.to_string(),
         chdb_sql: sql.to_string(),
+        dataset: None,
     }
 }
 
@@ -85,6 +92,76 @@ impl BenchQuery {
         self.key = KeyKind::Tenant;
         self
     }
+
+    /// The same answer read from dataset `name` with the dataset key.
+    fn read_from_dataset(mut self, name: &'static str, label: &'static str) -> BenchQuery {
+        self.name = label;
+        self.key = KeyKind::Dataset;
+        self.dataset = Some(name);
+        self.body = json!({"timeframe": self.body["timeframe"]});
+        self
+    }
+}
+
+/// The datasets the dataset reads use: (name, definition), indexed by `tenant_id`.
+pub fn dataset_definitions() -> Vec<(&'static str, Value)> {
+    let (count, unique) = dataset_queries();
+    let definition = |query: &BenchQuery| {
+        let mut body = keen_body(query);
+        body["analysis_type"] = json!(query.analysis);
+        // The dataset is defined for every tenant; the index value selects one.
+        if let Some(fields) = body.as_object_mut() {
+            fields.remove("filters");
+        }
+        json!({"display_name": query.name, "index_by": "tenant_id", "query": body})
+    };
+    vec![
+        (DATASET_90_DAYS, definition(&count)),
+        (DATASET_30_DAYS, definition(&unique)),
+    ]
+}
+
+const DATASET_90_DAYS: &str = "daily-count-90";
+const DATASET_30_DAYS: &str = "daily-users-30";
+
+/// The live queries (read key, tenant filter) the datasets precompute: a daily count over 90 days
+/// (2023-11-03 to 2024-02-01, UTC) and daily unique users over 30 days (2024-01-02 to 2024-02-01).
+fn dataset_queries() -> (BenchQuery, BenchQuery) {
+    let tenant = BENCH_TENANT;
+    let ninety = json!({"start": "2023-11-03T00:00:00.000Z", "end": "2024-02-01T00:00:00.000Z"});
+    let thirty = json!({"start": "2024-01-02T00:00:00.000Z", "end": "2024-02-01T00:00:00.000Z"});
+    let sql = |metric: &str, start: &str| {
+        format!(
+            "SET TimeZone = 'UTC'; SELECT date_trunc('day', ts), {metric} FROM events WHERE tenant_id = '{tenant}' \
+             AND ts >= TIMESTAMPTZ '{start} 00:00:00+00' AND ts < TIMESTAMPTZ '2024-02-01 00:00:00+00' GROUP BY 1"
+        )
+    };
+    let chdb = |metric: &str, start: &str| {
+        format!(
+            "SELECT {}, {metric} FROM events WHERE tenant_id = '{tenant}' \
+             AND ts >= '{start} 00:00:00' AND ts < '2024-02-01 00:00:00' GROUP BY 1",
+            chdb_day("UTC")
+        )
+    };
+    let tenant_filter = filter("tenant_id", "eq", json!(tenant));
+    let count = query(
+        "live, filter tenant_id: count, daily, 90 days",
+        "count",
+        json!({"timeframe": ninety, "interval": "daily", "timezone": "UTC", "filters": [tenant_filter]}),
+        ResultShape::Intervals,
+        &sql("count(*)", "2023-11-03"),
+    )
+    .chdb(&chdb("count(*)", "2023-11-03"));
+    let unique = query(
+        "live, filter tenant_id: count_unique user.id, daily, 30 days",
+        "count_unique",
+        json!({"target_property": "user.id", "timeframe": thirty, "interval": "daily", "timezone": "UTC",
+               "filters": [tenant_filter]}),
+        ResultShape::Intervals,
+        &sql("count(DISTINCT \"user\".id)", "2024-01-02"),
+    )
+    .chdb(&chdb("count(DISTINCT \"user\".id)", "2024-01-02"));
+    (count, unique)
 }
 
 /// The daily-bucket start of `ts` in `zone`, as a UTC ISO string (chDB; DuckDB's rows are converted by
@@ -327,6 +404,22 @@ pub fn query_set() -> Vec<BenchQuery> {
         )
         .tenant(),
     ]
+    .into_iter()
+    .chain(dataset_reads())
+    .collect()
+}
+
+/// Each dataset query live, then read from its dataset.
+fn dataset_reads() -> Vec<BenchQuery> {
+    let (count, unique) = dataset_queries();
+    let count_read = dataset_queries()
+        .0
+        .read_from_dataset(DATASET_90_DAYS, "dataset key: count, daily, 90 days");
+    let unique_read = dataset_queries().1.read_from_dataset(
+        DATASET_30_DAYS,
+        "dataset key: count_unique user.id, daily, 30 days",
+    );
+    vec![count, count_read, unique, unique_read]
 }
 
 /// The body sent to Keyhole: the query's own fields plus its collection (funnels name theirs per step).

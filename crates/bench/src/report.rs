@@ -213,6 +213,25 @@ fn render_targets(out: &mut String, results: &BenchResults) {
                 .join(", "),
             yes_no(!tenant.is_empty() && worst <= 0.5)
         );
+        // Each dataset read follows the live query that gives the same answer (`query_set::dataset_reads`).
+        let dataset_ratios: Vec<f64> = size
+            .queries
+            .windows(2)
+            .filter(|pair| pair[1].key == KeyKind::Dataset)
+            .map(|pair| pair[1].keyhole.median_ms / pair[0].keyhole.median_ms)
+            .collect();
+        let worst = dataset_ratios.iter().copied().fold(0.0, f64::max);
+        let _ = writeln!(
+            out,
+            "| dataset read vs the same live query ({} events) | well under it (≤ 0.5×) | {} | {} |",
+            thousands(size.events as f64),
+            dataset_ratios
+                .iter()
+                .map(|ratio| format!("{ratio:.2}×"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            yes_no(!dataset_ratios.is_empty() && worst <= 0.5)
+        );
     }
     let (probes, first) = results.sizes.iter().fold((0, 0), |(probes, first), size| {
         (

@@ -13,7 +13,9 @@ use crate::answers::{keen_rows, same_rows};
 use crate::engines::{Engine, EngineRun, run_engine};
 use crate::generator::EventGenerator;
 use crate::ingest::{FreshnessStats, PhaseStats, batch_ingest, percentile_ms, single_event_writes};
-use crate::query_set::{BENCH_TENANT, BenchQuery, KeyKind, keen_body, query_set};
+use crate::query_set::{
+    BENCH_TENANT, BenchQuery, KeyKind, dataset_definitions, keen_body, query_set,
+};
 use crate::report::RunContext;
 use crate::server::{KeyholeServer, keyhole_binary};
 
@@ -214,6 +216,7 @@ async fn run_size(
         batch.events_per_second()
     );
     let peak_rss_after_ingest_mib = server.peak_rss_mib();
+    let dataset_key = define_datasets(&http, &server).await?;
 
     let queries = query_set();
     let mut engine_runs = Vec::new();
@@ -243,6 +246,7 @@ async fn run_size(
         let key = match query.key {
             KeyKind::Read => &server.read_key,
             KeyKind::Tenant => &tenant_key,
+            KeyKind::Dataset => &dataset_key,
         };
         outcomes.push(run_query(&http, &server, key, query, &engine_runs, options.repeat).await?);
     }
@@ -282,22 +286,56 @@ async fn run_size(
     })
 }
 
-async fn keyhole_answer(
+/// Defines the benchmark's datasets (master key) and mints a key that may read only `BENCH_TENANT`'s
+/// index value of them, as a customer's dashboard would.
+async fn define_datasets(http: &reqwest::Client, server: &KeyholeServer) -> anyhow::Result<String> {
+    let mut allowed = serde_json::Map::new();
+    for (name, definition) in dataset_definitions() {
+        let response = http
+            .put(server.project_url(&format!("datasets/{name}")))
+            .header("Authorization", &server.master_key)
+            .json(&definition)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            anyhow::bail!("defining dataset {name} failed: {}", response.text().await?);
+        }
+        allowed.insert(
+            name.to_string(),
+            serde_json::json!({"index_by": {"tenant_id": [BENCH_TENANT]}}),
+        );
+    }
+    let definition = serde_json::json!({"name": format!("{BENCH_TENANT} datasets"), "permitted": ["datasets"],
+        "options": {"datasets": {"operations": ["read"], "allowed": allowed}}});
+    server.create_access_key(http, &definition).await
+}
+
+/// One request of `query`: its analysis POSTed, or for a dataset read its results fetched.
+async fn keyhole_request(
     http: &reqwest::Client,
-    url: &str,
+    server: &KeyholeServer,
     key: &str,
-    body: &Value,
+    query: &BenchQuery,
 ) -> anyhow::Result<Value> {
-    let response = http
-        .post(url)
-        .header("Authorization", key)
-        .json(body)
-        .send()
-        .await?;
+    let Some(dataset) = query.dataset else {
+        let url = server.project_url(&format!("queries/{}", query.analysis));
+        return keyhole_answer(http.post(url).json(&keen_body(query)), key).await;
+    };
+    let url = server.project_url(&format!("datasets/{dataset}/results"));
+    let timeframe = query.body["timeframe"].to_string();
+    let request = http.get(url).query(&[
+        ("index_by", BENCH_TENANT),
+        ("timeframe", timeframe.as_str()),
+    ]);
+    keyhole_answer(request, key).await
+}
+
+async fn keyhole_answer(request: reqwest::RequestBuilder, key: &str) -> anyhow::Result<Value> {
+    let response = request.header("Authorization", key).send().await?;
     let status = response.status();
     let answer: Value = response.json().await?;
     if !status.is_success() {
-        anyhow::bail!("{url} answered {status}: {answer}");
+        anyhow::bail!("answered {status}: {answer}");
     }
     Ok(answer)
 }
@@ -310,15 +348,13 @@ async fn run_query(
     engine_runs: &[EngineRun],
     repeat: usize,
 ) -> anyhow::Result<QueryOutcome> {
-    let url = server.project_url(&format!("queries/{}", query.analysis));
-    let body = keen_body(query);
-    let answer = keyhole_answer(http, &url, key, &body)
+    let answer = keyhole_request(http, server, key, query)
         .await
         .with_context(|| query.name)?;
     let mut latencies = Vec::new();
     for _ in 0..repeat {
         let started = Instant::now();
-        keyhole_answer(http, &url, key, &body).await?;
+        keyhole_request(http, server, key, query).await?;
         latencies.push(started.elapsed());
     }
     latencies.sort();
