@@ -320,6 +320,11 @@ async fn datasets_are_managed_as_keen_does_and_keys_read_only_what_they_may() {
     let rest = list("?limit=2&after_name=b-two", master.clone()).await;
     assert_eq!(rest.1["datasets"].as_array().unwrap().len(), 2);
     assert_eq!(rest.1["next_page_url"], Value::Null);
+    insta::assert_json_snapshot!("dataset_list_page", first.1, {
+        ".datasets[].project_id" => "[id]", ".datasets[].organization_id" => "[id]",
+        ".datasets[].query.project_id" => "[id]", ".datasets[].last_scheduled_date" => "[date]",
+        ".datasets[].latest_subtimeframe_available" => "[date]", ".next_page_url" => "[url]"
+    });
     assert_eq!(
         list("", master.clone()).await.1["datasets"]
             .as_array()

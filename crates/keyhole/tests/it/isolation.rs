@@ -2,8 +2,9 @@
 //! (random group_by, interval and filters). For each tenant, the answer with the tenant's access key must
 //! equal the answer with the master key plus the tenant's filter, and must never mention another tenant.
 //! The same holds for an embed token derived from the tenant's key with a narrowing filter of its own
-//! (reference: master + tenant filter + token filter), for the same query saved once and read through
-//! `/queries/saved/{name}/result` with each tenant's key, for interval queries defined as a dataset indexed
+//! (reference: master + tenant filter + token filter), for the same query saved once (every other case as a
+//! cached query, read twice so the second answer comes from the result stored for the tenant's scope) and
+//! read through `/queries/saved/{name}/result` with each tenant's key, for interval queries defined as a dataset indexed
 //! by `category` and read through `/datasets/{name}/results` (reference: master + tenant filter + the
 //! index value), and an expired tenant key is refused every time. Each case ends with one tenant's key
 //! deleting the events matching the query's filters: afterwards no other tenant has lost an event, and the
@@ -237,7 +238,10 @@ fn a_tenant_key_sees_exactly_master_plus_its_filter_and_nothing_else() {
                 let mut saved_query = body.clone();
                 saved_query["analysis_type"] = json!(analysis);
                 let saved_url = server.project_url(&format!("/queries/saved/{collection}"));
-                let saved = send(client().put(&saved_url).header("Authorization", &server.project.master).json(&json!({"query": saved_query}))).await;
+                // Every other case it is a cached query: each tenant reads it twice, the second time from
+                // the result stored for its own scope.
+                let refresh_rate = if case_number.get().is_multiple_of(2) { 14_400 } else { 0 };
+                let saved = send(client().put(&saved_url).header("Authorization", &server.project.master).json(&json!({"query": saved_query, "refresh_rate": refresh_rate}))).await;
                 prop_assert_eq!(saved.0, 201, "{} {}: {}", analysis, body, saved.1);
                 // Interval queries are also defined as a dataset indexed by category.
                 let dataset_url = if body.get("interval").is_some() && analysis != "extraction" {
@@ -270,7 +274,11 @@ fn a_tenant_key_sees_exactly_master_plus_its_filter_and_nothing_else() {
                     for other in TENANTS.iter().filter(|other| *other != tenant) {
                         prop_assert!(!text.contains(other), "{} leaked {} into {}'s token answer", analysis, other, tenant);
                     }
-                    let by_saved_query = send(client().get(format!("{saved_url}/result")).header("Authorization", &keys[index])).await;
+                    let mut by_saved_query = send(client().get(format!("{saved_url}/result")).header("Authorization", &keys[index])).await;
+                    if refresh_rate > 0 {
+                        by_saved_query = send(client().get(format!("{saved_url}/result")).header("Authorization", &keys[index])).await;
+                        prop_assert_eq!(&by_saved_query.1["run_information"]["served_from_cache"], &json!(true));
+                    }
                     prop_assert_eq!(by_saved_query.0, 200, "saved {} {}: {}", analysis, body, by_saved_query.1);
                     let saved_result = &by_saved_query.1["result"];
                     let (saved_result, saved_actors) = if analysis == "funnel" {

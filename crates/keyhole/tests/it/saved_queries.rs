@@ -251,6 +251,10 @@ async fn cached_results_are_stored_per_scope_and_max_age_asks_for_fresher() {
         ),
         (&json!(1), &json!(true))
     );
+    insta::assert_json_snapshot!("cached_query_result", stored.1, {
+        ".created_date" => "[date]", ".last_modified_date" => "[date]",
+        ".run_information.last_run_date" => "[date]", ".run_information.age_seconds" => "[age]"
+    });
     assert_eq!(
         get(&server, "/orders/result", &key_b).await.1["result"],
         1,
