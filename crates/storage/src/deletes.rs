@@ -25,7 +25,7 @@ use arrow::record_batch::RecordBatch;
 use keyhole_model::flat::ID_COLUMN;
 use tokio::sync::oneshot;
 
-use crate::flush::{merge_batches, read_file_as_written, write_day_file};
+use crate::flush::{merge_batches, read_file_as_written};
 use crate::manifest::{CollectionId, DataFile};
 use crate::state::CollectionState;
 use crate::wal::WalEntry;
@@ -269,12 +269,6 @@ impl Storage {
         };
         let mut removed = 0;
         let mut replaced: Vec<(DataFile, Option<DataFile>)> = Vec::new();
-        let name_hint = self
-            .inner
-            .state
-            .lock()
-            .expect("state lock")
-            .flushed_sequence;
         for file in files {
             let mut kept = Vec::new();
             let mut removed_here = 0;
@@ -294,44 +288,16 @@ impl Storage {
                 .map_err(std::io::Error::other)?;
             let new_file = match merged {
                 Some(merged) => Some(
-                    write_day_file(
-                        &self.inner.objects,
-                        collection,
-                        &file.day,
-                        &merged,
-                        name_hint,
-                        &self.clustering_of(&collection.project),
-                    )
-                    .await?,
+                    self.write_rewritten_file(collection, &file.day, &merged)
+                        .await?,
                 ),
                 None => None,
             };
             replaced.push((file, new_file));
         }
-        if replaced.is_empty() {
+        if replaced.is_empty() || !self.swap_files(collection, incarnation, replaced).await? {
             return Ok(0);
         }
-        let swapped = {
-            let mut state = self.inner.state.lock().expect("state lock");
-            match state.collections.get_mut(collection) {
-                Some(target) if target.incarnation == incarnation => {
-                    for (old, new) in &replaced {
-                        target.files.retain(|file| file != old);
-                        target.files.extend(new.clone());
-                    }
-                    true
-                }
-                _ => false,
-            }
-        };
-        if !swapped {
-            for new in replaced.into_iter().filter_map(|(_, new)| new) {
-                self.inner.objects.delete(&new.path).await;
-            }
-            return Ok(0);
-        }
-        self.store_manifest().await?;
-        self.delete_later(replaced.into_iter().map(|(old, _)| old).collect());
         Ok(removed)
     }
 }

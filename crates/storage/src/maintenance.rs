@@ -115,6 +115,57 @@ impl Storage {
         Ok(())
     }
 
+    /// Writes rows that replace files of `id`'s `day` (by a compaction or a delete) as a new file, named
+    /// like compaction output so recovery sets it aside if its swap never committed.
+    pub(crate) async fn write_rewritten_file(
+        &self,
+        id: &CollectionId,
+        day: &str,
+        rows: &RecordBatch,
+    ) -> Result<DataFile> {
+        let name_hint = self
+            .inner
+            .state
+            .lock()
+            .expect("state lock")
+            .flushed_sequence;
+        let cluster_by = self.clustering_of(&id.project);
+        Ok(write_day_file(&self.inner.objects, id, day, rows, name_hint, &cluster_by).await?)
+    }
+
+    /// Swaps each old file of `id` for its replacement (none: its rows are gone) if the collection is
+    /// still the incarnation that was read, and stores the manifest; otherwise deletes the replacements.
+    /// Returns whether it swapped. Old files are deleted after the grace period.
+    pub(crate) async fn swap_files(
+        &self,
+        id: &CollectionId,
+        incarnation: u64,
+        replaced: Vec<(DataFile, Option<DataFile>)>,
+    ) -> Result<bool> {
+        let swapped = {
+            let mut state = self.inner.state.lock().expect("state lock");
+            match state.collections.get_mut(id) {
+                Some(collection) if collection.incarnation == incarnation => {
+                    for (old, new) in &replaced {
+                        collection.files.retain(|file| file != old);
+                        collection.files.extend(new.clone());
+                    }
+                    true
+                }
+                _ => false,
+            }
+        };
+        if !swapped {
+            for new in replaced.into_iter().filter_map(|(_, new)| new) {
+                self.inner.objects.delete(&new.path).await;
+            }
+            return Ok(false);
+        }
+        self.store_manifest().await?;
+        self.delete_later(replaced.into_iter().map(|(old, _)| old).collect());
+        Ok(true)
+    }
+
     pub(crate) async fn compact_locked(&self) -> Result<()> {
         let candidates: Vec<(CollectionId, u64, Vec<DataFile>)> = {
             let state = self.inner.state.lock().expect("state lock");
@@ -163,40 +214,15 @@ impl Storage {
             return Ok(());
         };
         let day = old_files[0].day.clone();
-        let name_hint = self
-            .inner
-            .state
-            .lock()
-            .expect("state lock")
-            .flushed_sequence;
-        let cluster_by = self.clustering_of(&id.project);
-        let new_file = write_day_file(
-            &self.inner.objects,
-            &id,
-            &day,
-            &merged,
-            name_hint,
-            &cluster_by,
-        )
-        .await?;
-        let swapped = {
-            let mut state = self.inner.state.lock().expect("state lock");
-            match state.collections.get_mut(&id) {
-                Some(collection) if collection.incarnation == incarnation => {
-                    collection.files.retain(|file| !old_files.contains(file));
-                    collection.files.push(new_file.clone());
-                    true
-                }
-                _ => false,
-            }
-        };
-        if !swapped {
-            self.inner.objects.delete(&new_file.path).await;
+        let new_file = self.write_rewritten_file(&id, &day, &merged).await?;
+        // The first old file is replaced by the new one; the others just go.
+        let mut replaced: Vec<(DataFile, Option<DataFile>)> =
+            old_files.iter().map(|file| (file.clone(), None)).collect();
+        replaced[0].1 = Some(new_file.clone());
+        if !self.swap_files(&id, incarnation, replaced).await? {
             return Ok(());
         }
-        self.store_manifest().await?;
         tracing::debug!(collection = %id.collection, day, merged_files = old_files.len(), rows = new_file.rows, "compacted");
-        self.delete_later(old_files);
         Ok(())
     }
 }

@@ -9,17 +9,6 @@ use crate::support::{InProcessServer, assert_keen_error, client, send};
 
 const DAY: i64 = 86_400_000;
 
-async fn write(server: &InProcessServer, events: Vec<Value>) {
-    let answer = send(
-        client()
-            .post(server.project_url("/events"))
-            .header("Authorization", &server.project.write)
-            .json(&json!({"orders": events})),
-    )
-    .await;
-    assert_eq!(answer.0, 200, "{}", answer.1);
-}
-
 fn event(vendor: &str, shard: i64, country: &str, amount: i64, user: i64, at: i64) -> Value {
     json!({"vendor": vendor, "shard": shard, "country": country, "amount": amount, "user": user,
            "keen": {"timestamp": keyhole_model::timestamp::format_timestamp(at)}})
@@ -137,7 +126,7 @@ async fn dataset_results_equal_live_queries_with_the_index_as_a_filter() {
     }
     // The number 42 as well as the string "42": a raw `index_by=42` reads both.
     events.push(json!({"vendor": 42, "amount": 5, "user": 1, "country": "de"}));
-    write(&server, events).await;
+    server.write_events("orders", events).await;
 
     for (position, query) in analyses().into_iter().enumerate() {
         let name = format!("ds{position}");
@@ -175,14 +164,15 @@ async fn dataset_results_equal_live_queries_with_the_index_as_a_filter() {
     // Events written a moment ago count at once; a late event in a closed bucket invalidates it.
     let count = analyses()[0].clone();
     let before = results(&server, "ds0", &server.project.read, "acme", "this_10_days").await;
-    write(
-        &server,
-        vec![
-            event("acme", 0, "de", 1, 1, now),
-            event("acme", 0, "de", 1, 1, now - 5 * DAY),
-        ],
-    )
-    .await;
+    server
+        .write_events(
+            "orders",
+            vec![
+                event("acme", 0, "de", 1, 1, now),
+                event("acme", 0, "de", 1, 1, now - 5 * DAY),
+            ],
+        )
+        .await;
     let after = results(&server, "ds0", &server.project.read, "acme", "this_10_days").await;
     let expected = live(
         &server,
@@ -250,15 +240,16 @@ async fn dataset_results_equal_live_queries_with_the_index_as_a_filter() {
 async fn datasets_are_managed_as_keen_does_and_keys_read_only_what_they_may() {
     let server = InProcessServer::start().await;
     let now = chrono::Utc::now().timestamp_millis();
-    write(
-        &server,
-        vec![
-            event("acme", 0, "de", 10, 1, now - DAY),
-            event("globex", 0, "us", 20, 2, now - DAY),
-            event("acme", 1, "de", 30, 3, now),
-        ],
-    )
-    .await;
+    server
+        .write_events(
+            "orders",
+            vec![
+                event("acme", 0, "de", 10, 1, now - DAY),
+                event("globex", 0, "us", 20, 2, now - DAY),
+                event("acme", 1, "de", 30, 3, now),
+            ],
+        )
+        .await;
     let query = json!({"analysis_type": "sum", "event_collection": "orders", "target_property": "amount",
                        "timeframe": "this_3_days", "interval": "daily", "timezone": "UTC"});
     let created = put_dataset(

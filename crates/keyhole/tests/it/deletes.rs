@@ -7,17 +7,6 @@ use serde_json::{Value, json};
 
 use crate::support::{InProcessServer, assert_keen_error, client, send};
 
-async fn write(server: &InProcessServer, events: Vec<Value>) {
-    let answer = send(
-        client()
-            .post(server.project_url("/events"))
-            .header("Authorization", &server.project.write)
-            .json(&json!({"orders": events})),
-    )
-    .await;
-    assert_eq!(answer.0, 200, "{}", answer.1);
-}
-
 async fn count(server: &InProcessServer, filters: Value) -> i64 {
     let answer = send(
         client()
@@ -58,9 +47,9 @@ async fn deletes_remove_exactly_the_matching_events_from_memory_and_files() {
                            "keen": at(1 + index % 4, index % 24)}),
         );
     }
-    write(&server, events[..40].to_vec()).await;
+    server.write_events("orders", events[..40].to_vec()).await;
     server.storage.flush().await.unwrap();
-    write(&server, events[40..].to_vec()).await;
+    server.write_events("orders", events[40..].to_vec()).await;
     assert_eq!(count(&server, json!([])).await, 60);
 
     // Master: tenant a's events on June 2nd in Berlin time, as keen-analysis and the SDKs send them.
@@ -165,7 +154,7 @@ async fn a_deletes_key_erases_its_own_customers_events_and_nothing_else() {
     let events: Vec<Value> = (0..30u32)
         .map(|index| json!({"tenant": (["a", "b"][(index % 2) as usize]), "amount": index}))
         .collect();
-    write(&server, events).await;
+    server.write_events("orders", events).await;
     let erase_a = server
         .create_access_key(json!({"name": "gdpr a", "permitted": ["deletes"],
             "options": {"queries": {"filters": [tenant("a")]}}}))
@@ -225,7 +214,7 @@ async fn dataset_results_stored_before_a_delete_are_not_served_after_it() {
         .map(|index| json!({"tenant": "a", "amount": index,
             "keen": {"timestamp": keyhole_model::timestamp::format_timestamp(now - (1 + index % 3) * 86_400_000)}}))
         .collect();
-    write(&server, events).await;
+    server.write_events("orders", events).await;
     let created = send(
         client()
             .put(server.project_url("/datasets/amounts"))

@@ -116,6 +116,24 @@ impl InProcessServer {
         pool.close().await;
     }
 
+    /// Writes `events` to `collection` as one batch with the write key; every event must be stored.
+    pub async fn write_events(&self, collection: &str, events: Vec<Value>) {
+        let answer = send(
+            client()
+                .post(self.project_url("/events"))
+                .header("Authorization", &self.project.write)
+                .json(&serde_json::json!({ collection: events })),
+        )
+        .await;
+        assert_eq!(answer.0, 200, "{}", answer.1);
+        let results = answer.1[collection].as_array().cloned().unwrap_or_default();
+        assert!(
+            results.iter().all(|result| result["success"] == true),
+            "{}",
+            answer.1
+        );
+    }
+
     /// Creates an access key over HTTP with the master key; answers its secret.
     pub async fn create_access_key(&self, definition: Value) -> String {
         let created = send(
