@@ -52,6 +52,8 @@ pub enum Refusal {
     ExpiredToken,
     RevokedToken,
     RefusedTokenClaims,
+    /// A browser request from an origin outside the key's `options.origins`.
+    OriginNotAllowed,
 }
 
 impl Refusal {
@@ -73,6 +75,7 @@ impl Refusal {
             Refusal::ExpiredToken => "expired_token",
             Refusal::RevokedToken => "revoked_token",
             Refusal::RefusedTokenClaims => "refused_token_claims",
+            Refusal::OriginNotAllowed => "origin_not_allowed",
         }
     }
 }

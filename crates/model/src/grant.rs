@@ -305,6 +305,18 @@ impl Grant {
         filters
     }
 
+    /// Whether a request from `origin` (its `Origin` header; `None` when it sent none) may use the key:
+    /// always without `options.origins`; with it, requests without an `Origin` pass (they are not from
+    /// a browser page) and the others must match one of the listed origins.
+    pub fn allows_origin(&self, origin: Option<&str>) -> bool {
+        match (&self.options.origins, origin) {
+            (None, _) | (Some(_), None) => true,
+            (Some(patterns), Some(origin)) => {
+                patterns.iter().any(|pattern| pattern.matches(origin))
+            }
+        }
+    }
+
     /// Whether the key may do `operation` on dataset `name` (`None` for listing). Blocked wins.
     pub fn allows_dataset(&self, operation: DatasetOperation, name: Option<&str>) -> bool {
         let rules = &self.options.datasets;

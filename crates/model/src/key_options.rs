@@ -4,8 +4,8 @@
 //!
 //! Keen's groups are `writes` (`autofill`), `queries` (`filters`), `saved_queries`, `cached_queries` and
 //! `datasets`. Keyhole adds, as documented extensions: `writes.collections` (the collections a key may write
-//! to), `queries.max_lookback` (how far back any read of the key may look) and the `limits` group (request
-//! rates and daily quotas, enforced by the server).
+//! to), `queries.max_lookback` (how far back any read of the key may look), the `limits` group (request
+//! rates and daily quotas, enforced by the server) and `origins` (the web origins it may be used from).
 //!
 //! Design: unknown groups and fields are refused rather than ignored, so a typo cannot silently drop a
 //! tenant's filter; every field has one type and a wrong type is an error, never a default.
@@ -27,13 +27,14 @@ pub(crate) fn invalid(message: impl Into<String>) -> KeyDefinitionError {
 }
 
 /// The option groups a key definition may hold, in the order Keyhole shows them.
-pub const OPTION_GROUPS: [&str; 6] = [
+pub const OPTION_GROUPS: [&str; 7] = [
     "writes",
     "queries",
     "saved_queries",
     "cached_queries",
     "datasets",
     "limits",
+    "origins",
 ];
 
 /// Longest look-back window a key may declare (100 years).
@@ -49,6 +50,8 @@ pub struct KeyOptions {
     pub cached_queries: StoredQueryRules,
     pub datasets: DatasetRules,
     pub limits: KeyLimits,
+    /// The web origins the key may be used from; `None` for any (see `origins`).
+    pub origins: Option<Vec<crate::origins::OriginPattern>>,
 }
 
 /// `options.writes`.
@@ -214,6 +217,7 @@ impl KeyOptions {
             )?,
             datasets: parse_datasets(field(groups, "datasets"))?,
             limits: parse_limits(field(groups, "limits"))?,
+            origins: crate::origins::parse_origins(field(groups, "origins"))?,
         })
     }
 }

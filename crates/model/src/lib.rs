@@ -11,6 +11,7 @@ pub mod grant;
 pub mod key_options;
 pub mod keys;
 pub mod names;
+pub mod origins;
 pub mod query;
 pub mod query_string;
 pub mod saved_query;

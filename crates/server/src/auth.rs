@@ -107,6 +107,24 @@ pub fn invalid_api_key() -> ApiError {
     )
 }
 
+/// The `Origin` header of a request, if it has a readable one.
+pub fn request_origin(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::ORIGIN)
+        .and_then(|value| value.to_str().ok())
+}
+
+/// The answer to a browser request from an origin the key is not bound to.
+pub fn origin_not_allowed(origin: Option<&str>) -> ApiError {
+    let origin: String = origin.unwrap_or_default().chars().take(200).collect();
+    ApiError::new(
+        ErrorCode::OriginNotAllowed,
+        format!(
+            "This API key may not be used from the origin '{origin}'; the key's options.origins lists where it may."
+        ),
+    )
+}
+
 fn expired_key() -> ApiError {
     ApiError::new(
         ErrorCode::InvalidApiKey,
@@ -129,6 +147,7 @@ fn check_grant(
     project_id: &str,
     requirement: Requirement,
     now: keyhole_model::timestamp::EpochMillis,
+    origin: Option<&str>,
 ) -> Result<(), (Refusal, ApiError)> {
     // One answer for an unknown, revoked or other project's key: a different message for a key that
     // exists elsewhere would tell a caller which strings are live keys. Expiry is told apart, since the
@@ -145,6 +164,9 @@ fn check_grant(
             None => Refusal::ExpiredKey,
         };
         return Err((refusal, expired_key()));
+    }
+    if !grant.allows_origin(origin) {
+        return Err((Refusal::OriginNotAllowed, origin_not_allowed(origin)));
     }
     let allowed = match requirement {
         Requirement::Public => true,
@@ -262,7 +284,8 @@ async fn authorize_in(
         }
     };
     let project_id = project_id.unwrap_or(grant.project_id());
-    if let Err((reason, error)) = check_grant(&grant, project_id, requirement, now) {
+    let origin = request_origin(&parts.headers);
+    if let Err((reason, error)) = check_grant(&grant, project_id, requirement, now, origin) {
         return Err(refuse(Some(project_id), reason, Some(&grant), error));
     }
     // Introspection (`/keys/self`) is exempt from the key's limits: a limited client must be able to

@@ -33,6 +33,7 @@ error_codes! {
     InvalidApiKey => (UNAUTHORIZED, "InvalidApiKeyError"),
     AdminOnlyEndpoint => (UNAUTHORIZED, "AdminOnlyEndpointError"),
     RequestForbidden => (UNAUTHORIZED, "RequestForbiddenError"),
+    OriginNotAllowed => (UNAUTHORIZED, "OriginNotAllowedError"),
     ResourceNotFound => (NOT_FOUND, "ResourceNotFoundError"),
     InvalidEvent => (BAD_REQUEST, "InvalidEventError"),
     EventTooLarge => (PAYLOAD_TOO_LARGE, "InvalidEventError"),

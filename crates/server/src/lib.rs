@@ -13,6 +13,7 @@ mod inspect;
 mod keys;
 pub mod limits;
 pub mod metrics;
+mod preflight;
 mod projects;
 mod query;
 pub mod routes;
@@ -110,6 +111,7 @@ fn set_clustering(storage: &Storage, project_id: &str, grants: &[keyhole_model::
 
 /// The full application: routes, Keen-style 404/405 answers, CORS, request tracing.
 pub fn app(state: AppState) -> Router {
+    let preflight_state = state.clone();
     // Browsers send `Authorization`, which a `*` allow-list does not cover, so requested headers are
     // mirrored back.
     let cors = CorsLayer::new()
@@ -140,6 +142,10 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::map_response(keen_error_bodies))
         .layer(CatchPanicLayer::custom(answer_panic))
         .layer(cors)
+        .layer(axum::middleware::from_fn_with_state(
+            preflight_state,
+            preflight::refuse_foreign_preflights,
+        ))
         .layer(trace)
 }
 

@@ -23,6 +23,7 @@ mod keen_analysis;
 mod key_extensions;
 mod operability;
 mod organization;
+mod origins;
 mod queries;
 mod reference;
 mod saved_queries;
