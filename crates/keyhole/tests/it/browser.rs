@@ -1,16 +1,31 @@
-//! keen-analysis in a real browser: Debian's `chromium`, driven by `playwright-core` (both installed by
-//! `.ci/run`; nothing is downloaded at run time), loads a page from another origin that reads a saved
-//! query, a cached query and a cached dataset with a customer's key — the answers must equal the master
-//! key's with the customer's filter. Screenshots go to `artifacts/` in the repository (ignored by git).
+//! The official browser SDKs in a real browser: Debian's `chromium`, driven by `playwright-core` (both
+//! installed by `.ci/run`; nothing is downloaded at run time), opens the pages of `sdk-tests/browser/`
+//! served from another origin than Keyhole's (`sdk-tests/node/browser_pages.js`). Vendor dashboards
+//! (keen-analysis + keen-dataviz) show each vendor exactly its own numbers (asserted against the master
+//! key); revoked, expired and origin-bound keys show a clear message; keen-tracking's writes (recordEvent,
+//! recordEvents, sendBeacon, the image pixel, the auto-collector) land in the vendor's scope with its
+//! autofill; stored queries and datasets read with a customer's key. Screenshots go to `artifacts/`
+//! (ignored by git).
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::support::{BinaryServer, client, repo_root, send};
 
-#[test]
-fn keen_analysis_in_chromium_reads_saved_cached_and_dataset_results() {
+/// A port nothing listens on now (for the pages' origin, which keys are bound to before it serves).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Opens `visits` (`[{"name", "path"}]`) in Chromium from `http://localhost:{page_port}`; answers each
+/// page's `window.__results` by visit name.
+fn visit_pages(page_port: u16, visits: &Value) -> Value {
     assert!(
         std::path::Path::new("/usr/bin/chromium").exists(),
         "install Debian's chromium (as .ci/run does)"
@@ -20,6 +35,234 @@ fn keen_analysis_in_chromium_reads_saved_cached_and_dataset_results() {
         node_dir.join("node_modules/playwright-core").exists(),
         "run `npm ci` in sdk-tests/node (as .ci/run does)"
     );
+    let artifacts = repo_root().join("artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let output = Command::new("node")
+        .arg("browser_pages.js")
+        .arg(visits.to_string())
+        .current_dir(&node_dir)
+        .env("PAGE_PORT", page_port.to_string())
+        .env("SCREENSHOT_DIR", &artifacts)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the browser run failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn page(
+    name: &str,
+    file: &str,
+    server: &BinaryServer,
+    project: &str,
+    key: &str,
+    vendor: &str,
+) -> Value {
+    let host = server.base_url.trim_start_matches("http://");
+    json!({"name": name, "path": format!("/{file}?project={project}&key={key}&host={host}&vendor={vendor}")})
+}
+
+fn vendor_filter(vendor: &str) -> Value {
+    json!({"property_name": "vendor_id", "operator": "eq", "property_value": vendor})
+}
+
+#[test]
+fn vendor_dashboards_and_tracking_in_chromium_stay_in_their_vendor() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = BinaryServer::start(data_dir.path(), &[], &[]);
+    let project = server.printed_project();
+    let page_port = free_port();
+    let page_origin = format!("http://localhost:{page_port}");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let url = |path: &str| format!("{}/3.0/projects/{}{path}", server.base_url, project.id);
+    let master = project.master.clone();
+    let master_query = |analysis: &'static str, body: Value| {
+        let url = url(&format!("/queries/{analysis}"));
+        let master = master.clone();
+        async move {
+            let answer = send(
+                client()
+                    .post(url)
+                    .header("Authorization", master)
+                    .json(&body),
+            )
+            .await;
+            assert_eq!(answer.0, 200, "{}", answer.1);
+            answer.1["result"].clone()
+        }
+    };
+    let (keys, expected) = runtime.block_on(async {
+        let now = chrono::Utc::now().timestamp_millis();
+        let events: Vec<Value> = (0..90i64)
+            .map(|index| {
+                let at = keyhole_model::timestamp::format_timestamp(now - (index % 10) * 86_400_000);
+                json!({"vendor_id": (["acme", "globex", "initech"][(index % 3) as usize]), "total": index,
+                       "keen": {"timestamp": at}})
+            })
+            .collect();
+        let written = send(client().post(url("/events")).header("Authorization", &project.write).json(&json!({"orders": events}))).await;
+        assert_eq!(written.0, 200);
+        let key = |definition: Value| {
+            let url = url("/keys");
+            let master = master.clone();
+            async move {
+                let created = send(client().post(url).header("Authorization", master).json(&definition)).await;
+                assert_eq!(created.0, 201, "{}", created.1);
+                created.1["key"].as_str().unwrap().to_string()
+            }
+        };
+        let vendor_key = |vendor: &str, extra: Value| {
+            let mut definition = json!({"name": format!("{vendor} dashboard"), "permitted": ["queries", "writes"],
+                "options": {"queries": {"filters": [vendor_filter(vendor)]}, "writes": {"autofill": {"vendor_id": vendor}}}});
+            for (name, value) in extra.as_object().unwrap() {
+                definition[name] = value.clone();
+            }
+            definition
+        };
+        let acme = key(vendor_key("acme", json!({"options": {"queries": {"filters": [vendor_filter("acme")]},
+            "writes": {"autofill": {"vendor_id": "acme"}}, "origins": [page_origin]}}))).await;
+        let globex = key(vendor_key("globex", json!({}))).await;
+        let revoked = key(vendor_key("initech", json!({}))).await;
+        let revoke = send(client().post(url(&format!("/keys/{revoked}/revoke"))).header("Authorization", &master)).await;
+        assert_eq!(revoke.0, 200);
+        let expired = key(vendor_key("initech", json!({"expires_at": "2021-01-01T00:00:00Z"}))).await;
+        let elsewhere = key(vendor_key("initech", json!({"options": {"origins": ["https://dashboards.example.com"]}}))).await;
+        let mut expected = serde_json::Map::new();
+        for vendor in ["acme", "globex"] {
+            let scope = json!({"event_collection": "orders", "timeframe": "this_14_days", "timezone": "UTC", "filters": [vendor_filter(vendor)]});
+            let mut sum = scope.clone();
+            sum["target_property"] = json!("total");
+            let mut daily = scope.clone();
+            daily["interval"] = json!("daily");
+            expected.insert(vendor.to_string(), json!({
+                "revenue": master_query("sum", sum).await,
+                "orders": master_query("count", scope).await,
+                "daily": master_query("count", daily).await,
+            }));
+        }
+        (json!({"acme": acme, "globex": globex, "revoked": revoked, "expired": expired, "elsewhere": elsewhere}), expected)
+    });
+    let key = |name: &str| keys[name].as_str().unwrap().to_string();
+    let visits = json!([
+        page(
+            "dashboard-acme",
+            "dashboard.html",
+            &server,
+            &project.id,
+            &key("acme"),
+            "Acme"
+        ),
+        page(
+            "dashboard-globex",
+            "dashboard.html",
+            &server,
+            &project.id,
+            &key("globex"),
+            "Globex"
+        ),
+        page(
+            "dashboard-revoked-key",
+            "dashboard.html",
+            &server,
+            &project.id,
+            &key("revoked"),
+            "Initech"
+        ),
+        page(
+            "dashboard-expired-key",
+            "dashboard.html",
+            &server,
+            &project.id,
+            &key("expired"),
+            "Initech"
+        ),
+        page(
+            "dashboard-other-origin",
+            "dashboard.html",
+            &server,
+            &project.id,
+            &key("elsewhere"),
+            "Initech"
+        ),
+        page(
+            "tracking-acme",
+            "tracking.html",
+            &server,
+            &project.id,
+            &key("acme"),
+            "Acme"
+        ),
+    ]);
+    let results = visit_pages(page_port, &visits);
+    for vendor in ["acme", "globex"] {
+        assert_eq!(
+            results[format!("dashboard-{vendor}")],
+            expected[vendor],
+            "{vendor}"
+        );
+    }
+    assert_ne!(expected["acme"], expected["globex"]);
+    let refusal = |name: &str| {
+        (
+            results[name]["status"].clone(),
+            results[name]["error_code"].clone(),
+            results[name]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        )
+    };
+    let (status, code, message) = refusal("dashboard-revoked-key");
+    assert_eq!((status, code), (json!(401), json!("InvalidApiKeyError")));
+    assert!(message.contains("revoked"), "{message}");
+    let (status, code, message) = refusal("dashboard-expired-key");
+    assert_eq!((status, code), (json!(401), json!("InvalidApiKeyError")));
+    assert!(message.contains("expired"), "{message}");
+    let (status, code, message) = refusal("dashboard-other-origin");
+    assert_eq!((status, code), (json!(401), json!("OriginNotAllowedError")));
+    assert!(message.contains(&page_origin), "{message}");
+    let tracking = &results["tracking-acme"];
+    assert_eq!(
+        tracking["recordEvent"],
+        json!({"created": true}),
+        "{tracking}"
+    );
+    assert_eq!(
+        tracking["recordEvents"]["orders"],
+        json!([{"success": true}, {"success": true}])
+    );
+    assert_eq!(tracking["pixel"], "sent");
+
+    // Every way keen-tracking sends landed in acme's scope, stamped by its key's autofill.
+    runtime.block_on(async {
+        let by_source = json!({"event_collection": "orders", "group_by": "source", "filters": [vendor_filter("acme")]});
+        let expected_sources = json!([
+            {"source": "pixel", "result": 1}, {"source": "recordEvent", "result": 1},
+            {"source": "recordEvents", "result": 2}, {"source": "sendBeacon", "result": 1},
+        ]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut sources = master_query("count", by_source.clone()).await;
+            sources.as_array_mut().unwrap().retain(|row| !row["source"].is_null());
+            let pageviews = master_query("count", json!({"event_collection": "pageviews", "filters": [vendor_filter("acme")]})).await;
+            if sources == expected_sources && pageviews.as_i64() >= Some(1) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "tracked events: {sources} pageviews: {pageviews}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let elsewhere = master_query("count", json!({"event_collection": "orders",
+            "filters": [{"property_name": "source", "operator": "exists", "property_value": true}, {"property_name": "vendor_id", "operator": "ne", "property_value": "acme"}]})).await;
+        assert_eq!(elsewhere, 0, "no tracked event outside acme");
+    });
+}
+
+#[test]
+fn keen_analysis_in_chromium_reads_saved_cached_and_dataset_results() {
     let data_dir = tempfile::tempdir().unwrap();
     let server = BinaryServer::start(data_dir.path(), &[], &[]);
     let project = server.printed_project();
@@ -75,28 +318,14 @@ fn keen_analysis_in_chromium_reads_saved_cached_and_dataset_results() {
         });
         (key, expected)
     });
-    let artifacts = repo_root().join("artifacts");
-    std::fs::create_dir_all(&artifacts).unwrap();
-    let screenshot = artifacts.join("keen-analysis-stored-results.png");
-    let output = Command::new("node")
-        .arg("browser_stored_results.js")
-        .current_dir(&node_dir)
-        .env(
-            "KEYHOLE_HOST",
-            server.base_url.trim_start_matches("http://"),
-        )
-        .env("KEYHOLE_PROJECT_ID", &project.id)
-        .env("KEYHOLE_KEY", &key)
-        .env("KEYHOLE_SCREENSHOT", &screenshot)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "the browser run failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let results: Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(results, expected);
-    assert!(screenshot.exists());
+    let visits = json!([page(
+        "keen-analysis-stored-results",
+        "stored_results.html",
+        &server,
+        &project.id,
+        &key,
+        "Acme"
+    )]);
+    let results = visit_pages(free_port(), &visits);
+    assert_eq!(results["keen-analysis-stored-results"], expected);
 }
