@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod cached_results;
+mod console;
 mod dataset_results;
 mod datasets;
 mod deletes;

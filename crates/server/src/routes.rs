@@ -9,7 +9,7 @@ use keyhole_model::Operation;
 
 use crate::AppState;
 use crate::auth::Requirement;
-use crate::{datasets, deletes, inspect, keys, projects, query, saved_queries, write};
+use crate::{console, datasets, deletes, inspect, keys, projects, query, saved_queries, write};
 
 /// One row of the route table.
 #[derive(Clone, Copy, Debug)]
@@ -45,6 +45,9 @@ const ORGANIZATION: Requirement = Requirement::Organization;
 
 route_table! {
     get "/health" => Requirement::Public, crate::health;
+    get "/console" => Requirement::Public, console::console_root;
+    get "/console/" => Requirement::Public, console::console_index;
+    get "/console/{file}" => Requirement::Public, console::console_file;
     get "/metrics" => ORGANIZATION, crate::metrics::serve_metrics;
     get "/3.0/organizations/{org_id}/projects" => ORGANIZATION, projects::list_organization_projects;
     post "/3.0/organizations/{org_id}/projects" => ORGANIZATION, projects::create_project;

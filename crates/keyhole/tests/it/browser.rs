@@ -329,3 +329,66 @@ fn keen_analysis_in_chromium_reads_saved_cached_and_dataset_results() {
     let results = visit_pages(free_port(), &visits);
     assert_eq!(results["keen-analysis-stored-results"], expected);
 }
+
+#[test]
+fn the_console_signs_in_explores_creates_a_key_opens_its_dashboard_and_revokes_it() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = BinaryServer::start(data_dir.path(), &[], &[]);
+    let project = server.printed_project();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let url = |path: &str| format!("{}/3.0/projects/{}{path}", server.base_url, project.id);
+    let acme_total = runtime.block_on(async {
+        let events: Vec<Value> = (0..30i64)
+            .map(|index| json!({"vendor_id": (["acme", "globex", "acme"][(index % 3) as usize]),
+                                "user": {"id": format!("u{}", index % 7)}, "product": {"category": (["books", "games"][(index % 2) as usize])}}))
+            .collect();
+        let written = send(client().post(url("/events")).header("Authorization", &project.write).json(&json!({"orders": events}))).await;
+        assert_eq!(written.0, 200);
+        let total = send(client().post(url("/queries/count")).header("Authorization", &project.master)
+            .json(&json!({"event_collection": "orders", "timeframe": "this_30_days", "filters": [vendor_filter("acme")]}))).await;
+        total.1["result"].clone()
+    });
+    let artifacts = repo_root().join("artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let output = Command::new("node")
+        .arg("console_flow.js")
+        .current_dir(repo_root().join("sdk-tests/node"))
+        .env("KEYHOLE_URL", &server.base_url)
+        .env("KEYHOLE_MASTER_KEY", &project.master)
+        .env("SCREENSHOT_DIR", &artifacts)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the console run failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let results: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(
+        results["who"].as_str().unwrap().contains(&project.id),
+        "{results}"
+    );
+    assert_eq!(results["collections"], json!(["orders"]));
+    assert_eq!(
+        results["explorer"],
+        json!([["20", "acme"], ["10", "globex"]]),
+        "{results}"
+    );
+    assert!(
+        results["invalid_origin"]
+            .as_str()
+            .unwrap()
+            .contains("is not an origin"),
+        "{results}"
+    );
+    assert_eq!(results["secret"].as_str().unwrap().len(), 64);
+    assert_eq!(results["keys"], json!(["acme dashboard"]));
+    assert_eq!(results["dashboard"]["total"], acme_total, "{results}");
+    assert_eq!(results["after_revoke"], json!(["revoked"]));
+    assert_eq!(
+        results["dashboard_after_revoke"]["error_code"],
+        "InvalidApiKeyError"
+    );
+    assert_eq!(results["page_errors"], json!([]));
+}

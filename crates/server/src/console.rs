@@ -1,0 +1,104 @@
+//! The web console, served by the binary at `/console/`: our own page, script and style
+//! (`crates/server/console/`), a dashboard page for any key, and the keen-dataviz and keen-analysis
+//! browser bundles fetched and checked at build time (`build.rs`, `console/vendor.lock.json`). Everything
+//! is embedded in the binary, so the console works wherever the server runs.
+//!
+//! Design: the console is a client of the public API and holds no privilege of its own: it signs in with
+//! the organization key or a project's master key, kept in the tab's memory only (never in storage or a
+//! cookie), and sends it on each request like any SDK. Its pages are public; the API behind them is not.
+//! The answers carry a strict Content-Security-Policy (scripts from `/console/` only; charts need inline
+//! styles) and are not framable.
+
+use axum::extract::Path;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+
+use crate::errors::ApiError;
+
+macro_rules! vendor_file {
+    ($name:literal) => {
+        include_bytes!(concat!(env!("OUT_DIR"), "/console-vendor/", $name))
+    };
+}
+
+/// (file name, content type, bytes) of every console file.
+const FILES: [(&str, &str, &[u8]); 8] = [
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_bytes!("../console/index.html"),
+    ),
+    (
+        "app.js",
+        "application/javascript; charset=utf-8",
+        include_bytes!("../console/app.js"),
+    ),
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../console/app.css"),
+    ),
+    (
+        "dashboard.html",
+        "text/html; charset=utf-8",
+        include_bytes!("../console/dashboard.html"),
+    ),
+    (
+        "dashboard.js",
+        "application/javascript; charset=utf-8",
+        include_bytes!("../console/dashboard.js"),
+    ),
+    (
+        "keen-dataviz.min.js",
+        "application/javascript; charset=utf-8",
+        vendor_file!("keen-dataviz.min.js"),
+    ),
+    (
+        "keen-dataviz.min.css",
+        "text/css; charset=utf-8",
+        vendor_file!("keen-dataviz.min.css"),
+    ),
+    (
+        "keen-analysis.min.js",
+        "application/javascript; charset=utf-8",
+        vendor_file!("keen-analysis.min.js"),
+    ),
+];
+
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+     img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// `GET /console`: the console lives under `/console/`, so its relative links resolve there.
+pub async fn console_root() -> Redirect {
+    Redirect::permanent("/console/")
+}
+
+/// `GET /console/`.
+pub async fn console_index() -> Response {
+    console_file(Path("index.html".to_string())).await
+}
+
+/// `GET /console/{file}`.
+pub async fn console_file(Path(file): Path<String>) -> Response {
+    let Some((_, content_type, bytes)) = FILES.iter().find(|(name, _, _)| *name == file) else {
+        return ApiError::not_found().into_response();
+    };
+    let mut response = (StatusCode::OK, *bytes).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
