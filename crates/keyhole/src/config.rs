@@ -51,6 +51,22 @@ pub enum Command {
     Backup(BackupOptions),
     /// Restore a copy made by `keyhole backup` into an empty data directory
     Restore(RestoreOptions),
+    /// Seed a demo project (three vendors' events, their keys) in a throwaway data directory and serve
+    /// each vendor's dashboard and the console
+    Demo(DemoOptions),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoOptions {
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: String,
+    /// Keep the demo's data here instead of a temporary directory removed on exit (must not exist yet)
+    #[arg(long)]
+    pub keep_in: Option<PathBuf>,
+    /// Events to seed
+    #[arg(long, default_value_t = 3000)]
+    pub events: usize,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -2,13 +2,14 @@
 //! local-disk Parquet); `keyhole project create|list` manage projects and `keyhole organization
 //! rotate-key` the organization key directly in the data directory; `keyhole token mint` derives an embed
 //! token from an access key, as a backend would; `keyhole backup` / `restore` copy a live data directory
-//! and put a copy back.
+//! and put a copy back; `keyhole demo` seeds a demo project and serves its vendors' dashboards.
 //!
 //! Design: `serve` takes the data directory's lock before it touches anything in it, so a second server
 //! started on the same directory waits, then leaves without having changed a byte.
 
 mod backup;
 mod config;
+mod demo;
 
 use std::time::Duration;
 
@@ -57,6 +58,7 @@ fn main() -> anyhow::Result<()> {
             Command::Backup(options) => {
                 backup::backup(&Settings::resolve(&cli.common, None)?.data_dir, &options.to).await
             }
+            Command::Demo(options) => demo::demo(&cli.common, options).await,
             Command::Restore(options) => {
                 backup::restore(
                     &options.from,
@@ -157,19 +159,37 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         println!("  (keys are shown once; only their hashes are stored)");
     }
 
+    let storage = open_storage(&settings).await?;
+    run_http_server(&settings, meta, storage, organization.id, |address| {
+        println!("keyhole listening on http://{address}");
+    })
+    .await
+}
+
+async fn open_storage(settings: &Settings) -> anyhow::Result<Storage> {
     let mut storage_config = StorageConfig::new(settings.data_dir.join("events"));
     storage_config.flush_interval = Duration::from_secs(settings.flush_interval_secs.max(1));
     storage_config.flush_rows = settings.flush_rows.max(1);
     storage_config.file_cache_bytes = settings.file_cache_mb.saturating_mul(1024 * 1024);
     storage_config.max_columns_per_collection = settings.limits.max_columns_per_collection();
     storage_config.lock_wait = settings.data_dir_lock_wait;
-    let storage = Storage::open(storage_config)
+    Storage::open(storage_config)
         .await
-        .context("cannot open event storage")?;
+        .context("cannot open event storage")
+}
+
+/// Serves the API (and the console) on `settings.listen` until SIGINT/SIGTERM, then flushes and closes.
+async fn run_http_server(
+    settings: &Settings,
+    meta: MetaStore,
+    storage: Storage,
+    organization_id: String,
+    on_listening: impl FnOnce(std::net::SocketAddr),
+) -> anyhow::Result<()> {
     let state = AppState::new(
         meta,
         storage.clone(),
-        organization.id,
+        organization_id,
         settings.limits.query_limits(),
     )
     .context("cannot start the query runtime")?;
@@ -179,7 +199,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let address = listener.local_addr()?;
-    println!("keyhole listening on http://{address}");
+    on_listening(address);
     tracing::info!(%address, data_dir = %settings.data_dir.display(), "serving");
     let (meter, meta) = (state.meter.clone(), state.meta.clone());
     let app = keyhole_server::app(state);

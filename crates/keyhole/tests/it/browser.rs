@@ -392,3 +392,76 @@ fn the_console_signs_in_explores_creates_a_key_opens_its_dashboard_and_revokes_i
     );
     assert_eq!(results["page_errors"], json!([]));
 }
+
+#[test]
+fn keyhole_demo_serves_each_vendor_a_dashboard_of_its_own_orders() {
+    let args: Vec<String> = ["demo", "--listen", "127.0.0.1:0", "--events", "1200"]
+        .iter()
+        .map(|arg| arg.to_string())
+        .collect();
+    let server = BinaryServer::start_raw(&args, &[]);
+    let lines = server.stdout_lines.join("\n");
+    let master = server
+        .stdout_lines
+        .iter()
+        .find_map(|line| line.split("master key: ").nth(1))
+        .unwrap_or_else(|| panic!("{lines}"))
+        .trim()
+        .to_string();
+    let dashboards: Vec<(String, String)> = server
+        .stdout_lines
+        .iter()
+        .filter_map(|line| {
+            let (vendor, url) = line.split_once(" http://")?;
+            url.contains("dashboard.html").then(|| {
+                (
+                    vendor.trim().trim_end_matches(':').to_lowercase(),
+                    format!("http://{url}"),
+                )
+            })
+        })
+        .collect();
+    assert_eq!(dashboards.len(), 3, "{lines}");
+    let console = send_blocking_status(&format!("{}/console/", server.base_url));
+    assert_eq!(console, 200);
+    let visits: Vec<Value> = dashboards
+        .iter()
+        .map(
+            |(vendor, url)| json!({"name": format!("demo-{vendor}"), "url": url, "settle_ms": 600}),
+        )
+        .collect();
+    let results = visit_pages(free_port(), &Value::Array(visits));
+    let project = dashboards[0]
+        .1
+        .split("project=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_string();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut totals = Vec::new();
+    for (vendor, _) in &dashboards {
+        let expected = runtime.block_on(send(
+            client()
+                .post(format!("{}/3.0/projects/{project}/queries/count", server.base_url))
+                .header("Authorization", &master)
+                .json(&json!({"event_collection": "orders", "timeframe": "this_30_days", "timezone": "UTC",
+                              "filters": [vendor_filter(vendor)]})),
+        ));
+        let shown = &results[format!("demo-{vendor}")];
+        assert_eq!(shown["total"], expected.1["result"], "{vendor}: {shown}");
+        totals.push(expected.1["result"].as_i64().unwrap());
+    }
+    assert!(totals.iter().all(|total| *total > 100), "{totals:?}");
+    assert!(
+        totals[0] > totals[1] && totals[1] > totals[2],
+        "vendors have different shares: {totals:?}"
+    );
+}
+
+fn send_blocking_status(url: &str) -> u16 {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async { client().get(url).send().await.unwrap().status().as_u16() })
+}
