@@ -1,13 +1,15 @@
 // Drives Keyhole's web console in headless Chromium as an operator would: sign in with the master key,
 // look at the collections, run a query in the explorer, create a key filtered to one vendor, open that
-// key's dashboard, revoke the key and reload the dashboard. Prints what each step showed as JSON and saves
-// screenshots to SCREENSHOT_DIR.
+// key's dashboard, revoke the key and reload the dashboard, unrevoke it, edit it (autofill, an origin),
+// delete it; then sign in with the organization key, list the projects and create one. Prints what each
+// step showed as JSON and saves screenshots to SCREENSHOT_DIR.
 //
-// Environment: KEYHOLE_URL (http://127.0.0.1:port), KEYHOLE_MASTER_KEY, SCREENSHOT_DIR, CHROMIUM.
+// Environment: KEYHOLE_URL (http://127.0.0.1:port), KEYHOLE_MASTER_KEY, KEYHOLE_ORG_KEY, SCREENSHOT_DIR,
+// CHROMIUM.
 const path = require('path');
 const { chromium } = require('playwright-core');
 
-const { KEYHOLE_URL, KEYHOLE_MASTER_KEY, SCREENSHOT_DIR } = process.env;
+const { KEYHOLE_URL, KEYHOLE_MASTER_KEY, KEYHOLE_ORG_KEY, SCREENSHOT_DIR } = process.env;
 
 async function main() {
   const browser = await chromium.launch({
@@ -71,6 +73,36 @@ async function main() {
     await dashboard.waitForFunction(() => window.__results !== undefined, null, { timeout: 30000 });
     results.dashboard_after_revoke = await dashboard.evaluate(() => window.__results);
     await shot(dashboard, 'console-key-dashboard-revoked');
+
+    await page.click('#view button:has-text("unrevoke")');
+    await page.waitForFunction(() => document.querySelector('#notice').textContent.startsWith('Unrevoked'));
+    await page.click('#view button:has-text("edit")');
+    await page.waitForSelector('#view h2:has-text("Edit")');
+    await page.click('#view fieldset:nth-of-type(3) button');
+    await page.fill('#view .autofill input[name=path]', 'vendor_id');
+    await page.fill('#view .autofill input[name=value]', 'acme');
+    await page.check('#view input[name=writes]');
+    await page.fill('#view textarea[name=origins]', 'https://*.acme.example');
+    await page.click('#view button[type=submit]');
+    await page.waitForFunction(() => document.querySelector('#notice').textContent === 'Key saved.');
+    results.edited = await page.$$eval('#view table tr', (rows) => rows.slice(1).map((row) => [row.cells[2].textContent, row.cells[4].textContent]));
+    page.once('dialog', (dialog) => dialog.accept());
+    await page.click('#view button:has-text("delete")');
+    await page.waitForFunction(() => document.querySelector('#notice').textContent.startsWith('Deleted'));
+    results.after_delete = await page.$$eval('#view table tr', (rows) => rows.length);
+
+    await page.click('#sign-out');
+    await page.waitForSelector('#sign-in-key');
+    await page.fill('#sign-in-key', KEYHOLE_ORG_KEY);
+    await page.click('#sign-in-form button');
+    await page.waitForSelector('#view table');
+    results.projects = await page.$$eval('#view table tr', (rows) => rows.slice(1).map((row) => row.cells[0].textContent));
+    await page.fill('#create-project input[name=name]', 'second shop');
+    await page.click('#create-project button');
+    await page.waitForFunction(() => document.querySelector('#notice').textContent.startsWith('Project created'));
+    results.after_create = await page.$$eval('#view table tr', (rows) => rows.slice(1).map((row) => row.cells[0].textContent));
+    results.who_after_create = await page.textContent('#who');
+    await shot(page, 'console-projects');
     results.page_errors = errors;
   } finally {
     await browser.close();

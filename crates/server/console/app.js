@@ -106,6 +106,7 @@
       { title: 'open with its master key', cell: open },
     ]));
     view.append(element('h3', {}, 'Create a project'), element('form', {
+      id: 'create-project',
       onsubmit: guarded(async (event) => {
         event.preventDefault();
         const created = await api('POST', '/3.0/organizations/default/projects', { key: session.orgKey, body: { name: event.target.elements.name.value.trim() } });

@@ -335,6 +335,16 @@ fn the_console_signs_in_explores_creates_a_key_opens_its_dashboard_and_revokes_i
     let data_dir = tempfile::tempdir().unwrap();
     let server = BinaryServer::start(data_dir.path(), &[], &[]);
     let project = server.printed_project();
+    let organization_key = server
+        .stdout_lines
+        .iter()
+        .find_map(|line| {
+            line.split("organization key (shown once, store it now): ")
+                .nth(1)
+        })
+        .unwrap()
+        .trim()
+        .to_string();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let url = |path: &str| format!("{}/3.0/projects/{}{path}", server.base_url, project.id);
     let acme_total = runtime.block_on(async {
@@ -355,6 +365,7 @@ fn the_console_signs_in_explores_creates_a_key_opens_its_dashboard_and_revokes_i
         .current_dir(repo_root().join("sdk-tests/node"))
         .env("KEYHOLE_URL", &server.base_url)
         .env("KEYHOLE_MASTER_KEY", &project.master)
+        .env("KEYHOLE_ORG_KEY", &organization_key)
         .env("SCREENSHOT_DIR", &artifacts)
         .output()
         .unwrap();
