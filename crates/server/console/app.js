@@ -258,6 +258,14 @@
     return definition;
   }
 
+  // An ISO instant as a datetime-local input's value (local time, minutes); '' for none.
+  function localDateTime(iso) {
+    if (!iso) return '';
+    const date = new Date(iso);
+    const pad = (number) => String(number).padStart(2, '0');
+    return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+  }
+
   function keyForm(existing, onSaved) {
     const filters = element('div');
     const autofill = element('div');
@@ -278,7 +286,7 @@
       }),
     },
     element('div', { class: 'row' }, element('label', {}, 'name', element('input', { name: 'name', value: existing ? existing.name : '', required: true })),
-      element('label', {}, 'expires', element('input', { name: 'expires', type: 'datetime-local' }))),
+      element('label', {}, 'expires', element('input', { name: 'expires', type: 'datetime-local', value: localDateTime(existing && existing.expires_at) }))),
     element('fieldset', {}, element('legend', {}, 'permitted'), OPERATIONS.map((operation) =>
       element('label', {}, element('input', { type: 'checkbox', name: operation, checked: existing ? existing.permitted.includes(operation) : operation === 'queries' }), operation))),
     element('fieldset', {}, element('legend', {}, 'filters AND-ed into every read'), filters, element('button', { type: 'button', onclick: () => filters.append(filterRow()) }, 'add filter')),
