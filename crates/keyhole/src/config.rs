@@ -29,7 +29,7 @@ pub struct CommonOptions {
     #[arg(long, env = "KEYHOLE_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
     /// TOML file with any of: data_dir, listen, org_key, org_key_file, flush_interval_secs, flush_rows,
-    /// file_cache_mb, and the limits below by their option names (query_memory_mb, …)
+    /// file_cache_mb, geoip_db, and the limits below by their option names (query_memory_mb, …)
     #[arg(long, env = "KEYHOLE_CONFIG", global = true)]
     pub config: Option<PathBuf>,
 }
@@ -133,6 +133,10 @@ pub struct ServeOptions {
     /// Seconds to wait for another keyhole to release the data directory before giving up [default: 30]
     #[arg(long, env = "KEYHOLE_DATA_DIR_LOCK_WAIT_SECS")]
     pub data_dir_lock_wait_secs: Option<u64>,
+    /// A MaxMind-format database (GeoLite2-City or GeoIP2-City .mmdb) for the keen:ip_to_geo add-on;
+    /// re-read when the file changes. Without it, events asking for ip_to_geo are refused
+    #[arg(long, env = "KEYHOLE_GEOIP_DB")]
+    pub geoip_db: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitOptions,
 }
@@ -282,6 +286,7 @@ pub struct FileConfig {
     pub file_cache_mb: Option<usize>,
     pub org_key_file: Option<PathBuf>,
     pub data_dir_lock_wait_secs: Option<u64>,
+    pub geoip_db: Option<PathBuf>,
     #[serde(flatten)]
     pub limits: LimitOptions,
 }
@@ -309,6 +314,7 @@ pub struct Settings {
     pub flush_rows: usize,
     pub file_cache_mb: usize,
     pub data_dir_lock_wait: Duration,
+    pub geoip_db: Option<PathBuf>,
     pub limits: LimitOptions,
 }
 
@@ -356,6 +362,7 @@ impl Settings {
             flush_rows: None,
             file_cache_mb: None,
             data_dir_lock_wait_secs: None,
+            geoip_db: None,
             limits: LimitOptions::default(),
         });
         let org_key_file = serve.org_key_file.or(file.org_key_file);
@@ -382,6 +389,7 @@ impl Settings {
                     .or(file.data_dir_lock_wait_secs)
                     .unwrap_or(30),
             ),
+            geoip_db: serve.geoip_db.or(file.geoip_db),
             limits: serve.limits.or(file.limits),
         })
     }

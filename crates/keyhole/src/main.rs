@@ -186,13 +186,16 @@ async fn run_http_server(
     organization_id: String,
     on_listening: impl FnOnce(std::net::SocketAddr),
 ) -> anyhow::Result<()> {
+    let enrichment = keyhole_server::enrichment::Enrichment::new(settings.geoip_db.clone())
+        .map_err(|error| anyhow::anyhow!(error))?;
     let state = AppState::new(
         meta,
         storage.clone(),
         organization_id,
         settings.limits.query_limits(),
     )
-    .context("cannot start the query runtime")?;
+    .context("cannot start the query runtime")?
+    .with_enrichment(enrichment);
     state.refresh_all_clustering().await;
 
     let listener = tokio::net::TcpListener::bind(&settings.listen)

@@ -118,6 +118,19 @@ impl AccessKeyDefinition {
 /// another customer). Objects merge recursively.
 pub fn apply_autofill(event: &mut Map<String, Value>, autofill: &Map<String, Value>) {
     for (name, value) in autofill {
+        // `keen.addons` (the only keen.* a key may fill): the key's add-ons run after the event's own.
+        if name == "keen"
+            && let (Some(Value::Object(keen)), Some(Value::Array(added))) =
+                (event.get_mut("keen"), value.get("addons"))
+        {
+            match keen.get_mut("addons") {
+                Some(Value::Array(existing)) => existing.extend(added.iter().cloned()),
+                _ => {
+                    keen.insert("addons".into(), Value::Array(added.clone()));
+                }
+            }
+            continue;
+        }
         match (event.get_mut(name), value) {
             (Some(Value::Object(existing)), Value::Object(nested)) => {
                 apply_autofill(existing, nested)

@@ -105,15 +105,25 @@ pub fn reload_event(json: &[u8]) -> Option<(FlatEvent, Option<String>)> {
     ))
 }
 
-/// Validates and completes one event; see the module docs for the rules.
+/// Validates and completes one event; see the module docs for the rules. Add-ons that need data (geo,
+/// user agents, the referrer list) are refused: [`prepare_event_enriched`] takes the data.
 pub fn prepare_event(event: Value, context: &EventContext) -> Result<PreparedEvent, EventError> {
+    prepare_event_enriched(event, context, &crate::addons::WithoutData)
+}
+
+/// [`prepare_event`], applying the event's `keen.addons` with `enricher` (see `addons`).
+pub fn prepare_event_enriched(
+    event: Value,
+    context: &EventContext,
+    enricher: &dyn crate::addons::Enricher,
+) -> Result<PreparedEvent, EventError> {
     let Value::Object(mut event) = event else {
         return Err(EventError::InvalidEvent(
             "An event must be a JSON object.".to_string(),
         ));
     };
     replace_placeholders(&mut event, context);
-    let keen_in = match event.remove("keen") {
+    let mut keen_in = match event.remove("keen") {
         None => Map::new(),
         Some(Value::Object(keen)) => keen,
         Some(_) => {
@@ -122,6 +132,10 @@ pub fn prepare_event(event: Value, context: &EventContext) -> Result<PreparedEve
             ));
         }
     };
+    let addons = keen_in
+        .remove("addons")
+        .map(|specs| crate::addons::parse_addons(&specs))
+        .transpose()?;
     validate_properties(&event, 1)?;
     let keen_fields = KeenFields::from_client(keen_in, context)?;
 
@@ -140,6 +154,9 @@ pub fn prepare_event(event: Value, context: &EventContext) -> Result<PreparedEve
     let uniqueness_scope = context.uniqueness_scope.as_deref();
     if let (Some(scope), Some(_)) = (uniqueness_scope, &keen_fields.uniqueness_token) {
         keen_out.insert("uniqueness_scope".into(), Value::String(scope.to_string()));
+    }
+    if let Some(addons) = &addons {
+        crate::addons::apply_addons(&mut event, &keen_out, addons, enricher)?;
     }
     event.insert("keen".into(), Value::Object(keen_out));
 
@@ -185,8 +202,6 @@ impl KeenFields {
                 "timestamp" => fields.timestamp = parse_client_timestamp(&value)?,
                 // Server-assigned; a client's value is replaced, as Keen does.
                 "created_at" | "id" => {}
-                // Enrichment specs are consumed at write time and never stored (Keen §8).
-                "addons" => validate_addons(&value)?,
                 "uniqueness_token" => {
                     let token = parse_uniqueness_token(&value)?;
                     fields.uniqueness_token = Some(token.clone());
@@ -224,18 +239,6 @@ fn parse_uniqueness_token(value: &Value) -> Result<String, EventError> {
             "keen.uniqueness_token must be a non-empty string of at most {MAX_UNIQUENESS_TOKEN_CHARS} characters."
         ))),
     }
-}
-
-fn validate_addons(value: &Value) -> Result<(), EventError> {
-    let valid = value
-        .as_array()
-        .is_some_and(|addons| addons.iter().all(Value::is_object));
-    if valid {
-        return Ok(());
-    }
-    Err(EventError::InvalidKeenNamespaceProperty(
-        "keen.addons must be a list of add-on objects.".to_string(),
-    ))
 }
 
 fn validate_properties(object: &Map<String, Value>, depth: usize) -> Result<(), EventError> {
@@ -380,13 +383,24 @@ mod tests {
     }
 
     #[test]
-    fn replaces_placeholders_and_drops_addons() {
+    fn replaces_placeholders_applies_addons_and_drops_them() {
         let event = stored(
-            json!({"ip": "${keen.ip}", "ua": {"raw": "${keen.user_agent}"}, "keen": {"addons": [{"name": "keen:ip_to_geo"}]}}),
+            json!({"ip": "${keen.ip}", "ua": {"raw": "${keen.user_agent}"}, "page": "https://a.example/x?y=1",
+                   "keen": {"addons": [{"name": "keen:url_parser", "input": {"url": "page"}, "output": "page_info"},
+                                       {"name": "keen:date_time_parser", "input": {"date_time": "keen.timestamp"}, "output": "at"}]}}),
         );
         assert_eq!(event["ip"], "10.1.2.3");
         assert_eq!(event["ua"]["raw"], "curl/8");
+        assert_eq!(event["page_info"]["domain"], "a.example");
+        assert!(event["at"]["year"].is_number());
         assert!(event["keen"].get("addons").is_none());
+        // Without a GeoIP database, ip_to_geo is refused rather than left empty.
+        let geo = json!({"ip": "${keen.ip}", "keen": {"addons": [{"name": "keen:ip_to_geo", "input": {"ip": "ip"}, "output": "geo"}]}});
+        let refused = prepare_event(geo, &context()).unwrap_err();
+        assert!(
+            refused.to_string().contains("no GeoIP database"),
+            "{refused}"
+        );
     }
 
     #[test]

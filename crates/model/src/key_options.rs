@@ -242,10 +242,21 @@ fn parse_writes(value: &Value) -> Result<WriteRules, KeyDefinitionError> {
 
 fn check_autofill(object: &Map<String, Value>, top_level: bool) -> Result<(), KeyDefinitionError> {
     for (name, value) in object {
+        // The only keen.* property a key may fill is `keen.addons`: add-ons run on every event it writes
+        // (a webhook key enriching what a provider sends).
         if top_level && name == "keen" {
-            return Err(invalid(
-                "options.writes.autofill cannot set keen.* properties.",
-            ));
+            let addons_only = value
+                .as_object()
+                .is_some_and(|keen| keen.len() == 1 && keen.contains_key("addons"));
+            if !addons_only {
+                return Err(invalid(
+                    "options.writes.autofill cannot set keen.* properties other than keen.addons.",
+                ));
+            }
+            crate::addons::parse_addons(&value["addons"]).map_err(|error| {
+                invalid(format!("options.writes.autofill.keen.addons: {error}"))
+            })?;
+            continue;
         }
         if let Some(problem) = property_name_problem(name) {
             return Err(invalid(format!("options.writes.autofill: {problem}")));

@@ -3,6 +3,7 @@
 //! every layer above (storage, meta, server) shares one definition of what a valid event or key is.
 
 pub mod access;
+pub mod addons;
 pub mod dataset;
 pub mod embed_token;
 pub mod event;
@@ -18,7 +19,9 @@ pub mod saved_query;
 pub mod strict_json;
 pub mod timestamp;
 
-pub use event::{EventContext, EventError, PreparedEvent, prepare_event, reload_event};
+pub use event::{
+    EventContext, EventError, PreparedEvent, prepare_event, prepare_event_enriched, reload_event,
+};
 pub use flat::{FlatEvent, FlatValue, ValueKind};
 pub use grant::{Grant, KeyKind};
 pub use keys::{KeyHash, Operation};

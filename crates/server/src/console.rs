@@ -1,6 +1,6 @@
 //! The web console, served by the binary at `/console/`: our own page, script and style
 //! (`crates/server/console/`), a dashboard page for any key, and the keen-dataviz and keen-analysis
-//! browser bundles fetched and checked at build time (`build.rs`, `console/vendor.lock.json`). Everything
+//! browser bundles fetched and checked at build time (`build.rs`, `vendor.lock.json`). Everything
 //! is embedded in the binary, so the console works wherever the server runs.
 //!
 //! Design: the console is a client of the public API and holds no privilege of its own: it signs in with

@@ -8,6 +8,7 @@ mod console;
 mod dataset_results;
 mod datasets;
 mod deletes;
+pub mod enrichment;
 pub mod errors;
 pub mod http;
 mod inspect;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub metrics: metrics::ServerMetrics,
     cached_results: Arc<cached_results::CachedResults>,
     dataset_results: Arc<dataset_results::DatasetResults>,
+    /// The data of the enrichment add-ons (see `enrichment`).
+    pub enrichment: enrichment::Enrichment,
     pub organization_id: Arc<str>,
 }
 
@@ -91,9 +94,11 @@ impl AppState {
         let metrics = metrics::ServerMetrics::new(storage.metrics(), queries.metrics());
         let cached_results = Arc::new(cached_results::CachedResults::default());
         cached_results::start_refresher(Arc::downgrade(&cached_results), queries.clone());
+        let enrichment = enrichment::Enrichment::new(None).map_err(std::io::Error::other)?;
         Ok(AppState {
             cached_results,
             dataset_results: Arc::default(),
+            enrichment,
             meta,
             storage,
             queries,
@@ -101,6 +106,14 @@ impl AppState {
             metrics,
             organization_id: organization_id.into(),
         })
+    }
+}
+
+impl AppState {
+    /// Uses `enrichment` (with a GeoIP database, say) for the add-ons of events written from now on.
+    pub fn with_enrichment(mut self, enrichment: enrichment::Enrichment) -> AppState {
+        self.enrichment = enrichment;
+        self
     }
 }
 

@@ -17,7 +17,7 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_S
 use keyhole_model::Grant;
 use keyhole_model::access::apply_autofill;
 use keyhole_model::names::collection_name_problem;
-use keyhole_model::{EventContext, EventError, prepare_event};
+use keyhole_model::{EventContext, EventError, prepare_event_enriched};
 use keyhole_storage::{CollectionId, WriteOutcome};
 use serde_json::{Map, Value, json};
 
@@ -164,7 +164,7 @@ async fn store_events(
     let mut prepared = Vec::with_capacity(events.len());
     let mut prepared_positions = Vec::with_capacity(events.len());
     for event in events {
-        match prepare_event(autofill(grant, event), context) {
+        match prepare_event_enriched(autofill(grant, event), context, &state.enrichment) {
             Ok(event) => {
                 prepared_positions.push(results.len());
                 prepared.push(event);
@@ -261,7 +261,8 @@ pub async fn record_event(
         }
         event => {
             check_event_quota(&state, &auth.grant, 1).await?;
-            let prepared = prepare_event(autofill(&auth.grant, event), &context)?;
+            let prepared =
+                prepare_event_enriched(autofill(&auth.grant, event), &context, &state.enrichment)?;
             let id = CollectionId {
                 project: auth.project_id,
                 collection,
@@ -342,7 +343,7 @@ pub async fn get_collection(
     let redirect = redirect.map(|target| check_redirect(&target)).transpose()?;
     let event = parse_json(&decode_base64(&data)?, ErrorCode::InvalidEvent)?;
     check_event_quota(&state, &grant, 1).await?;
-    let prepared = prepare_event(autofill(&grant, event), &context)?;
+    let prepared = prepare_event_enriched(autofill(&grant, event), &context, &state.enrichment)?;
     let id = CollectionId {
         project: project_id,
         collection,

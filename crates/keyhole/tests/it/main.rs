@@ -13,6 +13,7 @@ mod datasets;
 mod deletes;
 mod durability;
 mod embed_tokens;
+mod enrichment;
 mod fuzz_http;
 mod hostile_http;
 mod hostile_queries;

@@ -1,0 +1,472 @@
+//! Keen's data enrichment add-ons (`keen.addons: [{"name", "input", "output"}]`), applied to an event at
+//! write time, before it is stored: `input` maps each parameter to a dotted property path of the same event,
+//! `output` is the dotted path the result object is written to (never under `keen.`), and the add-on list
+//! itself is not stored.
+//!
+//! The parsers that need no data live here: `keen:url_parser` (`url` → `{protocol, domain, path, anchor,
+//! query_string}`, absent parts left out) and `keen:date_time_parser` (`date_time` → date parts). Those that
+//! need data — `keen:ip_to_geo` (a MaxMind database), `keen:ua_parser` (a user-agent regex set) and the source
+//! list of `keen:referrer_parser` — go through the [`Enricher`] the server provides.
+//!
+//! Design: Keen's `date_time_parser` field names were not recovered from any public source; Keyhole writes
+//! `{year, month, day_of_month, day_of_week (1 = Monday … 7 = Sunday), day_of_week_string, hour_of_day,
+//! minute, second, millisecond}` of the instant as given (an offset in the text is kept: `time.local`
+//! receives the browser's local time), documented in README. An input path that is missing or not a
+//! string leaves that add-on's output out (Keen wrote blank values; an absent property is what queries
+//! treat as blank). A bad spec — unknown name, missing input parameter, output under `keen.` or not a path —
+//! refuses the event.
+
+use chrono::{Datelike, Timelike};
+use serde_json::{Map, Value, json};
+
+use crate::event::EventError;
+
+/// Most add-ons one event may name.
+pub const MAX_ADDONS: usize = 16;
+
+/// The add-ons Keen documents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddonKind {
+    IpToGeo,
+    UaParser,
+    UrlParser,
+    ReferrerParser,
+    DateTimeParser,
+}
+
+impl AddonKind {
+    const ALL: [(AddonKind, &'static str, &'static [&'static str]); 5] = [
+        (AddonKind::IpToGeo, "keen:ip_to_geo", &["ip"]),
+        (AddonKind::UaParser, "keen:ua_parser", &["ua_string"]),
+        (AddonKind::UrlParser, "keen:url_parser", &["url"]),
+        (
+            AddonKind::ReferrerParser,
+            "keen:referrer_parser",
+            &["referrer_url", "page_url"],
+        ),
+        (
+            AddonKind::DateTimeParser,
+            "keen:date_time_parser",
+            &["date_time"],
+        ),
+    ];
+
+    fn parse(name: &str) -> Option<(AddonKind, &'static [&'static str])> {
+        AddonKind::ALL
+            .iter()
+            .find(|(_, known, _)| *known == name)
+            .map(|(kind, _, inputs)| (*kind, *inputs))
+    }
+}
+
+/// One parsed add-on spec.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AddonSpec {
+    pub kind: AddonKind,
+    /// Parameter name → dotted input path.
+    pub input: Vec<(String, String)>,
+    pub output: String,
+    /// `ip_to_geo`'s `remove_ip_property`: drop the input property once used.
+    pub remove_input: bool,
+}
+
+/// What the server provides to the add-ons that need data.
+pub trait Enricher {
+    /// `keen:ip_to_geo`'s output for `ip`, `Ok(None)` when the database does not know it; `Err` with a
+    /// message when no database is configured.
+    fn ip_to_geo(&self, ip: &str) -> Result<Option<Value>, String>;
+    /// `keen:ua_parser`'s output.
+    fn user_agent(&self, ua: &str) -> Value;
+    /// The (medium, source) of a referring host, when the referrer list knows it.
+    fn referrer_source(&self, host: &str) -> Option<(String, String)>;
+}
+
+/// The enricher of callers that have no data: the add-ons needing it are refused with a clear message.
+pub struct WithoutData;
+
+impl Enricher for WithoutData {
+    fn ip_to_geo(&self, _ip: &str) -> Result<Option<Value>, String> {
+        Err("no GeoIP database is configured".into())
+    }
+    fn user_agent(&self, _ua: &str) -> Value {
+        Value::Null
+    }
+    fn referrer_source(&self, _host: &str) -> Option<(String, String)> {
+        None
+    }
+}
+
+fn refused(message: String) -> EventError {
+    EventError::InvalidKeenNamespaceProperty(message)
+}
+
+fn is_path(path: &str) -> bool {
+    !path.is_empty() && path.split('.').all(|part| !part.is_empty())
+}
+
+/// Parses `keen.addons`.
+pub fn parse_addons(value: &Value) -> Result<Vec<AddonSpec>, EventError> {
+    let items = value
+        .as_array()
+        .filter(|items| items.len() <= MAX_ADDONS)
+        .ok_or_else(|| {
+            refused(format!(
+                "keen.addons must be a list of at most {MAX_ADDONS} add-on objects."
+            ))
+        })?;
+    items.iter().map(parse_addon).collect()
+}
+
+fn parse_addon(item: &Value) -> Result<AddonSpec, EventError> {
+    let object = item
+        .as_object()
+        .ok_or_else(|| refused("keen.addons must be a list of add-on objects.".into()))?;
+    let name = object
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let (kind, parameters) = AddonKind::parse(name).ok_or_else(|| {
+        refused(format!(
+            "'{}' is not an add-on; Keyhole has keen:ip_to_geo, keen:ua_parser, keen:url_parser, keen:referrer_parser and keen:date_time_parser.",
+            name.chars().take(100).collect::<String>()
+        ))
+    })?;
+    let input = object
+        .get("input")
+        .and_then(Value::as_object)
+        .ok_or_else(|| refused(format!("{name} needs an input object.")))?;
+    let mut inputs = Vec::new();
+    for parameter in parameters {
+        let path = input
+            .get(*parameter)
+            .and_then(Value::as_str)
+            .filter(|path| is_path(path))
+            .ok_or_else(|| {
+                refused(format!(
+                    "{name} needs input.{parameter}: the path of a property of the event."
+                ))
+            })?;
+        inputs.push((parameter.to_string(), path.to_string()));
+    }
+    let remove_input = match input.get("remove_ip_property") {
+        None => false,
+        Some(Value::Bool(flag)) if kind == AddonKind::IpToGeo => *flag,
+        Some(_) => {
+            return Err(refused(format!(
+                "{name}: remove_ip_property must be true or false, and only for keen:ip_to_geo."
+            )));
+        }
+    };
+    if let Some(unknown) = input
+        .keys()
+        .find(|key| !parameters.contains(&key.as_str()) && key.as_str() != "remove_ip_property")
+    {
+        return Err(refused(format!(
+            "{name} has no input parameter '{unknown}'."
+        )));
+    }
+    let output = object
+        .get("output")
+        .and_then(Value::as_str)
+        .filter(|path| is_path(path))
+        .ok_or_else(|| refused(format!("{name} needs an output path.")))?;
+    if output == "keen" || output.starts_with("keen.") {
+        return Err(refused(format!("{name}'s output may not be inside keen.")));
+    }
+    Ok(AddonSpec {
+        kind,
+        input: inputs,
+        output: output.to_string(),
+        remove_input,
+    })
+}
+
+fn get_path<'a>(event: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    let mut parts = path.split('.');
+    let mut current = event.get(parts.next()?)?;
+    for part in parts {
+        current = current.as_object()?.get(part)?;
+    }
+    Some(current)
+}
+
+fn set_path(event: &mut Map<String, Value>, path: &str, value: Value) {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let last = parts.pop().unwrap_or(path);
+    let mut current = event;
+    for part in parts {
+        let entry = current
+            .entry(part.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        current = entry.as_object_mut().expect("made an object above");
+    }
+    current.insert(last.to_string(), value);
+}
+
+fn remove_path(event: &mut Map<String, Value>, path: &str) {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let last = parts.pop().unwrap_or(path);
+    let mut current = event;
+    for part in parts {
+        let Some(Value::Object(next)) = current.get_mut(part) else {
+            return;
+        };
+        current = next;
+    }
+    current.remove(last);
+}
+
+/// Applies `specs` to `event` (the event without its `keen` object; `keen` holds the rest, for inputs
+/// such as `keen.timestamp`).
+pub fn apply_addons(
+    event: &mut Map<String, Value>,
+    keen: &Map<String, Value>,
+    specs: &[AddonSpec],
+    enricher: &dyn Enricher,
+) -> Result<(), EventError> {
+    for spec in specs {
+        let text = |parameter: &str| -> Option<String> {
+            let path = &spec.input.iter().find(|(name, _)| name == parameter)?.1;
+            let value = match path.strip_prefix("keen.") {
+                Some(inner) => get_path(keen, inner),
+                None => get_path(event, path),
+            };
+            value.and_then(Value::as_str).map(str::to_string)
+        };
+        let output = match spec.kind {
+            AddonKind::IpToGeo => match text("ip") {
+                Some(ip) => enricher
+                    .ip_to_geo(&ip)
+                    .map_err(|message| refused(format!("keen:ip_to_geo: {message}")))?,
+                None => None,
+            },
+            AddonKind::UaParser => text("ua_string").map(|ua| enricher.user_agent(&ua)),
+            AddonKind::UrlParser => text("url").and_then(|url| parse_url(&url)),
+            AddonKind::ReferrerParser => text("referrer_url")
+                .map(|referrer| parse_referrer(&referrer, text("page_url").as_deref(), enricher)),
+            AddonKind::DateTimeParser => text("date_time").and_then(|text| date_parts(&text)),
+        };
+        if let Some(output) = output {
+            set_path(event, &spec.output, output);
+        }
+        if spec.remove_input
+            && let Some((_, path)) = spec.input.first()
+        {
+            remove_path(event, path);
+        }
+    }
+    Ok(())
+}
+
+/// `keen:url_parser`.
+pub fn parse_url(text: &str) -> Option<Value> {
+    let url = url::Url::parse(text).ok()?;
+    let mut out = Map::new();
+    out.insert("protocol".into(), json!(url.scheme()));
+    if let Some(domain) = url.host_str() {
+        out.insert("domain".into(), json!(domain));
+    }
+    out.insert("path".into(), json!(url.path()));
+    if let Some(anchor) = url.fragment().filter(|anchor| !anchor.is_empty()) {
+        out.insert("anchor".into(), json!(anchor));
+    }
+    // Parameters whose names could not be property names (`utm.source`, `a[b]`, …) are left out.
+    let query: Map<String, Value> = url
+        .query_pairs()
+        .filter(|(name, _)| crate::names::property_name_problem(name).is_none())
+        .map(|(name, value)| (name.into_owned(), Value::String(value.into_owned())))
+        .collect();
+    if !query.is_empty() {
+        out.insert("query_string".into(), Value::Object(query));
+    }
+    Some(Value::Object(out))
+}
+
+/// Query parameters that carry a search term, in the order they are tried.
+const SEARCH_TERM_PARAMETERS: [&str; 8] = [
+    "q", "query", "p", "wd", "text", "search", "keywords", "term",
+];
+
+/// `keen:referrer_parser`: `{medium, source, term}`. INTERNAL when the referrer's host is the page's,
+/// the referrer list's medium (SEARCH, SOCIAL, EMAIL, PAID, …) when it knows the host (or a parent
+/// domain), else UNKNOWN; malformed input gives blank values.
+pub fn parse_referrer(referrer: &str, page: Option<&str>, enricher: &dyn Enricher) -> Value {
+    let Ok(referrer) = url::Url::parse(referrer) else {
+        return json!({"medium": null, "source": null, "term": null});
+    };
+    let host = referrer.host_str().unwrap_or_default().to_ascii_lowercase();
+    let page_host = page
+        .and_then(|page| url::Url::parse(page).ok())
+        .and_then(|page| page.host_str().map(str::to_ascii_lowercase));
+    if page_host.as_deref() == Some(host.as_str()) {
+        return json!({"medium": "INTERNAL", "source": null, "term": null});
+    }
+    let bare = host.strip_prefix("www.").unwrap_or(&host);
+    let mut candidate = bare;
+    let known = loop {
+        if let Some(found) = enricher.referrer_source(candidate) {
+            break Some(found);
+        }
+        match candidate.split_once('.') {
+            Some((_, parent)) if parent.contains('.') => candidate = parent,
+            _ => break None,
+        }
+    };
+    let Some((medium, source)) = known else {
+        return json!({"medium": "UNKNOWN", "source": null, "term": null});
+    };
+    let medium = medium.to_ascii_uppercase();
+    let term = (medium == "SEARCH")
+        .then(|| {
+            SEARCH_TERM_PARAMETERS.iter().find_map(|parameter| {
+                referrer
+                    .query_pairs()
+                    .find(|(name, value)| name == parameter && !value.is_empty())
+                    .map(|(_, value)| value.into_owned())
+            })
+        })
+        .flatten();
+    json!({"medium": medium, "source": source, "term": term})
+}
+
+const WEEKDAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
+
+/// `keen:date_time_parser`: the date parts of an ISO-8601 date-time, in the offset it was written in.
+pub fn date_parts(text: &str) -> Option<Value> {
+    let parsed = chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|date| date.naive_local())
+        .or_else(|| {
+            [
+                "%Y-%m-%dT%H:%M:%S%.f",
+                "%Y-%m-%d %H:%M:%S%.f",
+                "%Y-%m-%dT%H:%M",
+            ]
+            .iter()
+            .find_map(|format| chrono::NaiveDateTime::parse_from_str(text, format).ok())
+        })?;
+    Some(json!({
+        "year": parsed.year(),
+        "month": parsed.month(),
+        "day_of_month": parsed.day(),
+        "day_of_week": parsed.weekday().number_from_monday(),
+        "day_of_week_string": WEEKDAYS[parsed.weekday().num_days_from_monday() as usize],
+        "hour_of_day": parsed.hour(),
+        "minute": parsed.minute(),
+        "second": parsed.second(),
+        "millisecond": parsed.nanosecond() / 1_000_000 % 1000,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct TestData;
+
+    impl Enricher for TestData {
+        fn ip_to_geo(&self, ip: &str) -> Result<Option<Value>, String> {
+            Ok((ip == "81.2.69.142").then(|| json!({"city": "London"})))
+        }
+        fn user_agent(&self, ua: &str) -> Value {
+            json!({"raw": ua})
+        }
+        fn referrer_source(&self, host: &str) -> Option<(String, String)> {
+            match host {
+                "google.com" => Some(("search".into(), "Google".into())),
+                "facebook.com" => Some(("social".into(), "Facebook".into())),
+                _ => None,
+            }
+        }
+    }
+
+    #[test]
+    fn specs_are_checked() {
+        let good = json!([{"name": "keen:ip_to_geo", "input": {"ip": "ip_address", "remove_ip_property": true}, "output": "geo"}]);
+        assert!(parse_addons(&good).unwrap()[0].remove_input);
+        for bad in [
+            json!([{"name": "keen:weather", "input": {}, "output": "w"}]),
+            json!([{"name": "keen:url_parser", "input": {}, "output": "u"}]),
+            json!([{"name": "keen:url_parser", "input": {"url": "page"}, "output": "keen.u"}]),
+            json!([{"name": "keen:url_parser", "input": {"url": "page"}, "output": "a..b"}]),
+            json!([{"name": "keen:url_parser", "input": {"url": "page", "extra": "x"}, "output": "u"}]),
+            json!([{"name": "keen:url_parser", "input": {"url": "page", "remove_ip_property": true}, "output": "u"}]),
+            json!({"name": "keen:url_parser"}),
+        ] {
+            assert!(parse_addons(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn add_ons_write_their_outputs() {
+        let mut event = json!({
+            "ip_address": "81.2.69.142",
+            "page": {"url": "https://shop.example.com/cart/items?id=7&tab=2&utm.source=x#top", "ref": "https://www.google.com/search?q=red+shoes"},
+            "local": "2026-11-29T18:45:12.250+01:00",
+        })
+        .as_object()
+        .cloned()
+        .unwrap();
+        let keen = json!({"timestamp": "2026-11-29T17:45:12.250Z"})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let specs = parse_addons(&json!([
+            {"name": "keen:ip_to_geo", "input": {"ip": "ip_address", "remove_ip_property": true}, "output": "geo"},
+            {"name": "keen:url_parser", "input": {"url": "page.url"}, "output": "page.info"},
+            {"name": "keen:referrer_parser", "input": {"referrer_url": "page.ref", "page_url": "page.url"}, "output": "referrer.info"},
+            {"name": "keen:date_time_parser", "input": {"date_time": "keen.timestamp"}, "output": "time.utc"},
+            {"name": "keen:date_time_parser", "input": {"date_time": "local"}, "output": "time.local"},
+            {"name": "keen:ua_parser", "input": {"ua_string": "missing"}, "output": "tech"},
+        ]))
+        .unwrap();
+        apply_addons(&mut event, &keen, &specs, &TestData).unwrap();
+        assert_eq!(event["geo"], json!({"city": "London"}));
+        assert!(!event.contains_key("ip_address"));
+        assert_eq!(
+            event["page"]["info"],
+            json!({"protocol": "https", "domain": "shop.example.com", "path": "/cart/items", "anchor": "top", "query_string": {"id": "7", "tab": "2"}})
+        );
+        assert_eq!(
+            event["referrer"]["info"],
+            json!({"medium": "SEARCH", "source": "Google", "term": "red shoes"})
+        );
+        assert_eq!(event["time"]["utc"]["hour_of_day"], 17);
+        assert_eq!(event["time"]["local"]["hour_of_day"], 18);
+        assert_eq!(event["time"]["local"]["day_of_week_string"], "Sunday");
+        assert_eq!(event["time"]["local"]["millisecond"], 250);
+        assert!(
+            !event.contains_key("tech"),
+            "a missing input leaves the output out"
+        );
+        let internal = parse_referrer(
+            "https://shop.example.com/a",
+            Some("https://shop.example.com/b"),
+            &TestData,
+        );
+        assert_eq!(internal["medium"], "INTERNAL");
+        assert_eq!(
+            parse_referrer("https://m.facebook.com/x", None, &TestData)["medium"],
+            "SOCIAL"
+        );
+        assert_eq!(
+            parse_referrer("https://blog.example.org/", None, &TestData)["medium"],
+            "UNKNOWN"
+        );
+        assert_eq!(
+            parse_referrer("not a url", None, &TestData)["medium"],
+            Value::Null
+        );
+    }
+}

