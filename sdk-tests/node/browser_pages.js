@@ -4,7 +4,8 @@
 // screenshot per visit.
 //
 // Usage: node browser_pages.js '<visits JSON>' where visits are [{"name", "path"}] (path with its query
-// string) or [{"name", "url"}] (a page served elsewhere, e.g. by Keyhole itself). Environment: PAGE_PORT,
+// string) or [{"name", "url"}] (a page served elsewhere, e.g. by Keyhole itself), optionally with a
+// "referer" to arrive from and "settle_ms" to wait after the page reports. Environment: PAGE_PORT,
 // SCREENSHOT_DIR, CHROMIUM (default /usr/bin/chromium).
 const fs = require('fs');
 const http = require('http');
@@ -48,7 +49,7 @@ async function main() {
       const page = await browser.newPage({ viewport: { width: 900, height: 640 } });
       const logs = [];
       page.on('console', (message) => logs.push(message.text()));
-      await page.goto(visit.url || origin + visit.path);
+      await page.goto(visit.url || origin + visit.path, visit.referer ? { referer: visit.referer } : {});
       try {
         await page.waitForFunction(() => window.__results !== undefined, null, { timeout: 30000 });
       } catch (error) {

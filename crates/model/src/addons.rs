@@ -13,8 +13,9 @@
 //! minute, second, millisecond}` of the instant as given (an offset in the text is kept: `time.local`
 //! receives the browser's local time), documented in README. An input path that is missing or not a
 //! string leaves that add-on's output out (Keen wrote blank values; an absent property is what queries
-//! treat as blank). A bad spec — unknown name, missing input parameter, output under `keen.` or not a path —
-//! refuses the event.
+//! treat as blank). An object already at the output path keeps its other members (keen-tracking's
+//! auto-collector sends `tech: {profile: …}` and `geo: {}`). A bad spec — unknown name, missing input
+//! parameter, output under `keen.` or not a path — refuses the event.
 
 use chrono::{Datelike, Timelike};
 use serde_json::{Map, Value, json};
@@ -206,6 +207,19 @@ fn set_path(event: &mut Map<String, Value>, path: &str, value: Value) {
     current.insert(last.to_string(), value);
 }
 
+/// Writes an add-on's result at `path`; an object already there (keen-tracking sends `tech: {profile}`,
+/// `geo: {}`) keeps its other members, the result's win.
+fn write_output(event: &mut Map<String, Value>, path: &str, output: Value) {
+    let existing = get_path(event, path).and_then(Value::as_object).cloned();
+    match (existing, output) {
+        (Some(mut merged), Value::Object(result)) => {
+            merged.extend(result);
+            set_path(event, path, Value::Object(merged));
+        }
+        (_, output) => set_path(event, path, output),
+    }
+}
+
 fn remove_path(event: &mut Map<String, Value>, path: &str) {
     let mut parts: Vec<&str> = path.split('.').collect();
     let last = parts.pop().unwrap_or(path);
@@ -250,7 +264,7 @@ pub fn apply_addons(
             AddonKind::DateTimeParser => text("date_time").and_then(|text| date_parts(&text)),
         };
         if let Some(output) = output {
-            set_path(event, &spec.output, output);
+            write_output(event, &spec.output, output);
         }
         if spec.remove_input
             && let Some((_, path)) = spec.input.first()

@@ -476,3 +476,114 @@ fn send_blocking_status(url: &str) -> u16 {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async { client().get(url).send().await.unwrap().status().as_u16() })
 }
+
+#[test]
+fn the_auto_collectors_pageviews_are_stored_with_all_five_add_ons_filled() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let geo_db = data_dir.path().join("geo.mmdb");
+    crate::enrichment::write_geoip_db(&geo_db, "Testville");
+    let server = BinaryServer::start(
+        &data_dir.path().join("data"),
+        &["--geoip-db", geo_db.to_str().unwrap()],
+        &[],
+    );
+    let project = server.printed_project();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let url = |path: &str| format!("{}/3.0/projects/{}{path}", server.base_url, project.id);
+    let key = runtime.block_on(async {
+        let created = send(
+            client()
+                .post(url("/keys"))
+                .header("Authorization", &project.master)
+                .json(&json!({
+            "name": "acme tracking", "permitted": ["writes"],
+            "options": {"writes": {"autofill": {"vendor_id": "acme"}}}})),
+        )
+        .await;
+        created.1["key"].as_str().unwrap().to_string()
+    });
+    let mut visit = page(
+        "autotrack-acme",
+        "autotrack.html",
+        &server,
+        &project.id,
+        &key,
+        "Acme",
+    );
+    visit["referer"] = json!("https://www.google.com/search?q=keyhole+analytics");
+    visit["settle_ms"] = json!(500);
+    let page_port = free_port();
+    let results = visit_pages(page_port, &json!([visit]));
+    assert_eq!(results["autotrack-acme"]["recorded"], true);
+    runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let pageview = loop {
+            let answer = send(
+                client()
+                    .post(url("/queries/extraction"))
+                    .header("Authorization", &project.master)
+                    .json(&json!({"event_collection": "pageviews"})),
+            )
+            .await;
+            if let Some(first) = answer.1["result"]
+                .as_array()
+                .and_then(|events| events.first())
+            {
+                break first.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no pageview stored: {}",
+                answer.1
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(pageview["vendor_id"], "acme", "{pageview}");
+        assert_eq!(pageview["geo"]["city"], "Testville", "{pageview}");
+        assert_eq!(pageview["geo"]["country_code"], "TL");
+        assert_eq!(pageview["geo"]["coordinates"], json!([13.4, 52.5]));
+        assert!(
+            pageview["tech"]["browser"]["family"]
+                .as_str()
+                .unwrap()
+                .contains("Chrome"),
+            "{pageview}"
+        );
+        assert_eq!(pageview["tech"]["os"]["family"], "Linux");
+        assert!(
+            pageview["tech"]["profile"].is_object(),
+            "the SDK's own tech.profile is kept"
+        );
+        assert_eq!(pageview["url"]["info"]["domain"], "localhost");
+        assert_eq!(pageview["url"]["info"]["path"], "/autotrack.html");
+        assert_eq!(
+            pageview["url"]["info"]["query_string"]["project"],
+            project.id.as_str()
+        );
+        assert_eq!(pageview["referrer"]["info"]["domain"], "www.google.com");
+        assert_eq!(
+            pageview["referrer"]["info"]["query_string"]["q"],
+            "keyhole analytics"
+        );
+        for part in ["utc", "local"] {
+            let time = &pageview["time"][part];
+            for field in [
+                "year",
+                "month",
+                "day_of_month",
+                "day_of_week",
+                "day_of_week_string",
+                "hour_of_day",
+                "minute",
+                "second",
+                "millisecond",
+            ] {
+                assert!(!time[field].is_null(), "time.{part}.{field}: {pageview}");
+            }
+        }
+        assert_eq!(
+            pageview["ip_address"], "127.0.0.1",
+            "collectIpAddress defaults to keeping it"
+        );
+    });
+}
