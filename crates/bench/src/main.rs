@@ -14,6 +14,7 @@
 //!
 //! `bench/run` is the one command that builds the release binaries and runs this.
 
+mod addons;
 mod answers;
 mod attack;
 mod engines;

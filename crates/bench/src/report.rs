@@ -295,6 +295,18 @@ fn render_ingest(out: &mut String, results: &BenchResults) {
             keyhole / chdb
         );
     }
+    if let Some(plain) = results.sizes.first() {
+        let with_addons = &results.with_addons;
+        let _ = writeln!(
+            out,
+            "\nWith Keen's enrichment add-ons: the {} events of the first size sent as keen-tracking's auto-collector pageviews (its five add-ons on every event: ua_parser, url_parser ×2, date_time_parser ×2, ip_to_geo), {} clients, durable acks: **{} events/s**, {:.2}× the plain ingest of the same events ({} events/s).",
+            thousands(with_addons.events as f64),
+            with_addons.clients,
+            thousands(with_addons.events_per_second()),
+            with_addons.events_per_second() / plain.batch.events_per_second(),
+            thousands(plain.batch.events_per_second()),
+        );
+    }
     let single = &results.single;
     let _ = writeln!(
         out,

@@ -67,6 +67,8 @@ pub struct BenchResults {
     /// Single-event writes by credential, each on a fresh server: write key, embed token, rate-limited
     /// access key.
     pub credentials: Vec<(&'static str, PhaseStats)>,
+    /// Batch ingest of the first size's events as auto-collector pageviews with their five add-ons.
+    pub with_addons: PhaseStats,
 }
 
 impl BenchResults {
@@ -108,13 +110,47 @@ pub async fn run_all(options: &RunOptions) -> anyhow::Result<BenchResults> {
     let single_peak_rss_mib = server.peak_rss_mib();
     drop(server);
     let credentials = credential_writes(&binary, &work_dir, &first_ndjson, options).await?;
+    let with_addons = ingest_with_addons(options, &binary, &work_dir, &first_ndjson).await?;
     Ok(BenchResults {
+        with_addons,
         context: RunContext::collect(options),
         sizes,
         single,
         single_peak_rss_mib,
         credentials,
     })
+}
+
+/// Batch ingest of `plain`'s events extended as keen-tracking's auto-collector pageviews, with their five
+/// add-ons, on a fresh server given a GeoIP database (see `addons`).
+async fn ingest_with_addons(
+    options: &RunOptions,
+    binary: &Path,
+    work_dir: &Path,
+    plain: &Path,
+) -> anyhow::Result<PhaseStats> {
+    eprintln!("== batch ingest with the auto-collector's add-ons");
+    let ndjson = work_dir.join("events-addons.ndjson");
+    crate::addons::write_auto_collector_ndjson(plain, &ndjson)?;
+    let geo_db = work_dir.join("geo.mmdb");
+    crate::addons::write_geoip_db(&options.python, &geo_db)?;
+    let data_dir = work_dir.join("data-addons");
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let server = KeyholeServer::start_with(
+        binary,
+        &data_dir,
+        &["--geoip-db".as_ref(), geo_db.as_os_str()],
+    )?;
+    let (stats, _) = batch_ingest(&server, &ndjson, options.batch_clients, 0).await?;
+    eprintln!(
+        "keyhole ingested {} events with add-ons at {:.0} events/s",
+        stats.events,
+        stats.events_per_second()
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let _ = std::fs::remove_file(&ndjson);
+    Ok(stats)
 }
 
 /// Single-event writes with each kind of credential a dashboard or backend presents, to show what an

@@ -19,9 +19,19 @@ pub struct KeyholeServer {
 
 impl KeyholeServer {
     pub fn start(binary: &Path, data_dir: &Path) -> anyhow::Result<KeyholeServer> {
+        KeyholeServer::start_with(binary, data_dir, &[])
+    }
+
+    /// [`KeyholeServer::start`] with more `serve` arguments.
+    pub fn start_with(
+        binary: &Path,
+        data_dir: &Path,
+        extra: &[&std::ffi::OsStr],
+    ) -> anyhow::Result<KeyholeServer> {
         let mut child = Command::new(binary)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()
