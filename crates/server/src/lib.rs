@@ -20,6 +20,7 @@ mod projects;
 mod query;
 pub mod routes;
 pub mod saved_queries;
+mod webhook_bodies;
 mod write;
 
 use std::sync::Arc;

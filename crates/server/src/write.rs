@@ -1,10 +1,12 @@
 //! The Keen write API: one event (`POST /events/{collection}`), a batch over several collections
 //! (`POST /events`), and the pixel/beacon form (`GET /events/{collection}?data=<base64>`).
 //!
-//! Bodies are parsed as JSON whatever their `Content-Type` (browsers' `sendBeacon` posts `text/plain`).
-//! Invalid events in a batch are answered per event while the valid ones are stored. A JSON array posted
-//! to the single-collection route (webhooks such as SendGrid's) is stored as a batch for that collection
-//! and answered with one result per event.
+//! Bodies are parsed as JSON whatever their `Content-Type` (browsers' `sendBeacon` posts `text/plain`),
+//! except on the single-collection route, which also takes the shapes webhooks send
+//! (`webhook_bodies`): a form-encoded body is one event, an NDJSON body a batch. Invalid events in a batch
+//! are answered per event while the valid ones are stored. A JSON array posted to the single-collection
+//! route (webhooks such as SendGrid's) is stored as a batch for that collection and answered with one
+//! result per event.
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -25,6 +27,7 @@ use crate::AppState;
 use crate::auth::{Authorized, PixelOrSchema, Writes, limit_error};
 use crate::errors::{ApiError, ErrorCode};
 use crate::inspect;
+use crate::webhook_bodies::{BodyShape, form_event, ndjson_events};
 
 /// Largest request body Keen accepts (a batch payload), in bytes.
 pub const MAX_PAYLOAD_BYTES: usize = 10_000_000;
@@ -245,12 +248,22 @@ pub async fn record_event(
     State(state): State<AppState>,
     Path((_, collection)): Path<(String, String)>,
     ClientInfo(context): ClientInfo,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     check_collection(&state, &auth.grant, &collection)?;
     let context = context_of(&auth.grant, context);
     let bytes = read_body(body, ErrorCode::EventTooLarge).await?;
-    match parse_json(&bytes, ErrorCode::InvalidEvent)? {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok());
+    let invalid = |message: String| ApiError::new(ErrorCode::InvalidEvent, message);
+    let parsed = match BodyShape::of(content_type) {
+        BodyShape::Json => parse_json(&bytes, ErrorCode::InvalidEvent)?,
+        BodyShape::Form => form_event(&bytes).map_err(invalid)?,
+        BodyShape::NdJson => Value::Array(ndjson_events(&bytes).map_err(invalid)?),
+    };
+    match parsed {
         Value::Array(events) => {
             check_event_quota(&state, &auth.grant, events.len()).await?;
             let results = store_events(&state, &auth.grant, &collection, events, &context).await?;

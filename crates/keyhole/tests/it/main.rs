@@ -31,4 +31,5 @@ mod saved_queries;
 mod sdk;
 mod storage_faults;
 mod type_drift;
+mod webhooks;
 mod write_api;

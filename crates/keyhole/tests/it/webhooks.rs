@@ -1,0 +1,137 @@
+//! Webhook streams: third-party services post to `…/events/{collection}?api_key=<access key>` in the body
+//! shapes they use — a form (Twilio's SMS status callback, Mailgun's legacy event webhook), a JSON array
+//! (SendGrid's event webhook), NDJSON — and the events are stored with the key's autofill (entity data and
+//! add-ons) in the key's one collection.
+
+use serde_json::{Value, json};
+
+use crate::support::{InProcessServer, client, send};
+
+async fn post(
+    server: &InProcessServer,
+    path: &str,
+    key: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, Value) {
+    send(
+        client()
+            .post(format!("{}?api_key={key}", server.project_url(path)))
+            .header("Content-Type", content_type)
+            .body(body.to_string()),
+    )
+    .await
+}
+
+async fn stored(server: &InProcessServer, collection: &str) -> Vec<Value> {
+    let answer = send(
+        client()
+            .post(server.project_url("/queries/extraction"))
+            .header("Authorization", &server.project.master)
+            .json(&json!({"event_collection": collection})),
+    )
+    .await;
+    answer.1["result"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_payloads_are_stored_with_the_keys_autofill() {
+    let server = InProcessServer::start().await;
+    let key = server
+        .create_access_key(json!({"name": "twilio webhook", "permitted": ["writes"],
+            "options": {"writes": {"collections": ["sms", "email", "stream"],
+                "autofill": {"customer": {"id": "acme"}, "keen": {"addons": [
+                    {"name": "keen:url_parser", "input": {"url": "link"}, "output": "link_info"}]}}}}}))
+        .await;
+
+    // Twilio's SMS status callback: a form.
+    let twilio = "SmsSid=SM5ef8732a&SmsStatus=delivered&MessageStatus=delivered&To=%2B15558675310&MessageSid=SM5ef8732a&AccountSid=AC3094732a&From=%2B15017122661&ApiVersion=2010-04-01";
+    let answer = post(
+        &server,
+        "/events/sms",
+        &key,
+        "application/x-www-form-urlencoded",
+        twilio,
+    )
+    .await;
+    assert_eq!(answer, (201, json!({"created": true})));
+    let sms = stored(&server, "sms").await;
+    assert_eq!(sms[0]["MessageStatus"], "delivered");
+    assert_eq!(sms[0]["To"], "+15558675310");
+    assert_eq!(sms[0]["customer"]["id"], "acme");
+
+    // Mailgun's legacy event webhook: a form with hyphenated names and a link to enrich.
+    let mailgun = "event=clicked&recipient=alice%40example.com&domain=mg.example.com&message-id=20130503182626.18666.16540%40example.com&link=https%3A%2F%2Fexample.com%2Foffer%3Fid%3D7&timestamp=1700000000";
+    let answer = post(
+        &server,
+        "/events/email",
+        &key,
+        "application/x-www-form-urlencoded",
+        mailgun,
+    )
+    .await;
+    assert_eq!(answer.0, 201, "{}", answer.1);
+    let email = stored(&server, "email").await;
+    assert_eq!(email[0]["event"], "clicked");
+    assert_eq!(
+        email[0]["message-id"],
+        "20130503182626.18666.16540@example.com"
+    );
+    assert_eq!(email[0]["link_info"]["query_string"]["id"], "7");
+
+    // SendGrid's event webhook: a JSON array, one result per event.
+    let sendgrid = json!([
+        {"email": "bob@example.com", "event": "delivered", "sg_event_id": "e1", "timestamp": 1700000001},
+        {"email": "bob@example.com", "event": "open", "sg_event_id": "e2", "timestamp": 1700000002},
+    ]);
+    let answer = post(
+        &server,
+        "/events/email",
+        &key,
+        "application/json",
+        &sendgrid.to_string(),
+    )
+    .await;
+    assert_eq!(answer, (200, json!([{"success": true}, {"success": true}])));
+
+    // NDJSON: a batch; a line that does not parse refuses the body and stores nothing.
+    let ndjson = "{\"n\": 1}\n{\"n\": 2}\n\n{\"n\": 3}\n";
+    let answer = post(
+        &server,
+        "/events/stream",
+        &key,
+        "application/x-ndjson",
+        ndjson,
+    )
+    .await;
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    assert_eq!(answer.1.as_array().unwrap().len(), 3);
+    let answer = post(
+        &server,
+        "/events/stream",
+        &key,
+        "application/x-ndjson",
+        "{\"n\": 4}\n{nope}\n",
+    )
+    .await;
+    assert_eq!(answer.0, 400);
+    assert!(
+        answer.1["message"].as_str().unwrap().contains("Line 2"),
+        "{}",
+        answer.1
+    );
+    let stream = stored(&server, "stream").await;
+    assert_eq!(stream.len(), 3);
+    assert!(stream.iter().all(|event| event["customer"]["id"] == "acme"));
+
+    // The key's collections bind the webhook: another collection is refused.
+    let answer = post(
+        &server,
+        "/events/other",
+        &key,
+        "application/x-www-form-urlencoded",
+        "a=1",
+    )
+    .await;
+    assert_eq!(answer.0, 401, "{}", answer.1);
+}
