@@ -107,6 +107,7 @@ impl MetaStore {
     ) -> Result<(AccessKey, String)> {
         let secret = generate_secret();
         let key_hash = KeyHash::of_secret(&secret);
+        let options = stored_options(definition, &secret)?;
         let mut transaction = begin_write(&self.pool).await?;
         sqlx::query(
             "INSERT INTO project_keys (key_hash, key_prefix, project_id, kind, is_active, created_at, name, permitted, options, expires_at, token_key_id) \
@@ -119,7 +120,7 @@ impl MetaStore {
         .bind(now())
         .bind(&definition.name)
         .bind(definition.permitted_names().to_string())
-        .bind(definition.options_json.to_string())
+        .bind(options.to_string())
         .bind(expires_at_text(definition))
         .bind(embed_token::key_id_of_secret(&secret))
         .execute(&mut *transaction)
@@ -207,12 +208,13 @@ impl MetaStore {
         definition: &AccessKeyDefinition,
         actor: &str,
     ) -> Result<Option<AccessKey>> {
+        let options = stored_options(definition, secret)?;
         self.change_key(project_id, secret, "update", actor, None, async |connection, key_hash| {
             sqlx::query("UPDATE project_keys SET name = ?, is_active = ?, permitted = ?, options = ?, expires_at = ? WHERE key_hash = ?")
                 .bind(&definition.name)
                 .bind(definition.is_active as i64)
                 .bind(definition.permitted_names().to_string())
-                .bind(definition.options_json.to_string())
+                .bind(options.to_string())
                 .bind(expires_at_text(definition))
                 .bind(key_hash.to_hex())
                 .execute(connection)
@@ -299,4 +301,10 @@ impl MetaStore {
         })
         .await
     }
+}
+
+/// The options JSON as stored: a webhook secret given in clear is sealed under the key's secret.
+fn stored_options(definition: &AccessKeyDefinition, secret: &str) -> Result<serde_json::Value> {
+    keyhole_model::webhook::seal_options(&definition.options_json, secret)
+        .map_err(|error| MetaError::InvalidDefinition(error.to_string()))
 }

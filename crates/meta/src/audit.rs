@@ -54,6 +54,14 @@ pub enum Refusal {
     RefusedTokenClaims,
     /// A browser request from an origin outside the key's `options.origins`.
     OriginNotAllowed,
+    /// A webhook delivery without the signature its key requires.
+    WebhookUnsigned,
+    /// A webhook delivery whose signature does not match its body.
+    WebhookBadSignature,
+    /// A signed webhook delivery older than the key's tolerance.
+    WebhookStale,
+    /// A signed-webhook key presented as an embed token (which cannot open its secret).
+    WebhookSecretUnavailable,
 }
 
 impl Refusal {
@@ -76,6 +84,10 @@ impl Refusal {
             Refusal::RevokedToken => "revoked_token",
             Refusal::RefusedTokenClaims => "refused_token_claims",
             Refusal::OriginNotAllowed => "origin_not_allowed",
+            Refusal::WebhookUnsigned => "webhook_unsigned",
+            Refusal::WebhookBadSignature => "webhook_bad_signature",
+            Refusal::WebhookStale => "webhook_stale",
+            Refusal::WebhookSecretUnavailable => "webhook_secret_unavailable",
         }
     }
 }
@@ -312,14 +324,40 @@ impl MetaStore {
         limit: usize,
         before: Option<&str>,
     ) -> Result<AuditPage> {
+        self.audit_page(project_id, None, limit, before).await
+    }
+
+    /// The refused webhook deliveries of the key with `key_prefix`, newest first, paged like the log.
+    pub async fn refused_deliveries(
+        &self,
+        project_id: &str,
+        key_prefix: &str,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<AuditPage> {
+        self.audit_page(project_id, Some(key_prefix), limit, before)
+            .await
+    }
+
+    async fn audit_page(
+        &self,
+        project_id: &str,
+        webhook_refusals_of: Option<&str>,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<AuditPage> {
         let limit = limit.clamp(1, MAX_PAGE);
         let rows = sqlx::query(
             "SELECT id, at, action, actor, key_prefix, token_id, reason, request, times, before_json, after_json \
-             FROM key_audit WHERE project_id = ? AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?",
+             FROM key_audit WHERE project_id = ? AND (? IS NULL OR id < ?) \
+             AND (? IS NULL OR (actor = ? AND action = 'refused' AND reason LIKE 'webhook_%')) \
+             ORDER BY id DESC LIMIT ?",
         )
         .bind(project_id)
         .bind(before)
         .bind(before)
+        .bind(webhook_refusals_of)
+        .bind(webhook_refusals_of)
         .bind(limit as i64 + 1)
         .fetch_all(&self.pool)
         .await?;

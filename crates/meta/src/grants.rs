@@ -75,7 +75,7 @@ impl MetaStore {
         if !stored.matches(&presented) {
             return Ok(Resolution::Refused(Refusal::UnknownKey));
         }
-        let resolution = grant_of_row(&row)?;
+        let resolution = grant_of_row(&row, Some(secret))?;
         let token_key_id: Option<String> = row.try_get("token_key_id")?;
         if matches!(&resolution, Resolution::Granted(grant) if grant.kind() == KeyKind::Access)
             && token_key_id.is_none()
@@ -115,7 +115,7 @@ impl MetaStore {
         let Some(row) = row else {
             return refused(Refusal::UnknownKey);
         };
-        let parent = match grant_of_row(&row)? {
+        let parent = match grant_of_row(&row, None)? {
             Resolution::Granted(parent) => parent,
             refusal => return Ok(refusal),
         };
@@ -157,7 +157,7 @@ impl MetaStore {
         let now = chrono::Utc::now().timestamp_millis();
         let mut grants = Vec::with_capacity(rows.len());
         for row in &rows {
-            if let Resolution::Granted(grant) = grant_of_row(row)?
+            if let Resolution::Granted(grant) = grant_of_row(row, None)?
                 && grant.is_usable_at(now)
             {
                 grants.push(Arc::unwrap_or_clone(grant));
@@ -168,7 +168,8 @@ impl MetaStore {
 }
 
 /// The grant of a `project_keys` row: a refusal when an access key's stored rules no longer parse.
-fn grant_of_row(row: &SqliteRow) -> Result<Resolution> {
+/// `presented_secret` is the key secret the request carried (it opens a sealed webhook secret).
+fn grant_of_row(row: &SqliteRow, presented_secret: Option<&str>) -> Result<Resolution> {
     let key_hash: String = row.try_get("key_hash")?;
     let key_hash =
         KeyHash::from_hex(&key_hash).ok_or_else(|| MetaError::Corrupt("key hash".into()))?;
@@ -227,6 +228,7 @@ fn grant_of_row(row: &SqliteRow) -> Result<Resolution> {
         expires_at,
         permitted: &permitted,
         options: &options,
+        presented_secret,
     };
     match Grant::from_stored_access_key(&stored) {
         Ok(grant) => Ok(Resolution::Granted(Arc::new(grant))),

@@ -45,6 +45,9 @@ pub enum MetaError {
         "the organization key given differs from the stored one; keyhole does not replace it on start (run `keyhole organization rotate-key` to change it)"
     )]
     OrganizationKeyMismatch,
+    /// A key definition that cannot be stored as given (a webhook secret sealed for another key).
+    #[error("{0}")]
+    InvalidDefinition(String),
 }
 
 pub type Result<T> = std::result::Result<T, MetaError>;

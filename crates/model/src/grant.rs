@@ -86,6 +86,8 @@ pub struct StoredAccessKey<'a> {
     pub permitted: &'a [String],
     /// The stored `options` object.
     pub options: &'a Value,
+    /// The key secret the request presented (`None` for an embed token): opens a sealed webhook secret.
+    pub presented_secret: Option<&'a str>,
 }
 
 /// What one credential may do.
@@ -140,7 +142,11 @@ impl Grant {
                     .ok_or_else(|| invalid(format!("{name} is not a permission")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let options = KeyOptions::parse(stored.options)?;
+        let mut options = KeyOptions::parse(stored.options)?;
+        options.writes.webhook = options
+            .writes
+            .webhook
+            .map(|rule| rule.opened(stored.presented_secret));
         let uniqueness_scope = options
             .writes
             .autofill
@@ -303,6 +309,11 @@ impl Grant {
         let mut filters = self.options.queries.filters.clone();
         filters.extend(self.options.saved_queries.filters.iter().cloned());
         filters
+    }
+
+    /// The signature rule deliveries written with this key must satisfy, if any.
+    pub fn webhook_rule(&self) -> Option<&crate::webhook::WebhookRule> {
+        self.options.writes.webhook.as_ref()
     }
 
     /// Whether a request from `origin` (its `Origin` header; `None` when it sent none) may use the key:

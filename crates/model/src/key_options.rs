@@ -61,6 +61,8 @@ pub struct WriteRules {
     pub autofill: Option<Map<String, Value>>,
     /// The only collections the key may write to; `None` for any.
     pub collections: Option<Vec<String>>,
+    /// Deliveries must be signed by the provider (see `webhook`).
+    pub webhook: Option<crate::webhook::WebhookRule>,
 }
 
 /// `options.queries`.
@@ -223,7 +225,12 @@ impl KeyOptions {
 }
 
 fn parse_writes(value: &Value) -> Result<WriteRules, KeyDefinitionError> {
-    let Some(object) = object_fields(value, "options.writes", &["autofill", "collections"])? else {
+    let Some(object) = object_fields(
+        value,
+        "options.writes",
+        &["autofill", "collections", "webhook"],
+    )?
+    else {
         return Ok(WriteRules::default());
     };
     let autofill = match field(object, "autofill") {
@@ -237,6 +244,7 @@ fn parse_writes(value: &Value) -> Result<WriteRules, KeyDefinitionError> {
     Ok(WriteRules {
         autofill,
         collections: names(field(object, "collections"), "options.writes.collections")?,
+        webhook: crate::webhook::parse_webhook(field(object, "webhook"))?,
     })
 }
 

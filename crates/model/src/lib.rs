@@ -18,6 +18,7 @@ pub mod query_string;
 pub mod saved_query;
 pub mod strict_json;
 pub mod timestamp;
+pub mod webhook;
 
 pub use event::{
     EventContext, EventError, PreparedEvent, prepare_event, prepare_event_enriched, reload_event,

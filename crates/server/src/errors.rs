@@ -34,6 +34,7 @@ error_codes! {
     AdminOnlyEndpoint => (UNAUTHORIZED, "AdminOnlyEndpointError"),
     RequestForbidden => (UNAUTHORIZED, "RequestForbiddenError"),
     OriginNotAllowed => (UNAUTHORIZED, "OriginNotAllowedError"),
+    InvalidWebhookSignature => (UNAUTHORIZED, "InvalidWebhookSignatureError"),
     ResourceNotFound => (NOT_FOUND, "ResourceNotFoundError"),
     InvalidEvent => (BAD_REQUEST, "InvalidEventError"),
     EventTooLarge => (PAYLOAD_TOO_LARGE, "InvalidEventError"),
@@ -230,7 +231,12 @@ impl From<keyhole_storage::StorageError> for ApiError {
 
 impl From<keyhole_meta::MetaError> for ApiError {
     fn from(error: keyhole_meta::MetaError) -> ApiError {
-        ApiError::internal(error)
+        match error {
+            keyhole_meta::MetaError::InvalidDefinition(message) => {
+                ApiError::new(ErrorCode::InvalidKeyDefinition, message)
+            }
+            other => ApiError::internal(other),
+        }
     }
 }
 

@@ -253,9 +253,40 @@ pub async fn audit_log(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
+    let (limit, before) = page_parameters(query.as_deref())?;
+    let page = state
+        .meta
+        .audit_log(&auth.project_id, limit, before.as_deref())
+        .await?;
+    Ok(Json(
+        serde_json::to_value(page).map_err(ApiError::internal)?,
+    ))
+}
+
+/// `GET /3.0/projects/{project_id}/keys/{key}/deliveries` (master key): the webhook deliveries refused for
+/// the key (unsigned, bad signature, stale), newest first, paged like the audit log.
+pub async fn refused_deliveries(
+    auth: Authorized<MasterOnly>,
+    State(state): State<AppState>,
+    Path((_, secret)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let key = access_key_or_not_found(&state, &auth.project_id, &secret).await?;
+    let (limit, before) = page_parameters(query.as_deref())?;
+    let page = state
+        .meta
+        .refused_deliveries(&auth.project_id, &key.key_prefix, limit, before.as_deref())
+        .await?;
+    Ok(Json(
+        serde_json::to_value(page).map_err(ApiError::internal)?,
+    ))
+}
+
+/// `limit` and `before` of a paged audit read.
+fn page_parameters(query: Option<&str>) -> Result<(usize, Option<String>), ApiError> {
     let mut limit = 100;
     let mut before = None;
-    for (name, value) in crate::auth::form_urlencoded_pairs(query.as_deref().unwrap_or_default()) {
+    for (name, value) in crate::auth::form_urlencoded_pairs(query.unwrap_or_default()) {
         match name.as_str() {
             "limit" => {
                 limit = value
@@ -277,16 +308,10 @@ pub async fn audit_log(
             other => {
                 return Err(ApiError::new(
                     ErrorCode::InvalidParameter,
-                    format!("{other} is not a parameter of the audit log (limit, before)."),
+                    format!("{other} is not a parameter here (limit, before)."),
                 ));
             }
         }
     }
-    let page = state
-        .meta
-        .audit_log(&auth.project_id, limit, before.as_deref())
-        .await?;
-    Ok(Json(
-        serde_json::to_value(page).map_err(ApiError::internal)?,
-    ))
+    Ok((limit, before))
 }

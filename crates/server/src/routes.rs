@@ -86,5 +86,6 @@ route_table! {
     post "/3.0/projects/{project_id}/keys/{key}/revoke" => MASTER, keys::revoke_key;
     post "/3.0/projects/{project_id}/keys/{key}/unrevoke" => MASTER, keys::unrevoke_key;
     get "/3.0/projects/{project_id}/keys/{key}/usage" => MASTER, keys::key_usage;
+    get "/3.0/projects/{project_id}/keys/{key}/deliveries" => MASTER, keys::refused_deliveries;
     post "/3.0/projects/{project_id}/keys/{key}/tokens/{token_id}/revoke" => MASTER, keys::revoke_token;
 }

@@ -129,6 +129,52 @@ fn check_collection(state: &AppState, grant: &Grant, collection: &str) -> Result
     Ok(())
 }
 
+/// A key with `options.writes.webhook` accepts only deliveries signed as it says (`model::webhook`); a
+/// refused delivery is answered 401 and written to the key's log of refused deliveries (the audit log).
+fn check_webhook_signature(
+    state: &AppState,
+    grant: &Grant,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+    collection: &str,
+) -> Result<(), ApiError> {
+    let Some(rule) = grant.webhook_rule() else {
+        return Ok(());
+    };
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string)
+    };
+    let Err(refusal) = rule.verify(&header, body, chrono::Utc::now().timestamp()) else {
+        return Ok(());
+    };
+    use keyhole_model::webhook::DeliveryRefusal;
+    let reason = match refusal {
+        DeliveryRefusal::Unsigned => keyhole_meta::Refusal::WebhookUnsigned,
+        DeliveryRefusal::BadSignature => keyhole_meta::Refusal::WebhookBadSignature,
+        DeliveryRefusal::Stale => keyhole_meta::Refusal::WebhookStale,
+        DeliveryRefusal::SecretUnavailable => keyhole_meta::Refusal::WebhookSecretUnavailable,
+    };
+    state.metrics.refused(reason.as_str());
+    state.meta.record_refusal(
+        grant.project_id(),
+        reason,
+        Some(grant.key_prefix()),
+        grant.token_id(),
+        format!(
+            "POST /3.0/projects/{}/events/{}",
+            grant.project_id(),
+            crate::inspect::encode_path_segment(collection)
+        ),
+    );
+    Err(ApiError::new(
+        ErrorCode::InvalidWebhookSignature,
+        refusal.message(),
+    ))
+}
+
 /// The request's context as seen by the writing key: its deduplication scope set.
 fn context_of(grant: &Grant, context: EventContext) -> EventContext {
     EventContext {
@@ -254,6 +300,7 @@ pub async fn record_event(
     check_collection(&state, &auth.grant, &collection)?;
     let context = context_of(&auth.grant, context);
     let bytes = read_body(body, ErrorCode::EventTooLarge).await?;
+    check_webhook_signature(&state, &auth.grant, &headers, &bytes, &collection)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok());
@@ -291,10 +338,12 @@ pub async fn record_events(
     auth: Authorized<Writes>,
     State(state): State<AppState>,
     ClientInfo(context): ClientInfo,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let context = context_of(&auth.grant, context);
     let bytes = read_body(body, ErrorCode::BatchTooLarge).await?;
+    check_webhook_signature(&state, &auth.grant, &headers, &bytes, "")?;
     let Value::Object(batch) = parse_json(&bytes, ErrorCode::InvalidBatch)? else {
         return Err(ApiError::new(
             ErrorCode::InvalidBatch,
@@ -352,6 +401,14 @@ pub async fn get_collection(
         } => (project_id, grant, data, redirect),
     };
     check_collection(&state, &grant, &collection)?;
+    // A pixel carries no body to sign: a signed-webhook key cannot write this way.
+    check_webhook_signature(
+        &state,
+        &grant,
+        &axum::http::HeaderMap::new(),
+        b"",
+        &collection,
+    )?;
     let context = context_of(&grant, context);
     let redirect = redirect.map(|target| check_redirect(&target)).transpose()?;
     let event = parse_json(&decode_base64(&data)?, ErrorCode::InvalidEvent)?;

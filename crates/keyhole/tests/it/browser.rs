@@ -73,7 +73,14 @@ fn vendor_filter(vendor: &str) -> Value {
 #[test]
 fn vendor_dashboards_and_tracking_in_chromium_stay_in_their_vendor() {
     let data_dir = tempfile::tempdir().unwrap();
-    let server = BinaryServer::start(data_dir.path(), &[], &[]);
+    // The auto-collector asks for ip_to_geo on every pageview, which needs a GeoIP database.
+    let geo_db = data_dir.path().join("geo.mmdb");
+    crate::enrichment::write_geoip_db(&geo_db, "Testville");
+    let server = BinaryServer::start(
+        &data_dir.path().join("data"),
+        &["--geoip-db", geo_db.to_str().unwrap()],
+        &[],
+    );
     let project = server.printed_project();
     let page_port = free_port();
     let page_origin = format!("http://localhost:{page_port}");

@@ -135,3 +135,184 @@ async fn webhook_payloads_are_stored_with_the_keys_autofill() {
     .await;
     assert_eq!(answer.0, 401, "{}", answer.1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_webhook_key_accepts_only_deliveries_signed_by_the_provider() {
+    use keyhole_model::webhook::hmac_sha256_hex;
+    let server = InProcessServer::start().await;
+    let github_secret = "gh-webhook-secret-0123456789";
+    let github = server
+        .create_access_key(json!({"name": "github", "permitted": ["writes"],
+            "options": {"writes": {"collections": ["pushes"], "webhook": {"signature": "github", "secret": github_secret}}}}))
+        .await;
+    let deliver = |key: String, header: Option<(&'static str, String)>, body: String| {
+        let mut request = client()
+            .post(format!(
+                "{}?api_key={key}",
+                server.project_url("/events/pushes")
+            ))
+            .header("Content-Type", "application/json")
+            .body(body);
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
+        }
+        send(request)
+    };
+    let body = json!({"ref": "refs/heads/main", "commits": 3}).to_string();
+    let signature = format!(
+        "sha256={}",
+        hmac_sha256_hex(github_secret.as_bytes(), &[body.as_bytes()])
+    );
+    assert_eq!(
+        deliver(
+            github.clone(),
+            Some(("X-Hub-Signature-256", signature.clone())),
+            body.clone()
+        )
+        .await
+        .0,
+        201
+    );
+    let unsigned = deliver(github.clone(), None, body.clone()).await;
+    assert_eq!(unsigned.0, 401);
+    assert_eq!(unsigned.1["error_code"], "InvalidWebhookSignatureError");
+    let tampered = deliver(
+        github.clone(),
+        Some(("X-Hub-Signature-256", signature.clone())),
+        body.replace('3', "4"),
+    )
+    .await;
+    assert_eq!(tampered.0, 401);
+    assert_eq!(stored(&server, "pushes").await.len(), 1);
+
+    // The key object never shows the secret; what it shows can be sent back unchanged.
+    let shown = send(
+        client()
+            .get(server.project_url(&format!("/keys/{github}")))
+            .header("Authorization", &server.project.master),
+    )
+    .await;
+    let webhook = &shown.1["options"]["writes"]["webhook"];
+    assert!(
+        webhook.get("secret").is_none() && webhook["secret_sealed"].is_string(),
+        "{webhook}"
+    );
+    assert!(!shown.1.to_string().contains(github_secret));
+    let mut definition = shown.1.clone();
+    for field in [
+        "key",
+        "key_prefix",
+        "created_at",
+        "project_id",
+        "embed_key_id",
+    ] {
+        definition.as_object_mut().unwrap().remove(field);
+    }
+    let updated = send(
+        client()
+            .post(server.project_url(&format!("/keys/{github}")))
+            .header("Authorization", &server.project.master)
+            .json(&definition),
+    )
+    .await;
+    assert_eq!(updated.0, 200, "{}", updated.1);
+    assert_eq!(
+        deliver(
+            github.clone(),
+            Some(("X-Hub-Signature-256", signature.clone())),
+            body.clone()
+        )
+        .await
+        .0,
+        201
+    );
+
+    // An embed token cannot open the secret; the batch route is checked too.
+    let token = keyhole_model::embed_token::mint(
+        &github,
+        &json!({"exp": chrono::Utc::now().timestamp() + 60, "jti": "t"}),
+    );
+    assert_eq!(
+        deliver(
+            token,
+            Some(("X-Hub-Signature-256", signature)),
+            body.clone()
+        )
+        .await
+        .0,
+        401
+    );
+    let batch = send(
+        client()
+            .post(server.project_url("/events"))
+            .header("Authorization", &github)
+            .json(&json!({"pushes": [{"a": 1}]})),
+    )
+    .await;
+    assert_eq!(batch.0, 401, "{}", batch.1);
+
+    // Stripe's scheme: a timestamped signature, refused once older than the tolerance.
+    let stripe_secret = "whsec_0123456789abcdefghij";
+    let stripe = server
+        .create_access_key(json!({"name": "stripe", "permitted": ["writes"],
+            "options": {"writes": {"collections": ["pushes"], "webhook": {"signature": "stripe", "secret": stripe_secret, "tolerance_seconds": 300}}}}))
+        .await;
+    let signed_at = |t: i64| {
+        format!(
+            "t={t},v1={}",
+            hmac_sha256_hex(
+                stripe_secret.as_bytes(),
+                &[t.to_string().as_bytes(), b".", body.as_bytes()]
+            )
+        )
+    };
+    let now = chrono::Utc::now().timestamp();
+    assert_eq!(
+        deliver(
+            stripe.clone(),
+            Some(("Stripe-Signature", signed_at(now))),
+            body.clone()
+        )
+        .await
+        .0,
+        201
+    );
+    let stale = deliver(
+        stripe.clone(),
+        Some(("Stripe-Signature", signed_at(now - 3600))),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(stale.0, 401);
+    assert!(stale.1["message"].as_str().unwrap().contains("older"));
+
+    // The master key reads each key's refused deliveries.
+    server.meta.flush_audit().await;
+    let refused = send(
+        client()
+            .get(server.project_url(&format!("/keys/{github}/deliveries")))
+            .header("Authorization", &server.project.master),
+    )
+    .await;
+    assert_eq!(refused.0, 200, "{}", refused.1);
+    let reasons: Vec<&str> = refused.1["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["reason"].as_str().unwrap())
+        .collect();
+    for reason in [
+        "webhook_unsigned",
+        "webhook_bad_signature",
+        "webhook_secret_unavailable",
+    ] {
+        assert!(reasons.contains(&reason), "{reasons:?}");
+    }
+    let stripe_refused = send(
+        client()
+            .get(server.project_url(&format!("/keys/{stripe}/deliveries")))
+            .header("Authorization", &server.project.master),
+    )
+    .await;
+    assert_eq!(stripe_refused.1["entries"][0]["reason"], "webhook_stale");
+}

@@ -15,6 +15,7 @@ fn access_grant(permitted: &[&str], options: Value) -> Result<Grant, KeyDefiniti
         expires_at: None,
         permitted: &permitted,
         options: &options,
+        presented_secret: Some("secret"),
     })
 }
 
