@@ -21,6 +21,7 @@ use chrono::{Datelike, Timelike};
 use serde_json::{Map, Value, json};
 
 use crate::event::EventError;
+use crate::flat::set_path;
 
 /// Most add-ons one event may name.
 pub const MAX_ADDONS: usize = 16;
@@ -189,22 +190,6 @@ fn get_path<'a>(event: &'a Map<String, Value>, path: &str) -> Option<&'a Value> 
         current = current.as_object()?.get(part)?;
     }
     Some(current)
-}
-
-fn set_path(event: &mut Map<String, Value>, path: &str, value: Value) {
-    let mut parts: Vec<&str> = path.split('.').collect();
-    let last = parts.pop().unwrap_or(path);
-    let mut current = event;
-    for part in parts {
-        let entry = current
-            .entry(part.to_string())
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !entry.is_object() {
-            *entry = Value::Object(Map::new());
-        }
-        current = entry.as_object_mut().expect("made an object above");
-    }
-    current.insert(last.to_string(), value);
 }
 
 /// Writes an add-on's result at `path`; an object already there (keen-tracking sends `tech: {profile}`,

@@ -211,6 +211,24 @@ fn flatten_list(items: &[Value]) -> FlatValue {
     }
 }
 
+/// Writes `value` at a dotted `path` of a JSON object, creating (or replacing non-object) parents: the
+/// inverse of flattening, used to rebuild events (extraction) and to place add-on results.
+pub fn set_path(event: &mut Map<String, Value>, path: &str, value: Value) {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let last = parts.pop().unwrap_or(path);
+    let mut current = event;
+    for part in parts {
+        let entry = current
+            .entry(part.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        current = entry.as_object_mut().expect("made an object above");
+    }
+    current.insert(last.to_string(), value);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

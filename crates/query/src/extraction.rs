@@ -9,7 +9,7 @@
 use arrow::array::Array;
 use arrow::record_batch::RecordBatch;
 use keyhole_model::ValueKind;
-use keyhole_model::flat::{CREATED_AT_COLUMN, ID_COLUMN, TIMESTAMP_COLUMN};
+use keyhole_model::flat::{CREATED_AT_COLUMN, ID_COLUMN, TIMESTAMP_COLUMN, set_path};
 use keyhole_model::query::{Query, QueryError};
 use serde_json::{Map, Value, json};
 
@@ -20,22 +20,6 @@ use crate::{Result, Scope};
 
 /// Most events one synchronous extraction returns.
 pub const MAX_EXTRACTED_EVENTS: usize = 100_000;
-
-fn set_path(event: &mut Map<String, Value>, path: &str, value: Value) {
-    let mut parts: Vec<&str> = path.split('.').collect();
-    let last = parts.pop().unwrap_or(path);
-    let mut current = event;
-    for part in parts {
-        let entry = current
-            .entry(part.to_string())
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !entry.is_object() {
-            *entry = Value::Object(Map::new());
-        }
-        current = entry.as_object_mut().expect("made an object above");
-    }
-    current.insert(last.to_string(), value);
-}
 
 /// Rebuilds the event in `row` of `batch`.
 fn event_at(batch: &RecordBatch, row: usize) -> Value {

@@ -54,6 +54,17 @@ fn visit_pages(page_port: u16, visits: &Value) -> Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
+/// `keyhole serve` in `directory`, with a test GeoIP database where 127.0.0.1 is in "Testville".
+fn start_with_geoip(directory: &std::path::Path) -> BinaryServer {
+    let geo_db = directory.join("geo.mmdb");
+    crate::enrichment::write_geoip_db(&geo_db, "Testville");
+    BinaryServer::start(
+        &directory.join("data"),
+        &["--geoip-db", geo_db.to_str().unwrap()],
+        &[],
+    )
+}
+
 fn page(
     name: &str,
     file: &str,
@@ -74,13 +85,7 @@ fn vendor_filter(vendor: &str) -> Value {
 fn vendor_dashboards_and_tracking_in_chromium_stay_in_their_vendor() {
     let data_dir = tempfile::tempdir().unwrap();
     // The auto-collector asks for ip_to_geo on every pageview, which needs a GeoIP database.
-    let geo_db = data_dir.path().join("geo.mmdb");
-    crate::enrichment::write_geoip_db(&geo_db, "Testville");
-    let server = BinaryServer::start(
-        &data_dir.path().join("data"),
-        &["--geoip-db", geo_db.to_str().unwrap()],
-        &[],
-    );
+    let server = start_with_geoip(data_dir.path());
     let project = server.printed_project();
     let page_port = free_port();
     let page_origin = format!("http://localhost:{page_port}");
@@ -487,13 +492,7 @@ fn send_blocking_status(url: &str) -> u16 {
 #[test]
 fn the_auto_collectors_pageviews_are_stored_with_all_five_add_ons_filled() {
     let data_dir = tempfile::tempdir().unwrap();
-    let geo_db = data_dir.path().join("geo.mmdb");
-    crate::enrichment::write_geoip_db(&geo_db, "Testville");
-    let server = BinaryServer::start(
-        &data_dir.path().join("data"),
-        &["--geoip-db", geo_db.to_str().unwrap()],
-        &[],
-    );
+    let server = start_with_geoip(data_dir.path());
     let project = server.printed_project();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let url = |path: &str| format!("{}/3.0/projects/{}{path}", server.base_url, project.id);
