@@ -106,6 +106,30 @@ fn is_path(path: &str) -> bool {
     !path.is_empty() && path.split('.').all(|part| !part.is_empty())
 }
 
+thread_local! {
+    /// The add-on list last parsed on this thread, with its specs: keen-tracking's auto-collector (and a
+    /// webhook key's autofill) sends the same list with every event, and comparing it is cheaper than
+    /// parsing it again.
+    static LAST_PARSED: std::cell::RefCell<Option<(Value, std::sync::Arc<[AddonSpec]>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// [`parse_addons`], answered from the last list parsed on this thread when `value` is the same.
+pub fn parse_addons_cached(value: &Value) -> Result<std::sync::Arc<[AddonSpec]>, EventError> {
+    let cached = LAST_PARSED.with(|last| {
+        last.borrow()
+            .as_ref()
+            .filter(|(seen, _)| seen == value)
+            .map(|(_, specs)| specs.clone())
+    });
+    if let Some(specs) = cached {
+        return Ok(specs);
+    }
+    let specs: std::sync::Arc<[AddonSpec]> = parse_addons(value)?.into();
+    LAST_PARSED.with(|last| *last.borrow_mut() = Some((value.clone(), specs.clone())));
+    Ok(specs)
+}
+
 /// Parses `keen.addons`.
 pub fn parse_addons(value: &Value) -> Result<Vec<AddonSpec>, EventError> {
     let items = value
@@ -388,6 +412,21 @@ mod tests {
                 _ => None,
             }
         }
+    }
+
+    #[test]
+    fn a_repeated_list_is_parsed_once_per_thread() {
+        let list = json!([{"name": "keen:url_parser", "input": {"url": "u"}, "output": "o"}]);
+        let first = parse_addons_cached(&list).unwrap();
+        let second = parse_addons_cached(&list).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&first, &second));
+        let other = json!([{"name": "keen:url_parser", "input": {"url": "v"}, "output": "o"}]);
+        assert_eq!(parse_addons_cached(&other).unwrap()[0].input[0].1, "v");
+        assert!(parse_addons_cached(&json!([{"name": "keen:nope"}])).is_err());
+        assert!(
+            parse_addons_cached(&json!([{"name": "keen:nope"}])).is_err(),
+            "errors are not cached"
+        );
     }
 
     #[test]

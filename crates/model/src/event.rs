@@ -134,7 +134,7 @@ pub fn prepare_event_enriched(
     };
     let addons = keen_in
         .remove("addons")
-        .map(|specs| crate::addons::parse_addons(&specs))
+        .map(|specs| crate::addons::parse_addons_cached(&specs))
         .transpose()?;
     validate_properties(&event, 1)?;
     let keen_fields = KeenFields::from_client(keen_in, context)?;
