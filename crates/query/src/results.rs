@@ -275,6 +275,9 @@ pub async fn run_metrics(
     scope: &Scope,
     now: i64,
 ) -> Result<(Value, Scanned)> {
+    if let Some((count, scanned)) = crate::plan::count_from_metadata(source, query, scope) {
+        return Ok((json!({ "result": count }), scanned));
+    }
     let metrics = metrics_of(query);
     check_order_by(query, &metrics)?;
     // Planning is lazy: nothing is read before the aggregate below runs.
