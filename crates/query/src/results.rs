@@ -278,6 +278,11 @@ pub async fn run_metrics(
     if let Some((count, scanned)) = crate::plan::count_from_metadata(source, query, scope) {
         return Ok((json!({ "result": count }), scanned));
     }
+    if let Some((extreme, scanned)) =
+        crate::plan::extreme_from_statistics(source, query, scope).await?
+    {
+        return Ok((json!({ "result": number(extreme) }), scanned));
+    }
     let metrics = metrics_of(query);
     check_order_by(query, &metrics)?;
     // Planning is lazy: nothing is read before the aggregate below runs.

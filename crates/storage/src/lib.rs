@@ -656,6 +656,7 @@ fn replay_wal(
 mod maintenance;
 mod metrics;
 mod recovery;
+mod statistics;
 mod tokens;
 pub use metrics::{HealthCounts, StorageMetrics};
 use tokens::load_tokens_from_files;

@@ -836,3 +836,60 @@ async fn multi_analysis_in_every_shape_matches_the_reference() {
         "interval + group_by: {grouped_series}"
     );
 }
+
+/// Plain minimum/maximum are answered from file statistics and memory; they must equal the plan's answer
+/// (forced here with a filter every event passes), over flushed files and buffered rows alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn minimum_and_maximum_from_statistics_equal_the_scanned_answer() {
+    let server = crate::support::InProcessServer::start().await;
+    let batch = |values: Vec<serde_json::Value>| serde_json::json!({"m": values});
+    let events = |range: std::ops::Range<i64>| {
+        range
+            .map(|i| serde_json::json!({"x": (i * 37 % 1000) - 500, "y": "text", "keen": {"timestamp": format!("2024-02-{:02}T10:00:00Z", 1 + i % 20)}}))
+            .collect::<Vec<_>>()
+    };
+    let write = |body: serde_json::Value| {
+        let server = &server;
+        async move {
+            let answer = crate::support::send(
+                crate::support::client()
+                    .post(server.project_url("/events"))
+                    .header("Authorization", &server.project.write)
+                    .json(&body),
+            )
+            .await;
+            assert_eq!(answer.0, 200);
+        }
+    };
+    write(batch(events(0..400))).await;
+    server.storage.flush().await.unwrap();
+    write(batch(events(400..450))).await;
+    write(serde_json::json!({"m": [{"x": "not a number"}, {"z": true}]})).await;
+    for analysis in ["minimum", "maximum"] {
+        let ask = |filters: serde_json::Value| {
+            crate::support::client()
+                .post(server.project_url(&format!("/queries/{analysis}")))
+                .header("Authorization", &server.project.master)
+                .json(&serde_json::json!({"event_collection": "m", "target_property": "x", "filters": filters}))
+        };
+        let fast = crate::support::send(ask(serde_json::json!([]))).await;
+        let scanned = crate::support::send(ask(serde_json::json!([
+            {"property_name": "keen.timestamp", "operator": "exists", "property_value": true}])))
+        .await;
+        assert_eq!(fast.0, 200, "{}", fast.1);
+        assert_eq!(fast.1["result"], scanned.1["result"], "{analysis}");
+        assert!(fast.1["result"].is_number());
+    }
+    let none = crate::support::send(
+        crate::support::client()
+            .post(server.project_url("/queries/minimum"))
+            .header("Authorization", &server.project.master)
+            .json(&serde_json::json!({"event_collection": "m", "target_property": "y"})),
+    )
+    .await;
+    assert_eq!(
+        none.1["result"],
+        serde_json::Value::Null,
+        "a property without numbers"
+    );
+}

@@ -1,0 +1,69 @@
+//! Answers that the data files' own statistics give without reading their rows: the smallest and largest
+//! value of a number column, from each Parquet row group's min/max (written by `flush`) and the in-memory
+//! rows. The query layer uses it for plain `minimum`/`maximum` queries.
+
+use arrow::array::{Array, Float64Array};
+use parquet::file::metadata::ParquetMetaDataReader;
+use parquet::file::statistics::Statistics;
+
+use crate::manifest::CollectionId;
+use crate::{Result, Storage, TimeRange};
+
+impl Storage {
+    /// The smallest and largest value of the Float64 column `column` of `collection`, from file statistics
+    /// and memory; `None` when there is no value, or when a file holding the column has a row group without
+    /// statistics for it (the caller then scans).
+    pub async fn number_range(
+        &self,
+        collection: &CollectionId,
+        column: &str,
+    ) -> Result<Option<(f64, f64)>> {
+        let snapshot = self.snapshot(collection, TimeRange::ALL);
+        let mut range: Option<(f64, f64)> = None;
+        let mut widen = |low: f64, high: f64| {
+            range = Some(match range {
+                Some((min, max)) => (min.min(low), max.max(high)),
+                None => (low, high),
+            });
+        };
+        for file in &snapshot.files {
+            let bytes = self.inner.objects.get(&file.path).await?;
+            let metadata = ParquetMetaDataReader::new()
+                .parse_and_finish(&bytes)
+                .map_err(std::io::Error::other)?;
+            for row_group in metadata.row_groups() {
+                let Some(chunk) = row_group
+                    .columns()
+                    .iter()
+                    .find(|chunk| chunk.column_path().string() == column)
+                else {
+                    continue;
+                };
+                match chunk.statistics() {
+                    Some(Statistics::Double(stats)) => {
+                        if let (Some(low), Some(high)) = (stats.min_opt(), stats.max_opt()) {
+                            widen(*low, *high);
+                        } else if stats.null_count_opt() != Some(row_group.num_rows() as u64) {
+                            return Ok(None);
+                        }
+                    }
+                    _ => return Ok(None),
+                }
+            }
+        }
+        for batch in &snapshot.memory {
+            let Some(values) = batch
+                .column_by_name(column)
+                .and_then(|column| column.as_any().downcast_ref::<Float64Array>())
+            else {
+                continue;
+            };
+            if let (Some(low), Some(high)) =
+                (arrow::compute::min(values), arrow::compute::max(values))
+            {
+                widen(low, high);
+            }
+        }
+        Ok(range)
+    }
+}
