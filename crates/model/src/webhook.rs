@@ -93,15 +93,6 @@ impl DeliveryRefusal {
             }
         }
     }
-
-    pub fn reason(&self) -> &'static str {
-        match self {
-            DeliveryRefusal::Unsigned => "webhook_unsigned",
-            DeliveryRefusal::BadSignature => "webhook_bad_signature",
-            DeliveryRefusal::Stale => "webhook_stale",
-            DeliveryRefusal::SecretUnavailable => "webhook_secret_unavailable",
-        }
-    }
 }
 
 /// Parses `options.writes.webhook`.

@@ -13,6 +13,7 @@ mod filters;
 mod funnel;
 mod governor;
 pub mod interval_join;
+mod metadata_answers;
 pub mod metrics;
 mod plan;
 mod render;

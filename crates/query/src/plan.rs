@@ -54,6 +54,14 @@ pub struct Scanned {
 }
 
 impl Scanned {
+    /// A read of every event of a collection whose number the metadata gave (no data was read).
+    pub fn of_rows(rows: usize) -> Scanned {
+        Scanned {
+            known: rows,
+            scoped_reads: Vec::new(),
+        }
+    }
+
     pub fn add(&mut self, other: Scanned) {
         self.known += other.known;
         self.scoped_reads.extend(other.scoped_reads);
@@ -243,105 +251,11 @@ fn memory_frame(
 /// cached footer cannot go stale. The list-files cache is disabled because the snapshot names every file.
 #[derive(Clone)]
 pub struct EventSource {
-    storage: Storage,
+    pub(crate) storage: Storage,
     runtime: Arc<RuntimeEnv>,
     /// Partitions for the in-memory rows (read once: on Linux it reads cgroup files).
     cores: usize,
     pub limits: Arc<QueryLimits>,
-}
-
-/// The number of events of a collection as its manifest and memory know them, without reading any data:
-/// the answer to a plain `count` (no filters, timeframe, grouping or interval) in an unrestricted scope.
-/// `None` when the query is not such a count.
-pub fn count_from_metadata(
-    source: &EventSource,
-    query: &Query,
-    scope: &Scope,
-) -> Option<(usize, Scanned)> {
-    let plain_count = query.analysis == keyhole_model::query::AnalysisType::Count
-        && query.filters.is_empty()
-        && query.group_by.is_empty()
-        && query.interval.is_none()
-        && query.timeframe.is_none()
-        && !scope.is_restricted();
-    if !plain_count {
-        return None;
-    }
-    let id = CollectionId {
-        project: scope.project_id().to_string(),
-        collection: query.collection.clone()?,
-    };
-    Some(count_from_metadata_of(source, &id))
-}
-
-/// The answer to a plain `minimum` or `maximum` of a number property (no filters, timeframe, grouping or
-/// interval) in an unrestricted scope, from the files' statistics and the rows in memory; `None` when the
-/// query is not such a query, or the statistics do not answer it (the plan then runs).
-pub async fn extreme_from_statistics(
-    source: &EventSource,
-    query: &Query,
-    scope: &Scope,
-) -> Result<Option<(f64, Scanned)>> {
-    let extreme = matches!(
-        query.analysis,
-        AnalysisType::Minimum | AnalysisType::Maximum
-    );
-    let plain = extreme
-        && query.filters.is_empty()
-        && query.group_by.is_empty()
-        && query.interval.is_none()
-        && query.timeframe.is_none()
-        && !scope.is_restricted();
-    let (true, Some(collection), Some(target)) = (plain, &query.collection, &query.target_property)
-    else {
-        return Ok(None);
-    };
-    let id = CollectionId {
-        project: scope.project_id().to_string(),
-        collection: collection.clone(),
-    };
-    let holds_numbers = source
-        .storage
-        .collection_schema(&id)
-        .and_then(|schema| {
-            schema
-                .properties
-                .get(target)
-                .map(|property| property.kinds.contains(&ValueKind::Num))
-        })
-        .unwrap_or(false);
-    if !holds_numbers {
-        return Ok(None);
-    }
-    let column = format!("{target}#{}", ValueKind::Num.suffix());
-    let Some((low, high)) = source.storage.number_range(&id, &column).await? else {
-        return Ok(None);
-    };
-    let (_, scanned) = count_from_metadata_of(source, &id);
-    let value = if query.analysis == AnalysisType::Minimum {
-        low
-    } else {
-        high
-    };
-    Ok(Some((value, scanned)))
-}
-
-/// Every event of `id` as the snapshot's metadata counts them, and that count as what was scanned.
-fn count_from_metadata_of(source: &EventSource, id: &CollectionId) -> (usize, Scanned) {
-    let snapshot = source.storage.snapshot(id, keyhole_storage::TimeRange::ALL);
-    let rows = snapshot.files.iter().map(|file| file.rows).sum::<usize>()
-        + snapshot
-            .memory
-            .iter()
-            .map(RecordBatch::num_rows)
-            .sum::<usize>();
-    (
-        rows,
-        Scanned {
-            known: rows,
-            scoped_reads: Vec::new(),
-        },
-    )
 }
 
 impl EventSource {

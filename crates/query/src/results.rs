@@ -275,13 +275,8 @@ pub async fn run_metrics(
     scope: &Scope,
     now: i64,
 ) -> Result<(Value, Scanned)> {
-    if let Some((count, scanned)) = crate::plan::count_from_metadata(source, query, scope) {
-        return Ok((json!({ "result": count }), scanned));
-    }
-    if let Some((extreme, scanned)) =
-        crate::plan::extreme_from_statistics(source, query, scope).await?
-    {
-        return Ok((json!({ "result": number(extreme) }), scanned));
+    if let Some(answered) = crate::metadata_answers::answer(source, query, scope).await? {
+        return Ok(answered);
     }
     let metrics = metrics_of(query);
     check_order_by(query, &metrics)?;

@@ -108,18 +108,11 @@ fn check_collection(state: &AppState, grant: &Grant, collection: &str) -> Result
         return Err(ApiError::from(EventError::InvalidCollectionName(problem)));
     }
     if !grant.may_write_to(collection) {
-        let reason = keyhole_meta::Refusal::CollectionNotWritable;
-        state.metrics.refused(reason.as_str());
-        state.meta.record_refusal(
-            grant.project_id(),
-            reason,
-            Some(grant.key_prefix()),
-            grant.token_id(),
-            format!(
-                "write to /3.0/projects/{}/events/{}",
-                grant.project_id(),
-                crate::inspect::encode_path_segment(collection)
-            ),
+        record_write_refusal(
+            state,
+            grant,
+            keyhole_meta::Refusal::CollectionNotWritable,
+            collection,
         );
         return Err(ApiError::new(
             ErrorCode::RequestForbidden,
@@ -127,6 +120,28 @@ fn check_collection(state: &AppState, grant: &Grant, collection: &str) -> Result
         ));
     }
     Ok(())
+}
+
+/// Counts a refused write and writes it to the project's audit log (the request line names the
+/// collection, never the key).
+fn record_write_refusal(
+    state: &AppState,
+    grant: &Grant,
+    reason: keyhole_meta::Refusal,
+    collection: &str,
+) {
+    state.metrics.refused(reason.as_str());
+    state.meta.record_refusal(
+        grant.project_id(),
+        reason,
+        Some(grant.key_prefix()),
+        grant.token_id(),
+        format!(
+            "write to /3.0/projects/{}/events/{}",
+            grant.project_id(),
+            crate::inspect::encode_path_segment(collection)
+        ),
+    );
 }
 
 /// A key with `options.writes.webhook` accepts only deliveries signed as it says (`model::webhook`); a
@@ -157,18 +172,7 @@ fn check_webhook_signature(
         DeliveryRefusal::Stale => keyhole_meta::Refusal::WebhookStale,
         DeliveryRefusal::SecretUnavailable => keyhole_meta::Refusal::WebhookSecretUnavailable,
     };
-    state.metrics.refused(reason.as_str());
-    state.meta.record_refusal(
-        grant.project_id(),
-        reason,
-        Some(grant.key_prefix()),
-        grant.token_id(),
-        format!(
-            "POST /3.0/projects/{}/events/{}",
-            grant.project_id(),
-            crate::inspect::encode_path_segment(collection)
-        ),
-    );
+    record_write_refusal(state, grant, reason, collection);
     Err(ApiError::new(
         ErrorCode::InvalidWebhookSignature,
         refusal.message(),

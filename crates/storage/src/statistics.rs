@@ -6,19 +6,17 @@ use arrow::array::{Array, Float64Array};
 use parquet::file::metadata::ParquetMetaDataReader;
 use parquet::file::statistics::Statistics;
 
-use crate::manifest::CollectionId;
-use crate::{Result, Storage, TimeRange};
+use crate::{CollectionSnapshot, Result, Storage};
 
 impl Storage {
-    /// The smallest and largest value of the Float64 column `column` of `collection`, from file statistics
-    /// and memory; `None` when there is no value, or when a file holding the column has a row group without
-    /// statistics for it (the caller then scans).
+    /// The smallest and largest value of the Float64 column `column` in a collection `snapshot`, from file
+    /// statistics and memory; `None` when there is no value, or when a file holding the column has a row
+    /// group without statistics for it (the caller then scans).
     pub async fn number_range(
         &self,
-        collection: &CollectionId,
+        snapshot: &CollectionSnapshot,
         column: &str,
     ) -> Result<Option<(f64, f64)>> {
-        let snapshot = self.snapshot(collection, TimeRange::ALL);
         let mut range: Option<(f64, f64)> = None;
         let mut widen = |low: f64, high: f64| {
             range = Some(match range {
