@@ -690,19 +690,13 @@ async fn write_collections_limit_where_a_key_may_write() {
     assert_eq!(server.scan("orders").await.num_rows(), 2);
     assert_eq!(server.scan("payments").await.num_rows(), 0);
     // Each refused write is in the audit log (identical ones within 100 ms as one entry).
-    server.meta.flush_audit().await;
-    let audit = send(
-        client()
-            .get(server.project_url("/keys/audit"))
-            .header("Authorization", &server.project.master),
-    )
-    .await;
-    let refused: u64 = audit.1["entries"]
+    let audit = server.audit_entries().await;
+    let refused: u64 = audit
         .as_array()
         .unwrap()
         .iter()
         .filter(|entry| entry["reason"] == "collection_not_writable")
         .map(|entry| entry["times"].as_u64().unwrap())
         .sum();
-    assert_eq!(refused, 3, "{}", audit.1);
+    assert_eq!(refused, 3, "{audit}");
 }

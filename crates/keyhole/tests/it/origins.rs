@@ -111,21 +111,14 @@ async fn a_key_bound_to_origins_works_only_from_them() {
     let keyless = preflight("https://evil.test", false).await.unwrap();
     assert!(keyless.status().is_success());
 
-    server.meta.flush_audit().await;
-    let audit = send(
-        client()
-            .get(server.project_url("/keys/audit"))
-            .header("Authorization", &server.project.master),
-    )
-    .await;
+    let audit = server.audit_entries().await;
     assert!(
-        audit.1["entries"]
+        audit
             .as_array()
             .unwrap()
             .iter()
             .any(|entry| entry["reason"] == "origin_not_allowed"),
-        "{}",
-        audit.1
+        "{audit}"
     );
 
     // Definitions that are not origins are refused; the key object shows the option as given.

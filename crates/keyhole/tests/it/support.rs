@@ -134,6 +134,19 @@ impl InProcessServer {
         );
     }
 
+    /// The newest page of the project's audit log (refusals written first), as `GET /keys/audit` shows it.
+    pub async fn audit_entries(&self) -> Value {
+        self.meta.flush_audit().await;
+        let audit = send(
+            client()
+                .get(self.project_url("/keys/audit"))
+                .header("Authorization", &self.project.master),
+        )
+        .await;
+        assert_eq!(audit.0, 200, "{}", audit.1);
+        audit.1["entries"].clone()
+    }
+
     /// Creates an access key over HTTP with the master key; answers its secret.
     pub async fn create_access_key(&self, definition: Value) -> String {
         let created = send(
