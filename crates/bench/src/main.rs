@@ -21,9 +21,11 @@ mod engines;
 mod faults;
 mod generator;
 mod ingest;
+mod moments;
 mod query_set;
 mod report;
 mod run;
+mod scale;
 mod server;
 mod soak;
 
@@ -95,6 +97,10 @@ pub struct RunOptions {
     /// Markdown file whose results section is rewritten.
     #[arg(long)]
     pub docs: Option<PathBuf>,
+    /// Seconds after the last acknowledgement before the settled query timings (the storage's flush
+    /// interval, 30 s, plus its compaction).
+    #[arg(long, default_value_t = 40)]
+    pub settle_seconds: u64,
     /// Small, fast mode for CI: 20,000 events, short phases; fails on any mismatch.
     #[arg(long)]
     pub smoke: bool,
@@ -107,6 +113,7 @@ impl RunOptions {
             self.single_seconds = 2;
             self.repeat = 2;
             self.freshness_probes = 20;
+            self.settle_seconds = 0;
         }
         self
     }
@@ -128,6 +135,14 @@ fn main() -> anyhow::Result<()> {
             println!("{markdown}");
             if let Some(docs) = &options.docs {
                 report::rewrite_docs(docs, &markdown)?;
+                if let Some(svg) = scale::plot_svg(&results) {
+                    let plot = docs
+                        .parent()
+                        .unwrap_or(std::path::Path::new("."))
+                        .join(scale::PLOT_PATH);
+                    std::fs::create_dir_all(plot.parent().unwrap_or(std::path::Path::new(".")))?;
+                    std::fs::write(&plot, svg)?;
+                }
                 println!("rewrote the results section of {}", docs.display());
             }
             if !results.all_answers_match() {

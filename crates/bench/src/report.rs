@@ -11,7 +11,7 @@ use anyhow::Context;
 use crate::RunOptions;
 use crate::engines::Engine;
 use crate::query_set::KeyKind;
-use crate::run::{BenchResults, SizeResults};
+use crate::run::{BenchResults, QueryOutcome, SizeResults, Timing};
 
 const BEGIN_MARKER: &str = "<!-- results:begin";
 const END_MARKER: &str = "<!-- results:end -->";
@@ -28,6 +28,7 @@ pub struct RunContext {
     pub smoke: bool,
     pub single_seconds: u64,
     pub repeat: usize,
+    pub settle_seconds: u64,
 }
 
 fn command_output(program: &str, args: &[&str]) -> String {
@@ -85,6 +86,7 @@ impl RunContext {
             smoke: options.smoke,
             single_seconds: options.single_seconds,
             repeat: options.repeat,
+            settle_seconds: options.settle_seconds,
         }
     }
 }
@@ -139,8 +141,9 @@ pub fn render(results: &BenchResults) -> String {
     render_targets(&mut out, results);
     render_ingest(&mut out, results);
     for size in &results.sizes {
-        render_queries(&mut out, size, context.repeat);
+        render_queries(&mut out, size, context);
     }
+    crate::scale::render_scale(&mut out, results);
     out
 }
 
@@ -148,70 +151,111 @@ fn largest(results: &BenchResults) -> Option<&SizeResults> {
     results.sizes.iter().max_by_key(|size| size.events)
 }
 
-fn ratio_to_duckdb(query: &crate::run::QueryOutcome) -> Option<f64> {
-    let duckdb = query
+/// The size the targets are judged on: 10M events when the run has it (the issue's figures), else the
+/// largest.
+fn target_size(results: &BenchResults) -> Option<&SizeResults> {
+    results
+        .sizes
+        .iter()
+        .find(|size| size.events == 10_000_000)
+        .or_else(|| largest(results))
+}
+
+fn duckdb_median(query: &QueryOutcome) -> Option<f64> {
+    query
         .engines
         .iter()
-        .find(|(engine, _)| *engine == Engine::DuckDb)?;
-    query
-        .keyhole_matches_duckdb
-        .then(|| query.keyhole.median_ms / duckdb.1.median_ms)
+        .find(|(engine, _)| *engine == Engine::DuckDb)
+        .map(|(_, timing)| timing.median_ms)
+}
+
+/// Whether a Keyhole median counts as at or under DuckDB's: ≤ 1×, or within 1 ms of it where DuckDB answers
+/// in under 2 ms (below that the HTTP round trip dominates).
+fn at_most_duckdb(keyhole_ms: f64, duckdb_ms: f64) -> bool {
+    keyhole_ms <= duckdb_ms || (duckdb_ms < 2.0 && keyhole_ms - duckdb_ms <= 1.0)
+}
+
+fn ratios(values: &[f64]) -> String {
+    values
+        .iter()
+        .map(|ratio| format!("{ratio:.2}×"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn render_targets(out: &mut String, results: &BenchResults) {
     let _ = writeln!(out, "### Targets\n");
     let _ = writeln!(out, "| target | goal | measured | met |\n|---|---|---|---|");
-    let best_batch = results
-        .sizes
-        .iter()
-        .map(|size| size.batch.events_per_second())
-        .fold(0.0, f64::max);
-    let _ = writeln!(
-        out,
-        "| batch ingest, durable acks | ≥ 300 000 events/s | {} events/s | {} |",
-        thousands(best_batch),
-        yes_no(best_batch >= 300_000.0)
-    );
+    if let Some(size) = target_size(results) {
+        let rate = size.batch.events_per_second();
+        let duckdb_rate = size
+            .load_of(Engine::DuckDb)
+            .map_or(f64::NAN, |load| size.events as f64 / load.load_seconds);
+        let _ = writeln!(
+            out,
+            "| batch ingest, durable acks ({} events) | ≥ 400 000 events/s and ≥ 0.35× DuckDB's load | {} events/s, {:.2}× | {} |",
+            thousands(size.events as f64),
+            thousands(rate),
+            rate / duckdb_rate,
+            yes_no(rate >= 400_000.0 && rate / duckdb_rate >= 0.35)
+        );
+    }
     let single = &results.single;
     let _ = writeln!(
         out,
-        "| single-event writes | ≥ 30 000/s, p99 < 5 ms | {}/s, p99 {:.1} ms | {} |",
+        "| single-event writes | ≥ 60 000/s, p99 < 3 ms | {}/s, p99 {:.1} ms | {} |",
         thousands(single.events_per_second()),
         single.p99_ms,
-        yes_no(single.events_per_second() >= 30_000.0 && single.p99_ms < 5.0)
+        yes_no(single.events_per_second() >= 60_000.0 && single.p99_ms < 3.0)
     );
-    if let Some(size) = largest(results) {
-        let ratios: Vec<(KeyKind, f64)> = size
+    if let Some(size) = target_size(results) {
+        let events = thousands(size.events as f64);
+        let unscoped: Vec<&QueryOutcome> = size
             .queries
             .iter()
-            .filter_map(|query| Some((query.key, ratio_to_duckdb(query)?)))
+            .filter(|query| query.key == KeyKind::Read && query.keyhole_matches_duckdb)
             .collect();
-        let all = ratios.iter().filter(|(key, _)| *key == KeyKind::Read);
-        let (met, total) = all.fold((0, 0), |(met, total), (_, ratio)| {
-            (met + usize::from(*ratio <= 1.0), total + 1)
-        });
-        let _ = writeln!(
-            out,
-            "| query median ≤ DuckDB's ({} events) | every query ≤ 1× | {met} of {total} queries ≤ 1× | {} |",
-            thousands(size.events as f64),
-            yes_no(met == total && total > 0)
-        );
-        let tenant: Vec<f64> = ratios
-            .iter()
-            .filter(|(key, _)| *key == KeyKind::Tenant)
-            .map(|(_, ratio)| *ratio)
-            .collect();
-        let worst = tenant.iter().copied().fold(0.0, f64::max);
-        let _ = writeln!(
-            out,
-            "| tenant-scoped queries ({} events) | well below DuckDB (≤ 0.5×) | {} | {} |",
-            thousands(size.events as f64),
-            tenant
+        let met_when = |timing: fn(&QueryOutcome) -> f64| {
+            unscoped
                 .iter()
-                .map(|ratio| format!("{ratio:.2}×"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            yes_no(!tenant.is_empty() && worst <= 0.5)
+                .filter(|query| {
+                    duckdb_median(query).is_some_and(|duckdb| at_most_duckdb(timing(query), duckdb))
+                })
+                .count()
+        };
+        let settled = met_when(|query| query.keyhole.median_ms);
+        let right_after = met_when(|query| query.right_after.median_ms);
+        let total = unscoped.len();
+        let _ = writeln!(
+            out,
+            "| unscoped queries ({events} events) | every query ≤ 1× DuckDB, or within 1 ms where DuckDB < 2 ms | settled {settled} of {total}, right after ingest {right_after} of {total} | {} |",
+            yes_no(total > 0 && settled == total && right_after == total)
+        );
+        let tenant: Vec<(f64, f64)> = size
+            .queries
+            .iter()
+            .filter(|query| query.key == KeyKind::Tenant && query.keyhole_matches_duckdb)
+            .filter_map(|query| {
+                let duckdb = duckdb_median(query)?;
+                Some((
+                    query.keyhole.median_ms / duckdb,
+                    query.right_after.median_ms / duckdb,
+                ))
+            })
+            .collect();
+        let settled: Vec<f64> = tenant.iter().map(|pair| pair.0).collect();
+        let right_after: Vec<f64> = tenant.iter().map(|pair| pair.1).collect();
+        let worst = settled
+            .iter()
+            .chain(&right_after)
+            .copied()
+            .fold(0.0, f64::max);
+        let _ = writeln!(
+            out,
+            "| tenant-key queries ({events} events) | every one ≤ 0.3× DuckDB | settled {}; right after ingest {} | {} |",
+            ratios(&settled),
+            ratios(&right_after),
+            yes_no(!tenant.is_empty() && worst <= 0.3)
         );
         // Each dataset read follows the live query that gives the same answer (`query_set::dataset_reads`).
         let dataset_ratios: Vec<f64> = size
@@ -223,14 +267,19 @@ fn render_targets(out: &mut String, results: &BenchResults) {
         let worst = dataset_ratios.iter().copied().fold(0.0, f64::max);
         let _ = writeln!(
             out,
-            "| dataset read vs the same live query ({} events) | well under it (≤ 0.5×) | {} | {} |",
-            thousands(size.events as f64),
-            dataset_ratios
-                .iter()
-                .map(|ratio| format!("{ratio:.2}×"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            "| dataset read vs the same live query ({events} events) | well under it (≤ 0.5×) | {} | {} |",
+            ratios(&dataset_ratios),
             yes_no(!dataset_ratios.is_empty() && worst <= 0.5)
+        );
+        let duckdb_peak = size
+            .load_of(Engine::DuckDb)
+            .map_or(f64::NAN, |load| load.peak_rss_mib);
+        let _ = writeln!(
+            out,
+            "| peak RSS, ingest + queries ({events} events) | ≤ DuckDB's process peak | {:.0} MiB vs {:.0} MiB | {} |",
+            size.peak_rss_mib,
+            duckdb_peak,
+            yes_no(size.peak_rss_mib <= duckdb_peak)
         );
     }
     let (probes, first) = results.sizes.iter().fold((0, 0), |(probes, first), size| {
@@ -269,7 +318,7 @@ fn render_ingest(out: &mut String, results: &BenchResults) {
     );
     let _ = writeln!(
         out,
-        "| events | Keyhole events/s (clients) | p50 / p99 ms per batch | DuckDB load events/s | chDB load events/s | Keyhole ÷ DuckDB | Keyhole ÷ chDB |\n|---|---|---|---|---|---|---|"
+        "| events | Keyhole events/s (clients) | p50 / p99 ms per batch | while a dashboard queries | DuckDB load events/s | chDB load events/s | Keyhole ÷ DuckDB | Keyhole ÷ chDB |\n|---|---|---|---|---|---|---|---|"
     );
     for size in &results.sizes {
         let rate = |engine: Engine| {
@@ -283,12 +332,13 @@ fn render_ingest(out: &mut String, results: &BenchResults) {
         );
         let _ = writeln!(
             out,
-            "| {} | {} ({}) | {:.1} / {:.1} | {} | {} | {:.2} | {:.2} |",
+            "| {} | {} ({}) | {:.1} / {:.1} | {} | {} | {} | {:.2} | {:.2} |",
             thousands(size.events as f64),
             thousands(keyhole),
             size.batch.clients,
             size.batch.p50_ms,
             size.batch.p99_ms,
+            thousands(size.batch_while_queried.events_per_second()),
             thousands(duckdb),
             thousands(chdb),
             keyhole / duckdb,
@@ -364,20 +414,28 @@ fn render_ingest(out: &mut String, results: &BenchResults) {
     let _ = writeln!(out);
 }
 
-fn render_queries(out: &mut String, size: &SizeResults, repeat: usize) {
+fn render_queries(out: &mut String, size: &SizeResults, context: &RunContext) {
     let _ = writeln!(
         out,
-        "### Queries, {} events\n\nMedian / p95 of {repeat} timed runs after one warm-up, ms. Keyhole through HTTP; DuckDB and chDB in \
-         process. Ratios are Keyhole's median over the engine's (< 1 means Keyhole is faster). The tenant key's \
-         forced filter selects {} events ({:.2}%).\n",
+        "### Queries, {} events\n\nMedian / p95 ms. **Settled**: {} timed runs after one warm-up, at least {} s after \
+         the last acknowledgement (flushed and compacted). **Right after**: the same, started as soon as the last batch \
+         was acknowledged (rows in memory, flush and compaction pending). **During ingest**: another server ingesting \
+         the same events while one client sent the query set in a loop ({} complete rounds; median over the runs). \
+         Keyhole through HTTP; DuckDB and chDB in process, on the loaded table. Ratios are Keyhole's settled median \
+         (right after in brackets) over the engine's (< 1 means Keyhole is faster). Both Keyhole answers are checked \
+         against DuckDB's. The tenant key's forced filter selects {} events ({:.2}%).\n",
         thousands(size.events as f64),
+        context.repeat,
+        context.settle_seconds,
+        size.rounds_during_ingest,
         thousands(size.tenant_events as f64),
         100.0 * size.tenant_events as f64 / size.events.max(1) as f64
     );
     let _ = writeln!(
         out,
-        "| query | Keyhole | DuckDB | chDB | Keyhole ÷ DuckDB | Keyhole ÷ chDB | Keyhole = DuckDB | chDB = DuckDB |\n|---|---|---|---|---|---|---|---|"
+        "| query | Keyhole settled | right after | during ingest | DuckDB | chDB | Keyhole ÷ DuckDB | Keyhole ÷ chDB | Keyhole = DuckDB | chDB = DuckDB |\n|---|---|---|---|---|---|---|---|---|---|"
     );
+    let pair = |timing: &Timing| format!("{:.1} / {:.1}", timing.median_ms, timing.p95_ms);
     for query in &size.queries {
         let timing = |engine: Engine| {
             query
@@ -388,24 +446,27 @@ fn render_queries(out: &mut String, size: &SizeResults, repeat: usize) {
                 .unwrap_or((f64::NAN, f64::NAN))
         };
         let (duckdb, chdb) = (timing(Engine::DuckDb), timing(Engine::ChDb));
-        let keyhole = if query.keyhole_matches_duckdb {
-            format!(
-                "{:.1} / {:.1}",
-                query.keyhole.median_ms, query.keyhole.p95_ms
-            )
+        let matches = query.keyhole_matches_duckdb;
+        let (settled, right_after) = if matches {
+            (pair(&query.keyhole), pair(&query.right_after))
         } else {
-            "—".into()
+            ("—".into(), "—".into())
         };
+        let during = query.during_ingest.as_ref().map_or("–".into(), pair);
         let ratio = |theirs: f64| {
-            if query.keyhole_matches_duckdb {
-                format!("{:.2}", query.keyhole.median_ms / theirs)
+            if matches {
+                format!(
+                    "{:.2} ({:.2})",
+                    query.keyhole.median_ms / theirs,
+                    query.right_after.median_ms / theirs
+                )
             } else {
                 "—".into()
             }
         };
         let _ = writeln!(
             out,
-            "| {} | {keyhole} | {:.1} / {:.1} | {:.1} / {:.1} | {} | {} | {} | {} |",
+            "| {} | {settled} | {right_after} | {during} | {:.1} / {:.1} | {:.1} / {:.1} | {} | {} | {} | {} |",
             query.name,
             duckdb.0,
             duckdb.1,
@@ -413,7 +474,7 @@ fn render_queries(out: &mut String, size: &SizeResults, repeat: usize) {
             chdb.1,
             ratio(duckdb.0),
             ratio(chdb.0),
-            yes_no(query.keyhole_matches_duckdb),
+            yes_no(matches),
             yes_no(query.chdb_matches_duckdb),
         );
     }

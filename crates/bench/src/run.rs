@@ -13,6 +13,7 @@ use crate::answers::{keen_rows, same_rows};
 use crate::engines::{Engine, EngineRun, run_engine};
 use crate::generator::EventGenerator;
 use crate::ingest::{FreshnessStats, PhaseStats, batch_ingest, percentile_ms, single_event_writes};
+use crate::moments::queries_during_ingest;
 use crate::query_set::{
     BENCH_TENANT, BenchQuery, KeyKind, dataset_definitions, keen_body, query_set,
 };
@@ -27,7 +28,12 @@ pub struct Timing {
 pub struct QueryOutcome {
     pub name: &'static str,
     pub key: KeyKind,
+    /// Settled: at least `--settle-seconds` after the last acknowledgement.
     pub keyhole: Timing,
+    /// Right after the last acknowledgement, before the engines load.
+    pub right_after: Timing,
+    /// While the same events were being ingested into another server (`moments`).
+    pub during_ingest: Option<Timing>,
     pub engines: Vec<(Engine, Timing)>,
     pub keyhole_matches_duckdb: bool,
     pub chdb_matches_duckdb: bool,
@@ -51,6 +57,9 @@ pub struct SizeResults {
     pub rss_at_rest_mib: f64,
     pub loads: Vec<EngineLoad>,
     pub queries: Vec<QueryOutcome>,
+    /// The ingest that ran while a dashboard client sent the query set, and its complete rounds.
+    pub batch_while_queried: PhaseStats,
+    pub rounds_during_ingest: usize,
 }
 
 impl SizeResults {
@@ -251,10 +260,21 @@ async fn run_size(
         batch.events,
         batch.events_per_second()
     );
+    let ingest_finished = Instant::now();
     let peak_rss_after_ingest_mib = server.peak_rss_mib();
     let dataset_key = define_datasets(&http, &server).await?;
+    let key_of = |query: &BenchQuery| match query.key {
+        KeyKind::Read => server.read_key.clone(),
+        KeyKind::Tenant => tenant_key.clone(),
+        KeyKind::Dataset => dataset_key.clone(),
+    };
 
     let queries = query_set();
+    let mut right_after = Vec::new();
+    for query in &queries {
+        let timed = time_keyhole(&http, &server, &key_of(query), query, options.repeat).await?;
+        right_after.push(timed);
+    }
     let mut engine_runs = Vec::new();
     for engine in [Engine::DuckDb, Engine::ChDb] {
         let db_dir = work_dir.join(format!("{}-{events}", engine.id()));
@@ -277,14 +297,13 @@ async fn run_size(
         engine_runs.push(run);
     }
 
+    let settled_at = ingest_finished + Duration::from_secs(options.settle_seconds);
+    tokio::time::sleep(settled_at.saturating_duration_since(Instant::now())).await;
     let mut outcomes = Vec::new();
-    for query in &queries {
-        let key = match query.key {
-            KeyKind::Read => &server.read_key,
-            KeyKind::Tenant => &tenant_key,
-            KeyKind::Dataset => &dataset_key,
-        };
-        outcomes.push(run_query(&http, &server, key, query, &engine_runs, options.repeat).await?);
+    for (query, right_after) in queries.iter().zip(right_after) {
+        let key = key_of(query);
+        let settled = time_keyhole(&http, &server, &key, query, options.repeat).await?;
+        outcomes.push(compare(query, settled, right_after, &engine_runs)?);
     }
     let peak_rss_mib = server.peak_rss_mib();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -300,7 +319,14 @@ async fn run_size(
     if options.work_dir.is_none() {
         let _ = std::fs::remove_dir_all(&data_dir);
     }
+    eprintln!("== {events} events again, queried during ingest");
+    let during = queries_during_ingest(options, binary, work_dir, &ndjson, &queries).await?;
+    for (outcome, timing) in outcomes.iter_mut().zip(during.timings) {
+        outcome.during_ingest = timing;
+    }
     Ok(SizeResults {
+        batch_while_queried: during.batch,
+        rounds_during_ingest: during.rounds,
         events,
         tenant_events,
         batch,
@@ -324,7 +350,10 @@ async fn run_size(
 
 /// Defines the benchmark's datasets (master key) and mints a key that may read only `BENCH_TENANT`'s
 /// index value of them, as a customer's dashboard would.
-async fn define_datasets(http: &reqwest::Client, server: &KeyholeServer) -> anyhow::Result<String> {
+pub async fn define_datasets(
+    http: &reqwest::Client,
+    server: &KeyholeServer,
+) -> anyhow::Result<String> {
     let mut allowed = serde_json::Map::new();
     for (name, definition) in dataset_definitions() {
         let response = http
@@ -347,7 +376,7 @@ async fn define_datasets(http: &reqwest::Client, server: &KeyholeServer) -> anyh
 }
 
 /// One request of `query`: its analysis POSTed, or for a dataset read its results fetched.
-async fn keyhole_request(
+pub async fn keyhole_request(
     http: &reqwest::Client,
     server: &KeyholeServer,
     key: &str,
@@ -376,14 +405,19 @@ async fn keyhole_answer(request: reqwest::RequestBuilder, key: &str) -> anyhow::
     Ok(answer)
 }
 
-async fn run_query(
+/// A Keyhole answer to one query and the timing of `repeat` runs after the warm-up that gave it.
+pub struct Timed {
+    answer: Value,
+    timing: Timing,
+}
+
+async fn time_keyhole(
     http: &reqwest::Client,
     server: &KeyholeServer,
     key: &str,
     query: &BenchQuery,
-    engine_runs: &[EngineRun],
     repeat: usize,
-) -> anyhow::Result<QueryOutcome> {
+) -> anyhow::Result<Timed> {
     let answer = keyhole_request(http, server, key, query)
         .await
         .with_context(|| query.name)?;
@@ -394,6 +428,21 @@ async fn run_query(
         latencies.push(started.elapsed());
     }
     latencies.sort();
+    let timing = Timing {
+        median_ms: percentile_ms(&latencies, 0.5),
+        p95_ms: percentile_ms(&latencies, 0.95),
+    };
+    Ok(Timed { answer, timing })
+}
+
+/// Checks both Keyhole answers (settled, right after) and chDB's against DuckDB's.
+fn compare(
+    query: &BenchQuery,
+    settled: Timed,
+    right_after: Timed,
+    engine_runs: &[EngineRun],
+) -> anyhow::Result<QueryOutcome> {
+    let answer = &settled.answer;
     let keyhole_rows = keen_rows(&query.shape, &answer["result"]);
     let rows_of = |engine: Engine| {
         engine_runs
@@ -405,12 +454,14 @@ async fn run_query(
         rows_of(Engine::DuckDb).context("duckdb answer")?,
         rows_of(Engine::ChDb).context("chdb answer")?,
     );
-    let keyhole_matches_duckdb = same_rows(&keyhole_rows, &duckdb.rows);
+    let right_after_rows = keen_rows(&query.shape, &right_after.answer["result"]);
+    let keyhole_matches_duckdb =
+        same_rows(&keyhole_rows, &duckdb.rows) && same_rows(&right_after_rows, &duckdb.rows);
     let chdb_matches_duckdb = same_rows(&chdb.rows, &duckdb.rows);
     if !keyhole_matches_duckdb {
         eprintln!(
-            "MISMATCH {}: keyhole {} vs duckdb {:?}",
-            query.name, answer["result"], duckdb.rows
+            "MISMATCH {}: keyhole {} (right after ingest: {}) vs duckdb {:?}",
+            query.name, answer["result"], right_after.answer["result"], duckdb.rows
         );
     }
     if !chdb_matches_duckdb {
@@ -422,10 +473,9 @@ async fn run_query(
     Ok(QueryOutcome {
         name: query.name,
         key: query.key,
-        keyhole: Timing {
-            median_ms: percentile_ms(&latencies, 0.5),
-            p95_ms: percentile_ms(&latencies, 0.95),
-        },
+        keyhole: settled.timing,
+        right_after: right_after.timing,
+        during_ingest: None,
         engines: engine_runs
             .iter()
             .filter_map(|run| {
