@@ -74,10 +74,11 @@
     for (const button of document.querySelectorAll('[data-needs-project]')) button.disabled = !session.project;
   }
 
+  // Resolves once the view is drawn, so a notice set after it stays and describes what is shown.
   function show(view) {
     for (const button of document.querySelectorAll('#tabs button')) button.classList.toggle('active', button.dataset.view === view);
     $('#view').replaceChildren();
-    guarded(VIEWS[view])();
+    return guarded(VIEWS[view])();
   }
 
   // ---------- projects ----------
@@ -282,7 +283,7 @@
           ? await api('POST', projectPath(`/keys/${encodeURIComponent(existing.key)}`), { body: definition })
           : await api('POST', projectPath('/keys'), { body: definition });
         session.secrets[saved.key_prefix] = saved.key;
-        onSaved(saved, !existing);
+        await onSaved(saved, !existing);
       }),
     },
     element('div', { class: 'row' }, element('label', {}, 'name', element('input', { name: 'name', value: existing ? existing.name : '', required: true })),
@@ -313,11 +314,11 @@
       return element('span', { class: 'row' },
         action('edit', async () => {
           const current = await api('GET', path);
-          view.replaceChildren(element('h2', {}, `Edit ${current.name}`), keyForm(current, () => { show('keys'); notify('Key saved.'); }));
+          view.replaceChildren(element('h2', {}, `Edit ${current.name}`), keyForm(current, async () => { await show('keys'); notify('Key saved.'); }));
         }),
         key.is_active
-          ? action('revoke', async () => { await api('POST', `${path}/revoke`); show('keys'); notify(`Revoked ${key.name}.`); }, 'danger')
-          : action('unrevoke', async () => { await api('POST', `${path}/unrevoke`); show('keys'); notify(`Unrevoked ${key.name}.`); }),
+          ? action('revoke', async () => { await api('POST', `${path}/revoke`); await show('keys'); notify(`Revoked ${key.name}.`); }, 'danger')
+          : action('unrevoke', async () => { await api('POST', `${path}/unrevoke`); await show('keys'); notify(`Unrevoked ${key.name}.`); }),
         action('delete', async () => {
           if (!confirm(`Delete ${key.name}? Pages using it stop working.`)) return;
           await api('DELETE', path);
@@ -345,8 +346,8 @@
         show('keys');
       }),
     }, element('label', {}, 'Manage a key by its secret (Keen addresses keys by secret)', element('input', { name: 'secret', type: 'password', autocomplete: 'off', size: 70 })), element('button', {}, 'Manage')));
-    view.append(element('h3', {}, 'Create an access key'), keyForm(null, (saved) => {
-      show('keys');
+    view.append(element('h3', {}, 'Create an access key'), keyForm(null, async (saved) => {
+      await show('keys');
       const shown = element('span', {}, 'Key created. Its secret is shown this once: ', element('span', { class: 'secret', id: 'new-secret' }, saved.key), ' ', dashboardLink(saved.key));
       $('#notice').replaceChildren(shown);
     }));
