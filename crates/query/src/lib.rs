@@ -9,6 +9,7 @@ mod bucket;
 mod columns;
 mod deletion;
 mod extraction;
+mod files_table;
 mod filters;
 mod funnel;
 mod governor;

@@ -9,10 +9,6 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -26,10 +22,11 @@ use datafusion::scalar::ScalarValue;
 use keyhole_model::ValueKind;
 use keyhole_model::flat::TIMESTAMP_COLUMN;
 use keyhole_model::query::{AnalysisType, Filter, GroupBy, Query, TimeRange};
-use keyhole_storage::{CollectionId, CollectionSnapshot, Storage};
+use keyhole_storage::{CollectionId, CollectionSnapshot, DataFile, Storage};
 
 use crate::bucket::bucket_of;
 use crate::columns::{PropertyColumns, column};
+use crate::files_table::SnapshotFiles;
 use crate::filters::conjunction;
 use crate::scope::Scope;
 use crate::{QueryLimits, Result};
@@ -134,21 +131,6 @@ pub async fn filtered_frame(
     config.options_mut().execution.parquet.pushdown_filters = true;
     config.options_mut().execution.parquet.reorder_filters = true;
     let context = SessionContext::new_with_config_rt(config, source.runtime.clone());
-    let files = snapshot.files.clone();
-    let mut frame = memory_frame(&context, source, snapshot, &schema)?;
-    if !files.is_empty() {
-        let urls = files
-            .iter()
-            .map(|file| ListingTableUrl::parse(format!("{OBJECTS_URL}/{}", file.path)))
-            .collect::<datafusion::error::Result<Vec<_>>>()?;
-        let options =
-            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-        let config = ListingTableConfig::new_with_multi_paths(urls)
-            .with_listing_options(options)
-            .with_schema(schema.clone());
-        let files = context.read_table(Arc::new(ListingTable::try_new(config)?))?;
-        frame = files.union(frame)?;
-    }
     let in_range = range.map(|range| {
         let timestamp = column(TIMESTAMP_COLUMN);
         let at = |millis: i64| {
@@ -168,20 +150,58 @@ pub async fn filtered_frame(
             Some("UTC".into()),
         )))
     });
-    let forced = conjunction(scope.forced_filters(), &schema)?;
-    let requested = conjunction(filters, &schema)?;
-    if let Some(predicate) = [in_window, in_range, forced, requested]
+    let in_time = [in_window, in_range]
         .into_iter()
         .flatten()
-        .reduce(Expr::and)
-    {
-        frame = frame.filter(predicate)?;
+        .reduce(Expr::and);
+    let forced = conjunction(scope.forced_filters(), &schema)?;
+    let requested = conjunction(filters, &schema)?;
+    let property_filters = [forced, requested].into_iter().flatten().reduce(Expr::and);
+    let every_filter = [in_time, property_filters.clone()]
+        .into_iter()
+        .flatten()
+        .reduce(Expr::and);
+    let filtered = |frame: DataFrame, predicate: &Option<Expr>| match predicate {
+        Some(predicate) => frame.filter(predicate.clone()),
+        None => Ok(frame),
+    };
+
+    // Files whose recorded time bounds lie inside the range and window need no time comparison per row
+    // (with filters pushed into the scan, that comparison decodes `keen.timestamp` for every row and costs
+    // more than the rest of a simple aggregate). Files straddling a bound, and the rows in memory, get it.
+    let (inside, straddling): (Vec<DataFile>, Vec<DataFile>) = snapshot
+        .files
+        .iter()
+        .cloned()
+        .partition(|file| storage_range.contains_file(file));
+    let memory = memory_frame(&context, source, snapshot, &schema)?;
+    let mut frame = filtered(memory, &every_filter)?;
+    for (files, predicate) in [(straddling, &every_filter), (inside, &property_filters)] {
+        if files.is_empty() {
+            continue;
+        }
+        let files = filtered(files_frame(&context, files, &schema)?, predicate)?;
+        frame = files.union(frame)?;
     }
     Ok(FilteredFrame {
         frame,
         schema,
         scanned,
     })
+}
+
+/// The rows of `files` (Parquet in the storage's object store) as a frame with the scan schema.
+fn files_frame(
+    context: &SessionContext,
+    files: Vec<DataFile>,
+    schema: &SchemaRef,
+) -> Result<DataFrame> {
+    let table = SnapshotFiles {
+        objects_url: ObjectStoreUrl::parse(OBJECTS_URL)?,
+        schema: schema.clone(),
+        files,
+    };
+    Ok(context.read_table(Arc::new(table))?)
 }
 
 /// The schema queries see: the storage schema with scalar string property columns (`{path}#str`) as
