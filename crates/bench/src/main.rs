@@ -97,9 +97,10 @@ pub struct RunOptions {
     /// Markdown file whose results section is rewritten.
     #[arg(long)]
     pub docs: Option<PathBuf>,
-    /// Seconds after the last acknowledgement before the settled query timings (the storage's flush
-    /// interval, 30 s, plus its compaction).
-    #[arg(long, default_value_t = 40)]
+    /// Seconds after the last acknowledgement before the settled query timings: two of the storage's
+    /// 30 s flush ticks (the first flushes the last rows, the second finds nothing new and merges each
+    /// day into one file) plus that compaction.
+    #[arg(long, default_value_t = 75)]
     pub settle_seconds: u64,
     /// Small, fast mode for CI: 20,000 events, short phases; fails on any mismatch.
     #[arg(long)]

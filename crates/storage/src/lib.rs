@@ -86,6 +86,12 @@ pub struct StorageConfig {
     pub flush_interval: Duration,
     /// Merge a day's files once it has this many.
     pub compact_min_files: usize,
+    /// At rest (a flush-interval tick that finds nothing written since the previous one), merge every day
+    /// that has at least this many files: a collection nobody is writing to is then read as one file per
+    /// day. Queries pay a fixed cost per file (footer, schema, pruning setup), which dominates a tenant's
+    /// scoped read; while events arrive, the day being written would be rewritten at every tick, so this
+    /// waits for a quiet tick.
+    pub settled_min_files: usize,
     /// How long replaced files stay readable for scans that listed them.
     pub delete_grace: Duration,
     /// Bytes of whole data files kept in memory for queries (`file_cache`); 0 disables the cache.
@@ -105,6 +111,7 @@ impl StorageConfig {
             flush_rows: 200_000,
             flush_interval: Duration::from_secs(30),
             compact_min_files: 4,
+            settled_min_files: 2,
             delete_grace: Duration::from_secs(60),
             file_cache_bytes: 512 * 1024 * 1024,
             lock_wait: Duration::from_secs(30),
@@ -125,6 +132,16 @@ impl TimeRange {
         start_millis: None,
         end_millis: None,
     };
+
+    /// Whether every row of `file` is inside the range (by the file's recorded time bounds, which hold
+    /// every row it has: a rewrite that removes rows keeps bounds that still enclose the rest).
+    pub fn contains_file(&self, file: &DataFile) -> bool {
+        self.start_millis
+            .is_none_or(|start| file.min_timestamp_millis >= start)
+            && self
+                .end_millis
+                .is_none_or(|end| file.max_timestamp_millis < end)
+    }
 
     fn overlaps_file(&self, file: &DataFile) -> bool {
         self.start_millis
@@ -453,7 +470,22 @@ impl Storage {
     pub async fn flush(&self) -> Result<()> {
         let _maintenance = self.inner.maintenance.lock().await;
         self.flush_locked().await?;
-        self.compact_locked().await
+        self.compact_locked(self.inner.config.compact_min_files)
+            .await
+    }
+
+    /// The flush of a flush-interval tick: when nothing was buffered since the previous flush, the
+    /// collections are at rest and every day with `settled_min_files` files or more is merged.
+    async fn flush_on_tick(&self) -> Result<()> {
+        let _maintenance = self.inner.maintenance.lock().await;
+        let at_rest = self.inner.state.lock().expect("state lock").memory_rows() == 0;
+        self.flush_locked().await?;
+        let min_files = if at_rest {
+            self.inner.config.settled_min_files
+        } else {
+            self.inner.config.compact_min_files
+        };
+        self.compact_locked(min_files.max(2)).await
     }
 
     /// Data files of a collection (for inspection and tests).
@@ -556,12 +588,19 @@ fn spawn_flusher(inner: Weak<Inner>, flush_wanted: Arc<Notify>) {
     drop(strong);
     tokio::spawn(async move {
         loop {
-            let _ = tokio::time::timeout(interval, flush_wanted.notified()).await;
+            let timer_fired = tokio::time::timeout(interval, flush_wanted.notified())
+                .await
+                .is_err();
             let Some(strong) = inner.upgrade() else {
                 return;
             };
             let storage = Storage { inner: strong };
-            if let Err(error) = storage.flush().await {
+            let flushed = if timer_fired {
+                storage.flush_on_tick().await
+            } else {
+                storage.flush().await
+            };
+            if let Err(error) = flushed {
                 if matches!(error, StorageError::Closed) {
                     return;
                 }

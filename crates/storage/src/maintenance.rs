@@ -166,14 +166,15 @@ impl Storage {
         Ok(true)
     }
 
-    pub(crate) async fn compact_locked(&self) -> Result<()> {
+    /// Merges every day of every collection that has `min_files` files or more.
+    pub(crate) async fn compact_locked(&self, min_files: usize) -> Result<()> {
         let candidates: Vec<(CollectionId, u64, Vec<DataFile>)> = {
             let state = self.inner.state.lock().expect("state lock");
             state
                 .collections
                 .iter()
                 .flat_map(|(id, collection)| {
-                    days_to_compact(&collection.files, self.inner.config.compact_min_files)
+                    days_to_compact(&collection.files, min_files)
                         .into_iter()
                         .map(|files| (id.clone(), collection.incarnation, files))
                 })

@@ -126,6 +126,42 @@ async fn small_files_are_compacted_without_losing_rows() {
 }
 
 #[tokio::test]
+async fn a_quiet_tick_merges_every_day_into_one_file() {
+    let directory = tempfile::tempdir().unwrap();
+    let ticking = StorageConfig {
+        flush_interval: Duration::from_millis(200),
+        compact_min_files: 4,
+        ..config(directory.path())
+    };
+    let storage = Storage::open(ticking).await.unwrap();
+    for round in 0..2 {
+        let events = ["2024-03-01T01:00:00Z", "2024-03-02T01:00:00Z"]
+            .iter()
+            .map(|time| prepared(json!({"round": round, "keen": {"timestamp": time}})))
+            .collect();
+        storage.append(id("c"), events).await.unwrap();
+        storage.flush().await.unwrap();
+    }
+    // Two files per day: under `compact_min_files`, so only a tick with nothing new merges them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while storage.data_files(&id("c")).len() > 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "days were not merged at rest: {:?}",
+            storage.data_files(&id("c"))
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let days: Vec<String> = storage
+        .data_files(&id("c"))
+        .iter()
+        .map(|file| file.day.clone())
+        .collect();
+    assert_eq!(days.len(), 2, "one file per day: {days:?}");
+    assert_eq!(count(&storage, "c").await, 4);
+}
+
+#[tokio::test]
 async fn type_drift_keeps_every_value_with_its_own_type() {
     let directory = tempfile::tempdir().unwrap();
     let storage = Storage::open(config(directory.path())).await.unwrap();
