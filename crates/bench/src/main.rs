@@ -61,6 +61,17 @@ enum BenchCommand {
     Attack(attack::AttackOptions),
     /// Mixed load while the server is killed, terminated and its disk filled: acknowledged events lost.
     Faults(faults::FaultOptions),
+    /// Batch ingest alone into a fresh server (for profiling and quick comparisons): prints events/s.
+    Ingest {
+        /// NDJSON events (`generate`).
+        #[arg(long)]
+        events: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        /// The keyhole binary (default: `keyhole` next to this binary).
+        #[arg(long)]
+        keyhole: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -162,6 +173,28 @@ fn main() -> anyhow::Result<()> {
             let report = runtime.block_on(soak::run(&options))?;
             println!("{report}");
             Ok(())
+        }
+        BenchCommand::Ingest {
+            events,
+            clients,
+            keyhole,
+        } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                let binary = server::keyhole_binary(keyhole.as_ref())?;
+                let data_dir = tempfile::tempdir()?;
+                let server = server::KeyholeServer::start(&binary, data_dir.path())?;
+                let (stats, _) = ingest::batch_ingest(&server, &events, clients, 0).await?;
+                println!(
+                    "{} events at {:.0} events/s, p50 {:.1} ms, p99 {:.1} ms per batch; server pid {}",
+                    stats.events,
+                    stats.events_per_second(),
+                    stats.p50_ms,
+                    stats.p99_ms,
+                    server.pid()
+                );
+                anyhow::Ok(())
+            })
         }
         BenchCommand::Faults(options) => {
             let runtime = tokio::runtime::Runtime::new()?;

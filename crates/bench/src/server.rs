@@ -104,6 +104,10 @@ impl KeyholeServer {
             .context("no key in the create-key response")
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Resident memory now (`VmRSS`), MiB.
     pub fn rss_mib(&self) -> f64 {
         proc_status_mib(self.child.id(), "VmRSS:")

@@ -85,6 +85,11 @@ pub fn property_name_problem(name: &str) -> Option<String> {
 /// Control characters, Unicode format characters (bidi controls, zero-width characters, the BOM) and the
 /// line and paragraph separators.
 fn is_invisible_or_control(character: char) -> bool {
+    // The general-category lookup is a table search; every property name of every event passes here, and
+    // an ASCII character is invisible only when it is a control character.
+    if character.is_ascii() {
+        return character.is_ascii_control();
+    }
     character.is_control()
         || matches!(
             character.general_category(),
