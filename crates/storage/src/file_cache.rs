@@ -7,8 +7,12 @@
 //! served from memory. Files are also put in the cache as they are written (`ObjectFiles::put_durable`),
 //! so freshly flushed or compacted data is read without touching the disk. Deleting a file evicts it.
 //!
-//! Design: a byte budget (`StorageConfig::file_cache_bytes`), oldest-inserted evicted first; a file larger
-//! than a quarter of the budget is never cached (it is served by the underlying store). Requests with
+//! Design: a byte budget (`StorageConfig::file_cache_bytes`); a file larger than a quarter of the budget is
+//! never cached (it is served by the underlying store). A written file evicts the oldest-inserted files
+//! beyond the budget (new data is the hottest). A file *read* is admitted only into free room and never
+//! evicts: a query scans every file of its range in the same order each time, and with a collection larger
+//! than the budget, evicting on reads made every query miss every file (each miss reading a whole file);
+//! without eviction the files that fit stay and the rest are read by range from the underlying store. Requests with
 //! conditions or versions go straight to the underlying store. Everything else (writes, listing, copies)
 //! is delegated unchanged.
 
@@ -121,19 +125,26 @@ impl FileCacheStore {
         evict(&self.state, location);
     }
 
-    /// The whole file from memory, reading it once if needed; `None` if it is too big to cache.
+    /// The whole file from memory, reading it once if it fits in the free room; `None` when it is not
+    /// cached and does not fit (the caller reads from the underlying store).
     async fn whole_file(&self, location: &Path) -> Result<Option<(Bytes, ObjectMeta)>> {
         if let Some(hit) = self.cached(location) {
             self.hits.inc();
             return Ok(Some(hit));
         }
         self.misses.inc();
-        let result = self.inner.get_opts(location, GetOptions::default()).await?;
-        let meta = result.meta.clone();
-        if meta.size as usize > self.budget_bytes / 4 {
+        let meta = self.inner.head(location).await?;
+        let size = meta.size as usize;
+        let fits = size <= self.budget_bytes / 4 && self.lock().bytes + size <= self.budget_bytes;
+        if !fits {
             return Ok(None);
         }
-        let bytes = result.bytes().await?;
+        let bytes = self
+            .inner
+            .get_opts(location, GetOptions::default())
+            .await?
+            .bytes()
+            .await?;
         self.insert(meta.clone(), bytes.clone());
         Ok(Some((bytes, meta)))
     }
@@ -315,5 +326,39 @@ mod tests {
         assert_eq!(state.bytes, 40);
         assert!(!state.files.contains_key(&Path::from("a")));
         assert!(state.files.contains_key(&Path::from("e")));
+    }
+
+    #[tokio::test]
+    async fn reads_fill_free_room_and_never_evict() {
+        let directory = tempfile::tempdir().unwrap();
+        let local: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(directory.path()).unwrap());
+        let cache = FileCacheStore::new(local.clone(), 40);
+        let names = ["a", "b", "c", "d", "e", "f"];
+        for name in names {
+            local
+                .put(&Path::from(name), PutPayload::from_static(b"0123456789"))
+                .await
+                .unwrap();
+        }
+        // Two passes over more files than fit, as repeated scans of a large collection do.
+        for _ in 0..2 {
+            for name in names {
+                let bytes = cache.get_range(&Path::from(name), 3..6).await.unwrap();
+                assert_eq!(bytes, "345");
+            }
+        }
+        let state = cache.lock();
+        assert_eq!(state.bytes, 40);
+        for name in ["a", "b", "c", "d"] {
+            assert!(state.files.contains_key(&Path::from(name)), "{name} kept");
+        }
+        assert!(!state.files.contains_key(&Path::from("e")));
+        drop(state);
+        assert_eq!(
+            cache.hits.get(),
+            4,
+            "the second pass hits the four kept files"
+        );
     }
 }

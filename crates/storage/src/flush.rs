@@ -179,19 +179,22 @@ pub async fn write_day_file(
     })
 }
 
-/// Parquet writer settings, chosen for query speed (measured on the benchmark's 1M events, through HTTP):
-/// - number and timestamp columns are written PLAIN and uncompressed: decoding them is then a copy, where
-///   dictionary + Snappy decoding was over a third of a `sum`/`average` scan (sum over 1M events
-///   8.3 → 5.4 ms); the files grow by about 40%;
+/// Parquet writer settings, chosen for query speed (measured through HTTP on the benchmark's events):
+/// - number and timestamp columns are written PLAIN, without dictionaries: their values are mostly
+///   distinct, and dictionary decoding was over a third of a `sum`/`average` scan;
+/// - LZ4 (raw) rather than Snappy everywhere: it decodes faster at about the same size. Uncompressed
+///   numbers decoded faster still but made the files ~40% larger, so 10M events no longer fit the file
+///   cache and every query read from disk;
 /// - data pages hold at most 8,192 rows, so the page index of the clustering columns (`tenant_id`, sorted
 ///   within a day) lets a tenant-scoped read skip the pages of other tenants instead of decoding a whole
-///   column chunk that fits one page;
-/// - string columns keep dictionaries and Snappy (they compress well and their dictionaries make
-///   grouping and comparisons cheap);
+///   column chunk that fits in one page;
+/// - string columns keep dictionaries (their dictionaries make grouping and comparisons cheap);
 /// - row groups of 128Ki rows.
+///
+/// 10M events, one file per day, 31-day range: sum 17.7 → 16 ms, a tenant key's count 7.9 → 2.5 ms.
 fn writer_properties(schema: &arrow::datatypes::Schema) -> WriterProperties {
     let mut builder = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
+        .set_compression(Compression::LZ4_RAW)
         .set_max_row_group_row_count(Some(128 * 1024))
         .set_data_page_row_count_limit(8192);
     for field in schema.fields() {
@@ -201,9 +204,7 @@ fn writer_properties(schema: &arrow::datatypes::Schema) -> WriterProperties {
         );
         if is_number_or_time {
             let path = parquet::schema::types::ColumnPath::from(field.name().as_str());
-            builder = builder
-                .set_column_dictionary_enabled(path.clone(), false)
-                .set_column_compression(path, Compression::UNCOMPRESSED);
+            builder = builder.set_column_dictionary_enabled(path, false);
         }
     }
     builder.build()
