@@ -104,6 +104,18 @@ impl ObjectFiles {
         result.bytes().await.map_err(std::io::Error::other)
     }
 
+    /// The bytes `range` of a file.
+    pub async fn get_range(
+        &self,
+        path: &str,
+        range: std::ops::Range<u64>,
+    ) -> std::io::Result<Bytes> {
+        self.store
+            .get_range(&ObjectPath::from(path), range)
+            .await
+            .map_err(std::io::Error::other)
+    }
+
     pub async fn delete(&self, path: &str) {
         if let Err(error) = self.store.delete(&ObjectPath::from(path)).await {
             tracing::warn!(path, %error, "could not delete data file");

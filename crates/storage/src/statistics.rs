@@ -3,10 +3,10 @@
 //! rows. The query layer uses it for plain `minimum`/`maximum` queries.
 
 use arrow::array::{Array, Float64Array};
-use parquet::file::metadata::ParquetMetaDataReader;
+use parquet::file::metadata::{FooterTail, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::statistics::Statistics;
 
-use crate::{CollectionSnapshot, Result, Storage};
+use crate::{CollectionSnapshot, DataFile, Result, Storage};
 
 impl Storage {
     /// The smallest and largest value of the Float64 column `column` in a collection `snapshot`, from file
@@ -25,10 +25,7 @@ impl Storage {
             });
         };
         for file in &snapshot.files {
-            let bytes = self.inner.objects.get(&file.path).await?;
-            let metadata = ParquetMetaDataReader::new()
-                .parse_and_finish(&bytes)
-                .map_err(std::io::Error::other)?;
+            let metadata = self.footer(file).await?;
             for row_group in metadata.row_groups() {
                 let Some(chunk) = row_group
                     .columns()
@@ -63,5 +60,36 @@ impl Storage {
             }
         }
         Ok(range)
+    }
+
+    /// A data file's Parquet footer, read by range (the last 8 bytes give its length): a file that is not
+    /// in the file cache is not read whole for its statistics.
+    async fn footer(&self, file: &DataFile) -> Result<ParquetMetaData> {
+        let size = file.bytes as u64;
+        let invalid =
+            |message: String| std::io::Error::new(std::io::ErrorKind::InvalidData, message);
+        if size < 8 {
+            return Err(invalid(format!("{} is too short for Parquet", file.path)).into());
+        }
+        let tail = self
+            .inner
+            .objects
+            .get_range(&file.path, size - 8..size)
+            .await?;
+        let tail: [u8; 8] = tail[..]
+            .try_into()
+            .map_err(|_| invalid(format!("{}: short read of the footer", file.path)))?;
+        let footer_length = FooterTail::try_new(&tail)
+            .map_err(std::io::Error::other)?
+            .metadata_length() as u64;
+        if footer_length + 8 > size {
+            return Err(invalid(format!("{}: footer longer than the file", file.path)).into());
+        }
+        let footer = self
+            .inner
+            .objects
+            .get_range(&file.path, size - 8 - footer_length..size - 8)
+            .await?;
+        Ok(ParquetMetaDataReader::decode_metadata(&footer).map_err(std::io::Error::other)?)
     }
 }
