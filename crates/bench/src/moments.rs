@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use crate::RunOptions;
 use crate::ingest::{PhaseStats, batch_ingest, percentile_ms};
-use crate::query_set::{BENCH_TENANT, BenchQuery, KeyKind};
-use crate::run::{Timing, define_datasets, keyhole_request};
+use crate::query_set::{BENCH_TENANT, BenchQuery};
+use crate::run::{Timing, define_datasets, key_for, keyhole_request};
 use crate::server::KeyholeServer;
 
 pub struct DuringIngest {
@@ -54,11 +54,7 @@ pub async fn queries_during_ingest(
                 if ingest_finished.load(Ordering::Acquire) {
                     break 'rounds;
                 }
-                let key = match query.key {
-                    KeyKind::Read => &server.read_key,
-                    KeyKind::Tenant => &tenant_key,
-                    KeyKind::Dataset => &dataset_key,
-                };
+                let key = key_for(query.key, &server, &tenant_key, &dataset_key);
                 let started = Instant::now();
                 keyhole_request(&http, &server, key, query).await?;
                 latencies[index].push(started.elapsed());

@@ -161,7 +161,7 @@ fn target_size(results: &BenchResults) -> Option<&SizeResults> {
         .or_else(|| largest(results))
 }
 
-fn duckdb_median(query: &QueryOutcome) -> Option<f64> {
+pub fn duckdb_median(query: &QueryOutcome) -> Option<f64> {
     query
         .engines
         .iter()

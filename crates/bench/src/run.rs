@@ -263,16 +263,12 @@ async fn run_size(
     let ingest_finished = Instant::now();
     let peak_rss_after_ingest_mib = server.peak_rss_mib();
     let dataset_key = define_datasets(&http, &server).await?;
-    let key_of = |query: &BenchQuery| match query.key {
-        KeyKind::Read => server.read_key.clone(),
-        KeyKind::Tenant => tenant_key.clone(),
-        KeyKind::Dataset => dataset_key.clone(),
-    };
+    let key_of = |query: &BenchQuery| key_for(query.key, &server, &tenant_key, &dataset_key);
 
     let queries = query_set();
     let mut right_after = Vec::new();
     for query in &queries {
-        let timed = time_keyhole(&http, &server, &key_of(query), query, options.repeat).await?;
+        let timed = time_keyhole(&http, &server, key_of(query), query, options.repeat).await?;
         right_after.push(timed);
     }
     let mut engine_runs = Vec::new();
@@ -301,8 +297,7 @@ async fn run_size(
     tokio::time::sleep(settled_at.saturating_duration_since(Instant::now())).await;
     let mut outcomes = Vec::new();
     for (query, right_after) in queries.iter().zip(right_after) {
-        let key = key_of(query);
-        let settled = time_keyhole(&http, &server, &key, query, options.repeat).await?;
+        let settled = time_keyhole(&http, &server, key_of(query), query, options.repeat).await?;
         outcomes.push(compare(query, settled, right_after, &engine_runs)?);
     }
     let peak_rss_mib = server.peak_rss_mib();
@@ -346,6 +341,20 @@ async fn run_size(
             .collect(),
         queries: outcomes,
     })
+}
+
+/// The secret a query of `kind` is sent with: the read key, the tenant's key or the dataset key.
+pub fn key_for<'a>(
+    kind: KeyKind,
+    server: &'a KeyholeServer,
+    tenant_key: &'a str,
+    dataset_key: &'a str,
+) -> &'a str {
+    match kind {
+        KeyKind::Read => &server.read_key,
+        KeyKind::Tenant => tenant_key,
+        KeyKind::Dataset => dataset_key,
+    }
 }
 
 /// Defines the benchmark's datasets (master key) and mints a key that may read only `BENCH_TENANT`'s

@@ -12,11 +12,7 @@ use crate::run::{BenchResults, QueryOutcome, SizeResults};
 pub const PLOT_PATH: &str = "images/benchmark-scale.svg";
 
 fn duckdb_ms(query: &QueryOutcome) -> f64 {
-    query
-        .engines
-        .iter()
-        .find(|(engine, _)| *engine == Engine::DuckDb)
-        .map_or(f64::NAN, |(_, timing)| timing.median_ms)
+    crate::report::duckdb_median(query).unwrap_or(f64::NAN)
 }
 
 fn duckdb_peak(size: &SizeResults) -> f64 {

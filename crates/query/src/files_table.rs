@@ -54,31 +54,6 @@ impl fmt::Debug for SnapshotFiles {
     }
 }
 
-/// The files split into `partitions` groups of about equal bytes (largest first onto the lightest group).
-fn balanced_groups(files: &[DataFile], partitions: usize) -> Vec<FileGroup> {
-    let mut by_size: Vec<&DataFile> = files.iter().collect();
-    by_size.sort_by_key(|file| std::cmp::Reverse(file.bytes));
-    let mut groups: Vec<(usize, Vec<PartitionedFile>)> = (0..partitions
-        .clamp(1, files.len().max(1)))
-        .map(|_| (0, Vec::new()))
-        .collect();
-    for file in by_size {
-        let lightest = groups
-            .iter_mut()
-            .min_by_key(|(bytes, _)| *bytes)
-            .expect("at least one group");
-        lightest.0 += file.bytes;
-        lightest
-            .1
-            .push(PartitionedFile::new(file.path.clone(), file.bytes as u64));
-    }
-    groups
-        .into_iter()
-        .filter(|(_, files)| !files.is_empty())
-        .map(|(_, files)| FileGroup::new(files))
-        .collect()
-}
-
 #[async_trait]
 impl TableProvider for SnapshotFiles {
     fn schema(&self) -> SchemaRef {
@@ -116,7 +91,14 @@ impl TableProvider for SnapshotFiles {
         let source = ParquetSource::new(self.schema.clone())
             .with_table_parquet_options(options)
             .with_parquet_file_reader_factory(Arc::new(readers));
-        let groups = balanced_groups(&self.files, state.config().target_partitions());
+        // Split as a listing table splits its files; DataFusion's optimizer may repartition by byte ranges.
+        let groups = FileGroup::new(
+            self.files
+                .iter()
+                .map(|file| PartitionedFile::new(file.path.clone(), file.bytes as u64))
+                .collect(),
+        )
+        .split_files(state.config().target_partitions());
         let config = FileScanConfigBuilder::new(self.objects_url.clone(), Arc::new(source))
             .with_file_groups(groups)
             .with_projection_indices(projection.cloned())?

@@ -42,12 +42,7 @@ pub async fn answer(
         _ => return Ok(None),
     };
     let snapshot = source.storage.snapshot(&id, TimeRange::ALL);
-    let rows = snapshot.files.iter().map(|file| file.rows).sum::<usize>()
-        + snapshot
-            .memory
-            .iter()
-            .map(|batch| batch.num_rows())
-            .sum::<usize>();
+    let rows = snapshot.rows();
     let value = match result {
         None => json!(rows),
         Some(column) => {

@@ -107,15 +107,7 @@ pub async fn filtered_frame(
     let snapshot = source.storage.snapshot(&id, storage_range);
     let schema = scan_schema(&snapshot.schema);
     let scanned = if !scope.is_restricted() {
-        Scanned {
-            known: snapshot.files.iter().map(|file| file.rows).sum::<usize>()
-                + snapshot
-                    .memory
-                    .iter()
-                    .map(RecordBatch::num_rows)
-                    .sum::<usize>(),
-            scoped_reads: Vec::new(),
-        }
+        Scanned::of_rows(snapshot.rows())
     } else {
         Scanned {
             known: 0,

@@ -178,6 +178,14 @@ pub struct CollectionSnapshot {
     pub memory: Vec<RecordBatch>,
 }
 
+impl CollectionSnapshot {
+    /// Every row the snapshot holds: the files' row counts from the manifest plus the rows in memory.
+    pub fn rows(&self) -> usize {
+        self.files.iter().map(|file| file.rows).sum::<usize>()
+            + self.memory.iter().map(RecordBatch::num_rows).sum::<usize>()
+    }
+}
+
 struct Inner {
     config: StorageConfig,
     state: Arc<Mutex<State>>,
