@@ -28,10 +28,20 @@ pub struct CommonOptions {
     /// Directory holding events, the WAL and metadata [default: ./keyhole-data]
     #[arg(long, env = "KEYHOLE_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
-    /// TOML file with any of: data_dir, listen, org_key, org_key_file, flush_interval_secs, flush_rows,
+    /// TOML file with any of: data_dir, metadata_url, listen, org_key, org_key_file, flush_interval_secs, flush_rows,
     /// file_cache_mb, geoip_db, and the limits below by their option names (query_memory_mb, …)
     #[arg(long, env = "KEYHOLE_CONFIG", global = true)]
     pub config: Option<PathBuf>,
+    /// Where metadata (organization, projects, keys, saved queries, datasets) lives:
+    /// postgres://user:password@host/database for several nodes [default: SQLite in the data directory].
+    /// Prefer the environment variable: a command line is visible to every local user
+    #[arg(
+        long,
+        env = "KEYHOLE_METADATA_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub metadata_url: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -279,6 +289,7 @@ pub enum ProjectCommand {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
+    pub metadata_url: Option<String>,
     pub listen: Option<String>,
     pub org_key: Option<String>,
     pub flush_interval_secs: Option<u64>,
@@ -308,6 +319,8 @@ impl FileConfig {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub data_dir: PathBuf,
+    /// `None`: SQLite in the data directory.
+    pub metadata_url: Option<String>,
     pub listen: String,
     pub org_key: Option<String>,
     pub flush_interval_secs: u64,
@@ -372,6 +385,7 @@ impl Settings {
                 .clone()
                 .or(file.data_dir)
                 .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            metadata_url: common.metadata_url.clone().or(file.metadata_url),
             listen: serve
                 .listen
                 .or(file.listen)

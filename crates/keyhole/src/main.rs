@@ -56,15 +56,15 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Token(TokenCommand::Mint(options)) => mint_token(options),
             Command::Backup(options) => {
-                backup::backup(&Settings::resolve(&cli.common, None)?.data_dir, &options.to).await
+                let settings = Settings::resolve(&cli.common, None)?;
+                refuse_with_shared_metadata(&settings, "backup")?;
+                backup::backup(&settings.data_dir, &options.to).await
             }
             Command::Demo(options) => demo::demo(&cli.common, options).await,
             Command::Restore(options) => {
-                backup::restore(
-                    &options.from,
-                    &Settings::resolve(&cli.common, None)?.data_dir,
-                )
-                .await
+                let settings = Settings::resolve(&cli.common, None)?;
+                refuse_with_shared_metadata(&settings, "restore")?;
+                backup::restore(&options.from, &settings.data_dir).await
             }
         }
     })
@@ -124,12 +124,24 @@ fn mint_token(options: &MintTokenOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `keyhole backup` and `restore` copy one node's data directory; with metadata (and events) shared by
+/// several nodes, the shared systems are backed up with their own tools.
+fn refuse_with_shared_metadata(settings: &Settings, command: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        settings.metadata_url.is_none(),
+        "`keyhole {command}` copies a single node's data directory; metadata on PostgreSQL is backed up with pg_dump (see docs/scale-out.md)"
+    );
+    Ok(())
+}
+
 async fn open_meta(settings: &Settings) -> anyhow::Result<MetaStore> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
-    MetaStore::open_sqlite(&settings.data_dir.join("meta.sqlite"))
-        .await
-        .context("cannot open metadata")
+    let opened = match &settings.metadata_url {
+        Some(url) => MetaStore::open(url).await,
+        None => MetaStore::open_sqlite(&settings.data_dir.join("meta.sqlite")).await,
+    };
+    opened.context("cannot open metadata")
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

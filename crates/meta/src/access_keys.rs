@@ -12,13 +12,12 @@ use keyhole_model::access::AccessKeyDefinition;
 use keyhole_model::embed_token;
 use keyhole_model::keys::{display_prefix, generate_secret};
 use keyhole_model::timestamp::format_timestamp;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use crate::audit::{KeyChangeRecord, record_key_change};
 use crate::{
-    AccessKey, KeyChangeHook, MetaError, MetaStore, Result, begin_write, now, parse_options,
-    parse_permitted,
+    AccessKey, KeyChangeHook, MetaError, MetaStore, Result, now, parse_options, parse_permitted,
 };
 
 /// The columns of an access key's object (a macro, so queries stay static strings).
@@ -28,7 +27,7 @@ macro_rules! access_key_columns {
     };
 }
 
-fn access_key(row: &SqliteRow) -> Result<AccessKey> {
+fn access_key(row: &AnyRow) -> Result<AccessKey> {
     Ok(AccessKey {
         key_prefix: row.try_get("key_prefix")?,
         project_id: row.try_get("project_id")?,
@@ -53,14 +52,14 @@ fn key_object(key: &AccessKey) -> serde_json::Value {
 }
 
 async fn access_key_in(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     project_id: &str,
     key_hash: &KeyHash,
 ) -> Result<Option<AccessKey>> {
     let row = sqlx::query(concat!(
         "SELECT ",
         access_key_columns!(),
-        " FROM project_keys WHERE key_hash = ? AND project_id = ? AND kind = 'access'"
+        " FROM project_keys WHERE key_hash = $1 AND project_id = $2 AND kind = 'access'"
     ))
     .bind(key_hash.to_hex())
     .bind(project_id)
@@ -108,10 +107,10 @@ impl MetaStore {
         let secret = generate_secret();
         let key_hash = KeyHash::of_secret(&secret);
         let options = stored_options(definition, &secret)?;
-        let mut transaction = begin_write(&self.pool).await?;
+        let mut transaction = self.database.begin_write().await?;
         sqlx::query(
             "INSERT INTO project_keys (key_hash, key_prefix, project_id, kind, is_active, created_at, name, permitted, options, expires_at, token_key_id) \
-             VALUES (?, ?, ?, 'access', ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, 'access', $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(key_hash.to_hex())
         .bind(display_prefix(&secret))
@@ -150,17 +149,17 @@ impl MetaStore {
         let rows = sqlx::query(concat!(
         "SELECT ",
         access_key_columns!(),
-        " FROM project_keys WHERE project_id = ? AND kind = 'access' ORDER BY created_at, key_prefix"
+        " FROM project_keys WHERE project_id = $1 AND kind = 'access' ORDER BY created_at, key_prefix"
     ))
         .bind(project_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.database.pool)
         .await?;
         rows.iter().map(access_key).collect()
     }
 
     /// The access key with this secret in this project.
     pub async fn access_key(&self, project_id: &str, secret: &str) -> Result<Option<AccessKey>> {
-        let mut connection = self.pool.acquire().await?;
+        let mut connection = self.database.pool.acquire().await?;
         access_key_in(&mut connection, project_id, &KeyHash::of_secret(secret)).await
     }
 
@@ -173,10 +172,10 @@ impl MetaStore {
         action: &str,
         actor: &str,
         token_id: Option<&str>,
-        change: impl AsyncFnOnce(&mut SqliteConnection, &KeyHash) -> Result<()>,
+        change: impl AsyncFnOnce(&mut AnyConnection, &KeyHash) -> Result<()>,
     ) -> Result<Option<AccessKey>> {
         let key_hash = KeyHash::of_secret(secret);
-        let mut transaction = begin_write(&self.pool).await?;
+        let mut transaction = self.database.begin_write().await?;
         let Some(before) = access_key_in(&mut transaction, project_id, &key_hash).await? else {
             return Ok(None);
         };
@@ -210,7 +209,7 @@ impl MetaStore {
     ) -> Result<Option<AccessKey>> {
         let options = stored_options(definition, secret)?;
         self.change_key(project_id, secret, "update", actor, None, async |connection, key_hash| {
-            sqlx::query("UPDATE project_keys SET name = ?, is_active = ?, permitted = ?, options = ?, expires_at = ? WHERE key_hash = ?")
+            sqlx::query("UPDATE project_keys SET name = $1, is_active = $2, permitted = $3, options = $4, expires_at = $5 WHERE key_hash = $6")
                 .bind(&definition.name)
                 .bind(definition.is_active as i64)
                 .bind(definition.permitted_names().to_string())
@@ -240,7 +239,7 @@ impl MetaStore {
             actor,
             None,
             async |connection, key_hash| {
-                sqlx::query("UPDATE project_keys SET is_active = ? WHERE key_hash = ?")
+                sqlx::query("UPDATE project_keys SET is_active = $1 WHERE key_hash = $2")
                     .bind(is_active as i64)
                     .bind(key_hash.to_hex())
                     .execute(connection)
@@ -266,11 +265,11 @@ impl MetaStore {
                 actor,
                 None,
                 async |connection, key_hash| {
-                    sqlx::query("DELETE FROM revoked_tokens WHERE key_hash = ?")
+                    sqlx::query("DELETE FROM revoked_tokens WHERE key_hash = $1")
                         .bind(key_hash.to_hex())
                         .execute(&mut *connection)
                         .await?;
-                    sqlx::query("DELETE FROM project_keys WHERE key_hash = ?")
+                    sqlx::query("DELETE FROM project_keys WHERE key_hash = $1")
                         .bind(key_hash.to_hex())
                         .execute(&mut *connection)
                         .await?;
@@ -291,7 +290,7 @@ impl MetaStore {
         actor: &str,
     ) -> Result<Option<AccessKey>> {
         self.change_key(project_id, secret, "revoke_token", actor, Some(token_id), async |connection, key_hash| {
-            sqlx::query("INSERT INTO revoked_tokens (key_hash, token_id, revoked_at) VALUES (?, ?, ?) ON CONFLICT (key_hash, token_id) DO NOTHING")
+            sqlx::query("INSERT INTO revoked_tokens (key_hash, token_id, revoked_at) VALUES ($1, $2, $3) ON CONFLICT (key_hash, token_id) DO NOTHING")
                 .bind(key_hash.to_hex())
                 .bind(token_id)
                 .bind(now())

@@ -7,7 +7,7 @@
 //! other. Refusals are many and cheap to cause (a revoked key left in a busy dashboard makes thousands a
 //! minute), so they go through a bounded queue to one writer task that takes up to [`BATCH`] at a time,
 //! writes identical ones (same project, reason, key, token and request) as one entry with `times`, pauses
-//! [`WRITER_PAUSE`] to let a burst gather so key changes never wait long for SQLite's write lock, drops (and
+//! [`WRITER_PAUSE`] to let a burst gather so key changes never wait long for the write lock, drops (and
 //! counts) what does not fit in the queue, and keeps only the newest [`MAX_REFUSALS_KEPT`] entries. A
 //! refusal is recorded only for a project that exists. Ids are generated,
 //! time-ordered text, so the table needs no autoincrement and pages by id on SQLite and PostgreSQL alike.
@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
+
+use crate::database::Database;
 
 use crate::{MetaStore, Result, now};
 
@@ -157,9 +159,9 @@ pub(crate) struct AuditSink {
 
 impl AuditSink {
     /// Starts the writer task on the current tokio runtime.
-    pub fn start(pool: SqlitePool) -> AuditSink {
+    pub fn start(database: Database) -> AuditSink {
         let (sender, receiver) = tokio::sync::mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(write_refusals(pool, receiver));
+        tokio::spawn(write_refusals(database, receiver));
         AuditSink {
             sender,
             dropped: Arc::new(AtomicU64::new(0)),
@@ -167,7 +169,10 @@ impl AuditSink {
     }
 }
 
-async fn write_refusals(pool: SqlitePool, mut receiver: tokio::sync::mpsc::Receiver<AuditMessage>) {
+async fn write_refusals(
+    database: Database,
+    mut receiver: tokio::sync::mpsc::Receiver<AuditMessage>,
+) {
     let mut messages = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut messages, BATCH).await > 0 {
         // Let a burst gather, so its identical refusals become one entry and SQLite's write lock is
@@ -190,7 +195,7 @@ async fn write_refusals(pool: SqlitePool, mut receiver: tokio::sync::mpsc::Recei
             }
         }
         if !refusals.is_empty()
-            && let Err(error) = insert_refusals(&pool, &refusals).await
+            && let Err(error) = insert_refusals(&database, &refusals).await
         {
             tracing::warn!(%error, refusals = refusals.len(), "cannot write refusals to the audit log");
         }
@@ -200,7 +205,7 @@ async fn write_refusals(pool: SqlitePool, mut receiver: tokio::sync::mpsc::Recei
     }
 }
 
-async fn insert_refusals(pool: &SqlitePool, batch: &[RefusalRecord]) -> Result<()> {
+async fn insert_refusals(database: &Database, batch: &[RefusalRecord]) -> Result<()> {
     // Identical refusals become one entry, at the time of the first.
     let mut coalesced: Vec<(&RefusalRecord, i64)> = Vec::new();
     let mut positions: std::collections::HashMap<_, usize> = std::collections::HashMap::new();
@@ -220,11 +225,11 @@ async fn insert_refusals(pool: &SqlitePool, batch: &[RefusalRecord]) -> Result<(
             }
         }
     }
-    let mut transaction = crate::begin_write(pool).await?;
+    let mut transaction = database.begin_write().await?;
     for (record, times) in coalesced {
         sqlx::query(
             "INSERT INTO key_audit (id, project_id, at, action, actor, token_id, reason, request, times) \
-             SELECT ?, ?, ?, 'refused', ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM projects WHERE id = ?)",
+             SELECT $1, $2, $3, 'refused', $4, $5, $6, $7, $8 WHERE EXISTS (SELECT 1 FROM projects WHERE id = $9)",
         )
         .bind(&record.id)
         .bind(&record.project_id)
@@ -240,7 +245,7 @@ async fn insert_refusals(pool: &SqlitePool, batch: &[RefusalRecord]) -> Result<(
     }
     sqlx::query(
         "DELETE FROM key_audit WHERE action = 'refused' AND id < \
-         (SELECT id FROM key_audit WHERE action = 'refused' ORDER BY id DESC LIMIT 1 OFFSET ?)",
+         (SELECT id FROM key_audit WHERE action = 'refused' ORDER BY id DESC LIMIT 1 OFFSET $1)",
     )
     .bind(MAX_REFUSALS_KEPT - 1)
     .execute(&mut *transaction)
@@ -264,12 +269,12 @@ fn new_entry_id() -> String {
 
 /// Writes a key change inside the caller's transaction.
 pub(crate) async fn record_key_change(
-    connection: &mut sqlx::SqliteConnection,
+    connection: &mut sqlx::AnyConnection,
     record: KeyChangeRecord<'_>,
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO key_audit (id, project_id, at, action, actor, key_prefix, token_id, before_json, after_json) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(new_entry_id())
     .bind(record.project_id)
@@ -349,9 +354,9 @@ impl MetaStore {
         let limit = limit.clamp(1, MAX_PAGE);
         let rows = sqlx::query(
             "SELECT id, at, action, actor, key_prefix, token_id, reason, request, times, before_json, after_json \
-             FROM key_audit WHERE project_id = ? AND (? IS NULL OR id < ?) \
-             AND (? IS NULL OR (actor = ? AND action = 'refused' AND reason LIKE 'webhook_%')) \
-             ORDER BY id DESC LIMIT ?",
+             FROM key_audit WHERE project_id = $1 AND ($2 IS NULL OR id < $3) \
+             AND ($4 IS NULL OR (actor = $5 AND action = 'refused' AND reason LIKE 'webhook_%')) \
+             ORDER BY id DESC LIMIT $6",
         )
         .bind(project_id)
         .bind(before)
@@ -359,7 +364,7 @@ impl MetaStore {
         .bind(webhook_refusals_of)
         .bind(webhook_refusals_of)
         .bind(limit as i64 + 1)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.database.pool)
         .await?;
         let json = |text: Option<String>| text.and_then(|text| serde_json::from_str(&text).ok());
         let mut entries = rows

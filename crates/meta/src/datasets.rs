@@ -4,9 +4,9 @@
 
 use keyhole_model::dataset::DatasetDefinition;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
-use crate::{MetaError, MetaStore, Result, begin_write, now};
+use crate::{MetaError, MetaStore, Result, now};
 
 /// A stored dataset definition.
 #[derive(Clone, Debug, PartialEq)]
@@ -19,7 +19,7 @@ pub struct Dataset {
 /// Most definitions one list page holds.
 pub const MAX_DATASET_PAGE: usize = 100;
 
-fn dataset(row: &SqliteRow) -> Result<Dataset> {
+fn dataset(row: &AnyRow) -> Result<Dataset> {
     let corrupt = |what: &str| MetaError::Corrupt(format!("dataset {what}"));
     let query_text: String = row.try_get("query_json")?;
     let index_text: String = row.try_get("index_by_json")?;
@@ -53,9 +53,9 @@ impl MetaStore {
         project_id: &str,
         definition: &DatasetDefinition,
     ) -> Result<(bool, Dataset)> {
-        let mut transaction = begin_write(&self.pool).await?;
+        let mut transaction = self.database.begin_write().await?;
         let created: Option<String> =
-            sqlx::query("SELECT created_at FROM datasets WHERE project_id = ? AND name = ?")
+            sqlx::query("SELECT created_at FROM datasets WHERE project_id = $1 AND name = $2")
                 .bind(project_id)
                 .bind(&definition.name)
                 .fetch_optional(&mut *transaction)
@@ -66,7 +66,7 @@ impl MetaStore {
         let created_date = created.clone().unwrap_or_else(|| modified.clone());
         sqlx::query(
             "INSERT INTO datasets (project_id, name, display_name, query_json, index_by_json, created_at, modified_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (project_id, name) DO UPDATE SET display_name = excluded.display_name, \
              query_json = excluded.query_json, index_by_json = excluded.index_by_json, modified_at = excluded.modified_at",
         )
@@ -98,31 +98,31 @@ impl MetaStore {
         limit: usize,
     ) -> Result<Vec<Dataset>> {
         let rows = sqlx::query(select_datasets!(
-            "WHERE project_id = ? AND name > ? ORDER BY name LIMIT ?"
+            "WHERE project_id = $1 AND name > $2 ORDER BY name LIMIT $3"
         ))
         .bind(project_id)
         .bind(after_name)
         .bind(i64::try_from(limit.min(MAX_DATASET_PAGE)).unwrap_or(1))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.database.pool)
         .await?;
         rows.iter().map(dataset).collect()
     }
 
     pub async fn dataset(&self, project_id: &str, name: &str) -> Result<Option<Dataset>> {
-        let row = sqlx::query(select_datasets!("WHERE project_id = ? AND name = ?"))
+        let row = sqlx::query(select_datasets!("WHERE project_id = $1 AND name = $2"))
             .bind(project_id)
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.database.pool)
             .await?;
         row.as_ref().map(dataset).transpose()
     }
 
     /// Deletes a dataset; false when there was none.
     pub async fn delete_dataset(&self, project_id: &str, name: &str) -> Result<bool> {
-        let deleted = sqlx::query("DELETE FROM datasets WHERE project_id = ? AND name = ?")
+        let deleted = sqlx::query("DELETE FROM datasets WHERE project_id = $1 AND name = $2")
             .bind(project_id)
             .bind(name)
-            .execute(&self.pool)
+            .execute(&self.database.pool)
             .await?;
         Ok(deleted.rows_affected() > 0)
     }

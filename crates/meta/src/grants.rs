@@ -13,7 +13,7 @@ use keyhole_model::grant::StoredAccessKey;
 use keyhole_model::timestamp::{EpochMillis, parse_timestamp};
 use keyhole_model::{Grant, KeyHash, KeyKind};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use crate::audit::Refusal;
 use crate::{MetaError, MetaStore, Result};
@@ -61,10 +61,10 @@ impl MetaStore {
         let row = sqlx::query(concat!(
             "SELECT ",
             key_columns!(),
-            " FROM project_keys WHERE key_hash = ?"
+            " FROM project_keys WHERE key_hash = $1"
         ))
         .bind(presented.to_hex())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.database.pool)
         .await?;
         let Some(row) = row else {
             return Ok(Resolution::Refused(Refusal::UnknownKey));
@@ -88,10 +88,10 @@ impl MetaStore {
     /// Keys made before embed tokens existed learn their token key id the first time they are presented
     /// (only then does Keyhole hold the secret it is derived from).
     async fn record_token_key_id(&self, key_hash: &KeyHash, secret: &str) {
-        let recorded = sqlx::query("UPDATE project_keys SET token_key_id = ? WHERE key_hash = ?")
+        let recorded = sqlx::query("UPDATE project_keys SET token_key_id = $1 WHERE key_hash = $2")
             .bind(embed_token::key_id_of_secret(secret))
             .bind(key_hash.to_hex())
-            .execute(&self.pool)
+            .execute(&self.database.pool)
             .await;
         if let Err(error) = recorded {
             tracing::warn!(%error, "cannot record an access key's token key id");
@@ -107,10 +107,10 @@ impl MetaStore {
         let row = sqlx::query(concat!(
             "SELECT ",
             key_columns!(),
-            " FROM project_keys WHERE token_key_id = ? AND kind = 'access'"
+            " FROM project_keys WHERE token_key_id = $1 AND kind = 'access'"
         ))
         .bind(unverified.key_id())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.database.pool)
         .await?;
         let Some(row) = row else {
             return refused(Refusal::UnknownKey);
@@ -129,10 +129,10 @@ impl MetaStore {
             }
         };
         let revoked =
-            sqlx::query("SELECT 1 FROM revoked_tokens WHERE key_hash = ? AND token_id = ?")
+            sqlx::query("SELECT 1 FROM revoked_tokens WHERE key_hash = $1 AND token_id = $2")
                 .bind(parent.key_hash().to_hex())
                 .bind(&claims.token_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.database.pool)
                 .await?;
         if revoked.is_some() {
             return refused(Refusal::RevokedToken);
@@ -149,10 +149,10 @@ impl MetaStore {
         let rows = sqlx::query(concat!(
             "SELECT ",
             key_columns!(),
-            " FROM project_keys WHERE project_id = ? AND kind = 'access' AND is_active = 1"
+            " FROM project_keys WHERE project_id = $1 AND kind = 'access' AND is_active = 1"
         ))
         .bind(project_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.database.pool)
         .await?;
         let now = chrono::Utc::now().timestamp_millis();
         let mut grants = Vec::with_capacity(rows.len());
@@ -169,7 +169,7 @@ impl MetaStore {
 
 /// The grant of a `project_keys` row: a refusal when an access key's stored rules no longer parse.
 /// `presented_secret` is the key secret the request carried (it opens a sealed webhook secret).
-fn grant_of_row(row: &SqliteRow, presented_secret: Option<&str>) -> Result<Resolution> {
+fn grant_of_row(row: &AnyRow, presented_secret: Option<&str>) -> Result<Resolution> {
     let key_hash: String = row.try_get("key_hash")?;
     let key_hash =
         KeyHash::from_hex(&key_hash).ok_or_else(|| MetaError::Corrupt("key hash".into()))?;

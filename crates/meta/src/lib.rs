@@ -1,5 +1,5 @@
-//! Metadata: the organization, its projects, their keys, saved queries and dataset definitions, stored with `sqlx` in SQLite (WAL mode) in
-//! the data directory. Secrets never reach this store: it keeps the SHA-256 of each key and an
+//! Metadata: the organization, its projects, their keys, saved queries and dataset definitions, stored with
+//! `sqlx` in SQLite (WAL mode, in the data directory) or PostgreSQL. Secrets never reach this store: it keeps the SHA-256 of each key and an
 //! 8-character prefix for display; a presented key is found by its hash and the stored hash is compared
 //! again in constant time. Schema migrations are embedded in the binary and applied at start-up.
 //!
@@ -7,11 +7,13 @@
 //! a stored key that no longer parses is refused. Every change to a key goes through one path
 //! (`access_keys.rs`) that clears the key cache, writes the audit log and calls the change hooks.
 //!
-//! Design: one `MetaStore` type for now. PostgreSQL (for several nodes) arrives behind the same methods,
-//! with a conformance suite run against both.
+//! Design: one `MetaStore` type over either backend (`database.rs`): SQLite for one node, PostgreSQL for
+//! several, the same statements and migrations on both, and one conformance suite (`tests.rs`) run
+//! against each.
 
 mod access_keys;
 mod audit;
+mod database;
 mod datasets;
 mod grants;
 mod key_cache;
@@ -20,20 +22,21 @@ mod saved_queries;
 mod usage;
 
 pub use audit::{AuditEntry, AuditPage, MAX_PAGE as MAX_AUDIT_PAGE, Refusal};
+pub use database::Backend;
 pub use datasets::{Dataset, MAX_DATASET_PAGE};
 pub use grants::Resolution;
 pub use saved_queries::{SavedQuery, SavedQueryWrite};
 pub use usage::KeyUsage;
 
 use std::path::Path;
-use std::str::FromStr;
 
 use chrono::Utc;
 use keyhole_model::keys::{display_prefix, generate_id, generate_secret};
 use keyhole_model::{KeyHash, Operation};
 use serde::Serialize;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
+
+use crate::database::Database;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -48,6 +51,9 @@ pub enum MetaError {
     /// A key definition that cannot be stored as given (a webhook secret sealed for another key).
     #[error("{0}")]
     InvalidDefinition(String),
+    /// An operation this backend does not offer (a backup of PostgreSQL is `pg_dump`'s job).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 pub type Result<T> = std::result::Result<T, MetaError>;
@@ -123,32 +129,34 @@ pub struct OrganizationBootstrap {
 
 #[derive(Clone)]
 pub struct MetaStore {
-    pool: SqlitePool,
+    database: Database,
     resolved_keys: std::sync::Arc<key_cache::KeyCache>,
     key_change_hooks: std::sync::Arc<std::sync::RwLock<Vec<KeyChangeHook>>>,
     audit: audit::AuditSink,
 }
 
 impl MetaStore {
-    /// Opens (creating if needed) the SQLite database and applies migrations.
+    /// Opens (creating if needed) the SQLite database at `path` and applies migrations.
     pub async fn open_sqlite(path: &Path) -> Result<MetaStore> {
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(std::time::Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        migrations::apply(&pool).await?;
-        let audit = audit::AuditSink::start(pool.clone());
+        MetaStore::open(&format!("sqlite://{}", path.display())).await
+    }
+
+    /// Opens the metadata database at `url` (`sqlite://path` or `postgres://user:password@host/db`) and
+    /// applies migrations (several nodes starting at once apply each migration once).
+    pub async fn open(url: &str) -> Result<MetaStore> {
+        let database = Database::connect(url).await?;
+        migrations::apply(&database).await?;
+        let audit = audit::AuditSink::start(database.clone());
         Ok(MetaStore {
-            pool,
+            database,
             resolved_keys: Default::default(),
             key_change_hooks: Default::default(),
             audit,
         })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.database.backend
     }
 
     /// Makes sure the organization exists. Without one, it is created with `given_key`, or with a generated
@@ -160,10 +168,13 @@ impl MetaStore {
         &self,
         given_key: Option<&str>,
     ) -> Result<OrganizationBootstrap> {
+        // Under the write lock, so nodes starting together create one organization.
+        let mut transaction = self.database.begin_write().await?;
         let existing = sqlx::query("SELECT id FROM organization LIMIT 1")
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *transaction)
             .await?;
         if let Some(row) = existing {
+            drop(transaction);
             let id: String = row.get("id");
             if let Some(key) = given_key
                 && !self.is_organization_key(key).await?
@@ -183,14 +194,15 @@ impl MetaStore {
             .or_else(|| generated_key.clone())
             .expect("one of the two");
         sqlx::query(
-            "INSERT INTO organization (id, key_hash, key_prefix, created_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO organization (id, key_hash, key_prefix, created_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(&id)
         .bind(KeyHash::of_secret(&key).to_hex())
         .bind(display_prefix(&key))
         .bind(now())
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?;
+        transaction.commit().await?;
         Ok(OrganizationBootstrap {
             id,
             generated_key,
@@ -200,17 +212,17 @@ impl MetaStore {
 
     /// Replaces the organization key's hash. `false` when there is no organization yet.
     pub async fn rotate_organization_key(&self, new_key: &str) -> Result<bool> {
-        let updated = sqlx::query("UPDATE organization SET key_hash = ?, key_prefix = ?")
+        let updated = sqlx::query("UPDATE organization SET key_hash = $1, key_prefix = $2")
             .bind(KeyHash::of_secret(new_key).to_hex())
             .bind(display_prefix(new_key))
-            .execute(&self.pool)
+            .execute(&self.database.pool)
             .await?;
         Ok(updated.rows_affected() > 0)
     }
 
     pub async fn organization_id(&self) -> Result<Option<String>> {
         let row = sqlx::query("SELECT id FROM organization LIMIT 1")
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.database.pool)
             .await?;
         Ok(row.map(|row| row.get("id")))
     }
@@ -219,7 +231,7 @@ impl MetaStore {
     pub async fn is_organization_key(&self, secret: &str) -> Result<bool> {
         let presented = KeyHash::of_secret(secret);
         let row = sqlx::query("SELECT key_hash FROM organization LIMIT 1")
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.database.pool)
             .await?;
         let Some(row) = row else { return Ok(false) };
         let stored: String = row.get("key_hash");
@@ -237,8 +249,8 @@ impl MetaStore {
             write: generate_secret(),
             read: generate_secret(),
         };
-        let mut transaction = begin_write(&self.pool).await?;
-        sqlx::query("INSERT INTO projects (id, name, created_at) VALUES (?, ?, ?)")
+        let mut transaction = self.database.begin_write().await?;
+        sqlx::query("INSERT INTO projects (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(&id)
             .bind(name)
             .bind(&created_at)
@@ -250,7 +262,7 @@ impl MetaStore {
             (KeyKind::Read, &keys.read),
         ] {
             sqlx::query(
-                "INSERT INTO project_keys (key_hash, key_prefix, project_id, kind, is_active, created_at) VALUES (?, ?, ?, ?, 1, ?)",
+                "INSERT INTO project_keys (key_hash, key_prefix, project_id, kind, is_active, created_at) VALUES ($1, $2, $3, $4, 1, $5)",
             )
             .bind(KeyHash::of_secret(secret).to_hex())
             .bind(display_prefix(secret))
@@ -270,7 +282,7 @@ impl MetaStore {
 
     pub async fn projects(&self) -> Result<Vec<Project>> {
         let rows = sqlx::query("SELECT id FROM projects ORDER BY created_at, id")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.database.pool)
             .await?;
         let mut projects = Vec::with_capacity(rows.len());
         for row in rows {
@@ -283,18 +295,18 @@ impl MetaStore {
     }
 
     pub async fn project(&self, id: &str) -> Result<Option<Project>> {
-        let Some(row) = sqlx::query("SELECT id, name, created_at FROM projects WHERE id = ?")
+        let Some(row) = sqlx::query("SELECT id, name, created_at FROM projects WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.database.pool)
             .await?
         else {
             return Ok(None);
         };
         let mut key_prefixes = KeyPrefixes::default();
         let key_rows =
-            sqlx::query("SELECT kind, key_prefix FROM project_keys WHERE project_id = ?")
+            sqlx::query("SELECT kind, key_prefix FROM project_keys WHERE project_id = $1")
                 .bind(id)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.database.pool)
                 .await?;
         for key_row in key_rows {
             let prefix: String = key_row.get("key_prefix");
@@ -315,10 +327,10 @@ impl MetaStore {
 
     /// Renames a project; `None` if it does not exist.
     pub async fn rename_project(&self, id: &str, name: &str) -> Result<Option<Project>> {
-        let updated = sqlx::query("UPDATE projects SET name = ? WHERE id = ?")
+        let updated = sqlx::query("UPDATE projects SET name = $1 WHERE id = $2")
             .bind(name)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.database.pool)
             .await?;
         if updated.rows_affected() == 0 {
             return Ok(None);
@@ -329,14 +341,20 @@ impl MetaStore {
 
 impl MetaStore {
     /// Writes a consistent copy of the metadata database to `target` (SQLite's `VACUUM INTO`, which
-    /// reads one snapshot while writers go on). `target` must not exist.
+    /// reads one snapshot while writers go on). `target` must not exist. PostgreSQL is backed up with its
+    /// own tools (`pg_dump`), so there this is refused.
     pub async fn backup_into(&self, target: &Path) -> Result<()> {
+        if self.database.backend != Backend::Sqlite {
+            return Err(MetaError::Unsupported(
+                "metadata on PostgreSQL is backed up with pg_dump, not by keyhole".into(),
+            ));
+        }
         let target = target
             .to_str()
             .ok_or_else(|| MetaError::Corrupt("the backup path is not UTF-8".into()))?;
-        sqlx::query("VACUUM INTO ?")
+        sqlx::query("VACUUM INTO $1")
             .bind(target)
-            .execute(&self.pool)
+            .execute(&self.database.pool)
             .await?;
         Ok(())
     }
@@ -357,14 +375,6 @@ fn parse_permitted(text: Option<String>) -> Result<Vec<Operation>> {
 fn parse_options(text: Option<String>) -> Result<serde_json::Value> {
     serde_json::from_str(text.as_deref().unwrap_or("null"))
         .map_err(|_| MetaError::Corrupt("options".into()))
-}
-
-/// A transaction that writes. SQLite's default (deferred) transaction takes the write lock only at its
-/// first write, and one that read first fails with "database is locked" if another connection wrote in
-/// between; `BEGIN IMMEDIATE` takes the lock up front, so a busy writer is waited for (busy timeout)
-/// instead.
-async fn begin_write(pool: &SqlitePool) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
 }
 
 fn now() -> String {

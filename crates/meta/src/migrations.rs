@@ -2,7 +2,7 @@
 //! `schema_migrations` so each runs once. The SQL keeps to what SQLite and PostgreSQL both accept (TEXT
 //! and BIGINT columns, no autoincrement: audit ids are generated, time-ordered text).
 
-use sqlx::{Row, SqlitePool};
+use crate::database::{Backend, Database};
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (
@@ -99,28 +99,38 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
 ];
 
-pub async fn apply(pool: &SqlitePool) -> sqlx::Result<()> {
-    sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
-        .execute(pool)
-        .await?;
-    let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(|row| row.get("version"))
-        .collect();
+/// Applies the migrations not yet recorded, each in a writing transaction (so nodes starting together
+/// apply each once). On PostgreSQL every `TEXT` column is declared `COLLATE "C"` (see `database.rs`).
+pub async fn apply(database: &Database) -> crate::Result<()> {
+    let mut transaction = database.begin_write().await?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)",
+    )
+    .execute(&mut *transaction)
+    .await?;
+    transaction.commit().await?;
     for (version, sql) in MIGRATIONS {
-        if applied.contains(version) {
+        let mut transaction = database.begin_write().await?;
+        let applied = sqlx::query("SELECT 1 FROM schema_migrations WHERE version = $1")
+            .bind(version)
+            .fetch_optional(&mut *transaction)
+            .await?
+            .is_some();
+        if applied {
             continue;
         }
-        let mut transaction = pool.begin().await?;
-        sqlx::raw_sql(*sql).execute(&mut *transaction).await?;
-        sqlx::query(
-            "INSERT INTO schema_migrations (version, applied_at) VALUES (?, datetime('now'))",
-        )
-        .bind(version)
-        .execute(&mut *transaction)
-        .await?;
+        let sql = match database.backend {
+            Backend::Sqlite => sql.to_string(),
+            Backend::Postgres => sql.replace(" TEXT", " TEXT COLLATE \"C\""),
+        };
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *transaction)
+            .await?;
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+            .bind(version)
+            .bind(crate::now())
+            .execute(&mut *transaction)
+            .await?;
         transaction.commit().await?;
         tracing::info!(version, "applied metadata migration");
     }

@@ -5,9 +5,9 @@
 use keyhole_model::saved_query::SavedQueryDefinition;
 use serde::Serialize;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
-use crate::{MetaError, MetaStore, Result, begin_write, now};
+use crate::{MetaError, MetaStore, Result, now};
 
 /// A stored saved query, as Keen's API shows it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -29,7 +29,7 @@ pub enum SavedQueryWrite {
     NameTaken,
 }
 
-fn saved_query(row: &SqliteRow) -> Result<SavedQuery> {
+fn saved_query(row: &AnyRow) -> Result<SavedQuery> {
     let json = |column: &str| -> Result<serde_json::Value> {
         let text: String = row.try_get(column)?;
         serde_json::from_str(&text).map_err(|_| MetaError::Corrupt(format!("saved query {column}")))
@@ -53,9 +53,9 @@ impl MetaStore {
         path_name: &str,
         definition: &SavedQueryDefinition,
     ) -> Result<(SavedQueryWrite, Option<SavedQuery>)> {
-        let mut transaction = begin_write(&self.pool).await?;
+        let mut transaction = self.database.begin_write().await?;
         let existing: Option<String> =
-            sqlx::query("SELECT created_at FROM saved_queries WHERE project_id = ? AND name = ?")
+            sqlx::query("SELECT created_at FROM saved_queries WHERE project_id = $1 AND name = $2")
                 .bind(project_id)
                 .bind(path_name)
                 .fetch_optional(&mut *transaction)
@@ -64,7 +64,7 @@ impl MetaStore {
                 .transpose()?;
         if definition.name != path_name {
             let taken =
-                sqlx::query("SELECT 1 FROM saved_queries WHERE project_id = ? AND name = ?")
+                sqlx::query("SELECT 1 FROM saved_queries WHERE project_id = $1 AND name = $2")
                     .bind(project_id)
                     .bind(&definition.name)
                     .fetch_optional(&mut *transaction)
@@ -73,7 +73,7 @@ impl MetaStore {
                 return Ok((SavedQueryWrite::NameTaken, None));
             }
         }
-        sqlx::query("DELETE FROM saved_queries WHERE project_id = ? AND name = ?")
+        sqlx::query("DELETE FROM saved_queries WHERE project_id = $1 AND name = $2")
             .bind(project_id)
             .bind(path_name)
             .execute(&mut *transaction)
@@ -82,7 +82,7 @@ impl MetaStore {
         let created = existing.clone().unwrap_or_else(|| modified.clone());
         sqlx::query(
             "INSERT INTO saved_queries (project_id, name, query_json, metadata_json, refresh_rate, created_at, modified_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(project_id)
         .bind(&definition.name)
@@ -105,10 +105,10 @@ impl MetaStore {
     pub async fn saved_queries(&self, project_id: &str) -> Result<Vec<SavedQuery>> {
         let rows = sqlx::query(
             "SELECT name, query_json, metadata_json, refresh_rate, created_at, modified_at FROM saved_queries \
-             WHERE project_id = ? ORDER BY name",
+             WHERE project_id = $1 ORDER BY name",
         )
         .bind(project_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.database.pool)
         .await?;
         rows.iter().map(saved_query).collect()
     }
@@ -116,21 +116,21 @@ impl MetaStore {
     pub async fn saved_query(&self, project_id: &str, name: &str) -> Result<Option<SavedQuery>> {
         let row = sqlx::query(
             "SELECT name, query_json, metadata_json, refresh_rate, created_at, modified_at FROM saved_queries \
-             WHERE project_id = ? AND name = ?",
+             WHERE project_id = $1 AND name = $2",
         )
         .bind(project_id)
         .bind(name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.database.pool)
         .await?;
         row.as_ref().map(saved_query).transpose()
     }
 
     /// Deletes a saved query; false when there was none.
     pub async fn delete_saved_query(&self, project_id: &str, name: &str) -> Result<bool> {
-        let deleted = sqlx::query("DELETE FROM saved_queries WHERE project_id = ? AND name = ?")
+        let deleted = sqlx::query("DELETE FROM saved_queries WHERE project_id = $1 AND name = $2")
             .bind(project_id)
             .bind(name)
-            .execute(&self.pool)
+            .execute(&self.database.pool)
             .await?;
         Ok(deleted.rows_affected() > 0)
     }

@@ -1,4 +1,5 @@
-//! Metadata store tests on a real SQLite file.
+//! The metadata conformance suite: every test runs on SQLite (a real file) and on PostgreSQL (a real
+//! server), as Quickwit's `metastore_test_suite!` does; `conformance_suite!` at the end lists them.
 
 use super::*;
 
@@ -38,17 +39,104 @@ fn tenant_definition(filter_value: &str) -> keyhole_model::access::AccessKeyDefi
     .unwrap()
 }
 
-async fn store() -> (tempfile::TempDir, MetaStore) {
-    let directory = tempfile::tempdir().unwrap();
-    let store = MetaStore::open_sqlite(&directory.path().join("meta.sqlite"))
-        .await
-        .unwrap();
-    (directory, store)
+/// The backend a conformance test runs on.
+#[derive(Clone, Copy, Debug)]
+enum TestBackend {
+    Sqlite,
+    Postgres,
 }
 
-#[tokio::test]
-async fn organization_key_is_generated_once_or_taken_from_config() {
-    let (directory, store) = store().await;
+/// Where a test's metadata lives: a SQLite file in a temporary directory, or a fresh PostgreSQL database
+/// made on the server `KEYHOLE_TEST_POSTGRES_URL` names (`.ci/run` starts one).
+struct TestDatabase {
+    url: String,
+    directory: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    async fn create(backend: TestBackend) -> TestDatabase {
+        match backend {
+            TestBackend::Sqlite => {
+                let directory = tempfile::tempdir().unwrap();
+                let url = format!(
+                    "sqlite://{}",
+                    directory.path().join("meta.sqlite").display()
+                );
+                TestDatabase {
+                    url,
+                    directory: Some(directory),
+                }
+            }
+            TestBackend::Postgres => TestDatabase {
+                url: fresh_postgres_database().await,
+                directory: None,
+            },
+        }
+    }
+
+    async fn open(&self) -> MetaStore {
+        MetaStore::open(&self.url).await.unwrap()
+    }
+
+    /// Every byte the store keeps: the SQLite files, or every PostgreSQL row as text.
+    async fn stored_text(&self, store: &MetaStore) -> String {
+        if let Some(directory) = &self.directory {
+            let mut bytes = Vec::new();
+            for entry in std::fs::read_dir(directory.path()).unwrap() {
+                bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
+            }
+            return String::from_utf8_lossy(&bytes).into_owned();
+        }
+        let tables = sqlx::query(
+            "SELECT CAST(table_name AS TEXT) AS table_name FROM information_schema.tables WHERE table_schema = 'public'",
+        )
+        .fetch_all(&store.database.pool)
+        .await
+        .unwrap();
+        let mut text = String::new();
+        for table in tables {
+            let table: String = table.get("table_name");
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT CAST(row_to_json(t) AS TEXT) AS row_text FROM {table} t"
+            )))
+            .fetch_all(&store.database.pool)
+            .await
+            .unwrap();
+            for row in rows {
+                text.push_str(&row.get::<String, _>("row_text"));
+            }
+        }
+        text
+    }
+}
+
+/// A new, empty database on the test PostgreSQL server; its URL.
+async fn fresh_postgres_database() -> String {
+    let server_url = std::env::var("KEYHOLE_TEST_POSTGRES_URL").expect(
+        "KEYHOLE_TEST_POSTGRES_URL names the PostgreSQL server the conformance suite runs against \
+         (.ci/run starts one and sets it)",
+    );
+    sqlx::any::install_default_drivers();
+    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&server_url)
+        .await
+        .unwrap();
+    let name = format!("keyhole_test_{}", keyhole_model::keys::generate_id());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (base, _) = server_url.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}
+
+async fn open_store(backend: TestBackend) -> (TestDatabase, MetaStore) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.open().await;
+    (database, store)
+}
+
+async fn organization_key_is_generated_once_or_taken_from_config(backend: TestBackend) {
+    let (database, store) = open_store(backend).await;
     let first = store.ensure_organization(None).await.unwrap();
     let key = first.generated_key.clone().unwrap();
     assert!(first.created);
@@ -80,15 +168,12 @@ async fn organization_key_is_generated_once_or_taken_from_config() {
     );
     assert!(!store.is_organization_key(&key).await.unwrap());
     drop(store);
-    let reopened = MetaStore::open_sqlite(&directory.path().join("meta.sqlite"))
-        .await
-        .unwrap();
+    let reopened = database.open().await;
     assert_eq!(reopened.organization_id().await.unwrap(), Some(first.id));
 }
 
-#[tokio::test]
-async fn projects_keep_only_key_hashes() {
-    let (directory, store) = store().await;
+async fn projects_keep_only_key_hashes(backend: TestBackend) {
+    let (database, store) = open_store(backend).await;
     let (project, keys) = store.create_project("shop").await.unwrap();
     assert_eq!(project.key_prefixes.master, &keys.master[..8]);
     let resolved = grant_of(&store, &keys.write).await.unwrap();
@@ -113,20 +198,18 @@ async fn projects_keep_only_key_hashes() {
     assert_eq!(store.rename_project("missing", "x").await.unwrap(), None);
     assert_eq!(store.projects().await.unwrap().len(), 1);
     // The database file never holds a secret.
-    drop(store);
-    let mut bytes = Vec::new();
-    for entry in std::fs::read_dir(directory.path()).unwrap() {
-        bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
-    }
-    let text = String::from_utf8_lossy(&bytes);
+    let text = database.stored_text(&store).await;
+    assert!(
+        text.contains(&project.key_prefixes.master),
+        "the dump reads the keys"
+    );
     for secret in [&keys.master, &keys.write, &keys.read] {
         assert!(!text.contains(secret.as_str()));
     }
 }
 
-#[tokio::test]
-async fn cached_key_lookups_see_every_change_made_through_the_store() {
-    let (_directory, store) = store().await;
+async fn cached_key_lookups_see_every_change_made_through_the_store(backend: TestBackend) {
+    let (_database, store) = open_store(backend).await;
     store.ensure_organization(None).await.unwrap();
     let (project, keys) = store.create_project("cache").await.unwrap();
     let changes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -188,9 +271,8 @@ async fn cached_key_lookups_see_every_change_made_through_the_store() {
     );
 }
 
-#[tokio::test]
-async fn a_key_whose_stored_filters_no_longer_parse_is_refused_not_widened() {
-    let (_directory, store) = store().await;
+async fn a_key_whose_stored_filters_no_longer_parse_is_refused_not_widened(backend: TestBackend) {
+    let (_database, store) = open_store(backend).await;
     store.ensure_organization(None).await.unwrap();
     let (project, _) = store.create_project("limits").await.unwrap();
     let (_, secret) = store
@@ -201,9 +283,9 @@ async fn a_key_whose_stored_filters_no_longer_parse_is_refused_not_widened() {
     // versions read as `eq null`.
     let options = serde_json::json!({"queries": {"filters": [
         {"property_name": "tenant", "operator": "eq"}]}});
-    sqlx::query("UPDATE project_keys SET options = ? WHERE kind = 'access'")
+    sqlx::query("UPDATE project_keys SET options = $1 WHERE kind = 'access'")
         .bind(options.to_string())
-        .execute(&store.pool)
+        .execute(&store.database.pool)
         .await
         .unwrap();
     assert_eq!(
@@ -219,9 +301,8 @@ async fn a_key_whose_stored_filters_no_longer_parse_is_refused_not_widened() {
     );
 }
 
-#[tokio::test]
-async fn embed_tokens_resolve_to_their_narrowed_key_until_revoked() {
-    let (_directory, store) = store().await;
+async fn embed_tokens_resolve_to_their_narrowed_key_until_revoked(backend: TestBackend) {
+    let (_database, store) = open_store(backend).await;
     store.ensure_organization(None).await.unwrap();
     let (project, _) = store.create_project("tokens").await.unwrap();
     let (key, secret) = store
@@ -291,9 +372,8 @@ async fn embed_tokens_resolve_to_their_narrowed_key_until_revoked() {
     );
 }
 
-#[tokio::test]
-async fn the_audit_log_records_changes_and_refusals_without_secrets() {
-    let (_directory, store) = store().await;
+async fn the_audit_log_records_changes_and_refusals_without_secrets(backend: TestBackend) {
+    let (_database, store) = open_store(backend).await;
     store.ensure_organization(None).await.unwrap();
     let (project, _) = store.create_project("audit").await.unwrap();
     let (_, secret) = store
@@ -362,9 +442,8 @@ async fn the_audit_log_records_changes_and_refusals_without_secrets() {
     assert!(!everything.contains(&secret));
 }
 
-#[tokio::test]
-async fn usage_adds_up_per_key_and_day() {
-    let (_directory, store) = store().await;
+async fn usage_adds_up_per_key_and_day(backend: TestBackend) {
+    let (_database, store) = open_store(backend).await;
     let key = KeyHash::of_secret("k");
     let counts = KeyUsage {
         reads: 2,
@@ -383,3 +462,178 @@ async fn usage_adds_up_per_key_and_day() {
     assert_eq!((stored.reads, stored.events), (4, 20));
     assert!(store.key_usage(&key, "2026-11-30").await.unwrap().is_zero());
 }
+
+async fn saved_queries_and_datasets_round_trip_and_page_in_byte_order(backend: TestBackend) {
+    let (_database, store) = open_store(backend).await;
+    let (project, _) = store.create_project("saved").await.unwrap();
+    let definition = |name: &str, target: &str| keyhole_model::saved_query::SavedQueryDefinition {
+        name: name.into(),
+        query_json: serde_json::json!({"analysis_type": "count", "event_collection": target})
+            .as_object()
+            .unwrap()
+            .clone(),
+        metadata: serde_json::json!({"display_name": name}),
+        refresh_rate: 0,
+    };
+    let (write, stored) = store
+        .put_saved_query(&project.id, "daily", &definition("daily", "orders"))
+        .await
+        .unwrap();
+    assert_eq!(write, SavedQueryWrite::Created);
+    assert_eq!(stored.unwrap().query["event_collection"], "orders");
+    let (write, _) = store
+        .put_saved_query(&project.id, "daily", &definition("daily", "visits"))
+        .await
+        .unwrap();
+    assert_eq!(write, SavedQueryWrite::Replaced);
+    store
+        .put_saved_query(&project.id, "Weekly", &definition("Weekly", "orders"))
+        .await
+        .unwrap();
+    let (write, _) = store
+        .put_saved_query(&project.id, "daily", &definition("Weekly", "orders"))
+        .await
+        .unwrap();
+    assert_eq!(write, SavedQueryWrite::NameTaken);
+    let names: Vec<String> = store
+        .saved_queries(&project.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|saved| saved.query_name)
+        .collect();
+    assert_eq!(names, ["Weekly", "daily"], "byte order: upper case first");
+    assert!(
+        store
+            .delete_saved_query(&project.id, "daily")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_saved_query(&project.id, "daily")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .saved_query(&project.id, "daily")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let dataset = |name: &str| keyhole_model::dataset::DatasetDefinition {
+        name: name.into(),
+        display_name: name.to_uppercase(),
+        query_json: serde_json::json!({"analysis_type": "count", "event_collection": "orders"})
+            .as_object()
+            .unwrap()
+            .clone(),
+        index_by: vec!["tenant".into()],
+    };
+    for name in ["b-set", "B-set", "a_set"] {
+        let (created, _) = store
+            .put_dataset(&project.id, &dataset(name))
+            .await
+            .unwrap();
+        assert!(created);
+    }
+    let (created, replaced) = store
+        .put_dataset(&project.id, &dataset("a_set"))
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(replaced.definition.index_by, ["tenant"]);
+    let page = |after: &'static str| {
+        let store = store.clone();
+        let project_id = project.id.clone();
+        async move {
+            store
+                .datasets_page(&project_id, after, 2)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|dataset| dataset.definition.name)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(page("").await, ["B-set", "a_set"]);
+    assert_eq!(page("a_set").await, ["b-set"]);
+    assert!(store.delete_dataset(&project.id, "B-set").await.unwrap());
+    assert!(store.dataset(&project.id, "B-set").await.unwrap().is_none());
+    assert_eq!(
+        store
+            .dataset(&project.id, "b-set")
+            .await
+            .unwrap()
+            .unwrap()
+            .definition
+            .display_name,
+        "B-SET"
+    );
+}
+
+/// Nodes starting at once against one database apply each migration once and share one organization.
+async fn nodes_starting_together_share_one_organization(backend: TestBackend) {
+    let database = TestDatabase::create(backend).await;
+    let opened = futures::future::join_all((0..4).map(|_| database.open())).await;
+    let bootstraps =
+        futures::future::join_all(opened.iter().map(|store| store.ensure_organization(None))).await;
+    let bootstraps: Vec<OrganizationBootstrap> = bootstraps
+        .into_iter()
+        .map(|result| result.unwrap())
+        .collect();
+    assert_eq!(
+        bootstraps
+            .iter()
+            .filter(|bootstrap| bootstrap.created)
+            .count(),
+        1
+    );
+    assert!(
+        bootstraps
+            .iter()
+            .all(|bootstrap| bootstrap.id == bootstraps[0].id)
+    );
+    let migrations: i64 = sqlx::query("SELECT COUNT(*) AS applied FROM schema_migrations")
+        .fetch_one(&opened[0].database.pool)
+        .await
+        .unwrap()
+        .get("applied");
+    assert_eq!(migrations, 5);
+}
+
+/// Declares each conformance test once per backend.
+macro_rules! conformance_suite {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(super::TestBackend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(super::TestBackend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+conformance_suite!(
+    organization_key_is_generated_once_or_taken_from_config,
+    projects_keep_only_key_hashes,
+    cached_key_lookups_see_every_change_made_through_the_store,
+    a_key_whose_stored_filters_no_longer_parse_is_refused_not_widened,
+    embed_tokens_resolve_to_their_narrowed_key_until_revoked,
+    the_audit_log_records_changes_and_refusals_without_secrets,
+    usage_adds_up_per_key_and_day,
+    saved_queries_and_datasets_round_trip_and_page_in_byte_order,
+    nodes_starting_together_share_one_organization,
+);

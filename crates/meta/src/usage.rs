@@ -6,7 +6,7 @@ use keyhole_model::KeyHash;
 use serde::Serialize;
 use sqlx::Row;
 
-use crate::{MetaStore, Result, begin_write};
+use crate::{MetaStore, Result};
 
 /// One key's counts for one day.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -44,10 +44,10 @@ fn count(value: u64) -> i64 {
 impl MetaStore {
     /// Adds counts to what is stored for each (key, day).
     pub async fn add_key_usage(&self, counts: &[(KeyHash, String, KeyUsage)]) -> Result<()> {
-        let mut transaction = begin_write(&self.pool).await?;
+        let mut transaction = self.database.begin_write().await?;
         for (key_hash, day, usage) in counts {
             sqlx::query(
-                "INSERT INTO key_usage (key_hash, day, reads, writes, events, queries, refused) VALUES (?, ?, ?, ?, ?, ?, ?) \
+                "INSERT INTO key_usage (key_hash, day, reads, writes, events, queries, refused) VALUES ($1, $2, $3, $4, $5, $6, $7) \
                  ON CONFLICT (key_hash, day) DO UPDATE SET reads = key_usage.reads + excluded.reads, \
                  writes = key_usage.writes + excluded.writes, events = key_usage.events + excluded.events, \
                  queries = key_usage.queries + excluded.queries, refused = key_usage.refused + excluded.refused",
@@ -69,11 +69,11 @@ impl MetaStore {
     /// What is stored for a key's day (zero when nothing is).
     pub async fn key_usage(&self, key_hash: &KeyHash, day: &str) -> Result<KeyUsage> {
         let row = sqlx::query(
-            "SELECT reads, writes, events, queries, refused FROM key_usage WHERE key_hash = ? AND day = ?",
+            "SELECT reads, writes, events, queries, refused FROM key_usage WHERE key_hash = $1 AND day = $2",
         )
         .bind(key_hash.to_hex())
         .bind(day)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.database.pool)
         .await?;
         let Some(row) = row else {
             return Ok(KeyUsage::default());

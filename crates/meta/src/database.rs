@@ -1,0 +1,96 @@
+//! The metadata database behind one `sqlx` pool of the `Any` driver: SQLite (embedded, one node) or
+//! PostgreSQL (several nodes), chosen by the URL. Every statement is written once, in the SQL both accept
+//! (`$1` placeholders, `TEXT`/`BIGINT` columns, `ON CONFLICT`), so the two backends run the same queries
+//! and the same migrations.
+//!
+//! Design: the two differ in three places, all here. Opening (SQLite's pragmas: WAL, `synchronous =
+//! FULL`, a busy timeout); a writing transaction ([`Database::begin_write`]: SQLite's `BEGIN IMMEDIATE`
+//! takes its single write lock up front; PostgreSQL takes one transaction-scoped advisory lock, so
+//! metadata writes from every node are serialized exactly as on SQLite and a read-then-write never races
+//! another node); and text comparison (PostgreSQL columns are declared `COLLATE "C"` so ordering and
+//! paging compare bytes, as SQLite's default `BINARY` collation does).
+
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+use crate::{MetaError, Result};
+
+/// The advisory lock every writing PostgreSQL transaction takes (an arbitrary constant: "keyhole").
+const WRITE_LOCK: i64 = 0x006b_6579_686f_6c65;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub(crate) struct Database {
+    pub pool: AnyPool,
+    pub backend: Backend,
+}
+
+impl Database {
+    /// Connects to `url` (`sqlite://path` or `postgres://…`), creating a SQLite file if needed.
+    pub async fn connect(url: &str) -> Result<Database> {
+        static DRIVERS: std::sync::Once = std::sync::Once::new();
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let backend = backend_of(url)?;
+        let url = match backend {
+            Backend::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+            _ => url.to_string(),
+        };
+        let options: AnyConnectOptions = url.parse()?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => 4,
+                Backend::Postgres => 8,
+            })
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |connection, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        connection
+                            .execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                            )
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(Database { pool, backend })
+    }
+
+    /// A transaction that writes, holding the backend's write lock from its start (see the module note).
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        match self.backend {
+            Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Postgres => {
+                let mut transaction = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(WRITE_LOCK)
+                    .execute(&mut *transaction)
+                    .await?;
+                Ok(transaction)
+            }
+        }
+    }
+}
+
+fn backend_of(url: &str) -> Result<Backend> {
+    if url.starts_with("sqlite:") {
+        return Ok(Backend::Sqlite);
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Backend::Postgres);
+    }
+    Err(MetaError::InvalidDefinition(
+        "the metadata URL must start with sqlite:// or postgres://".into(),
+    ))
+}
