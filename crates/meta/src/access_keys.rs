@@ -5,7 +5,8 @@
 //!
 //! Design: every change goes through [`MetaStore::change_key`]'s shape — one transaction holding the
 //! change and its audit entry (key object before and after), then [`MetaStore::key_changed`], which clears
-//! the grant cache and calls the change hooks. No caller has to remember either.
+//! the grant cache and calls the change hooks; on PostgreSQL the transaction also notifies the other
+//! nodes, which do the same (`key_changes`). No caller has to remember any of it.
 
 use keyhole_model::KeyHash;
 use keyhole_model::access::AccessKeyDefinition;
@@ -16,6 +17,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::audit::{KeyChangeRecord, record_key_change};
+use crate::key_changes::notify_key_change;
 use crate::{
     AccessKey, KeyChangeHook, MetaError, MetaStore, Result, now, parse_options, parse_permitted,
 };
@@ -79,7 +81,7 @@ impl MetaStore {
 
     /// After a committed change to one of `project_id`'s keys: forget cached grants (so the next request
     /// sees the change), then tell the hooks.
-    async fn key_changed(&self, project_id: &str) {
+    pub(crate) async fn key_changed(&self, project_id: &str) {
         self.resolved_keys.invalidate();
         let grants = match self.usable_access_key_grants(project_id).await {
             Ok(grants) => grants,
@@ -140,6 +142,7 @@ impl MetaStore {
             },
         )
         .await?;
+        notify_key_change(self, &mut transaction, project_id).await?;
         transaction.commit().await?;
         self.key_changed(project_id).await;
         Ok((key, secret))
@@ -194,6 +197,7 @@ impl MetaStore {
             },
         )
         .await?;
+        notify_key_change(self, &mut transaction, project_id).await?;
         transaction.commit().await?;
         self.key_changed(project_id).await;
         Ok(Some(after.unwrap_or(before)))

@@ -9,8 +9,9 @@
 //! read SQLite before the bump does not store its (possibly stale) answer. So any request that starts after
 //! a key-changing API call has returned sees the change, as without the cache.
 //!
-//! Design: this is correct because one process owns the metadata (embedded SQLite). Several nodes sharing
-//! PostgreSQL will need a change notification or a short TTL here.
+//! With several nodes on PostgreSQL, a change made on another node arrives as a notification that clears
+//! the cache the same way (`key_changes`); while notifications cannot be received the cache is disabled
+//! ([`KeyCache::set_enabled`]), so it never answers from before a change it was not told about.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -30,6 +31,8 @@ pub struct KeyCache {
 
 #[derive(Default)]
 struct CacheState {
+    /// True while changes made elsewhere might go unnoticed: nothing is answered or stored.
+    disabled: bool,
     generation: u64,
     keys: HashMap<String, Arc<Grant>>,
 }
@@ -41,6 +44,9 @@ impl KeyCache {
             .inner
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if state.disabled {
+            return (None, state.generation);
+        }
         (state.keys.get(key_hash_hex).cloned(), state.generation)
     }
 
@@ -50,12 +56,23 @@ impl KeyCache {
             .inner
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if state.generation == generation {
+        if !state.disabled && state.generation == generation {
             if state.keys.len() >= MAX_ENTRIES {
                 state.keys.clear();
             }
             state.keys.insert(key_hash_hex, key);
         }
+    }
+
+    /// Turns the cache on or off (off: every lookup misses and nothing is stored).
+    pub fn set_enabled(&self, enabled: bool) {
+        let mut state = self
+            .inner
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.disabled = !enabled;
+        state.generation += 1;
+        state.keys.clear();
     }
 
     /// Called after every committed change to a key.

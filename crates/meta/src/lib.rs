@@ -17,6 +17,7 @@ mod database;
 mod datasets;
 mod grants;
 mod key_cache;
+mod key_changes;
 mod migrations;
 mod saved_queries;
 mod usage;
@@ -130,6 +131,8 @@ pub struct OrganizationBootstrap {
 #[derive(Clone)]
 pub struct MetaStore {
     database: Database,
+    /// This process's id in key-change notifications (so it skips its own).
+    node_id: std::sync::Arc<str>,
     resolved_keys: std::sync::Arc<key_cache::KeyCache>,
     key_change_hooks: std::sync::Arc<std::sync::RwLock<Vec<KeyChangeHook>>>,
     audit: audit::AuditSink,
@@ -147,12 +150,17 @@ impl MetaStore {
         let database = Database::connect(url).await?;
         migrations::apply(&database).await?;
         let audit = audit::AuditSink::start(database.clone());
-        Ok(MetaStore {
+        let store = MetaStore {
             database,
+            node_id: generate_id().into(),
             resolved_keys: Default::default(),
             key_change_hooks: Default::default(),
             audit,
-        })
+        };
+        if store.database.backend == Backend::Postgres {
+            key_changes::start_listening(store.clone(), url.to_string());
+        }
+        Ok(store)
     }
 
     pub fn backend(&self) -> Backend {

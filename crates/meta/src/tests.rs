@@ -604,6 +604,90 @@ async fn nodes_starting_together_share_one_organization(backend: TestBackend) {
     assert_eq!(migrations, 5);
 }
 
+/// Two nodes on one PostgreSQL database: a revocation, an update and a deletion made through one are
+/// seen by the other's (cached) lookups within a second, and the other's change hooks run.
+#[tokio::test]
+async fn postgres_key_changes_reach_other_nodes_within_a_second() {
+    let database = TestDatabase::create(TestBackend::Postgres).await;
+    let (node_a, node_b) = (database.open().await, database.open().await);
+    let (project, _) = node_a.create_project("nodes").await.unwrap();
+    let (_, secret) = node_a
+        .create_access_key(&project.id, &tenant_definition("a"), "master01")
+        .await
+        .unwrap();
+    let hook_calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hook_calls.clone();
+    node_b.on_key_change(Box::new(move |_, _| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }));
+    // Node B's listener is up once its cache keeps answers (it bypasses the cache until then).
+    wait_until(&node_b, &secret, |grant| {
+        grant.is_some_and(|grant| grant.is_active())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(grant_of(&node_b, &secret).await.unwrap().is_active());
+
+    node_a
+        .set_access_key_active(&project.id, &secret, false, "master01")
+        .await
+        .unwrap();
+    let revoked_after = wait_until(&node_b, &secret, |grant| {
+        grant.is_some_and(|grant| !grant.is_active())
+    })
+    .await;
+    node_a
+        .update_access_key(&project.id, &secret, &tenant_definition("b"), "master01")
+        .await
+        .unwrap();
+    let updated_after = wait_until(&node_b, &secret, |grant| {
+        grant.is_some_and(|grant| {
+            grant.forced_query_filters().len() == 1
+                && format!("{:?}", grant.forced_query_filters()[0]).contains("\"b\"")
+        })
+    })
+    .await;
+    node_a
+        .delete_access_key(&project.id, &secret, "master01")
+        .await
+        .unwrap();
+    let deleted_after = wait_until(&node_b, &secret, |grant| grant.is_none()).await;
+    for (change, delay) in [
+        ("revoke", revoked_after),
+        ("update", updated_after),
+        ("delete", deleted_after),
+    ] {
+        assert!(
+            delay < std::time::Duration::from_secs(1),
+            "{change} took {delay:?} to reach node B"
+        );
+    }
+    assert!(
+        hook_calls.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+        "node B's hooks ran for each change"
+    );
+}
+
+/// Polls `store`'s resolution of `secret` until `accepted` holds (at most 5 s); how long it took.
+async fn wait_until(
+    store: &MetaStore,
+    secret: &str,
+    accepted: impl Fn(Option<&Grant>) -> bool,
+) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    loop {
+        let grant = grant_of(store, secret).await;
+        if accepted(grant.as_deref()) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "the change never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
 /// Declares each conformance test once per backend.
 macro_rules! conformance_suite {
     ($($test:ident),* $(,)?) => {

@@ -1,0 +1,73 @@
+//! Key changes across nodes. Every committed change to a project's keys sends a PostgreSQL notification
+//! on [`CHANNEL`] (inside the changing transaction, so it is delivered exactly when the change commits);
+//! every node listens, and on a change made by another node clears its grant cache and calls the change
+//! hooks, as the changing node did. On SQLite (one node) there is no one else to tell.
+//!
+//! Design: a notification can be missed only while the listening connection is down. While it is down the
+//! grant cache is bypassed (every request reads the database), and once it is back the cache is cleared
+//! before it is used again, so a change is never hidden longer than a notification's delivery (measured in
+//! `docs/scale-out.md`), however the connection fares.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+
+use crate::database::Backend;
+use crate::{MetaStore, Result};
+
+/// The notification channel; the payload is `{node id} {project id}`.
+pub const CHANNEL: &str = "keyhole_key_changes";
+
+/// Pause before listening again after the connection failed.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
+
+/// Sends the key-change notification inside `transaction` (nothing on SQLite).
+pub(crate) async fn notify_key_change(
+    store: &MetaStore,
+    transaction: &mut sqlx::AnyConnection,
+    project_id: &str,
+) -> Result<()> {
+    if store.database.backend != Backend::Postgres {
+        return Ok(());
+    }
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(format!("{} {project_id}", store.node_id))
+        .execute(transaction)
+        .await?;
+    Ok(())
+}
+
+/// Listens for other nodes' key changes for as long as the runtime runs (PostgreSQL only).
+pub(crate) fn start_listening(store: MetaStore, url: String) {
+    tokio::spawn(async move {
+        loop {
+            store.resolved_keys.set_enabled(false);
+            match listen(&store, &url).await {
+                Ok(()) => tracing::warn!("key change notifications stopped; listening again"),
+                Err(error) => tracing::warn!(%error, "cannot listen for key changes; retrying"),
+            }
+            tokio::time::sleep(RECONNECT_PAUSE).await;
+        }
+    });
+}
+
+/// One listening connection: returns when it is lost.
+async fn listen(store: &MetaStore, url: &str) -> Result<()> {
+    let mut listener = PgListener::connect(url).await?;
+    listener.listen(CHANNEL).await?;
+    // Whatever changed while nobody listened is forgotten before the cache is trusted again.
+    store.resolved_keys.invalidate();
+    store.resolved_keys.set_enabled(true);
+    while let Some(notification) = listener.try_recv().await? {
+        let Some((node_id, project_id)) = notification.payload().split_once(' ') else {
+            continue;
+        };
+        if node_id == &*store.node_id {
+            continue;
+        }
+        tracing::debug!(project_id, "key change from another node");
+        store.key_changed(project_id).await;
+    }
+    Ok(())
+}
