@@ -28,7 +28,7 @@ pub struct CommonOptions {
     /// Directory holding events, the WAL and metadata [default: ./keyhole-data]
     #[arg(long, env = "KEYHOLE_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
-    /// TOML file with any of: data_dir, metadata_url, listen, org_key, org_key_file, flush_interval_secs, flush_rows,
+    /// TOML file with any of: data_dir, metadata_url, objects, listen, org_key, org_key_file, flush_interval_secs, flush_rows,
     /// file_cache_mb, geoip_db, and the limits below by their option names (query_memory_mb, …)
     #[arg(long, env = "KEYHOLE_CONFIG", global = true)]
     pub config: Option<PathBuf>,
@@ -147,6 +147,11 @@ pub struct ServeOptions {
     /// re-read when the file changes. Without it, events asking for ip_to_geo are refused
     #[arg(long, env = "KEYHOLE_GEOIP_DB")]
     pub geoip_db: Option<PathBuf>,
+    /// Keep Parquet files in an S3-compatible bucket, s3://bucket/prefix, instead of the data directory.
+    /// Region, credentials and endpoint come from AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_ENDPOINT_URL (and AWS_ALLOW_HTTP=true for a plain-HTTP endpoint)
+    #[arg(long, env = "KEYHOLE_OBJECTS")]
+    pub objects: Option<String>,
     #[command(flatten)]
     pub limits: LimitOptions,
 }
@@ -298,6 +303,7 @@ pub struct FileConfig {
     pub org_key_file: Option<PathBuf>,
     pub data_dir_lock_wait_secs: Option<u64>,
     pub geoip_db: Option<PathBuf>,
+    pub objects: Option<String>,
     #[serde(flatten)]
     pub limits: LimitOptions,
 }
@@ -328,6 +334,7 @@ pub struct Settings {
     pub file_cache_mb: usize,
     pub data_dir_lock_wait: Duration,
     pub geoip_db: Option<PathBuf>,
+    pub objects: keyhole_storage::ObjectsLocation,
     pub limits: LimitOptions,
 }
 
@@ -376,6 +383,7 @@ impl Settings {
             file_cache_mb: None,
             data_dir_lock_wait_secs: None,
             geoip_db: None,
+            objects: None,
             limits: LimitOptions::default(),
         });
         let org_key_file = serve.org_key_file.or(file.org_key_file);
@@ -404,6 +412,12 @@ impl Settings {
                     .unwrap_or(30),
             ),
             geoip_db: serve.geoip_db.or(file.geoip_db),
+            objects: match serve.objects.or(file.objects) {
+                Some(text) => {
+                    keyhole_storage::ObjectsLocation::parse(&text).map_err(anyhow::Error::msg)?
+                }
+                None => keyhole_storage::ObjectsLocation::DataDir,
+            },
             limits: serve.limits.or(file.limits),
         })
     }

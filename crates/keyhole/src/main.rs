@@ -128,8 +128,9 @@ fn mint_token(options: &MintTokenOptions) -> anyhow::Result<()> {
 /// several nodes, the shared systems are backed up with their own tools.
 fn refuse_with_shared_metadata(settings: &Settings, command: &str) -> anyhow::Result<()> {
     anyhow::ensure!(
-        settings.metadata_url.is_none(),
-        "`keyhole {command}` copies a single node's data directory; metadata on PostgreSQL is backed up with pg_dump (see docs/scale-out.md)"
+        settings.metadata_url.is_none()
+            && settings.objects == keyhole_storage::ObjectsLocation::DataDir,
+        "`keyhole {command}` copies a single node's data directory; metadata on PostgreSQL and files in a bucket are backed up with their own tools (pg_dump, the store's versioning or replication; see docs/scale-out.md)"
     );
     Ok(())
 }
@@ -185,6 +186,7 @@ async fn open_storage(settings: &Settings) -> anyhow::Result<Storage> {
     storage_config.file_cache_bytes = settings.file_cache_mb.saturating_mul(1024 * 1024);
     storage_config.max_columns_per_collection = settings.limits.max_columns_per_collection();
     storage_config.lock_wait = settings.data_dir_lock_wait;
+    storage_config.objects = settings.objects.clone();
     Storage::open(storage_config)
         .await
         .context("cannot open event storage")

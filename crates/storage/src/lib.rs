@@ -102,6 +102,30 @@ pub struct StorageConfig {
     /// collection's schema, so an unbounded schema would make every query on it slow; events that would
     /// add columns past the cap are refused (`WriteOutcome::TooManyColumns`).
     pub max_columns_per_collection: usize,
+    /// Where Parquet files are kept.
+    pub objects: ObjectsLocation,
+}
+
+/// Where a node keeps its Parquet files.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ObjectsLocation {
+    /// `objects/` in the data directory.
+    #[default]
+    DataDir,
+    /// An S3-compatible bucket, `s3://bucket/prefix` (see `objects::ObjectFiles::s3`).
+    S3(String),
+}
+
+impl ObjectsLocation {
+    /// `s3://…` names a bucket; anything else is refused (the default needs no option).
+    pub fn parse(text: &str) -> std::result::Result<ObjectsLocation, String> {
+        if text.starts_with("s3://") {
+            return Ok(ObjectsLocation::S3(text.to_string()));
+        }
+        Err(format!(
+            "the objects location must be s3://bucket/prefix (without it, files stay in the data directory), not {text}"
+        ))
+    }
 }
 
 impl StorageConfig {
@@ -116,6 +140,7 @@ impl StorageConfig {
             file_cache_bytes: 512 * 1024 * 1024,
             lock_wait: Duration::from_secs(30),
             max_columns_per_collection: DEFAULT_MAX_COLUMNS_PER_COLLECTION,
+            objects: ObjectsLocation::DataDir,
         }
     }
 }
@@ -215,8 +240,12 @@ impl Storage {
         std::fs::create_dir_all(&data_dir)?;
         let data_dir_lock = dir_lock::lock_data_dir(&data_dir, config.lock_wait).await?;
         let metrics = StorageMetrics::default();
-        let objects =
-            ObjectFiles::local(data_dir.join("objects"), config.file_cache_bytes, &metrics)?;
+        let objects = match &config.objects {
+            ObjectsLocation::DataDir => {
+                ObjectFiles::local(data_dir.join("objects"), config.file_cache_bytes, &metrics)?
+            }
+            ObjectsLocation::S3(url) => ObjectFiles::s3(url, config.file_cache_bytes, &metrics)?,
+        };
         let loaded = recovery::load_manifest(&data_dir)?;
         let manifest_missing = loaded.is_none();
         let mut manifest = loaded.unwrap_or_default();

@@ -1,14 +1,19 @@
-//! Where Parquet files live: an `object_store` (the local filesystem by default, S3-compatible later)
+//! Where Parquet files live: an `object_store` — the local filesystem by default, or any S3-compatible
+//! store (`s3://bucket/prefix`, credentials and endpoint from the usual `AWS_*` environment variables) —
 //! plus the durability step object_store does not take on local disk — fsync of the file and of the
-//! directories above it — so a file the manifest points to survives a power loss. Reads go through an
-//! in-memory cache of whole files (`file_cache`), which written files also enter.
+//! directories above it — so a file the manifest points to survives a power loss (an S3 `PUT` that
+//! succeeded is durable by the store's own contract). Reads go through an in-memory cache of whole files
+//! (`file_cache`), which written files also enter, so a node reads a file it wrote, or read before, from
+//! memory rather than from the network.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::file_cache::FileCacheStore;
@@ -34,6 +39,44 @@ impl ObjectFiles {
         std::fs::create_dir_all(&root)?;
         let store: Arc<dyn ObjectStore> =
             Arc::new(LocalFileSystem::new_with_prefix(&root).map_err(std::io::Error::other)?);
+        Ok(ObjectFiles::with_cache(
+            store,
+            cache_bytes,
+            metrics,
+            Some(root),
+        ))
+    }
+
+    /// A store at `s3://bucket/prefix` on any S3-compatible service: region, credentials and endpoint
+    /// come from the environment (`AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP` for a plain-HTTP endpoint), as every AWS tool reads them.
+    pub fn s3(
+        url: &str,
+        cache_bytes: usize,
+        metrics: &crate::metrics::StorageMetrics,
+    ) -> std::io::Result<ObjectFiles> {
+        let (bucket, prefix) = parse_s3_url(url).ok_or_else(|| {
+            std::io::Error::other(format!(
+                "the objects location must look like s3://bucket or s3://bucket/prefix, not {url}"
+            ))
+        })?;
+        let s3 = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()
+            .map_err(std::io::Error::other)?;
+        let store: Arc<dyn ObjectStore> = match prefix {
+            "" => Arc::new(s3),
+            prefix => Arc::new(PrefixStore::new(s3, prefix)),
+        };
+        Ok(ObjectFiles::with_cache(store, cache_bytes, metrics, None))
+    }
+
+    fn with_cache(
+        store: Arc<dyn ObjectStore>,
+        cache_bytes: usize,
+        metrics: &crate::metrics::StorageMetrics,
+        local_root: Option<PathBuf>,
+    ) -> ObjectFiles {
         let cache = (cache_bytes > 0).then(|| {
             Arc::new(
                 FileCacheStore::new(store.clone(), cache_bytes).with_counters(
@@ -42,14 +85,14 @@ impl ObjectFiles {
                 ),
             )
         });
-        Ok(ObjectFiles {
+        ObjectFiles {
             store: match &cache {
                 Some(cache) => cache.clone(),
                 None => store,
             },
             cache,
-            local_root: Some(root),
-        })
+            local_root,
+        }
     }
 
     pub fn store(&self) -> Arc<dyn ObjectStore> {
@@ -178,6 +221,14 @@ impl ObjectFiles {
     }
 }
 
+/// `s3://bucket/some/prefix` → (`bucket`, `some/prefix`); the prefix may be empty.
+fn parse_s3_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("s3://")?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let prefix = prefix.trim_matches('/');
+    (!bucket.is_empty()).then_some((bucket, prefix))
+}
+
 /// Encodes a name for use as one path segment: ASCII letters and digits stay, every other byte
 /// becomes `-XX` (hex), so the segment is unambiguous and safe on every object store.
 pub fn encode_segment(name: &str) -> String {
@@ -195,6 +246,18 @@ pub fn encode_segment(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn s3_urls_name_a_bucket_and_an_optional_prefix() {
+        assert_eq!(parse_s3_url("s3://events"), Some(("events", "")));
+        assert_eq!(parse_s3_url("s3://events/"), Some(("events", "")));
+        assert_eq!(
+            parse_s3_url("s3://events/keyhole/prod/"),
+            Some(("events", "keyhole/prod"))
+        );
+        assert_eq!(parse_s3_url("s3:///prefix"), None);
+        assert_eq!(parse_s3_url("gs://events"), None);
+    }
 
     #[test]
     fn segments_are_safe_and_distinct() {
