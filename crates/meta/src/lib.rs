@@ -13,6 +13,7 @@
 
 mod access_keys;
 mod audit;
+mod cluster;
 mod database;
 mod datasets;
 mod grants;
@@ -23,6 +24,7 @@ mod saved_queries;
 mod usage;
 
 pub use audit::{AuditEntry, AuditPage, MAX_PAGE as MAX_AUDIT_PAGE, Refusal};
+pub use cluster::{ClusterLog, LogRecord};
 pub use database::Backend;
 pub use datasets::{Dataset, MAX_DATASET_PAGE};
 pub use grants::Resolution;

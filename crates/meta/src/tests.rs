@@ -601,7 +601,99 @@ async fn nodes_starting_together_share_one_organization(backend: TestBackend) {
         .await
         .unwrap()
         .get("applied");
-    assert_eq!(migrations, 5);
+    assert_eq!(migrations, 6);
+}
+
+/// The shared log keeps appends in sequence, fences maintenance records by lease, gives a lease to one
+/// node at a time, only moves the checkpoint forward and never truncates its newest record.
+async fn the_shared_log_orders_fences_and_leases(backend: TestBackend) {
+    let database = TestDatabase::create(backend).await;
+    let (node_a, node_b) = (database.open().await, database.open().await);
+    let (log_a, log_b) = (node_a.cluster_log(), node_b.cluster_log());
+    let now = now_millis();
+    let appended = futures::future::join_all((0..20).map(|index| {
+        let log = if index % 2 == 0 {
+            log_a.clone()
+        } else {
+            log_b.clone()
+        };
+        async move {
+            log.append("entries", &[index as u8], None, now)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    }))
+    .await;
+    let mut sequences = appended.clone();
+    sequences.sort_unstable();
+    assert_eq!(sequences, (1..=20).collect::<Vec<u64>>());
+    let records = log_b.read_after(5, 100).await.unwrap();
+    assert_eq!(records.len(), 15);
+    assert_eq!(records[0].sequence, 6);
+    assert!(
+        records
+            .windows(2)
+            .all(|pair| pair[1].sequence == pair[0].sequence + 1)
+    );
+
+    assert!(log_a.try_lease("maintenance", now, 10_000).await.unwrap());
+    assert!(!log_b.try_lease("maintenance", now, 10_000).await.unwrap());
+    assert!(
+        log_a
+            .try_lease("maintenance", now + 1, 10_000)
+            .await
+            .unwrap(),
+        "renewed"
+    );
+    assert_eq!(
+        log_b
+            .append("flushed", b"x", Some("maintenance"), now)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        log_a
+            .append("flushed", b"x", Some("maintenance"), now)
+            .await
+            .unwrap(),
+        Some(21)
+    );
+    // Expired: another node takes it, and the former holder is fenced off.
+    assert!(
+        log_b
+            .try_lease("maintenance", now + 20_000, 10_000)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        log_a
+            .append("flushed", b"y", Some("maintenance"), now + 20_001)
+            .await
+            .unwrap(),
+        None
+    );
+    log_b.release_lease("maintenance").await.unwrap();
+    assert!(
+        log_a
+            .try_lease("maintenance", now + 20_002, 10_000)
+            .await
+            .unwrap()
+    );
+
+    assert!(log_a.store_checkpoint(21, "{\"v\":1}").await.unwrap());
+    assert!(!log_b.store_checkpoint(20, "{\"v\":0}").await.unwrap());
+    assert_eq!(
+        log_b.checkpoint().await.unwrap(),
+        Some((21, "{\"v\":1}".to_string()))
+    );
+    assert_eq!(log_a.truncate_through(100).await.unwrap(), 20);
+    assert_eq!(log_a.last_sequence().await.unwrap(), 21);
+    assert_eq!(
+        log_b.append("entries", b"z", None, now).await.unwrap(),
+        Some(22)
+    );
 }
 
 /// Two nodes on one PostgreSQL database: a revocation, an update and a deletion made through one are
@@ -720,4 +812,5 @@ conformance_suite!(
     usage_adds_up_per_key_and_day,
     saved_queries_and_datasets_round_trip_and_page_in_byte_order,
     nodes_starting_together_share_one_organization,
+    the_shared_log_orders_fences_and_leases,
 );
