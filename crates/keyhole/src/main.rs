@@ -172,14 +172,17 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         println!("  (keys are shown once; only their hashes are stored)");
     }
 
-    let storage = open_storage(&settings).await?;
+    let storage = open_storage(&settings, &meta).await?;
     run_http_server(&settings, meta, storage, organization.id, |address| {
         println!("keyhole listening on http://{address}");
     })
     .await
 }
 
-async fn open_storage(settings: &Settings) -> anyhow::Result<Storage> {
+/// Opens event storage. With metadata on PostgreSQL and files in a bucket, this node shares the store
+/// with every node configured alike (the shared log in PostgreSQL, see `keyhole_storage::shared`);
+/// otherwise the store is this node's own (WAL and manifest in the data directory).
+async fn open_storage(settings: &Settings, meta: &MetaStore) -> anyhow::Result<Storage> {
     let mut storage_config = StorageConfig::new(settings.data_dir.join("events"));
     storage_config.flush_interval = Duration::from_secs(settings.flush_interval_secs.max(1));
     storage_config.flush_rows = settings.flush_rows.max(1);
@@ -187,6 +190,20 @@ async fn open_storage(settings: &Settings) -> anyhow::Result<Storage> {
     storage_config.max_columns_per_collection = settings.limits.max_columns_per_collection();
     storage_config.lock_wait = settings.data_dir_lock_wait;
     storage_config.objects = settings.objects.clone();
+    let shared = meta.backend() == keyhole_meta::Backend::Postgres
+        && matches!(settings.objects, keyhole_storage::ObjectsLocation::S3(_));
+    if shared {
+        storage_config.shared_log = Some(keyhole_server::shared_log::shared_log_of(meta));
+    }
+    tracing::info!(
+        shared,
+        "event storage: {}",
+        if shared {
+            "shared with the other nodes (log in PostgreSQL, files in the bucket)"
+        } else {
+            "this node's own (WAL and manifest in the data directory)"
+        }
+    );
     Storage::open(storage_config)
         .await
         .context("cannot open event storage")

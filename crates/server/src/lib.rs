@@ -20,6 +20,7 @@ mod projects;
 mod query;
 pub mod routes;
 pub mod saved_queries;
+pub mod shared_log;
 mod webhook_bodies;
 mod write;
 

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::*;
 use crate::tests::{id, prepared};
+use crate::wal::WalEntry;
 
 fn config(directory: &Path) -> StorageConfig {
     StorageConfig {

@@ -234,7 +234,7 @@ impl Storage {
     }
 
     async fn apply_edit(&self, collection: CollectionId, edit: RowEdit) -> Result<usize> {
-        let _maintenance = self.inner.maintenance.lock().await;
+        let _maintenance = self.maintenance(true).await?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::Edit {
             collection: collection.clone(),

@@ -14,8 +14,12 @@ mod deletes;
 mod dir_lock;
 mod file_cache;
 mod flush;
+mod journal;
 pub mod manifest;
 mod objects;
+pub mod shared;
+mod shared_storage;
+mod shared_writer;
 mod state;
 pub mod wal;
 mod writer;
@@ -28,8 +32,8 @@ use arrow::array::{BooleanArray, TimestampMillisecondArray};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use keyhole_model::PreparedEvent;
 use keyhole_model::flat::TIMESTAMP_COLUMN;
-use keyhole_model::{PreparedEvent, reload_event};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use dir_lock::{DataDirLock, lock_data_dir};
@@ -39,7 +43,7 @@ pub use writer::WriteOutcome;
 use crate::columns::{conform_batch, schema_with_columns};
 use crate::objects::ObjectFiles;
 use crate::state::State;
-use crate::wal::{Wal, WalEntry};
+use crate::wal::Wal;
 use crate::writer::{Command, TokenIndex, Writer};
 
 /// Storage failures. Callers show clients a generic error and log the detail.
@@ -104,6 +108,9 @@ pub struct StorageConfig {
     pub max_columns_per_collection: usize,
     /// Where Parquet files are kept.
     pub objects: ObjectsLocation,
+    /// Several nodes share one store through this log (see `shared`); `None`: this node's own WAL and
+    /// manifest in the data directory.
+    pub shared_log: Option<shared::SharedLogHandle>,
 }
 
 /// Where a node keeps its Parquet files.
@@ -141,6 +148,7 @@ impl StorageConfig {
             lock_wait: Duration::from_secs(30),
             max_columns_per_collection: DEFAULT_MAX_COLUMNS_PER_COLLECTION,
             objects: ObjectsLocation::DataDir,
+            shared_log: None,
         }
     }
 }
@@ -217,7 +225,7 @@ struct Inner {
     commands: mpsc::Sender<Command>,
     objects: ObjectFiles,
     /// Serializes flushes, compactions and collection deletes: everything that rewrites the manifest.
-    maintenance: tokio::sync::Mutex<()>,
+    maintenance: Arc<tokio::sync::Mutex<()>>,
     flush_wanted: Arc<Notify>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Per project, the properties rows are ordered by in new Parquet files (see `flush`).
@@ -246,6 +254,9 @@ impl Storage {
             }
             ObjectsLocation::S3(url) => ObjectFiles::s3(url, config.file_cache_bytes, &metrics)?,
         };
+        if let Some(shared) = config.shared_log.clone() {
+            return Storage::open_shared(config, shared, objects, metrics, data_dir_lock).await;
+        }
         let loaded = recovery::load_manifest(&data_dir)?;
         let manifest_missing = loaded.is_none();
         let mut manifest = loaded.unwrap_or_default();
@@ -283,6 +294,38 @@ impl Storage {
         );
 
         let wal = Wal::create(&wal_dir(&data_dir), next_sequence)?;
+        let storage = Storage::start(
+            config,
+            objects,
+            metrics,
+            state,
+            tokens,
+            journal::Journal::Local(wal),
+            data_dir_lock,
+        );
+        if !replay.edits.is_empty() {
+            let _maintenance = storage.inner.maintenance.lock().await;
+            for (collection, edit) in &replay.edits {
+                storage.rewrite_files_locked(collection, edit).await?;
+            }
+            tracing::info!(
+                deletes = replay.edits.len(),
+                "replayed deletes applied to data files"
+            );
+        }
+        Ok(storage)
+    }
+
+    /// Starts the writer thread and the flusher over a loaded state.
+    fn start(
+        config: StorageConfig,
+        objects: ObjectFiles,
+        metrics: StorageMetrics,
+        state: State,
+        tokens: TokenIndex,
+        journal: journal::Journal,
+        data_dir_lock: DataDirLock,
+    ) -> Storage {
         let state = Arc::new(Mutex::new(state));
         let (commands, receiver) = mpsc::channel(1024);
         let flush_wanted = Arc::new(Notify::new());
@@ -291,7 +334,7 @@ impl Storage {
             let weak_for_writer = weak.clone();
             let writer = Writer {
                 metrics: metrics.clone(),
-                wal,
+                journal,
                 max_columns_per_collection: config.max_columns_per_collection,
                 tokens,
                 state: state.clone(),
@@ -314,7 +357,7 @@ impl Storage {
                 state,
                 commands,
                 objects,
-                maintenance: tokio::sync::Mutex::new(()),
+                maintenance: Default::default(),
                 flush_wanted: flush_wanted.clone(),
                 writer_thread: Mutex::new(Some(thread)),
                 clustering: Default::default(),
@@ -323,18 +366,7 @@ impl Storage {
             }
         });
         spawn_flusher(Arc::downgrade(&inner), flush_wanted);
-        let storage = Storage { inner };
-        if !replay.edits.is_empty() {
-            let _maintenance = storage.inner.maintenance.lock().await;
-            for (collection, edit) in &replay.edits {
-                storage.rewrite_files_locked(collection, edit).await?;
-            }
-            tracing::info!(
-                deletes = replay.edits.len(),
-                "replayed deletes applied to data files"
-            );
-        }
-        Ok(storage)
+        Storage { inner }
     }
 
     /// Appends events to a collection. Returns once they are fsync'd in the WAL and visible to scans.
@@ -355,12 +387,17 @@ impl Storage {
 
     /// Deletes a collection: its events, files and schema. Durable when this returns.
     pub async fn delete_collection(&self, collection: CollectionId) -> Result<()> {
-        let _maintenance = self.inner.maintenance.lock().await;
+        let _maintenance = self.maintenance(true).await?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::DeleteCollection { collection, reply })
             .await?;
         let removed_files = answer.await.map_err(|_| StorageError::Closed)??;
         self.store_manifest().await?;
+        if self.shared_log().is_some() {
+            // Other nodes may be reading them until they apply the delete.
+            self.delete_later(removed_files);
+            return Ok(());
+        }
         for file in removed_files {
             self.inner.objects.delete(&file.path).await;
         }
@@ -505,7 +542,7 @@ impl Storage {
 
     /// Writes every buffered row to Parquet now, then compacts days with many files.
     pub async fn flush(&self) -> Result<()> {
-        let _maintenance = self.inner.maintenance.lock().await;
+        let _maintenance = self.maintenance(true).await?;
         self.flush_locked().await?;
         self.compact_locked(self.inner.config.compact_min_files)
             .await
@@ -514,7 +551,10 @@ impl Storage {
     /// The flush of a flush-interval tick: when nothing was buffered since the previous flush, the
     /// collections are at rest and every day with `settled_min_files` files or more is merged.
     async fn flush_on_tick(&self) -> Result<()> {
-        let _maintenance = self.inner.maintenance.lock().await;
+        // Shared: when another node is flushing or compacting, this tick has nothing to do.
+        let Some(_maintenance) = self.maintenance(false).await? else {
+            return Ok(());
+        };
         let at_rest = self.inner.state.lock().expect("state lock").memory_rows() == 0;
         self.flush_locked().await?;
         let min_files = if at_rest {
@@ -567,6 +607,9 @@ impl Storage {
     }
 
     async fn store_manifest(&self) -> Result<()> {
+        if let Some(log) = self.shared_log() {
+            return self.store_checkpoint(&log).await;
+        }
         let manifest = self.inner.state.lock().expect("state lock").to_manifest();
         let data_dir = self.inner.config.data_dir.clone();
         tokio::task::spawn_blocking(move || manifest.store(&data_dir))
@@ -676,52 +719,10 @@ fn replay_wal(
             return;
         }
         summary.records += 1;
-        match entry {
-            WalEntry::Events {
-                project,
-                collection,
-                events,
-            } => {
-                let id = CollectionId {
-                    project,
-                    collection,
-                };
-                let target = state.collection_mut(&id);
-                for json in events {
-                    let Some((event, token)) = reload_event(&json) else {
-                        tracing::error!(collection = %id.collection, "unreadable event in wal; skipped");
-                        continue;
-                    };
-                    if let Some(token) = token {
-                        tokens
-                            .entry(id.clone())
-                            .or_default()
-                            .insert(token, event.created_at_millis);
-                    }
-                    target.append(&event);
-                }
-            }
-            WalEntry::DeleteCollection {
-                project,
-                collection,
-            } => {
-                let id = CollectionId {
-                    project,
-                    collection,
-                };
-                tokens.remove(&id);
-                summary.deleted_files.extend(state.remove_collection(&id));
-            }
-            edit @ (WalEntry::DeleteEvents { .. } | WalEntry::DeleteProperty { .. }) => {
-                let Some((id, edit)) = deletes::RowEdit::from_wal_entry(edit) else {
-                    return;
-                };
-                if let Some(target) = state.collections.get_mut(&id) {
-                    edit.apply_to_memory(target);
-                }
-                summary.edits.push((id, edit));
-            }
-        }
+        let mut applied = shared::Applied::default();
+        shared::apply_entry(state, tokens, entry, false, &mut applied);
+        summary.deleted_files.extend(applied.deleted_files);
+        summary.edits.extend(applied.edits);
     })?;
     summary.highest_sequence = report.highest_sequence;
     summary.corrupt_segments = report.corrupt_segments;

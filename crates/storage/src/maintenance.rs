@@ -6,6 +6,7 @@ use tokio::sync::oneshot;
 
 use crate::flush::{days_to_compact, merge_batches, read_data_file, split_by_day, write_day_file};
 use crate::manifest::{CollectionId, DataFile};
+use crate::shared::{Flushed, KIND_FLUSHED, KIND_SWAPPED, Swapped, payload_of};
 use crate::writer::Command;
 use crate::{Result, Storage, StorageError, wal, wal_dir};
 
@@ -81,6 +82,9 @@ impl Storage {
             }
             written.push((id, incarnation, files));
         }
+        if self.shared_log().is_some() {
+            return self.commit_shared_flush(through_sequence, written).await;
+        }
 
         let mut orphaned = Vec::new();
         let manifest = {
@@ -142,6 +146,9 @@ impl Storage {
         incarnation: u64,
         replaced: Vec<(DataFile, Option<DataFile>)>,
     ) -> Result<bool> {
+        if self.shared_log().is_some() {
+            return self.commit_shared_swap(id, replaced).await;
+        }
         let swapped = {
             let mut state = self.inner.state.lock().expect("state lock");
             match state.collections.get_mut(id) {
@@ -164,6 +171,70 @@ impl Storage {
         self.store_manifest().await?;
         self.delete_later(replaced.into_iter().map(|(old, _)| old).collect());
         Ok(true)
+    }
+
+    /// Shared: records the flushed files in the log (every node swaps them for the flushing rows when it
+    /// applies the record), deletes files the record could not place, and stores a checkpoint.
+    async fn commit_shared_flush(
+        &self,
+        through: u64,
+        written: Vec<(CollectionId, u64, Vec<DataFile>)>,
+    ) -> Result<()> {
+        let flushed = Flushed {
+            through,
+            files: written
+                .into_iter()
+                .map(|(id, _, files)| (id, files))
+                .collect(),
+        };
+        let applied = self
+            .append_maintenance(KIND_FLUSHED, payload_of(&flushed))
+            .await?;
+        for file in applied.rejected_files {
+            self.inner.objects.delete(&file.path).await;
+        }
+        self.store_manifest().await?;
+        tracing::debug!(through, "flushed to the shared store");
+        Ok(())
+    }
+
+    /// Shared: records a swap in the log; whether it applied (the old files were all still listed).
+    async fn commit_shared_swap(
+        &self,
+        id: &CollectionId,
+        replaced: Vec<(DataFile, Option<DataFile>)>,
+    ) -> Result<bool> {
+        let swapped = Swapped {
+            collection: id.clone(),
+            replaced: replaced.clone(),
+        };
+        let applied = self
+            .append_maintenance(KIND_SWAPPED, payload_of(&swapped))
+            .await?;
+        for file in applied.rejected_files {
+            self.inner.objects.delete(&file.path).await;
+        }
+        if !applied.swapped {
+            return Ok(false);
+        }
+        self.store_manifest().await?;
+        self.delete_later(replaced.into_iter().map(|(old, _)| old).collect());
+        Ok(true)
+    }
+
+    async fn append_maintenance(
+        &self,
+        kind: &'static str,
+        payload: Vec<u8>,
+    ) -> Result<crate::shared::Applied> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Maintenance {
+            kind,
+            payload,
+            reply,
+        })
+        .await?;
+        Ok(answer.await.map_err(|_| StorageError::Closed)??)
     }
 
     /// Merges every day of every collection that has `min_files` files or more.

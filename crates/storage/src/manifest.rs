@@ -1,10 +1,11 @@
 //! The manifest: which Parquet files make up each collection, each collection's property schema, and the
 //! WAL sequence number through which everything is in those files.
 //!
-//! It is one JSON file in the data directory, replaced atomically (write a temp file, fsync, rename,
+//! With one node it is one JSON file in the data directory, replaced atomically (write a temp file, fsync, rename,
 //! fsync the directory), so after a crash it is either the old or the new version, never a mix. What
 //! start-up does with files the manifest does not list, or lists but cannot read, is in `recovery`; WAL
-//! records with sequence numbers above `flushed_sequence` are replayed.
+//! records with sequence numbers above `flushed_sequence` are replayed. With several nodes the same JSON is
+//! the checkpoint stored in the metadata database (`shared`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -112,8 +113,12 @@ impl Manifest {
         if !path.exists() {
             return Ok(Manifest::default());
         }
-        let bytes = fs::read(&path)?;
-        let manifest: Manifest = serde_json::from_slice(&bytes)
+        Manifest::from_json(&fs::read(&path)?)
+    }
+
+    /// Parses a manifest's JSON, refusing a format newer than this version reads.
+    pub fn from_json(bytes: &[u8]) -> io::Result<Manifest> {
+        let manifest: Manifest = serde_json::from_slice(bytes)
             .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
         if manifest.version > MANIFEST_FORMAT {
             return Err(io::Error::new(
@@ -127,14 +132,19 @@ impl Manifest {
         Ok(manifest)
     }
 
-    pub fn store(&self, directory: &Path) -> io::Result<()> {
-        let temp_path = directory.join(MANIFEST_TEMP_FILE);
-        let mut file = fs::File::create(&temp_path)?;
+    /// The manifest's JSON, marked with the format this version writes.
+    pub fn to_json(&self) -> String {
         let current = Manifest {
             version: MANIFEST_FORMAT,
             ..self.clone()
         };
-        file.write_all(&serde_json::to_vec_pretty(&current).expect("manifest serializes"))?;
+        serde_json::to_string_pretty(&current).expect("manifest serializes")
+    }
+
+    pub fn store(&self, directory: &Path) -> io::Result<()> {
+        let temp_path = directory.join(MANIFEST_TEMP_FILE);
+        let mut file = fs::File::create(&temp_path)?;
+        file.write_all(self.to_json().as_bytes())?;
         file.sync_all()?;
         fs::rename(&temp_path, directory.join(MANIFEST_FILE))?;
         sync_directory(directory)

@@ -63,6 +63,8 @@ impl CollectionState {
 #[derive(Default)]
 pub struct State {
     pub flushed_sequence: u64,
+    /// With a shared log (`shared`): the sequence of the last record applied.
+    pub applied_sequence: u64,
     /// Counts changes to any collection (see `changes`); not persisted.
     pub change_version: u64,
     pub collections: BTreeMap<CollectionId, CollectionState>,

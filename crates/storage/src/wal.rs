@@ -511,6 +511,31 @@ fn set_aside_and_rewrite(
     })
 }
 
+/// Entries in the WAL's record encoding (numbered from 1), for a record of the shared log (`shared`).
+pub fn encode_entries(entries: &[WalEntry]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        entry.encode(index as u64 + 1, &mut out);
+    }
+    out
+}
+
+/// The entries of [`encode_entries`]' bytes; an error if any record is cut short or fails its checksum.
+pub fn decode_entries(mut bytes: &[u8]) -> io::Result<Vec<WalEntry>> {
+    let mut entries = Vec::new();
+    while !bytes.is_empty() {
+        let (length, _, entry) = read_record(bytes).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a shared log record does not decode",
+            )
+        })?;
+        entries.push(entry);
+        bytes = &bytes[length..];
+    }
+    Ok(entries)
+}
+
 fn read_record(bytes: &[u8]) -> Option<(usize, u64, WalEntry)> {
     if bytes.len() < RECORD_HEADER_BYTES {
         return None;

@@ -11,9 +11,10 @@ use keyhole_model::PreparedEvent;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::deletes::RowEdit;
+use crate::journal::Journal;
 use crate::manifest::{CollectionId, DataFile};
 use crate::state::State;
-use crate::wal::{Wal, WalEntry};
+use crate::wal::WalEntry;
 
 /// How long a uniqueness token blocks duplicates (Keen: 31 days).
 pub const UNIQUENESS_WINDOW_MILLIS: i64 = 31 * 24 * 3600 * 1000;
@@ -46,10 +47,20 @@ pub enum Command {
         reply: oneshot::Sender<io::Result<usize>>,
     },
     /// Start a new WAL segment and move every buffered row to "flushing"; answers the last sequence
-    /// number those rows came from.
+    /// number those rows came from. With a shared log, a `rotate` record (fenced by the maintenance
+    /// lease) does it on every node.
     Rotate {
         reply: oneshot::Sender<io::Result<u64>>,
     },
+    /// Shared log only: append a maintenance record (fenced by the lease) and apply the log through it;
+    /// answers what applying it did.
+    Maintenance {
+        kind: &'static str,
+        payload: Vec<u8>,
+        reply: oneshot::Sender<io::Result<crate::shared::Applied>>,
+    },
+    /// Shared log only: apply what other nodes appended.
+    CatchUp,
     Stop,
 }
 
@@ -58,7 +69,7 @@ pub type TokenIndex = HashMap<CollectionId, HashMap<String, i64>>;
 
 pub struct Writer {
     pub metrics: crate::metrics::StorageMetrics,
-    pub wal: Wal,
+    pub journal: Journal,
     /// Most `{path}#{kind}` columns a collection may have; an event adding columns past it is refused.
     pub max_columns_per_collection: usize,
     pub tokens: TokenIndex,
@@ -120,7 +131,7 @@ impl Writer {
                     staged.push(self.stage_write(collection, events, admitted, reply));
                 }
                 Command::DeleteCollection { collection, reply } => {
-                    self.wal.append(&WalEntry::DeleteCollection {
+                    self.journal.append(&WalEntry::DeleteCollection {
                         project: collection.project.clone(),
                         collection: collection.collection.clone(),
                     });
@@ -131,7 +142,7 @@ impl Writer {
                     edit,
                     reply,
                 } => {
-                    self.wal.append(&edit.wal_entry(&collection));
+                    self.journal.append(&edit.wal_entry(&collection));
                     staged.push(Staged::Edit {
                         collection,
                         edit,
@@ -148,6 +159,18 @@ impl Writer {
                     if dropped > 0 {
                         tracing::debug!(dropped, "uniqueness tokens past the window dropped");
                     }
+                }
+                Command::Maintenance {
+                    kind,
+                    payload,
+                    reply,
+                } => {
+                    self.commit_and_apply(std::mem::take(&mut staged));
+                    let _ = reply.send(self.append_maintenance(kind, payload));
+                }
+                Command::CatchUp => {
+                    self.commit_and_apply(std::mem::take(&mut staged));
+                    self.catch_up_with_others();
                 }
                 Command::Stop => {
                     self.commit_and_apply(staged);
@@ -218,7 +241,7 @@ impl Writer {
             index.insert(token.clone(), *created_at);
         }
         if !stored_events.is_empty() {
-            self.wal.append(&WalEntry::Events {
+            self.journal.append(&WalEntry::Events {
                 project: collection.project.clone(),
                 collection: collection.collection.clone(),
                 events: stored_events
@@ -241,7 +264,7 @@ impl Writer {
             return;
         }
         if self.broken {
-            self.wal.discard_pending();
+            self.journal.discard_pending();
             self.refuse(
                 staged,
                 &io::Error::other("the write-ahead log failed earlier; restart keyhole"),
@@ -249,15 +272,28 @@ impl Writer {
             return;
         }
         let started = std::time::Instant::now();
-        let committed = self.wal.commit();
+        let committed = self.journal.commit();
         self.metrics
             .wal_commit_seconds
             .observe(started.elapsed().as_secs_f64());
-        if let Err(error) = committed {
-            // The WAL undid the failed write; writes resume as soon as one commits (space freed). Only a
-            // failure it could not undo stops writes until a restart.
-            self.broken = !self.wal.is_consistent();
-            tracing::warn!(%error, broken = self.broken, "wal commit failed; this group's writes are refused");
+        let group_sequence = match committed {
+            Ok(sequence) => sequence,
+            Err(error) => {
+                // The WAL undid the failed write; writes resume as soon as one commits (space freed).
+                // Only a failure it could not undo stops writes until a restart.
+                self.broken = !self.journal.is_consistent();
+                tracing::warn!(%error, broken = self.broken, "wal commit failed; this group's writes are refused");
+                self.refuse(staged, &error);
+                return;
+            }
+        };
+        // With a shared log, what other nodes committed before this group is applied first, so every
+        // node applies the same records in the same order.
+        if let Some(sequence) = group_sequence
+            && let Err(error) = self.apply_shared_through(sequence - 1)
+        {
+            self.broken = true;
+            tracing::error!(%error, "cannot apply the shared log before this node's group; refusing writes until restart");
             self.refuse(staged, &error);
             return;
         }
@@ -311,6 +347,9 @@ impl Writer {
                     }
                 }
             }
+            if let Some(sequence) = group_sequence {
+                state.applied_sequence = sequence;
+            }
             state.memory_rows()
         };
         for reply in replies {
@@ -348,7 +387,14 @@ impl Writer {
     }
 
     fn rotate(&mut self) -> io::Result<u64> {
-        let through_sequence = self.wal.rotate()?;
+        let wal = match &mut self.journal {
+            Journal::Local(wal) => wal,
+            Journal::Shared(_) => {
+                self.append_maintenance(crate::shared::KIND_ROTATE, Vec::new())?;
+                return Ok(self.state.lock().expect("state lock").applied_sequence);
+            }
+        };
+        let through_sequence = wal.rotate()?;
         let mut state = self.state.lock().expect("state lock");
         for collection in state.collections.values_mut() {
             collection.seal();
