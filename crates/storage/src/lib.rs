@@ -226,6 +226,8 @@ struct Inner {
     objects: ObjectFiles,
     /// Serializes flushes, compactions and collection deletes: everything that rewrites the manifest.
     maintenance: Arc<tokio::sync::Mutex<()>>,
+    /// Shared: the release of this node's last maintenance lease, awaited before the next is taken.
+    lease_release: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
     flush_wanted: Arc<Notify>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Per project, the properties rows are ordered by in new Parquet files (see `flush`).
@@ -358,6 +360,7 @@ impl Storage {
                 commands,
                 objects,
                 maintenance: Default::default(),
+                lease_release: Default::default(),
                 flush_wanted: flush_wanted.clone(),
                 writer_thread: Mutex::new(Some(thread)),
                 clustering: Default::default(),

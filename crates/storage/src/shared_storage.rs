@@ -1,7 +1,7 @@
 //! The engine's shared mode (see `shared`): opening from the checkpoint and the log, following what
 //! other nodes append, the maintenance lease, and storing checkpoints.
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::journal::{Journal, SharedJournal};
@@ -31,19 +31,34 @@ const TRUNCATION_MARGIN: u64 = 100_000;
 /// (renewed in the background, released when dropped).
 pub(crate) struct MaintenanceGuard {
     _local: tokio::sync::OwnedMutexGuard<()>,
-    lease: Option<(Arc<dyn SharedLog>, tokio::task::JoinHandle<()>)>,
+    lease: Option<HeldLease>,
+}
+
+struct HeldLease {
+    log: Arc<dyn SharedLog>,
+    renewal: tokio::task::JoinHandle<()>,
+    /// Where the release is left for this node's next maintenance to wait on.
+    release: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Drop for MaintenanceGuard {
     fn drop(&mut self) {
-        if let Some((log, renewal)) = self.lease.take() {
-            renewal.abort();
-            tokio::spawn(async move {
-                if let Err(error) = log.release_lease().await {
-                    tracing::warn!(%error, "cannot release the maintenance lease; it expires by itself");
-                }
-            });
-        }
+        let Some(held) = self.lease.take() else {
+            return;
+        };
+        held.renewal.abort();
+        let log = held.log;
+        let release = tokio::spawn(async move {
+            if let Err(error) = log.release_lease().await {
+                tracing::warn!(%error, "cannot release the maintenance lease; it expires by itself");
+            }
+        });
+        // Stored before the local lock is released (fields drop after this), so the next maintenance on
+        // this node waits for the release instead of renewing a lease the release then deletes.
+        *held
+            .release
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(release);
     }
 }
 
@@ -117,6 +132,15 @@ impl Storage {
     /// to end (up to a minute) rather than answer `None` at once.
     pub(crate) async fn maintenance(&self, wait: bool) -> Result<Option<MaintenanceGuard>> {
         let local = self.inner.maintenance.clone().lock_owned().await;
+        let pending_release = self
+            .inner
+            .lease_release
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(pending_release) = pending_release {
+            let _ = pending_release.await;
+        }
         let Some(log) = self.shared_log() else {
             return Ok(Some(MaintenanceGuard {
                 _local: local,
@@ -149,7 +173,11 @@ impl Storage {
         });
         Ok(Some(MaintenanceGuard {
             _local: local,
-            lease: Some((log, renewal)),
+            lease: Some(HeldLease {
+                log,
+                renewal,
+                release: self.inner.lease_release.clone(),
+            }),
         }))
     }
 

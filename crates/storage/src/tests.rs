@@ -1,4 +1,6 @@
 //! Engine tests on a real data directory: visibility, restart, flush, compaction, drift, deletes, dedup.
+//! The suite runs twice (`object_suite!` at the end): with Parquet files in the data directory and in a
+//! real S3-compatible bucket.
 
 use std::time::Duration;
 
@@ -9,12 +11,32 @@ use serde_json::{Value, json};
 
 use super::*;
 
-fn config(directory: &Path) -> StorageConfig {
+fn config(directory: &Path, objects: &Objects) -> StorageConfig {
     StorageConfig {
         flush_interval: Duration::from_secs(3600),
         delete_grace: Duration::from_millis(10),
         compact_min_files: 3,
+        objects: objects.0.clone(),
         ..StorageConfig::new(directory)
+    }
+}
+
+/// Where a test's Parquet files go: the data directory, or a fresh prefix of the S3-compatible bucket
+/// named by `KEYHOLE_TEST_S3_BUCKET` and the `AWS_*` variables (`.ci/run` starts the server).
+pub(crate) struct Objects(ObjectsLocation);
+
+impl Objects {
+    fn data_dir() -> Objects {
+        Objects(ObjectsLocation::DataDir)
+    }
+
+    fn s3() -> Objects {
+        let bucket = std::env::var("KEYHOLE_TEST_S3_BUCKET").expect(
+            "KEYHOLE_TEST_S3_BUCKET and the AWS_* variables name the S3-compatible server the \
+             storage suite also runs against (.ci/run starts one and sets them)",
+        );
+        let prefix = format!("storage-tests/{}", keyhole_model::keys::generate_id());
+        Objects(ObjectsLocation::S3(format!("s3://{bucket}/{prefix}")))
     }
 }
 
@@ -43,10 +65,11 @@ pub(crate) async fn count(storage: &Storage, collection: &str) -> usize {
         .num_rows()
 }
 
-#[tokio::test]
-async fn acknowledged_rows_are_visible_before_and_after_flush_and_restart() {
+async fn acknowledged_rows_are_visible_before_and_after_flush_and_restart(objects: Objects) {
     let directory = tempfile::tempdir().unwrap();
-    let storage = Storage::open(config(directory.path())).await.unwrap();
+    let storage = Storage::open(config(directory.path(), &objects))
+        .await
+        .unwrap();
     let events = (0..10).map(|i| prepared(json!({"i": i}))).collect();
     storage.append(id("clicks"), events).await.unwrap();
     assert_eq!(count(&storage, "clicks").await, 10);
@@ -60,18 +83,23 @@ async fn acknowledged_rows_are_visible_before_and_after_flush_and_restart() {
     assert_eq!(count(&storage, "clicks").await, 11);
     // Not closed: the unflushed row must come back from the WAL, the flushed ones from Parquet.
     drop(storage);
-    let storage = Storage::open(config(directory.path())).await.unwrap();
+    let storage = Storage::open(config(directory.path(), &objects))
+        .await
+        .unwrap();
     assert_eq!(count(&storage, "clicks").await, 11);
     storage.close().await.unwrap();
-    let storage = Storage::open(config(directory.path())).await.unwrap();
+    let storage = Storage::open(config(directory.path(), &objects))
+        .await
+        .unwrap();
     assert_eq!(count(&storage, "clicks").await, 11);
     assert!(storage.append(id("x"), vec![]).await.is_ok());
 }
 
-#[tokio::test]
-async fn time_range_and_day_partitions() {
+async fn time_range_and_day_partitions(objects: Objects) {
     let directory = tempfile::tempdir().unwrap();
-    let storage = Storage::open(config(directory.path())).await.unwrap();
+    let storage = Storage::open(config(directory.path(), &objects))
+        .await
+        .unwrap();
     let events = [
         "2024-01-01T10:00:00Z",
         "2024-01-01T23:59:59.999Z",
@@ -97,10 +125,11 @@ async fn time_range_and_day_partitions() {
     assert_eq!(storage.scan(&id("c"), range).await.unwrap().num_rows(), 2);
 }
 
-#[tokio::test]
-async fn small_files_are_compacted_without_losing_rows() {
+async fn small_files_are_compacted_without_losing_rows(objects: Objects) {
     let directory = tempfile::tempdir().unwrap();
-    let storage = Storage::open(config(directory.path())).await.unwrap();
+    let storage = Storage::open(config(directory.path(), &objects))
+        .await
+        .unwrap();
     for round in 0..5 {
         let events = (0..4)
             .map(|i| {
@@ -121,17 +150,18 @@ async fn small_files_are_compacted_without_losing_rows() {
     assert_eq!(count(&storage, "c").await, 20);
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(storage);
-    let storage = Storage::open(config(directory.path())).await.unwrap();
+    let storage = Storage::open(config(directory.path(), &objects))
+        .await
+        .unwrap();
     assert_eq!(count(&storage, "c").await, 20);
 }
 
-#[tokio::test]
-async fn a_quiet_tick_merges_every_day_into_one_file() {
+async fn a_quiet_tick_merges_every_day_into_one_file(objects: Objects) {
     let directory = tempfile::tempdir().unwrap();
     let ticking = StorageConfig {
         flush_interval: Duration::from_millis(200),
         compact_min_files: 4,
-        ..config(directory.path())
+        ..config(directory.path(), &objects)
     };
     let storage = Storage::open(ticking).await.unwrap();
     for round in 0..2 {
@@ -161,10 +191,11 @@ async fn a_quiet_tick_merges_every_day_into_one_file() {
     assert_eq!(count(&storage, "c").await, 4);
 }
 
-#[tokio::test]
-async fn type_drift_keeps_every_value_with_its_own_type() {
+async fn type_drift_keeps_every_value_with_its_own_type(objects: Objects) {
     let directory = tempfile::tempdir().unwrap();
-    let storage = Storage::open(config(directory.path())).await.unwrap();
+    let storage = Storage::open(config(directory.path(), &objects))
+        .await
+        .unwrap();
     let values = [
         json!(42.5),
         json!("forty-two"),
@@ -293,10 +324,11 @@ async fn type_drift_keeps_every_value_with_its_own_type() {
     );
 }
 
-#[tokio::test]
-async fn deleting_a_collection_survives_restart_and_flush() {
+async fn deleting_a_collection_survives_restart_and_flush(objects: Objects) {
     let directory = tempfile::tempdir().unwrap();
-    let storage = Storage::open(config(directory.path())).await.unwrap();
+    let storage = Storage::open(config(directory.path(), &objects))
+        .await
+        .unwrap();
     storage
         .append(id("gone"), vec![prepared(json!({"a": 1}))])
         .await
@@ -318,17 +350,20 @@ async fn deleting_a_collection_survives_restart_and_flush() {
         .await
         .unwrap();
     drop(storage);
-    let storage = Storage::open(config(directory.path())).await.unwrap();
+    let storage = Storage::open(config(directory.path(), &objects))
+        .await
+        .unwrap();
     assert_eq!(count(&storage, "gone").await, 1);
     assert_eq!(count(&storage, "kept").await, 1);
     let schema = storage.collection_schema(&id("gone")).unwrap();
     assert!(schema.properties.contains_key("b") && !schema.properties.contains_key("a"));
 }
 
-#[tokio::test]
-async fn uniqueness_tokens_deduplicate_across_flush_and_restart() {
+async fn uniqueness_tokens_deduplicate_across_flush_and_restart(objects: Objects) {
     let directory = tempfile::tempdir().unwrap();
-    let storage = Storage::open(config(directory.path())).await.unwrap();
+    let storage = Storage::open(config(directory.path(), &objects))
+        .await
+        .unwrap();
     let token = |t: &str| prepared(json!({"keen": {"uniqueness_token": t}}));
     let outcomes = storage
         .append(id("u"), vec![token("a"), token("a"), token("b")])
@@ -354,7 +389,9 @@ async fn uniqueness_tokens_deduplicate_across_flush_and_restart() {
     );
     storage.append(id("u"), vec![token("c")]).await.unwrap();
     drop(storage);
-    let storage = Storage::open(config(directory.path())).await.unwrap();
+    let storage = Storage::open(config(directory.path(), &objects))
+        .await
+        .unwrap();
     for t in ["a", "b", "c"] {
         assert_eq!(
             storage.append(id("u"), vec![token(t)]).await.unwrap(),
@@ -365,10 +402,11 @@ async fn uniqueness_tokens_deduplicate_across_flush_and_restart() {
     assert_eq!(count(&storage, "u").await, 3);
 }
 
-#[tokio::test]
-async fn flushed_rows_are_ordered_by_the_clustering_properties_then_time() {
+async fn flushed_rows_are_ordered_by_the_clustering_properties_then_time(objects: Objects) {
     let directory = tempfile::tempdir().unwrap();
-    let storage = Storage::open(config(directory.path())).await.unwrap();
+    let storage = Storage::open(config(directory.path(), &objects))
+        .await
+        .unwrap();
     storage.set_clustering("p1", vec!["tenant".into()]);
     let events = (0..40)
         .map(|i| {
@@ -406,14 +444,15 @@ async fn flushed_rows_are_ordered_by_the_clustering_properties_then_time() {
     assert!(storage.clustering_of("p1").is_empty());
 }
 
-#[tokio::test]
-async fn a_data_directory_is_opened_by_one_engine_at_a_time() {
+async fn a_data_directory_is_opened_by_one_engine_at_a_time(objects: Objects) {
     let directory = tempfile::tempdir().unwrap();
     let impatient = StorageConfig {
         lock_wait: Duration::from_millis(200),
-        ..config(directory.path())
+        ..config(directory.path(), &objects)
     };
-    let first = Storage::open(config(directory.path())).await.unwrap();
+    let first = Storage::open(config(directory.path(), &objects))
+        .await
+        .unwrap();
     first
         .append(id("clicks"), vec![prepared(json!({"i": 1}))])
         .await
@@ -428,3 +467,37 @@ async fn a_data_directory_is_opened_by_one_engine_at_a_time() {
     let second = Storage::open(impatient).await.unwrap();
     assert_eq!(count(&second, "clicks").await, 1);
 }
+
+/// Declares each engine test once per place Parquet files can live.
+macro_rules! object_suite {
+    ($($test:ident),* $(,)?) => {
+        mod data_dir {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(super::Objects::data_dir()).await
+                }
+            )*
+        }
+        mod s3 {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(super::Objects::s3()).await
+                }
+            )*
+        }
+    };
+}
+
+object_suite!(
+    acknowledged_rows_are_visible_before_and_after_flush_and_restart,
+    time_range_and_day_partitions,
+    small_files_are_compacted_without_losing_rows,
+    a_quiet_tick_merges_every_day_into_one_file,
+    type_drift_keeps_every_value_with_its_own_type,
+    deleting_a_collection_survives_restart_and_flush,
+    uniqueness_tokens_deduplicate_across_flush_and_restart,
+    flushed_rows_are_ordered_by_the_clustering_properties_then_time,
+    a_data_directory_is_opened_by_one_engine_at_a_time,
+);

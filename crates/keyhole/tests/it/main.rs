@@ -28,6 +28,7 @@ mod origins;
 mod queries;
 mod reference;
 mod saved_queries;
+mod scale_out;
 mod sdk;
 mod storage_faults;
 mod type_drift;
