@@ -73,7 +73,7 @@ pub fn percentile_ms(sorted: &[Duration], fraction: f64) -> f64 {
     sorted[index].as_secs_f64() * 1000.0
 }
 
-async fn post_ok(
+pub(crate) async fn post_ok(
     http: &reqwest::Client,
     url: &str,
     key: &str,
@@ -95,7 +95,9 @@ async fn post_ok(
 }
 
 /// Batch bodies of the NDJSON file, produced by a reader thread as clients take them.
-fn spawn_batch_reader(ndjson: &Path) -> anyhow::Result<tokio::sync::mpsc::Receiver<Bytes>> {
+pub(crate) fn spawn_batch_reader(
+    ndjson: &Path,
+) -> anyhow::Result<tokio::sync::mpsc::Receiver<Bytes>> {
     let file = std::fs::File::open(ndjson).with_context(|| format!("open {}", ndjson.display()))?;
     let (sender, receiver) = tokio::sync::mpsc::channel(32);
     std::thread::spawn(move || {

@@ -17,6 +17,7 @@
 mod addons;
 mod answers;
 mod attack;
+mod cluster;
 mod engines;
 mod faults;
 mod generator;
@@ -61,6 +62,9 @@ enum BenchCommand {
     Attack(attack::AttackOptions),
     /// Mixed load while the server is killed, terminated and its disk filled: acknowledged events lost.
     Faults(faults::FaultOptions),
+    /// Several nodes on PostgreSQL and an S3-compatible bucket: ingest with 1 and 3 nodes, cross-node
+    /// freshness, revocation delay (docs/scale-out.md).
+    Cluster(cluster::ClusterOptions),
     /// Batch ingest alone into a fresh server (for profiling and quick comparisons): prints events/s.
     Ingest {
         /// NDJSON events (`generate`).
@@ -195,6 +199,11 @@ fn main() -> anyhow::Result<()> {
                 );
                 anyhow::Ok(())
             })
+        }
+        BenchCommand::Cluster(options) => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            println!("{}", runtime.block_on(cluster::run(&options))?);
+            Ok(())
         }
         BenchCommand::Faults(options) => {
             let runtime = tokio::runtime::Runtime::new()?;

@@ -28,10 +28,23 @@ impl KeyholeServer {
         data_dir: &Path,
         extra: &[&std::ffi::OsStr],
     ) -> anyhow::Result<KeyholeServer> {
+        KeyholeServer::start_node(binary, data_dir, extra, &[], None)
+    }
+
+    /// Starts a node with `envs` set. The first node of a store prints the default project it creates;
+    /// a later node (`joining` the first) prints none and takes the first one's keys.
+    pub fn start_node(
+        binary: &Path,
+        data_dir: &Path,
+        extra: &[&std::ffi::OsStr],
+        envs: &[(String, String)],
+        joining: Option<&KeyholeServer>,
+    ) -> anyhow::Result<KeyholeServer> {
         let mut child = Command::new(binary)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
+            .envs(envs.iter().map(|(name, value)| (name, value)))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()
@@ -45,10 +58,20 @@ impl KeyholeServer {
             }
             bail!("keyhole exited before printing '{prefix}'")
         };
-        let project = printed("default project created:")?;
-        let master_key = printed("master key:")?;
-        let write_key = printed("write key:")?;
-        let read_key = printed("read key:")?;
+        let (project, master_key, write_key, read_key) = match joining {
+            Some(first) => (
+                first.project.clone(),
+                first.master_key.clone(),
+                first.write_key.clone(),
+                first.read_key.clone(),
+            ),
+            None => (
+                printed("default project created:")?,
+                printed("master key:")?,
+                printed("write key:")?,
+                printed("read key:")?,
+            ),
+        };
         let base_url = printed("keyhole listening on")?;
         std::thread::spawn(move || for _ in lines {});
         Ok(KeyholeServer {
