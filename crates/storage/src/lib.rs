@@ -331,9 +331,11 @@ impl Storage {
         let state = Arc::new(Mutex::new(state));
         let (commands, receiver) = mpsc::channel(1024);
         let flush_wanted = Arc::new(Notify::new());
+        let runtime = tokio::runtime::Handle::current();
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
             let flush_rows = config.flush_rows;
             let weak_for_writer = weak.clone();
+            let weak_for_prefetch = weak.clone();
             let writer = Writer {
                 metrics: metrics.clone(),
                 journal,
@@ -341,6 +343,18 @@ impl Storage {
                 tokens,
                 state: state.clone(),
                 broken: false,
+                on_files_added: Box::new(move |files| {
+                    let weak = weak_for_prefetch.clone();
+                    runtime.spawn(async move {
+                        for file in files {
+                            let Some(inner) = weak.upgrade() else { return };
+                            // Into the file cache if there is room (a file this node wrote already is).
+                            if let Err(error) = inner.objects.get(&file.path).await {
+                                tracing::debug!(path = file.path, %error, "cannot prefetch a data file");
+                            }
+                        }
+                    });
+                }),
                 on_applied: Box::new(move |buffered_rows| {
                     if buffered_rows < flush_rows {
                         return;

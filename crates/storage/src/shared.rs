@@ -115,6 +115,9 @@ pub struct Applied {
     pub edits: Vec<(CollectionId, RowEdit)>,
     /// Whether a swap's old files were all present and were replaced.
     pub swapped: bool,
+    /// Files a maintenance record added to the state (a node that did not write them fetches them into
+    /// its file cache ahead of the queries that will read them).
+    pub added_files: Vec<DataFile>,
 }
 
 /// Applies one entry of the log (a node's own after its commit, or another node's) to the state.
@@ -216,6 +219,7 @@ pub fn apply_record(
                 match state.collections.get_mut(&id) {
                     // Rows of this collection were being flushed: the files hold them.
                     Some(collection) if !collection.flushing.is_empty() => {
+                        applied.added_files.extend(files.iter().cloned());
                         collection.files.extend(files);
                     }
                     // Deleted (and perhaps made again) since the rotate: the files must not come back.
@@ -246,6 +250,7 @@ pub fn apply_record(
                 for (old, new) in &swapped.replaced {
                     collection.files.retain(|file| file != old);
                     collection.files.extend(new.clone());
+                    applied.added_files.extend(new.clone());
                 }
                 applied.swapped = true;
             } else {

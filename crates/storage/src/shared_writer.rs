@@ -20,6 +20,7 @@ impl Writer {
         let (log, runtime) = (shared.log.clone(), shared.runtime.clone());
         let mut last_applied = None;
         let mut applied_any = false;
+        let mut added_files = Vec::new();
         loop {
             let after = self.state.lock().expect("state lock").applied_sequence;
             if after >= through {
@@ -44,10 +45,14 @@ impl Writer {
                     apply_record(&mut state, &mut self.tokens, &record, 0, true)?
                 };
                 applied_any = true;
+                added_files.extend(applied.added_files.iter().cloned());
                 if record.sequence == through {
                     last_applied = Some(applied);
                 }
             }
+        }
+        if !added_files.is_empty() {
+            (self.on_files_added)(added_files);
         }
         if applied_any {
             let buffered_rows = self.state.lock().expect("state lock").memory_rows();

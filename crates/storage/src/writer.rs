@@ -76,6 +76,8 @@ pub struct Writer {
     pub state: Arc<Mutex<State>>,
     /// Called after each group is applied, with the rows now buffered in memory.
     pub on_applied: Box<dyn Fn(usize) + Send>,
+    /// Shared log: called with the files that records from the log added (to fetch them ahead of reads).
+    pub on_files_added: Box<dyn Fn(Vec<DataFile>) + Send>,
     /// Set when a failed commit could not be undone (`Wal::is_consistent`): what follows in the segment
     /// is unknown, so nothing more is acknowledged until a restart replays the log.
     pub broken: bool,
