@@ -595,6 +595,17 @@ impl Storage {
     /// Flushes everything and stops the writer. Later calls fail with [`StorageError::Closed`].
     pub async fn close(&self) -> Result<()> {
         self.flush().await?;
+        // Shared: the lease that flush took is given back before the process goes, so other nodes need
+        // not wait for it to expire.
+        let pending_release = self
+            .inner
+            .lease_release
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(pending_release) = pending_release {
+            let _ = pending_release.await;
+        }
         let _ = self.inner.commands.send(Command::Stop).await;
         let thread = self
             .inner
