@@ -83,6 +83,30 @@ impl Database {
     }
 }
 
+/// Creates an empty database `name` (letters, digits and `_`) on the PostgreSQL server `server_url`
+/// points to (its role must be allowed to); the URL of the new database. For tests and tools that need a
+/// fresh metadata database.
+pub async fn create_postgres_database(server_url: &str, name: &str) -> Result<String> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
+    {
+        return Err(MetaError::InvalidDefinition(format!(
+            "{name:?} cannot name a database"
+        )));
+    }
+    let (base, _) = server_url
+        .rsplit_once('/')
+        .ok_or_else(|| MetaError::InvalidDefinition("the URL names no database".into()))?;
+    sqlx::any::install_default_drivers();
+    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(server_url).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await?;
+    Ok(format!("{base}/{name}"))
+}
+
 fn backend_of(url: &str) -> Result<Backend> {
     if url.starts_with("sqlite:") {
         return Ok(Backend::Sqlite);

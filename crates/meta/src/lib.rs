@@ -25,7 +25,7 @@ mod usage;
 
 pub use audit::{AuditEntry, AuditPage, MAX_PAGE as MAX_AUDIT_PAGE, Refusal};
 pub use cluster::{ClusterLog, LogRecord};
-pub use database::Backend;
+pub use database::{Backend, create_postgres_database};
 pub use datasets::{Dataset, MAX_DATASET_PAGE};
 pub use grants::Resolution;
 pub use saved_queries::{SavedQuery, SavedQueryWrite};

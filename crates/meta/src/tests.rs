@@ -116,17 +116,8 @@ async fn fresh_postgres_database() -> String {
         "KEYHOLE_TEST_POSTGRES_URL names the PostgreSQL server the conformance suite runs against \
          (.ci/run starts one and sets it)",
     );
-    sqlx::any::install_default_drivers();
-    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&server_url)
-        .await
-        .unwrap();
     let name = format!("keyhole_test_{}", keyhole_model::keys::generate_id());
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (base, _) = server_url.rsplit_once('/').unwrap();
-    format!("{base}/{name}")
+    create_postgres_database(&server_url, &name).await.unwrap()
 }
 
 async fn open_store(backend: TestBackend) -> (TestDatabase, MetaStore) {

@@ -597,15 +597,7 @@ impl Storage {
         self.flush().await?;
         // Shared: the lease that flush took is given back before the process goes, so other nodes need
         // not wait for it to expire.
-        let pending_release = self
-            .inner
-            .lease_release
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some(pending_release) = pending_release {
-            let _ = pending_release.await;
-        }
+        self.lease_released().await;
         let _ = self.inner.commands.send(Command::Stop).await;
         let thread = self
             .inner

@@ -132,15 +132,7 @@ impl Storage {
     /// to end (up to a minute) rather than answer `None` at once.
     pub(crate) async fn maintenance(&self, wait: bool) -> Result<Option<MaintenanceGuard>> {
         let local = self.inner.maintenance.clone().lock_owned().await;
-        let pending_release = self
-            .inner
-            .lease_release
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some(pending_release) = pending_release {
-            let _ = pending_release.await;
-        }
+        self.lease_released().await;
         let Some(log) = self.shared_log() else {
             return Ok(Some(MaintenanceGuard {
                 _local: local,
@@ -179,6 +171,19 @@ impl Storage {
                 release: self.inner.lease_release.clone(),
             }),
         }))
+    }
+
+    /// Waits until the release of this node's last maintenance lease (if any) is done.
+    pub(crate) async fn lease_released(&self) {
+        let pending_release = self
+            .inner
+            .lease_release
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(pending_release) = pending_release {
+            let _ = pending_release.await;
+        }
     }
 
     /// Stores the state's checkpoint and drops log records well below its flushed point.

@@ -57,17 +57,10 @@ async fn fresh_postgres_database() -> String {
     let server_url = std::env::var("KEYHOLE_TEST_POSTGRES_URL").expect(
         "KEYHOLE_TEST_POSTGRES_URL names the PostgreSQL server (.ci/run starts one and sets it)",
     );
-    sqlx::any::install_default_drivers();
-    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&server_url)
-        .await
-        .unwrap();
     let name = format!("keyhole_it_{}", keyhole_model::keys::generate_id());
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
+    keyhole_meta::create_postgres_database(&server_url, &name)
         .await
-        .unwrap();
-    let (base, _) = server_url.rsplit_once('/').unwrap();
-    format!("{base}/{name}")
+        .unwrap()
 }
 
 async fn query(base_url: &str, keys: &ProjectKeys, analysis: &str, extra: Value) -> (u16, Value) {
