@@ -91,13 +91,16 @@ impl FileCacheStore {
         self.lock().files.get(location).cloned()
     }
 
-    /// Keeps a file's bytes (written or read whole), evicting the oldest files beyond the budget.
-    pub fn insert(&self, meta: ObjectMeta, bytes: Bytes) {
+    /// Keeps a file's bytes (written or read whole) under the path it is asked for by, evicting the oldest
+    /// files beyond the budget. The path is the caller's, not the store's metadata: an S3 store behind a
+    /// prefix reported another form of it, so nothing cached was ever found again.
+    pub fn insert(&self, location: &Path, mut meta: ObjectMeta, bytes: Bytes) {
         if bytes.len() > self.budget_bytes / 4 {
             return;
         }
         let mut state = self.lock();
-        let location = meta.location.clone();
+        let location = location.clone();
+        meta.location = location.clone();
         if let Some((old, _)) = state.files.insert(location.clone(), (bytes.clone(), meta)) {
             state.bytes -= old.len();
             state.order.retain(|path| path != &location);
@@ -117,7 +120,7 @@ impl FileCacheStore {
     /// Caches a file just written, with the metadata the underlying store reports for it.
     pub async fn insert_written(&self, location: &Path, bytes: Bytes) -> Result<()> {
         let meta = self.inner.head(location).await?;
-        self.insert(meta, bytes);
+        self.insert(location, meta, bytes);
         Ok(())
     }
 
@@ -145,7 +148,9 @@ impl FileCacheStore {
             .await?
             .bytes()
             .await?;
-        self.insert(meta.clone(), bytes.clone());
+        let mut meta = meta;
+        meta.location = location.clone();
+        self.insert(location, meta.clone(), bytes.clone());
         Ok(Some((bytes, meta)))
     }
 }

@@ -468,6 +468,24 @@ async fn a_data_directory_is_opened_by_one_engine_at_a_time(objects: Objects) {
     assert_eq!(count(&second, "clicks").await, 1);
 }
 
+/// A flushed file is read back from the file cache, not from the store (with a bucket behind a prefix,
+/// the cache once keyed files by the store's form of the path and never found one again).
+async fn written_files_are_read_from_the_file_cache(objects: Objects) {
+    let directory = tempfile::tempdir().unwrap();
+    let storage = Storage::open(config(directory.path(), &objects))
+        .await
+        .unwrap();
+    let events = (0..10).map(|i| prepared(json!({"i": i}))).collect();
+    storage.append(id("cached"), events).await.unwrap();
+    storage.flush().await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(count(&storage, "cached").await, 10);
+    }
+    let metrics = storage.metrics();
+    assert_eq!(metrics.file_cache_misses.get(), 0);
+    assert!(metrics.file_cache_hits.get() >= 3);
+}
+
 /// Declares each engine test once per place Parquet files can live.
 macro_rules! object_suite {
     ($($test:ident),* $(,)?) => {
@@ -500,4 +518,5 @@ object_suite!(
     uniqueness_tokens_deduplicate_across_flush_and_restart,
     flushed_rows_are_ordered_by_the_clustering_properties_then_time,
     a_data_directory_is_opened_by_one_engine_at_a_time,
+    written_files_are_read_from_the_file_cache,
 );
