@@ -93,7 +93,8 @@ impl FileCacheStore {
 
     /// Keeps a file's bytes (written or read whole) under the path it is asked for by, evicting the oldest
     /// files beyond the budget. The path is the caller's, not the store's metadata: an S3 store behind a
-    /// prefix reported another form of it, so nothing cached was ever found again.
+    /// prefix (object_store's `PrefixStore`) answers `head` with the prefix still in the location, so nothing
+    /// cached was ever found again.
     pub fn insert(&self, location: &Path, mut meta: ObjectMeta, bytes: Bytes) {
         if bytes.len() > self.budget_bytes / 4 {
             return;

@@ -116,7 +116,9 @@ async fn requests_below_the_router_get_keen_errors() {
     let exchange = |request: Vec<u8>| {
         let mut stream = connect(&server);
         tokio::task::spawn_blocking(move || {
-            stream.write_all(&request).unwrap();
+            // The server may answer and close before an oversized request is fully sent (a broken pipe
+            // here); what it answered is what is checked.
+            let _ = stream.write_all(&request);
             read_to_close(&mut stream).0
         })
     };
