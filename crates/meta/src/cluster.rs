@@ -11,7 +11,7 @@
 
 use sqlx::Row;
 
-use crate::database::{Backend, Database};
+use crate::database::Database;
 use crate::{MetaStore, Result};
 
 /// The advisory lock taken by appends on PostgreSQL ("khlog").
@@ -51,20 +51,6 @@ impl ClusterLog {
         &self.node_id
     }
 
-    async fn begin_append(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        match self.database.backend {
-            Backend::Sqlite => self.database.begin_write().await,
-            Backend::Postgres => {
-                let mut transaction = self.database.pool.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(LOG_LOCK)
-                    .execute(&mut *transaction)
-                    .await?;
-                Ok(transaction)
-            }
-        }
-    }
-
     /// Appends a record; its sequence. With `fence`, only while this node holds that lease (`None` when
     /// it does not).
     pub async fn append(
@@ -74,7 +60,7 @@ impl ClusterLog {
         fence: Option<&str>,
         now_millis: i64,
     ) -> Result<Option<u64>> {
-        let mut transaction = self.begin_append().await?;
+        let mut transaction = self.database.begin_locked(LOG_LOCK).await?;
         if let Some(lease) = fence {
             let held = sqlx::query(
                 "SELECT 1 FROM storage_leases WHERE name = $1 AND holder = $2 AND expires_at_millis > $3",

@@ -35,8 +35,7 @@ pub(crate) struct Database {
 impl Database {
     /// Connects to `url` (`sqlite://path` or `postgres://…`), creating a SQLite file if needed.
     pub async fn connect(url: &str) -> Result<Database> {
-        static DRIVERS: std::sync::Once = std::sync::Once::new();
-        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        sqlx::any::install_default_drivers();
         let backend = backend_of(url)?;
         let url = match backend {
             Backend::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
@@ -69,12 +68,18 @@ impl Database {
 
     /// A transaction that writes, holding the backend's write lock from its start (see the module note).
     pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        self.begin_locked(WRITE_LOCK).await
+    }
+
+    /// A writing transaction serialized with every other one taking `lock`: on PostgreSQL the
+    /// transaction-scoped advisory lock `lock`; on SQLite (one writer anyway) `BEGIN IMMEDIATE`.
+    pub async fn begin_locked(&self, lock: i64) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
         match self.backend {
             Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
             Backend::Postgres => {
                 let mut transaction = self.pool.begin().await?;
                 sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(WRITE_LOCK)
+                    .bind(lock)
                     .execute(&mut *transaction)
                     .await?;
                 Ok(transaction)

@@ -185,8 +185,10 @@ pub fn apply_entry(
     }
 }
 
-/// Applies one shared record. `maintenance_reflected_through`: maintenance records at or below it are
-/// already in the state (it was loaded from a checkpoint that far) and are skipped.
+/// Applies one shared record, which must be the one after the last applied (a gap means records this node
+/// never applied were removed: an error, never skipped). `maintenance_reflected_through`: maintenance
+/// records at or below it are already in the state (it was loaded from a checkpoint that far) and are
+/// skipped.
 pub fn apply_record(
     state: &mut State,
     tokens: &mut TokenIndex,
@@ -194,6 +196,16 @@ pub fn apply_record(
     maintenance_reflected_through: u64,
     record_changes: bool,
 ) -> io::Result<Applied> {
+    if record.sequence != state.applied_sequence + 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the shared log has no record {} (the next is {}): records this node never applied were removed",
+                state.applied_sequence + 1,
+                record.sequence
+            ),
+        ));
+    }
     let mut applied = Applied::default();
     let is_maintenance = record.kind != KIND_ENTRIES;
     if is_maintenance && record.sequence <= maintenance_reflected_through {

@@ -89,13 +89,6 @@ impl Storage {
                 break;
             }
             for record in batch {
-                if record.sequence != state.applied_sequence + 1 {
-                    return Err(StorageError::Inconsistent(format!(
-                        "the shared log has no record {} (next is {}): records the checkpoint does not cover were removed",
-                        state.applied_sequence + 1,
-                        record.sequence
-                    )));
-                }
                 apply_record(&mut state, &mut tokens, &record, reflected_through, false)?;
                 records += 1;
             }
