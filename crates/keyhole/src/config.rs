@@ -190,6 +190,14 @@ pub struct LimitOptions {
     /// KiB a request's line and headers may take [default: 64]
     #[arg(long, env = "KEYHOLE_MAX_HEADER_KB")]
     pub max_header_kb: Option<usize>,
+    /// Events one write request may carry; more are refused with 413 [default: 5000, keen-tracking's
+    /// largest batch]
+    #[arg(long, env = "KEYHOLE_MAX_EVENTS_PER_REQUEST")]
+    pub max_events_per_request: Option<usize>,
+    /// Milliseconds of CPU time one write request's events may take to prepare (parsing, add-ons,
+    /// webhook signature); past it the request is refused with 400 [default: 2000]
+    #[arg(long, env = "KEYHOLE_WRITE_CPU_BUDGET_MS")]
+    pub write_cpu_budget_ms: Option<u64>,
 }
 
 impl LimitOptions {
@@ -210,6 +218,25 @@ impl LimitOptions {
             body_timeout_secs: self.body_timeout_secs.or(file.body_timeout_secs),
             max_connections: self.max_connections.or(file.max_connections),
             max_header_kb: self.max_header_kb.or(file.max_header_kb),
+            max_events_per_request: self
+                .max_events_per_request
+                .or(file.max_events_per_request),
+            write_cpu_budget_ms: self.write_cpu_budget_ms.or(file.write_cpu_budget_ms),
+        }
+    }
+
+    pub fn write_limits(&self) -> keyhole_server::write_pool::WriteLimits {
+        let defaults = keyhole_server::write_pool::WriteLimits::default();
+        keyhole_server::write_pool::WriteLimits {
+            max_events_per_request: self
+                .max_events_per_request
+                .map_or(defaults.max_events_per_request, |n| n.max(1)),
+            cpu_budget: self
+                .write_cpu_budget_ms
+                .map_or(defaults.cpu_budget, |millis| {
+                    Duration::from_millis(millis.max(1))
+                }),
+            ..defaults
         }
     }
 

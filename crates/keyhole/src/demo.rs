@@ -100,7 +100,7 @@ pub async fn demo(common: &CommonOptions, options: &DemoOptions) -> anyhow::Resu
         }
         for (display_name, secret) in &dashboards {
             println!(
-                "{:<10} http://{address}/console/dashboard.html?project={project_id}&key={secret}&vendor={display_name}",
+                "{:<10} http://{address}/console/dashboard.html#project={project_id}&key={secret}&vendor={display_name}",
                 format!("{display_name}:")
             );
         }
@@ -125,6 +125,7 @@ async fn seed_events(
         client_ip: None,
         user_agent: None,
         uniqueness_scope: None,
+        autofill: None,
     };
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let mut next = move |bound: u64| {

@@ -226,7 +226,9 @@ async fn run_http_server(
         settings.limits.query_limits(),
     )
     .context("cannot start the query runtime")?
-    .with_enrichment(enrichment);
+    .with_enrichment(enrichment)
+    .with_write_limits(settings.limits.write_limits())
+    .context("cannot start the write pool")?;
     state.refresh_all_clustering().await;
 
     let listener = tokio::net::TcpListener::bind(&settings.listen)

@@ -56,6 +56,8 @@ pub enum Refusal {
     RefusedTokenClaims,
     /// A browser request from an origin outside the key's `options.origins`.
     OriginNotAllowed,
+    /// A request of an origin-bound key with neither `Origin` nor `Referer`.
+    OriginMissing,
     /// A webhook delivery without the signature its key requires.
     WebhookUnsigned,
     /// A webhook delivery whose signature does not match its body.
@@ -86,6 +88,7 @@ impl Refusal {
             Refusal::RevokedToken => "revoked_token",
             Refusal::RefusedTokenClaims => "refused_token_claims",
             Refusal::OriginNotAllowed => "origin_not_allowed",
+            Refusal::OriginMissing => "origin_missing",
             Refusal::WebhookUnsigned => "webhook_unsigned",
             Refusal::WebhookBadSignature => "webhook_bad_signature",
             Refusal::WebhookStale => "webhook_stale",

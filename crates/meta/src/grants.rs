@@ -16,6 +16,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::audit::Refusal;
+use crate::key_cache::CacheTicket;
 use crate::{MetaError, MetaStore, Result};
 
 /// What a presented credential resolved to.
@@ -23,6 +24,14 @@ use crate::{MetaError, MetaStore, Result};
 pub enum Resolution {
     Granted(Arc<Grant>),
     Refused(Refusal),
+}
+
+/// A resolution, and for a grant read from the store, the ticket to cache it with once its request has
+/// passed every check ([`MetaStore::cache_grant`]).
+#[derive(Debug)]
+pub struct Resolved {
+    pub resolution: Resolution,
+    pub cache_ticket: Option<CacheTicket>,
 }
 
 /// The `project_keys` columns a grant is built from (a macro, so queries stay static strings).
@@ -38,22 +47,38 @@ impl MetaStore {
         &self,
         presented: &str,
         now: EpochMillis,
-    ) -> Result<Resolution> {
+    ) -> Result<Resolved> {
         let presented_hex = KeyHash::of_secret(presented).to_hex();
         let (cached, generation) = self.resolved_keys.lookup(&presented_hex);
         if let Some(grant) = cached {
-            return Ok(Resolution::Granted(grant));
+            return Ok(Resolved {
+                resolution: Resolution::Granted(grant),
+                cache_ticket: None,
+            });
         }
         let resolution = if embed_token::looks_like_token(presented) {
             self.resolve_token(presented, now).await?
         } else {
             self.resolve_key_secret(presented).await?
         };
-        if let Resolution::Granted(grant) = &resolution {
-            self.resolved_keys
-                .store(presented_hex, grant.clone(), generation);
-        }
-        Ok(resolution)
+        let cache_ticket = matches!(resolution, Resolution::Granted(_)).then_some(CacheTicket {
+            key_hash_hex: presented_hex,
+            generation,
+        });
+        Ok(Resolved {
+            resolution,
+            cache_ticket,
+        })
+    }
+
+    /// The bytes cached grants are charged, and how many there are.
+    pub fn grant_cache_usage(&self) -> (usize, usize) {
+        self.resolved_keys.usage()
+    }
+
+    /// Caches a grant whose request passed every check (see `key_cache`).
+    pub fn cache_grant(&self, ticket: CacheTicket, grant: Arc<Grant>) {
+        self.resolved_keys.store(ticket, grant);
     }
 
     async fn resolve_key_secret(&self, secret: &str) -> Result<Resolution> {

@@ -3,8 +3,12 @@
 //!
 //! Entries are keyed by the SHA-256 hex of the presented key or token (for keys, the same value the SQL
 //! lookup uses; no secret is kept) and hold the grant built after the constant-time hash comparison or the
-//! signature check. Expiry is not cached: the server checks it against the clock on every request. Unknown secrets are not
-//! cached, so a flood of made-up keys cannot grow it. Every change to a key (update, revoke, unrevoke,
+//! signature check. Expiry is not cached: the server checks it against the clock on every request. Unknown
+//! secrets are not cached, so a flood of made-up keys cannot grow it; nor is a credential whose request
+//! was then refused (another project, origin, permission, rate limit): resolving hands back a
+//! [`CacheTicket`] and the server stores the grant with it only once the request passed every check. The
+//! cache is bounded in bytes ([`DEFAULT_MAX_BYTES`], each grant charged `Grant::approximate_bytes`): past
+//! it the oldest entries are dropped, and a grant larger than a sixteenth of the bound is not kept. Every change to a key (update, revoke, unrevoke,
 //! delete, token revocation) clears the cache *after* the change is committed and bumps a generation number; a lookup that
 //! read SQLite before the bump does not store its (possibly stale) answer. So any request that starts after
 //! a key-changing API call has returned sees the change, as without the cache.
@@ -13,20 +17,33 @@
 //! the cache the same way (`key_changes`); while notifications cannot be received the cache is disabled
 //! ([`KeyCache::set_enabled`]), so it never answers from before a change it was not told about.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::RwLock;
 
 use std::sync::Arc;
 
 use keyhole_model::Grant;
 
-/// Most cached credentials; past it the cache starts over (embed tokens are minted freely, so a client
-/// could otherwise grow it without bound).
-const MAX_ENTRIES: usize = 100_000;
+/// The bytes the cached grants may take by default.
+pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 
-#[derive(Default)]
+/// A grant resolved from the metadata store that may be cached once its request has passed every check
+/// (`MetaStore::cache_grant`).
+#[derive(Debug)]
+pub struct CacheTicket {
+    pub(crate) key_hash_hex: String,
+    pub(crate) generation: u64,
+}
+
 pub struct KeyCache {
     inner: RwLock<CacheState>,
+    max_bytes: usize,
+}
+
+impl Default for KeyCache {
+    fn default() -> KeyCache {
+        KeyCache::with_max_bytes(DEFAULT_MAX_BYTES)
+    }
 }
 
 #[derive(Default)]
@@ -34,10 +51,37 @@ struct CacheState {
     /// True while changes made elsewhere might go unnoticed: nothing is answered or stored.
     disabled: bool,
     generation: u64,
-    keys: HashMap<String, Arc<Grant>>,
+    keys: HashMap<String, (Arc<Grant>, usize)>,
+    /// Cached hashes, oldest first (the order entries are dropped in).
+    order: VecDeque<String>,
+    bytes: usize,
+}
+
+impl CacheState {
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.order.clear();
+        self.bytes = 0;
+    }
 }
 
 impl KeyCache {
+    pub fn with_max_bytes(max_bytes: usize) -> KeyCache {
+        KeyCache {
+            inner: RwLock::default(),
+            max_bytes,
+        }
+    }
+
+    /// The bytes the cached grants are charged, and how many there are.
+    pub fn usage(&self) -> (usize, usize) {
+        let state = self
+            .inner
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        (state.bytes, state.keys.len())
+    }
+
     /// The cached key for a secret's hash, and the generation to pass to [`KeyCache::store`] on a miss.
     pub fn lookup(&self, key_hash_hex: &str) -> (Option<Arc<Grant>>, u64) {
         let state = self
@@ -47,21 +91,40 @@ impl KeyCache {
         if state.disabled {
             return (None, state.generation);
         }
-        (state.keys.get(key_hash_hex).cloned(), state.generation)
+        (
+            state.keys.get(key_hash_hex).map(|(grant, _)| grant.clone()),
+            state.generation,
+        )
     }
 
-    /// Stores what SQLite answered, unless a key changed since `generation` was read.
-    pub fn store(&self, key_hash_hex: String, key: Arc<Grant>, generation: u64) {
+    /// Stores what the metadata store answered, unless a key changed since the ticket's generation was
+    /// read; the oldest entries make room.
+    pub fn store(&self, ticket: CacheTicket, key: Arc<Grant>) {
+        let bytes = ticket.key_hash_hex.len() + key.approximate_bytes();
+        if bytes > self.max_bytes / 16 {
+            return;
+        }
         let mut state = self
             .inner
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !state.disabled && state.generation == generation {
-            if state.keys.len() >= MAX_ENTRIES {
-                state.keys.clear();
-            }
-            state.keys.insert(key_hash_hex, key);
+        if state.disabled
+            || state.generation != ticket.generation
+            || state.keys.contains_key(&ticket.key_hash_hex)
+        {
+            return;
         }
+        while state.bytes + bytes > self.max_bytes {
+            let Some(oldest) = state.order.pop_front() else {
+                break;
+            };
+            if let Some((_, freed)) = state.keys.remove(&oldest) {
+                state.bytes -= freed;
+            }
+        }
+        state.bytes += bytes;
+        state.order.push_back(ticket.key_hash_hex.clone());
+        state.keys.insert(ticket.key_hash_hex, (key, bytes));
     }
 
     /// Turns the cache on or off (off: every lookup misses and nothing is stored).
@@ -72,7 +135,7 @@ impl KeyCache {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         state.disabled = !enabled;
         state.generation += 1;
-        state.keys.clear();
+        state.clear();
     }
 
     /// Called after every committed change to a key.
@@ -82,6 +145,6 @@ impl KeyCache {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         state.generation += 1;
-        state.keys.clear();
+        state.clear();
     }
 }

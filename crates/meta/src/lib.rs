@@ -27,7 +27,8 @@ pub use audit::{AuditEntry, AuditPage, MAX_PAGE as MAX_AUDIT_PAGE, Refusal};
 pub use cluster::{ClusterLog, LogRecord};
 pub use database::{Backend, create_postgres_database};
 pub use datasets::{Dataset, MAX_DATASET_PAGE};
-pub use grants::Resolution;
+pub use grants::{Resolution, Resolved};
+pub use key_cache::{CacheTicket, DEFAULT_MAX_BYTES as DEFAULT_GRANT_CACHE_BYTES};
 pub use saved_queries::{SavedQuery, SavedQueryWrite};
 pub use usage::KeyUsage;
 

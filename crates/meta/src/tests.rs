@@ -7,14 +7,20 @@ fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// The grant a presented credential resolves to, `None` when refused.
+/// The grant a presented credential resolves to, `None` when refused; a grant is cached as the server
+/// caches it once a request passed its checks.
 async fn grant_of(store: &MetaStore, presented: &str) -> Option<std::sync::Arc<Grant>> {
-    match store
+    let resolved = store
         .resolve_credential(presented, now_millis())
         .await
-        .unwrap()
-    {
-        Resolution::Granted(grant) => Some(grant),
+        .unwrap();
+    match resolved.resolution {
+        Resolution::Granted(grant) => {
+            if let Some(ticket) = resolved.cache_ticket {
+                store.cache_grant(ticket, grant.clone());
+            }
+            Some(grant)
+        }
         Resolution::Refused(_) => None,
     }
 }
@@ -24,6 +30,7 @@ async fn refusal_of(store: &MetaStore, presented: &str) -> Option<Refusal> {
         .resolve_credential(presented, now_millis())
         .await
         .unwrap()
+        .resolution
     {
         Resolution::Granted(_) => None,
         Resolution::Refused(refusal) => Some(refusal),

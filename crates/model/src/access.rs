@@ -1,11 +1,11 @@
 //! Access-key definitions as Keen's key API carries them — `{name, is_active, permitted, options}`, plus
-//! Keyhole's `expires_at` — validated once at the edge, and the autofill merge every write of a key gets.
+//! Keyhole's `expires_at` — validated once at the edge (the autofill a key stamps is `autofill`).
 //!
 //! Design: a definition body is parsed with duplicate keys refused (`strict_json`), and its options by
 //! [`KeyOptions::parse`], the same function that turns a stored key into a `Grant`; so what is accepted
 //! here is exactly what is enforced later. Unset groups read back as `null`, as Keen shows them.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 pub use crate::key_options::KeyDefinitionError;
 use crate::key_options::{KeyOptions, OPTION_GROUPS, invalid};
@@ -114,34 +114,6 @@ impl AccessKeyDefinition {
     }
 }
 
-/// Deep-merges `autofill` into `event`; where both hold a value, the key's wins (a customer cannot write as
-/// another customer). Objects merge recursively.
-pub fn apply_autofill(event: &mut Map<String, Value>, autofill: &Map<String, Value>) {
-    for (name, value) in autofill {
-        // `keen.addons` (the only keen.* a key may fill): the key's add-ons run after the event's own.
-        if name == "keen"
-            && let (Some(Value::Object(keen)), Some(Value::Array(added))) =
-                (event.get_mut("keen"), value.get("addons"))
-        {
-            match keen.get_mut("addons") {
-                Some(Value::Array(existing)) => existing.extend(added.iter().cloned()),
-                _ => {
-                    keen.insert("addons".into(), Value::Array(added.clone()));
-                }
-            }
-            continue;
-        }
-        match (event.get_mut(name), value) {
-            (Some(Value::Object(existing)), Value::Object(nested)) => {
-                apply_autofill(existing, nested)
-            }
-            _ => {
-                event.insert(name.clone(), value.clone());
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,26 +163,5 @@ mod tests {
             assert!(error.0.contains("appears twice"), "{error}");
         }
         assert!(AccessKeyDefinition::parse_bytes(br#"{"name": "k"}"#).is_ok());
-    }
-
-    #[test]
-    fn autofill_deep_merges_and_the_key_wins() {
-        let mut event =
-            json!({"vendor_id": "evil", "vendor": {"tier": "free", "seats": 3}, "other": 1})
-                .as_object()
-                .unwrap()
-                .clone();
-        let autofill = json!({"vendor_id": "acme", "vendor": {"tier": "gold"}})
-            .as_object()
-            .unwrap()
-            .clone();
-        apply_autofill(&mut event, &autofill);
-        assert_eq!(
-            Value::Object(event),
-            json!({"vendor_id": "acme", "vendor": {"tier": "gold", "seats": 3}, "other": 1})
-        );
-        let mut flat = json!({"vendor": "evil"}).as_object().unwrap().clone();
-        apply_autofill(&mut flat, &autofill);
-        assert_eq!(flat["vendor"], json!({"tier": "gold"}));
     }
 }

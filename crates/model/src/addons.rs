@@ -8,6 +8,11 @@
 //! need data — `keen:ip_to_geo` (a MaxMind database), `keen:ua_parser` (a user-agent regex set) and the source
 //! list of `keen:referrer_parser` — go through the [`Enricher`] the server provides.
 //!
+//! Every input is capped in length before it is parsed ([`MAX_USER_AGENT_BYTES`], [`MAX_URL_BYTES`],
+//! [`MAX_SHORT_INPUT_BYTES`]) and every parser takes time linear in its input, so one add-on's cost is
+//! bounded whatever the event holds; the server runs them off its async workers under a per-request
+//! budget.
+//!
 //! Design: Keen's `date_time_parser` field names were not recovered from any public source; Keyhole writes
 //! `{year, month, day_of_month, day_of_week (1 = Monday … 7 = Sunday), day_of_week_string, hour_of_day,
 //! minute, second, millisecond}` of the instant as given (an offset in the text is kept: `time.local`
@@ -25,6 +30,16 @@ use crate::flat::set_path;
 
 /// Most add-ons one event may name.
 pub const MAX_ADDONS: usize = 16;
+/// Longest user agent parsed: a longer one is parsed by its first this many bytes (the browser, engine and
+/// device tokens come first; uap-core's thousand regexes then cost a bounded time).
+pub const MAX_USER_AGENT_BYTES: usize = 512;
+/// Longest URL the URL and referrer parsers look at; a longer one is treated as malformed.
+pub const MAX_URL_BYTES: usize = 4096;
+/// Longest IP address or date-time text looked at; a longer one is treated as malformed.
+pub const MAX_SHORT_INPUT_BYTES: usize = 64;
+/// Most labels of a referring host looked up in the referrer list (its longest entries have four): the
+/// lookup tries the host and its parents, so a host of thousands of labels costs no more than this.
+const MAX_REFERRER_LABELS: usize = 5;
 
 /// The add-ons Keen documents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +73,14 @@ impl AddonKind {
             .iter()
             .find(|(_, known, _)| *known == name)
             .map(|(kind, _, inputs)| (*kind, *inputs))
+    }
+
+    /// The add-on's name as events declare it (`keen:url_parser`).
+    pub fn name(self) -> &'static str {
+        AddonKind::ALL
+            .iter()
+            .find(|(kind, _, _)| *kind == self)
+            .map_or("keen:addon", |(_, name, _)| *name)
     }
 }
 
@@ -102,8 +125,23 @@ fn refused(message: String) -> EventError {
     EventError::InvalidKeenNamespaceProperty(message)
 }
 
-fn is_path(path: &str) -> bool {
-    !path.is_empty() && path.split('.').all(|part| !part.is_empty())
+/// A path an add-on reads or writes, checked as event property paths are (see `names::path_problem`).
+fn checked_path<'a>(
+    name: &str,
+    role: &str,
+    path: Option<&'a Value>,
+) -> Result<&'a str, EventError> {
+    let Some(path) = path.and_then(Value::as_str) else {
+        return Err(refused(format!(
+            "{name} needs {role}: the path of a property of the event."
+        )));
+    };
+    match crate::names::path_problem(path) {
+        None => Ok(path),
+        Some(problem) => Err(EventError::InvalidPropertyName(format!(
+            "{name}'s {role}: {problem}"
+        ))),
+    }
 }
 
 thread_local! {
@@ -163,15 +201,7 @@ fn parse_addon(item: &Value) -> Result<AddonSpec, EventError> {
         .ok_or_else(|| refused(format!("{name} needs an input object.")))?;
     let mut inputs = Vec::new();
     for parameter in parameters {
-        let path = input
-            .get(*parameter)
-            .and_then(Value::as_str)
-            .filter(|path| is_path(path))
-            .ok_or_else(|| {
-                refused(format!(
-                    "{name} needs input.{parameter}: the path of a property of the event."
-                ))
-            })?;
+        let path = checked_path(name, &format!("input.{parameter}"), input.get(*parameter))?;
         inputs.push((parameter.to_string(), path.to_string()));
     }
     let remove_input = match input.get("remove_ip_property") {
@@ -191,11 +221,7 @@ fn parse_addon(item: &Value) -> Result<AddonSpec, EventError> {
             "{name} has no input parameter '{unknown}'."
         )));
     }
-    let output = object
-        .get("output")
-        .and_then(Value::as_str)
-        .filter(|path| is_path(path))
-        .ok_or_else(|| refused(format!("{name} needs an output path.")))?;
+    let output = checked_path(name, "output", object.get("output"))?;
     if output == "keen" || output.starts_with("keen.") {
         return Err(refused(format!("{name}'s output may not be inside keen.")));
     }
@@ -242,46 +268,67 @@ fn remove_path(event: &mut Map<String, Value>, path: &str) {
     current.remove(last);
 }
 
-/// Applies `specs` to `event` (the event without its `keen` object; `keen` holds the rest, for inputs
+/// Applies one add-on to `event` (the event without its `keen` object; `keen` holds the rest, for inputs
 /// such as `keen.timestamp`).
-pub fn apply_addons(
+pub fn apply_addon(
     event: &mut Map<String, Value>,
     keen: &Map<String, Value>,
-    specs: &[AddonSpec],
+    spec: &AddonSpec,
     enricher: &dyn Enricher,
 ) -> Result<(), EventError> {
-    for spec in specs {
-        let text = |parameter: &str| -> Option<String> {
-            let path = &spec.input.iter().find(|(name, _)| name == parameter)?.1;
-            let value = match path.strip_prefix("keen.") {
-                Some(inner) => get_path(keen, inner),
-                None => get_path(event, path),
-            };
-            value.and_then(Value::as_str).map(str::to_string)
+    let text = |parameter: &str| -> Option<&str> {
+        let path = &spec.input.iter().find(|(name, _)| name == parameter)?.1;
+        let value = match path.strip_prefix("keen.") {
+            Some(inner) => get_path(keen, inner),
+            None => get_path(event, path),
         };
-        let output = match spec.kind {
-            AddonKind::IpToGeo => match text("ip") {
-                Some(ip) => enricher
-                    .ip_to_geo(&ip)
-                    .map_err(|message| refused(format!("keen:ip_to_geo: {message}")))?,
-                None => None,
-            },
-            AddonKind::UaParser => text("ua_string").map(|ua| enricher.user_agent(&ua)),
-            AddonKind::UrlParser => text("url").and_then(|url| parse_url(&url)),
-            AddonKind::ReferrerParser => text("referrer_url")
-                .map(|referrer| parse_referrer(&referrer, text("page_url").as_deref(), enricher)),
-            AddonKind::DateTimeParser => text("date_time").and_then(|text| date_parts(&text)),
-        };
-        if let Some(output) = output {
-            write_output(event, &spec.output, output);
+        value.and_then(Value::as_str)
+    };
+    fn at_most(text: Option<&str>, limit: usize) -> Option<&str> {
+        text.filter(|text| text.len() <= limit)
+    }
+    let output = match spec.kind {
+        AddonKind::IpToGeo => match at_most(text("ip"), MAX_SHORT_INPUT_BYTES) {
+            Some(ip) => enricher
+                .ip_to_geo(ip)
+                .map_err(|message| refused(format!("keen:ip_to_geo: {message}")))?,
+            None => None,
+        },
+        AddonKind::UaParser => text("ua_string")
+            .map(|ua| enricher.user_agent(truncated(ua, MAX_USER_AGENT_BYTES))),
+        AddonKind::UrlParser => at_most(text("url"), MAX_URL_BYTES).and_then(parse_url),
+        AddonKind::ReferrerParser => text("referrer_url").map(|referrer| {
+            let page = at_most(text("page_url"), MAX_URL_BYTES);
+            match at_most(Some(referrer), MAX_URL_BYTES) {
+                Some(referrer) => parse_referrer(referrer, page, enricher),
+                None => blank_referrer(),
+            }
+        }),
+        AddonKind::DateTimeParser => {
+            at_most(text("date_time"), MAX_SHORT_INPUT_BYTES).and_then(date_parts)
         }
-        if spec.remove_input
-            && let Some((_, path)) = spec.input.first()
-        {
-            remove_path(event, path);
-        }
+    };
+    if let Some(output) = output {
+        write_output(event, &spec.output, output);
+    }
+    if spec.remove_input
+        && let Some((_, path)) = spec.input.first()
+    {
+        remove_path(event, path);
     }
     Ok(())
+}
+
+/// The longest prefix of `text` of at most `limit` bytes that ends on a character boundary.
+fn truncated(text: &str, limit: usize) -> &str {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// `keen:url_parser`.
@@ -318,7 +365,7 @@ const SEARCH_TERM_PARAMETERS: [&str; 8] = [
 /// domain), else UNKNOWN; malformed input gives blank values.
 pub fn parse_referrer(referrer: &str, page: Option<&str>, enricher: &dyn Enricher) -> Value {
     let Ok(referrer) = url::Url::parse(referrer) else {
-        return json!({"medium": null, "source": null, "term": null});
+        return blank_referrer();
     };
     let host = referrer.host_str().unwrap_or_default().to_ascii_lowercase();
     let page_host = page
@@ -328,7 +375,12 @@ pub fn parse_referrer(referrer: &str, page: Option<&str>, enricher: &dyn Enriche
         return json!({"medium": "INTERNAL", "source": null, "term": null});
     }
     let bare = host.strip_prefix("www.").unwrap_or(&host);
-    let mut candidate = bare;
+    // Only the last labels can name a listed host: start from them, so a host of thousands of labels
+    // costs a handful of lookups.
+    let mut candidate = bare
+        .rmatch_indices('.')
+        .nth(MAX_REFERRER_LABELS - 1)
+        .map_or(bare, |(dot, _)| &bare[dot + 1..]);
     let known = loop {
         if let Some(found) = enricher.referrer_source(candidate) {
             break Some(found);
@@ -353,6 +405,11 @@ pub fn parse_referrer(referrer: &str, page: Option<&str>, enricher: &dyn Enriche
         })
         .flatten();
     json!({"medium": medium, "source": source, "term": term})
+}
+
+/// The referrer parser's answer for a referrer it cannot read.
+fn blank_referrer() -> Value {
+    json!({"medium": null, "source": null, "term": null})
 }
 
 const WEEKDAYS: [&str; 7] = [
@@ -469,7 +526,9 @@ mod tests {
             {"name": "keen:ua_parser", "input": {"ua_string": "missing"}, "output": "tech"},
         ]))
         .unwrap();
-        apply_addons(&mut event, &keen, &specs, &TestData).unwrap();
+        for spec in &specs {
+            apply_addon(&mut event, &keen, spec, &TestData).unwrap();
+        }
         assert_eq!(event["geo"], json!({"city": "London"}));
         assert!(!event.contains_key("ip_address"));
         assert_eq!(

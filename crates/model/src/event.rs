@@ -57,6 +57,9 @@ pub struct EventContext {
     /// tenant's `keen.uniqueness_token` can never suppress another scope's event. `None` for keys that
     /// write unscoped (master, write, access keys without autofill), which share one scope.
     pub uniqueness_scope: Option<String>,
+    /// The writing key's autofill: stamped onto the event, its add-ons run after the event's own, and
+    /// nothing else may touch what it fills (see `autofill`).
+    pub autofill: Option<std::sync::Arc<crate::autofill::Autofill>>,
 }
 
 /// A validated event with Keen's server-side fields set.
@@ -111,7 +114,13 @@ pub fn prepare_event(event: Value, context: &EventContext) -> Result<PreparedEve
     prepare_event_enriched(event, context, &crate::addons::WithoutData)
 }
 
-/// [`prepare_event`], applying the event's `keen.addons` with `enricher` (see `addons`).
+/// [`prepare_event`], applying the event's `keen.addons` (and the writing key's) with `enricher` (see
+/// `addons`).
+///
+/// The order is what keeps a tenant's stamp intact: the key's autofill is merged first (its values win
+/// over the event's), every add-on is checked against it before any runs (`Autofill::check_addon`), the
+/// add-ons run, and only then is the whole event validated — names, values and nesting depth — so what an
+/// add-on wrote obeys the same rules as what the client sent.
 pub fn prepare_event_enriched(
     event: Value,
     context: &EventContext,
@@ -122,6 +131,10 @@ pub fn prepare_event_enriched(
             "An event must be a JSON object.".to_string(),
         ));
     };
+    let autofill = context.autofill.as_deref();
+    if let Some(autofill) = autofill {
+        autofill.stamp(&mut event);
+    }
     replace_placeholders(&mut event, context);
     let mut keen_in = match event.remove("keen") {
         None => Map::new(),
@@ -132,11 +145,20 @@ pub fn prepare_event_enriched(
             ));
         }
     };
-    let addons = keen_in
+    let event_addons = keen_in
         .remove("addons")
         .map(|specs| crate::addons::parse_addons_cached(&specs))
         .transpose()?;
-    validate_properties(&event, 1)?;
+    let key_addons = autofill.map(|autofill| autofill.addons());
+    let addons = event_addons
+        .iter()
+        .chain(key_addons)
+        .flat_map(|specs| specs.iter());
+    if let Some(autofill) = autofill {
+        for spec in addons.clone() {
+            autofill.check_addon(spec)?;
+        }
+    }
     let keen_fields = KeenFields::from_client(keen_in, context)?;
 
     let mut keen_out = keen_fields.passthrough;
@@ -155,9 +177,10 @@ pub fn prepare_event_enriched(
     if let (Some(scope), Some(_)) = (uniqueness_scope, &keen_fields.uniqueness_token) {
         keen_out.insert("uniqueness_scope".into(), Value::String(scope.to_string()));
     }
-    if let Some(addons) = &addons {
-        crate::addons::apply_addons(&mut event, &keen_out, addons, enricher)?;
+    for spec in addons {
+        crate::addons::apply_addon(&mut event, &keen_out, spec, enricher)?;
     }
+    validate_properties(&event, 1)?;
     event.insert("keen".into(), Value::Object(keen_out));
 
     let json = serde_json::to_vec(&event).expect("a JSON map always serializes");
@@ -208,6 +231,7 @@ impl KeenFields {
                     fields.passthrough.insert(name, Value::String(token));
                 }
                 "location" => {
+                    // The keen object is at level 2 of the event.
                     validate_value("keen.location", &value, 2)?;
                     fields.passthrough.insert(name, value);
                 }
@@ -241,28 +265,50 @@ fn parse_uniqueness_token(value: &Value) -> Result<String, EventError> {
     }
 }
 
-fn validate_properties(object: &Map<String, Value>, depth: usize) -> Result<(), EventError> {
+/// How deeply an event may nest: the event object is level 1, each object or list inside it one more
+/// (`{"a": {"b": [1]}}` is 3 deep). Checked on the final event, after autofill and add-ons, so whatever is
+/// acknowledged is below serde_json's recursion limit of 128 levels, which the WAL and the shared log
+/// read events back with, even inside a batch's two levels of wrapping.
+pub const MAX_EVENT_DEPTH: usize = 100;
+
+/// How many levels of objects and lists `value` holds (0 for a scalar), counted without recursion.
+pub fn nesting_depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut pending = vec![(value, 1usize)];
+    while let Some((value, level)) = pending.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Object(members) => Box::new(members.values()),
+            Value::Array(items) => Box::new(items.iter()),
+            _ => continue,
+        };
+        deepest = deepest.max(level);
+        pending.extend(children.map(|child| (child, level + 1)));
+    }
+    deepest
+}
+
+/// Checks the members of an object that sits at nesting level `level`.
+fn validate_properties(object: &Map<String, Value>, level: usize) -> Result<(), EventError> {
     for (name, value) in object {
         if let Some(problem) = property_name_problem(name) {
             return Err(EventError::InvalidPropertyName(problem));
         }
-        validate_value(name, value, depth)?;
+        validate_value(name, value, level)?;
     }
     Ok(())
 }
 
-/// serde_json already refuses nesting deeper than 128 levels while parsing; this bound is a backstop.
-const MAX_NESTING_DEPTH: usize = 1000;
-
-fn validate_value(name: &str, value: &Value, depth: usize) -> Result<(), EventError> {
-    if depth > MAX_NESTING_DEPTH {
-        return Err(EventError::InvalidEvent(
-            "The event is nested too deeply.".to_string(),
-        ));
+/// Checks a value held by a container at nesting level `level` (so a nested object or list is at
+/// `level + 1`); refuses past [`MAX_EVENT_DEPTH`] before looking inside.
+fn validate_value(name: &str, value: &Value, level: usize) -> Result<(), EventError> {
+    if matches!(value, Value::Object(_) | Value::Array(_)) && level >= MAX_EVENT_DEPTH {
+        return Err(EventError::InvalidEvent(format!(
+            "Property '{name}' is nested too deeply: an event may nest objects and lists at most {MAX_EVENT_DEPTH} levels deep."
+        )));
     }
     match value {
         Value::String(text) => validate_string(name, text),
-        Value::Object(nested) => validate_properties(nested, depth + 1),
+        Value::Object(nested) => validate_properties(nested, level + 1),
         Value::Array(items) => {
             for item in items {
                 match item {
@@ -335,6 +381,7 @@ mod tests {
             client_ip: Some("10.1.2.3".into()),
             user_agent: Some("curl/8".into()),
             uniqueness_scope: None,
+            autofill: None,
         }
     }
 

@@ -110,6 +110,7 @@ fn context() -> EventContext {
         client_ip: Some("127.0.0.1".into()),
         user_agent: Some("proptest".into()),
         uniqueness_scope: Some("scope".into()),
+        autofill: None,
     }
 }
 

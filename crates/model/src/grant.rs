@@ -151,7 +151,7 @@ impl Grant {
             .writes
             .autofill
             .as_ref()
-            .and_then(uniqueness_scope_of);
+            .and_then(|autofill| uniqueness_scope_of(autofill.source()));
         Ok(Grant {
             project_id: stored.project_id.to_string(),
             kind: KeyKind::Access,
@@ -222,6 +222,12 @@ impl Grant {
         self.name.as_deref()
     }
 
+    /// Roughly how much memory the grant holds (see `footprint`): what a cache bounded in bytes charges
+    /// for it.
+    pub fn approximate_bytes(&self) -> usize {
+        std::mem::size_of::<Grant>() + crate::footprint::debug_bytes(self)
+    }
+
     /// The embed token's id, when the credential is a token.
     pub fn token_id(&self) -> Option<&str> {
         self.token_id.as_deref()
@@ -263,7 +269,7 @@ impl Grant {
             .map(|lookback| now.saturating_sub(lookback))
     }
 
-    pub fn autofill(&self) -> Option<&Map<String, Value>> {
+    pub fn autofill(&self) -> Option<&std::sync::Arc<crate::autofill::Autofill>> {
         self.options.writes.autofill.as_ref()
     }
 
@@ -316,16 +322,22 @@ impl Grant {
         self.options.writes.webhook.as_ref()
     }
 
-    /// Whether a request from `origin` (its `Origin` header; `None` when it sent none) may use the key:
-    /// always without `options.origins`; with it, requests without an `Origin` pass (they are not from
-    /// a browser page) and the others must match one of the listed origins.
-    pub fn allows_origin(&self, origin: Option<&str>) -> bool {
-        match (&self.options.origins, origin) {
-            (None, _) | (Some(_), None) => true,
-            (Some(patterns), Some(origin)) => {
-                patterns.iter().any(|pattern| pattern.matches(origin))
-            }
+    /// Whether a request whose page origin is `origin` may use the key: always without `options.origins`;
+    /// with it, the origin must be known (a browser sends it as `Origin`, or its page in `Referer`) and
+    /// match one of the listed origins. A request that names no origin is refused: `<img>` tags, no-cors
+    /// fetches and plain links send neither header, and letting them through would let every site use the
+    /// key.
+    pub fn check_origin(&self, origin: Option<&str>) -> Result<(), crate::origins::OriginRefusal> {
+        let Some(patterns) = &self.options.origins else {
+            return Ok(());
+        };
+        let Some(origin) = origin else {
+            return Err(crate::origins::OriginRefusal::Missing);
+        };
+        if patterns.iter().any(|pattern| pattern.matches(origin)) {
+            return Ok(());
         }
+        Err(crate::origins::OriginRefusal::NotListed)
     }
 
     /// Whether the key may do `operation` on dataset `name` (`None` for listing). Blocked wins.

@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::names::property_name_problem;
 use crate::query::Filter;
 
 /// Why a key definition (or a stored key) was refused.
@@ -57,8 +56,8 @@ pub struct KeyOptions {
 /// `options.writes`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct WriteRules {
-    /// Deep-merged into every event the key writes, the key's values winning.
-    pub autofill: Option<Map<String, Value>>,
+    /// Stamped onto every event the key writes, the key's values winning (see `autofill`).
+    pub autofill: Option<std::sync::Arc<crate::autofill::Autofill>>,
     /// The only collections the key may write to; `None` for any.
     pub collections: Option<Vec<String>>,
     /// Deliveries must be signed by the provider (see `webhook`).
@@ -235,45 +234,15 @@ fn parse_writes(value: &Value) -> Result<WriteRules, KeyDefinitionError> {
     };
     let autofill = match field(object, "autofill") {
         Value::Null => None,
-        Value::Object(autofill) => {
-            check_autofill(autofill, true)?;
-            Some(autofill.clone())
-        }
-        _ => return Err(invalid("options.writes.autofill must be an object.")),
+        autofill => Some(std::sync::Arc::new(crate::autofill::Autofill::parse(
+            autofill,
+        )?)),
     };
     Ok(WriteRules {
         autofill,
         collections: names(field(object, "collections"), "options.writes.collections")?,
         webhook: crate::webhook::parse_webhook(field(object, "webhook"))?,
     })
-}
-
-fn check_autofill(object: &Map<String, Value>, top_level: bool) -> Result<(), KeyDefinitionError> {
-    for (name, value) in object {
-        // The only keen.* property a key may fill is `keen.addons`: add-ons run on every event it writes
-        // (a webhook key enriching what a provider sends).
-        if top_level && name == "keen" {
-            let addons_only = value
-                .as_object()
-                .is_some_and(|keen| keen.len() == 1 && keen.contains_key("addons"));
-            if !addons_only {
-                return Err(invalid(
-                    "options.writes.autofill cannot set keen.* properties other than keen.addons.",
-                ));
-            }
-            crate::addons::parse_addons(&value["addons"]).map_err(|error| {
-                invalid(format!("options.writes.autofill.keen.addons: {error}"))
-            })?;
-            continue;
-        }
-        if let Some(problem) = property_name_problem(name) {
-            return Err(invalid(format!("options.writes.autofill: {problem}")));
-        }
-        if let Value::Object(nested) = value {
-            check_autofill(nested, false)?;
-        }
-    }
-    Ok(())
 }
 
 fn parse_queries(value: &Value) -> Result<QueryRules, KeyDefinitionError> {

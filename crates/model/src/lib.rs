@@ -4,10 +4,12 @@
 
 pub mod access;
 pub mod addons;
+pub mod autofill;
 pub mod dataset;
 pub mod embed_token;
 pub mod event;
 pub mod flat;
+pub mod footprint;
 pub mod grant;
 pub mod key_options;
 pub mod keys;

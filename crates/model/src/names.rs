@@ -82,6 +82,23 @@ pub fn property_name_problem(name: &str) -> Option<String> {
     None
 }
 
+/// Why a dotted property path (`page.info`, as add-ons name their inputs and outputs) is refused: every
+/// segment must be a valid property name, and a value at the path must fit within the event depth limit.
+/// The segments are counted before any is split out, so a path of 10,000 segments costs one pass.
+pub fn path_problem(path: &str) -> Option<String> {
+    let shown: String = path.chars().take(100).collect();
+    let segments = path.bytes().filter(|byte| *byte == b'.').count() + 1;
+    if segments >= crate::event::MAX_EVENT_DEPTH {
+        return Some(format!(
+            "The path '{shown}…' has {segments} segments; a property may be nested at most {} levels deep.",
+            crate::event::MAX_EVENT_DEPTH - 1
+        ));
+    }
+    path.split('.').find_map(|segment| {
+        property_name_problem(segment).map(|problem| format!("In the path '{shown}': {problem}"))
+    })
+}
+
 /// Control characters, Unicode format characters (bidi controls, zero-width characters, the BOM) and the
 /// line and paragraph separators.
 fn is_invisible_or_control(character: char) -> bool {
@@ -119,6 +136,20 @@ mod tests {
             assert!(collection_name_problem(bad).is_some(), "{bad}");
         }
         assert!(collection_name_problem("v1.2").is_none());
+    }
+
+    #[test]
+    fn paths() {
+        assert!(path_problem("page.info").is_none());
+        assert!(path_problem("keen.timestamp").is_none());
+        for bad in ["", "a..b", ".a", "a.", "a.$b", "a. ", "a.b\u{202E}"] {
+            assert!(path_problem(bad).is_some(), "{bad}");
+        }
+        let limit = crate::event::MAX_EVENT_DEPTH;
+        assert!(path_problem(&vec!["d"; limit - 1].join(".")).is_none());
+        assert!(path_problem(&vec!["d"; limit].join(".")).is_some());
+        assert!(path_problem(&vec!["d"; 10_000].join(".")).is_some());
+        assert!(path_problem(&format!("a.{}", "p".repeat(256))).is_some());
     }
 
     #[test]

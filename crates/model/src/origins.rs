@@ -4,9 +4,12 @@
 //!
 //! Design: a pattern is `scheme://host[:port]` with scheme `http` or `https` and nothing after the
 //! authority, compared case-insensitively, default ports (`:80` for http, `:443` for https) dropped on
-//! both sides. A wildcard must leave at least two labels (`*.com` is refused). The check applies to
-//! requests that carry an `Origin` header — what browsers send — and to their preflights; it stops other
-//! websites from using a leaked key, not a script outside a browser (which can send any `Origin`, or none).
+//! both sides. A wildcard must leave at least two labels and may not cover a public suffix of the Public
+//! Suffix List (`*.com`, `*.co.uk`, `*.github.io` are refused when the key is saved: they would match
+//! every site registered under them). A request's origin is its `Origin` header or, when it has none
+//! (`<img>` tags, no-cors fetches, plain links), the origin of its `Referer`; a request with neither is
+//! refused (`Grant::check_origin`). This stops other websites' pages from using a leaked key in their
+//! visitors' browsers; it cannot stop a script outside a browser, which may send any header it likes.
 
 use serde_json::Value;
 
@@ -14,6 +17,21 @@ use crate::key_options::{KeyDefinitionError, invalid};
 
 /// Most origins one key may list.
 pub const MAX_ORIGINS: usize = 100;
+
+/// Why an origin-bound key refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OriginRefusal {
+    /// The request names no origin (neither `Origin` nor `Referer`).
+    Missing,
+    /// The request's origin is not one the key lists.
+    NotListed,
+}
+
+/// Whether `host` is itself a public suffix on the Public Suffix List (`com`, `co.uk`, `github.io`).
+fn is_public_suffix(host: &str) -> bool {
+    psl::suffix(host.as_bytes())
+        .is_some_and(|suffix| suffix.is_known() && suffix.as_bytes() == host.as_bytes())
+}
 
 /// One allowed origin.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,6 +103,11 @@ impl OriginPattern {
         });
         if !well_formed || (wildcard && labels.len() < 2) {
             return Err(refuse());
+        }
+        if wildcard && is_public_suffix(&host) {
+            return Err(invalid(format!(
+                "options.origins: '{text}' would match every site under the public suffix '{host}'; list your own domain (https://*.your-domain.{host})."
+            )));
         }
         Ok(OriginPattern {
             scheme,
@@ -162,6 +185,9 @@ mod tests {
         assert!(!wildcard.matches("https://example.com"));
         assert!(!wildcard.matches("https://evilexample.com"));
         assert!(!wildcard.matches("https://example.com.evil.org"));
+        assert!(OriginPattern::parse("https://*.example.co.uk").is_ok());
+        assert!(OriginPattern::parse("https://*.acme.github.io").is_ok());
+        assert!(OriginPattern::parse("https://*.corp.internal").is_ok());
         let loopback = OriginPattern::parse("http://[::1]:3000").unwrap();
         assert!(loopback.matches("http://[::1]:3000"));
         assert!(
@@ -183,6 +209,9 @@ mod tests {
             "ftp://example.com",
             "https://example.com/path",
             "https://*.com",
+            "https://*.co.uk",
+            "https://*.github.io",
+            "http://*.COM.au",
             "https://a.*.example.com",
             "https://user@example.com",
             "https://example.com:99999",

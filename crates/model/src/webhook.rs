@@ -25,6 +25,11 @@ use crate::key_options::{KeyDefinitionError, invalid};
 pub const DEFAULT_TOLERANCE_SECONDS: u64 = 300;
 /// Shortest and longest accepted shared secrets.
 const SECRET_CHARS: std::ops::RangeInclusive<usize> = 16..=512;
+/// Longest signature header looked at; a longer one is refused unread.
+pub const MAX_SIGNATURE_HEADER_BYTES: usize = 1024;
+/// Most `v1=` signatures a Stripe-style header may carry (Stripe sends one per active secret, two while
+/// rolling a secret).
+pub const MAX_SIGNATURE_CANDIDATES: usize = 8;
 
 /// How deliveries are signed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +76,9 @@ pub struct WebhookRule {
 pub enum DeliveryRefusal {
     Unsigned,
     BadSignature,
+    /// The header is longer than [`MAX_SIGNATURE_HEADER_BYTES`] or names more than
+    /// [`MAX_SIGNATURE_CANDIDATES`] signatures: refused before any signature is computed.
+    MalformedSignature,
     Stale,
     /// The secret could not be opened (the key was presented as an embed token).
     SecretUnavailable,
@@ -84,6 +92,9 @@ impl DeliveryRefusal {
             }
             DeliveryRefusal::BadSignature => {
                 "The webhook delivery's signature does not match its body."
+            }
+            DeliveryRefusal::MalformedSignature => {
+                "The webhook delivery's signature header is longer than 1024 bytes or carries more than 8 signatures."
             }
             DeliveryRefusal::Stale => {
                 "The webhook delivery's signature is older than the key's tolerance."
@@ -228,69 +239,83 @@ impl WebhookRule {
         }
     }
 
-    /// Checks a delivery: `header` reads a request header (lower-case name), `now` is Unix seconds.
+    /// The (lower-case) name of the header carrying the signature.
+    pub fn header_name(&self) -> &str {
+        match &self.scheme {
+            SignatureScheme::GitHub => "x-hub-signature-256",
+            SignatureScheme::Stripe => "stripe-signature",
+            SignatureScheme::HmacSha256 { header } => header.as_str(),
+        }
+    }
+
+    /// Checks a delivery: `signature` is the value of its [`WebhookRule::header_name`] header, `now` is
+    /// Unix seconds.
+    ///
+    /// Everything that costs nothing is checked before the one HMAC over the body: the header is present,
+    /// at most [`MAX_SIGNATURE_HEADER_BYTES`] long with at most [`MAX_SIGNATURE_CANDIDATES`] signatures,
+    /// and a Stripe-style timestamp is within the tolerance. The expected signature is then computed once
+    /// and every candidate compared with it in constant time.
     pub fn verify(
         &self,
-        header: &dyn Fn(&str) -> Option<String>,
+        signature: Option<&str>,
         body: &[u8],
         now: i64,
     ) -> Result<(), DeliveryRefusal> {
         let WebhookSecret::Open(secret) = &self.secret else {
             return Err(DeliveryRefusal::SecretUnavailable);
         };
-        let mac = |parts: &[&[u8]]| {
-            let mut mac =
-                <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
-            for part in parts {
-                mac.update(part);
-            }
-            mac
-        };
-        let matches = |parts: &[&[u8]], hex_signature: &str| {
-            hex::decode(hex_signature.trim())
-                .is_ok_and(|signature| mac(parts).verify_slice(&signature).is_ok())
-        };
-        match &self.scheme {
+        let signature = signature.ok_or(DeliveryRefusal::Unsigned)?;
+        if signature.len() > MAX_SIGNATURE_HEADER_BYTES {
+            return Err(DeliveryRefusal::MalformedSignature);
+        }
+        let (signed_prefix, candidates) = match &self.scheme {
             SignatureScheme::GitHub => {
-                let signature = header("x-hub-signature-256").ok_or(DeliveryRefusal::Unsigned)?;
                 let hex_signature = signature
                     .strip_prefix("sha256=")
                     .ok_or(DeliveryRefusal::BadSignature)?;
-                matches(&[body], hex_signature)
-                    .then_some(())
-                    .ok_or(DeliveryRefusal::BadSignature)
+                (None, vec![hex_signature])
             }
-            SignatureScheme::HmacSha256 { header: name } => {
-                let signature = header(name).ok_or(DeliveryRefusal::Unsigned)?;
-                let hex_signature = signature.strip_prefix("sha256=").unwrap_or(&signature);
-                matches(&[body], hex_signature)
-                    .then_some(())
-                    .ok_or(DeliveryRefusal::BadSignature)
+            SignatureScheme::HmacSha256 { .. } => {
+                (None, vec![signature.strip_prefix("sha256=").unwrap_or(signature)])
             }
             SignatureScheme::Stripe => {
-                let signature = header("stripe-signature").ok_or(DeliveryRefusal::Unsigned)?;
                 let mut timestamp = None;
                 let mut candidates = Vec::new();
                 for part in signature.split(',') {
                     match part.trim().split_once('=') {
                         Some(("t", value)) => timestamp = value.parse::<i64>().ok(),
-                        Some(("v1", value)) => candidates.push(value.to_string()),
+                        Some(("v1", value)) => candidates.push(value),
                         _ => {}
+                    }
+                    if candidates.len() > MAX_SIGNATURE_CANDIDATES {
+                        return Err(DeliveryRefusal::MalformedSignature);
                     }
                 }
                 let timestamp = timestamp.ok_or(DeliveryRefusal::BadSignature)?;
-                let signed = timestamp.to_string();
-                let valid = candidates
-                    .iter()
-                    .any(|candidate| matches(&[signed.as_bytes(), b".", body], candidate));
-                if !valid {
-                    return Err(DeliveryRefusal::BadSignature);
-                }
-                if (now - timestamp).unsigned_abs() > self.tolerance_seconds {
+                if (now.saturating_sub(timestamp)).unsigned_abs() > self.tolerance_seconds {
                     return Err(DeliveryRefusal::Stale);
                 }
-                Ok(())
+                (Some(format!("{timestamp}.")), candidates)
             }
+        };
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
+        if let Some(prefix) = &signed_prefix {
+            mac.update(prefix.as_bytes());
+        }
+        mac.update(body);
+        let expected = mac.finalize().into_bytes();
+        let mut matched = subtle::Choice::from(0);
+        for candidate in candidates {
+            let mut decoded = [0u8; 32];
+            if hex::decode_to_slice(candidate.trim(), &mut decoded).is_ok() {
+                matched |= subtle::ConstantTimeEq::ct_eq(&decoded[..], &expected[..]);
+            }
+        }
+        if bool::from(matched) {
+            Ok(())
+        } else {
+            Err(DeliveryRefusal::BadSignature)
         }
     }
 }
@@ -328,19 +353,17 @@ mod tests {
         let body = br#"{"action":"opened"}"#;
         let github = rule(json!({"signature": "github", "secret": "whsec_test_0123456789abcdef"}));
         let signature = format!("sha256={}", hmac_sha256_hex(secret, &[body]));
-        let headers = |name: &'static str, value: String| {
-            move |asked: &str| (asked == name).then(|| value.clone())
-        };
+        let headers = |_name: &str, value: String| value;
         assert_eq!(
-            github.verify(&headers("x-hub-signature-256", signature.clone()), body, 0),
+            github.verify(Some(&*headers("x-hub-signature-256", signature.clone())), body, 0),
             Ok(())
         );
         assert_eq!(
-            github.verify(&headers("x-hub-signature-256", signature.clone()), b"{}", 0),
+            github.verify(Some(&*headers("x-hub-signature-256", signature.clone())), b"{}", 0),
             Err(DeliveryRefusal::BadSignature)
         );
         assert_eq!(
-            github.verify(&|_: &str| None, body, 0),
+            github.verify(None, body, 0),
             Err(DeliveryRefusal::Unsigned)
         );
 
@@ -353,15 +376,15 @@ mod tests {
             )
         };
         assert_eq!(
-            stripe.verify(&headers("stripe-signature", signed(now - 10)), body, now),
+            stripe.verify(Some(&*headers("stripe-signature", signed(now - 10))), body, now),
             Ok(())
         );
         assert_eq!(
-            stripe.verify(&headers("stripe-signature", signed(now - 1000)), body, now),
+            stripe.verify(Some(&*headers("stripe-signature", signed(now - 1000))), body, now),
             Err(DeliveryRefusal::Stale)
         );
         assert_eq!(
-            stripe.verify(&headers("stripe-signature", signed(now)), b"x", now),
+            stripe.verify(Some(&*headers("stripe-signature", signed(now))), b"x", now),
             Err(DeliveryRefusal::BadSignature)
         );
 
@@ -370,17 +393,35 @@ mod tests {
         );
         assert_eq!(
             plain.verify(
-                &headers("x-signature", hmac_sha256_hex(secret, &[body])),
+                Some(&*headers("x-signature", hmac_sha256_hex(secret, &[body]))),
                 body,
                 0
             ),
             Ok(())
         );
 
+        // A stale delivery is refused before its signature is computed; a header with too many signatures
+        // or too long is refused unread.
+        assert_eq!(
+            stripe.verify(Some(&*headers("stripe-signature", format!("t={},v1=00", now - 1000))), body, now),
+            Err(DeliveryRefusal::Stale)
+        );
+        let many = format!("t={now},{}", vec!["v1=00"; MAX_SIGNATURE_CANDIDATES + 1].join(","));
+        assert_eq!(
+            stripe.verify(Some(&*headers("stripe-signature", many)), body, now),
+            Err(DeliveryRefusal::MalformedSignature)
+        );
+        let rolled = format!("t={now},v1=00,v1=zz,{}", &signed(now)[format!("t={now},").len()..]);
+        assert_eq!(stripe.verify(Some(&*headers("stripe-signature", rolled)), body, now), Ok(()));
+        assert_eq!(
+            github.verify(Some(&*headers("x-hub-signature-256", format!("sha256={}", "0".repeat(2000)))), body, 0),
+            Err(DeliveryRefusal::MalformedSignature)
+        );
+
         // Without the key secret (an embed token) the rule cannot check anything: refused.
         let sealed_only = parse_webhook(&seal_options(&json!({"writes": {"webhook": {"signature": "github", "secret": "whsec_test_0123456789abcdef"}}}), KEY).unwrap()["writes"]["webhook"]).unwrap().unwrap().opened(None);
         assert_eq!(
-            sealed_only.verify(&headers("x-hub-signature-256", signature), body, 0),
+            sealed_only.verify(Some(&*headers("x-hub-signature-256", signature)), body, 0),
             Err(DeliveryRefusal::SecretUnavailable)
         );
     }

@@ -300,7 +300,7 @@
 
   function dashboardLink(secret) {
     const query = new URLSearchParams({ project: session.project.id, key: secret, vendor: 'Customer' });
-    return element('a', { href: `dashboard.html?${query}`, target: '_blank', rel: 'noopener', class: 'dashboard-link' }, 'open dashboard');
+    return element('a', { href: `dashboard.html#${query}`, target: '_blank', rel: 'noopener', class: 'dashboard-link' }, 'open dashboard');
   }
 
   async function keysView() {

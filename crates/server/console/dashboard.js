@@ -1,7 +1,17 @@
-// The dashboard page's script (see dashboard.html): four keen-analysis queries with the key from the URL,
-// drawn with keen-dataviz; a refusal (revoked key, wrong origin, …) is shown as Keyhole words it.
+// The dashboard page's script (see dashboard.html): four keen-analysis queries with the key from the URL's
+// fragment, drawn with keen-dataviz; a refusal (revoked key, wrong origin, …) is shown as Keyhole words it.
+// The key is read from the fragment (#key=…), which browsers never send to a server nor put in a Referer;
+// a key in the query string (?key=…) would land in server and proxy logs, so it is refused and wiped from
+// the address bar.
 (() => {
-  const params = new URLSearchParams(location.search);
+  const params = new URLSearchParams(location.hash.slice(1));
+  if (new URLSearchParams(location.search).has('key')) {
+    history.replaceState(null, '', location.pathname + location.hash);
+    const message = 'The key belongs in the URL fragment (dashboard.html#project=…&key=…), never in its query string.';
+    document.getElementById('error').textContent = message;
+    window.__results = { error_code: 'KeyInQueryString', message };
+    return;
+  }
   const collection = params.get('collection') || 'orders';
   const groupBy = params.get('group_by') || 'product.category';
   document.getElementById('title').textContent = `${params.get('vendor') || 'Your'} dashboard`;

@@ -16,6 +16,7 @@ use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use keyhole_meta::{Refusal, Resolution};
+use keyhole_model::origins::OriginRefusal;
 use keyhole_model::{Grant, KeyKind, Operation};
 
 use crate::AppState;
@@ -107,11 +108,24 @@ pub fn invalid_api_key() -> ApiError {
     )
 }
 
-/// The `Origin` header of a request, if it has a readable one.
-pub fn request_origin(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(axum::http::header::ORIGIN)
-        .and_then(|value| value.to_str().ok())
+/// The web origin a request comes from: its `Origin` header, else the origin of its `Referer` (`<img>`
+/// tags, no-cors fetches and links send no `Origin`), else `None`. An opaque origin reads as `null`.
+pub fn request_origin(headers: &HeaderMap) -> Option<String> {
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
+    };
+    if let Some(origin) = header(axum::http::header::ORIGIN) {
+        return Some(origin.to_string());
+    }
+    let referer = header(axum::http::header::REFERER)?;
+    Some(match url::Url::parse(referer) {
+        Ok(page) => page.origin().ascii_serialization(),
+        Err(_) => "null".to_string(),
+    })
 }
 
 /// The answer to a browser request from an origin the key is not bound to.
@@ -122,6 +136,14 @@ pub fn origin_not_allowed(origin: Option<&str>) -> ApiError {
         format!(
             "This API key may not be used from the origin '{origin}'; the key's options.origins lists where it may."
         ),
+    )
+}
+
+/// The answer to a request of an origin-bound key that names no origin.
+fn origin_required() -> ApiError {
+    ApiError::new(
+        ErrorCode::OriginRequired,
+        "This API key is bound to web origins (options.origins), and this request names none: it has neither an Origin nor a Referer header. Send it from a page of an allowed origin, with a referrer policy that sends at least the origin.",
     )
 }
 
@@ -165,8 +187,12 @@ fn check_grant(
         };
         return Err((refusal, expired_key()));
     }
-    if !grant.allows_origin(origin) {
-        return Err((Refusal::OriginNotAllowed, origin_not_allowed(origin)));
+    match grant.check_origin(origin) {
+        Ok(()) => {}
+        Err(OriginRefusal::Missing) => return Err((Refusal::OriginMissing, origin_required())),
+        Err(OriginRefusal::NotListed) => {
+            return Err((Refusal::OriginNotAllowed, origin_not_allowed(origin)));
+        }
     }
     let allowed = match requirement {
         Requirement::Public => true,
@@ -203,10 +229,25 @@ fn check_grant(
     ))
 }
 
+/// How a request counts against the key's limits: every read of events — a query, a saved or cached
+/// query's result, a dataset's results, a delete — counts against `queries_per_day`; schema reads and key
+/// introspection are plain reads.
 fn request_class(requirement: Requirement) -> RequestClass {
     match requirement {
         Requirement::Operation(Operation::Writes) => RequestClass::Write,
-        Requirement::Operation(Operation::Queries) => RequestClass::Query,
+        Requirement::Operation(
+            Operation::Queries | Operation::Datasets | Operation::Deletes,
+        ) => RequestClass::Query,
+        Requirement::AnyOperation(operations)
+            if operations.iter().any(|operation| {
+                matches!(
+                    operation,
+                    Operation::SavedQueries | Operation::CachedQueries
+                )
+            }) =>
+        {
+            RequestClass::Query
+        }
         _ => RequestClass::Read,
     }
 }
@@ -269,7 +310,8 @@ async fn authorize_in(
         ));
     };
     let now = keyhole_model::query::now_millis();
-    let grant = match state.meta.resolve_credential(&presented, now).await? {
+    let resolved = state.meta.resolve_credential(&presented, now).await?;
+    let grant = match resolved.resolution {
         Resolution::Granted(grant) => grant,
         Resolution::Refused(Refusal::ExpiredToken) => {
             return Err(refuse(
@@ -285,12 +327,22 @@ async fn authorize_in(
     };
     let project_id = project_id.unwrap_or(grant.project_id());
     let origin = request_origin(&parts.headers);
-    if let Err((reason, error)) = check_grant(&grant, project_id, requirement, now, origin) {
+    if let Err((reason, error)) =
+        check_grant(&grant, project_id, requirement, now, origin.as_deref())
+    {
         return Err(refuse(Some(project_id), reason, Some(&grant), error));
     }
+    // A grant is cached only for a request that passed every check: a credential that is refused
+    // (another project, origin, permission, rate limit) costs a lookup each time and no memory.
+    let cache = |grant: &Arc<Grant>| {
+        if let Some(ticket) = resolved.cache_ticket {
+            state.meta.cache_grant(ticket, grant.clone());
+        }
+    };
     // Introspection (`/keys/self`) is exempt from the key's limits: a limited client must be able to
     // read its own usage and limits, and the answer costs no more than the check would.
     if requirement == Requirement::AnyKey {
+        cache(&grant);
         return Ok(grant);
     }
     if let Err(refused) = state
@@ -309,6 +361,7 @@ async fn authorize_in(
             limit_error(refused),
         ));
     }
+    cache(&grant);
     Ok(grant)
 }
 

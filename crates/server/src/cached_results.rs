@@ -7,8 +7,9 @@
 //! than the refresh rate — and than the caller's `max_age`, if given (Keyhole is fresh to the second, so a
 //! caller may ask for no older than N seconds and get a live answer otherwise). A background task
 //! recomputes, every [`REFRESH_TICK`], the results that are due and were read within two refresh periods;
-//! others are dropped. Results live in memory: a restart recomputes on first read. At most
-//! [`MAX_ENTRIES`] are kept.
+//! others are dropped. Results live in memory: a restart recomputes on first read. They may take at most
+//! [`MAX_BYTES`] (each charged its approximate heap size, `footprint::value_bytes`); past it the least
+//! recently read are dropped, and a result larger than a sixteenth of it is not kept.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -21,8 +22,8 @@ use serde_json::Value;
 
 /// How often due results are looked for.
 pub const REFRESH_TICK: Duration = Duration::from_secs(30);
-/// Most stored results.
-pub const MAX_ENTRIES: usize = 10_000;
+/// The bytes stored results may take.
+pub const MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// What a stored result is for.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -67,6 +68,16 @@ struct Entry {
     refresh_millis: i64,
     query: Query,
     grant: Arc<Grant>,
+    /// What the entry is charged: its key and result.
+    bytes: usize,
+}
+
+fn entry_bytes(key: &ResultKey, result: &Value) -> usize {
+    key.project_id.len()
+        + key.name.len()
+        + key.version.len()
+        + key.scope_digest.len()
+        + keyhole_model::footprint::value_bytes(result)
 }
 
 /// A stored result and when it was computed.
@@ -85,7 +96,32 @@ pub struct Due {
 
 #[derive(Default)]
 pub struct CachedResults {
-    entries: Mutex<HashMap<ResultKey, Entry>>,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    map: HashMap<ResultKey, Entry>,
+    bytes: usize,
+}
+
+impl Entries {
+    fn remove(&mut self, key: &ResultKey) {
+        if let Some(entry) = self.map.remove(key) {
+            self.bytes -= entry.bytes;
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&ResultKey, &Entry) -> bool) {
+        let bytes = &mut self.bytes;
+        self.map.retain(|key, entry| {
+            let kept = keep(key, entry);
+            if !kept {
+                *bytes -= entry.bytes;
+            }
+            kept
+        });
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -103,7 +139,7 @@ impl CachedResults {
         max_age_millis: Option<i64>,
     ) -> Option<Stored> {
         let mut entries = lock(&self.entries);
-        let entry = entries.get_mut(key)?;
+        let entry = entries.map.get_mut(key)?;
         let age = now - entry.computed_at;
         if age >= entry.refresh_millis || max_age_millis.is_some_and(|max_age| age > max_age) {
             return None;
@@ -126,17 +162,25 @@ impl CachedResults {
         query: Query,
         grant: Arc<Grant>,
     ) {
+        let bytes = entry_bytes(&key, &result);
+        if bytes > MAX_BYTES / 16 {
+            return;
+        }
         let mut entries = lock(&self.entries);
-        if entries.len() >= MAX_ENTRIES && !entries.contains_key(&key) {
-            let oldest = entries
+        entries.remove(&key);
+        while entries.bytes + bytes > MAX_BYTES {
+            let least_recent = entries
+                .map
                 .iter()
                 .min_by_key(|(_, entry)| entry.last_read)
                 .map(|(key, _)| key.clone());
-            if let Some(oldest) = oldest {
-                entries.remove(&oldest);
-            }
+            let Some(least_recent) = least_recent else {
+                break;
+            };
+            entries.remove(&least_recent);
         }
-        entries.insert(
+        entries.bytes += bytes;
+        entries.map.insert(
             key,
             Entry {
                 result,
@@ -147,8 +191,15 @@ impl CachedResults {
                     .saturating_mul(1000),
                 query,
                 grant,
+                bytes,
             },
         );
+    }
+
+    /// The bytes stored results are charged, and how many there are.
+    pub fn usage(&self) -> (usize, usize) {
+        let entries = lock(&self.entries);
+        (entries.bytes, entries.map.len())
     }
 
     /// Results due for recomputation (older than their refresh rate and read within two periods);
@@ -157,6 +208,7 @@ impl CachedResults {
         let mut entries = lock(&self.entries);
         entries.retain(|_, entry| now - entry.last_read < 2 * entry.refresh_millis);
         entries
+            .map
             .iter()
             .filter(|(_, entry)| now - entry.computed_at >= entry.refresh_millis)
             .map(|(key, entry)| Due {
@@ -169,9 +221,17 @@ impl CachedResults {
 
     /// Replaces a result the refresher recomputed (keeping when it was last read).
     pub fn refreshed(&self, key: &ResultKey, result: Value, now: EpochMillis) {
-        if let Some(entry) = lock(&self.entries).get_mut(key) {
-            entry.result = result;
-            entry.computed_at = now;
+        let bytes = entry_bytes(key, &result);
+        let mut entries = lock(&self.entries);
+        let Some(entry) = entries.map.get_mut(key) else {
+            return;
+        };
+        let old_bytes = std::mem::replace(&mut entry.bytes, bytes);
+        entry.result = result;
+        entry.computed_at = now;
+        entries.bytes = entries.bytes - old_bytes + bytes;
+        if entries.bytes > MAX_BYTES {
+            entries.remove(key);
         }
     }
 

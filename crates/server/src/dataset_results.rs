@@ -11,7 +11,8 @@
 //! of its timeframe and computes the rest in one live query, so reading 90 daily buckets usually
 //! computes one. Scopes with a look-back window (`max_lookback`) move with the clock, so their buckets are
 //! always computed live. Everything is in memory (a restart recomputes on first read), bounded by
-//! [`MAX_INDEXES`] index entries, the least recently read dropped first.
+//! [`MAX_BYTES`] (each kept bucket charged its approximate heap size, `footprint::value_bytes`), the least
+//! recently read index entries dropped first.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -25,8 +26,8 @@ use serde_json::Value;
 
 use crate::errors::ApiError;
 
-/// Most (dataset, scope, index value) entries kept.
-pub const MAX_INDEXES: usize = 100_000;
+/// The bytes kept buckets may take.
+pub const MAX_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct IndexKey {
@@ -46,12 +47,36 @@ struct KeptBucket {
 struct KeptIndex {
     buckets: BTreeMap<(EpochMillis, EpochMillis), KeptBucket>,
     last_read: EpochMillis,
+    /// What the entry is charged: its key and its buckets.
+    bytes: usize,
+}
+
+impl KeptIndex {
+    fn charged_bytes(&self, key: &IndexKey) -> usize {
+        let key_bytes = key.project_id.len()
+            + key.dataset.len()
+            + key.version.len()
+            + key.scope_digest.len()
+            + key.index.len();
+        let bucket_bytes: usize = self
+            .buckets
+            .values()
+            .map(|bucket| 64 + keyhole_model::footprint::value_bytes(&bucket.element))
+            .sum();
+        key_bytes + bucket_bytes
+    }
 }
 
 /// Kept closed buckets of dataset results (see the module docs).
 #[derive(Default)]
 pub struct DatasetResults {
-    entries: Mutex<HashMap<IndexKey, KeptIndex>>,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    map: HashMap<IndexKey, KeptIndex>,
+    bytes: usize,
 }
 
 /// One results request, parsed and authorized.
@@ -185,7 +210,7 @@ impl DatasetResults {
         now: EpochMillis,
     ) -> Vec<Value> {
         let mut entries = lock(&self.entries);
-        let Some(kept) = entries.get_mut(key) else {
+        let Some(kept) = entries.map.get_mut(key) else {
             return Vec::new();
         };
         kept.last_read = now;
@@ -234,19 +259,12 @@ impl DatasetResults {
             return;
         }
         let mut entries = lock(&self.entries);
-        if entries.len() >= MAX_INDEXES && !entries.contains_key(&key) {
-            let least_recent = entries
-                .iter()
-                .min_by_key(|(_, kept)| kept.last_read)
-                .map(|(key, _)| key.clone());
-            if let Some(least_recent) = least_recent {
-                entries.remove(&least_recent);
-            }
-        }
-        let kept = entries.entry(key).or_insert_with(|| KeptIndex {
+        let mut kept = entries.map.remove(&key).unwrap_or_else(|| KeptIndex {
             buckets: BTreeMap::new(),
             last_read: now,
+            bytes: 0,
         });
+        entries.bytes -= kept.bytes;
         // Buckets the dataset's moving timeframe has left behind are dropped.
         kept.buckets.retain(|bucket, _| bucket.1 > kept_from);
         for (bucket, element) in closed {
@@ -258,11 +276,43 @@ impl DatasetResults {
                 },
             );
         }
+        kept.bytes = kept.charged_bytes(&key);
+        if kept.bytes > MAX_BYTES / 16 {
+            return;
+        }
+        while entries.bytes + kept.bytes > MAX_BYTES {
+            let least_recent = entries
+                .map
+                .iter()
+                .min_by_key(|(_, kept)| kept.last_read)
+                .map(|(key, _)| key.clone());
+            let Some(least_recent) = least_recent else {
+                break;
+            };
+            if let Some(dropped) = entries.map.remove(&least_recent) {
+                entries.bytes -= dropped.bytes;
+            }
+        }
+        entries.bytes += kept.bytes;
+        entries.map.insert(key, kept);
+    }
+
+    /// The bytes kept buckets are charged, and how many index entries there are.
+    pub fn usage(&self) -> (usize, usize) {
+        let entries = lock(&self.entries);
+        (entries.bytes, entries.map.len())
     }
 
     /// Forgets everything kept for a dataset (replaced or deleted).
     pub fn forget(&self, project_id: &str, dataset: &str) {
-        lock(&self.entries)
-            .retain(|key, _| !(key.project_id == project_id && key.dataset == dataset));
+        let mut entries = lock(&self.entries);
+        let Entries { map, bytes } = &mut *entries;
+        map.retain(|key, kept| {
+            let forgotten = key.project_id == project_id && key.dataset == dataset;
+            if forgotten {
+                *bytes -= kept.bytes;
+            }
+            !forgotten
+        });
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! Design: the user-agent parser compiles about a thousand regexes, so it is built on first use, and its
 //! answers are cached per user-agent string (a browser sends the same one with every event); the cache
-//! is cleared when it reaches [`UA_CACHE_ENTRIES`]. The geo database is checked for a newer file at most
+//! is cleared when it would pass [`UA_CACHE_BYTES`] (each answer charged its string and its value). The geo database is checked for a newer file at most
 //! every [`GEO_RECHECK`]; a file that no longer reads keeps the previous database and logs an error.
 //! Without a configured database `keen:ip_to_geo` is refused per event, never answered with `{}`.
 
@@ -21,10 +21,16 @@ use uaparser::Parser;
 const UA_REGEXES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/console-vendor/regexes.yaml"));
 const REFERRERS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/console-vendor/referrers.json"));
 
-/// Most user-agent answers cached.
-pub const UA_CACHE_ENTRIES: usize = 10_000;
+/// The bytes cached user-agent answers may take.
+pub const UA_CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// How often the geo database file is checked for changes.
 pub const GEO_RECHECK: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+struct UaCache {
+    answers: HashMap<String, Value>,
+    bytes: usize,
+}
 
 struct GeoState {
     reader: Option<Arc<maxminddb::Reader<Vec<u8>>>>,
@@ -42,7 +48,7 @@ struct Inner {
     geo_path: Option<PathBuf>,
     geo: RwLock<GeoState>,
     user_agents: OnceLock<uaparser::UserAgentParser>,
-    ua_cache: Mutex<HashMap<String, Value>>,
+    ua_cache: Mutex<UaCache>,
     referrers: HashMap<String, (String, String)>,
 }
 
@@ -79,7 +85,7 @@ impl Enrichment {
                 geo_path,
                 geo: RwLock::new(geo),
                 user_agents: OnceLock::new(),
-                ua_cache: Mutex::new(HashMap::new()),
+                ua_cache: Mutex::new(UaCache::default()),
                 referrers,
             }),
         })
@@ -120,6 +126,16 @@ impl Enrichment {
             }
         }
         geo.reader.clone()
+    }
+
+    /// The bytes cached user-agent answers are charged, and how many there are.
+    pub fn user_agent_cache_usage(&self) -> (usize, usize) {
+        let cache = self
+            .inner
+            .ua_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        (cache.bytes, cache.answers.len())
     }
 
     fn parse_user_agent(&self, ua: &str) -> Value {
@@ -192,20 +208,25 @@ impl Enricher for Enrichment {
             .ua_cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .answers
             .get(ua)
         {
             return cached.clone();
         }
         let parsed = self.parse_user_agent(ua);
+        let bytes = ua.len() + keyhole_model::footprint::value_bytes(&parsed);
         let mut cache = self
             .inner
             .ua_cache
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= UA_CACHE_ENTRIES {
-            cache.clear();
+        if cache.bytes + bytes > UA_CACHE_BYTES {
+            cache.answers.clear();
+            cache.bytes = 0;
         }
-        cache.insert(ua.to_string(), parsed.clone());
+        if cache.answers.insert(ua.to_string(), parsed.clone()).is_none() {
+            cache.bytes += bytes;
+        }
         parsed
     }
 

@@ -34,6 +34,8 @@ error_codes! {
     AdminOnlyEndpoint => (UNAUTHORIZED, "AdminOnlyEndpointError"),
     RequestForbidden => (UNAUTHORIZED, "RequestForbiddenError"),
     OriginNotAllowed => (UNAUTHORIZED, "OriginNotAllowedError"),
+    // An origin-bound key on a request that names no origin (neither `Origin` nor `Referer`).
+    OriginRequired => (FORBIDDEN, "OriginRequiredError"),
     InvalidWebhookSignature => (UNAUTHORIZED, "InvalidWebhookSignatureError"),
     ResourceNotFound => (NOT_FOUND, "ResourceNotFoundError"),
     InvalidEvent => (BAD_REQUEST, "InvalidEventError"),

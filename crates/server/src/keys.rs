@@ -240,7 +240,7 @@ pub async fn key_self(
         "permitted": grant.operations().iter().map(|operation| operation.keen_name()).collect::<Vec<_>>(),
         "filters": grant.forced_query_filters().iter().map(keyhole_model::query::Filter::to_json).collect::<Vec<_>>(),
         "max_lookback_seconds": grant.max_lookback_millis().map(|millis| millis / 1000),
-        "autofill": grant.autofill(),
+        "autofill": grant.autofill().map(|autofill| autofill.source()),
         "writable_collections": grant.writable_collections(),
         "limits": grant.limits().to_json(),
         "usage": {"day": today(), "counts": usage},

@@ -23,6 +23,8 @@ pub mod saved_queries;
 pub mod shared_log;
 mod webhook_bodies;
 mod write;
+pub mod write_pool;
+mod write_prepare;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +55,8 @@ pub struct AppState {
     dataset_results: Arc<dataset_results::DatasetResults>,
     /// The data of the enrichment add-ons (see `enrichment`).
     pub enrichment: enrichment::Enrichment,
+    /// Where the CPU side of every write runs (see `write_pool`).
+    pub write_pool: write_pool::WritePool,
     pub organization_id: Arc<str>,
 }
 
@@ -97,7 +101,9 @@ impl AppState {
         let cached_results = Arc::new(cached_results::CachedResults::default());
         cached_results::start_refresher(Arc::downgrade(&cached_results), queries.clone());
         let enrichment = enrichment::Enrichment::new(None).map_err(std::io::Error::other)?;
+        let write_pool = write_pool::WritePool::start(write_pool::WriteLimits::default())?;
         Ok(AppState {
+            write_pool,
             cached_results,
             dataset_results: Arc::default(),
             enrichment,
@@ -112,6 +118,24 @@ impl AppState {
 }
 
 impl AppState {
+    /// Copies what every cache holds into the metrics.
+    pub fn record_cache_usage(&self) {
+        self.metrics
+            .cache_usage("grants", self.meta.grant_cache_usage());
+        self.metrics
+            .cache_usage("query_results", self.cached_results.usage());
+        self.metrics
+            .cache_usage("dataset_buckets", self.dataset_results.usage());
+        self.metrics
+            .cache_usage("user_agents", self.enrichment.user_agent_cache_usage());
+    }
+
+    /// Runs writes under `limits` (a new write pool with as many threads as they say).
+    pub fn with_write_limits(mut self, limits: write_pool::WriteLimits) -> std::io::Result<AppState> {
+        self.write_pool = write_pool::WritePool::start(limits)?;
+        Ok(self)
+    }
+
     /// Uses `enrichment` (with a GeoIP database, say) for the add-ons of events written from now on.
     pub fn with_enrichment(mut self, enrichment: enrichment::Enrichment) -> AppState {
         self.enrichment = enrichment;

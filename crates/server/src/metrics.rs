@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
@@ -39,6 +40,11 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabel {
+    pub cache: &'static str,
+}
+
 type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -53,6 +59,8 @@ pub struct ServerMetrics {
     requests: Family<RequestLabels, Counter>,
     request_seconds: LatencyFamily,
     refused: Family<ReasonLabel, Counter>,
+    cache_bytes: Family<CacheLabel, Gauge>,
+    cache_entries: Family<CacheLabel, Gauge>,
 }
 
 impl ServerMetrics {
@@ -81,6 +89,19 @@ impl ServerMetrics {
             "Requests refused by authorization or a key's limits, by reason",
             refused.clone(),
         );
+        let cache_bytes = Family::<CacheLabel, Gauge>::default();
+        let cache_entries = Family::<CacheLabel, Gauge>::default();
+        registry.register_with_unit(
+            "cache",
+            "Bytes each in-memory cache is charged (grants, cached query results, dataset buckets, user agents)",
+            Unit::Bytes,
+            cache_bytes.clone(),
+        );
+        registry.register(
+            "cache_entries",
+            "Entries of each in-memory cache",
+            cache_entries.clone(),
+        );
         storage.register(&mut registry);
         queries.register(&mut registry);
         ServerMetrics {
@@ -88,11 +109,24 @@ impl ServerMetrics {
             requests,
             request_seconds,
             refused,
+            cache_bytes,
+            cache_entries,
         }
     }
 
     pub fn refused(&self, reason: &'static str) {
         self.refused.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Records what a cache holds, in bytes and entries.
+    pub fn cache_usage(&self, cache: &'static str, (bytes, entries): (usize, usize)) {
+        let label = CacheLabel { cache };
+        self.cache_bytes
+            .get_or_create(&label)
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.cache_entries
+            .get_or_create(&label)
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
     }
 
     fn render(&self) -> Result<String, std::fmt::Error> {
@@ -137,6 +171,7 @@ pub async fn serve_metrics(
     _: crate::auth::OrganizationKey,
     State(state): State<AppState>,
 ) -> Result<Response, ApiError> {
+    state.record_cache_usage();
     let text = state.metrics.render().map_err(ApiError::internal)?;
     Ok((
         [(

@@ -31,13 +31,15 @@ pub async fn refuse_foreign_preflights(
     };
     let now = keyhole_model::query::now_millis();
     let grant = match state.meta.resolve_credential(&key, now).await {
-        Ok(Resolution::Granted(grant)) => grant,
+        Ok(resolved) => match resolved.resolution {
+            Resolution::Granted(grant) => grant,
+            Resolution::Refused(_) => return next.run(request).await,
+        },
         _ => return next.run(request).await,
     };
-    if grant.allows_origin(Some(origin)) {
+    if grant.check_origin(Some(&origin)).is_ok() {
         return next.run(request).await;
     }
-    let origin = origin.to_string();
     state.metrics.refused(Refusal::OriginNotAllowed.as_str());
     state.meta.record_refusal(
         grant.project_id(),

@@ -6,7 +6,8 @@
 //! Design: form values stay strings, as the provider sent them (no guessing of numbers); a field repeated
 //! becomes a list of its values. A field name that cannot be a Keen property name because of its dots
 //! (`Event.Type`) has them turned into underscores; one that still cannot is refused with the event. An
-//! NDJSON body whose line does not parse is refused whole, naming the line, and nothing is stored.
+//! NDJSON body whose line does not parse is refused whole, naming the line, and nothing is stored (the
+//! lines are split in `write_prepare`).
 
 use serde_json::{Map, Value};
 
@@ -70,24 +71,6 @@ fn property_name_of(field: &str) -> Result<String, String> {
     }
 }
 
-/// The events of an NDJSON body (blank lines skipped).
-pub fn ndjson_events(body: &[u8]) -> Result<Vec<Value>, String> {
-    let mut events = Vec::new();
-    for (index, line) in body.split(|byte| *byte == b'\n').enumerate() {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let event = serde_json::from_slice(line).map_err(|error| {
-            format!(
-                "Line {} of the NDJSON body is not valid JSON: {error}.",
-                index + 1
-            )
-        })?;
-        events.push(event);
-    }
-    Ok(events)
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -122,16 +105,5 @@ mod tests {
             json!({"MessageSid": "SM1", "MessageStatus": "delivered", "To": "+15558675310", "tag": ["a", "b"], "Event_Type": "x"})
         );
         assert!(form_event(b"%24bad=1").is_err());
-    }
-
-    #[test]
-    fn ndjson_lines_become_events() {
-        let events = ndjson_events(b"{\"a\":1}\n\n{\"a\":2}\r\n").unwrap();
-        assert_eq!(events, vec![json!({"a": 1}), json!({"a": 2})]);
-        assert!(
-            ndjson_events(b"{\"a\":1}\n{oops\n")
-                .unwrap_err()
-                .contains("Line 2")
-        );
     }
 }

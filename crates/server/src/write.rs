@@ -7,6 +7,10 @@
 //! are answered per event while the valid ones are stored. A JSON array posted to the single-collection
 //! route (webhooks such as SendGrid's) is stored as a batch for that collection and answered with one
 //! result per event.
+//!
+//! A handler reads the body, hands everything CPU-heavy to the write pool (`write_prepare` on
+//! `write_pool`: signature, parsing, add-ons) and, with the prepared events back, checks the key's event
+//! quota, stores them and answers.
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -17,9 +21,9 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use keyhole_model::Grant;
-use keyhole_model::access::apply_autofill;
 use keyhole_model::names::collection_name_problem;
-use keyhole_model::{EventContext, EventError, prepare_event_enriched};
+use keyhole_model::webhook::DeliveryRefusal;
+use keyhole_model::{EventContext, EventError, PreparedEvent};
 use keyhole_storage::{CollectionId, WriteOutcome};
 use serde_json::{Map, Value, json};
 
@@ -27,7 +31,8 @@ use crate::AppState;
 use crate::auth::{Authorized, PixelOrSchema, Writes, limit_error};
 use crate::errors::{ApiError, ErrorCode};
 use crate::inspect;
-use crate::webhook_bodies::{BodyShape, form_event, ndjson_events};
+use crate::webhook_bodies::BodyShape;
+use crate::write_prepare::{self, PreparedBody, Refused, WriteBody, WriteJob};
 
 /// Largest request body Keen accepts (a batch payload), in bytes.
 pub const MAX_PAYLOAD_BYTES: usize = 10_000_000;
@@ -60,6 +65,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
             client_ip,
             user_agent,
             uniqueness_scope: None,
+            autofill: None,
         }))
     }
 }
@@ -90,15 +96,6 @@ async fn read_body(body: Body, too_large: ErrorCode) -> Result<Bytes, ApiError> 
         )
     })
     .await
-}
-
-fn parse_json(bytes: &[u8], code: ErrorCode) -> Result<Value, ApiError> {
-    serde_json::from_slice(bytes).map_err(|error| {
-        ApiError::new(
-            code,
-            format!("The request body is not valid JSON: {error}."),
-        )
-    })
 }
 
 /// The collection name is valid and the key may write to it (`options.writes.collections`).
@@ -144,69 +141,77 @@ fn record_write_refusal(
     );
 }
 
-/// A key with `options.writes.webhook` accepts only deliveries signed as it says (`model::webhook`); a
-/// refused delivery is answered 401 and written to the key's log of refused deliveries (the audit log).
-fn check_webhook_signature(
+/// Audits and answers a webhook delivery whose signature was refused (`model::webhook`): 401, and the
+/// refusal is written to the key's log of refused deliveries (the audit log).
+fn refused_delivery(
     state: &AppState,
     grant: &Grant,
-    headers: &axum::http::HeaderMap,
-    body: &[u8],
+    refusal: DeliveryRefusal,
     collection: &str,
-) -> Result<(), ApiError> {
-    let Some(rule) = grant.webhook_rule() else {
-        return Ok(());
-    };
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_string)
-    };
-    let Err(refusal) = rule.verify(&header, body, chrono::Utc::now().timestamp()) else {
-        return Ok(());
-    };
-    use keyhole_model::webhook::DeliveryRefusal;
+) -> ApiError {
     let reason = match refusal {
         DeliveryRefusal::Unsigned => keyhole_meta::Refusal::WebhookUnsigned,
-        DeliveryRefusal::BadSignature => keyhole_meta::Refusal::WebhookBadSignature,
+        DeliveryRefusal::BadSignature | DeliveryRefusal::MalformedSignature => {
+            keyhole_meta::Refusal::WebhookBadSignature
+        }
         DeliveryRefusal::Stale => keyhole_meta::Refusal::WebhookStale,
         DeliveryRefusal::SecretUnavailable => keyhole_meta::Refusal::WebhookSecretUnavailable,
     };
     record_write_refusal(state, grant, reason, collection);
-    Err(ApiError::new(
-        ErrorCode::InvalidWebhookSignature,
-        refusal.message(),
-    ))
+    ApiError::new(ErrorCode::InvalidWebhookSignature, refusal.message())
 }
 
-/// The request's context as seen by the writing key: its deduplication scope set.
+/// The request's context as seen by the writing key: its deduplication scope and its autofill set.
 fn context_of(grant: &Grant, context: EventContext) -> EventContext {
     EventContext {
         uniqueness_scope: grant.uniqueness_scope().map(str::to_string),
+        autofill: grant.autofill().cloned(),
         ..context
     }
 }
 
-/// The key's `options.writes.autofill`, merged into every event it writes (the key's values win).
-fn autofill(grant: &Grant, event: Value) -> Value {
-    match (event, grant.autofill()) {
-        (Value::Object(mut event), Some(autofill)) => {
-            apply_autofill(&mut event, autofill);
-            Value::Object(event)
-        }
-        (event, _) => event,
+/// Prepares a write's events on the write pool (`write_prepare`): the webhook signature, the split into
+/// events and each event's preparation, within the request's CPU budget.
+async fn prepare_on_pool(
+    state: &AppState,
+    grant: &Grant,
+    collection: &str,
+    body: WriteBody,
+    headers: &axum::http::HeaderMap,
+    context: EventContext,
+) -> Result<PreparedBody, ApiError> {
+    let signature = grant.webhook_rule().map(|rule| {
+        let header = headers
+            .get(rule.header_name())
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
+        (rule.clone(), header)
+    });
+    let job = WriteJob {
+        body,
+        context: context_of(grant, context),
+        enrichment: state.enrichment.clone(),
+        signature,
+        max_events: state.write_pool.limits().max_events_per_request,
+    };
+    match state
+        .write_pool
+        .run(move |budget| write_prepare::prepare(job, budget))
+        .await?
+    {
+        Ok(prepared) => Ok(prepared),
+        Err(Refused::Signature(refusal)) => Err(refused_delivery(state, grant, refusal, collection)),
+        Err(Refused::Request(error)) => Err(error),
     }
 }
 
-/// Validates and stores events of one collection; answers per event, in order.
+/// Stores the prepared events of one collection; answers per event, in order.
 async fn store_events(
     state: &AppState,
     grant: &Grant,
     collection: &str,
-    events: Vec<Value>,
-    context: &EventContext,
+    events: Vec<Result<PreparedEvent, EventError>>,
 ) -> Result<Vec<EventResult>, ApiError> {
-    let project_id = grant.project_id();
     if let Err(error) = check_collection(state, grant, collection) {
         return Ok(events
             .iter()
@@ -217,7 +222,7 @@ async fn store_events(
     let mut prepared = Vec::with_capacity(events.len());
     let mut prepared_positions = Vec::with_capacity(events.len());
     for event in events {
-        match prepare_event_enriched(autofill(grant, event), context, &state.enrichment) {
+        match event {
             Ok(event) => {
                 prepared_positions.push(results.len());
                 prepared.push(event);
@@ -228,7 +233,7 @@ async fn store_events(
     }
     if !prepared.is_empty() {
         let id = CollectionId {
-            project: project_id.to_string(),
+            project: grant.project_id().to_string(),
             collection: collection.to_string(),
         };
         let outcomes = state.storage.append(id, prepared).await?;
@@ -278,21 +283,39 @@ async fn check_event_quota(state: &AppState, grant: &Grant, events: usize) -> Re
 async fn store_one(
     state: &AppState,
     grant: &Grant,
-    id: CollectionId,
-    prepared: keyhole_model::PreparedEvent,
+    collection: &str,
+    prepared: Result<PreparedEvent, EventError>,
 ) -> Result<(), ApiError> {
-    let collection = id.collection.clone();
+    let prepared = prepared?;
+    check_event_quota(state, grant, 1).await?;
+    let id = CollectionId {
+        project: grant.project_id().to_string(),
+        collection: collection.to_string(),
+    };
     let outcomes = state.storage.append(id, vec![prepared]).await?;
     if matches!(outcomes.first(), Some(WriteOutcome::Stored)) {
         state.meter.count_events(grant, 1).await;
     }
     for outcome in outcomes {
-        outcome_result(state, &collection, outcome)?;
+        outcome_result(state, collection, outcome)?;
     }
     Ok(())
 }
 
-/// `POST /3.0/projects/{project_id}/events/{collection}`: `201 {"created": true}`.
+/// Stores a batch of one collection and answers one result per event.
+async fn store_list(
+    state: &AppState,
+    grant: &Grant,
+    collection: &str,
+    events: Vec<Result<PreparedEvent, EventError>>,
+) -> Result<Response, ApiError> {
+    check_event_quota(state, grant, events.len()).await?;
+    let results = store_events(state, grant, collection, events).await?;
+    Ok(Json(Value::Array(results.iter().map(EventResult::to_json).collect())).into_response())
+}
+
+/// `POST /3.0/projects/{project_id}/events/{collection}`: `201 {"created": true}`, or one result per
+/// event for a batch.
 pub async fn record_event(
     auth: Authorized<Writes>,
     State(state): State<AppState>,
@@ -302,38 +325,24 @@ pub async fn record_event(
     body: Body,
 ) -> Result<Response, ApiError> {
     check_collection(&state, &auth.grant, &collection)?;
-    let context = context_of(&auth.grant, context);
     let bytes = read_body(body, ErrorCode::EventTooLarge).await?;
-    check_webhook_signature(&state, &auth.grant, &headers, &bytes, &collection)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok());
-    let invalid = |message: String| ApiError::new(ErrorCode::InvalidEvent, message);
-    let parsed = match BodyShape::of(content_type) {
-        BodyShape::Json => parse_json(&bytes, ErrorCode::InvalidEvent)?,
-        BodyShape::Form => form_event(&bytes).map_err(invalid)?,
-        BodyShape::NdJson => Value::Array(ndjson_events(&bytes).map_err(invalid)?),
+    let body = WriteBody::Collection {
+        shape: BodyShape::of(content_type),
+        bytes,
     };
-    match parsed {
-        Value::Array(events) => {
-            check_event_quota(&state, &auth.grant, events.len()).await?;
-            let results = store_events(&state, &auth.grant, &collection, events, &context).await?;
-            Ok(Json(Value::Array(
-                results.iter().map(EventResult::to_json).collect(),
-            ))
-            .into_response())
-        }
-        event => {
-            check_event_quota(&state, &auth.grant, 1).await?;
-            let prepared =
-                prepare_event_enriched(autofill(&auth.grant, event), &context, &state.enrichment)?;
-            let id = CollectionId {
-                project: auth.project_id,
-                collection,
-            };
-            store_one(&state, &auth.grant, id, prepared).await?;
+    let grant = &auth.grant;
+    match prepare_on_pool(&state, grant, &collection, body, &headers, context).await? {
+        PreparedBody::One(prepared) => {
+            store_one(&state, grant, &collection, prepared).await?;
             Ok((StatusCode::CREATED, Json(json!({"created": true}))).into_response())
         }
+        PreparedBody::List(events) => store_list(&state, grant, &collection, events).await,
+        PreparedBody::Collections(_) => Err(ApiError::internal(
+            "a collection route's body prepared as a batch",
+        )),
     }
 }
 
@@ -345,31 +354,20 @@ pub async fn record_events(
     headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let context = context_of(&auth.grant, context);
     let bytes = read_body(body, ErrorCode::BatchTooLarge).await?;
-    check_webhook_signature(&state, &auth.grant, &headers, &bytes, "")?;
-    let Value::Object(batch) = parse_json(&bytes, ErrorCode::InvalidBatch)? else {
-        return Err(ApiError::new(
-            ErrorCode::InvalidBatch,
-            "A batch must be a JSON object mapping collection names to lists of events.",
-        ));
+    let grant = &auth.grant;
+    let body = WriteBody::Batch { bytes };
+    let PreparedBody::Collections(collections) =
+        prepare_on_pool(&state, grant, "", body, &headers, context).await?
+    else {
+        return Err(ApiError::internal("a batch prepared as a collection's body"));
     };
-    let mut collections = Vec::with_capacity(batch.len());
-    for (collection, events) in batch {
-        let Value::Array(events) = events else {
-            return Err(ApiError::new(
-                ErrorCode::InvalidBatch,
-                format!("The value for collection '{collection}' must be a list of events."),
-            ));
-        };
-        collections.push((collection, events));
-    }
     let events: usize = collections.iter().map(|(_, events)| events.len()).sum();
-    check_event_quota(&state, &auth.grant, events).await?;
+    check_event_quota(&state, grant, events).await?;
     let stores = collections.into_iter().map(|(collection, events)| {
-        let (state, context, key) = (&state, &context, &auth.grant);
+        let state = &state;
         async move {
-            let results = store_events(state, key, &collection, events, context).await?;
+            let results = store_events(state, grant, &collection, events).await?;
             Ok::<_, ApiError>((collection, results))
         }
     });
@@ -392,37 +390,30 @@ pub async fn get_collection(
     Path((_, collection)): Path<(String, String)>,
     ClientInfo(context): ClientInfo,
 ) -> Result<Response, ApiError> {
-    let (project_id, grant, data, redirect) = match access {
+    let (grant, data, redirect) = match access {
         PixelOrSchema::Schema { project_id, grant } => {
             return inspect::collection_schema_response(&state, &grant, &project_id, &collection)
                 .await;
         }
         PixelOrSchema::Pixel {
-            project_id,
             grant,
             data,
             redirect,
-        } => (project_id, grant, data, redirect),
+            ..
+        } => (grant, data, redirect),
     };
     check_collection(&state, &grant, &collection)?;
-    // A pixel carries no body to sign: a signed-webhook key cannot write this way.
-    check_webhook_signature(
-        &state,
-        &grant,
-        &axum::http::HeaderMap::new(),
-        b"",
-        &collection,
-    )?;
-    let context = context_of(&grant, context);
     let redirect = redirect.map(|target| check_redirect(&target)).transpose()?;
-    let event = parse_json(&decode_base64(&data)?, ErrorCode::InvalidEvent)?;
-    check_event_quota(&state, &grant, 1).await?;
-    let prepared = prepare_event_enriched(autofill(&grant, event), &context, &state.enrichment)?;
-    let id = CollectionId {
-        project: project_id,
-        collection,
+    let body = WriteBody::Pixel {
+        bytes: decode_base64(&data)?,
     };
-    store_one(&state, &grant, id, prepared).await?;
+    let headers = axum::http::HeaderMap::new();
+    let PreparedBody::One(prepared) =
+        prepare_on_pool(&state, &grant, &collection, body, &headers, context).await?
+    else {
+        return Err(ApiError::internal("a pixel prepared as a batch"));
+    };
+    store_one(&state, &grant, &collection, prepared).await?;
     if let Some(target) = redirect {
         return Ok((StatusCode::FOUND, [(header::LOCATION, target)]).into_response());
     }

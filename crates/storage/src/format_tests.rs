@@ -91,6 +91,7 @@ async fn read_fixture(name: &str, project: &str) {
         client_ip: None,
         user_agent: None,
         uniqueness_scope: None,
+        autofill: None,
     };
     let again = prepare_event(
         json!({"item": "book 1", "keen": {"uniqueness_token": "tok-1"}}),

@@ -46,6 +46,7 @@ pub(crate) fn prepared(event: Value) -> PreparedEvent {
         client_ip: None,
         user_agent: None,
         uniqueness_scope: None,
+        autofill: None,
     };
     prepare_event(event, &context).unwrap()
 }

@@ -447,13 +447,25 @@ fn keyhole_demo_serves_each_vendor_a_dashboard_of_its_own_orders() {
     assert_eq!(dashboards.len(), 3, "{lines}");
     let console = send_blocking_status(&format!("{}/console/", server.base_url));
     assert_eq!(console, 200);
-    let visits: Vec<Value> = dashboards
+    // The key travels in the fragment, which no request, log or Referer carries.
+    for (_, url) in &dashboards {
+        let (request_part, fragment) = url.split_once('#').unwrap_or_else(|| panic!("{url}"));
+        assert!(!request_part.contains("key="), "{url}");
+        assert!(fragment.contains("key="), "{url}");
+    }
+    let mut visits: Vec<Value> = dashboards
         .iter()
         .map(
             |(vendor, url)| json!({"name": format!("demo-{vendor}"), "url": url, "settle_ms": 600}),
         )
         .collect();
+    visits.push(json!({"name": "demo-key-in-query", "url": dashboards[0].1.replacen('#', "?", 1)}));
     let results = visit_pages(free_port(), &Value::Array(visits));
+    assert_eq!(
+        results["demo-key-in-query"]["error_code"], "KeyInQueryString",
+        "{}",
+        results["demo-key-in-query"]
+    );
     let project = dashboards[0]
         .1
         .split("project=")

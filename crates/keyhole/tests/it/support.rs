@@ -36,6 +36,7 @@ pub struct InProcessServer {
 pub struct TestLimits {
     pub queries: keyhole_query::QueryLimits,
     pub http: keyhole_server::HttpLimits,
+    pub writes: keyhole_server::write_pool::WriteLimits,
     pub max_columns_per_collection: Option<usize>,
 }
 
@@ -63,6 +64,8 @@ impl InProcessServer {
             organization.id.clone(),
             limits.queries,
         )
+        .unwrap()
+        .with_write_limits(limits.writes)
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();

@@ -1,0 +1,244 @@
+//! A key's `options.writes.autofill`, typed: the properties stamped onto every event the key writes, the
+//! add-ons it runs on them (`keen.addons`), and the one rule that keeps a tenant's stamp intact — nothing
+//! else that shapes an event may write, replace or remove an autofilled path.
+//!
+//! Design: the autofill is parsed once, when the key is saved or loaded ([`Autofill::parse`]), into its
+//! properties, its add-ons and the list of its leaf paths (a leaf is a value that is not a non-empty
+//! object: `{"site": {"id": "acme"}}` has the one leaf `site.id`). A path *touches* a leaf when it is the
+//! leaf, one of its ancestors (`site`) or one of its descendants (`site.id.x`); writing or removing at such
+//! a path could replace, remove or re-attribute the stamp. Event properties cannot: [`Autofill::stamp`]
+//! merges the key's values over the event's, so at every leaf and along the way to it the key's value wins.
+//! Add-on outputs and the input an add-on removes (`remove_ip_property`) are checked by
+//! [`Autofill::check_addon`] before any add-on runs, and an event with one that touches a leaf is refused
+//! naming both paths. The key's own add-ons go through the same check when the key is saved. A sibling of
+//! a leaf (`site.name` next to `site.id`) is not touched and may be written.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::addons::{AddonSpec, parse_addons};
+use crate::event::{EventError, MAX_EVENT_DEPTH, nesting_depth};
+use crate::key_options::{KeyDefinitionError, invalid};
+use crate::names::property_name_problem;
+
+/// `options.writes.autofill`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Autofill {
+    /// The autofill object as the key holds it (with `keen.addons`): what the uniqueness scope digests.
+    source: Map<String, Value>,
+    /// The properties stamped onto every event (the `keen` member left out).
+    properties: Map<String, Value>,
+    /// The key's add-ons, run after the event's own.
+    addons: Arc<[AddonSpec]>,
+    /// Every leaf path of `properties`, dotted.
+    leaves: Vec<String>,
+}
+
+impl Autofill {
+    /// Parses and checks an autofill object: property names as events have them, nesting within the event
+    /// depth limit, `keen` holding nothing but `addons`, and no add-on of the key touching its own leaves.
+    pub fn parse(value: &Value) -> Result<Autofill, KeyDefinitionError> {
+        let Value::Object(source) = value else {
+            return Err(invalid("options.writes.autofill must be an object."));
+        };
+        if nesting_depth(value) > MAX_EVENT_DEPTH {
+            return Err(invalid(format!(
+                "options.writes.autofill is nested deeper than events may be ({MAX_EVENT_DEPTH} levels)."
+            )));
+        }
+        let mut properties = source.clone();
+        let addons: Arc<[AddonSpec]> = match properties.remove("keen") {
+            None => Arc::from([]),
+            Some(keen) => {
+                let addons_only = keen
+                    .as_object()
+                    .is_some_and(|keen| keen.len() == 1 && keen.contains_key("addons"));
+                if !addons_only {
+                    return Err(invalid(
+                        "options.writes.autofill cannot set keen.* properties other than keen.addons.",
+                    ));
+                }
+                parse_addons(&keen["addons"])
+                    .map_err(|error| {
+                        invalid(format!("options.writes.autofill.keen.addons: {error}"))
+                    })?
+                    .into()
+            }
+        };
+        let mut leaves = Vec::new();
+        collect_leaves("", &properties, &mut leaves)?;
+        let autofill = Autofill {
+            source: source.clone(),
+            properties,
+            addons,
+            leaves,
+        };
+        for spec in autofill.addons.iter() {
+            autofill.check_addon(spec).map_err(|error| {
+                invalid(format!("options.writes.autofill.keen.addons: {error}"))
+            })?;
+        }
+        Ok(autofill)
+    }
+
+    /// The autofill object as given, `keen.addons` included.
+    pub fn source(&self) -> &Map<String, Value> {
+        &self.source
+    }
+
+    /// The key's add-ons, run on every event it writes after the event's own.
+    pub fn addons(&self) -> &Arc<[AddonSpec]> {
+        &self.addons
+    }
+
+    /// The dotted paths the key fills.
+    pub fn leaves(&self) -> &[String] {
+        &self.leaves
+    }
+
+    /// Merges the key's properties into `event`; wherever both hold a value the key's wins, and an
+    /// event value on the way to one of the key's leaves that is not an object is replaced.
+    pub fn stamp(&self, event: &mut Map<String, Value>) {
+        stamp_into(event, &self.properties);
+    }
+
+    /// The autofilled leaf that writing or removing at `path` would touch (see the module docs).
+    pub fn touched_by(&self, path: &str) -> Option<&str> {
+        self.leaves
+            .iter()
+            .find(|leaf| touches(path, leaf))
+            .map(String::as_str)
+    }
+
+    /// Refuses an add-on whose output, or the input it removes, touches an autofilled path.
+    pub fn check_addon(&self, spec: &AddonSpec) -> Result<(), EventError> {
+        let mut written = vec![("output", spec.output.as_str())];
+        if spec.remove_input
+            && let Some((_, input)) = spec.input.first()
+        {
+            written.push(("removed input", input.as_str()));
+        }
+        for (role, path) in written {
+            if let Some(leaf) = self.touched_by(path) {
+                return Err(EventError::InvalidKeenNamespaceProperty(format!(
+                    "{}'s {role} '{path}' would change '{leaf}', which this key fills for every event it writes; choose another path.",
+                    spec.kind.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether writing at `path` can change the value at `leaf`: the same path, an ancestor or a descendant.
+fn touches(path: &str, leaf: &str) -> bool {
+    let (shorter, longer) = if path.len() <= leaf.len() {
+        (path, leaf)
+    } else {
+        (leaf, path)
+    };
+    longer
+        .strip_prefix(shorter)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+}
+
+fn collect_leaves(
+    prefix: &str,
+    object: &Map<String, Value>,
+    leaves: &mut Vec<String>,
+) -> Result<(), KeyDefinitionError> {
+    for (name, value) in object {
+        if let Some(problem) = property_name_problem(name) {
+            return Err(invalid(format!("options.writes.autofill: {problem}")));
+        }
+        let path = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        match value {
+            Value::Object(nested) if !nested.is_empty() => collect_leaves(&path, nested, leaves)?,
+            _ => leaves.push(path),
+        }
+    }
+    Ok(())
+}
+
+fn stamp_into(event: &mut Map<String, Value>, properties: &Map<String, Value>) {
+    for (name, value) in properties {
+        match (event.get_mut(name), value) {
+            (Some(Value::Object(existing)), Value::Object(nested)) if !nested.is_empty() => {
+                stamp_into(existing, nested)
+            }
+            _ => {
+                event.insert(name.clone(), value.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn autofill(value: Value) -> Autofill {
+        Autofill::parse(&value).unwrap()
+    }
+
+    #[test]
+    fn leaves_and_what_touches_them() {
+        let fill = autofill(json!({"site": {"id": "acme", "tier": {}}, "tenant": "a"}));
+        assert_eq!(fill.leaves(), ["site.id", "site.tier", "tenant"]);
+        for path in ["site", "site.id", "site.id.x", "tenant", "tenant.sub", "site.tier.x"] {
+            assert!(fill.touched_by(path).is_some(), "{path}");
+        }
+        for path in ["site.name", "sites", "site_id", "tenants", "other.site.id"] {
+            assert_eq!(fill.touched_by(path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn the_key_wins_at_every_leaf_and_on_the_way_to_it() {
+        let fill = autofill(json!({"vendor_id": "acme", "vendor": {"tier": "gold"}, "empty": {}}));
+        let mut event = json!({"vendor_id": "globex", "vendor": {"tier": "free", "name": "x"}, "empty": {"a": 1}, "n": 1})
+            .as_object()
+            .cloned()
+            .unwrap();
+        fill.stamp(&mut event);
+        assert_eq!(
+            Value::Object(event),
+            json!({"vendor_id": "acme", "vendor": {"tier": "gold", "name": "x"}, "empty": {}, "n": 1})
+        );
+        let mut scalar_parent = json!({"vendor": "flat"}).as_object().cloned().unwrap();
+        fill.stamp(&mut scalar_parent);
+        assert_eq!(scalar_parent["vendor"], json!({"tier": "gold"}));
+    }
+
+    #[test]
+    fn definitions_are_checked() {
+        for bad in [
+            json!({"keen": {"timestamp": "x"}}),
+            json!({"a.b": 1}),
+            json!({"$a": 1}),
+            json!({"site": {"id": "acme"}, "keen": {"addons": [
+                {"name": "keen:url_parser", "input": {"url": "u"}, "output": "site"}]}}),
+            json!({"ip": "1.2.3.4", "keen": {"addons": [
+                {"name": "keen:ip_to_geo", "input": {"ip": "ip", "remove_ip_property": true}, "output": "geo"}]}}),
+        ] {
+            assert!(Autofill::parse(&bad).is_err(), "{bad}");
+        }
+        let mut deep = json!(1);
+        for _ in 0..MAX_EVENT_DEPTH {
+            deep = json!({ "d": deep });
+        }
+        assert!(Autofill::parse(&deep).is_ok(), "at the event depth limit");
+        assert!(Autofill::parse(&json!({ "d": deep })).is_err());
+        let fill = autofill(json!({"site": {"id": "acme"}, "keen": {"addons": [
+            {"name": "keen:url_parser", "input": {"url": "u"}, "output": "site.info"}]}}));
+        assert_eq!(fill.addons().len(), 1);
+        assert!(fill.source().contains_key("keen"));
+    }
+}

@@ -1,0 +1,194 @@
+//! The bounded pool the CPU side of every write runs on: checking a webhook signature (one HMAC over the
+//! body), splitting the body into events, parsing each and running its add-ons. None of it runs on the
+//! async workers, so a flood of expensive writes slows writes, never `/health` or the other requests.
+//!
+//! Design: [`WriteLimits::threads`] dedicated threads (one per core by default) at a slightly lower CPU
+//! priority than the async workers and the WAL writer, fed through a channel. A request first takes one of
+//! as many slots as there are threads, waiting at most [`WriteLimits::queue_wait`] (then 503 with
+//! `Retry-After`), so the queue never holds more work than the threads can start. Each job gets a
+//! [`CpuBudget`] of [`WriteLimits::cpu_budget`] of its thread's CPU time; the job checks it between
+//! events and gives up past it, and the request is refused (400) rather than queued for later.
+
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, oneshot};
+
+use crate::errors::{ApiError, ErrorCode};
+
+/// The limits every write runs under (ARCHITECTURE.md lists the defaults).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteLimits {
+    /// Threads of the write pool.
+    pub threads: usize,
+    /// CPU time one request's events may take to prepare (parsing, add-ons, signature).
+    pub cpu_budget: Duration,
+    /// How long a request waits for a free thread before it is refused with 503.
+    pub queue_wait: Duration,
+    /// Events one request may carry; more are refused with 413 before any is parsed.
+    pub max_events_per_request: usize,
+}
+
+/// keen-tracking's largest batch (its queue's default capacity, flushed as one request).
+pub const DEFAULT_MAX_EVENTS_PER_REQUEST: usize = 5_000;
+
+impl Default for WriteLimits {
+    fn default() -> WriteLimits {
+        WriteLimits {
+            threads: std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(1)
+                .max(1),
+            cpu_budget: Duration::from_secs(2),
+            queue_wait: Duration::from_secs(10),
+            max_events_per_request: DEFAULT_MAX_EVENTS_PER_REQUEST,
+        }
+    }
+}
+
+/// Niceness of the pool's threads: behind the async workers and the WAL writer (0), ahead of queries (5).
+const WRITE_THREAD_NICENESS: i32 = 2;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The write pool; cheap to clone.
+#[derive(Clone)]
+pub struct WritePool {
+    jobs: mpsc::Sender<Job>,
+    slots: Arc<Semaphore>,
+    limits: WriteLimits,
+}
+
+/// A job's allowance of its thread's CPU time.
+pub struct CpuBudget {
+    started_wall: std::time::Instant,
+    started_cpu: Duration,
+    allowed: Duration,
+}
+
+impl CpuBudget {
+    fn start(allowed: Duration) -> CpuBudget {
+        CpuBudget {
+            started_wall: std::time::Instant::now(),
+            started_cpu: thread_cpu_time(),
+            allowed,
+        }
+    }
+
+    /// Whether the job has used more CPU time than it was allowed. Cheap enough to ask after every
+    /// event: the thread's CPU time (a system call) is read only once the wall-clock time, which is never
+    /// less, has passed the allowance.
+    pub fn exceeded(&self) -> bool {
+        self.started_wall.elapsed() > self.allowed
+            && thread_cpu_time().saturating_sub(self.started_cpu) > self.allowed
+    }
+
+    /// The allowance, for messages.
+    pub fn allowed(&self) -> Duration {
+        self.allowed
+    }
+}
+
+/// The CPU time the calling thread has used.
+fn thread_cpu_time() -> Duration {
+    let mut spec = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into memory we own; CLOCK_THREAD_CPUTIME_ID is always
+    // available on Linux.
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut spec) };
+    if status != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(spec.tv_sec as u64, spec.tv_nsec as u32)
+}
+
+impl WritePool {
+    /// Starts the pool's threads; they end when the last handle is dropped.
+    pub fn start(limits: WriteLimits) -> std::io::Result<WritePool> {
+        let threads = limits.threads.max(1);
+        let (jobs, receiver) = mpsc::channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        for index in 0..threads {
+            let receiver = receiver.clone();
+            std::thread::Builder::new()
+                .name(format!("keyhole-write-{index}"))
+                .spawn(move || {
+                    // SAFETY: setpriority with `who = 0` changes only the calling thread's niceness.
+                    unsafe {
+                        libc::setpriority(libc::PRIO_PROCESS, 0, WRITE_THREAD_NICENESS);
+                    }
+                    loop {
+                        let job = {
+                            let receiver = receiver
+                                .lock()
+                                .unwrap_or_else(|poisoned| poisoned.into_inner());
+                            receiver.recv()
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })?;
+        }
+        Ok(WritePool {
+            jobs,
+            slots: Arc::new(Semaphore::new(threads)),
+            limits,
+        })
+    }
+
+    pub fn limits(&self) -> &WriteLimits {
+        &self.limits
+    }
+
+    /// Runs `work` on a pool thread with a CPU budget, once a slot is free (see the module docs).
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&CpuBudget) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let busy = || {
+            ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "The server is busy preparing other writes; retry shortly.",
+            )
+            .with_retry_after(1)
+        };
+        let slot = tokio::time::timeout(
+            self.limits.queue_wait,
+            self.slots.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| busy())?;
+        let (answer, answered) = oneshot::channel();
+        let allowed = self.limits.cpu_budget;
+        let job: Job = Box::new(move || {
+            let budget = CpuBudget::start(allowed);
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&budget)));
+            drop(slot);
+            let _ = answer.send(result);
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| ApiError::internal("the write pool has stopped"))?;
+        match answered.await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(_)) => Err(ApiError::internal("a write job panicked")),
+            Err(_) => Err(ApiError::internal("a write job was dropped")),
+        }
+    }
+}
+
+/// The answer to a request whose preparation used up its CPU budget.
+pub fn budget_exceeded(budget: &CpuBudget) -> ApiError {
+    ApiError::new(
+        ErrorCode::LimitExceeded,
+        format!(
+            "Preparing this request's events took more than the {} ms of CPU time a write may use (long add-on inputs, many add-ons or many events); nothing was stored. Send fewer events per request.",
+            budget.allowed().as_millis()
+        ),
+    )
+}
