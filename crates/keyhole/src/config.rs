@@ -218,9 +218,7 @@ impl LimitOptions {
             body_timeout_secs: self.body_timeout_secs.or(file.body_timeout_secs),
             max_connections: self.max_connections.or(file.max_connections),
             max_header_kb: self.max_header_kb.or(file.max_header_kb),
-            max_events_per_request: self
-                .max_events_per_request
-                .or(file.max_events_per_request),
+            max_events_per_request: self.max_events_per_request.or(file.max_events_per_request),
             write_cpu_budget_ms: self.write_cpu_budget_ms.or(file.write_cpu_budget_ms),
         }
     }

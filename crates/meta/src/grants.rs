@@ -43,11 +43,7 @@ macro_rules! key_columns {
 
 impl MetaStore {
     /// Resolves a key secret or an embed token presented at `now`.
-    pub async fn resolve_credential(
-        &self,
-        presented: &str,
-        now: EpochMillis,
-    ) -> Result<Resolved> {
+    pub async fn resolve_credential(&self, presented: &str, now: EpochMillis) -> Result<Resolved> {
         let presented_hex = KeyHash::of_secret(presented).to_hex();
         let (cached, generation) = self.resolved_keys.lookup(&presented_hex);
         if let Some(grant) = cached {

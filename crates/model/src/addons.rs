@@ -294,8 +294,9 @@ pub fn apply_addon(
                 .map_err(|message| refused(format!("keen:ip_to_geo: {message}")))?,
             None => None,
         },
-        AddonKind::UaParser => text("ua_string")
-            .map(|ua| enricher.user_agent(truncated(ua, MAX_USER_AGENT_BYTES))),
+        AddonKind::UaParser => {
+            text("ua_string").map(|ua| enricher.user_agent(truncated(ua, MAX_USER_AGENT_BYTES)))
+        }
         AddonKind::UrlParser => at_most(text("url"), MAX_URL_BYTES).and_then(parse_url),
         AddonKind::ReferrerParser => text("referrer_url").map(|referrer| {
             let page = at_most(text("page_url"), MAX_URL_BYTES);

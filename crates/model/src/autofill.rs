@@ -192,7 +192,14 @@ mod tests {
     fn leaves_and_what_touches_them() {
         let fill = autofill(json!({"site": {"id": "acme", "tier": {}}, "tenant": "a"}));
         assert_eq!(fill.leaves(), ["site.id", "site.tier", "tenant"]);
-        for path in ["site", "site.id", "site.id.x", "tenant", "tenant.sub", "site.tier.x"] {
+        for path in [
+            "site",
+            "site.id",
+            "site.id.x",
+            "tenant",
+            "tenant.sub",
+            "site.tier.x",
+        ] {
             assert!(fill.touched_by(path).is_some(), "{path}");
         }
         for path in ["site.name", "sites", "site_id", "tenants", "other.site.id"] {

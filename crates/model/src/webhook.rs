@@ -275,9 +275,10 @@ impl WebhookRule {
                     .ok_or(DeliveryRefusal::BadSignature)?;
                 (None, vec![hex_signature])
             }
-            SignatureScheme::HmacSha256 { .. } => {
-                (None, vec![signature.strip_prefix("sha256=").unwrap_or(signature)])
-            }
+            SignatureScheme::HmacSha256 { .. } => (
+                None,
+                vec![signature.strip_prefix("sha256=").unwrap_or(signature)],
+            ),
             SignatureScheme::Stripe => {
                 let mut timestamp = None;
                 let mut candidates = Vec::new();
@@ -355,17 +356,22 @@ mod tests {
         let signature = format!("sha256={}", hmac_sha256_hex(secret, &[body]));
         let headers = |_name: &str, value: String| value;
         assert_eq!(
-            github.verify(Some(&*headers("x-hub-signature-256", signature.clone())), body, 0),
+            github.verify(
+                Some(&*headers("x-hub-signature-256", signature.clone())),
+                body,
+                0
+            ),
             Ok(())
         );
         assert_eq!(
-            github.verify(Some(&*headers("x-hub-signature-256", signature.clone())), b"{}", 0),
+            github.verify(
+                Some(&*headers("x-hub-signature-256", signature.clone())),
+                b"{}",
+                0
+            ),
             Err(DeliveryRefusal::BadSignature)
         );
-        assert_eq!(
-            github.verify(None, body, 0),
-            Err(DeliveryRefusal::Unsigned)
-        );
+        assert_eq!(github.verify(None, body, 0), Err(DeliveryRefusal::Unsigned));
 
         let stripe = rule(json!({"signature": "stripe", "secret": "whsec_test_0123456789abcdef"}));
         let now = 1_800_000_000i64;
@@ -376,11 +382,19 @@ mod tests {
             )
         };
         assert_eq!(
-            stripe.verify(Some(&*headers("stripe-signature", signed(now - 10))), body, now),
+            stripe.verify(
+                Some(&*headers("stripe-signature", signed(now - 10))),
+                body,
+                now
+            ),
             Ok(())
         );
         assert_eq!(
-            stripe.verify(Some(&*headers("stripe-signature", signed(now - 1000))), body, now),
+            stripe.verify(
+                Some(&*headers("stripe-signature", signed(now - 1000))),
+                body,
+                now
+            ),
             Err(DeliveryRefusal::Stale)
         );
         assert_eq!(
@@ -403,18 +417,41 @@ mod tests {
         // A stale delivery is refused before its signature is computed; a header with too many signatures
         // or too long is refused unread.
         assert_eq!(
-            stripe.verify(Some(&*headers("stripe-signature", format!("t={},v1=00", now - 1000))), body, now),
+            stripe.verify(
+                Some(&*headers(
+                    "stripe-signature",
+                    format!("t={},v1=00", now - 1000)
+                )),
+                body,
+                now
+            ),
             Err(DeliveryRefusal::Stale)
         );
-        let many = format!("t={now},{}", vec!["v1=00"; MAX_SIGNATURE_CANDIDATES + 1].join(","));
+        let many = format!(
+            "t={now},{}",
+            vec!["v1=00"; MAX_SIGNATURE_CANDIDATES + 1].join(",")
+        );
         assert_eq!(
             stripe.verify(Some(&*headers("stripe-signature", many)), body, now),
             Err(DeliveryRefusal::MalformedSignature)
         );
-        let rolled = format!("t={now},v1=00,v1=zz,{}", &signed(now)[format!("t={now},").len()..]);
-        assert_eq!(stripe.verify(Some(&*headers("stripe-signature", rolled)), body, now), Ok(()));
+        let rolled = format!(
+            "t={now},v1=00,v1=zz,{}",
+            &signed(now)[format!("t={now},").len()..]
+        );
         assert_eq!(
-            github.verify(Some(&*headers("x-hub-signature-256", format!("sha256={}", "0".repeat(2000)))), body, 0),
+            stripe.verify(Some(&*headers("stripe-signature", rolled)), body, now),
+            Ok(())
+        );
+        assert_eq!(
+            github.verify(
+                Some(&*headers(
+                    "x-hub-signature-256",
+                    format!("sha256={}", "0".repeat(2000))
+                )),
+                body,
+                0
+            ),
             Err(DeliveryRefusal::MalformedSignature)
         );
 

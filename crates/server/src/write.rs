@@ -177,16 +177,12 @@ async fn prepare_on_pool(
     grant: &Grant,
     collection: &str,
     body: WriteBody,
-    headers: &axum::http::HeaderMap,
+    signature_header: Option<String>,
     context: EventContext,
 ) -> Result<PreparedBody, ApiError> {
-    let signature = grant.webhook_rule().map(|rule| {
-        let header = headers
-            .get(rule.header_name())
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_string);
-        (rule.clone(), header)
-    });
+    let signature = grant
+        .webhook_rule()
+        .map(|rule| (rule.clone(), signature_header));
     let job = WriteJob {
         body,
         context: context_of(grant, context),
@@ -200,7 +196,9 @@ async fn prepare_on_pool(
         .await?
     {
         Ok(prepared) => Ok(prepared),
-        Err(Refused::Signature(refusal)) => Err(refused_delivery(state, grant, refusal, collection)),
+        Err(Refused::Signature(refusal)) => {
+            Err(refused_delivery(state, grant, refusal, collection))
+        }
         Err(Refused::Request(error)) => Err(error),
     }
 }
@@ -311,7 +309,30 @@ async fn store_list(
 ) -> Result<Response, ApiError> {
     check_event_quota(state, grant, events.len()).await?;
     let results = store_events(state, grant, collection, events).await?;
-    Ok(Json(Value::Array(results.iter().map(EventResult::to_json).collect())).into_response())
+    Ok(Json(Value::Array(
+        results.iter().map(EventResult::to_json).collect(),
+    ))
+    .into_response())
+}
+
+/// Runs the rest of a write once its body is read as a task of its own, so a client that goes away
+/// before the answer (a page sending a pageview as it closes) does not cancel it half-way: what was
+/// received is prepared and stored either way.
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::spawn(work)
+        .await
+        .unwrap_or_else(|error| Err(ApiError::internal(format!("a write task failed: {error}"))))
+}
+
+/// The signature header a webhook rule of the key reads, if it has one.
+fn signature_header(grant: &Grant, headers: &axum::http::HeaderMap) -> Option<String> {
+    let rule = grant.webhook_rule()?;
+    headers
+        .get(rule.header_name())
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string)
 }
 
 /// `POST /3.0/projects/{project_id}/events/{collection}`: `201 {"created": true}`, or one result per
@@ -333,17 +354,23 @@ pub async fn record_event(
         shape: BodyShape::of(content_type),
         bytes,
     };
-    let grant = &auth.grant;
-    match prepare_on_pool(&state, grant, &collection, body, &headers, context).await? {
-        PreparedBody::One(prepared) => {
-            store_one(&state, grant, &collection, prepared).await?;
-            Ok((StatusCode::CREATED, Json(json!({"created": true}))).into_response())
+    let signature = signature_header(&auth.grant, &headers);
+    let grant = auth.grant;
+    detached(async move {
+        let prepared =
+            prepare_on_pool(&state, &grant, &collection, body, signature, context).await?;
+        match prepared {
+            PreparedBody::One(prepared) => {
+                store_one(&state, &grant, &collection, prepared).await?;
+                Ok((StatusCode::CREATED, Json(json!({"created": true}))).into_response())
+            }
+            PreparedBody::List(events) => store_list(&state, &grant, &collection, events).await,
+            PreparedBody::Collections(_) => Err(ApiError::internal(
+                "a collection route's body prepared as a batch",
+            )),
         }
-        PreparedBody::List(events) => store_list(&state, grant, &collection, events).await,
-        PreparedBody::Collections(_) => Err(ApiError::internal(
-            "a collection route's body prepared as a batch",
-        )),
-    }
+    })
+    .await
 }
 
 /// `POST /3.0/projects/{project_id}/events`: `{"collection": [events]}` → per-event results.
@@ -355,31 +382,37 @@ pub async fn record_events(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let bytes = read_body(body, ErrorCode::BatchTooLarge).await?;
-    let grant = &auth.grant;
-    let body = WriteBody::Batch { bytes };
-    let PreparedBody::Collections(collections) =
-        prepare_on_pool(&state, grant, "", body, &headers, context).await?
-    else {
-        return Err(ApiError::internal("a batch prepared as a collection's body"));
-    };
-    let events: usize = collections.iter().map(|(_, events)| events.len()).sum();
-    check_event_quota(&state, grant, events).await?;
-    let stores = collections.into_iter().map(|(collection, events)| {
-        let state = &state;
-        async move {
-            let results = store_events(state, grant, &collection, events).await?;
-            Ok::<_, ApiError>((collection, results))
+    let signature = signature_header(&auth.grant, &headers);
+    let grant = auth.grant;
+    detached(async move {
+        let body = WriteBody::Batch { bytes };
+        let PreparedBody::Collections(collections) =
+            prepare_on_pool(&state, &grant, "", body, signature, context).await?
+        else {
+            return Err(ApiError::internal(
+                "a batch prepared as a collection's body",
+            ));
+        };
+        let events: usize = collections.iter().map(|(_, events)| events.len()).sum();
+        check_event_quota(&state, &grant, events).await?;
+        let stores = collections.into_iter().map(|(collection, events)| {
+            let (state, grant) = (&state, &grant);
+            async move {
+                let results = store_events(state, grant, &collection, events).await?;
+                Ok::<_, ApiError>((collection, results))
+            }
+        });
+        let mut answer = Map::new();
+        for stored in futures::future::join_all(stores).await {
+            let (collection, results) = stored?;
+            answer.insert(
+                collection,
+                Value::Array(results.iter().map(EventResult::to_json).collect()),
+            );
         }
-    });
-    let mut answer = Map::new();
-    for stored in futures::future::join_all(stores).await {
-        let (collection, results) = stored?;
-        answer.insert(
-            collection,
-            Value::Array(results.iter().map(EventResult::to_json).collect()),
-        );
-    }
-    Ok(Json(Value::Object(answer)))
+        Ok(Json(Value::Object(answer)))
+    })
+    .await
 }
 
 /// `GET /3.0/projects/{project_id}/events/{collection}`: with `data=` a pixel write (needs `writes`),
@@ -407,13 +440,16 @@ pub async fn get_collection(
     let body = WriteBody::Pixel {
         bytes: decode_base64(&data)?,
     };
-    let headers = axum::http::HeaderMap::new();
-    let PreparedBody::One(prepared) =
-        prepare_on_pool(&state, &grant, &collection, body, &headers, context).await?
-    else {
-        return Err(ApiError::internal("a pixel prepared as a batch"));
-    };
-    store_one(&state, &grant, &collection, prepared).await?;
+    detached(async move {
+        // A pixel carries no signature header: a signed-webhook key's pixel is refused as unsigned.
+        let PreparedBody::One(prepared) =
+            prepare_on_pool(&state, &grant, &collection, body, None, context).await?
+        else {
+            return Err(ApiError::internal("a pixel prepared as a batch"));
+        };
+        store_one(&state, &grant, &collection, prepared).await
+    })
+    .await?;
     if let Some(target) = redirect {
         return Ok((StatusCode::FOUND, [(header::LOCATION, target)]).into_response());
     }

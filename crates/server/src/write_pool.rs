@@ -156,13 +156,10 @@ impl WritePool {
             )
             .with_retry_after(1)
         };
-        let slot = tokio::time::timeout(
-            self.limits.queue_wait,
-            self.slots.clone().acquire_owned(),
-        )
-        .await
-        .map_err(|_| busy())?
-        .map_err(|_| busy())?;
+        let slot = tokio::time::timeout(self.limits.queue_wait, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| busy())?
+            .map_err(|_| busy())?;
         let (answer, answered) = oneshot::channel();
         let allowed = self.limits.cpu_budget;
         let job: Job = Box::new(move || {

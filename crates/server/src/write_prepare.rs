@@ -145,7 +145,9 @@ impl Preparer<'_> {
     /// One event from its JSON text: refused unparsed when longer than an event may be.
     fn one_text(&self, text: &[u8]) -> Result<Result<PreparedEvent, EventError>, ApiError> {
         if text.len() > MAX_EVENT_BYTES {
-            return Ok(Err(EventError::EventTooLarge(too_large_message(text.len()))));
+            return Ok(Err(EventError::EventTooLarge(too_large_message(
+                text.len(),
+            ))));
         }
         let event = serde_json::from_slice(text).map_err(|error| {
             ApiError::new(
@@ -161,7 +163,10 @@ impl Preparer<'_> {
     }
 
     /// Every event of a list, each parsed and prepared in turn; refused whole past the CPU budget.
-    fn all(&self, events: &[&RawValue]) -> Result<Vec<Result<PreparedEvent, EventError>>, ApiError> {
+    fn all(
+        &self,
+        events: &[&RawValue],
+    ) -> Result<Vec<Result<PreparedEvent, EventError>>, ApiError> {
         let mut prepared = Vec::with_capacity(events.len());
         for raw in events {
             let text = raw.get();
@@ -260,7 +265,11 @@ impl<'de> Visitor<'de> for EventList<'_> {
 }
 
 /// The events of a JSON list body.
-fn event_list(bytes: &[u8], max_events: usize, code: ErrorCode) -> Result<Vec<&RawValue>, ApiError> {
+fn event_list(
+    bytes: &[u8],
+    max_events: usize,
+    code: ErrorCode,
+) -> Result<Vec<&RawValue>, ApiError> {
     let counter = EventCounter::new(max_events);
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let events = EventList(&counter)
@@ -369,22 +378,64 @@ mod tests {
 
     #[test]
     fn bodies_split_into_event_slices_within_the_limit() {
-        let events = event_list(br#" [{"a": 1}, {"b": [1, 2]} ] "#, 2, ErrorCode::InvalidEvent)
-            .unwrap_or_else(|error| panic!("{}", error.message));
-        assert_eq!(events.iter().map(|raw| raw.get()).collect::<Vec<_>>(), [r#"{"a": 1}"#, r#"{"b": [1, 2]}"#]);
+        let events = event_list(
+            br#" [{"a": 1}, {"b": [1, 2]} ] "#,
+            2,
+            ErrorCode::InvalidEvent,
+        )
+        .unwrap_or_else(|error| panic!("{}", error.message));
+        assert_eq!(
+            events.iter().map(|raw| raw.get()).collect::<Vec<_>>(),
+            [r#"{"a": 1}"#, r#"{"b": [1, 2]}"#]
+        );
         let refused = event_list(b"[{}, {}, {}]", 2, ErrorCode::InvalidEvent).unwrap_err();
         assert_eq!(refused.code, ErrorCode::BatchTooLarge);
-        assert_eq!(event_list(b"[{}, ", 2, ErrorCode::InvalidEvent).unwrap_err().code, ErrorCode::InvalidEvent);
+        assert_eq!(
+            event_list(b"[{}, ", 2, ErrorCode::InvalidEvent)
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidEvent
+        );
 
         let batch = batch_collections(br#"{"a": [{"x": 1}], "b": [{}, {}], "a": [{}]}"#, 4)
             .unwrap_or_else(|error| panic!("{}", error.message));
-        assert_eq!(batch.iter().map(|(name, events)| (name.as_str(), events.len())).collect::<Vec<_>>(), [("a", 2), ("b", 2)]);
-        assert_eq!(batch_collections(br#"{"a": [{}, {}], "b": [{}, {}, {}]}"#, 4).unwrap_err().code, ErrorCode::BatchTooLarge);
-        assert_eq!(batch_collections(br#"{"a": {}}"#, 4).unwrap_err().code, ErrorCode::InvalidBatch);
-        assert_eq!(batch_collections(b"[]", 4).unwrap_err().code, ErrorCode::InvalidBatch);
+        assert_eq!(
+            batch
+                .iter()
+                .map(|(name, events)| (name.as_str(), events.len()))
+                .collect::<Vec<_>>(),
+            [("a", 2), ("b", 2)]
+        );
+        assert_eq!(
+            batch_collections(br#"{"a": [{}, {}], "b": [{}, {}, {}]}"#, 4)
+                .unwrap_err()
+                .code,
+            ErrorCode::BatchTooLarge
+        );
+        assert_eq!(
+            batch_collections(br#"{"a": {}}"#, 4).unwrap_err().code,
+            ErrorCode::InvalidBatch
+        );
+        assert_eq!(
+            batch_collections(b"[]", 4).unwrap_err().code,
+            ErrorCode::InvalidBatch
+        );
 
-        assert_eq!(ndjson_events(b"{\"a\":1}\n\n{\"a\":2}\r\n", 2).map(|events| events.len()).ok(), Some(2));
-        assert_eq!(ndjson_events(b"{}\n{}\n{}\n", 2).unwrap_err().code, ErrorCode::BatchTooLarge);
-        assert!(ndjson_events(b"{\"a\":1}\n{oops\n", 5).unwrap_err().message.contains("Line 2"));
+        assert_eq!(
+            ndjson_events(b"{\"a\":1}\n\n{\"a\":2}\r\n", 2)
+                .map(|events| events.len())
+                .ok(),
+            Some(2)
+        );
+        assert_eq!(
+            ndjson_events(b"{}\n{}\n{}\n", 2).unwrap_err().code,
+            ErrorCode::BatchTooLarge
+        );
+        assert!(
+            ndjson_events(b"{\"a\":1}\n{oops\n", 5)
+                .unwrap_err()
+                .message
+                .contains("Line 2")
+        );
     }
 }

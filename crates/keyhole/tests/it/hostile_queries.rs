@@ -268,7 +268,7 @@ async fn a_burst_of_queries_past_the_concurrency_cap_is_told_to_retry() {
     })
     .await;
     let events: Vec<Value> = (0..30_000).map(|i| json!({"n": i % 5_000})).collect();
-    for chunk in events.chunks(10_000) {
+    for chunk in events.chunks(5_000) {
         write_batch(&server, "hits", Value::Array(chunk.to_vec())).await;
     }
     let body = json!({"event_collection": "hits", "target_property": "n", "group_by": "n"});

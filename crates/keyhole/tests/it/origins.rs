@@ -1,7 +1,9 @@
 //! Origin-bound keys (`options.origins`): requests and preflights from other origins are refused with
 //! `OriginNotAllowedError` (readable by the page: the CORS headers are on the refusal too), listed and
-//! wildcard origins pass, requests without an `Origin` pass, embed tokens inherit the binding, refusals
-//! reach the audit log, and definitions that are not origins are refused.
+//! wildcard origins pass, a request without `Origin` is judged by its `Referer` (`<img>` tags, no-cors
+//! fetches and links send no `Origin`) and one with neither is refused with 403, embed tokens inherit the
+//! binding, refusals reach the audit log, and definitions that are not origins — or whose wildcard covers
+//! a public suffix — are refused.
 
 use serde_json::json;
 
@@ -26,8 +28,36 @@ async fn a_key_bound_to_origins_works_only_from_them() {
         }
         request.send()
     };
+    let from_page = |referer: Option<&'static str>, credential: String| {
+        let mut request = client()
+            .get(server.project_url("/queries/count?event_collection=orders"))
+            .header("Authorization", credential);
+        if let Some(referer) = referer {
+            request = request.header("Referer", referer);
+        }
+        request.send()
+    };
+    // Without an Origin, the page's origin comes from the Referer; with neither, the request is refused.
+    let via_referer = from_page(Some("https://eu.acme.test/reports?week=3"), key.clone())
+        .await
+        .unwrap();
+    assert_eq!(via_referer.status(), 200);
+    let foreign_page = from_page(Some("https://evil.test/steal.html"), key.clone())
+        .await
+        .unwrap();
+    assert_eq!(foreign_page.status(), 401);
+    let nameless = from_page(None, key.clone()).await.unwrap();
+    assert_eq!(nameless.status(), 403);
+    let body: serde_json::Value = nameless.json().await.unwrap();
+    assert_eq!(body["error_code"], "OriginRequiredError", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("neither an Origin nor a Referer"),
+        "{body}"
+    );
     for origin in [
-        None,
         Some("https://app.example.com"),
         Some("https://eu.acme.test"),
         Some("https://a.b.acme.test:443"),
@@ -112,19 +142,23 @@ async fn a_key_bound_to_origins_works_only_from_them() {
     assert!(keyless.status().is_success());
 
     let audit = server.audit_entries().await;
-    assert!(
-        audit
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|entry| entry["reason"] == "origin_not_allowed"),
-        "{audit}"
-    );
+    for reason in ["origin_not_allowed", "origin_missing"] {
+        assert!(
+            audit
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|entry| entry["reason"] == reason),
+            "{reason}: {audit}"
+        );
+    }
 
     // Definitions that are not origins are refused; the key object shows the option as given.
     for origins in [
         json!(["app.example.com"]),
         json!(["https://*.com"]),
+        json!(["https://*.co.uk"]),
+        json!(["https://*.github.io"]),
         json!(["https://example.com/path"]),
         json!([]),
         json!("https://example.com"),
@@ -145,4 +179,49 @@ async fn a_key_bound_to_origins_works_only_from_them() {
     )
     .await;
     assert_eq!(shown.1["options"]["origins"][1], "https://*.acme.test");
+}
+
+/// An `<img>` pixel sends no `Origin`: an origin-bound write key's pixel is judged by its `Referer`, so
+/// another site embedding the pixel cannot write with the key, and one with neither header cannot either.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_origin_bound_keys_pixel_writes_only_from_its_pages() {
+    let server = InProcessServer::start().await;
+    let key = server
+        .create_access_key(json!({"name": "acme tracking", "permitted": ["writes"],
+            "options": {"origins": ["https://shop.acme.test"], "writes": {"autofill": {"vendor": "acme"}}}}))
+        .await;
+    let data = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        br#"{"page": "home"}"#,
+    );
+    let pixel = |referer: Option<&'static str>| {
+        let mut request =
+            client().get(server.project_url(&format!("/events/views?api_key={key}&data={data}")));
+        if let Some(referer) = referer {
+            request = request.header("Referer", referer);
+        }
+        request.send()
+    };
+    assert_eq!(
+        pixel(Some("https://shop.acme.test/home"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        pixel(Some("https://evil.test/")).await.unwrap().status(),
+        401
+    );
+    assert_eq!(pixel(None).await.unwrap().status(), 403);
+    let counted = send(
+        client()
+            .get(server.project_url("/queries/count?event_collection=views"))
+            .header("Authorization", &server.project.master),
+    )
+    .await;
+    assert_eq!(
+        counted.1["result"], 1,
+        "only the pixel from the key's own page wrote"
+    );
 }
