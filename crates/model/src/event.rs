@@ -65,8 +65,8 @@ pub struct EventContext {
 /// A validated event with Keen's server-side fields set.
 #[derive(Clone, Debug)]
 pub struct PreparedEvent {
-    /// The final event as JSON text.
-    pub json: Vec<u8>,
+    /// The final event as JSON text (shared, not copied, by the WAL record that carries it).
+    pub json: bytes::Bytes,
     pub flat: FlatEvent,
     /// The deduplication key of its `keen.uniqueness_token`, within its writer's scope.
     pub uniqueness_token: Option<String>,
@@ -183,16 +183,19 @@ pub fn prepare_event_enriched(
     validate_properties(&event, 1)?;
     event.insert("keen".into(), Value::Object(keen_out));
 
-    let json = serde_json::to_vec(&event).expect("a JSON map always serializes");
+    let mut json = serde_json::to_vec(&event).expect("a JSON map always serializes");
     if json.len() > MAX_EVENT_BYTES {
         return Err(EventError::EventTooLarge(format!(
             "An event must be at most {MAX_EVENT_BYTES} bytes; this one is {} bytes.",
             json.len()
         )));
     }
-    let properties = flatten_properties(event);
+    // A request holds all its prepared events at once: no spare capacity is kept.
+    json.shrink_to_fit();
+    let mut properties = flatten_properties(event);
+    properties.shrink_to_fit();
     Ok(PreparedEvent {
-        json,
+        json: json.into(),
         flat: FlatEvent {
             timestamp_millis: keen_fields.timestamp,
             created_at_millis: created_at,

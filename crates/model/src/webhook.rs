@@ -248,57 +248,24 @@ impl WebhookRule {
         }
     }
 
+    /// The checks of a delivery that need no body: the secret is open, the header is present, at most
+    /// [`MAX_SIGNATURE_HEADER_BYTES`] long with at most [`MAX_SIGNATURE_CANDIDATES`] signatures, and a
+    /// Stripe-style timestamp is within the tolerance. The server runs them before it reads the body, so
+    /// an unsigned, malformed or stale delivery costs no more than its headers.
+    pub fn precheck(&self, signature: Option<&str>, now: i64) -> Result<(), DeliveryRefusal> {
+        self.parse_signature(signature, now).map(|_| ())
+    }
+
     /// Checks a delivery: `signature` is the value of its [`WebhookRule::header_name`] header, `now` is
-    /// Unix seconds.
-    ///
-    /// Everything that costs nothing is checked before the one HMAC over the body: the header is present,
-    /// at most [`MAX_SIGNATURE_HEADER_BYTES`] long with at most [`MAX_SIGNATURE_CANDIDATES`] signatures,
-    /// and a Stripe-style timestamp is within the tolerance. The expected signature is then computed once
-    /// and every candidate compared with it in constant time.
+    /// Unix seconds. Everything [`WebhookRule::precheck`] checks comes first; then the expected signature
+    /// is computed once (one HMAC over the body) and every candidate compared with it in constant time.
     pub fn verify(
         &self,
         signature: Option<&str>,
         body: &[u8],
         now: i64,
     ) -> Result<(), DeliveryRefusal> {
-        let WebhookSecret::Open(secret) = &self.secret else {
-            return Err(DeliveryRefusal::SecretUnavailable);
-        };
-        let signature = signature.ok_or(DeliveryRefusal::Unsigned)?;
-        if signature.len() > MAX_SIGNATURE_HEADER_BYTES {
-            return Err(DeliveryRefusal::MalformedSignature);
-        }
-        let (signed_prefix, candidates) = match &self.scheme {
-            SignatureScheme::GitHub => {
-                let hex_signature = signature
-                    .strip_prefix("sha256=")
-                    .ok_or(DeliveryRefusal::BadSignature)?;
-                (None, vec![hex_signature])
-            }
-            SignatureScheme::HmacSha256 { .. } => (
-                None,
-                vec![signature.strip_prefix("sha256=").unwrap_or(signature)],
-            ),
-            SignatureScheme::Stripe => {
-                let mut timestamp = None;
-                let mut candidates = Vec::new();
-                for part in signature.split(',') {
-                    match part.trim().split_once('=') {
-                        Some(("t", value)) => timestamp = value.parse::<i64>().ok(),
-                        Some(("v1", value)) => candidates.push(value),
-                        _ => {}
-                    }
-                    if candidates.len() > MAX_SIGNATURE_CANDIDATES {
-                        return Err(DeliveryRefusal::MalformedSignature);
-                    }
-                }
-                let timestamp = timestamp.ok_or(DeliveryRefusal::BadSignature)?;
-                if (now.saturating_sub(timestamp)).unsigned_abs() > self.tolerance_seconds {
-                    return Err(DeliveryRefusal::Stale);
-                }
-                (Some(format!("{timestamp}.")), candidates)
-            }
-        };
+        let (secret, signed_prefix, candidates) = self.parse_signature(signature, now)?;
         let mut mac =
             <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
         if let Some(prefix) = &signed_prefix {
@@ -317,6 +284,58 @@ impl WebhookRule {
             Ok(())
         } else {
             Err(DeliveryRefusal::BadSignature)
+        }
+    }
+}
+
+/// A signature header taken apart: the open secret, what the scheme signs before the body (Stripe's
+/// `"<t>."`), and the candidate signatures in hex.
+type ParsedSignature<'a> = (&'a [u8], Option<String>, Vec<&'a str>);
+
+impl WebhookRule {
+    fn parse_signature<'a>(
+        &'a self,
+        signature: Option<&'a str>,
+        now: i64,
+    ) -> Result<ParsedSignature<'a>, DeliveryRefusal> {
+        let WebhookSecret::Open(secret) = &self.secret else {
+            return Err(DeliveryRefusal::SecretUnavailable);
+        };
+        let signature = signature.ok_or(DeliveryRefusal::Unsigned)?;
+        if signature.len() > MAX_SIGNATURE_HEADER_BYTES {
+            return Err(DeliveryRefusal::MalformedSignature);
+        }
+        match &self.scheme {
+            SignatureScheme::GitHub => {
+                let hex_signature = signature
+                    .strip_prefix("sha256=")
+                    .ok_or(DeliveryRefusal::BadSignature)?;
+                Ok((secret, None, vec![hex_signature]))
+            }
+            SignatureScheme::HmacSha256 { .. } => Ok((
+                secret,
+                None,
+                vec![signature.strip_prefix("sha256=").unwrap_or(signature)],
+            )),
+            SignatureScheme::Stripe => {
+                let mut timestamp = None;
+                let mut candidates = Vec::new();
+                for part in signature.split(',') {
+                    match part.trim().split_once('=') {
+                        Some(("t", value)) => timestamp = value.parse::<i64>().ok(),
+                        Some(("v1", value)) => candidates.push(value),
+                        _ => {}
+                    }
+                    if candidates.len() > MAX_SIGNATURE_CANDIDATES {
+                        return Err(DeliveryRefusal::MalformedSignature);
+                    }
+                }
+                let timestamp = timestamp.ok_or(DeliveryRefusal::BadSignature)?;
+                if now.saturating_sub(timestamp).unsigned_abs() > self.tolerance_seconds {
+                    return Err(DeliveryRefusal::Stale);
+                }
+                Ok((secret, Some(format!("{timestamp}.")), candidates))
+            }
         }
     }
 }

@@ -203,33 +203,51 @@ impl Body for DeadlineBody {
 /// Reads a whole request body of at most `limit` bytes. A body over the limit is `too_large`; one that
 /// missed its deadline is `408`; one the client broke off is a plain `400`.
 pub async fn read_body(
-    body: axum::body::Body,
+    mut body: axum::body::Body,
     limit: usize,
     too_large: impl FnOnce() -> ApiError,
 ) -> Result<Bytes, ApiError> {
-    let error = match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => return Ok(bytes),
-        Err(error) => error,
-    };
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
-    let mut length_limit = false;
-    while let Some(cause) = source {
-        if cause.is::<BodyTimedOut>() {
-            return Err(ApiError::new(
-                ErrorCode::RequestTimeout,
-                "The request body did not arrive in time.",
-            ));
-        }
-        length_limit |= cause.is::<http_body_util::LengthLimitError>();
-        source = cause.source();
-    }
-    if length_limit {
+    use axum::body::HttpBody;
+    use http_body_util::BodyExt;
+    // With a Content-Length, the body is read into one buffer of exactly its size: a request's memory
+    // is then its body once, not the frames and a doubling buffer.
+    let announced = body.size_hint().exact().unwrap_or(0);
+    if announced > limit as u64 {
         return Err(too_large());
     }
-    Err(ApiError::new(
+    let mut bytes = Vec::with_capacity(announced as usize);
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(error) => return Err(unreadable_body(&error)),
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if bytes.len() + data.len() > limit {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&data);
+    }
+    Ok(Bytes::from(bytes))
+}
+
+/// The answer to a body that could not be read: too slow, or cut off.
+fn unreadable_body(error: &axum::Error) -> ApiError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if cause.is::<BodyTimedOut>() {
+            return ApiError::new(
+                ErrorCode::RequestTimeout,
+                "The request body did not arrive in time.",
+            );
+        }
+        source = cause.source();
+    }
+    ApiError::new(
         ErrorCode::InvalidRequest,
         "The request body could not be read.",
-    ))
+    )
 }
 
 /// The socket as hyper sees it; see the module docs for why it rewrites some answers.

@@ -326,13 +326,25 @@ async fn detached<T: Send + 'static>(
         .unwrap_or_else(|error| Err(ApiError::internal(format!("a write task failed: {error}"))))
 }
 
-/// The signature header a webhook rule of the key reads, if it has one.
-fn signature_header(grant: &Grant, headers: &axum::http::HeaderMap) -> Option<String> {
-    let rule = grant.webhook_rule()?;
-    headers
+/// The signature header the key's webhook rule reads, once the checks that need no body passed
+/// (`WebhookRule::precheck`): an unsigned, malformed or stale delivery is refused before its body is
+/// read. `None` for a key without a rule.
+fn precheck_signature(
+    state: &AppState,
+    grant: &Grant,
+    headers: &axum::http::HeaderMap,
+    collection: &str,
+) -> Result<Option<String>, ApiError> {
+    let Some(rule) = grant.webhook_rule() else {
+        return Ok(None);
+    };
+    let header = headers
         .get(rule.header_name())
         .and_then(|value| value.to_str().ok())
-        .map(str::to_string)
+        .map(str::to_string);
+    rule.precheck(header.as_deref(), chrono::Utc::now().timestamp())
+        .map_err(|refusal| refused_delivery(state, grant, refusal, collection))?;
+    Ok(header)
 }
 
 /// `POST /3.0/projects/{project_id}/events/{collection}`: `201 {"created": true}`, or one result per
@@ -346,6 +358,7 @@ pub async fn record_event(
     body: Body,
 ) -> Result<Response, ApiError> {
     check_collection(&state, &auth.grant, &collection)?;
+    let signature = precheck_signature(&state, &auth.grant, &headers, &collection)?;
     let bytes = read_body(body, ErrorCode::EventTooLarge).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -354,7 +367,6 @@ pub async fn record_event(
         shape: BodyShape::of(content_type),
         bytes,
     };
-    let signature = signature_header(&auth.grant, &headers);
     let grant = auth.grant;
     detached(async move {
         let prepared =
@@ -381,8 +393,8 @@ pub async fn record_events(
     headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
+    let signature = precheck_signature(&state, &auth.grant, &headers, "")?;
     let bytes = read_body(body, ErrorCode::BatchTooLarge).await?;
-    let signature = signature_header(&auth.grant, &headers);
     let grant = auth.grant;
     detached(async move {
         let body = WriteBody::Batch { bytes };

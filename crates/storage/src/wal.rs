@@ -41,7 +41,7 @@ pub enum WalEntry {
     Events {
         project: String,
         collection: String,
-        events: Vec<Vec<u8>>,
+        events: Vec<bytes::Bytes>,
     },
     DeleteCollection {
         project: String,
@@ -65,6 +65,17 @@ pub enum WalEntry {
 
 impl WalEntry {
     fn encode(&self, sequence: u64, out: &mut Vec<u8>) {
+        if let WalEntry::Events {
+            project,
+            collection,
+            events,
+        } = self
+        {
+            // One reservation for the whole record: a group of large events is not copied again as the
+            // buffer doubles.
+            let body: usize = events.iter().map(|event| 4 + event.len()).sum();
+            out.reserve(RECORD_HEADER_BYTES + 8 + 1 + 8 + project.len() + collection.len() + 4 + body);
+        }
         let start = out.len();
         out.extend_from_slice(&[0u8; RECORD_HEADER_BYTES]);
         out.extend_from_slice(&sequence.to_le_bytes());
@@ -137,7 +148,7 @@ impl WalEntry {
                 let mut events = Vec::with_capacity(count.min(100_000));
                 for _ in 0..count {
                     let length = reader.u32()? as usize;
-                    events.push(reader.take(length)?.to_vec());
+                    events.push(bytes::Bytes::copy_from_slice(reader.take(length)?));
                 }
                 WalEntry::Events {
                     project,
@@ -575,7 +586,7 @@ mod tests {
             project: project.into(),
             collection: "c".into(),
             events: (0..count)
-                .map(|i| format!("{{\"i\":{i}}}").into_bytes())
+                .map(|i| format!("{{\"i\":{i}}}").into_bytes().into())
                 .collect(),
         }
     }

@@ -248,7 +248,7 @@ impl Writer {
                 collection: collection.collection.clone(),
                 events: stored_events
                     .iter()
-                    .map(|event| event.json.clone())
+                    .map(|event| event.json.clone()) // a reference count, not a copy
                     .collect(),
             });
         }

@@ -32,5 +32,6 @@ mod scale_out;
 mod sdk;
 mod storage_faults;
 mod type_drift;
+mod untrusted_writes;
 mod webhooks;
 mod write_api;
