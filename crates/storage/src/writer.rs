@@ -314,20 +314,17 @@ impl Writer {
                         if !stored_events.is_empty() {
                             let target = state.collection_mut(&collection);
                             let mut earliest = i64::MAX;
-                            for event in &stored_events {
+                            let (count, mut bytes) = (stored_events.len() as u64, 0);
+                            // Each event is dropped once buffered, so a large write's prepared form
+                            // shrinks as its buffered form grows instead of both being held at once.
+                            for event in stored_events {
                                 target.append(&event.flat);
                                 earliest = earliest.min(event.flat.timestamp_millis);
+                                bytes += event.json.len() as u64;
                             }
                             state.record_change(&collection, earliest);
-                            self.metrics
-                                .ingested_events
-                                .inc_by(stored_events.len() as u64);
-                            self.metrics.ingested_bytes.inc_by(
-                                stored_events
-                                    .iter()
-                                    .map(|event| event.json.len() as u64)
-                                    .sum(),
-                            );
+                            self.metrics.ingested_events.inc_by(count);
+                            self.metrics.ingested_bytes.inc_by(bytes);
                         }
                         replies.push(Reply::Write(reply, outcomes));
                     }
