@@ -74,7 +74,9 @@ impl WalEntry {
             // One reservation for the whole record: a group of large events is not copied again as the
             // buffer doubles.
             let body: usize = events.iter().map(|event| 4 + event.len()).sum();
-            out.reserve(RECORD_HEADER_BYTES + 8 + 1 + 8 + project.len() + collection.len() + 4 + body);
+            out.reserve(
+                RECORD_HEADER_BYTES + 8 + 1 + 8 + project.len() + collection.len() + 4 + body,
+            );
         }
         let start = out.len();
         out.extend_from_slice(&[0u8; RECORD_HEADER_BYTES]);

@@ -6,6 +6,7 @@ mod support;
 
 mod access_keys;
 mod authorization;
+mod autofill_isolation;
 mod backup;
 mod browser;
 mod config;

@@ -69,7 +69,10 @@ async fn add_ons_cannot_touch_what_a_key_autofills() {
         let [single, batch, pixel] = write_three_ways(&server, &key, &event).await;
         assert_keen_error(&single, 400, "InvalidKeenNamespaceProperty");
         let message = single.1["message"].as_str().unwrap();
-        assert!(message.contains(&format!("'{output}'")) && message.contains("'site.id'"), "{message}");
+        assert!(
+            message.contains(&format!("'{output}'")) && message.contains("'site.id'"),
+            "{message}"
+        );
         assert_eq!(batch.0, 200);
         assert_eq!(batch.1["success"], false, "{}", batch.1);
         assert_eq!(batch.1["error"]["name"], "InvalidKeenNamespaceProperty");
@@ -80,15 +83,28 @@ async fn add_ons_cannot_touch_what_a_key_autofills() {
         {"name": "keen:ip_to_geo", "input": {"ip": "site.id", "remove_ip_property": true}, "output": "geo"}]}});
     let [single, _, _] = write_three_ways(&server, &key, &removal).await;
     assert_keen_error(&single, 400, "InvalidKeenNamespaceProperty");
-    assert!(single.1["message"].as_str().unwrap().contains("removed input 'site.id'"));
+    assert!(
+        single.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("removed input 'site.id'")
+    );
 
     // A sibling of the stamp may be written; the stamp stays whatever the event says.
     let sibling = json!({"page": page, "site": {"id": "globex", "name": "x"},
                          "keen": {"addons": [url_parser("page", "site.info")]}});
     let [single, batch, pixel] = write_three_ways(&server, &key, &sibling).await;
-    assert_eq!((single.0, batch.1["success"].clone(), pixel.0), (201, json!(true), 200), "{single:?} {batch:?} {pixel:?}");
+    assert_eq!(
+        (single.0, batch.1["success"].clone(), pixel.0),
+        (201, json!(true), 200),
+        "{single:?} {batch:?} {pixel:?}"
+    );
     let stored = extraction(&server, "visits").await;
-    assert_eq!(stored.len(), 3, "only the allowed writes were stored: {stored:?}");
+    assert_eq!(
+        stored.len(),
+        3,
+        "only the allowed writes were stored: {stored:?}"
+    );
     for event in &stored {
         assert_eq!(event["site"]["id"], "acme", "{event}");
         assert_eq!(event["site"]["info"]["domain"], "globex.example", "{event}");
@@ -111,13 +127,24 @@ async fn add_ons_cannot_touch_what_a_key_autofills() {
 async fn add_on_paths_obey_the_event_rules_before_any_work() {
     let server = InProcessServer::start().await;
     let deep = vec!["d"; 10_000].join(".");
-    let mut bad_outputs = vec![deep.clone(), "a..b".into(), "".into(), "a.$b".into(), "p".repeat(256)];
+    let mut bad_outputs = vec![
+        deep.clone(),
+        "a..b".into(),
+        "".into(),
+        "a.$b".into(),
+        "p".repeat(256),
+    ];
     bad_outputs.push(format!("ok.{}", "q".repeat(300)));
     for output in &bad_outputs {
-        let event = json!({"page": "https://a.example/", "keen": {"addons": [url_parser("page", output)]}});
+        let event =
+            json!({"page": "https://a.example/", "keen": {"addons": [url_parser("page", output)]}});
         let [single, batch, pixel] = write_three_ways(&server, &server.project.write, &event).await;
         assert_keen_error(&single, 400, "InvalidPropertyNameError");
-        assert_eq!(batch.1["error"]["name"], "InvalidPropertyNameError", "{}", batch.1);
+        assert_eq!(
+            batch.1["error"]["name"], "InvalidPropertyNameError",
+            "{}",
+            batch.1
+        );
         assert_keen_error(&pixel, 400, "InvalidPropertyNameError");
     }
     let deep_input = json!({"keen": {"addons": [url_parser(&deep, "out")]}});
@@ -138,8 +165,16 @@ fn an_event_at_the_depth_limit_is_acknowledged_and_replayed() {
     let project = server.printed_project();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let post = |event: Value| {
-        let url = format!("{}/3.0/projects/{}/events/deep", server.base_url, project.id);
-        runtime.block_on(send(client().post(url).header("Authorization", &project.write).json(&event)))
+        let url = format!(
+            "{}/3.0/projects/{}/events/deep",
+            server.base_url, project.id
+        );
+        runtime.block_on(send(
+            client()
+                .post(url)
+                .header("Authorization", &project.write)
+                .json(&event),
+        ))
     };
     // url_parser's answer is an object at its output path, holding `query_string`, one more level: with
     // an output path of `limit - 2` segments that innermost object is at level `limit` (the event itself
@@ -161,20 +196,32 @@ fn an_event_at_the_depth_limit_is_acknowledged_and_replayed() {
 
     server.kill();
     for flush in ["3600", "1"] {
-        let restarted = BinaryServer::start(data_dir.path(), &["--flush-interval-secs", flush], &[]);
+        let restarted =
+            BinaryServer::start(data_dir.path(), &["--flush-interval-secs", flush], &[]);
         if flush == "1" {
             std::thread::sleep(Duration::from_secs(3));
         }
         let answer = runtime.block_on(send(
             client()
-                .post(format!("{}/3.0/projects/{}/queries/extraction", restarted.base_url, project.id))
+                .post(format!(
+                    "{}/3.0/projects/{}/queries/extraction",
+                    restarted.base_url, project.id
+                ))
                 .header("Authorization", &project.master)
                 .json(&json!({"event_collection": "deep"})),
         ));
         assert_eq!(answer.0, 200, "{}", answer.1);
         let events = answer.1["result"].as_array().unwrap();
-        assert_eq!(events.len(), 2, "both acknowledged events are back (flush interval {flush})");
-        let mut innermost = events.iter().find(|event| event.get("u").is_some()).unwrap().clone();
+        assert_eq!(
+            events.len(),
+            2,
+            "both acknowledged events are back (flush interval {flush})"
+        );
+        let mut innermost = events
+            .iter()
+            .find(|event| event.get("u").is_some())
+            .unwrap()
+            .clone();
         for segment in at_limit.split('.') {
             innermost = innermost[segment].clone();
         }
@@ -207,7 +254,12 @@ async fn a_request_past_its_cpu_budget_is_refused_and_stores_nothing() {
     )
     .await;
     assert_keen_error(&answer, 400, "LimitExceededError");
-    assert!(answer.1["message"].as_str().unwrap().contains("20 ms of CPU"));
+    assert!(
+        answer.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("20 ms of CPU")
+    );
     assert!(extraction(&server, "expensive").await.is_empty());
 }
 
@@ -231,7 +283,11 @@ async fn requests_past_the_event_cap_are_refused_before_parsing() {
         )
     };
     assert_eq!(batch(json!({"a": many(60), "b": many(40)})).await.0, 200);
-    assert_keen_error(&batch(json!({"a": many(60), "b": many(41)})).await, 413, "InvalidBatchError");
+    assert_keen_error(
+        &batch(json!({"a": many(60), "b": many(41)})).await,
+        413,
+        "InvalidBatchError",
+    );
     let list = send(
         client()
             .post(server.project_url("/events/a"))
@@ -262,13 +318,25 @@ async fn requests_past_the_event_cap_are_refused_before_parsing() {
     )
     .await;
     assert_keen_error(&answer, 413, "InvalidBatchError");
-    assert!(answer.1["message"].as_str().unwrap().contains("at most 5000 events"));
-    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    assert!(
+        answer.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 5000 events")
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// The longest `/health` took while `flood` ran, probing every 25 ms from a thread of its own over a
 /// plain socket, so the flood's clients never delay the probe itself.
-async fn slowest_health_during(base_url: &str, flood: impl std::future::Future<Output = ()>) -> Duration {
+async fn slowest_health_during(
+    base_url: &str,
+    flood: impl std::future::Future<Output = ()>,
+) -> Duration {
     use std::io::{Read, Write};
     let address = base_url.trim_start_matches("http://").to_string();
     let probing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -280,7 +348,9 @@ async fn slowest_health_during(base_url: &str, flood: impl std::future::Future<O
                 let started = Instant::now();
                 let mut stream = std::net::TcpStream::connect(&address).unwrap();
                 stream
-                    .write_all(b"GET /health HTTP/1.1\r\nHost: keyhole\r\nConnection: close\r\n\r\n")
+                    .write_all(
+                        b"GET /health HTTP/1.1\r\nHost: keyhole\r\nConnection: close\r\n\r\n",
+                    )
                     .unwrap();
                 let mut answer = String::new();
                 stream.read_to_string(&mut answer).unwrap();
@@ -361,10 +431,21 @@ fn health_stays_instant_under_a_flood_of_expensive_add_on_writes() {
                 .body(bodies[n % bodies.len()].clone())
         })
         .await;
-        assert!(statuses.iter().all(|status| [200, 400, 503].contains(status)), "{statuses:?}");
-        assert!(statuses.contains(&200), "some writes got through: {statuses:?}");
+        assert!(
+            statuses
+                .iter()
+                .all(|status| [200, 400, 503].contains(status)),
+            "{statuses:?}"
+        );
+        assert!(
+            statuses.contains(&200),
+            "some writes got through: {statuses:?}"
+        );
     }));
-    assert!(slowest < Duration::from_millis(100), "/health took {slowest:?} under the flood");
+    assert!(
+        slowest < Duration::from_millis(100),
+        "/health took {slowest:?} under the flood"
+    );
 }
 
 #[test]
@@ -384,12 +465,22 @@ fn signature_headers_cannot_buy_cpu() {
         .await;
         created.1["key"].as_str().unwrap().to_string()
     });
-    let body: bytes::Bytes = format!("[{}{{}}]", format!("{{\"pad\": \"{}\"}},", "x".repeat(9_000)).repeat(100)).into();
+    let body: bytes::Bytes = format!(
+        "[{}{{}}]",
+        format!("{{\"pad\": \"{}\"}},", "x".repeat(9_000)).repeat(100)
+    )
+    .into();
     let now = chrono::Utc::now().timestamp();
-    let candidates = format!("t={now},{}", vec![format!("v1={}", "ab".repeat(32)); 800].join(","));
+    let candidates = format!(
+        "t={now},{}",
+        vec![format!("v1={}", "ab".repeat(32)); 800].join(",")
+    );
     let headers = [
         ("many candidates", candidates),
-        ("stale", format!("t={},v1={}", now - 86_400, "ab".repeat(32))),
+        (
+            "stale",
+            format!("t={},v1={}", now - 86_400, "ab".repeat(32)),
+        ),
         ("long", format!("t={now},v1={}", "a".repeat(4_000))),
     ];
     for (what, header) in headers {
@@ -397,16 +488,29 @@ fn signature_headers_cannot_buy_cpu() {
         let slowest = runtime.block_on(slowest_health_during(&server.base_url, async {
             let statuses = flood_with(6, Duration::from_secs(2), |_| {
                 client()
-                    .post(format!("{}/3.0/projects/{}/events/payments?api_key={key}", server.base_url, project.id))
+                    .post(format!(
+                        "{}/3.0/projects/{}/events/payments?api_key={key}",
+                        server.base_url, project.id
+                    ))
                     .header("Stripe-Signature", &header)
                     .body(body.clone())
             })
             .await;
-            assert!(statuses.iter().all(|status| [0, 401].contains(status)), "{what}: {statuses:?}");
+            assert!(
+                statuses.iter().all(|status| [0, 401].contains(status)),
+                "{what}: {statuses:?}"
+            );
             assert!(statuses.contains(&401), "{what}: {statuses:?}");
         }));
-        assert!(slowest < Duration::from_millis(100), "{what}: /health took {slowest:?}");
-        assert!(started.elapsed() < Duration::from_secs(10), "{what}: {:?}", started.elapsed());
+        assert!(
+            slowest < Duration::from_millis(100),
+            "{what}: /health took {slowest:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what}: {:?}",
+            started.elapsed()
+        );
     }
 }
 
@@ -417,7 +521,13 @@ fn memory_of(pid: u32) -> (u64, u64) {
         status
             .lines()
             .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches(" kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
             .unwrap()
             * 1024
     };
@@ -464,14 +574,21 @@ fn a_writes_memory_stays_within_ten_times_its_body() {
     ];
     let runtime = tokio::runtime::Runtime::new().unwrap();
     for (shape, body, status) in shapes {
-        assert!(body.len() <= 10_000_000 && body.len() > 5_000_000, "{shape}: {} bytes", body.len());
+        assert!(
+            body.len() <= 10_000_000 && body.len() > 5_000_000,
+            "{shape}: {} bytes",
+            body.len()
+        );
         let data_dir = tempfile::tempdir().unwrap();
         let server = BinaryServer::start(data_dir.path(), &["--flush-interval-secs", "3600"], &[]);
         let project = server.printed_project();
         let url = format!("{}/3.0/projects/{}/events", server.base_url, project.id);
         // Warm up every path a write takes with a small body of the same kind.
         let small = runtime.block_on(send(
-            client().post(&url).header("Authorization", &project.write).json(&json!({"warm": [{"a": 1}]})),
+            client()
+                .post(&url)
+                .header("Authorization", &project.write)
+                .json(&json!({"warm": [{"a": 1}]})),
         ));
         assert_eq!(small.0, 200);
         std::thread::sleep(Duration::from_millis(300));
@@ -486,8 +603,17 @@ fn a_writes_memory_stays_within_ten_times_its_body() {
         assert_eq!(answer.0, status, "{shape}: {}", answer.1);
         let (peak, _) = memory_of(server.child.id());
         let grown = peak.saturating_sub(before);
-        println!("{shape}: body {} bytes, peak memory grew {} bytes ({:.1}×)", body.len(), grown, grown as f64 / body.len() as f64);
-        assert!(grown <= 10 * body.len() as u64, "{shape}: grew {grown} bytes for a {} byte body", body.len());
+        println!(
+            "{shape}: body {} bytes, peak memory grew {} bytes ({:.1}×)",
+            body.len(),
+            grown,
+            grown as f64 / body.len() as f64
+        );
+        assert!(
+            grown <= 10 * body.len() as u64,
+            "{shape}: grew {grown} bytes for a {} byte body",
+            body.len()
+        );
     }
 }
 
@@ -497,7 +623,9 @@ fn a_writes_memory_stays_within_ten_times_its_body() {
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_credentials_never_enter_the_grant_cache_and_it_is_bounded_in_bytes() {
     let server = InProcessServer::start().await;
-    server.write_events("orders", vec![json!({"tenant": "a"})]).await;
+    server
+        .write_events("orders", vec![json!({"tenant": "a"})])
+        .await;
     let limited = server
         .create_access_key(json!({"name": "limited", "permitted": ["queries"],
             "options": {"limits": {"reads_per_second": 0.001, "reads_burst": 1}, "origins": ["https://app.example.com"]}}))
@@ -519,8 +647,16 @@ async fn refused_credentials_never_enter_the_grant_cache_and_it_is_bounded_in_by
     assert_eq!(count(token(0), "https://app.example.com").await.0, 200);
     assert_eq!(entries(), before + 1, "an admitted credential is cached");
     for n in 1..=5 {
-        assert_eq!(count(token(n), "https://app.example.com").await.0, 429, "rate limited");
-        assert_eq!(count(token(100 + n), "https://evil.test").await.0, 401, "wrong origin");
+        assert_eq!(
+            count(token(n), "https://app.example.com").await.0,
+            429,
+            "rate limited"
+        );
+        assert_eq!(
+            count(token(100 + n), "https://evil.test").await.0,
+            401,
+            "wrong origin"
+        );
     }
     let writes = send(
         client()
@@ -537,19 +673,30 @@ async fn refused_credentials_never_enter_the_grant_cache_and_it_is_bounded_in_by
     // and the cache stays within its bytes by dropping the oldest.
     let values: Vec<String> = (0..8_000).map(|n| format!("v{n:05}")).collect();
     let large = server
-        .create_access_key(json!({"name": "large", "permitted": ["queries"], "options": {"queries": {"filters": [
-            {"property_name": "tenant", "operator": "in", "property_value": values}]}}}))
+        .create_access_key(
+            json!({"name": "large", "permitted": ["queries"], "options": {"queries": {"filters": [
+            {"property_name": "tenant", "operator": "in", "property_value": values}]}}}),
+        )
         .await;
     for n in 0..400 {
-        let claims = json!({"exp": chrono::Utc::now().timestamp() + 600, "jti": format!("large{n}")});
-        let answer = server.key_self(&keyhole_model::embed_token::mint(&large, &claims)).await;
+        let claims =
+            json!({"exp": chrono::Utc::now().timestamp() + 600, "jti": format!("large{n}")});
+        let answer = server
+            .key_self(&keyhole_model::embed_token::mint(&large, &claims))
+            .await;
         assert_eq!(answer.0, 200, "{}", answer.1);
     }
     let (bytes, cached) = server.meta.grant_cache_usage();
     println!("grant cache after 400 large tokens: {bytes} bytes, {cached} grants");
-    assert!(bytes <= keyhole_meta::DEFAULT_GRANT_CACHE_BYTES, "{bytes} bytes cached");
+    assert!(
+        bytes <= keyhole_meta::DEFAULT_GRANT_CACHE_BYTES,
+        "{bytes} bytes cached"
+    );
     assert!(cached < 400, "older grants were dropped: {cached} cached");
-    assert!(bytes > keyhole_meta::DEFAULT_GRANT_CACHE_BYTES / 2, "large grants are charged their size: {bytes}");
+    assert!(
+        bytes > keyhole_meta::DEFAULT_GRANT_CACHE_BYTES / 2,
+        "large grants are charged their size: {bytes}"
+    );
 }
 
 /// Every read of events counts against `queries_per_day` and the read rate: saved and cached query
@@ -557,16 +704,34 @@ async fn refused_credentials_never_enter_the_grant_cache_and_it_is_bounded_in_by
 #[tokio::test(flavor = "multi_thread")]
 async fn every_read_a_key_makes_counts_against_its_limits() {
     let server = InProcessServer::start().await;
-    let yesterday = keyhole_model::timestamp::format_timestamp(chrono::Utc::now().timestamp_millis() - 86_400_000);
+    let yesterday = keyhole_model::timestamp::format_timestamp(
+        chrono::Utc::now().timestamp_millis() - 86_400_000,
+    );
     server
-        .write_events("orders", vec![json!({"tenant": "a", "keen": {"timestamp": yesterday}})])
+        .write_events(
+            "orders",
+            vec![json!({"tenant": "a", "keen": {"timestamp": yesterday}})],
+        )
         .await;
-    let master = |request: reqwest::RequestBuilder| send(request.header("Authorization", &server.project.master));
+    let master = |request: reqwest::RequestBuilder| {
+        send(request.header("Authorization", &server.project.master))
+    };
     for (name, body) in [
-        ("saved", json!({"query": {"analysis_type": "count", "event_collection": "orders", "timeframe": "this_7_days"}})),
-        ("cached", json!({"query": {"analysis_type": "count", "event_collection": "orders", "timeframe": "this_7_days"}, "refresh_rate": 14_400})),
+        (
+            "saved",
+            json!({"query": {"analysis_type": "count", "event_collection": "orders", "timeframe": "this_7_days"}}),
+        ),
+        (
+            "cached",
+            json!({"query": {"analysis_type": "count", "event_collection": "orders", "timeframe": "this_7_days"}, "refresh_rate": 14_400}),
+        ),
     ] {
-        let created = master(client().put(server.project_url(&format!("/queries/saved/{name}"))).json(&body)).await;
+        let created = master(
+            client()
+                .put(server.project_url(&format!("/queries/saved/{name}")))
+                .json(&body),
+        )
+        .await;
         assert!(created.0 < 300, "{}", created.1);
     }
     let dataset = master(client().put(server.project_url("/datasets/daily")).json(&json!({"index_by": "tenant",
@@ -605,6 +770,15 @@ async fn every_read_a_key_makes_counts_against_its_limits() {
         .create_access_key(json!({"name": "rate", "permitted": permitted,
             "options": {"limits": {"reads_per_second": 0.001, "reads_burst": 2}}}))
         .await;
-    let statuses: Vec<u16> = futures::future::join_all(reads(rate).into_iter().map(|read| async move { send(read).await.0 })).await;
-    assert_eq!(statuses.iter().filter(|status| **status == 429).count(), 2, "{statuses:?}");
+    let statuses: Vec<u16> = futures::future::join_all(
+        reads(rate)
+            .into_iter()
+            .map(|read| async move { send(read).await.0 }),
+    )
+    .await;
+    assert_eq!(
+        statuses.iter().filter(|status| **status == 429).count(),
+        2,
+        "{statuses:?}"
+    );
 }
