@@ -213,3 +213,128 @@ fn encode(text: &str) -> String {
         })
         .collect()
 }
+
+/// A dotted path over a small alphabet (so it collides with autofills), sometimes hostile: thousands of
+/// segments, empty or over-long segments, names the rules refuse.
+fn addon_path() -> impl Strategy<Value = String> {
+    prop_oneof![
+        6 => vec(prop::sample::select(vec!["a", "b", "c", "keen", "timestamp"]), 1..5).prop_map(|segments| segments.join(".")),
+        1 => (1usize..12_000).prop_map(|depth| vec!["d"; depth].join(".")),
+        1 => prop::sample::select(vec!["", ".", "a..b", "a.$b", "a.\u{202E}", " "]).prop_map(str::to_string),
+        1 => (250usize..300).prop_map(|length| format!("a.{}", "n".repeat(length))),
+        1 => text(),
+    ]
+}
+
+/// One `keen.addons` entry: mostly well-formed with random paths, sometimes arbitrary JSON.
+fn addon_declaration() -> impl Strategy<Value = Value> {
+    let names = prop::sample::select(vec![
+        "keen:ip_to_geo",
+        "keen:ua_parser",
+        "keen:url_parser",
+        "keen:referrer_parser",
+        "keen:date_time_parser",
+        "keen:weather",
+    ]);
+    let parameter = prop::sample::select(vec![
+        "ip",
+        "ua_string",
+        "url",
+        "referrer_url",
+        "page_url",
+        "date_time",
+        "remove_ip_property",
+        "extra",
+    ]);
+    let input = btree_map(
+        parameter,
+        prop_oneof![
+            addon_path().prop_map(Value::String),
+            any::<bool>().prop_map(Value::Bool),
+            json_value()
+        ],
+        0..4,
+    );
+    prop_oneof![
+        5 => (names, input, addon_path()).prop_map(|(name, input, output)| json!({
+            "name": name, "input": input.into_iter().map(|(name, value)| (name.to_string(), value)).collect::<Map<String, Value>>(), "output": output})),
+        1 => json_value(),
+    ]
+}
+
+/// An autofill object over the same alphabet.
+fn autofill_tree() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![Just(json!("tenant")), Just(json!(7)), Just(json!({}))];
+    let value = leaf.prop_recursive(3, 12, 3, |inner| {
+        btree_map(
+            prop::sample::select(vec!["a", "b", "c"]).prop_map(str::to_string),
+            inner,
+            1..3,
+        )
+        .prop_map(|members| Value::Object(members.into_iter().collect()))
+    });
+    btree_map(
+        prop::sample::select(vec!["a", "b", "c"]).prop_map(str::to_string),
+        value,
+        1..3,
+    )
+    .prop_map(|members| Value::Object(members.into_iter().collect()))
+}
+
+fn value_at<'a>(event: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.')
+        .try_fold(event, |value, segment| value.get(segment))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Add-on declarations, hostile ones included, never panic or overflow the stack; what is accepted
+    /// reloads as prepared; and every autofilled path holds the key's value.
+    #[test]
+    fn add_on_declarations_never_panic_and_never_move_an_autofilled_value(
+        autofill in autofill_tree(),
+        properties in btree_map(prop::sample::select(vec!["a", "b", "c", "u"]).prop_map(str::to_string), json_value(), 0..4),
+        addons in vec(addon_declaration(), 0..4),
+    ) {
+        let autofill = crate::autofill::Autofill::parse(&autofill).expect("the strategy makes valid autofills");
+        let mut event: Map<String, Value> = properties.into_iter().collect();
+        event.insert("keen".into(), json!({"addons": addons}));
+        let context = EventContext { autofill: Some(std::sync::Arc::new(autofill.clone())), ..context() };
+        if let Ok(prepared) = prepare_event(Value::Object(event), &context) {
+            let (flat, _) = reload_event(&prepared.json).expect("a prepared event reloads");
+            prop_assert_eq!(&flat, &prepared.flat);
+            let stored: Value = serde_json::from_slice(&prepared.json).expect("prepared JSON parses");
+            let filled = Value::Object(autofill.source().clone());
+            for leaf in autofill.leaves() {
+                let expected = value_at(&filled, leaf);
+                prop_assert_eq!(value_at(&stored, leaf), expected, "{} in {}", leaf, stored);
+            }
+        }
+    }
+
+    /// Signature headers of any shape never panic, never pass without the secret's signature, and are
+    /// looked at in time independent of how many signatures they name.
+    #[test]
+    fn webhook_signature_headers_never_panic_or_pass_unsigned(
+        header in prop_oneof![
+            any::<String>(),
+            (any::<i64>(), vec("[0-9a-f]{0,70}", 0..2_000)).prop_map(|(t, candidates)| format!(
+                "t={t},{}", candidates.iter().map(|c| format!("v1={c}")).collect::<Vec<_>>().join(","))),
+            "sha256=[0-9a-f]{0,80}",
+        ],
+        scheme in prop::sample::select(vec!["github", "stripe", "hmac-sha256"]),
+        body in vec(any::<u8>(), 0..512),
+    ) {
+        let key_secret = "0f3c6b1d2e4a59687766554433221100ffeeddccbbaa99887766554433221100";
+        let mut definition = json!({"signature": scheme, "secret": "whsec_fuzz_0123456789abcdef"});
+        if scheme == "hmac-sha256" {
+            definition["header"] = json!("X-Signature");
+        }
+        let sealed = crate::webhook::seal_options(&json!({"writes": {"webhook": definition}}), key_secret).expect("seals");
+        let rule = crate::webhook::parse_webhook(&sealed["writes"]["webhook"]).expect("parses").expect("a rule").opened(Some(key_secret));
+        let now = 1_800_000_000;
+        prop_assert!(rule.verify(Some(&header), &body, now).is_err());
+        let _ = rule.precheck(Some(&header), now);
+    }
+}

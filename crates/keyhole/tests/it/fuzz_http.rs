@@ -2,7 +2,9 @@
 //! a server (`corpus/hostile_requests.json`), then random methods' worth of random path values, query
 //! parameters and bodies (arbitrary JSON, near-JSON, bytes) with every kind of key. Every answer must be
 //! a success or a Keen-style error (`message` and `error_code`), never a 500 or an undocumented 5xx; the
-//! server must stay up; and the events acknowledged before the run must be intact after it.
+//! server must stay up; and the events acknowledged before the run must be intact after it. A second run
+//! aims at the write side: random `keen.addons` declarations through the three write routes, pixel URLs
+//! with random `data` and `redirect`, and webhook deliveries with random signature headers.
 //!
 //! The run is deterministic for a seed: `KEYHOLE_FUZZ_SEED` picks another, `KEYHOLE_FUZZ_CASES` sets the
 //! cases per route (default 40). A failing request is printed whole, ready for the corpus.
@@ -10,7 +12,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::hostile_queries::{tenant_key, write_batch};
-use crate::support::{InProcessServer, client};
+use crate::support::{InProcessServer, client, send};
 
 /// SplitMix64: small, seedable, good enough to pick inputs.
 struct Dice(u64);
@@ -429,5 +431,222 @@ async fn every_route_answers_fuzzed_requests_with_keen_answers_and_keeps_its_dat
         sentinel_total(&server).await,
         before,
         "acknowledged events are intact"
+    );
+}
+
+/// A random path for an add-on to read or write: short over a small alphabet (colliding with the
+/// tenant's autofill), or hostile (thousands of segments, empty or refused names).
+fn addon_path(dice: &mut Dice) -> String {
+    match dice.below(8) {
+        0 => vec!["d"; 1 + dice.below(12_000)].join("."),
+        1 => dice
+            .pick(&["", ".", "a..b", "tenant.$x", "tenant.\u{202E}"])
+            .to_string(),
+        2 => text(dice),
+        _ => (0..1 + dice.below(3))
+            .map(|_| *dice.pick(&["tenant", "a", "b", "page", "keen"]))
+            .collect::<Vec<_>>()
+            .join("."),
+    }
+}
+
+/// An event carrying random add-on declarations.
+fn event_with_addons(dice: &mut Dice) -> Value {
+    let mut event = match json_value(dice, 2) {
+        Value::Object(object) => object,
+        _ => Map::new(),
+    };
+    event.insert("page".into(), json!("https://a.example/x?y=1"));
+    event.insert("ua".into(), json!("Mozilla/5.0 ".repeat(dice.below(1_000))));
+    let addons: Vec<Value> = (0..dice.below(4))
+        .map(|_| {
+            let name = *dice.pick(&[
+                "keen:url_parser",
+                "keen:ua_parser",
+                "keen:date_time_parser",
+                "keen:referrer_parser",
+                "keen:ip_to_geo",
+                "keen:nope",
+            ]);
+            let mut input = Map::new();
+            for _ in 0..dice.below(3) {
+                let parameter = *dice.pick(&[
+                    "url",
+                    "ua_string",
+                    "date_time",
+                    "referrer_url",
+                    "page_url",
+                    "ip",
+                    "remove_ip_property",
+                ]);
+                let value = if dice.chance(80) {
+                    json!(addon_path(dice))
+                } else {
+                    json_value(dice, 3)
+                };
+                input.insert(parameter.into(), value);
+            }
+            if dice.chance(20) {
+                return json_value(dice, 3);
+            }
+            json!({"name": name, "input": input, "output": addon_path(dice)})
+        })
+        .collect();
+    event.insert("keen".into(), json!({"addons": addons}));
+    Value::Object(event)
+}
+
+/// The `data=` of a pixel: the event in one of the base64 forms SDKs send, or junk.
+fn pixel_data(dice: &mut Dice, event: &Value) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let json = event.to_string();
+    match dice.below(5) {
+        0 => text(dice),
+        1 => URL_SAFE_NO_PAD.encode(&json),
+        2 => STANDARD.encode(&json).replace('+', " "),
+        _ => encode(&STANDARD.encode(&json)),
+    }
+}
+
+/// A Stripe- or GitHub-style signature header: random timestamps, many candidates, junk.
+fn signature_header(dice: &mut Dice) -> String {
+    let now = chrono::Utc::now().timestamp();
+    match dice.below(4) {
+        0 => format!(
+            "t={},{}",
+            now - dice.below(1_000) as i64,
+            (0..dice.below(2_000))
+                .map(|_| format!("v1={:064x}", dice.next()))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        1 => format!("sha256={}", "ab".repeat(dice.below(3_000))),
+        2 => text(dice),
+        _ => format!("t={},v1={:064x}", dice.next() as i64, dice.next()),
+    }
+}
+
+/// The write side's hostile shapes, fuzzed: events with random add-on declarations through the three
+/// write routes, pixel URLs with random `data` and `redirect`, webhook deliveries with random signature
+/// headers. Every answer is a Keen answer, the server stays up, acknowledged events stay, and every event
+/// the tenant's key wrote carries the tenant's autofill.
+#[tokio::test(flavor = "multi_thread")]
+async fn write_routes_answer_fuzzed_add_ons_pixels_and_signatures_with_keen_answers() {
+    let server = InProcessServer::start().await;
+    let sentinel: Vec<Value> = (0..50).map(|n| json!({"n": n, "tenant": "acme"})).collect();
+    write_batch(&server, "sentinel", Value::Array(sentinel)).await;
+    let before = sentinel_total(&server).await;
+    let tenant = tenant_key(&server, "acme", &["writes"]).await;
+    let stripe = server
+        .create_access_key(json!({"name": "stripe", "permitted": ["writes"],
+            "options": {"writes": {"webhook": {"signature": "stripe", "secret": "whsec_0123456789abcdefghij"}}}}))
+        .await;
+    let github = server
+        .create_access_key(json!({"name": "github", "permitted": ["writes"],
+            "options": {"writes": {"webhook": {"signature": "github", "secret": "whsec_0123456789abcdefghij"}}}}))
+        .await;
+    let seed = std::env::var("KEYHOLE_FUZZ_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or(0x5EED_u64);
+    let cases: usize = std::env::var("KEYHOLE_FUZZ_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(40);
+    let mut dice = Dice(seed ^ 0xADD0);
+    for _ in 0..cases * 4 {
+        let event = event_with_addons(&mut dice);
+        // The tenant's key writes to a collection of its own, whose every event must carry its autofill.
+        let (key, collection) = if dice.chance(50) {
+            (tenant.clone(), "by_tenant")
+        } else {
+            (server.project.write.clone(), "fuzzed")
+        };
+        let (method, url, body) = match dice.below(3) {
+            0 => (
+                "POST",
+                server.project_url(&format!("/events/{collection}")),
+                event.to_string().into_bytes(),
+            ),
+            1 => (
+                "POST",
+                server.project_url("/events"),
+                json!({collection: [event, event_with_addons(&mut dice)]})
+                    .to_string()
+                    .into_bytes(),
+            ),
+            _ => {
+                let mut url = server.project_url(&format!(
+                    "/events/{collection}?data={}",
+                    pixel_data(&mut dice, &event)
+                ));
+                if dice.chance(30) {
+                    url.push_str(&format!("&redirect={}", encode(&text(&mut dice))));
+                }
+                ("GET", url, Vec::new())
+            }
+        };
+        let description = format!(
+            "{method} {url} with body {:?}",
+            String::from_utf8_lossy(&body)
+        );
+        let (status, answer) = send_raw(method, &url, Some(&key), body).await;
+        check_answer(&description, status, &answer);
+    }
+    for _ in 0..cases {
+        let key = if dice.chance(50) { &stripe } else { &github };
+        let header = signature_header(&mut dice);
+        let name = if key == &stripe {
+            "Stripe-Signature"
+        } else {
+            "X-Hub-Signature-256"
+        };
+        let request = client()
+            .post(server.project_url("/events/payments"))
+            .header("Authorization", key)
+            .header(name, &header)
+            .body(json_value(&mut dice, 1).to_string());
+        let description = format!("webhook delivery with {name}: {}", shorten(&header));
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                check_answer(&description, status, &response.bytes().await.unwrap());
+                // 431: a header past the server's head limit, refused below the router.
+                assert!(
+                    status == 401 || (status == 431 && header.len() > 60_000),
+                    "{status}: {description}"
+                );
+            }
+            // A header past the server's head limit is refused below the router (431 or a closed socket).
+            Err(error) => assert!(header.len() > 60_000, "{description}: {error}"),
+        }
+    }
+    let (status, _) = send_raw("GET", &server.url("/health"), None, Vec::new()).await;
+    assert_eq!(status, 200, "the server survives the run");
+    assert_eq!(
+        sentinel_total(&server).await,
+        before,
+        "acknowledged events are intact"
+    );
+    let count = |filters: Value| {
+        send(
+            client()
+                .post(server.project_url("/queries/count"))
+                .header("Authorization", &server.project.master)
+                .json(&json!({"event_collection": "by_tenant", "filters": filters})),
+        )
+    };
+    let written = count(json!([])).await.1["result"].clone();
+    let stamped =
+        count(json!([{"property_name": "tenant", "operator": "eq", "property_value": "acme"}]))
+            .await;
+    assert!(
+        written.as_i64().unwrap_or_default() > 0,
+        "the tenant wrote something: {written}"
+    );
+    assert_eq!(
+        stamped.1["result"], written,
+        "every event of the tenant's key carries its autofill"
     );
 }
