@@ -448,7 +448,7 @@ mod tests {
         );
         let many = format!(
             "t={now},{}",
-            vec!["v1=00"; MAX_SIGNATURE_CANDIDATES + 1].join(",")
+            ["v1=00"; MAX_SIGNATURE_CANDIDATES + 1].join(",")
         );
         assert_eq!(
             stripe.verify(Some(&*headers("stripe-signature", many)), body, now),

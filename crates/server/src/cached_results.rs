@@ -11,7 +11,6 @@
 //! [`MAX_BYTES`] (each charged its approximate heap size, `footprint::value_bytes`); past it the least
 //! recently read are dropped, and a result larger than a sixteenth of it is not kept.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -19,6 +18,8 @@ use keyhole_model::Grant;
 use keyhole_model::query::Query;
 use keyhole_model::timestamp::EpochMillis;
 use serde_json::Value;
+
+use crate::byte_bounded::{ByteBoundedMap, Charged};
 
 /// How often due results are looked for.
 pub const REFRESH_TICK: Duration = Duration::from_secs(30);
@@ -68,16 +69,16 @@ struct Entry {
     refresh_millis: i64,
     query: Query,
     grant: Arc<Grant>,
-    /// What the entry is charged: its key and result.
-    bytes: usize,
 }
 
-fn entry_bytes(key: &ResultKey, result: &Value) -> usize {
-    key.project_id.len()
-        + key.name.len()
-        + key.version.len()
-        + key.scope_digest.len()
-        + keyhole_model::footprint::value_bytes(result)
+impl Charged for Entry {
+    /// The result's heap and the entry's fixed part (the grant is shared with the request that made it).
+    fn charged_bytes(&self) -> usize {
+        std::mem::size_of::<Entry>() + keyhole_model::footprint::value_bytes(&self.result)
+    }
+    fn last_read(&self) -> EpochMillis {
+        self.last_read
+    }
 }
 
 /// A stored result and when it was computed.
@@ -94,33 +95,15 @@ pub struct Due {
     pub grant: Arc<Grant>,
 }
 
-#[derive(Default)]
 pub struct CachedResults {
-    entries: Mutex<Entries>,
+    entries: Mutex<ByteBoundedMap<ResultKey, Entry>>,
 }
 
-#[derive(Default)]
-struct Entries {
-    map: HashMap<ResultKey, Entry>,
-    bytes: usize,
-}
-
-impl Entries {
-    fn remove(&mut self, key: &ResultKey) {
-        if let Some(entry) = self.map.remove(key) {
-            self.bytes -= entry.bytes;
+impl Default for CachedResults {
+    fn default() -> CachedResults {
+        CachedResults {
+            entries: Mutex::new(ByteBoundedMap::new(MAX_BYTES)),
         }
-    }
-
-    fn retain(&mut self, mut keep: impl FnMut(&ResultKey, &Entry) -> bool) {
-        let bytes = &mut self.bytes;
-        self.map.retain(|key, entry| {
-            let kept = keep(key, entry);
-            if !kept {
-                *bytes -= entry.bytes;
-            }
-            kept
-        });
     }
 }
 
@@ -139,7 +122,7 @@ impl CachedResults {
         max_age_millis: Option<i64>,
     ) -> Option<Stored> {
         let mut entries = lock(&self.entries);
-        let entry = entries.map.get_mut(key)?;
+        let entry = entries.get_mut(key)?;
         let age = now - entry.computed_at;
         if age >= entry.refresh_millis || max_age_millis.is_some_and(|max_age| age > max_age) {
             return None;
@@ -162,25 +145,7 @@ impl CachedResults {
         query: Query,
         grant: Arc<Grant>,
     ) {
-        let bytes = entry_bytes(&key, &result);
-        if bytes > MAX_BYTES / 16 {
-            return;
-        }
-        let mut entries = lock(&self.entries);
-        entries.remove(&key);
-        while entries.bytes + bytes > MAX_BYTES {
-            let least_recent = entries
-                .map
-                .iter()
-                .min_by_key(|(_, entry)| entry.last_read)
-                .map(|(key, _)| key.clone());
-            let Some(least_recent) = least_recent else {
-                break;
-            };
-            entries.remove(&least_recent);
-        }
-        entries.bytes += bytes;
-        entries.map.insert(
+        lock(&self.entries).insert(
             key,
             Entry {
                 result,
@@ -191,15 +156,13 @@ impl CachedResults {
                     .saturating_mul(1000),
                 query,
                 grant,
-                bytes,
             },
         );
     }
 
     /// The bytes stored results are charged, and how many there are.
     pub fn usage(&self) -> (usize, usize) {
-        let entries = lock(&self.entries);
-        (entries.bytes, entries.map.len())
+        lock(&self.entries).usage()
     }
 
     /// Results due for recomputation (older than their refresh rate and read within two periods);
@@ -208,7 +171,6 @@ impl CachedResults {
         let mut entries = lock(&self.entries);
         entries.retain(|_, entry| now - entry.last_read < 2 * entry.refresh_millis);
         entries
-            .map
             .iter()
             .filter(|(_, entry)| now - entry.computed_at >= entry.refresh_millis)
             .map(|(key, entry)| Due {
@@ -221,18 +183,13 @@ impl CachedResults {
 
     /// Replaces a result the refresher recomputed (keeping when it was last read).
     pub fn refreshed(&self, key: &ResultKey, result: Value, now: EpochMillis) {
-        let bytes = entry_bytes(key, &result);
         let mut entries = lock(&self.entries);
-        let Some(entry) = entries.map.get_mut(key) else {
+        let Some(entry) = entries.get_mut(key) else {
             return;
         };
-        let old_bytes = std::mem::replace(&mut entry.bytes, bytes);
         entry.result = result;
         entry.computed_at = now;
-        entries.bytes = entries.bytes - old_bytes + bytes;
-        if entries.bytes > MAX_BYTES {
-            entries.remove(key);
-        }
+        entries.recharge(key);
     }
 
     /// Forgets every result of a saved query (replaced or deleted).

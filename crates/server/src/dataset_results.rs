@@ -14,7 +14,7 @@
 //! [`MAX_BYTES`] (each kept bucket charged its approximate heap size, `footprint::value_bytes`), the least
 //! recently read index entries dropped first.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use keyhole_model::Grant;
@@ -24,6 +24,7 @@ use keyhole_model::timestamp::EpochMillis;
 use keyhole_storage::{CollectionId, Storage};
 use serde_json::Value;
 
+use crate::byte_bounded::{ByteBoundedMap, Charged};
 use crate::errors::ApiError;
 
 /// The bytes kept buckets may take.
@@ -47,36 +48,34 @@ struct KeptBucket {
 struct KeptIndex {
     buckets: BTreeMap<(EpochMillis, EpochMillis), KeptBucket>,
     last_read: EpochMillis,
-    /// What the entry is charged: its key and its buckets.
-    bytes: usize,
 }
 
-impl KeptIndex {
-    fn charged_bytes(&self, key: &IndexKey) -> usize {
-        let key_bytes = key.project_id.len()
-            + key.dataset.len()
-            + key.version.len()
-            + key.scope_digest.len()
-            + key.index.len();
-        let bucket_bytes: usize = self
-            .buckets
-            .values()
-            .map(|bucket| 64 + keyhole_model::footprint::value_bytes(&bucket.element))
-            .sum();
-        key_bytes + bucket_bytes
+impl Charged for KeptIndex {
+    fn charged_bytes(&self) -> usize {
+        let per_bucket = std::mem::size_of::<((EpochMillis, EpochMillis), KeptBucket)>();
+        std::mem::size_of::<KeptIndex>()
+            + self
+                .buckets
+                .values()
+                .map(|bucket| per_bucket + keyhole_model::footprint::value_bytes(&bucket.element))
+                .sum::<usize>()
+    }
+    fn last_read(&self) -> EpochMillis {
+        self.last_read
     }
 }
 
 /// Kept closed buckets of dataset results (see the module docs).
-#[derive(Default)]
 pub struct DatasetResults {
-    entries: Mutex<Entries>,
+    entries: Mutex<ByteBoundedMap<IndexKey, KeptIndex>>,
 }
 
-#[derive(Default)]
-struct Entries {
-    map: HashMap<IndexKey, KeptIndex>,
-    bytes: usize,
+impl Default for DatasetResults {
+    fn default() -> DatasetResults {
+        DatasetResults {
+            entries: Mutex::new(ByteBoundedMap::new(MAX_BYTES)),
+        }
+    }
 }
 
 /// One results request, parsed and authorized.
@@ -210,7 +209,7 @@ impl DatasetResults {
         now: EpochMillis,
     ) -> Vec<Value> {
         let mut entries = lock(&self.entries);
-        let Some(kept) = entries.map.get_mut(key) else {
+        let Some(kept) = entries.get_mut(key) else {
             return Vec::new();
         };
         kept.last_read = now;
@@ -259,12 +258,10 @@ impl DatasetResults {
             return;
         }
         let mut entries = lock(&self.entries);
-        let mut kept = entries.map.remove(&key).unwrap_or_else(|| KeptIndex {
+        let mut kept = entries.remove(&key).unwrap_or_else(|| KeptIndex {
             buckets: BTreeMap::new(),
             last_read: now,
-            bytes: 0,
         });
-        entries.bytes -= kept.bytes;
         // Buckets the dataset's moving timeframe has left behind are dropped.
         kept.buckets.retain(|bucket, _| bucket.1 > kept_from);
         for (bucket, element) in closed {
@@ -276,43 +273,17 @@ impl DatasetResults {
                 },
             );
         }
-        kept.bytes = kept.charged_bytes(&key);
-        if kept.bytes > MAX_BYTES / 16 {
-            return;
-        }
-        while entries.bytes + kept.bytes > MAX_BYTES {
-            let least_recent = entries
-                .map
-                .iter()
-                .min_by_key(|(_, kept)| kept.last_read)
-                .map(|(key, _)| key.clone());
-            let Some(least_recent) = least_recent else {
-                break;
-            };
-            if let Some(dropped) = entries.map.remove(&least_recent) {
-                entries.bytes -= dropped.bytes;
-            }
-        }
-        entries.bytes += kept.bytes;
-        entries.map.insert(key, kept);
+        entries.insert(key, kept);
     }
 
     /// The bytes kept buckets are charged, and how many index entries there are.
     pub fn usage(&self) -> (usize, usize) {
-        let entries = lock(&self.entries);
-        (entries.bytes, entries.map.len())
+        lock(&self.entries).usage()
     }
 
     /// Forgets everything kept for a dataset (replaced or deleted).
     pub fn forget(&self, project_id: &str, dataset: &str) {
-        let mut entries = lock(&self.entries);
-        let Entries { map, bytes } = &mut *entries;
-        map.retain(|key, kept| {
-            let forgotten = key.project_id == project_id && key.dataset == dataset;
-            if forgotten {
-                *bytes -= kept.bytes;
-            }
-            !forgotten
-        });
+        lock(&self.entries)
+            .retain(|key, _| !(key.project_id == project_id && key.dataset == dataset));
     }
 }

@@ -3,6 +3,7 @@
 //! bodies. [`app`] builds the whole router so tests can drive it in-process or behind a real socket.
 
 pub mod auth;
+mod byte_bounded;
 mod cached_results;
 mod console;
 mod dataset_results;

@@ -259,6 +259,19 @@ async fn send_raw(method: &str, url: &str, key: Option<&str>, body: Vec<u8>) -> 
     (status, response.bytes().await.unwrap().to_vec())
 }
 
+/// The run's seed and cases per route: `KEYHOLE_FUZZ_SEED`, `KEYHOLE_FUZZ_CASES` (default 0x5EED, 40).
+fn fuzz_settings() -> (u64, usize) {
+    let setting = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|value| value.parse().ok())
+    };
+    (
+        setting("KEYHOLE_FUZZ_SEED").unwrap_or(0x5EED),
+        setting("KEYHOLE_FUZZ_CASES").map_or(40, |cases: u64| cases as usize),
+    )
+}
+
 /// At most 2,000 characters of `text`, for messages.
 fn shorten(text: &str) -> String {
     text.chars().take(2_000).collect()
@@ -345,14 +358,7 @@ async fn every_route_answers_fuzzed_requests_with_keen_answers_and_keeps_its_dat
         check_answer(&format!("corpus: {}", entry["why"]), status, &answer);
     }
 
-    let seed = std::env::var("KEYHOLE_FUZZ_SEED")
-        .ok()
-        .and_then(|seed| seed.parse().ok())
-        .unwrap_or(0x5EED_u64);
-    let cases: usize = std::env::var("KEYHOLE_FUZZ_CASES")
-        .ok()
-        .and_then(|cases| cases.parse().ok())
-        .unwrap_or(40);
+    let (seed, cases) = fuzz_settings();
     let mut dice = Dice(seed);
     let mut requests = 0;
     for route in keyhole_server::routes::ROUTES {
@@ -546,14 +552,7 @@ async fn write_routes_answer_fuzzed_add_ons_pixels_and_signatures_with_keen_answ
         .create_access_key(json!({"name": "github", "permitted": ["writes"],
             "options": {"writes": {"webhook": {"signature": "github", "secret": "whsec_0123456789abcdefghij"}}}}))
         .await;
-    let seed = std::env::var("KEYHOLE_FUZZ_SEED")
-        .ok()
-        .and_then(|seed| seed.parse().ok())
-        .unwrap_or(0x5EED_u64);
-    let cases: usize = std::env::var("KEYHOLE_FUZZ_CASES")
-        .ok()
-        .and_then(|cases| cases.parse().ok())
-        .unwrap_or(40);
+    let (seed, cases) = fuzz_settings();
     let mut dice = Dice(seed ^ 0xADD0);
     for _ in 0..cases * 4 {
         let event = event_with_addons(&mut dice);

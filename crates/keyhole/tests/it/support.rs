@@ -163,6 +163,19 @@ impl InProcessServer {
         created.1["key"].as_str().unwrap().to_string()
     }
 
+    /// Every event of `collection`, as the master key's extraction answers.
+    pub async fn extraction(&self, collection: &str) -> Vec<Value> {
+        let answer = send(
+            client()
+                .post(self.project_url("/queries/extraction"))
+                .header("Authorization", &self.project.master)
+                .json(&serde_json::json!({"event_collection": collection})),
+        )
+        .await;
+        assert_eq!(answer.0, 200, "{}", answer.1);
+        answer.1["result"].as_array().cloned().unwrap_or_default()
+    }
+
     /// `GET /keys/self` with `credential`.
     pub async fn key_self(&self, credential: &str) -> (u16, Value) {
         send(

@@ -23,17 +23,6 @@ async fn post(
     .await
 }
 
-async fn stored(server: &InProcessServer, collection: &str) -> Vec<Value> {
-    let answer = send(
-        client()
-            .post(server.project_url("/queries/extraction"))
-            .header("Authorization", &server.project.master)
-            .json(&json!({"event_collection": collection})),
-    )
-    .await;
-    answer.1["result"].as_array().cloned().unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn webhook_payloads_are_stored_with_the_keys_autofill() {
     let server = InProcessServer::start().await;
@@ -55,7 +44,7 @@ async fn webhook_payloads_are_stored_with_the_keys_autofill() {
     )
     .await;
     assert_eq!(answer, (201, json!({"created": true})));
-    let sms = stored(&server, "sms").await;
+    let sms = server.extraction("sms").await;
     assert_eq!(sms[0]["MessageStatus"], "delivered");
     assert_eq!(sms[0]["To"], "+15558675310");
     assert_eq!(sms[0]["customer"]["id"], "acme");
@@ -71,7 +60,7 @@ async fn webhook_payloads_are_stored_with_the_keys_autofill() {
     )
     .await;
     assert_eq!(answer.0, 201, "{}", answer.1);
-    let email = stored(&server, "email").await;
+    let email = server.extraction("email").await;
     assert_eq!(email[0]["event"], "clicked");
     assert_eq!(
         email[0]["message-id"],
@@ -120,7 +109,7 @@ async fn webhook_payloads_are_stored_with_the_keys_autofill() {
         "{}",
         answer.1
     );
-    let stream = stored(&server, "stream").await;
+    let stream = server.extraction("stream").await;
     assert_eq!(stream.len(), 3);
     assert!(stream.iter().all(|event| event["customer"]["id"] == "acme"));
 
@@ -183,7 +172,7 @@ async fn a_signed_webhook_key_accepts_only_deliveries_signed_by_the_provider() {
     )
     .await;
     assert_eq!(tampered.0, 401);
-    assert_eq!(stored(&server, "pushes").await.len(), 1);
+    assert_eq!(server.extraction("pushes").await.len(), 1);
 
     // The key object never shows the secret; what it shows can be sent back unchanged.
     let shown = send(
