@@ -121,7 +121,7 @@ mod tests {
         assert_eq!(map.usage(), (180, 3));
         map.insert("big", Entry(101, 9));
         assert_eq!(map.usage(), (180, 3), "over a sixteenth: not kept");
-        for n in 0..24 {
+        for n in 0..25 {
             map.insert(
                 Box::leak(format!("k{n}").into_boxed_str()),
                 Entry(60, 10 + n),
