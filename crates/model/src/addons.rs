@@ -26,7 +26,8 @@ use chrono::{Datelike, Timelike};
 use serde_json::{Map, Value, json};
 
 use crate::event::EventError;
-use crate::flat::set_path;
+use crate::flat::FlatValue;
+use crate::flat_edit::{remove_at_or_under, string_at, write_at};
 
 /// Most add-ons one event may name.
 pub const MAX_ADDONS: usize = 16;
@@ -233,56 +234,23 @@ fn parse_addon(item: &Value) -> Result<AddonSpec, EventError> {
     })
 }
 
-fn get_path<'a>(event: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
-    let mut parts = path.split('.');
-    let mut current = event.get(parts.next()?)?;
-    for part in parts {
-        current = current.as_object()?.get(part)?;
-    }
-    Some(current)
-}
-
-/// Writes an add-on's result at `path`; an object already there (keen-tracking sends `tech: {profile}`,
-/// `geo: {}`) keeps its other members, the result's win.
-fn write_output(event: &mut Map<String, Value>, path: &str, output: Value) {
-    let existing = get_path(event, path).and_then(Value::as_object).cloned();
-    match (existing, output) {
-        (Some(mut merged), Value::Object(result)) => {
-            merged.extend(result);
-            set_path(event, path, Value::Object(merged));
-        }
-        (_, output) => set_path(event, path, output),
-    }
-}
-
-fn remove_path(event: &mut Map<String, Value>, path: &str) {
-    let mut parts: Vec<&str> = path.split('.').collect();
-    let last = parts.pop().unwrap_or(path);
-    let mut current = event;
-    for part in parts {
-        let Some(Value::Object(next)) = current.get_mut(part) else {
-            return;
-        };
-        current = next;
-    }
-    current.remove(last);
-}
-
-/// Applies one add-on to `event` (the event without its `keen` object; `keen` holds the rest, for inputs
-/// such as `keen.timestamp`).
+/// Applies one add-on to an event's flattened properties (`keen` holds the event's `keen.*` properties,
+/// for inputs such as `keen.timestamp`): its output is written at its output path (`flat_edit::write_at`:
+/// an object already there keeps its other members, the result's win) and, with `remove_ip_property`,
+/// its input is removed.
 pub fn apply_addon(
-    event: &mut Map<String, Value>,
-    keen: &Map<String, Value>,
+    properties: &mut Vec<(String, FlatValue)>,
+    keen: &[(String, FlatValue)],
     spec: &AddonSpec,
     enricher: &dyn Enricher,
 ) -> Result<(), EventError> {
+    let events_own: &[(String, FlatValue)] = properties;
     let text = |parameter: &str| -> Option<&str> {
         let path = &spec.input.iter().find(|(name, _)| name == parameter)?.1;
-        let value = match path.strip_prefix("keen.") {
-            Some(inner) => get_path(keen, inner),
-            None => get_path(event, path),
-        };
-        value.and_then(Value::as_str)
+        match path.starts_with("keen.") {
+            true => string_at(keen, path),
+            false => string_at(events_own, path),
+        }
     };
     fn at_most(text: Option<&str>, limit: usize) -> Option<&str> {
         text.filter(|text| text.len() <= limit)
@@ -310,12 +278,13 @@ pub fn apply_addon(
         }
     };
     if let Some(output) = output {
-        write_output(event, &spec.output, output);
+        write_at(properties, &spec.output, output);
     }
     if spec.remove_input
         && let Some((_, path)) = spec.input.first()
+        && !path.starts_with("keen.")
     {
-        remove_path(event, path);
+        remove_at_or_under(properties, path);
     }
     Ok(())
 }
@@ -506,18 +475,16 @@ mod tests {
 
     #[test]
     fn add_ons_write_their_outputs() {
-        let mut event = json!({
+        let event = json!({
             "ip_address": "81.2.69.142",
             "page": {"url": "https://shop.example.com/cart/items?id=7&tab=2&utm.source=x#top", "ref": "https://www.google.com/search?q=red+shoes"},
             "local": "2026-11-29T18:45:12.250+01:00",
-        })
-        .as_object()
-        .cloned()
-        .unwrap();
-        let keen = json!({"timestamp": "2026-11-29T17:45:12.250Z"})
-            .as_object()
-            .cloned()
-            .unwrap();
+        });
+        let mut properties = crate::flat::flatten_properties(event.as_object().cloned().unwrap());
+        let keen = vec![(
+            "keen.timestamp".to_string(),
+            FlatValue::Str("2026-11-29T17:45:12.250Z".into()),
+        )];
         let specs = parse_addons(&json!([
             {"name": "keen:ip_to_geo", "input": {"ip": "ip_address", "remove_ip_property": true}, "output": "geo"},
             {"name": "keen:url_parser", "input": {"url": "page.url"}, "output": "page.info"},
@@ -528,10 +495,15 @@ mod tests {
         ]))
         .unwrap();
         for spec in &specs {
-            apply_addon(&mut event, &keen, spec, &TestData).unwrap();
+            apply_addon(&mut properties, &keen, spec, &TestData).unwrap();
         }
+        let leaves = properties
+            .iter()
+            .map(|(path, value)| (path.as_str(), value))
+            .collect();
+        let event: Value = serde_json::from_slice(&crate::flat_edit::write_json(leaves)).unwrap();
         assert_eq!(event["geo"], json!({"city": "London"}));
-        assert!(!event.contains_key("ip_address"));
+        assert!(event.get("ip_address").is_none());
         assert_eq!(
             event["page"]["info"],
             json!({"protocol": "https", "domain": "shop.example.com", "path": "/cart/items", "anchor": "top", "query_string": {"id": "7", "tab": "2"}})
@@ -545,7 +517,7 @@ mod tests {
         assert_eq!(event["time"]["local"]["day_of_week_string"], "Sunday");
         assert_eq!(event["time"]["local"]["millisecond"], 250);
         assert!(
-            !event.contains_key("tech"),
+            event.get("tech").is_none(),
             "a missing input leaves the output out"
         );
         let internal = parse_referrer(

@@ -7,7 +7,8 @@
 //! object: `{"site": {"id": "acme"}}` has the one leaf `site.id`). A path *touches* a leaf when it is the
 //! leaf, one of its ancestors (`site`) or one of its descendants (`site.id.x`); writing or removing at such
 //! a path could replace, remove or re-attribute the stamp. Event properties cannot: [`Autofill::stamp`]
-//! merges the key's values over the event's, so at every leaf and along the way to it the key's value wins.
+//! drops every property of the event that touches a leaf and adds the key's, so at every leaf and along the
+//! way to it the key's value wins (the flattened form of merging the key's object over the event's).
 //! Add-on outputs and the input an add-on removes (`remove_ip_property`) are checked by
 //! [`Autofill::check_addon`] before any add-on runs, and an event with one that touches a leaf is refused
 //! naming both paths. The key's own add-ons go through the same check when the key is saved. A sibling of
@@ -18,7 +19,9 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::addons::{AddonSpec, parse_addons};
-use crate::event::{EventError, MAX_EVENT_DEPTH, nesting_depth};
+use crate::event::{EventContext, EventError, MAX_EVENT_DEPTH, nesting_depth};
+use crate::flat::{FlatValue, flatten_properties};
+use crate::flat_edit::is_at_or_under;
 use crate::key_options::{KeyDefinitionError, invalid};
 use crate::names::property_name_problem;
 
@@ -27,12 +30,12 @@ use crate::names::property_name_problem;
 pub struct Autofill {
     /// The autofill object as the key holds it (with `keen.addons`): what the uniqueness scope digests.
     source: Map<String, Value>,
-    /// The properties stamped onto every event (the `keen` member left out).
-    properties: Map<String, Value>,
     /// The key's add-ons, run after the event's own.
     addons: Arc<[AddonSpec]>,
     /// Every leaf path of `properties`, dotted.
     leaves: Vec<String>,
+    /// `properties` flattened: what the stamp adds to an event.
+    flat: Vec<(String, FlatValue)>,
 }
 
 impl Autofill {
@@ -68,11 +71,12 @@ impl Autofill {
         };
         let mut leaves = Vec::new();
         collect_leaves("", &properties, &mut leaves)?;
+        let flat = flatten_properties(properties);
         let autofill = Autofill {
             source: source.clone(),
-            properties,
             addons,
             leaves,
+            flat,
         };
         for spec in autofill.addons.iter() {
             autofill.check_addon(spec).map_err(|error| {
@@ -97,10 +101,21 @@ impl Autofill {
         &self.leaves
     }
 
-    /// Merges the key's properties into `event`; wherever both hold a value the key's wins, and an
-    /// event value on the way to one of the key's leaves that is not an object is replaced.
-    pub fn stamp(&self, event: &mut Map<String, Value>) {
-        stamp_into(event, &self.properties);
+    /// Stamps the key's properties onto an event's flattened properties: whatever of the event touches an
+    /// autofilled path is dropped and the key's values are added, `${keen.ip}` and `${keen.user_agent}`
+    /// filled in from the request as in an event's own values.
+    pub fn stamp(&self, properties: &mut Vec<(String, FlatValue)>, context: &EventContext) {
+        properties.retain(|(path, _)| self.touched_by(path).is_none());
+        properties.extend(self.flat.iter().map(|(path, value)| {
+            let value = match value {
+                FlatValue::Str(text) => match context.placeholder(text) {
+                    Some(filled) => filled.map_or(FlatValue::Null, FlatValue::Str),
+                    None => value.clone(),
+                },
+                _ => value.clone(),
+            };
+            (path.clone(), value)
+        }));
     }
 
     /// The autofilled leaf that writing or removing at `path` would touch (see the module docs).
@@ -133,14 +148,7 @@ impl Autofill {
 
 /// Whether writing at `path` can change the value at `leaf`: the same path, an ancestor or a descendant.
 fn touches(path: &str, leaf: &str) -> bool {
-    let (shorter, longer) = if path.len() <= leaf.len() {
-        (path, leaf)
-    } else {
-        (leaf, path)
-    };
-    longer
-        .strip_prefix(shorter)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+    is_at_or_under(path, leaf) || is_at_or_under(leaf, path)
 }
 
 fn collect_leaves(
@@ -163,19 +171,6 @@ fn collect_leaves(
         }
     }
     Ok(())
-}
-
-fn stamp_into(event: &mut Map<String, Value>, properties: &Map<String, Value>) {
-    for (name, value) in properties {
-        match (event.get_mut(name), value) {
-            (Some(Value::Object(existing)), Value::Object(nested)) if !nested.is_empty() => {
-                stamp_into(existing, nested)
-            }
-            _ => {
-                event.insert(name.clone(), value.clone());
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -209,19 +204,41 @@ mod tests {
 
     #[test]
     fn the_key_wins_at_every_leaf_and_on_the_way_to_it() {
-        let fill = autofill(json!({"vendor_id": "acme", "vendor": {"tier": "gold"}, "empty": {}}));
-        let mut event = json!({"vendor_id": "globex", "vendor": {"tier": "free", "name": "x"}, "empty": {"a": 1}, "n": 1})
-            .as_object()
-            .cloned()
-            .unwrap();
-        fill.stamp(&mut event);
-        assert_eq!(
-            Value::Object(event),
-            json!({"vendor_id": "acme", "vendor": {"tier": "gold", "name": "x"}, "empty": {}, "n": 1})
+        let fill = autofill(
+            json!({"vendor_id": "acme", "vendor": {"tier": "gold"}, "empty": {}, "ip": "${keen.ip}"}),
         );
-        let mut scalar_parent = json!({"vendor": "flat"}).as_object().cloned().unwrap();
-        fill.stamp(&mut scalar_parent);
-        assert_eq!(scalar_parent["vendor"], json!({"tier": "gold"}));
+        let context = EventContext {
+            received_at: chrono::Utc::now(),
+            client_ip: Some("10.0.0.1".into()),
+            user_agent: None,
+            uniqueness_scope: None,
+            autofill: None,
+        };
+        let sorted = |mut properties: Vec<(String, FlatValue)>| {
+            properties.sort_by(|left, right| crate::flat_edit::path_order(&left.0, &right.0));
+            properties
+        };
+        let stamped = |event: Value| {
+            let mut properties = flatten_properties(event.as_object().cloned().unwrap());
+            fill.stamp(&mut properties, &context);
+            sorted(properties)
+        };
+        let expected =
+            |event: Value| sorted(flatten_properties(event.as_object().cloned().unwrap()));
+        assert_eq!(
+            stamped(
+                json!({"vendor_id": "globex", "vendor": {"tier": "free", "name": "x"}, "empty": {"a": 1}, "n": 1})
+            ),
+            expected(
+                json!({"vendor_id": "acme", "vendor": {"tier": "gold", "name": "x"}, "empty": {}, "n": 1, "ip": "10.0.0.1"})
+            )
+        );
+        assert_eq!(
+            stamped(json!({"vendor": "flat"})),
+            expected(
+                json!({"vendor_id": "acme", "vendor": {"tier": "gold"}, "empty": {}, "ip": "10.0.0.1"})
+            )
+        );
     }
 
     #[test]

@@ -1,13 +1,20 @@
 //! Turning one client-sent JSON event into what Keyhole stores, following Keen's write rules: the
 //! event is an object, property names and values obey Keen's limits, the reserved `keen` namespace is
-//! checked, `${keen.ip}`/`${keen.user_agent}` placeholders are filled, and `keen.timestamp`,
-//! `keen.created_at` and `keen.id` are set. The result carries both the final JSON (what the WAL keeps and
-//! extraction returns) and its flattened form (what the columnar buffers take).
+//! checked, `${keen.ip}`/`${keen.user_agent}` placeholders are filled, the writing key's autofill is stamped
+//! and the add-ons run, and `keen.timestamp`, `keen.created_at` and `keen.id` are set. The result carries
+//! both the event's flattened form (what the columnar buffers take) and its JSON text (what the WAL keeps).
+//!
+//! Design: the event's text is parsed straight into its flattened form (`event_parse`), with no tree of
+//! JSON values in between, and every later step — stamp, add-ons, the JSON text — works on that form
+//! (`flat_edit`). A request holds its body and its prepared events, nothing proportional to a tree.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::flat::{FlatEvent, flatten_properties};
+use crate::flat::{
+    CREATED_AT_COLUMN, FlatEvent, FlatValue, ID_COLUMN, TIMESTAMP_COLUMN, flatten_at,
+    flatten_properties,
+};
 use crate::names::property_name_problem;
 use crate::timestamp::{EpochMillis, format_timestamp, parse_timestamp};
 
@@ -62,6 +69,18 @@ pub struct EventContext {
     pub autofill: Option<std::sync::Arc<crate::autofill::Autofill>>,
 }
 
+impl EventContext {
+    /// What a placeholder string stands for: `Some(value)` for `${keen.ip}` and `${keen.user_agent}`
+    /// (`None` inside when the request has no such fact), `None` for any other string.
+    pub fn placeholder(&self, text: &str) -> Option<Option<String>> {
+        match text {
+            IP_PLACEHOLDER => Some(self.client_ip.clone()),
+            USER_AGENT_PLACEHOLDER => Some(self.user_agent.clone()),
+            _ => None,
+        }
+    }
+}
+
 /// A validated event with Keen's server-side fields set.
 #[derive(Clone, Debug)]
 pub struct PreparedEvent {
@@ -108,35 +127,35 @@ pub fn reload_event(json: &[u8]) -> Option<(FlatEvent, Option<String>)> {
     ))
 }
 
-/// Validates and completes one event; see the module docs for the rules. Add-ons that need data (geo,
-/// user agents, the referrer list) are refused: [`prepare_event_enriched`] takes the data.
+/// Validates and completes one event; see the module docs. Add-ons that need data (geo, user agents, the
+/// referrer list) are refused: [`prepare_event_enriched`] takes the data.
 pub fn prepare_event(event: Value, context: &EventContext) -> Result<PreparedEvent, EventError> {
     prepare_event_enriched(event, context, &crate::addons::WithoutData)
 }
 
-/// [`prepare_event`], applying the event's `keen.addons` (and the writing key's) with `enricher` (see
-/// `addons`).
-///
-/// The order is what keeps a tenant's stamp intact: the key's autofill is merged first (its values win
-/// over the event's), every add-on is checked against it before any runs (`Autofill::check_addon`), the
-/// add-ons run, and only then is the whole event validated — names, values and nesting depth — so what an
-/// add-on wrote obeys the same rules as what the client sent.
+/// [`prepare_event`], applying the event's `keen.addons` (and the writing key's) with `enricher`.
 pub fn prepare_event_enriched(
     event: Value,
     context: &EventContext,
     enricher: &dyn crate::addons::Enricher,
 ) -> Result<PreparedEvent, EventError> {
-    let Value::Object(mut event) = event else {
-        return Err(EventError::InvalidEvent(
-            "An event must be a JSON object.".to_string(),
-        ));
-    };
-    let autofill = context.autofill.as_deref();
-    if let Some(autofill) = autofill {
-        autofill.stamp(&mut event);
-    }
-    replace_placeholders(&mut event, context);
-    let mut keen_in = match event.remove("keen") {
+    let text = serde_json::to_vec(&event).expect("a JSON value always serializes");
+    prepare_event_text(&text, context, enricher)
+}
+
+/// Prepares one event from its JSON text: the write path.
+///
+/// The order is what keeps a tenant's stamp intact: the key's autofill is stamped first (its values win
+/// over the event's), every add-on is checked against it before any runs (`Autofill::check_addon`), the
+/// add-ons run, and then what they wrote is held to the same rules as what the client sent.
+pub fn prepare_event_text(
+    text: &[u8],
+    context: &EventContext,
+    enricher: &dyn crate::addons::Enricher,
+) -> Result<PreparedEvent, EventError> {
+    let parsed = crate::event_parse::parse_event(text, context)?;
+    let mut properties = parsed.properties;
+    let mut keen_in = match parsed.keen {
         None => Map::new(),
         Some(Value::Object(keen)) => keen,
         Some(_) => {
@@ -145,10 +164,15 @@ pub fn prepare_event_enriched(
             ));
         }
     };
+    replace_placeholders(&mut keen_in, context);
     let event_addons = keen_in
         .remove("addons")
         .map(|specs| crate::addons::parse_addons_cached(&specs))
         .transpose()?;
+    let autofill = context.autofill.as_deref();
+    if let Some(autofill) = autofill {
+        autofill.stamp(&mut properties, context);
+    }
     let key_addons = autofill.map(|autofill| autofill.addons());
     let addons = event_addons
         .iter()
@@ -160,39 +184,61 @@ pub fn prepare_event_enriched(
         }
     }
     let keen_fields = KeenFields::from_client(keen_in, context)?;
-
-    let mut keen_out = keen_fields.passthrough;
-    keen_out.insert(
-        "timestamp".into(),
-        Value::String(format_timestamp(keen_fields.timestamp)),
-    );
     let created_at = context.received_at.timestamp_millis();
-    keen_out.insert(
-        "created_at".into(),
-        Value::String(format_timestamp(created_at)),
-    );
     let id = new_event_id(created_at);
-    keen_out.insert("id".into(), Value::String(id.clone()));
     let uniqueness_scope = context.uniqueness_scope.as_deref();
+    // The event's `keen.*` properties: the fixed three (kept in columns of their own, written to the JSON
+    // text) and those the client may set.
+    let mut keen = vec![
+        (
+            TIMESTAMP_COLUMN.to_string(),
+            FlatValue::Str(format_timestamp(keen_fields.timestamp)),
+        ),
+        (
+            CREATED_AT_COLUMN.to_string(),
+            FlatValue::Str(format_timestamp(created_at)),
+        ),
+        (ID_COLUMN.to_string(), FlatValue::Str(id.clone())),
+    ];
+    for (name, value) in keen_fields.passthrough {
+        flatten_at(format!("keen.{name}"), value, &mut keen);
+    }
     if let (Some(scope), Some(_)) = (uniqueness_scope, &keen_fields.uniqueness_token) {
-        keen_out.insert("uniqueness_scope".into(), Value::String(scope.to_string()));
+        keen.push((
+            UNIQUENESS_SCOPE_PATH.to_string(),
+            FlatValue::Str(scope.to_string()),
+        ));
     }
+    let mut ran_addons = false;
     for spec in addons {
-        crate::addons::apply_addon(&mut event, &keen_out, spec, enricher)?;
+        crate::addons::apply_addon(&mut properties, &keen, spec, enricher)?;
+        ran_addons = true;
     }
-    validate_properties(&event, 1)?;
-    event.insert("keen".into(), Value::Object(keen_out));
+    if ran_addons {
+        validate_flat(&properties)?;
+    }
+    check_nesting(&properties)?;
 
-    let mut json = serde_json::to_vec(&event).expect("a JSON map always serializes");
+    let leaves = properties
+        .iter()
+        .chain(&keen)
+        .map(|(path, value)| (path.as_str(), value))
+        .collect();
+    let json = crate::flat_edit::write_json(leaves);
     if json.len() > MAX_EVENT_BYTES {
         return Err(EventError::EventTooLarge(format!(
             "An event must be at most {MAX_EVENT_BYTES} bytes; this one is {} bytes.",
             json.len()
         )));
     }
-    // A request holds all its prepared events at once: no spare capacity is kept.
-    json.shrink_to_fit();
-    let mut properties = flatten_properties(event);
+    properties.extend(keen.into_iter().filter(|(path, _)| {
+        !matches!(
+            path.as_str(),
+            TIMESTAMP_COLUMN | CREATED_AT_COLUMN | ID_COLUMN
+        )
+    }));
+    // The order the JSON text lists them in, which is the order a replay reads them back in.
+    properties.sort_by(|left, right| crate::flat_edit::path_order(&left.0, &right.0));
     properties.shrink_to_fit();
     Ok(PreparedEvent {
         json: json.into(),
@@ -206,6 +252,41 @@ pub fn prepare_event_enriched(
             .uniqueness_token
             .map(|token| uniqueness_key(uniqueness_scope, &token)),
     })
+}
+
+/// Holds what add-ons wrote to the rules of what clients send: every segment a property name, strings
+/// shorter than the limit.
+fn validate_flat(properties: &[(String, FlatValue)]) -> Result<(), EventError> {
+    for (path, value) in properties {
+        if let Some(problem) = path.split('.').find_map(property_name_problem) {
+            return Err(EventError::InvalidPropertyName(problem));
+        }
+        let name = path.rsplit('.').next().unwrap_or(path);
+        match value {
+            FlatValue::Str(text) => validate_string(name, text)?,
+            FlatValue::StrList(texts) => {
+                for text in texts.iter().flatten() {
+                    validate_string(name, text)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Refuses an event nested deeper than [`MAX_EVENT_DEPTH`] (see `flat_edit::nesting_of`).
+fn check_nesting(properties: &[(String, FlatValue)]) -> Result<(), EventError> {
+    match properties
+        .iter()
+        .find(|(path, value)| crate::flat_edit::nesting_of(path, value) > MAX_EVENT_DEPTH)
+    {
+        None => Ok(()),
+        Some((path, _)) => Err(EventError::InvalidEvent(format!(
+            "Property '{}' is nested too deeply: an event may nest objects and lists at most {MAX_EVENT_DEPTH} levels deep.",
+            path.rsplit('.').next().unwrap_or(path)
+        ))),
+    }
 }
 
 /// The client's `keen` object, checked: what Keyhole keeps of it and the event time it names.
@@ -330,7 +411,7 @@ fn validate_value(name: &str, value: &Value, level: usize) -> Result<(), EventEr
     }
 }
 
-fn validate_string(name: &str, text: &str) -> Result<(), EventError> {
+pub(crate) fn validate_string(name: &str, text: &str) -> Result<(), EventError> {
     if text.len() < MAX_STRING_CHARS || text.chars().count() < MAX_STRING_CHARS {
         return Ok(());
     }

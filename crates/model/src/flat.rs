@@ -211,17 +211,22 @@ fn flatten_into(prefix: &str, object: Map<String, Value>, out: &mut Vec<(String,
         ) {
             continue;
         }
-        match value {
-            Value::Object(nested) if nested.is_empty() => out.push((path, FlatValue::EmptyObject)),
-            Value::Object(nested) => flatten_into(&path, nested, out),
-            Value::Array(items) => out.push((path, flatten_list(&items))),
-            Value::Null => out.push((path, FlatValue::Null)),
-            Value::Bool(flag) => out.push((path, FlatValue::Bool(flag))),
-            Value::Number(number) => {
-                out.push((path, FlatValue::Num(number.as_f64().unwrap_or(f64::NAN))))
-            }
-            Value::String(text) => out.push((path, FlatValue::Str(text))),
+        flatten_at(path, value, out);
+    }
+}
+
+/// Flattens `value` as the property at `path` (an object becomes the properties under it).
+pub fn flatten_at(path: String, value: Value, out: &mut Vec<(String, FlatValue)>) {
+    match value {
+        Value::Object(nested) if nested.is_empty() => out.push((path, FlatValue::EmptyObject)),
+        Value::Object(nested) => flatten_into(&path, nested, out),
+        Value::Array(items) => out.push((path, flatten_list(&items))),
+        Value::Null => out.push((path, FlatValue::Null)),
+        Value::Bool(flag) => out.push((path, FlatValue::Bool(flag))),
+        Value::Number(number) => {
+            out.push((path, FlatValue::Num(number.as_f64().unwrap_or(f64::NAN))))
         }
+        Value::String(text) => out.push((path, FlatValue::Str(text))),
     }
 }
 

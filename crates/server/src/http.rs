@@ -212,10 +212,11 @@ pub async fn read_body(
     // With a Content-Length, the body is read into one buffer of exactly its size: a request's memory
     // is then its body once, not the frames and a doubling buffer.
     let announced = body.size_hint().exact().unwrap_or(0);
-    if announced > limit as u64 {
-        return Err(too_large());
-    }
-    let mut bytes = Vec::with_capacity(announced as usize);
+    // A body announced too large is still read up to the limit, without keeping it, so a client that is
+    // still sending hears the 413 rather than a reset connection.
+    let keep = announced <= limit as u64;
+    let mut bytes = Vec::with_capacity(if keep { announced as usize } else { 0 });
+    let mut received = 0;
     while let Some(frame) = body.frame().await {
         let frame = match frame {
             Ok(frame) => frame,
@@ -224,10 +225,16 @@ pub async fn read_body(
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        if bytes.len() + data.len() > limit {
+        received += data.len();
+        if received > limit {
             return Err(too_large());
         }
-        bytes.extend_from_slice(&data);
+        if keep {
+            bytes.extend_from_slice(&data);
+        }
+    }
+    if !keep {
+        return Err(too_large());
     }
     Ok(Bytes::from(bytes))
 }

@@ -1,0 +1,418 @@
+//! One event's JSON text parsed straight into its flattened properties — the form storage keeps — without
+//! a tree of JSON values first: a list of 440,000 numbers costs 8 bytes an element, not a 32-byte value
+//! each plus the list's growth. Keen's rules are checked while parsing, before anything is kept: property
+//! names, string lengths, lists holding only primitives, and nesting within `MAX_EVENT_DEPTH`;
+//! `${keen.ip}`/`${keen.user_agent}` are filled in as they are met. The reserved `keen` member is kept as a
+//! JSON value (it is small, and `event::KeenFields` checks it).
+//!
+//! Design: serde's visitors carry a mutable builder down the event; the first rule an event breaks is
+//! stashed there and the parse stops, so the caller answers with that rule's error rather than serde's. A
+//! member repeated in one object replaces the earlier one and everything under it, as a JSON object keeps
+//! the last value of a repeated key.
+
+use std::collections::HashSet;
+
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+
+use crate::event::{EventContext, EventError, MAX_EVENT_DEPTH, validate_string};
+use crate::flat::{FlatValue, NumberList};
+use crate::names::property_name_problem;
+
+/// An event as parsed: its properties flattened (the `keen` member left out) and its `keen` member.
+pub(crate) struct ParsedEvent {
+    pub properties: Vec<(String, FlatValue)>,
+    pub keen: Option<Value>,
+}
+
+struct Builder<'c> {
+    properties: Vec<(String, FlatValue)>,
+    keen: Option<Value>,
+    refused: Option<EventError>,
+    context: &'c EventContext,
+}
+
+impl Builder<'_> {
+    fn refuse<E: serde::de::Error>(&mut self, error: EventError) -> E {
+        self.refused = Some(error);
+        E::custom("the event breaks a rule")
+    }
+
+    /// A string value with its placeholder, if it is one, filled in; `None` for a placeholder of a fact
+    /// the request does not have (stored as `null`).
+    fn fill_placeholder(&self, text: String) -> Option<String> {
+        match self.context.placeholder(&text) {
+            Some(filled) => filled,
+            None => Some(text),
+        }
+    }
+}
+
+/// Parses one event (see the module docs).
+pub(crate) fn parse_event(text: &[u8], context: &EventContext) -> Result<ParsedEvent, EventError> {
+    let mut builder = Builder {
+        properties: Vec::new(),
+        keen: None,
+        refused: None,
+        context,
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(text);
+    let parsed = EventSeed(&mut builder)
+        .deserialize(&mut deserializer)
+        .and_then(|()| deserializer.end());
+    if let Some(refused) = builder.refused {
+        return Err(refused);
+    }
+    parsed.map_err(|error| {
+        EventError::InvalidEvent(format!("The event is not valid JSON: {error}."))
+    })?;
+    Ok(ParsedEvent {
+        properties: builder.properties,
+        keen: builder.keen,
+    })
+}
+
+/// The event object.
+struct EventSeed<'b, 'c>(&'b mut Builder<'c>);
+
+impl<'de> DeserializeSeed<'de> for EventSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EventSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("an event object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, members: A) -> Result<(), A::Error> {
+        visit_members(self.0, None, 1, members)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        Err(not_an_object(self.0))
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        Err(not_an_object(self.0))
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        Err(not_an_object(self.0))
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        Err(not_an_object(self.0))
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        Err(not_an_object(self.0))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        Err(not_an_object(self.0))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(not_an_object(self.0))
+    }
+}
+
+fn not_an_object<E: serde::de::Error>(builder: &mut Builder<'_>) -> E {
+    builder.refuse(EventError::InvalidEvent(
+        "An event must be a JSON object.".to_string(),
+    ))
+}
+
+/// The names one object has shown, to replace a repeated member.
+enum SeenNames {
+    Few(Vec<String>),
+    Many(HashSet<String>),
+}
+
+impl SeenNames {
+    /// Records `name`; true when the object had it already.
+    fn repeated(&mut self, name: &str) -> bool {
+        match self {
+            SeenNames::Few(names) => {
+                if names.iter().any(|seen| seen == name) {
+                    return true;
+                }
+                names.push(name.to_string());
+                if names.len() > 16 {
+                    *self = SeenNames::Many(names.drain(..).collect());
+                }
+                false
+            }
+            SeenNames::Many(names) => !names.insert(name.to_string()),
+        }
+    }
+}
+
+/// The members of an object at nesting `level` (the event itself is level 1), under `prefix`.
+fn visit_members<'de, A: MapAccess<'de>>(
+    builder: &mut Builder<'_>,
+    prefix: Option<&str>,
+    level: usize,
+    mut members: A,
+) -> Result<(), A::Error> {
+    let first_property = builder.properties.len();
+    let mut seen = SeenNames::Few(Vec::new());
+    while let Some(name) = members.next_key::<String>()? {
+        if prefix.is_none() && name == "keen" {
+            builder.keen = Some(members.next_value()?);
+            continue;
+        }
+        if let Some(problem) = property_name_problem(&name) {
+            return Err(builder.refuse(EventError::InvalidPropertyName(problem)));
+        }
+        let path = match prefix {
+            None => name.clone(),
+            Some(prefix) => format!("{prefix}.{name}"),
+        };
+        if seen.repeated(&name) {
+            let earlier = builder.properties.split_off(first_property);
+            builder.properties.extend(
+                earlier
+                    .into_iter()
+                    .filter(|(kept, _)| !crate::flat_edit::is_at_or_under(kept, &path)),
+            );
+        }
+        members.next_value_seed(ValueSeed {
+            builder: &mut *builder,
+            name: &name,
+            path,
+            level,
+        })?;
+    }
+    Ok(())
+}
+
+/// One member's value, held by an object at `level`.
+struct ValueSeed<'b, 'c> {
+    builder: &'b mut Builder<'c>,
+    name: &'b str,
+    path: String,
+    level: usize,
+}
+
+impl ValueSeed<'_, '_> {
+    fn push(self, value: FlatValue) {
+        self.builder.properties.push((self.path, value));
+    }
+
+    fn too_deep<E: serde::de::Error>(&mut self) -> Option<E> {
+        (self.level >= MAX_EVENT_DEPTH).then(|| {
+            self.builder.refuse(EventError::InvalidEvent(format!(
+                "Property '{}' is nested too deeply: an event may nest objects and lists at most {MAX_EVENT_DEPTH} levels deep.",
+                self.name
+            )))
+        })
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a property value")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, flag: bool) -> Result<(), E> {
+        self.push(FlatValue::Bool(flag));
+        Ok(())
+    }
+    fn visit_i64<E: serde::de::Error>(self, number: i64) -> Result<(), E> {
+        self.push(FlatValue::Num(number as f64));
+        Ok(())
+    }
+    fn visit_u64<E: serde::de::Error>(self, number: u64) -> Result<(), E> {
+        self.push(FlatValue::Num(number as f64));
+        Ok(())
+    }
+    fn visit_f64<E: serde::de::Error>(self, number: f64) -> Result<(), E> {
+        self.push(FlatValue::Num(number));
+        Ok(())
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.push(FlatValue::Null);
+        Ok(())
+    }
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<(), E> {
+        self.visit_string(text.to_string())
+    }
+    fn visit_string<E: serde::de::Error>(self, text: String) -> Result<(), E> {
+        if let Err(error) = validate_string(self.name, &text) {
+            return Err(self.builder.refuse(error));
+        }
+        let value = match self.builder.fill_placeholder(text) {
+            Some(text) => FlatValue::Str(text),
+            None => FlatValue::Null,
+        };
+        self.push(value);
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, members: A) -> Result<(), A::Error> {
+        if let Some(error) = self.too_deep() {
+            return Err(error);
+        }
+        let before = self.builder.properties.len();
+        visit_members(self.builder, Some(&self.path), self.level + 1, members)?;
+        if self.builder.properties.len() == before {
+            self.push(FlatValue::EmptyObject);
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut items: A) -> Result<(), A::Error> {
+        if let Some(error) = self.too_deep() {
+            return Err(error);
+        }
+        let mut elements = Vec::new();
+        while let Some(element) = items.next_element_seed(ElementSeed {
+            builder: &mut *self.builder,
+            name: self.name,
+        })? {
+            elements.push(element);
+        }
+        self.push(list_of(elements));
+        Ok(())
+    }
+}
+
+/// One element of a list: a primitive, with the JSON text a list mixing kinds keeps it as.
+enum Element {
+    Null,
+    Bool(bool),
+    Number(f64, serde_json::Number),
+    Str(String),
+}
+
+struct ElementSeed<'b, 'c> {
+    builder: &'b mut Builder<'c>,
+    name: &'b str,
+}
+
+impl<'de> DeserializeSeed<'de> for ElementSeed<'_, '_> {
+    type Value = Element;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Element, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl ElementSeed<'_, '_> {
+    fn not_primitive<E: serde::de::Error>(self) -> E {
+        self.builder.refuse(EventError::ListsOfNonPrimitivesNotAllowed(format!(
+            "Property '{}' is a list containing objects or lists; lists may hold only strings, numbers, booleans and nulls.",
+            self.name
+        )))
+    }
+}
+
+impl<'de> Visitor<'de> for ElementSeed<'_, '_> {
+    type Value = Element;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a string, number, boolean or null")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, flag: bool) -> Result<Element, E> {
+        Ok(Element::Bool(flag))
+    }
+    fn visit_i64<E: serde::de::Error>(self, number: i64) -> Result<Element, E> {
+        Ok(Element::Number(number as f64, number.into()))
+    }
+    fn visit_u64<E: serde::de::Error>(self, number: u64) -> Result<Element, E> {
+        Ok(Element::Number(number as f64, number.into()))
+    }
+    fn visit_f64<E: serde::de::Error>(self, number: f64) -> Result<Element, E> {
+        let json = serde_json::Number::from_f64(number).ok_or_else(|| E::custom("not finite"))?;
+        Ok(Element::Number(number, json))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Element, E> {
+        Ok(Element::Null)
+    }
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Element, E> {
+        self.visit_string(text.to_string())
+    }
+    fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Element, E> {
+        if let Err(error) = validate_string(self.name, &text) {
+            return Err(self.builder.refuse(error));
+        }
+        Ok(match self.builder.fill_placeholder(text) {
+            Some(text) => Element::Str(text),
+            None => Element::Null,
+        })
+    }
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Element, A::Error> {
+        Err(self.not_primitive())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Element, A::Error> {
+        Err(self.not_primitive())
+    }
+}
+
+/// A list's flattened form, as `flat::flatten_list` makes it from a JSON list: numbers, strings or booleans
+/// (nulls allowed among them; an empty or all-null list is a list of strings), else each element's JSON text.
+fn list_of(elements: Vec<Element>) -> FlatValue {
+    #[derive(PartialEq)]
+    enum Kind {
+        Number,
+        Str,
+        Bool,
+    }
+    let mut kinds = elements.iter().filter_map(|element| match element {
+        Element::Null => None,
+        Element::Bool(_) => Some(Kind::Bool),
+        Element::Number(..) => Some(Kind::Number),
+        Element::Str(_) => Some(Kind::Str),
+    });
+    let first = kinds.next();
+    let homogeneous = kinds.all(|kind| Some(&kind) == first.as_ref());
+    match (first, homogeneous) {
+        (Some(Kind::Number), true) => FlatValue::NumList(NumberList::from_elements(
+            elements.into_iter().map(|element| match element {
+                Element::Number(number, _) => Some(number),
+                _ => None,
+            }),
+        )),
+        (Some(Kind::Bool), true) => FlatValue::BoolList(
+            elements
+                .into_iter()
+                .map(|element| match element {
+                    Element::Bool(flag) => Some(flag),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        (None, _) | (Some(Kind::Str), true) => FlatValue::StrList(
+            elements
+                .into_iter()
+                .map(|element| match element {
+                    Element::Str(text) => Some(text),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        _ => FlatValue::MixedList(
+            elements
+                .into_iter()
+                .map(|element| match element {
+                    Element::Null => "null".to_string(),
+                    Element::Bool(flag) => flag.to_string(),
+                    Element::Number(_, json) => json.to_string(),
+                    Element::Str(text) => Value::String(text).to_string(),
+                })
+                .collect(),
+        ),
+    }
+}
