@@ -219,26 +219,27 @@ pub fn prepare_event_text(
     }
     check_nesting(&properties)?;
 
+    // The fixed three are columns of their own; the JSON text holds them too.
+    let fixed = keen.drain(..3).collect::<Vec<_>>();
+    properties.append(&mut keen);
+    // In the order the JSON text lists them, which is the order a replay reads them back in; sorted, a
+    // member an object names twice shows as neighbours.
+    properties.sort_by(|left, right| crate::flat_edit::path_order(&left.0, &right.0));
+    refuse_repeated_members(&properties)?;
     let leaves = properties
         .iter()
-        .chain(&keen)
+        .chain(&fixed)
         .map(|(path, value)| (path.as_str(), value))
         .collect();
-    let json = crate::flat_edit::write_json(leaves);
+    let mut json = crate::flat_edit::write_json(leaves);
+    // A request holds all its prepared events at once: no spare capacity is kept.
+    json.shrink_to_fit();
     if json.len() > MAX_EVENT_BYTES {
         return Err(EventError::EventTooLarge(format!(
             "An event must be at most {MAX_EVENT_BYTES} bytes; this one is {} bytes.",
             json.len()
         )));
     }
-    properties.extend(keen.into_iter().filter(|(path, _)| {
-        !matches!(
-            path.as_str(),
-            TIMESTAMP_COLUMN | CREATED_AT_COLUMN | ID_COLUMN
-        )
-    }));
-    // The order the JSON text lists them in, which is the order a replay reads them back in.
-    properties.sort_by(|left, right| crate::flat_edit::path_order(&left.0, &right.0));
     properties.shrink_to_fit();
     Ok(PreparedEvent {
         json: json.into(),
@@ -270,6 +271,22 @@ fn validate_flat(properties: &[(String, FlatValue)]) -> Result<(), EventError> {
                 }
             }
             _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Refuses an event one of whose objects names a member twice: sorted, its properties hold two at one path,
+/// or one under another (`{"a": {"x": 1}, "a": 2}`). A JSON object with a repeated name means different
+/// things to different readers, and Keyhole stores one value per property.
+fn refuse_repeated_members(sorted: &[(String, FlatValue)]) -> Result<(), EventError> {
+    for pair in sorted.windows(2) {
+        let (earlier, later) = (&pair[0].0, &pair[1].0);
+        if crate::flat_edit::is_at_or_under(later, earlier) {
+            return Err(EventError::InvalidEvent(format!(
+                "The event names '{}' twice in one object; each member may appear once.",
+                earlier.chars().take(200).collect::<String>()
+            )));
         }
     }
     Ok(())
@@ -532,6 +549,22 @@ mod tests {
             refused.to_string().contains("no GeoIP database"),
             "{refused}"
         );
+    }
+
+    #[test]
+    fn an_object_naming_a_member_twice_is_refused() {
+        let prepare = |text: &str| {
+            prepare_event_text(text.as_bytes(), &context(), &crate::addons::WithoutData)
+        };
+        for text in [
+            r#"{"a": 1, "a": 2}"#,
+            r#"{"a": {"x": 1}, "a": 2}"#,
+            r#"{"o": {"b": [1], "b": {"c": 1}}}"#,
+        ] {
+            let refused = prepare(text).unwrap_err();
+            assert!(refused.to_string().contains("twice"), "{text}: {refused}");
+        }
+        assert!(prepare(r#"{"a": {"x": 1}, "b": {"x": 1}}"#).is_ok());
     }
 
     #[test]

@@ -7,16 +7,14 @@
 //!
 //! Design: serde's visitors carry a mutable builder down the event; the first rule an event breaks is
 //! stashed there and the parse stops, so the caller answers with that rule's error rather than serde's. A
-//! member repeated in one object replaces the earlier one and everything under it, as a JSON object keeps
-//! the last value of a repeated key.
-
-use std::collections::HashSet;
+//! member repeated in one object is not resolved here: it shows as two properties at one path (or one under
+//! the other), which `event::prepare_event_text` refuses once the properties are sorted.
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::event::{EventContext, EventError, MAX_EVENT_DEPTH, validate_string};
-use crate::flat::{FlatValue, NumberList};
+use crate::flat::{FlatValue, JsonTexts, NumberList};
 use crate::names::property_name_problem;
 
 /// An event as parsed: its properties flattened (the `keen` member left out) and its `keen` member.
@@ -123,31 +121,6 @@ fn not_an_object<E: serde::de::Error>(builder: &mut Builder<'_>) -> E {
     ))
 }
 
-/// The names one object has shown, to replace a repeated member.
-enum SeenNames {
-    Few(Vec<String>),
-    Many(HashSet<String>),
-}
-
-impl SeenNames {
-    /// Records `name`; true when the object had it already.
-    fn repeated(&mut self, name: &str) -> bool {
-        match self {
-            SeenNames::Few(names) => {
-                if names.iter().any(|seen| seen == name) {
-                    return true;
-                }
-                names.push(name.to_string());
-                if names.len() > 16 {
-                    *self = SeenNames::Many(names.drain(..).collect());
-                }
-                false
-            }
-            SeenNames::Many(names) => !names.insert(name.to_string()),
-        }
-    }
-}
-
 /// The members of an object at nesting `level` (the event itself is level 1), under `prefix`.
 fn visit_members<'de, A: MapAccess<'de>>(
     builder: &mut Builder<'_>,
@@ -155,8 +128,6 @@ fn visit_members<'de, A: MapAccess<'de>>(
     level: usize,
     mut members: A,
 ) -> Result<(), A::Error> {
-    let first_property = builder.properties.len();
-    let mut seen = SeenNames::Few(Vec::new());
     while let Some(name) = members.next_key::<String>()? {
         if prefix.is_none() && name == "keen" {
             builder.keen = Some(members.next_value()?);
@@ -169,14 +140,6 @@ fn visit_members<'de, A: MapAccess<'de>>(
             None => name.clone(),
             Some(prefix) => format!("{prefix}.{name}"),
         };
-        if seen.repeated(&name) {
-            let earlier = builder.properties.split_off(first_property);
-            builder.properties.extend(
-                earlier
-                    .into_iter()
-                    .filter(|(kept, _)| !crate::flat_edit::is_at_or_under(kept, &path)),
-            );
-        }
         members.next_value_seed(ValueSeed {
             builder: &mut *builder,
             name: &name,
@@ -276,14 +239,14 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
         if let Some(error) = self.too_deep() {
             return Err(error);
         }
-        let mut elements = Vec::new();
+        let mut list = ListBuilder::default();
         while let Some(element) = items.next_element_seed(ElementSeed {
             builder: &mut *self.builder,
             name: self.name,
         })? {
-            elements.push(element);
+            list.push(element);
         }
-        self.push(list_of(elements));
+        self.push(list.finish());
         Ok(())
     }
 }
@@ -361,58 +324,168 @@ impl<'de> Visitor<'de> for ElementSeed<'_, '_> {
     }
 }
 
-/// A list's flattened form, as `flat::flatten_list` makes it from a JSON list: numbers, strings or booleans
-/// (nulls allowed among them; an empty or all-null list is a list of strings), else each element's JSON text.
-fn list_of(elements: Vec<Element>) -> FlatValue {
-    #[derive(PartialEq)]
-    enum Kind {
-        Number,
-        Str,
-        Bool,
+/// A list's flattened form as its elements arrive, as `flat::flatten_list` makes it from a JSON list:
+/// numbers, strings or booleans (nulls allowed among them; an empty or all-null list is a list of
+/// strings), else each element's JSON text. A list of numbers is kept as 8 bytes an element (and a byte
+/// saying whether it was written as an integer, for the text should a later element mix kinds).
+#[derive(Default)]
+enum ListBuilder {
+    #[default]
+    Empty,
+    Nulls(usize),
+    Numbers(Numbers),
+    Strings(Vec<Option<String>>),
+    Bools(Vec<Option<bool>>),
+    Mixed(JsonTexts),
+}
+
+/// The numbers of a list so far: each as 8 bytes, whether it was written as an integer, and the exact
+/// value of an integer an f64 cannot hold (rare: kept apart so the list's text stays exact).
+#[derive(Default)]
+struct Numbers {
+    values: Vec<f64>,
+    integers: Vec<bool>,
+    exact: Vec<(usize, serde_json::Number)>,
+}
+
+impl Numbers {
+    fn push(&mut self, number: Option<(f64, serde_json::Number)>) {
+        const EXACT: f64 = 9_007_199_254_740_992.0;
+        let Some((number, json)) = number else {
+            self.values.push(f64::NAN);
+            self.integers.push(false);
+            return;
+        };
+        let integer = !json.is_f64();
+        if integer && number.abs() >= EXACT {
+            self.exact.push((self.values.len(), json));
+        }
+        self.values.push(number);
+        self.integers.push(integer);
     }
-    let mut kinds = elements.iter().filter_map(|element| match element {
-        Element::Null => None,
-        Element::Bool(_) => Some(Kind::Bool),
-        Element::Number(..) => Some(Kind::Number),
-        Element::Str(_) => Some(Kind::Str),
-    });
-    let first = kinds.next();
-    let homogeneous = kinds.all(|kind| Some(&kind) == first.as_ref());
-    match (first, homogeneous) {
-        (Some(Kind::Number), true) => FlatValue::NumList(NumberList::from_elements(
-            elements.into_iter().map(|element| match element {
-                Element::Number(number, _) => Some(number),
-                _ => None,
-            }),
-        )),
-        (Some(Kind::Bool), true) => FlatValue::BoolList(
-            elements
+
+    fn texts(self) -> JsonTexts {
+        let mut exact = self.exact.into_iter().peekable();
+        self.values
+            .into_iter()
+            .zip(self.integers)
+            .enumerate()
+            .map(
+                |(index, (number, integer))| match exact.next_if(|(at, _)| *at == index) {
+                    Some((_, json)) => json.to_string(),
+                    None => number_text(number, integer),
+                },
+            )
+            .collect()
+    }
+}
+
+/// An element's text in a list that mixes kinds, as a JSON value of it prints.
+fn element_text(element: &Element) -> String {
+    match element {
+        Element::Null => "null".to_string(),
+        Element::Bool(flag) => flag.to_string(),
+        Element::Number(_, json) => json.to_string(),
+        Element::Str(text) => Value::String(text.clone()).to_string(),
+    }
+}
+
+fn number_text(number: f64, integer: bool) -> String {
+    if !number.is_finite() {
+        return "null".to_string();
+    }
+    if integer {
+        return format!("{}", number as i128);
+    }
+    serde_json::Number::from_f64(number).map_or_else(|| "null".to_string(), |json| json.to_string())
+}
+
+impl ListBuilder {
+    fn push(&mut self, element: Element) {
+        match (&mut *self, element) {
+            (ListBuilder::Empty, Element::Null) => *self = ListBuilder::Nulls(1),
+            (ListBuilder::Nulls(count), Element::Null) => *count += 1,
+            (ListBuilder::Numbers(numbers), Element::Null) => numbers.push(None),
+            (ListBuilder::Strings(texts), Element::Null) => texts.push(None),
+            (ListBuilder::Bools(flags), Element::Null) => flags.push(None),
+            (ListBuilder::Numbers(numbers), Element::Number(number, json)) => {
+                numbers.push(Some((number, json)))
+            }
+            (ListBuilder::Strings(texts), Element::Str(text)) => texts.push(Some(text)),
+            (ListBuilder::Bools(flags), Element::Bool(flag)) => flags.push(Some(flag)),
+            (ListBuilder::Mixed(texts), element) => texts.push(&element_text(&element)),
+            (ListBuilder::Empty | ListBuilder::Nulls(_), element) => {
+                let nulls = match self {
+                    ListBuilder::Nulls(count) => *count,
+                    _ => 0,
+                };
+                *self = match element {
+                    Element::Number(number, json) => {
+                        let mut numbers = Numbers::default();
+                        for _ in 0..nulls {
+                            numbers.push(None);
+                        }
+                        numbers.push(Some((number, json)));
+                        ListBuilder::Numbers(numbers)
+                    }
+                    Element::Str(text) => {
+                        let mut texts = vec![None; nulls];
+                        texts.push(Some(text));
+                        ListBuilder::Strings(texts)
+                    }
+                    Element::Bool(flag) => {
+                        let mut flags = vec![None; nulls];
+                        flags.push(Some(flag));
+                        ListBuilder::Bools(flags)
+                    }
+                    Element::Null => ListBuilder::Nulls(nulls + 1),
+                };
+            }
+            (_, element) => {
+                let mut texts = self.texts();
+                texts.push(&element_text(&element));
+                *self = ListBuilder::Mixed(texts);
+            }
+        }
+    }
+
+    /// The elements so far as the texts of a list that mixes kinds.
+    fn texts(&mut self) -> JsonTexts {
+        match std::mem::take(self) {
+            ListBuilder::Empty => JsonTexts::default(),
+            ListBuilder::Nulls(count) => std::iter::repeat_n("null", count).collect(),
+            ListBuilder::Numbers(numbers) => numbers.texts(),
+            ListBuilder::Strings(texts) => texts
                 .into_iter()
-                .map(|element| match element {
-                    Element::Bool(flag) => Some(flag),
-                    _ => None,
+                .map(|text| {
+                    text.map_or_else(
+                        || "null".to_string(),
+                        |text| Value::String(text).to_string(),
+                    )
                 })
                 .collect(),
-        ),
-        (None, _) | (Some(Kind::Str), true) => FlatValue::StrList(
-            elements
+            ListBuilder::Bools(flags) => flags
                 .into_iter()
-                .map(|element| match element {
-                    Element::Str(text) => Some(text),
-                    _ => None,
-                })
+                .map(|flag| flag.map_or_else(|| "null".to_string(), |flag| flag.to_string()))
                 .collect(),
-        ),
-        _ => FlatValue::MixedList(
-            elements
-                .into_iter()
-                .map(|element| match element {
-                    Element::Null => "null".to_string(),
-                    Element::Bool(flag) => flag.to_string(),
-                    Element::Number(_, json) => json.to_string(),
-                    Element::Str(text) => Value::String(text).to_string(),
-                })
-                .collect(),
-        ),
+            ListBuilder::Mixed(texts) => texts,
+        }
+    }
+
+    fn finish(self) -> FlatValue {
+        match self {
+            ListBuilder::Empty => FlatValue::StrList(Vec::new()),
+            ListBuilder::Nulls(count) => FlatValue::StrList(vec![None; count]),
+            ListBuilder::Numbers(mut numbers) => {
+                numbers.values.shrink_to_fit();
+                FlatValue::NumList(NumberList::from_raw(numbers.values))
+            }
+            ListBuilder::Strings(texts) => FlatValue::StrList(texts),
+            ListBuilder::Bools(flags) => FlatValue::BoolList(flags),
+            ListBuilder::Mixed(mut texts) => {
+                texts.shrink_to_fit();
+                FlatValue::MixedList(texts)
+            }
+        }
     }
 }

@@ -126,10 +126,8 @@ pub fn write_json(mut leaves: Vec<(&str, &FlatValue)>) -> Vec<u8> {
         member_start(&mut out, &mut written_in_level, name);
         write_leaf(&mut out, leaf);
     }
-    for _ in 0..open.len() {
-        out.push(b'}');
-    }
-    out.push(b'}');
+    // The objects still open, and the event itself.
+    out.resize(out.len() + open.len() + 1, b'}');
     out
 }
 

@@ -33,3 +33,5 @@ pub use keys::{KeyHash, Operation};
 
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(test)]
+mod memory_tests;

@@ -6,8 +6,8 @@
 //! the body itself (serde_json's `RawValue`, a pointer and a length per event), counting them as it goes:
 //! past [`WriteLimits::max_events_per_request`] the split stops and the request is refused with 413 before
 //! any event is parsed. An event longer than `MAX_EVENT_BYTES` is refused without being parsed. Each event
-//! is then parsed, prepared and its parse tree dropped before the next, so a request holds its body, the
-//! prepared events and one event's tree at a time.
+//! is then parsed straight from its text into its flattened form (`model::event::prepare_event_text`, no
+//! tree of JSON values), so a request holds its body and its prepared events.
 //!
 //! [`WriteLimits::max_events_per_request`]: crate::write_pool::WriteLimits
 
@@ -15,6 +15,7 @@ use std::cell::Cell;
 
 use bytes::Bytes;
 use keyhole_model::event::MAX_EVENT_BYTES;
+use keyhole_model::event::prepare_event_text;
 use keyhole_model::webhook::{DeliveryRefusal, WebhookRule};
 use keyhole_model::{EventContext, EventError, PreparedEvent, prepare_event_enriched};
 use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
@@ -138,24 +139,26 @@ struct Preparer<'a> {
 }
 
 impl Preparer<'_> {
+    /// A form's event, already a JSON value.
     fn one(&self, event: Value) -> Result<PreparedEvent, EventError> {
         prepare_event_enriched(event, self.context, self.enrichment)
     }
 
-    /// One event from its JSON text: refused unparsed when longer than an event may be.
+    /// One event from its JSON text: refused unparsed when longer than an event may be. A body that is
+    /// not JSON at all is the request's fault, answered as such.
     fn one_text(&self, text: &[u8]) -> Result<Result<PreparedEvent, EventError>, ApiError> {
         if text.len() > MAX_EVENT_BYTES {
             return Ok(Err(EventError::EventTooLarge(too_large_message(
                 text.len(),
             ))));
         }
-        let event = serde_json::from_slice(text).map_err(|error| {
-            ApiError::new(
+        if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(text) {
+            return Err(ApiError::new(
                 ErrorCode::InvalidEvent,
                 format!("The request body is not valid JSON: {error}."),
-            )
-        })?;
-        let prepared = self.one(event);
+            ));
+        }
+        let prepared = prepare_event_text(text, self.context, self.enrichment);
         if self.budget.exceeded() {
             return Err(budget_exceeded(self.budget));
         }
@@ -173,10 +176,7 @@ impl Preparer<'_> {
             let result = if text.len() > MAX_EVENT_BYTES {
                 Err(EventError::EventTooLarge(too_large_message(text.len())))
             } else {
-                // The split checked the text is JSON.
-                serde_json::from_str(text)
-                    .map_err(|error| EventError::InvalidEvent(format!("{error}")))
-                    .and_then(|event| self.one(event))
+                prepare_event_text(text.as_bytes(), self.context, self.enrichment)
             };
             prepared.push(result);
             if self.budget.exceeded() {

@@ -140,7 +140,7 @@ impl ColumnBuilder {
                 builder.append_value(items.iter().map(|item| item.as_deref()))
             }
             (ColumnBuilder::StrList(builder), FlatValue::MixedList(items)) => {
-                builder.append_value(items.iter().map(|item| Some(item.as_str())))
+                builder.append_value(items.iter().map(Some))
             }
             (ColumnBuilder::BoolList(builder), FlatValue::BoolList(items)) => {
                 builder.append_value(items.iter().copied())
@@ -176,6 +176,27 @@ pub struct RowBuffer {
     ids: Vec<String>,
     column_index: hashbrown::HashMap<String, usize>,
     columns: Vec<(String, ColumnBuilder)>,
+    /// About how many bytes the buffered values take (see [`stored_bytes`]).
+    bytes: usize,
+}
+
+/// About how many bytes a value takes in its column: what sealing by size counts.
+fn stored_bytes(value: &FlatValue) -> usize {
+    match value {
+        FlatValue::Num(_) => 8,
+        FlatValue::Str(text) => text.len() + 4,
+        FlatValue::Bool(_) | FlatValue::Null | FlatValue::EmptyObject => 1,
+        FlatValue::NumList(numbers) => numbers.len() * 8 + 4,
+        FlatValue::StrList(texts) => {
+            texts
+                .iter()
+                .map(|text| text.as_ref().map_or(0, String::len) + 4)
+                .sum::<usize>()
+                + 4
+        }
+        FlatValue::BoolList(flags) => flags.len() + 4,
+        FlatValue::MixedList(texts) => texts.text_len() + texts.len() * 4 + 4,
+    }
 }
 
 impl RowBuffer {
@@ -185,6 +206,11 @@ impl RowBuffer {
 
     pub fn is_empty(&self) -> bool {
         self.timestamps.is_empty()
+    }
+
+    /// About how many bytes the buffered rows take.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn append(&mut self, event: &FlatEvent) {
@@ -209,7 +235,9 @@ impl RowBuffer {
                 }
             };
             self.columns[position].1.append(value);
+            self.bytes += stored_bytes(value);
         }
+        self.bytes += 16 + event.id.len();
         self.timestamps.push(event.timestamp_millis);
         self.created_ats.push(event.created_at_millis);
         self.ids.push(event.id.clone());
@@ -226,6 +254,7 @@ impl RowBuffer {
             return None;
         }
         self.column_index.clear();
+        self.bytes = 0;
         let mut columns = std::mem::take(&mut self.columns);
         columns.sort_by(|left, right| left.0.cmp(&right.0));
         let schema = schema_with_columns(columns.iter().map(|(name, _)| name));

@@ -13,6 +13,9 @@ use crate::manifest::{CollectionId, CollectionManifest, CollectionSchema, DataFi
 
 /// Sealed in-memory batches are merged once there are more than this many.
 const MAX_SEALED_BATCHES: usize = 16;
+/// The row buffer is sealed into a batch once its values take about this many bytes: its column builders
+/// grow by doubling, so what one large write costs beyond its rows stays a few MiB.
+const SEAL_BYTES: usize = 8 * 1024 * 1024;
 
 #[derive(Default)]
 pub struct CollectionState {
@@ -33,6 +36,9 @@ impl CollectionState {
             self.schema.record(path, value.kind());
         }
         self.buffer.append(event);
+        if self.buffer.bytes() >= SEAL_BYTES {
+            self.seal();
+        }
     }
 
     /// Seals the row buffer so its rows are readable as a batch.
