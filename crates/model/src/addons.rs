@@ -534,6 +534,16 @@ mod tests {
             parse_referrer("https://blog.example.org/", None, &TestData)["medium"],
             "UNKNOWN"
         );
+        // A host of thousands of labels costs a handful of lookups, and a listed parent is still found.
+        let deep = format!("https://{}www.google.com/search?q=x", "a.".repeat(4_000));
+        assert_eq!(parse_referrer(&deep, None, &TestData)["medium"], "SEARCH");
+        let long_ua = "Mozilla/5.0 ".repeat(2_000);
+        assert!(truncated(&long_ua, MAX_USER_AGENT_BYTES).len() <= MAX_USER_AGENT_BYTES);
+        assert_eq!(
+            truncated("é".repeat(300).as_str(), 5),
+            "éé",
+            "cut on a character boundary"
+        );
         assert_eq!(
             parse_referrer("not a url", None, &TestData)["medium"],
             Value::Null

@@ -259,6 +259,17 @@ async fn send_raw(method: &str, url: &str, key: Option<&str>, body: Vec<u8>) -> 
     (status, response.bytes().await.unwrap().to_vec())
 }
 
+/// After a run: the server answers and the events acknowledged before it are intact.
+async fn assert_survived(server: &InProcessServer, before: &Value) {
+    let (status, _) = send_raw("GET", &server.url("/health"), None, Vec::new()).await;
+    assert_eq!(status, 200, "the server survives the run");
+    assert_eq!(
+        &sentinel_total(server).await,
+        before,
+        "acknowledged events are intact"
+    );
+}
+
 /// The run's seed and cases per route: `KEYHOLE_FUZZ_SEED`, `KEYHOLE_FUZZ_CASES` (default 0x5EED, 40).
 fn fuzz_settings() -> (u64, usize) {
     let setting = |name: &str| {
@@ -431,13 +442,7 @@ async fn every_route_answers_fuzzed_requests_with_keen_answers_and_keeps_its_dat
         }
     }
     assert!(requests >= keyhole_server::routes::ROUTES.len() * cases * 9 / 10);
-    let (status, _) = send_raw("GET", &server.url("/health"), None, Vec::new()).await;
-    assert_eq!(status, 200, "the server survives the run");
-    assert_eq!(
-        sentinel_total(&server).await,
-        before,
-        "acknowledged events are intact"
-    );
+    assert_survived(&server, &before).await;
 }
 
 /// A random path for an add-on to read or write: short over a small alphabet (colliding with the
@@ -621,13 +626,7 @@ async fn write_routes_answer_fuzzed_add_ons_pixels_and_signatures_with_keen_answ
             Err(error) => assert!(header.len() > 60_000, "{description}: {error}"),
         }
     }
-    let (status, _) = send_raw("GET", &server.url("/health"), None, Vec::new()).await;
-    assert_eq!(status, 200, "the server survives the run");
-    assert_eq!(
-        sentinel_total(&server).await,
-        before,
-        "acknowledged events are intact"
-    );
+    assert_survived(&server, &before).await;
     let count = |filters: Value| {
         send(
             client()
