@@ -19,11 +19,10 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::addons::{AddonSpec, parse_addons};
-use crate::event::{EventContext, EventError, MAX_EVENT_DEPTH, nesting_depth};
+use crate::event::{EventContext, EventError, validate_event_object};
 use crate::flat::{FlatValue, flatten_properties};
 use crate::flat_edit::is_at_or_under;
 use crate::key_options::{KeyDefinitionError, invalid};
-use crate::names::property_name_problem;
 
 /// `options.writes.autofill`.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,24 +31,18 @@ pub struct Autofill {
     source: Map<String, Value>,
     /// The key's add-ons, run after the event's own.
     addons: Arc<[AddonSpec]>,
-    /// Every leaf path of `properties`, dotted.
-    leaves: Vec<String>,
-    /// `properties` flattened: what the stamp adds to an event.
+    /// The properties flattened: what the stamp adds to an event; their paths are the autofilled leaves.
     flat: Vec<(String, FlatValue)>,
 }
 
 impl Autofill {
-    /// Parses and checks an autofill object: property names as events have them, nesting within the event
-    /// depth limit, `keen` holding nothing but `addons`, and no add-on of the key touching its own leaves.
+    /// Parses and checks an autofill object: its properties obey the rules of an event's (names, strings,
+    /// lists of primitives, nesting within the event depth limit), `keen` holds nothing but `addons`, and
+    /// no add-on of the key touches its own leaves.
     pub fn parse(value: &Value) -> Result<Autofill, KeyDefinitionError> {
         let Value::Object(source) = value else {
             return Err(invalid("options.writes.autofill must be an object."));
         };
-        if nesting_depth(value) > MAX_EVENT_DEPTH {
-            return Err(invalid(format!(
-                "options.writes.autofill is nested deeper than events may be ({MAX_EVENT_DEPTH} levels)."
-            )));
-        }
         let mut properties = source.clone();
         let addons: Arc<[AddonSpec]> = match properties.remove("keen") {
             None => Arc::from([]),
@@ -69,13 +62,12 @@ impl Autofill {
                     .into()
             }
         };
-        let mut leaves = Vec::new();
-        collect_leaves("", &properties, &mut leaves)?;
+        validate_event_object(&properties)
+            .map_err(|error| invalid(format!("options.writes.autofill: {error}")))?;
         let flat = flatten_properties(properties);
         let autofill = Autofill {
             source: source.clone(),
             addons,
-            leaves,
             flat,
         };
         for spec in autofill.addons.iter() {
@@ -97,8 +89,8 @@ impl Autofill {
     }
 
     /// The dotted paths the key fills.
-    pub fn leaves(&self) -> &[String] {
-        &self.leaves
+    pub fn leaves(&self) -> impl Iterator<Item = &str> + '_ {
+        self.flat.iter().map(|(path, _)| path.as_str())
     }
 
     /// Stamps the key's properties onto an event's flattened properties: whatever of the event touches an
@@ -120,10 +112,7 @@ impl Autofill {
 
     /// The autofilled leaf that writing or removing at `path` would touch (see the module docs).
     pub fn touched_by(&self, path: &str) -> Option<&str> {
-        self.leaves
-            .iter()
-            .find(|leaf| touches(path, leaf))
-            .map(String::as_str)
+        self.leaves().find(|leaf| touches(path, leaf))
     }
 
     /// Refuses an add-on whose output, or the input it removes, touches an autofilled path.
@@ -151,28 +140,6 @@ fn touches(path: &str, leaf: &str) -> bool {
     is_at_or_under(path, leaf) || is_at_or_under(leaf, path)
 }
 
-fn collect_leaves(
-    prefix: &str,
-    object: &Map<String, Value>,
-    leaves: &mut Vec<String>,
-) -> Result<(), KeyDefinitionError> {
-    for (name, value) in object {
-        if let Some(problem) = property_name_problem(name) {
-            return Err(invalid(format!("options.writes.autofill: {problem}")));
-        }
-        let path = if prefix.is_empty() {
-            name.clone()
-        } else {
-            format!("{prefix}.{name}")
-        };
-        match value {
-            Value::Object(nested) if !nested.is_empty() => collect_leaves(&path, nested, leaves)?,
-            _ => leaves.push(path),
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -186,7 +153,10 @@ mod tests {
     #[test]
     fn leaves_and_what_touches_them() {
         let fill = autofill(json!({"site": {"id": "acme", "tier": {}}, "tenant": "a"}));
-        assert_eq!(fill.leaves(), ["site.id", "site.tier", "tenant"]);
+        assert_eq!(
+            fill.leaves().collect::<Vec<_>>(),
+            ["site.id", "site.tier", "tenant"]
+        );
         for path in [
             "site",
             "site.id",
@@ -246,6 +216,8 @@ mod tests {
         for bad in [
             json!({"keen": {"timestamp": "x"}}),
             json!({"a.b": 1}),
+            json!({"x": [{"a": 1}]}),
+            json!({"s": "x".repeat(10_000)}),
             json!({"$a": 1}),
             json!({"site": {"id": "acme"}, "keen": {"addons": [
                 {"name": "keen:url_parser", "input": {"url": "u"}, "output": "site"}]}}),
@@ -255,7 +227,7 @@ mod tests {
             assert!(Autofill::parse(&bad).is_err(), "{bad}");
         }
         let mut deep = json!(1);
-        for _ in 0..MAX_EVENT_DEPTH {
+        for _ in 0..crate::event::MAX_EVENT_DEPTH {
             deep = json!({ "d": deep });
         }
         assert!(Autofill::parse(&deep).is_ok(), "at the event depth limit");

@@ -372,20 +372,10 @@ fn parse_uniqueness_token(value: &Value) -> Result<String, EventError> {
 /// read events back with, even inside a batch's two levels of wrapping.
 pub const MAX_EVENT_DEPTH: usize = 100;
 
-/// How many levels of objects and lists `value` holds (0 for a scalar), counted without recursion.
-pub fn nesting_depth(value: &Value) -> usize {
-    let mut deepest = 0;
-    let mut pending = vec![(value, 1usize)];
-    while let Some((value, level)) = pending.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match value {
-            Value::Object(members) => Box::new(members.values()),
-            Value::Array(items) => Box::new(items.iter()),
-            _ => continue,
-        };
-        deepest = deepest.max(level);
-        pending.extend(children.map(|child| (child, level + 1)));
-    }
-    deepest
+/// Checks a JSON object as an event's properties (names, strings, lists of primitives, nesting within
+/// [`MAX_EVENT_DEPTH`]): what a key's autofill must obey, since it is stamped onto events.
+pub(crate) fn validate_event_object(object: &Map<String, Value>) -> Result<(), EventError> {
+    validate_properties(object, 1)
 }
 
 /// Checks the members of an object that sits at nesting level `level`.
