@@ -501,7 +501,8 @@ mod tests {
             .iter()
             .map(|(path, value)| (path.as_str(), value))
             .collect();
-        let event: Value = serde_json::from_slice(&crate::flat_edit::write_json(leaves)).unwrap();
+        let event: Value =
+            serde_json::from_slice(&crate::flat_edit::write_json(leaves, 0)).unwrap();
         assert_eq!(event["geo"], json!({"city": "London"}));
         assert!(event.get("ip_address").is_none());
         assert_eq!(

@@ -231,7 +231,8 @@ pub fn prepare_event_text(
         .chain(&fixed)
         .map(|(path, value)| (path.as_str(), value))
         .collect();
-    let mut json = crate::flat_edit::write_json(leaves);
+    // About the text as sent plus the fields Keyhole sets: one allocation, trimmed below.
+    let mut json = crate::flat_edit::write_json(leaves, text.len() + 160);
     // A request holds all its prepared events at once: no spare capacity is kept.
     json.shrink_to_fit();
     if json.len() > MAX_EVENT_BYTES {
@@ -555,6 +556,16 @@ mod tests {
             assert!(refused.to_string().contains("twice"), "{text}: {refused}");
         }
         assert!(prepare(r#"{"a": {"x": 1}, "b": {"x": 1}}"#).is_ok());
+        assert!(prepare(r#"{"keen": {}, "keen": {}}"#).is_err());
+        let bulky = format!(
+            r#"{{"keen": {{"location": {{"coordinates": [{}0]}}}}}}"#,
+            "0,".repeat(40_000)
+        );
+        let refused = prepare(&bulky).unwrap_err();
+        assert!(
+            refused.to_string().contains("at most 65536 bytes"),
+            "{refused}"
+        );
     }
 
     #[test]

@@ -10,12 +10,15 @@
 //! member repeated in one object is not resolved here: it shows as two properties at one path (or one under
 //! the other), which `event::prepare_event_text` refuses once the properties are sorted.
 
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::event::{EventContext, EventError, MAX_EVENT_DEPTH, validate_string};
 use crate::flat::{FlatValue, JsonTexts, NumberList};
 use crate::names::property_name_problem;
+
+/// Longest `keen` member an event may carry.
+pub const MAX_KEEN_BYTES: usize = 64 * 1024;
 
 /// An event as parsed: its properties flattened (the `keen` member left out) and its `keen` member.
 pub(crate) struct ParsedEvent {
@@ -130,7 +133,24 @@ fn visit_members<'de, A: MapAccess<'de>>(
 ) -> Result<(), A::Error> {
     while let Some(name) = members.next_key::<String>()? {
         if prefix.is_none() && name == "keen" {
-            builder.keen = Some(members.next_value()?);
+            // The `keen` member becomes a JSON value (`event::KeenFields` checks it), so its size is
+            // bounded first: what a client may set there (timestamp, uniqueness token, location, 16
+            // add-on specs) is a few KB.
+            let text: &'de serde_json::value::RawValue = members.next_value()?;
+            if text.get().len() > MAX_KEEN_BYTES {
+                return Err(
+                    builder.refuse(EventError::InvalidKeenNamespaceProperty(format!(
+                        "The keen object may be at most {MAX_KEEN_BYTES} bytes."
+                    ))),
+                );
+            }
+            if builder.keen.is_some() {
+                return Err(builder.refuse(EventError::InvalidEvent(
+                    "The event names 'keen' twice; each member may appear once.".to_string(),
+                )));
+            }
+            let keen = serde_json::from_str(text.get()).map_err(A::Error::custom)?;
+            builder.keen = Some(keen);
             continue;
         }
         if let Some(problem) = property_name_problem(&name) {

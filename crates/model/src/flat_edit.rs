@@ -89,22 +89,22 @@ pub fn path_order(left: &str, right: &str) -> std::cmp::Ordering {
     left.bytes().map(key).cmp(right.bytes().map(key))
 }
 
-/// The event's JSON text from its leaves (see the module docs). Leaves must not sit on each other's way
-/// (no path strictly under another leaf's path); of two leaves at the same path the last is written.
-pub fn write_json(mut leaves: Vec<(&str, &FlatValue)>) -> Vec<u8> {
+/// The event's JSON text from its leaves (see the module docs), written into a buffer of `capacity` bytes to
+/// start with. No two leaves may share a path or sit one under the other (`event` refuses such events).
+pub fn write_json(mut leaves: Vec<(&str, &FlatValue)>, capacity: usize) -> Vec<u8> {
     leaves.sort_by(|left, right| path_order(left.0, right.0));
-    let mut out = Vec::with_capacity(64 * leaves.len() + 2);
+    debug_assert!(
+        leaves
+            .windows(2)
+            .all(|pair| !is_at_or_under(pair[1].0, pair[0].0)),
+        "leaves on each other's way"
+    );
+    let mut out = Vec::with_capacity(capacity);
     out.push(b'{');
     // The objects open below the event, by name, and whether each has a member written yet.
     let mut open: Vec<&str> = Vec::new();
     let mut written_in_level = vec![false];
-    for (index, (path, leaf)) in leaves.iter().enumerate() {
-        if leaves
-            .get(index + 1)
-            .is_some_and(|(next, _)| next == path || is_under(next, path))
-        {
-            continue;
-        }
+    for (path, leaf) in &leaves {
         let segments: Vec<&str> = path.split('.').collect();
         let (name, parents) = segments.split_last().expect("a path has a segment");
         let common = open
@@ -220,7 +220,7 @@ mod tests {
             .iter()
             .map(|(path, value)| (path.as_str(), value))
             .collect();
-        serde_json::from_slice(&write_json(leaves)).unwrap()
+        serde_json::from_slice(&write_json(leaves, 0)).unwrap()
     }
 
     #[test]

@@ -144,19 +144,12 @@ impl Preparer<'_> {
         prepare_event_enriched(event, self.context, self.enrichment)
     }
 
-    /// One event from its JSON text: refused unparsed when longer than an event may be. A body that is
-    /// not JSON at all is the request's fault, answered as such.
+    /// One event from its JSON text: refused unparsed when longer than an event may be.
     fn one_text(&self, text: &[u8]) -> Result<Result<PreparedEvent, EventError>, ApiError> {
         if text.len() > MAX_EVENT_BYTES {
             return Ok(Err(EventError::EventTooLarge(too_large_message(
                 text.len(),
             ))));
-        }
-        if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(text) {
-            return Err(ApiError::new(
-                ErrorCode::InvalidEvent,
-                format!("The request body is not valid JSON: {error}."),
-            ));
         }
         let prepared = prepare_event_text(text, self.context, self.enrichment);
         if self.budget.exceeded() {
