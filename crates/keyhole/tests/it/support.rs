@@ -163,6 +163,17 @@ impl InProcessServer {
         created.1["key"].as_str().unwrap().to_string()
     }
 
+    /// `POST {project}{rest}` of a JSON body with `key`.
+    pub async fn post_json(&self, rest: &str, key: &str, body: &Value) -> (u16, Value) {
+        send(
+            client()
+                .post(self.project_url(rest))
+                .header("Authorization", key)
+                .json(body),
+        )
+        .await
+    }
+
     /// Every event of `collection`, as the master key's extraction answers.
     pub async fn extraction(&self, collection: &str) -> Vec<Value> {
         let answer = send(

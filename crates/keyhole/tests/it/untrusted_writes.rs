@@ -21,20 +21,10 @@ fn pixel_data(event: &Value) -> String {
 /// Writes one event through the single-event route, the batch route and the pixel; answers the three
 /// (status, body) pairs, the batch's being its one per-event result.
 async fn write_three_ways(server: &InProcessServer, key: &str, event: &Value) -> [(u16, Value); 3] {
-    let single = send(
-        client()
-            .post(server.project_url("/events/visits"))
-            .header("Authorization", key)
-            .json(event),
-    )
-    .await;
-    let batch = send(
-        client()
-            .post(server.project_url("/events"))
-            .header("Authorization", key)
-            .json(&json!({"visits": [event]})),
-    )
-    .await;
+    let single = server.post_json("/events/visits", key, event).await;
+    let batch = server
+        .post_json("/events", key, &json!({"visits": [event]}))
+        .await;
     let batch = (batch.0, batch.1["visits"][0].clone());
     let pixel = send(client().get(server.project_url(&format!(
         "/events/visits?api_key={key}&data={}",
@@ -100,14 +90,11 @@ async fn add_ons_cannot_touch_what_a_key_autofills() {
     }
 
     // A key whose own add-ons would touch its own stamp cannot be saved.
-    let answer = send(
-        client()
-            .post(server.project_url("/keys"))
-            .header("Authorization", &server.project.master)
-            .json(&json!({"name": "self-defeating", "permitted": ["writes"],
-                "options": {"writes": {"autofill": {"site": {"id": "acme"}, "keen": {"addons": [url_parser("page", "site")]}}}}})),
-    )
-    .await;
+    let definition = json!({"name": "self-defeating", "permitted": ["writes"],
+        "options": {"writes": {"autofill": {"site": {"id": "acme"}, "keen": {"addons": [url_parser("page", "site")]}}}}});
+    let answer = server
+        .post_json("/keys", &server.project.master, &definition)
+        .await;
     assert_keen_error(&answer, 400, "InvalidAccessKeyDefinitionError");
 }
 
@@ -234,13 +221,13 @@ async fn a_request_past_its_cpu_budget_is_refused_and_stores_nothing() {
         .map(|n| json!({"ua": format!("Mozilla/5.0 ({n}) {}", "AppleWebKit/537.36 ".repeat(500)),
                         "keen": {"addons": [{"name": "keen:ua_parser", "input": {"ua_string": "ua"}, "output": "tech"}]}}))
         .collect();
-    let answer = send(
-        client()
-            .post(server.project_url("/events"))
-            .header("Authorization", &server.project.write)
-            .json(&json!({"expensive": events})),
-    )
-    .await;
+    let answer = server
+        .post_json(
+            "/events",
+            &server.project.write,
+            &json!({"expensive": events}),
+        )
+        .await;
     assert_keen_error(&answer, 400, "LimitExceededError");
     assert!(
         answer.1["message"]
@@ -263,12 +250,12 @@ async fn requests_past_the_event_cap_are_refused_before_parsing() {
     let server = InProcessServer::start_with(limits).await;
     let many = |count: usize| vec![json!({}); count];
     let batch = |body: Value| {
-        send(
-            client()
-                .post(server.project_url("/events"))
-                .header("Authorization", &server.project.write)
-                .json(&body),
-        )
+        let server = &server;
+        async move {
+            server
+                .post_json("/events", &server.project.write, &body)
+                .await
+        }
     };
     assert_eq!(batch(json!({"a": many(60), "b": many(40)})).await.0, 200);
     assert_keen_error(
@@ -276,13 +263,9 @@ async fn requests_past_the_event_cap_are_refused_before_parsing() {
         413,
         "InvalidBatchError",
     );
-    let list = send(
-        client()
-            .post(server.project_url("/events/a"))
-            .header("Authorization", &server.project.write)
-            .json(&many(101)),
-    )
-    .await;
+    let list = server
+        .post_json("/events/a", &server.project.write, &json!(many(101)))
+        .await;
     assert_keen_error(&list, 413, "InvalidBatchError");
     let ndjson = send(
         client()
