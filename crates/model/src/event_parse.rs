@@ -157,12 +157,11 @@ fn visit_members<'de, A: MapAccess<'de>>(
             return Err(builder.refuse(EventError::InvalidPropertyName(problem)));
         }
         let path = match prefix {
-            None => name.clone(),
+            None => name,
             Some(prefix) => format!("{prefix}.{name}"),
         };
         members.next_value_seed(ValueSeed {
             builder: &mut *builder,
-            name: &name,
             path,
             level,
         })?;
@@ -173,9 +172,13 @@ fn visit_members<'de, A: MapAccess<'de>>(
 /// One member's value, held by an object at `level`.
 struct ValueSeed<'b, 'c> {
     builder: &'b mut Builder<'c>,
-    name: &'b str,
     path: String,
     level: usize,
+}
+
+/// The last segment of a dotted path: the name messages show.
+fn last_segment(path: &str) -> &str {
+    path.rsplit('.').next().unwrap_or(path)
 }
 
 impl ValueSeed<'_, '_> {
@@ -187,7 +190,7 @@ impl ValueSeed<'_, '_> {
         (self.level >= MAX_EVENT_DEPTH).then(|| {
             self.builder.refuse(EventError::InvalidEvent(format!(
                 "Property '{}' is nested too deeply: an event may nest objects and lists at most {MAX_EVENT_DEPTH} levels deep.",
-                self.name
+                last_segment(&self.path)
             )))
         })
     }
@@ -232,7 +235,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
         self.visit_string(text.to_string())
     }
     fn visit_string<E: serde::de::Error>(self, text: String) -> Result<(), E> {
-        if let Err(error) = validate_string(self.name, &text) {
+        if let Err(error) = validate_string(last_segment(&self.path), &text) {
             return Err(self.builder.refuse(error));
         }
         let value = match self.builder.fill_placeholder(text) {
@@ -262,7 +265,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
         let mut list = ListBuilder::default();
         while let Some(element) = items.next_element_seed(ElementSeed {
             builder: &mut *self.builder,
-            name: self.name,
+            name: last_segment(&self.path),
         })? {
             list.push(element);
         }
