@@ -15,6 +15,7 @@ pub mod footprint;
 pub mod grant;
 pub mod key_options;
 pub mod keys;
+pub mod memory_budget;
 pub mod names;
 pub mod origins;
 pub mod query;

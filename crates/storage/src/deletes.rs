@@ -191,6 +191,7 @@ impl RowEdit {
             }
             batches.retain(|batch| batch.num_rows() > 0);
         }
+        collection.batches_changed();
         if let RowEdit::Property { .. } = self {
             collection
                 .schema

@@ -25,6 +25,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use keyhole_model::memory_budget::{MemoryBudget, MemoryConsumer};
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
@@ -37,6 +38,16 @@ struct CacheState {
     files: HashMap<Path, (Bytes, ObjectMeta)>,
     order: VecDeque<Path>,
     bytes: usize,
+    /// Told what the cache holds after every change (`MemoryConsumer::FileCache`).
+    budget: Option<MemoryBudget>,
+}
+
+impl CacheState {
+    fn report(&self) {
+        if let Some(budget) = &self.budget {
+            budget.set_used(MemoryConsumer::FileCache, self.bytes as u64);
+        }
+    }
 }
 
 pub struct FileCacheStore {
@@ -83,6 +94,12 @@ impl FileCacheStore {
         }
     }
 
+    /// Reports the bytes held to `budget` (its `FileCache` share is what the server sizes the cache by).
+    pub fn reporting_to(self, budget: MemoryBudget) -> FileCacheStore {
+        self.lock().budget = Some(budget);
+        self
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
         lock(&self.state)
     }
@@ -116,6 +133,7 @@ impl FileCacheStore {
                 state.bytes -= evicted.len();
             }
         }
+        state.report();
     }
 
     /// Caches a file just written, with the metadata the underlying store reports for it.
@@ -123,6 +141,11 @@ impl FileCacheStore {
         let meta = self.inner.head(location).await?;
         self.insert(location, meta, bytes);
         Ok(())
+    }
+
+    /// Whether a written file of `size` bytes would be kept.
+    pub fn would_keep(&self, size: u64) -> bool {
+        size as usize <= self.budget_bytes / 4
     }
 
     pub fn evict(&self, location: &Path) {
@@ -168,6 +191,7 @@ fn evict(state: &Mutex<CacheState>, location: &Path) {
         state.bytes -= evicted.len();
         state.order.retain(|path| path != location);
     }
+    state.report();
 }
 
 fn has_conditions(options: &GetOptions) -> bool {

@@ -10,6 +10,7 @@ pub mod backup;
 mod changes;
 mod column_cap;
 pub mod columns;
+pub mod compaction;
 mod deletes;
 mod dir_lock;
 mod file_cache;
@@ -17,6 +18,7 @@ mod flush;
 mod journal;
 pub mod manifest;
 mod objects;
+mod parquet_reader;
 pub mod shared;
 mod shared_storage;
 mod shared_writer;
@@ -34,10 +36,12 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use keyhole_model::PreparedEvent;
 use keyhole_model::flat::TIMESTAMP_COLUMN;
+use keyhole_model::memory_budget::{MemoryBudget, MemoryConsumer};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use dir_lock::{DataDirLock, lock_data_dir};
 pub use manifest::{CollectionId, CollectionSchema, DataFile, PropertySchema};
+pub use state::BufferedSize;
 pub use writer::WriteOutcome;
 
 use crate::columns::{conform_batch, schema_with_columns};
@@ -58,6 +62,10 @@ pub enum StorageError {
     /// The data directory contradicts itself in a way recovery must not guess about (see `recovery`).
     #[error("{0}")]
     Inconsistent(String),
+    /// The unflushed rows hold their share of the memory budget and a flush did not free room in time:
+    /// nothing of the write was stored; retrying shortly succeeds once the flush is done.
+    #[error("the event buffer is full until a flush completes")]
+    BufferFull,
 }
 
 impl StorageError {
@@ -77,6 +85,13 @@ impl StorageError {
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// A flush starts once the unflushed rows hold this fraction (1/N) of the event buffer's share.
+const FLUSH_AT_SHARE_DIVISOR: u64 = 4;
+/// New writes wait while the unflushed rows (those being flushed included) hold this fraction (1/N) of
+/// the share: a flush holds up to two more copies of what it flushes (merged, then sorted), so three
+/// thirds cover the rows and the flush's work.
+const ADMIT_BELOW_SHARE_DIVISOR: u64 = 3;
 
 /// The default of [`StorageConfig::max_columns_per_collection`].
 pub const DEFAULT_MAX_COLUMNS_PER_COLLECTION: usize = 1_000;
@@ -111,6 +126,13 @@ pub struct StorageConfig {
     /// Several nodes share one store through this log (see `shared`); `None`: this node's own WAL and
     /// manifest in the data directory.
     pub shared_log: Option<shared::SharedLogHandle>,
+    /// The server's memory budget: the unflushed rows draw from its `EventBuffer` share (a flush starts
+    /// at a quarter of it, writes wait at a third), compaction from `Compaction`, the file cache reports
+    /// to `FileCache` (see `keyhole_model::memory_budget`).
+    pub memory_budget: MemoryBudget,
+    /// How long a write waits for a flush to free the event buffer before it is refused
+    /// ([`StorageError::BufferFull`]).
+    pub buffer_wait: Duration,
 }
 
 /// Where a node keeps its Parquet files.
@@ -149,6 +171,8 @@ impl StorageConfig {
             max_columns_per_collection: DEFAULT_MAX_COLUMNS_PER_COLLECTION,
             objects: ObjectsLocation::DataDir,
             shared_log: None,
+            memory_budget: MemoryBudget::default(),
+            buffer_wait: Duration::from_secs(5),
         }
     }
 }
@@ -249,12 +273,21 @@ impl Storage {
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir)?;
         let data_dir_lock = dir_lock::lock_data_dir(&data_dir, config.lock_wait).await?;
+        compaction::clear_tmp(&data_dir)?;
         let metrics = StorageMetrics::default();
         let objects = match &config.objects {
-            ObjectsLocation::DataDir => {
-                ObjectFiles::local(data_dir.join("objects"), config.file_cache_bytes, &metrics)?
-            }
-            ObjectsLocation::S3(url) => ObjectFiles::s3(url, config.file_cache_bytes, &metrics)?,
+            ObjectsLocation::DataDir => ObjectFiles::local(
+                data_dir.join("objects"),
+                config.file_cache_bytes,
+                &metrics,
+                &config.memory_budget,
+            )?,
+            ObjectsLocation::S3(url) => ObjectFiles::s3(
+                url,
+                config.file_cache_bytes,
+                &metrics,
+                &config.memory_budget,
+            )?,
         };
         if let Some(shared) = config.shared_log.clone() {
             return Storage::open_shared(config, shared, objects, metrics, data_dir_lock).await;
@@ -273,7 +306,12 @@ impl Storage {
             .flat_map(|collection| collection.files.iter().map(|file| file.path.clone()))
             .collect();
         let mut state = State::from_manifest(manifest);
-        let mut tokens = load_tokens_from_files(&objects, &state).await?;
+        let (mut tokens, unreadable) = load_tokens_from_files(&objects, &state).await?;
+        if recovery::set_aside_unreadable(&objects, &mut state, unreadable, &metrics, true).await
+            > 0
+        {
+            state.to_manifest().store(&data_dir)?;
+        }
         let replay = replay_wal(&wal_dir(&data_dir), &mut state, &mut tokens)?;
         if manifest_missing {
             recovery::check_missing_manifest(&data_dir, &objects, &replay.segments).await?;
@@ -287,7 +325,11 @@ impl Storage {
             state.to_manifest().store(&data_dir)?;
         }
         metrics.record_corrupt_wal(&replay.corrupt_segments);
-        metrics.buffered_rows.set(state.memory_rows() as i64);
+        let buffered = state.memory_size();
+        metrics.buffered_rows.set(buffered.rows as i64);
+        config
+            .memory_budget
+            .set_used(MemoryConsumer::EventBuffer, buffered.bytes as u64);
         let next_sequence = replay.highest_sequence.max(state.flushed_sequence) + 1;
         tracing::info!(
             replayed_records = replay.records,
@@ -334,6 +376,8 @@ impl Storage {
         let runtime = tokio::runtime::Handle::current();
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
             let flush_rows = config.flush_rows;
+            let budget = config.memory_budget.clone();
+            let flush_bytes = budget.share(MemoryConsumer::EventBuffer) / FLUSH_AT_SHARE_DIVISOR;
             let weak_for_writer = weak.clone();
             let weak_for_prefetch = weak.clone();
             let writer = Writer {
@@ -355,8 +399,9 @@ impl Storage {
                         }
                     });
                 }),
-                on_applied: Box::new(move |buffered_rows| {
-                    if buffered_rows < flush_rows {
+                on_applied: Box::new(move |buffered: state::BufferedSize| {
+                    budget.set_used(MemoryConsumer::EventBuffer, buffered.bytes as u64);
+                    if buffered.rows < flush_rows && (buffered.bytes as u64) < flush_bytes {
                         return;
                     }
                     if let Some(inner) = weak_for_writer.upgrade() {
@@ -387,11 +432,15 @@ impl Storage {
     }
 
     /// Appends events to a collection. Returns once they are fsync'd in the WAL and visible to scans.
+    /// While the unflushed rows hold their part of the memory budget, waits for a flush to free room
+    /// (up to [`StorageConfig::buffer_wait`]), then refuses with [`StorageError::BufferFull`], nothing
+    /// stored.
     pub async fn append(
         &self,
         collection: CollectionId,
         events: Vec<PreparedEvent>,
     ) -> Result<Vec<WriteOutcome>> {
+        self.wait_for_buffer_room().await?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::Write {
             collection,
@@ -400,6 +449,24 @@ impl Storage {
         })
         .await?;
         Ok(answer.await.map_err(|_| StorageError::Closed)??)
+    }
+
+    async fn wait_for_buffer_room(&self) -> Result<()> {
+        let budget = &self.inner.config.memory_budget;
+        let admit_below = budget.share(MemoryConsumer::EventBuffer) / ADMIT_BELOW_SHARE_DIVISOR;
+        if budget.used(MemoryConsumer::EventBuffer) < admit_below {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + self.inner.config.buffer_wait;
+        while budget.used(MemoryConsumer::EventBuffer) >= admit_below {
+            if tokio::time::Instant::now() >= deadline {
+                budget.record_refusal(MemoryConsumer::EventBuffer);
+                return Err(StorageError::BufferFull);
+            }
+            self.inner.flush_wanted.notify_one();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
     }
 
     /// Deletes a collection: its events, files and schema. Durable when this returns.
@@ -764,5 +831,7 @@ mod delete_tests;
 mod fault_tests;
 #[cfg(test)]
 mod format_tests;
+#[cfg(test)]
+mod memory_tests;
 #[cfg(test)]
 mod tests;

@@ -1,10 +1,14 @@
-//! The flush and compaction procedures (see `flush.rs` for why each step is crash-safe). Both run with
+//! The flush and compaction procedures (see `flush.rs` for why each step is crash-safe, `compaction.rs`
+//! for the streaming merge). Both run with
 //! the maintenance lock held, so only one of them rewrites the manifest at a time.
 
 use arrow::record_batch::RecordBatch;
 use tokio::sync::oneshot;
 
-use crate::flush::{days_to_compact, merge_batches, read_data_file, split_by_day, write_day_file};
+use keyhole_model::memory_budget::MemoryConsumer;
+
+use crate::compaction::{MergeMemory, MergedFile, SpillDirectory, merge_files};
+use crate::flush::{day_file_path, days_to_compact, merge_batches, split_by_day, write_day_file};
 use crate::manifest::{CollectionId, DataFile};
 use crate::shared::{Flushed, KIND_FLUSHED, KIND_SWAPPED, Swapped, payload_of};
 use crate::writer::Command;
@@ -18,8 +22,12 @@ impl Storage {
             .metrics
             .flush_seconds
             .observe(started.elapsed().as_secs_f64());
-        let buffered = self.inner.state.lock().expect("state lock").memory_rows();
-        self.inner.metrics.buffered_rows.set(buffered as i64);
+        let buffered = self.inner.state.lock().expect("state lock").memory_size();
+        self.inner.metrics.buffered_rows.set(buffered.rows as i64);
+        self.inner.config.memory_budget.set_used(
+            keyhole_model::memory_budget::MemoryConsumer::EventBuffer,
+            buffered.bytes as u64,
+        );
         flushed
     }
 
@@ -94,6 +102,7 @@ impl Storage {
                     Some(collection) if collection.incarnation == incarnation => {
                         collection.files.extend(files);
                         collection.flushing.clear();
+                        collection.batches_changed();
                     }
                     // Deleted while we wrote: its new files must not come back.
                     _ => orphaned.extend(files),
@@ -262,6 +271,8 @@ impl Storage {
         Ok(())
     }
 
+    /// Merges one day's files with the streaming merge (`compaction`), within the memory budget's
+    /// `Compaction` share; skipped (tried again at the next tick) while the share is held elsewhere.
     async fn compact_day(
         &self,
         id: CollectionId,
@@ -275,26 +286,76 @@ impl Storage {
             };
             crate::columns::schema_with_columns(&collection.schema.column_names())
         };
-        let mut batches = Vec::new();
-        for file in &old_files {
-            batches.extend(read_data_file(&self.inner.objects, file, &schema).await?);
-        }
-        let merged = tokio::task::spawn_blocking(move || merge_batches(&batches))
-            .await
-            .map_err(std::io::Error::other)?;
-        let Some(merged) = merged else {
+        let budget = &self.inner.config.memory_budget;
+        let share = budget.share(MemoryConsumer::Compaction);
+        let Some(_reservation) = budget.try_reserve(MemoryConsumer::Compaction, share) else {
+            budget.record_refusal(MemoryConsumer::Compaction);
+            tracing::debug!(collection = %id.collection, "compaction deferred: its memory is in use");
             return Ok(());
         };
+        let spill = SpillDirectory::create(&self.inner.config.data_dir)?;
+        let cluster_by = self.clustering_of(&id.project);
+        let merged = merge_files(
+            &self.inner.objects,
+            &old_files,
+            &schema,
+            &cluster_by,
+            MergeMemory::within(share as usize),
+            &spill,
+        )
+        .await?;
         let day = old_files[0].day.clone();
-        let new_file = self.write_rewritten_file(&id, &day, &merged).await?;
+        let new_file = match merged {
+            Some(merged) => Some(self.store_merged_file(&id, &day, merged).await?),
+            None => None,
+        };
         // The first old file is replaced by the new one; the others just go.
         let mut replaced: Vec<(DataFile, Option<DataFile>)> =
             old_files.iter().map(|file| (file.clone(), None)).collect();
-        replaced[0].1 = Some(new_file.clone());
+        replaced[0].1 = new_file.clone();
         if !self.swap_files(&id, incarnation, replaced).await? {
             return Ok(());
         }
-        tracing::debug!(collection = %id.collection, day, merged_files = old_files.len(), rows = new_file.rows, "compacted");
+        tracing::debug!(
+            collection = %id.collection,
+            day,
+            merged_files = old_files.len(),
+            rows = new_file.map_or(0, |file| file.rows),
+            "compacted"
+        );
         Ok(())
+    }
+
+    /// Stores a merged day file, named like every rewrite (see `write_rewritten_file`).
+    async fn store_merged_file(
+        &self,
+        id: &CollectionId,
+        day: &str,
+        merged: MergedFile,
+    ) -> Result<DataFile> {
+        self.inner
+            .metrics
+            .compaction_spilled_runs
+            .inc_by(merged.spilled_runs as u64);
+        let name_hint = self
+            .inner
+            .state
+            .lock()
+            .expect("state lock")
+            .flushed_sequence;
+        let path = day_file_path(id, day, name_hint);
+        let bytes = self
+            .inner
+            .objects
+            .put_file_durable(&path, &merged.local_path)
+            .await?;
+        Ok(DataFile {
+            path,
+            day: day.to_string(),
+            min_timestamp_millis: merged.min_timestamp_millis,
+            max_timestamp_millis: merged.max_timestamp_millis,
+            rows: merged.rows,
+            bytes: bytes as usize,
+        })
     }
 }

@@ -18,6 +18,8 @@ pub struct StorageMetrics {
     pub ingested_bytes: Counter,
     pub flush_seconds: Histogram,
     pub compaction_seconds: Histogram,
+    /// Sorted runs compaction spilled to disk (a day larger than its memory).
+    pub compaction_spilled_runs: Counter,
     pub buffered_rows: Gauge,
     pub file_cache_hits: Counter,
     pub file_cache_misses: Counter,
@@ -47,6 +49,7 @@ impl Default for StorageMetrics {
             // 1 ms … ~65 s.
             flush_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
             compaction_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            compaction_spilled_runs: Counter::default(),
             buffered_rows: Gauge::default(),
             file_cache_hits: Counter::default(),
             file_cache_misses: Counter::default(),
@@ -60,6 +63,11 @@ impl Default for StorageMetrics {
 impl StorageMetrics {
     /// Adds every storage metric to `registry` (names prefixed `keyhole_` by the caller's registry).
     pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "compaction_spilled_runs",
+            "Sorted runs compaction spilled to disk because a day's files exceeded its memory",
+            self.compaction_spilled_runs.clone(),
+        );
         registry.register_with_unit(
             "wal_commit",
             "Group commits of the write-ahead log: write and fdatasync",

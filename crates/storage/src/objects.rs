@@ -16,7 +16,12 @@ use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
+use keyhole_model::memory_budget::MemoryBudget;
+
 use crate::file_cache::FileCacheStore;
+
+/// The part size of uploads of large files to a bucket.
+const UPLOAD_PART_BYTES: usize = 8 * 1024 * 1024;
 
 /// Objects set aside by recovery live under this prefix; nothing reads or lists them.
 pub const QUARANTINE_PREFIX: &str = "quarantine/";
@@ -35,6 +40,7 @@ impl ObjectFiles {
         root: PathBuf,
         cache_bytes: usize,
         metrics: &crate::metrics::StorageMetrics,
+        budget: &MemoryBudget,
     ) -> std::io::Result<ObjectFiles> {
         std::fs::create_dir_all(&root)?;
         let store: Arc<dyn ObjectStore> =
@@ -43,6 +49,7 @@ impl ObjectFiles {
             store,
             cache_bytes,
             metrics,
+            budget,
             Some(root),
         ))
     }
@@ -54,6 +61,7 @@ impl ObjectFiles {
         url: &str,
         cache_bytes: usize,
         metrics: &crate::metrics::StorageMetrics,
+        budget: &MemoryBudget,
     ) -> std::io::Result<ObjectFiles> {
         let (bucket, prefix) = parse_s3_url(url).ok_or_else(|| {
             std::io::Error::other(format!(
@@ -68,21 +76,30 @@ impl ObjectFiles {
             "" => Arc::new(s3),
             prefix => Arc::new(PrefixStore::new(s3, prefix)),
         };
-        Ok(ObjectFiles::with_cache(store, cache_bytes, metrics, None))
+        Ok(ObjectFiles::with_cache(
+            store,
+            cache_bytes,
+            metrics,
+            budget,
+            None,
+        ))
     }
 
     fn with_cache(
         store: Arc<dyn ObjectStore>,
         cache_bytes: usize,
         metrics: &crate::metrics::StorageMetrics,
+        budget: &MemoryBudget,
         local_root: Option<PathBuf>,
     ) -> ObjectFiles {
         let cache = (cache_bytes > 0).then(|| {
             Arc::new(
-                FileCacheStore::new(store.clone(), cache_bytes).with_counters(
-                    metrics.file_cache_hits.clone(),
-                    metrics.file_cache_misses.clone(),
-                ),
+                FileCacheStore::new(store.clone(), cache_bytes)
+                    .with_counters(
+                        metrics.file_cache_hits.clone(),
+                        metrics.file_cache_misses.clone(),
+                    )
+                    .reporting_to(budget.clone()),
             )
         });
         ObjectFiles {
@@ -113,6 +130,65 @@ impl ObjectFiles {
                 .map_err(std::io::Error::other)?;
         }
         Ok(())
+    }
+
+    /// Stores the local file `local` (written by this process, on the data directory's filesystem) as
+    /// the object `path`, durably, without holding it in memory: moved into place on local disk, uploaded
+    /// in parts to a bucket. A file small enough for the file cache is read into it. Answers its size.
+    pub async fn put_file_durable(
+        &self,
+        path: &str,
+        local: &std::path::Path,
+    ) -> std::io::Result<u64> {
+        let size = std::fs::metadata(local)?.len();
+        let location = ObjectPath::from(path);
+        if let Some(cache) = &self.cache {
+            cache.evict(&location);
+        }
+        match &self.local_root {
+            Some(root) => {
+                let target = root.join(path);
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::rename(local, &target)?;
+                self.sync_local(path).await?;
+            }
+            None => {
+                let upload = self
+                    .store
+                    .put_multipart(&location)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                let mut writer =
+                    object_store::WriteMultipart::new_with_chunk_size(upload, UPLOAD_PART_BYTES);
+                let mut file = tokio::fs::File::open(local).await?;
+                let mut part = vec![0u8; UPLOAD_PART_BYTES];
+                loop {
+                    let read = tokio::io::AsyncReadExt::read(&mut file, &mut part).await?;
+                    if read == 0 {
+                        break;
+                    }
+                    writer
+                        .wait_for_capacity(2)
+                        .await
+                        .map_err(std::io::Error::other)?;
+                    writer.write(&part[..read]);
+                }
+                writer.finish().await.map_err(std::io::Error::other)?;
+                std::fs::remove_file(local)?;
+            }
+        }
+        if let Some(cache) = &self.cache
+            && cache.would_keep(size)
+        {
+            let bytes = self.get(path).await?;
+            cache
+                .insert_written(&location, bytes)
+                .await
+                .map_err(std::io::Error::other)?;
+        }
+        Ok(size)
     }
 
     /// fsync of a just-written local file and of the directories above it.
@@ -181,9 +257,16 @@ impl ObjectFiles {
             .collect())
     }
 
-    /// Why the data file at `path` cannot be what the manifest says (`expected_bytes` long, Parquet), if
-    /// it cannot: missing, another size, or without Parquet's `PAR1` magic at both ends.
-    pub async fn data_file_problem(&self, path: &str, expected_bytes: usize) -> Option<String> {
+    /// Why the data file at `path` cannot be what the manifest says (`expected_bytes` long, Parquet
+    /// holding `expected_rows` rows), if it cannot: missing, another size, without Parquet's `PAR1` magic
+    /// at both ends, or with a footer that does not decode into metadata agreeing with the manifest (a
+    /// damaged footer keeps the size and the magic, and would otherwise fail every read of the file).
+    pub async fn data_file_problem(
+        &self,
+        path: &str,
+        expected_bytes: usize,
+        expected_rows: usize,
+    ) -> Option<String> {
         let location = ObjectPath::from(path);
         let size = match self.store.head(&location).await {
             Ok(meta) => meta.size,
@@ -203,10 +286,71 @@ impl ObjectFiles {
             .get_ranges(&location, &[0..4, size - 4..size])
             .await
         {
-            Ok(parts) if parts.iter().all(|part| part.as_ref() == b"PAR1") => None,
-            Ok(_) => Some("the file is not Parquet (no PAR1 magic)".into()),
-            Err(error) => Some(format!("the file cannot be read: {error}")),
+            Ok(parts) if parts.iter().all(|part| part.as_ref() == b"PAR1") => {}
+            Ok(_) => return Some("the file is not Parquet (no PAR1 magic)".into()),
+            Err(error) => return Some(format!("the file cannot be read: {error}")),
         }
+        self.footer_problem(&location, size, expected_rows).await
+    }
+
+    /// Whether the footer of a Parquet file of `size` bytes decodes, converts to an Arrow schema, counts
+    /// `expected_rows` rows, and places every column chunk inside the file.
+    async fn footer_problem(
+        &self,
+        location: &ObjectPath,
+        size: u64,
+        expected_rows: usize,
+    ) -> Option<String> {
+        let tail = match self.store.get_range(location, size - 8..size).await {
+            Ok(tail) => tail,
+            Err(error) => return Some(format!("the file cannot be read: {error}")),
+        };
+        let footer_length = u64::from(u32::from_le_bytes(
+            tail[..4].try_into().expect("four bytes"),
+        ));
+        if footer_length + 12 > size {
+            return Some(format!(
+                "the footer claims {footer_length} bytes, more than the file holds"
+            ));
+        }
+        let footer = match self
+            .store
+            .get_range(location, size - 8 - footer_length..size - 8)
+            .await
+        {
+            Ok(footer) => footer,
+            Err(error) => return Some(format!("the file cannot be read: {error}")),
+        };
+        let metadata =
+            match parquet::file::metadata::ParquetMetaDataReader::decode_metadata(&footer) {
+                Ok(metadata) => metadata,
+                Err(error) => return Some(format!("the footer does not decode: {error}")),
+            };
+        if let Err(error) = parquet::arrow::parquet_to_arrow_schema(
+            metadata.file_metadata().schema_descr(),
+            metadata.file_metadata().key_value_metadata(),
+        ) {
+            return Some(format!("the footer's schema is unreadable: {error}"));
+        }
+        let rows = metadata.file_metadata().num_rows();
+        if rows != expected_rows as i64 {
+            return Some(format!(
+                "the footer counts {rows} rows, the manifest says {expected_rows}"
+            ));
+        }
+        let data_end = size - 8 - footer_length;
+        for row_group in metadata.row_groups() {
+            for column in row_group.columns() {
+                let (start, length) = column.byte_range();
+                if start.saturating_add(length) > data_end {
+                    return Some(format!(
+                        "the footer places column {} past the end of the data",
+                        column.column_path()
+                    ));
+                }
+            }
+        }
+        None
     }
 
     /// Moves an object under `quarantine/` (kept for an operator to inspect, never read or listed);

@@ -5,7 +5,8 @@
 //!   unless the WAL still starts at its first record — then the files are a first flush that died
 //!   before its manifest commit, handled as unlisted files below.
 //! - A manifest that does not parse: refuse to start, naming the file.
-//! - A file the manifest lists that is missing, of another size, or not Parquet: set aside under
+//! - A file the manifest lists that is missing, of another size, not Parquet, or whose footer does not
+//!   decode into metadata matching the manifest (row count, column chunks inside the file): set aside under
 //!   `objects/quarantine/`, unlisted, counted and logged as an error; the rest is served.
 //! - A `flushed_sequence` that the WAL contradicts — a segment started at or below it holds later records,
 //!   it lies beyond every sequence the WAL assigned, or the WAL starts after it (records in between are
@@ -71,7 +72,10 @@ pub async fn quarantine_unreadable_files(
     for collection in &mut manifest.collections {
         let mut kept = Vec::with_capacity(collection.files.len());
         for file in std::mem::take(&mut collection.files) {
-            let Some(problem) = objects.data_file_problem(&file.path, file.bytes).await else {
+            let Some(problem) = objects
+                .data_file_problem(&file.path, file.bytes, file.rows)
+                .await
+            else {
                 kept.push(file);
                 continue;
             };
@@ -94,6 +98,47 @@ pub async fn quarantine_unreadable_files(
     }
     metrics.record_quarantined_files(quarantined);
     Ok(quarantined)
+}
+
+/// Sets aside files found unreadable after the checks above (while rebuilding the token index: damage
+/// inside a file's pages rather than its footer), unlists them from `state`, and answers how many. With a
+/// shared store (`move_objects` false) the object stays where it is for the other nodes and this node
+/// only stops reading it.
+pub async fn set_aside_unreadable(
+    objects: &ObjectFiles,
+    state: &mut crate::state::State,
+    unreadable: Vec<(
+        crate::manifest::CollectionId,
+        crate::manifest::DataFile,
+        String,
+    )>,
+    metrics: &StorageMetrics,
+    move_objects: bool,
+) -> usize {
+    let count = unreadable.len();
+    for (id, file, problem) in unreadable {
+        let set_aside = match move_objects {
+            true => objects
+                .set_aside(&file.path)
+                .await
+                .unwrap_or_else(|error| format!("nowhere ({error})")),
+            false => "left in the shared store, not read by this node".to_string(),
+        };
+        tracing::error!(
+            project = %id.project,
+            collection = %id.collection,
+            path = %file.path,
+            rows = file.rows,
+            problem,
+            set_aside,
+            "unreadable data file set aside; its events are missing from answers"
+        );
+        if let Some(collection) = state.collections.get_mut(&id) {
+            collection.files.retain(|listed| listed != &file);
+        }
+    }
+    metrics.record_quarantined_files(count);
+    count
 }
 
 /// Removes the unlisted output of flushes that did not commit (their events are in the WAL) and sets

@@ -223,6 +223,7 @@ pub fn apply_record(
                 collection.seal();
                 let sealed = std::mem::take(&mut collection.sealed);
                 collection.flushing.extend(sealed);
+                collection.batches_changed();
             }
         }
         KIND_FLUSHED => {
@@ -240,6 +241,7 @@ pub fn apply_record(
             }
             for collection in state.collections.values_mut() {
                 collection.flushing.clear();
+                collection.batches_changed();
             }
             state.flushed_sequence = flushed.through;
         }

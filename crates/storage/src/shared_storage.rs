@@ -79,7 +79,9 @@ impl Storage {
             None => (0, Manifest::default()),
         };
         let mut state = State::from_manifest(manifest);
-        let mut tokens = load_tokens_from_files(&objects, &state).await?;
+        let (mut tokens, unreadable) = load_tokens_from_files(&objects, &state).await?;
+        crate::recovery::set_aside_unreadable(&objects, &mut state, unreadable, &metrics, false)
+            .await;
         state.applied_sequence = state.flushed_sequence;
         let mut records = 0usize;
         loop {

@@ -49,9 +49,9 @@ impl Writer {
             (self.on_files_added)(added_files);
         }
         if applied_any {
-            let buffered_rows = self.state.lock().expect("state lock").memory_rows();
-            self.metrics.buffered_rows.set(buffered_rows as i64);
-            (self.on_applied)(buffered_rows);
+            let buffered = self.state.lock().expect("state lock").memory_size();
+            self.metrics.buffered_rows.set(buffered.rows as i64);
+            (self.on_applied)(buffered);
         }
         Ok(last_applied)
     }

@@ -28,6 +28,17 @@ pub struct CollectionState {
     pub files: Vec<DataFile>,
     /// Event times changed, by change version (see `changes`).
     pub changes: crate::changes::ChangeLog,
+    /// The bytes of `sealed` and `flushing`, computed when first asked after they changed
+    /// ([`CollectionState::batches_changed`]).
+    batch_bytes: Option<usize>,
+}
+
+/// What the unflushed rows of the engine hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BufferedSize {
+    pub rows: usize,
+    /// Arrow buffers of sealed and flushing batches plus the row builders' estimate.
+    pub bytes: usize,
 }
 
 impl CollectionState {
@@ -41,11 +52,29 @@ impl CollectionState {
         }
     }
 
+    /// Marks `sealed` or `flushing` as changed, so their bytes are counted again.
+    pub fn batches_changed(&mut self) {
+        self.batch_bytes = None;
+    }
+
+    /// The bytes the collection's unflushed rows hold.
+    pub fn memory_bytes(&mut self) -> usize {
+        let batch_bytes = *self.batch_bytes.get_or_insert_with(|| {
+            self.sealed
+                .iter()
+                .chain(&self.flushing)
+                .map(RecordBatch::get_array_memory_size)
+                .sum()
+        });
+        batch_bytes + self.buffer.bytes()
+    }
+
     /// Seals the row buffer so its rows are readable as a batch.
     pub fn seal(&mut self) {
         let Some(batch) = self.buffer.take_batch() else {
             return;
         };
+        self.batches_changed();
         self.sealed.push(batch);
         if self.sealed.len() <= MAX_SEALED_BATCHES {
             return;
@@ -129,6 +158,16 @@ impl State {
             .values()
             .map(CollectionState::memory_rows)
             .sum()
+    }
+
+    /// Rows and bytes of every collection's unflushed rows (those being flushed included).
+    pub fn memory_size(&mut self) -> BufferedSize {
+        let mut size = BufferedSize::default();
+        for collection in self.collections.values_mut() {
+            size.rows += collection.memory_rows();
+            size.bytes += collection.memory_bytes();
+        }
+        size
     }
 
     /// The manifest describing this state's files and schemas.

@@ -1,14 +1,16 @@
 //! Rebuilding the uniqueness-token index at start-up from the Parquet files (the WAL replay adds the
 //! unflushed rest), and keeping it to Keen's window: a token older than [`UNIQUENESS_WINDOW_MILLIS`]
 //! blocks nothing, so it is dropped at start-up and at every flush ([`prune_tokens`]), and the index
-//! holds at most a month of tokens. Only collections that ever stored a token are read, and only two
-//! columns of them.
+//! holds at most a month of tokens. Only collections that ever stored a token are read, and only their
+//! token, scope and creation-time columns, by range (never a whole file in memory). A file that cannot be
+//! read is reported, not fatal: the engine sets it aside and starts.
 
 use arrow::array::{Array, StringArray, TimestampMillisecondArray};
+use futures::StreamExt;
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::Result;
+use crate::manifest::{CollectionId, DataFile};
 use crate::objects::ObjectFiles;
 use crate::state::State;
 use crate::writer::{TokenIndex, UNIQUENESS_WINDOW_MILLIS};
@@ -18,67 +20,80 @@ use keyhole_model::flat::CREATED_AT_COLUMN;
 
 const TOKEN_PATH: &str = "keen.uniqueness_token";
 
-pub async fn load_tokens_from_files(objects: &ObjectFiles, state: &State) -> Result<TokenIndex> {
-    let token_column = ValueKind::Str.column_name(TOKEN_PATH);
-    let scope_column = ValueKind::Str.column_name(UNIQUENESS_SCOPE_PATH);
+/// The index, and the files that could not be read (each with why): the caller sets those aside, so one
+/// damaged file never keeps the engine from starting.
+pub async fn load_tokens_from_files(
+    objects: &ObjectFiles,
+    state: &State,
+) -> Result<(TokenIndex, Vec<(CollectionId, DataFile, String)>)> {
     let mut index = TokenIndex::new();
+    let mut unreadable = Vec::new();
     for (id, collection) in &state.collections {
         if !collection.schema.properties.contains_key(TOKEN_PATH) {
             continue;
         }
         let tokens = index.entry(id.clone()).or_default();
         for file in &collection.files {
-            let bytes = objects.get(&file.path).await?;
-            let builder =
-                ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(std::io::Error::other)?;
-            // Column names contain dots, so the projection goes by root index, not by dotted name.
-            let arrow_schema = builder.schema().clone();
-            let (Ok(token_index), Ok(created_index)) = (
-                arrow_schema.index_of(&token_column),
-                arrow_schema.index_of(CREATED_AT_COLUMN),
-            ) else {
-                continue;
-            };
-            let mut roots = vec![token_index, created_index];
-            roots.extend(arrow_schema.index_of(&scope_column).ok());
-            let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-            let reader = builder
-                .with_projection(mask)
-                .build()
-                .map_err(std::io::Error::other)?;
-            for batch in reader {
-                let batch = batch.map_err(std::io::Error::other)?;
-                let (Some(token_values), Some(created_values)) = (
-                    batch
-                        .column_by_name(&token_column)
-                        .and_then(|c| c.as_any().downcast_ref::<StringArray>()),
-                    batch
-                        .column_by_name(CREATED_AT_COLUMN)
-                        .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>()),
-                ) else {
-                    continue;
-                };
-                let scope_values = batch
-                    .column_by_name(&scope_column)
-                    .and_then(|c| c.as_any().downcast_ref::<StringArray>());
-                for row in 0..batch.num_rows() {
-                    if token_values.is_null(row) {
-                        continue;
-                    }
-                    let scope = scope_values
-                        .filter(|scopes| scopes.is_valid(row))
-                        .map(|scopes| scopes.value(row));
-                    let created_at = created_values.value(row);
-                    let entry = tokens
-                        .entry(uniqueness_key(scope, token_values.value(row)))
-                        .or_insert(created_at);
-                    *entry = (*entry).max(created_at);
-                }
+            if let Err(error) = read_file_tokens(objects, file, tokens).await {
+                unreadable.push((id.clone(), file.clone(), error.to_string()));
             }
         }
     }
     prune_tokens(&mut index, chrono::Utc::now().timestamp_millis());
-    Ok(index)
+    Ok((index, unreadable))
+}
+
+/// Adds the tokens of one file, reading only the token, scope and creation-time columns.
+async fn read_file_tokens(
+    objects: &ObjectFiles,
+    file: &DataFile,
+    tokens: &mut std::collections::HashMap<String, i64>,
+) -> std::result::Result<(), parquet::errors::ParquetError> {
+    let token_column = ValueKind::Str.column_name(TOKEN_PATH);
+    let scope_column = ValueKind::Str.column_name(UNIQUENESS_SCOPE_PATH);
+    let builder = crate::parquet_reader::stream_builder(objects, file).await?;
+    // Column names contain dots, so the projection goes by root index, not by dotted name.
+    let arrow_schema = builder.schema().clone();
+    let (Ok(token_index), Ok(created_index)) = (
+        arrow_schema.index_of(&token_column),
+        arrow_schema.index_of(CREATED_AT_COLUMN),
+    ) else {
+        return Ok(());
+    };
+    let mut roots = vec![token_index, created_index];
+    roots.extend(arrow_schema.index_of(&scope_column).ok());
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+    let mut stream = builder.with_projection(mask).build()?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let (Some(token_values), Some(created_values)) = (
+            batch
+                .column_by_name(&token_column)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>()),
+            batch
+                .column_by_name(CREATED_AT_COLUMN)
+                .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>()),
+        ) else {
+            continue;
+        };
+        let scope_values = batch
+            .column_by_name(&scope_column)
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>());
+        for row in 0..batch.num_rows() {
+            if token_values.is_null(row) {
+                continue;
+            }
+            let scope = scope_values
+                .filter(|scopes| scopes.is_valid(row))
+                .map(|scopes| scopes.value(row));
+            let created_at = created_values.value(row);
+            let entry = tokens
+                .entry(uniqueness_key(scope, token_values.value(row)))
+                .or_insert(created_at);
+            *entry = (*entry).max(created_at);
+        }
+    }
+    Ok(())
 }
 
 /// Drops tokens first seen more than the uniqueness window before `now_millis` (and collections left
@@ -98,7 +113,6 @@ pub fn prune_tokens(index: &mut TokenIndex, now_millis: i64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::CollectionId;
 
     #[test]
     fn tokens_past_the_window_are_dropped() {

@@ -74,8 +74,8 @@ pub struct Writer {
     pub max_columns_per_collection: usize,
     pub tokens: TokenIndex,
     pub state: Arc<Mutex<State>>,
-    /// Called after each group is applied, with the rows now buffered in memory.
-    pub on_applied: Box<dyn Fn(usize) + Send>,
+    /// Called after each group is applied, with what is now buffered in memory.
+    pub on_applied: Box<dyn Fn(crate::state::BufferedSize) + Send>,
     /// Shared log: called with the files that records from the log added (to fetch them ahead of reads).
     pub on_files_added: Box<dyn Fn(Vec<DataFile>) + Send>,
     /// Set when a failed commit could not be undone (`Wal::is_consistent`): what follows in the segment
@@ -349,7 +349,7 @@ impl Writer {
             if let Some(sequence) = group_sequence {
                 state.applied_sequence = sequence;
             }
-            state.memory_rows()
+            state.memory_size()
         };
         for reply in replies {
             match reply {
@@ -358,7 +358,7 @@ impl Writer {
                 Reply::Edit(sender, removed) => drop(sender.send(Ok(removed))),
             }
         }
-        self.metrics.buffered_rows.set(buffered_rows as i64);
+        self.metrics.buffered_rows.set(buffered_rows.rows as i64);
         (self.on_applied)(buffered_rows);
     }
 
@@ -399,6 +399,7 @@ impl Writer {
             collection.seal();
             let sealed = std::mem::take(&mut collection.sealed);
             collection.flushing.extend(sealed);
+            collection.batches_changed();
         }
         Ok(through_sequence)
     }

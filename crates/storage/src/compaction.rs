@@ -1,0 +1,426 @@
+//! Merging a day's data files into one with memory bounded independently of the day's size: an external
+//! sort. The files are read row group by row group (by range, `parquet_reader`) in batches of a bounded
+//! byte size; rows gather into a run until the run holds [`MergeMemory::run_bytes`], then the run is
+//! sorted (clustering properties, then time: `flush::sort_rows`) and spilled to a temporary Arrow IPC file
+//! under `<data dir>/tmp/`. The runs are then merged k-way (arrow's row format for comparisons, a binary
+//! heap over the runs' current rows), reading each run one small batch at a time, and written as Parquet
+//! to a local file whose row groups are closed at [`MergeMemory::row_group_bytes`]; that file is moved or
+//! uploaded into the store without being held in memory (`ObjectFiles::put_file_durable`). A day that fits
+//! in one run is sorted in memory and written directly, with no spill.
+//!
+//! Memory: at most a run and its sorted copy (two to three times `run_bytes` while it is sorted), or, while
+//! merging, one batch per run (the batch size is chosen so all runs' batches together take about
+//! `run_bytes`) plus the output row group being encoded. The caller reserves it from the memory budget's
+//! `Compaction` share.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, RecordBatch, TimestampMillisecondArray};
+use arrow::compute::{concat_batches, interleave_record_batch};
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::reader::FileReader;
+use arrow::ipc::writer::FileWriter;
+use arrow::row::{OwnedRow, RowConverter, Rows, SortField};
+use futures::StreamExt;
+use keyhole_model::flat::TIMESTAMP_COLUMN;
+use parquet::arrow::ArrowWriter;
+
+use crate::columns::conform_batch;
+use crate::flush::{ROW_ORDER, order_columns, sort_rows, writer_properties};
+use crate::manifest::DataFile;
+use crate::objects::ObjectFiles;
+use crate::parquet_reader::{rows_per_batch, stream_builder};
+
+/// How a merge may use memory.
+#[derive(Clone, Copy, Debug)]
+pub struct MergeMemory {
+    /// Rows gathered before they are sorted and spilled as one run.
+    pub run_bytes: usize,
+    /// Decoded bytes per batch read from a data file.
+    pub read_batch_bytes: usize,
+    /// A Parquet row group of the output is closed once its encoded data reaches this.
+    pub row_group_bytes: usize,
+}
+
+impl MergeMemory {
+    /// Limits that keep a merge within `bytes` (see the module docs for the factors).
+    pub fn within(bytes: usize) -> MergeMemory {
+        MergeMemory {
+            run_bytes: (bytes / 4).max(1024 * 1024),
+            read_batch_bytes: (bytes / 32).clamp(64 * 1024, 4 * 1024 * 1024),
+            row_group_bytes: (bytes / 8).clamp(1024 * 1024, 64 * 1024 * 1024),
+        }
+    }
+}
+
+/// A merged day file, written locally and ready to be stored.
+pub struct MergedFile {
+    pub local_path: PathBuf,
+    /// Sorted runs spilled to disk (0: the day was sorted in memory).
+    pub spilled_runs: usize,
+    pub rows: usize,
+    pub min_timestamp_millis: i64,
+    pub max_timestamp_millis: i64,
+}
+
+/// A directory removed with everything in it when dropped.
+pub struct SpillDirectory(PathBuf);
+
+impl SpillDirectory {
+    /// A fresh directory under `<data dir>/tmp/`.
+    pub fn create(data_dir: &Path) -> io::Result<SpillDirectory> {
+        let mut random = [0u8; 8];
+        rand::fill(&mut random);
+        let path = tmp_dir(data_dir).join(format!("merge-{:016x}", u64::from_be_bytes(random)));
+        std::fs::create_dir_all(&path)?;
+        Ok(SpillDirectory(path))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for SpillDirectory {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Where merges spill; whatever a crash left there is removed at start-up ([`clear_tmp`]).
+pub fn tmp_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("tmp")
+}
+
+/// Removes what interrupted merges left behind.
+pub fn clear_tmp(data_dir: &Path) -> io::Result<()> {
+    match std::fs::remove_dir_all(tmp_dir(data_dir)) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
+}
+
+/// Merges `files` (one collection's day) into one Parquet file under `spill`, every batch conformed to
+/// `schema` and rows ordered by `cluster_by` then time. `None` when the files hold no rows.
+pub async fn merge_files(
+    objects: &ObjectFiles,
+    files: &[DataFile],
+    schema: &SchemaRef,
+    cluster_by: &[String],
+    memory: MergeMemory,
+    spill: &SpillDirectory,
+) -> io::Result<Option<MergedFile>> {
+    let order = order_columns(schema, cluster_by);
+    let runs_expected = expected_runs(objects, files, memory).await?;
+    let spill_batch_bytes = (memory.run_bytes / runs_expected.max(1)).max(16 * 1024);
+    let mut runs: Vec<PathBuf> = Vec::new();
+    let mut pending: Vec<RecordBatch> = Vec::new();
+    let mut pending_bytes = 0usize;
+    for file in files {
+        let builder = stream_builder(objects, file)
+            .await
+            .map_err(io::Error::other)?;
+        let batch_rows = rows_per_batch(builder.metadata(), memory.read_batch_bytes);
+        let mut stream = builder
+            .with_batch_size(batch_rows)
+            .build()
+            .map_err(io::Error::other)?;
+        while let Some(batch) = stream.next().await {
+            let batch = conform_batch(&batch.map_err(io::Error::other)?, schema);
+            pending_bytes += batch.get_array_memory_size();
+            pending.push(batch);
+            if pending_bytes >= memory.run_bytes {
+                let run_path = spill.path().join(format!("run-{}.arrow", runs.len()));
+                let (batches, schema, cluster_by) = (
+                    std::mem::take(&mut pending),
+                    schema.clone(),
+                    cluster_by.to_vec(),
+                );
+                let target = run_path.clone();
+                tokio::task::spawn_blocking(move || {
+                    spill_run(&batches, &schema, &cluster_by, &target, spill_batch_bytes)
+                })
+                .await
+                .map_err(io::Error::other)??;
+                runs.push(run_path);
+                pending_bytes = 0;
+            }
+        }
+    }
+    let output = spill.path().join("merged.parquet");
+    let (schema, cluster_by) = (schema.clone(), cluster_by.to_vec());
+    tokio::task::spawn_blocking(move || {
+        let mut writer = DayWriter::create(&output, &schema, memory.row_group_bytes)?;
+        if runs.is_empty() {
+            // The whole day fits in one run: sort it in memory, no spill.
+            if pending.is_empty() {
+                return Ok(None);
+            }
+            let sorted = sort_rows(&concat(&pending, &schema)?, &cluster_by);
+            drop(pending);
+            for slice in byte_slices(&sorted, memory.read_batch_bytes) {
+                writer.write(&slice)?;
+            }
+        } else {
+            if !pending.is_empty() {
+                let run_path = output.with_file_name(format!("run-{}.arrow", runs.len()));
+                spill_run(&pending, &schema, &cluster_by, &run_path, spill_batch_bytes)?;
+                runs.push(run_path);
+                drop(pending);
+            }
+            merge_runs(&runs, &schema, &order, &mut writer, memory)?;
+        }
+        writer.finish(output, runs.len())
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+/// How many runs the files will make, from their footers' uncompressed sizes.
+async fn expected_runs(
+    objects: &ObjectFiles,
+    files: &[DataFile],
+    memory: MergeMemory,
+) -> io::Result<usize> {
+    let mut bytes = 0usize;
+    for file in files {
+        let builder = stream_builder(objects, file)
+            .await
+            .map_err(io::Error::other)?;
+        let uncompressed: i64 = builder
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|group| group.total_byte_size())
+            .sum();
+        // Decoded Arrow is larger than Parquet's uncompressed pages: count double, as `rows_per_batch`.
+        bytes += 2 * uncompressed.max(0) as usize;
+    }
+    Ok(bytes / memory.run_bytes.max(1) + 1)
+}
+
+fn concat(batches: &[RecordBatch], schema: &SchemaRef) -> io::Result<RecordBatch> {
+    concat_batches(schema, batches).map_err(io::Error::other)
+}
+
+/// Slices of `batch` of about `target_bytes` each.
+fn byte_slices(batch: &RecordBatch, target_bytes: usize) -> Vec<RecordBatch> {
+    let rows = batch.num_rows();
+    if rows == 0 {
+        return Vec::new();
+    }
+    let row_bytes = (batch.get_array_memory_size() / rows).max(1);
+    let step = (target_bytes / row_bytes).clamp(1, 8192);
+    (0..rows)
+        .step_by(step)
+        .map(|start| batch.slice(start, step.min(rows - start)))
+        .collect()
+}
+
+/// Sorts one run and writes it as an Arrow IPC file in batches of about `batch_bytes`.
+fn spill_run(
+    batches: &[RecordBatch],
+    schema: &SchemaRef,
+    cluster_by: &[String],
+    path: &Path,
+    batch_bytes: usize,
+) -> io::Result<()> {
+    let sorted = sort_rows(&concat(batches, schema)?, cluster_by);
+    let file = BufWriter::new(File::create(path)?);
+    let mut writer = FileWriter::try_new(file, schema).map_err(io::Error::other)?;
+    for slice in byte_slices(&sorted, batch_bytes) {
+        // A slice is written compactly (only its rows' bytes), so each batch read back is small.
+        writer.write(&slice).map_err(io::Error::other)?;
+    }
+    writer.finish().map_err(io::Error::other)?;
+    Ok(())
+}
+
+/// One run being merged: its reader, current batch, that batch's rows in comparable form, and the
+/// next row to take.
+struct RunCursor {
+    reader: FileReader<BufReader<File>>,
+    batch: RecordBatch,
+    rows: Rows,
+    position: usize,
+}
+
+impl RunCursor {
+    /// Loads the next non-empty batch; false when the run is exhausted.
+    fn advance_batch(&mut self, converter: &RowConverter, order: &[usize]) -> io::Result<bool> {
+        for batch in self.reader.by_ref() {
+            let batch = batch.map_err(io::Error::other)?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            self.rows = order_rows(converter, &batch, order)?;
+            self.batch = batch;
+            self.position = 0;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+fn order_rows(converter: &RowConverter, batch: &RecordBatch, order: &[usize]) -> io::Result<Rows> {
+    let columns: Vec<_> = order
+        .iter()
+        .map(|&index| batch.column(index).clone())
+        .collect();
+    converter
+        .convert_columns(&columns)
+        .map_err(io::Error::other)
+}
+
+/// Merges sorted runs into `writer`, in order.
+fn merge_runs(
+    runs: &[PathBuf],
+    schema: &SchemaRef,
+    order: &[String],
+    writer: &mut DayWriter,
+    memory: MergeMemory,
+) -> io::Result<()> {
+    let order: Vec<usize> = order
+        .iter()
+        .map(|name| schema.index_of(name).map_err(io::Error::other))
+        .collect::<io::Result<_>>()?;
+    let converter = RowConverter::new(
+        order
+            .iter()
+            .map(|&index| {
+                SortField::new_with_options(schema.field(index).data_type().clone(), ROW_ORDER)
+            })
+            .collect(),
+    )
+    .map_err(io::Error::other)?;
+    let mut cursors: Vec<RunCursor> = Vec::with_capacity(runs.len());
+    let mut heap: BinaryHeap<Reverse<(OwnedRow, usize)>> = BinaryHeap::new();
+    for path in runs {
+        let reader = FileReader::try_new(BufReader::new(File::open(path)?), None)
+            .map_err(io::Error::other)?;
+        let empty = RecordBatch::new_empty(schema.clone());
+        let mut cursor = RunCursor {
+            reader,
+            rows: order_rows(&converter, &empty, &order)?,
+            batch: empty,
+            position: 0,
+        };
+        if cursor.advance_batch(&converter, &order)? {
+            heap.push(Reverse((cursor.rows.row(0).owned(), cursors.len())));
+        }
+        cursors.push(cursor);
+    }
+    let output_rows = output_batch_rows(&cursors, memory.read_batch_bytes);
+    let mut taken: Vec<(usize, usize)> = Vec::with_capacity(output_rows);
+    while let Some(Reverse((_, run))) = heap.pop() {
+        let cursor = &mut cursors[run];
+        taken.push((run, cursor.position));
+        cursor.position += 1;
+        if cursor.position < cursor.batch.num_rows() {
+            heap.push(Reverse((cursor.rows.row(cursor.position).owned(), run)));
+            if taken.len() >= output_rows {
+                emit(&cursors, &mut taken, writer)?;
+            }
+            continue;
+        }
+        // The run's batch is used up: what was taken from it goes out before the batch is replaced.
+        emit(&cursors, &mut taken, writer)?;
+        let cursor = &mut cursors[run];
+        if cursor.advance_batch(&converter, &order)? {
+            heap.push(Reverse((cursor.rows.row(0).owned(), run)));
+        }
+    }
+    emit(&cursors, &mut taken, writer)
+}
+
+/// Output rows per batch, from the runs' first batches' row width.
+fn output_batch_rows(cursors: &[RunCursor], target_bytes: usize) -> usize {
+    let (bytes, rows) = cursors.iter().fold((0, 0), |(bytes, rows), cursor| {
+        (
+            bytes + cursor.batch.get_array_memory_size(),
+            rows + cursor.batch.num_rows(),
+        )
+    });
+    if rows == 0 {
+        return 8192;
+    }
+    (target_bytes / (bytes / rows).max(1)).clamp(1, 8192)
+}
+
+fn emit(
+    cursors: &[RunCursor],
+    taken: &mut Vec<(usize, usize)>,
+    writer: &mut DayWriter,
+) -> io::Result<()> {
+    if taken.is_empty() {
+        return Ok(());
+    }
+    let batches: Vec<&RecordBatch> = cursors.iter().map(|cursor| &cursor.batch).collect();
+    let merged = interleave_record_batch(&batches, taken).map_err(io::Error::other)?;
+    taken.clear();
+    writer.write(&merged)
+}
+
+/// The output Parquet file, with row groups closed by encoded size, and what the manifest needs of it.
+struct DayWriter {
+    writer: ArrowWriter<BufWriter<File>>,
+    row_group_bytes: usize,
+    rows: usize,
+    min_timestamp_millis: Option<i64>,
+    max_timestamp_millis: Option<i64>,
+}
+
+impl DayWriter {
+    fn create(path: &Path, schema: &SchemaRef, row_group_bytes: usize) -> io::Result<DayWriter> {
+        let file = BufWriter::new(File::create(path)?);
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(writer_properties(schema)))
+            .map_err(io::Error::other)?;
+        Ok(DayWriter {
+            writer,
+            row_group_bytes,
+            rows: 0,
+            min_timestamp_millis: None,
+            max_timestamp_millis: None,
+        })
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> io::Result<()> {
+        if let Some(times) = batch
+            .column_by_name(TIMESTAMP_COLUMN)
+            .and_then(|column| column.as_any().downcast_ref::<TimestampMillisecondArray>())
+        {
+            for time in times.iter().flatten() {
+                self.min_timestamp_millis =
+                    Some(self.min_timestamp_millis.map_or(time, |m| m.min(time)));
+                self.max_timestamp_millis =
+                    Some(self.max_timestamp_millis.map_or(time, |m| m.max(time)));
+            }
+        }
+        self.rows += batch.num_rows();
+        self.writer.write(batch).map_err(io::Error::other)?;
+        if self.writer.in_progress_size() >= self.row_group_bytes {
+            self.writer.flush().map_err(io::Error::other)?;
+        }
+        Ok(())
+    }
+
+    fn finish(self, path: PathBuf, spilled_runs: usize) -> io::Result<Option<MergedFile>> {
+        let file = self.writer.into_inner().map_err(io::Error::other)?;
+        let file = file.into_inner().map_err(|error| error.into_error())?;
+        file.sync_all()?;
+        if self.rows == 0 {
+            return Ok(None);
+        }
+        Ok(Some(MergedFile {
+            local_path: path,
+            spilled_runs,
+            rows: self.rows,
+            min_timestamp_millis: self.min_timestamp_millis.unwrap_or_default(),
+            max_timestamp_millis: self.max_timestamp_millis.unwrap_or_default(),
+        }))
+    }
+}
