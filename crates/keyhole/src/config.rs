@@ -29,7 +29,7 @@ pub struct CommonOptions {
     #[arg(long, env = "KEYHOLE_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
     /// TOML file with any of: data_dir, metadata_url, objects, listen, org_key, org_key_file, flush_interval_secs, flush_rows,
-    /// file_cache_mb, geoip_db, and the limits below by their option names (query_memory_mb, …)
+    /// file_cache_mb, memory_limit, geoip_db, and the limits below by their option names (query_memory_mb, …)
     #[arg(long, env = "KEYHOLE_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// Where metadata (organization, projects, keys, saved queries, datasets) lives:
@@ -137,7 +137,8 @@ pub struct ServeOptions {
     /// Buffered events that trigger a flush to Parquet [default: 200000]
     #[arg(long, env = "KEYHOLE_FLUSH_ROWS")]
     pub flush_rows: Option<usize>,
-    /// MiB of Parquet files kept in memory for queries; 0 turns the cache off [default: 512]
+    /// MiB of Parquet files kept in memory for queries, at most the file cache's share of the memory
+    /// limit; 0 turns the cache off [default: that share, 12% of --memory-limit]
     #[arg(long, env = "KEYHOLE_FILE_CACHE_MB")]
     pub file_cache_mb: Option<usize>,
     /// Seconds to wait for another keyhole to release the data directory before giving up [default: 30]
@@ -147,6 +148,12 @@ pub struct ServeOptions {
     /// re-read when the file changes. Without it, events asking for ip_to_geo are refused
     #[arg(long, env = "KEYHOLE_GEOIP_DB")]
     pub geoip_db: Option<PathBuf>,
+    /// Memory the server may use, in bytes or with a unit (2GiB, 512MiB); every large consumer (unflushed
+    /// events, compaction, queries, write requests, caches) draws a fixed share of it and past its share
+    /// waits, then refuses with 503 [default: half the machine's memory or of the cgroup limit,
+    /// whichever is smaller]
+    #[arg(long, env = "KEYHOLE_MEMORY_LIMIT")]
+    pub memory_limit: Option<String>,
     /// Keep Parquet files in an S3-compatible bucket, s3://bucket/prefix, instead of the data directory.
     /// Region, credentials and endpoint come from AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
     /// AWS_ENDPOINT_URL (and AWS_ALLOW_HTTP=true for a plain-HTTP endpoint)
@@ -292,7 +299,8 @@ impl LimitOptions {
 #[derive(Subcommand, Debug)]
 pub enum OrganizationCommand {
     /// Replace the organization key: with the one given by --org-key / KEYHOLE_ORG_KEY /
-    /// --org-key-file, else a generated one, printed once. Takes effect at once, also for a running server
+    /// --org-key-file, else a generated one, printed once. Refused while a server runs on the data
+    /// directory (stop it first)
     RotateKey(RotateKeyOptions),
 }
 
@@ -329,8 +337,64 @@ pub struct FileConfig {
     pub data_dir_lock_wait_secs: Option<u64>,
     pub geoip_db: Option<PathBuf>,
     pub objects: Option<String>,
+    /// Bytes (a number) or a size with a unit ("2GiB").
+    pub memory_limit: Option<SizeSetting>,
     #[serde(flatten)]
     pub limits: LimitOptions,
+}
+
+/// A size in the TOML file: bytes, or text with a unit.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum SizeSetting {
+    Bytes(u64),
+    Text(String),
+}
+
+impl SizeSetting {
+    fn bytes(&self) -> anyhow::Result<u64> {
+        match self {
+            SizeSetting::Bytes(bytes) => Ok(*bytes),
+            SizeSetting::Text(text) => {
+                keyhole_model::memory_budget::parse_size(text).map_err(anyhow::Error::msg)
+            }
+        }
+    }
+}
+
+/// Half of the machine's memory or of this process's cgroup limit, whichever is smaller (2 GiB when
+/// neither can be read).
+pub fn default_memory_limit() -> u64 {
+    let machine = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("MemTotal:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+        })
+        .map(|kib| kib * 1024);
+    // cgroup v2, then v1 (which reports "no limit" as a huge number).
+    let cgroup = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .find_map(|path| {
+        std::fs::read_to_string(path)
+            .ok()?
+            .trim()
+            .parse::<u64>()
+            .ok()
+    })
+    .filter(|limit| *limit < 1 << 60);
+    let smallest = [machine, cgroup].into_iter().flatten().min();
+    smallest.map_or(2 << 30, |bytes| bytes / 2)
 }
 
 impl FileConfig {
@@ -356,10 +420,13 @@ pub struct Settings {
     pub org_key: Option<String>,
     pub flush_interval_secs: u64,
     pub flush_rows: usize,
-    pub file_cache_mb: usize,
     pub data_dir_lock_wait: Duration,
     pub geoip_db: Option<PathBuf>,
     pub objects: keyhole_storage::ObjectsLocation,
+    /// `--memory-limit` in bytes (see [`default_memory_limit`]).
+    pub memory_limit_bytes: u64,
+    /// `--file-cache-mb` when given.
+    pub file_cache_mb: Option<usize>,
     pub limits: LimitOptions,
 }
 
@@ -409,8 +476,17 @@ impl Settings {
             data_dir_lock_wait_secs: None,
             geoip_db: None,
             objects: None,
+            memory_limit: None,
             limits: LimitOptions::default(),
         });
+        let memory_limit_bytes = match (&serve.memory_limit, &file.memory_limit) {
+            (Some(text), _) => keyhole_model::memory_budget::parse_size(text)
+                .map_err(|problem| anyhow::anyhow!("--memory-limit: {problem}"))?,
+            (None, Some(setting)) => setting
+                .bytes()
+                .map_err(|problem| anyhow::anyhow!("memory_limit in the config file: {problem}"))?,
+            (None, None) => default_memory_limit(),
+        };
         let org_key_file = serve.org_key_file.or(file.org_key_file);
         Ok(Settings {
             data_dir: common
@@ -429,7 +505,8 @@ impl Settings {
                 .or(file.flush_interval_secs)
                 .unwrap_or(30),
             flush_rows: serve.flush_rows.or(file.flush_rows).unwrap_or(200_000),
-            file_cache_mb: serve.file_cache_mb.or(file.file_cache_mb).unwrap_or(512),
+            file_cache_mb: serve.file_cache_mb.or(file.file_cache_mb),
+            memory_limit_bytes,
             data_dir_lock_wait: Duration::from_secs(
                 serve
                     .data_dir_lock_wait_secs

@@ -186,7 +186,18 @@ async fn open_storage(settings: &Settings, meta: &MetaStore) -> anyhow::Result<S
     let mut storage_config = StorageConfig::new(settings.data_dir.join("events"));
     storage_config.flush_interval = Duration::from_secs(settings.flush_interval_secs.max(1));
     storage_config.flush_rows = settings.flush_rows.max(1);
-    storage_config.file_cache_bytes = settings.file_cache_mb.saturating_mul(1024 * 1024);
+    let budget = keyhole_model::memory_budget::MemoryBudget::new(settings.memory_limit_bytes);
+    let file_cache_share = budget.share(keyhole_model::memory_budget::MemoryConsumer::FileCache);
+    storage_config.file_cache_bytes = match settings.file_cache_mb {
+        Some(mb) => (mb as u64 * 1024 * 1024).min(file_cache_share) as usize,
+        None => file_cache_share as usize,
+    };
+    tracing::info!(
+        memory_limit_bytes = budget.limit_bytes(),
+        file_cache_bytes = storage_config.file_cache_bytes,
+        "memory budget"
+    );
+    storage_config.memory_budget = budget;
     storage_config.max_columns_per_collection = settings.limits.max_columns_per_collection();
     storage_config.lock_wait = settings.data_dir_lock_wait;
     storage_config.objects = settings.objects.clone();
@@ -219,16 +230,17 @@ async fn run_http_server(
 ) -> anyhow::Result<()> {
     let enrichment = keyhole_server::enrichment::Enrichment::new(settings.geoip_db.clone())
         .map_err(|error| anyhow::anyhow!(error))?;
-    let state = AppState::new(
-        meta,
-        storage.clone(),
-        organization_id,
-        settings.limits.query_limits(),
-    )
-    .context("cannot start the query runtime")?
-    .with_enrichment(enrichment)
-    .with_write_limits(settings.limits.write_limits())
-    .context("cannot start the write pool")?;
+    let mut query_limits = settings.limits.query_limits();
+    // One query may hold at most what all queries together may.
+    let queries_share = storage
+        .memory_budget()
+        .share(keyhole_model::memory_budget::MemoryConsumer::Queries);
+    query_limits.memory_bytes = query_limits.memory_bytes.min(queries_share as usize);
+    let state = AppState::new(meta, storage.clone(), organization_id, query_limits)
+        .context("cannot start the query runtime")?
+        .with_enrichment(enrichment)
+        .with_write_limits(settings.limits.write_limits())
+        .context("cannot start the write pool")?;
     state.refresh_all_clustering().await;
 
     let listener = tokio::net::TcpListener::bind(&settings.listen)
@@ -277,6 +289,11 @@ async fn rotate_organization_key(
     settings: Settings,
     options: &config::RotateKeyOptions,
 ) -> anyhow::Result<()> {
+    let _lock = lock_for_admin(
+        &settings,
+        "stop the server first: the organization key is rotated on a stopped server and the new key holds from its next start",
+    )
+    .await?;
     let meta = open_meta(&settings).await?;
     let given = config::organization_key(options.org_key.clone(), options.org_key_file.as_ref())?;
     let generated = given.is_none().then(keyhole_model::keys::generate_secret);
@@ -296,7 +313,39 @@ async fn rotate_organization_key(
     Ok(())
 }
 
+/// Takes the data directory's lock for an admin command that writes metadata, without waiting: a
+/// running server holds it, and two processes changing one SQLite file would leave the server's caches
+/// behind the change. Refused with the lock message of a second `serve`, plus `instead`: what to do
+/// through the running server. With metadata on PostgreSQL, nodes hear of changes, and nothing is locked.
+async fn lock_for_admin(
+    settings: &Settings,
+    instead: &str,
+) -> anyhow::Result<Option<keyhole_storage::DataDirLock>> {
+    if settings.metadata_url.is_some() {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
+    match keyhole_storage::lock_data_dir(&settings.data_dir, Duration::ZERO).await {
+        Ok(lock) => Ok(Some(lock)),
+        Err(error @ keyhole_storage::StorageError::DataDirInUse(_)) => {
+            anyhow::bail!("cannot take the data directory: {error}; {instead}")
+        }
+        Err(error) => Err(anyhow::Error::new(error).context("cannot take the data directory")),
+    }
+}
+
 async fn project_command(settings: Settings, command: &ProjectCommand) -> anyhow::Result<()> {
+    let _lock = match command {
+        ProjectCommand::Create { .. } => {
+            lock_for_admin(
+                &settings,
+                "create the project through the running server instead: POST /3.0/organizations/{organization_id}/projects with the organization key in the Authorization header and {\"name\": \"...\"} as the body",
+            )
+            .await?
+        }
+        ProjectCommand::List => None,
+    };
     let meta = open_meta(&settings).await?;
     meta.ensure_organization(None).await.map(|bootstrap| {
         if let Some(key) = bootstrap.generated_key {

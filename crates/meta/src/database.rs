@@ -42,6 +42,9 @@ impl Database {
             _ => url.to_string(),
         };
         let options: AnyConnectOptions = url.parse()?;
+        if backend == Backend::Sqlite {
+            check_sqlite_file(&url).await?;
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(match backend {
                 Backend::Sqlite => 4,
@@ -122,4 +125,48 @@ fn backend_of(url: &str) -> Result<Backend> {
     Err(MetaError::InvalidDefinition(
         "the metadata URL must start with sqlite:// or postgres://".into(),
     ))
+}
+
+/// How long opening the SQLite file may take before it is reported as unusable.
+const SQLITE_OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens the SQLite file once, outside the pool, and runs `PRAGMA quick_check`: a damaged file is then
+/// reported at once, naming the file and how to recover, instead of the pool retrying its connections
+/// until its acquire timeout and reporting only that it timed out.
+async fn check_sqlite_file(url: &str) -> Result<()> {
+    use sqlx::{Connection, Row};
+    let path = url
+        .trim_start_matches("sqlite://")
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let unusable = |problem: String| {
+        crate::MetaError::Corrupt(format!(
+            "{path} is not a usable SQLite database ({problem}); keyhole will not start on it. Restore the data directory from a backup with `keyhole restore --from <backup dir>` into an empty directory (see docs/reliability.md)"
+        ))
+    };
+    let verdicts = tokio::time::timeout(SQLITE_OPEN_TIMEOUT, async {
+        let mut connection = sqlx::AnyConnection::connect(url).await?;
+        connection.execute("PRAGMA busy_timeout = 10000;").await?;
+        let rows = sqlx::query("PRAGMA quick_check")
+            .fetch_all(&mut connection)
+            .await?;
+        let verdicts: Vec<String> = rows
+            .iter()
+            .filter_map(|row| row.try_get::<String, _>(0).ok())
+            .collect();
+        connection.close().await?;
+        Ok::<_, sqlx::Error>(verdicts)
+    })
+    .await
+    .map_err(|_| unusable(format!("it did not open within {SQLITE_OPEN_TIMEOUT:?}")))?
+    .map_err(|error| unusable(error.to_string()))?;
+    if verdicts != ["ok"] {
+        return Err(unusable(format!(
+            "its integrity check reports: {}",
+            verdicts.join("; ")
+        )));
+    }
+    Ok(())
 }

@@ -68,6 +68,11 @@ impl MetaStore {
     }
 
     /// The bytes cached grants are charged, and how many there are.
+    /// Bounds the grant cache to `bytes` (the server's memory budget share for grants).
+    pub fn set_grant_cache_bytes(&self, bytes: usize) {
+        self.resolved_keys.set_max_bytes(bytes);
+    }
+
     pub fn grant_cache_usage(&self) -> (usize, usize) {
         self.resolved_keys.usage()
     }

@@ -37,7 +37,8 @@ pub struct CacheTicket {
 
 pub struct KeyCache {
     inner: RwLock<CacheState>,
-    max_bytes: usize,
+    /// Set from the server's memory budget (`MetaStore::set_grant_cache_bytes`).
+    max_bytes: std::sync::atomic::AtomicUsize,
 }
 
 impl Default for KeyCache {
@@ -69,8 +70,18 @@ impl KeyCache {
     pub fn with_max_bytes(max_bytes: usize) -> KeyCache {
         KeyCache {
             inner: RwLock::default(),
-            max_bytes,
+            max_bytes: max_bytes.into(),
         }
+    }
+
+    /// Bounds the cache to `max_bytes` from the next store on (entries past it go then).
+    pub fn set_max_bytes(&self, max_bytes: usize) {
+        self.max_bytes
+            .store(max_bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn max_bytes(&self) -> usize {
+        self.max_bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The bytes the cached grants are charged, and how many there are.
@@ -101,7 +112,7 @@ impl KeyCache {
     /// read; the oldest entries make room.
     pub fn store(&self, ticket: CacheTicket, key: Arc<Grant>) {
         let bytes = ticket.key_hash_hex.len() + key.approximate_bytes();
-        if bytes > self.max_bytes / 16 {
+        if bytes > self.max_bytes() / 16 {
             return;
         }
         let mut state = self
@@ -114,7 +125,7 @@ impl KeyCache {
         {
             return;
         }
-        while state.bytes + bytes > self.max_bytes {
+        while state.bytes + bytes > self.max_bytes() {
             let Some(oldest) = state.order.pop_front() else {
                 break;
             };

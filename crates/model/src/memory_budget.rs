@@ -161,8 +161,9 @@ impl MemoryBudget {
         })
     }
 
-    /// Adds `bytes` to `consumer` if they fit in its share.
-    fn try_grow(&self, consumer: MemoryConsumer, bytes: u64) -> bool {
+    /// Adds `bytes` to `consumer` if they fit in its share (for pools that track their own reservations,
+    /// as DataFusion's do; give them back with [`MemoryBudget::release`]).
+    pub fn try_grow(&self, consumer: MemoryConsumer, bytes: u64) -> bool {
         let share = self.share(consumer);
         let account = self.account(consumer);
         let grown = account

@@ -56,6 +56,10 @@ pub enum ExecError {
     /// The query's operators needed more memory than its budget (bytes).
     #[error("the query needs more than its memory budget of {0} bytes")]
     MemoryBudget(usize),
+    /// The server's memory for queries (all queries together, the budget's `Queries` share) was spent
+    /// by other queries: retrying shortly helps.
+    #[error("the server's memory for queries is in use")]
+    MemoryBusy,
     #[error("{0}")]
     Internal(String),
 }
@@ -64,7 +68,15 @@ impl From<datafusion::error::DataFusionError> for ExecError {
     fn from(error: datafusion::error::DataFusionError) -> ExecError {
         use datafusion::error::DataFusionError;
         match error.find_root() {
-            DataFusionError::ResourcesExhausted(_) => ExecError::MemoryBudget(0),
+            DataFusionError::ResourcesExhausted(message)
+                if message.contains(metrics::SERVER_QUERY_MEMORY_SPENT) =>
+            {
+                ExecError::MemoryBusy
+            }
+            DataFusionError::ResourcesExhausted(message) => {
+                tracing::debug!(%message, "query over its memory budget");
+                ExecError::MemoryBudget(0)
+            }
             _ => ExecError::Engine(error),
         }
     }
@@ -96,10 +108,10 @@ impl QueryEngine {
 
     /// What of `collection`'s schema `scope` may learn about (for the schema endpoints).
     pub async fn visible_columns(&self, scope: &Scope, collection: &str) -> Result<Visibility> {
-        let (source, pool) = self.source.for_one_query();
         let (scope, collection) = (scope.clone(), collection.to_string());
-        self.measured(pool, async move {
-            visibility::visible_columns(&source, &scope, &collection).await
+        self.governed(move |source| {
+            let (scope, collection) = (scope.clone(), collection.clone());
+            async move { visibility::visible_columns(&source, &scope, &collection).await }
         })
         .await
     }
@@ -107,10 +119,10 @@ impl QueryEngine {
     /// Runs `query` as seen through `scope`, with relative timeframes evaluated at `now_millis`.
     /// Returns the whole response body (`{"result": …}` plus what the analysis adds).
     pub async fn run(&self, query: &Query, scope: &Scope, now_millis: i64) -> Result<Value> {
-        let (source, pool) = self.source.for_one_query();
         let (query, scope) = (query.clone(), scope.clone());
-        self.measured(pool, async move {
-            run_governed(&source, &query, &scope, now_millis).await
+        self.governed(move |source| {
+            let (query, scope) = (query.clone(), scope.clone());
+            async move { run_governed(&source, &query, &scope, now_millis).await }
         })
         .await
     }
@@ -124,12 +136,32 @@ impl QueryEngine {
         now_millis: i64,
         limit: usize,
     ) -> Result<MatchedEvents> {
-        let (source, pool) = self.source.for_one_query();
         let (query, scope) = (query.clone(), scope.clone());
-        self.measured(pool, async move {
-            deletion::matching_events(&source, &query, &scope, now_millis, limit).await
+        self.governed(move |source| {
+            let (query, scope) = (query.clone(), scope.clone());
+            async move {
+                deletion::matching_events(&source, &query, &scope, now_millis, limit).await
+            }
         })
         .await
+    }
+
+    /// Runs `work` under the governor without spilling; a run refused for the query's own memory budget
+    /// is run once more with spilling to disk (`plan::Spilling`).
+    async fn governed<T, F, Work>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(plan::EventSource) -> Work,
+        Work: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        let (source, pool) = self.source.for_one_query(plan::Spilling::Off);
+        let first = self.measured(pool, work(source)).await;
+        if !matches!(first, Err(ExecError::MemoryBudget(_))) {
+            return first;
+        }
+        tracing::debug!("query over its memory budget; running it again with spilling");
+        let (source, pool) = self.source.for_one_query(plan::Spilling::On);
+        self.measured(pool, work(source)).await
     }
 
     /// The query layer's metrics, for the server to register and serve.

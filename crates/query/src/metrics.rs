@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use datafusion::common::Result as DataFusionResult;
+use datafusion::common::{DataFusionError, Result as DataFusionResult};
 use datafusion::execution::memory_pool::{
-    GreedyMemoryPool, MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
+    FairSpillPool, GreedyMemoryPool, MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
 };
+use keyhole_model::memory_budget::{MemoryBudget, MemoryConsumer as BudgetConsumer};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -67,7 +68,7 @@ impl QueryMetrics {
         );
         registry.register(
             "queries",
-            "Queries by outcome: ok, busy, timeout, memory_budget, error",
+            "Queries by outcome: ok, busy, timeout, memory_budget, memory_busy, error",
             self.outcomes.clone(),
         );
     }
@@ -78,24 +79,39 @@ impl QueryMetrics {
             Err(ExecError::Busy) => "busy",
             Err(ExecError::Timeout(_)) => "timeout",
             Err(ExecError::MemoryBudget(_)) => "memory_budget",
+            Err(ExecError::MemoryBusy) => "memory_busy",
             Err(_) => "error",
         };
         self.outcomes.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 }
 
-/// A query's memory pool: DataFusion's greedy pool with a limit, remembering the most it held.
+/// Marks the refusal of memory the query's own budget allowed but the server's share for queries did
+/// not (answered 503, not 413).
+pub(crate) const SERVER_QUERY_MEMORY_SPENT: &str = "the server's memory for queries is in use";
+
+/// A query's memory pool: DataFusion's greedy pool with the query's limit, remembering the most it held,
+/// drawing every byte from the server's memory budget too (its `Queries` share, which all running
+/// queries share), so that many queries at once cannot together exceed it.
 #[derive(Debug)]
 pub struct PeakMemoryPool {
-    inner: GreedyMemoryPool,
+    /// Greedy when the query may not spill; fair between spilling operators when it may (a greedy pool
+    /// lets the first operators take everything, and a later one cannot even start to spill).
+    inner: Box<dyn MemoryPool>,
     peak: AtomicUsize,
+    budget: MemoryBudget,
 }
 
 impl PeakMemoryPool {
-    pub fn new(limit_bytes: usize) -> Arc<PeakMemoryPool> {
+    pub fn new(limit_bytes: usize, budget: MemoryBudget, spilling: bool) -> Arc<PeakMemoryPool> {
+        let inner: Box<dyn MemoryPool> = match spilling {
+            true => Box::new(FairSpillPool::new(limit_bytes)),
+            false => Box::new(GreedyMemoryPool::new(limit_bytes)),
+        };
         Arc::new(PeakMemoryPool {
-            inner: GreedyMemoryPool::new(limit_bytes),
+            inner,
             peak: AtomicUsize::new(0),
+            budget,
         })
     }
 
@@ -135,15 +151,28 @@ impl MemoryPool for PeakMemoryPool {
 
     fn grow(&self, reservation: &MemoryReservation, additional: usize) {
         self.inner.grow(reservation, additional);
+        self.budget
+            .force_grow(BudgetConsumer::Queries, additional as u64);
         self.note();
     }
 
     fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
         self.inner.shrink(reservation, shrink);
+        self.budget.release(BudgetConsumer::Queries, shrink as u64);
     }
 
     fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> DataFusionResult<()> {
         self.inner.try_grow(reservation, additional)?;
+        if !self
+            .budget
+            .try_grow(BudgetConsumer::Queries, additional as u64)
+        {
+            self.inner.shrink(reservation, additional);
+            self.budget.record_refusal(BudgetConsumer::Queries);
+            return Err(DataFusionError::ResourcesExhausted(format!(
+                "{SERVER_QUERY_MEMORY_SPENT}: {additional} more bytes do not fit"
+            )));
+        }
         self.note();
         Ok(())
     }
@@ -154,5 +183,40 @@ impl MemoryPool for PeakMemoryPool {
 
     fn memory_limit(&self) -> MemoryLimit {
         self.inner.memory_limit()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_draw_from_one_share_and_a_spent_share_is_a_busy_server() {
+        let budget = MemoryBudget::new(1000 * 1024 * 1024);
+        let share = budget.share(BudgetConsumer::Queries) as usize;
+        // Each query may hold three quarters of the share: two cannot both do so.
+        let first_pool: Arc<dyn MemoryPool> =
+            PeakMemoryPool::new(share / 4 * 3, budget.clone(), false);
+        let second_pool: Arc<dyn MemoryPool> =
+            PeakMemoryPool::new(share / 4 * 3, budget.clone(), false);
+        let first = MemoryConsumer::new("first").register(&first_pool);
+        let second = MemoryConsumer::new("second").register(&second_pool);
+        first.try_grow(share / 2).unwrap();
+        assert_eq!(budget.used(BudgetConsumer::Queries), (share / 2) as u64);
+
+        let refused = second.try_grow(share / 4 * 3).unwrap_err();
+        assert!(matches!(ExecError::from(refused), ExecError::MemoryBusy));
+        assert_eq!(second_pool.reserved(), 0, "the refused bytes are not kept");
+        // Past the query's own budget is the query's fault: 413, not 503.
+        let too_large = first.try_grow(share / 2).unwrap_err();
+        assert!(matches!(
+            ExecError::from(too_large),
+            ExecError::MemoryBudget(_)
+        ));
+
+        second.try_grow(share / 4).unwrap();
+        drop(first);
+        drop(second);
+        assert_eq!(budget.used(BudgetConsumer::Queries), 0);
     }
 }

@@ -107,6 +107,15 @@ impl Default for CachedResults {
     }
 }
 
+impl CachedResults {
+    /// A store bounded to `max_bytes` (the server's memory budget share for it).
+    pub fn with_max_bytes(max_bytes: usize) -> CachedResults {
+        CachedResults {
+            entries: Mutex::new(ByteBoundedMap::new(max_bytes)),
+        }
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()

@@ -78,6 +78,15 @@ impl Default for DatasetResults {
     }
 }
 
+impl DatasetResults {
+    /// A store bounded to `max_bytes` (the server's memory budget share for it).
+    pub fn with_max_bytes(max_bytes: usize) -> DatasetResults {
+        DatasetResults {
+            entries: Mutex::new(ByteBoundedMap::new(max_bytes)),
+        }
+    }
+}
+
 /// One results request, parsed and authorized.
 pub struct ResultsRequest<'a> {
     pub project_id: &'a str,

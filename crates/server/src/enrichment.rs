@@ -50,10 +50,19 @@ struct Inner {
     geo: RwLock<GeoState>,
     user_agents: OnceLock<uaparser::UserAgentParser>,
     ua_cache: Mutex<UaCache>,
+    /// The user-agent cache's bound: [`UA_CACHE_BYTES`], or the server's memory budget share for it.
+    ua_cache_bytes: std::sync::atomic::AtomicUsize,
     referrers: HashMap<String, (String, String)>,
 }
 
 impl Enrichment {
+    /// Bounds the user-agent cache to `bytes`.
+    pub fn set_user_agent_cache_bytes(&self, bytes: usize) {
+        self.inner
+            .ua_cache_bytes
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Loads the referrer list and, when given, the geo database (an unreadable file is an error here, at
     /// start, rather than a surprise at the first event).
     pub fn new(geo_path: Option<PathBuf>) -> Result<Enrichment, String> {
@@ -87,6 +96,7 @@ impl Enrichment {
                 geo: RwLock::new(geo),
                 user_agents: OnceLock::new(),
                 ua_cache: Mutex::new(UaCache::default()),
+                ua_cache_bytes: UA_CACHE_BYTES.into(),
                 referrers,
             }),
         };
@@ -225,7 +235,12 @@ impl Enricher for Enrichment {
             .ua_cache
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if cache.bytes + bytes > UA_CACHE_BYTES {
+        if cache.bytes + bytes
+            > self
+                .inner
+                .ua_cache_bytes
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
             cache.answers.clear();
             cache.bytes = 0;
         }

@@ -191,6 +191,11 @@ impl From<keyhole_query::ExecError> for ApiError {
                     limit.as_secs_f64()
                 ),
             ),
+            keyhole_query::ExecError::MemoryBusy => ApiError::new(
+                ErrorCode::TooManyQueries,
+                "The server's memory for queries is in use by other queries; retry shortly.",
+            )
+            .with_retry_after(1),
             keyhole_query::ExecError::MemoryBudget(bytes) => ApiError::new(
                 ErrorCode::QueryMemoryExceeded,
                 format!(
@@ -218,6 +223,11 @@ impl From<keyhole_storage::StorageError> for ApiError {
                 )
                 .with_retry_after(30)
             }
+            keyhole_storage::StorageError::BufferFull => ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "The server is at its memory limit for events not yet written to disk; nothing of this request was stored. Retry shortly.",
+            )
+            .with_retry_after(1),
             keyhole_storage::StorageError::Io(error) => {
                 tracing::error!(%error, "storage i/o failed");
                 ApiError::new(

@@ -35,6 +35,7 @@ use axum::Router;
 use axum::http::{Method, Request};
 use axum::response::{IntoResponse, Response};
 use keyhole_meta::MetaStore;
+use keyhole_model::memory_budget::{MemoryBudget, MemoryConsumer};
 use keyhole_storage::Storage;
 use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub enrichment: enrichment::Enrichment,
     /// Where the CPU side of every write runs (see `write_pool`).
     pub write_pool: write_pool::WritePool,
+    /// The server's memory budget (`keyhole_model::memory_budget`), shared with storage and queries.
+    pub memory: MemoryBudget,
     pub organization_id: Arc<str>,
 }
 
@@ -99,14 +102,25 @@ impl AppState {
         }));
         let meter = limits::KeyMeter::start(meta.clone());
         let metrics = metrics::ServerMetrics::new(storage.metrics(), queries.metrics());
-        let cached_results = Arc::new(cached_results::CachedResults::default());
+        // One budget for the whole server: storage's (it sizes the event buffer and the file cache).
+        let memory = storage.memory_budget().clone();
+        let share = |consumer| memory.share(consumer) as usize;
+        meta.set_grant_cache_bytes(share(MemoryConsumer::GrantCache));
+        let cached_results = Arc::new(cached_results::CachedResults::with_max_bytes(share(
+            MemoryConsumer::ResultCache,
+        )));
         cached_results::start_refresher(Arc::downgrade(&cached_results), queries.clone());
+        let dataset_results = Arc::new(dataset_results::DatasetResults::with_max_bytes(share(
+            MemoryConsumer::DatasetCache,
+        )));
         let enrichment = enrichment::Enrichment::new(None).map_err(std::io::Error::other)?;
+        enrichment.set_user_agent_cache_bytes(share(MemoryConsumer::UserAgentCache));
         let write_pool = write_pool::WritePool::start(write_pool::WriteLimits::default())?;
         Ok(AppState {
             write_pool,
             cached_results,
-            dataset_results: Arc::default(),
+            dataset_results,
+            memory,
             enrichment,
             meta,
             storage,
@@ -121,14 +135,33 @@ impl AppState {
 impl AppState {
     /// Copies what every cache holds into the metrics.
     pub fn record_cache_usage(&self) {
-        self.metrics
-            .cache_usage("grants", self.meta.grant_cache_usage());
-        self.metrics
-            .cache_usage("query_results", self.cached_results.usage());
-        self.metrics
-            .cache_usage("dataset_buckets", self.dataset_results.usage());
-        self.metrics
-            .cache_usage("user_agents", self.enrichment.user_agent_cache_usage());
+        let caches = [
+            (
+                "grants",
+                MemoryConsumer::GrantCache,
+                self.meta.grant_cache_usage(),
+            ),
+            (
+                "query_results",
+                MemoryConsumer::ResultCache,
+                self.cached_results.usage(),
+            ),
+            (
+                "dataset_buckets",
+                MemoryConsumer::DatasetCache,
+                self.dataset_results.usage(),
+            ),
+            (
+                "user_agents",
+                MemoryConsumer::UserAgentCache,
+                self.enrichment.user_agent_cache_usage(),
+            ),
+        ];
+        for (name, consumer, usage) in caches {
+            self.metrics.cache_usage(name, usage);
+            self.memory.set_used(consumer, usage.0 as u64);
+        }
+        self.metrics.memory_usage(&self.memory);
     }
 
     /// Runs writes under `limits` (a new write pool with as many threads as they say).
@@ -142,6 +175,8 @@ impl AppState {
 
     /// Uses `enrichment` (with a GeoIP database, say) for the add-ons of events written from now on.
     pub fn with_enrichment(mut self, enrichment: enrichment::Enrichment) -> AppState {
+        enrichment
+            .set_user_agent_cache_bytes(self.memory.share(MemoryConsumer::UserAgentCache) as usize);
         self.enrichment = enrichment;
         self
     }

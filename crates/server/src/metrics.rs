@@ -45,6 +45,76 @@ pub struct CacheLabel {
     pub cache: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumerLabel {
+    pub consumer: &'static str,
+}
+
+/// The memory budget as `/metrics` shows it (`keyhole_model::memory_budget`).
+#[derive(Clone, Default)]
+struct MemoryFamilies {
+    limit: Gauge,
+    share: Family<ConsumerLabel, Gauge>,
+    used: Family<ConsumerLabel, Gauge>,
+    peak: Family<ConsumerLabel, Gauge>,
+    refusals: Family<ConsumerLabel, Counter>,
+}
+
+impl MemoryFamilies {
+    fn register(&self, registry: &mut Registry) {
+        registry.register_with_unit(
+            "memory_limit",
+            "The memory budget (--memory-limit)",
+            Unit::Bytes,
+            self.limit.clone(),
+        );
+        registry.register_with_unit(
+            "memory_share",
+            "The part of the memory budget each consumer may hold",
+            Unit::Bytes,
+            self.share.clone(),
+        );
+        registry.register_with_unit(
+            "memory_used",
+            "What each consumer of the memory budget holds now",
+            Unit::Bytes,
+            self.used.clone(),
+        );
+        registry.register_with_unit(
+            "memory_peak",
+            "The most each consumer of the memory budget has held",
+            Unit::Bytes,
+            self.peak.clone(),
+        );
+        registry.register(
+            "memory_refusals",
+            "Work refused (or deferred, for compaction) because a consumer's share was spent",
+            self.refusals.clone(),
+        );
+    }
+
+    fn record(&self, budget: &keyhole_model::memory_budget::MemoryBudget) {
+        let gauge_value = |bytes: u64| i64::try_from(bytes).unwrap_or(i64::MAX);
+        self.limit.set(gauge_value(budget.limit_bytes()));
+        for usage in budget.usage() {
+            let label = ConsumerLabel {
+                consumer: usage.consumer.name(),
+            };
+            self.share
+                .get_or_create(&label)
+                .set(gauge_value(usage.share_bytes));
+            self.used
+                .get_or_create(&label)
+                .set(gauge_value(usage.used_bytes));
+            self.peak
+                .get_or_create(&label)
+                .set(gauge_value(usage.peak_bytes));
+            let refusals = self.refusals.get_or_create(&label);
+            refusals.inc_by(usage.refusals.saturating_sub(refusals.get()));
+        }
+    }
+}
+
 type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -61,6 +131,7 @@ pub struct ServerMetrics {
     refused: Family<ReasonLabel, Counter>,
     cache_bytes: Family<CacheLabel, Gauge>,
     cache_entries: Family<CacheLabel, Gauge>,
+    memory: MemoryFamilies,
 }
 
 impl ServerMetrics {
@@ -102,6 +173,8 @@ impl ServerMetrics {
             "Entries of each in-memory cache",
             cache_entries.clone(),
         );
+        let memory = MemoryFamilies::default();
+        memory.register(&mut registry);
         storage.register(&mut registry);
         queries.register(&mut registry);
         ServerMetrics {
@@ -111,7 +184,13 @@ impl ServerMetrics {
             refused,
             cache_bytes,
             cache_entries,
+            memory,
         }
+    }
+
+    /// Records the memory budget's limit, shares, use, peaks and refusals.
+    pub fn memory_usage(&self, budget: &keyhole_model::memory_budget::MemoryBudget) {
+        self.memory.record(budget);
     }
 
     pub fn refused(&self, reason: &'static str) {

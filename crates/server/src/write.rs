@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use keyhole_model::Grant;
+use keyhole_model::memory_budget::{MemoryConsumer, MemoryReservation};
 use keyhole_model::names::collection_name_problem;
 use keyhole_model::webhook::DeliveryRefusal;
 use keyhole_model::{EventContext, EventError, PreparedEvent};
@@ -88,14 +89,55 @@ impl EventResult {
     }
 }
 
-async fn read_body(body: Body, too_large: ErrorCode) -> Result<Bytes, ApiError> {
-    crate::http::read_body(body, MAX_PAYLOAD_BYTES, || {
+/// What a write request is charged from the memory budget's `RequestBodies` share, per byte of its body,
+/// from before its body is read until it is answered: the body, the events' JSON text and their flat
+/// form (an estimate: the flat form of many tiny properties takes several times their text).
+const CHARGED_BYTES_PER_BODY_BYTE: u64 = 4;
+/// How long a write waits for its charge to fit before it is refused.
+const BODY_MEMORY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reserves the request's charge (a body of unknown length is charged as the largest allowed), then
+/// reads the body. While the share is spent, waits up to [`BODY_MEMORY_WAIT`], then refuses with 503
+/// and `Retry-After`, nothing read or stored.
+async fn read_body(
+    state: &AppState,
+    body: Body,
+    too_large: ErrorCode,
+) -> Result<(Bytes, MemoryReservation), ApiError> {
+    use axum::body::HttpBody;
+    let announced = body
+        .size_hint()
+        .exact()
+        .unwrap_or(MAX_PAYLOAD_BYTES as u64)
+        .min(MAX_PAYLOAD_BYTES as u64);
+    let share = state.memory.share(MemoryConsumer::RequestBodies);
+    let charge = (announced.max(1024) * CHARGED_BYTES_PER_BODY_BYTE).min(share);
+    let deadline = tokio::time::Instant::now() + BODY_MEMORY_WAIT;
+    let reservation = loop {
+        if let Some(reservation) = state
+            .memory
+            .try_reserve(MemoryConsumer::RequestBodies, charge)
+        {
+            break reservation;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            state.memory.record_refusal(MemoryConsumer::RequestBodies);
+            return Err(ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "The server is at its memory limit for writes being received; nothing of this request was stored. Retry shortly.",
+            )
+            .with_retry_after(1));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    let bytes = crate::http::read_body(body, MAX_PAYLOAD_BYTES, || {
         ApiError::new(
             too_large,
             format!("The request body must be at most {MAX_PAYLOAD_BYTES} bytes."),
         )
     })
-    .await
+    .await?;
+    Ok((bytes, reservation))
 }
 
 /// The collection name is valid and the key may write to it (`options.writes.collections`).
@@ -359,7 +401,7 @@ pub async fn record_event(
 ) -> Result<Response, ApiError> {
     check_collection(&state, &auth.grant, &collection)?;
     let signature = precheck_signature(&state, &auth.grant, &headers, &collection)?;
-    let bytes = read_body(body, ErrorCode::EventTooLarge).await?;
+    let (bytes, memory) = read_body(&state, body, ErrorCode::EventTooLarge).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok());
@@ -369,6 +411,7 @@ pub async fn record_event(
     };
     let grant = auth.grant;
     detached(async move {
+        let _memory = memory;
         let prepared =
             prepare_on_pool(&state, &grant, &collection, body, signature, context).await?;
         match prepared {
@@ -394,9 +437,10 @@ pub async fn record_events(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let signature = precheck_signature(&state, &auth.grant, &headers, "")?;
-    let bytes = read_body(body, ErrorCode::BatchTooLarge).await?;
+    let (bytes, memory) = read_body(&state, body, ErrorCode::BatchTooLarge).await?;
     let grant = auth.grant;
     detached(async move {
+        let _memory = memory;
         let body = WriteBody::Batch { bytes };
         let PreparedBody::Collections(collections) =
             prepare_on_pool(&state, &grant, "", body, signature, context).await?

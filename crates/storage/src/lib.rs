@@ -494,6 +494,16 @@ impl Storage {
     }
 
     /// The engine's metrics, for the server to register and serve.
+    /// The memory budget the engine draws from (the server's one budget).
+    pub fn memory_budget(&self) -> &MemoryBudget {
+        &self.inner.config.memory_budget
+    }
+
+    /// Where work that outgrows its memory spills (merges, queries): `<data dir>/tmp`, emptied at start.
+    pub fn spill_dir(&self) -> PathBuf {
+        compaction::tmp_dir(&self.inner.config.data_dir)
+    }
+
     pub fn metrics(&self) -> &StorageMetrics {
         &self.inner.metrics
     }

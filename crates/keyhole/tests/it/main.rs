@@ -8,6 +8,7 @@ mod access_keys;
 mod authorization;
 mod autofill_isolation;
 mod backup;
+mod bounded_memory;
 mod browser;
 mod config;
 mod datasets;

@@ -38,6 +38,8 @@ pub struct TestLimits {
     pub http: keyhole_server::HttpLimits,
     pub writes: keyhole_server::write_pool::WriteLimits,
     pub max_columns_per_collection: Option<usize>,
+    /// The memory budget's limit in bytes (storage's default budget when `None`).
+    pub memory_limit: Option<u64>,
 }
 
 impl InProcessServer {
@@ -56,6 +58,9 @@ impl InProcessServer {
         config.flush_interval = Duration::from_secs(3600);
         if let Some(max) = limits.max_columns_per_collection {
             config.max_columns_per_collection = max;
+        }
+        if let Some(limit) = limits.memory_limit {
+            config.memory_budget = keyhole_model::memory_budget::MemoryBudget::new(limit);
         }
         let storage = Storage::open(config).await.unwrap();
         let state = AppState::new(
