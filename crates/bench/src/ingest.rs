@@ -73,26 +73,46 @@ pub fn percentile_ms(sorted: &[Duration], fraction: f64) -> f64 {
     sorted[index].as_secs_f64() * 1000.0
 }
 
+/// Posts `body` and expects a success. A `503` with `Retry-After` (the server at a memory share, nothing
+/// of the request stored) is retried after the time it asks, as a well-behaved client does, up to
+/// [`MAX_RETRIES_AFTER_503`] times.
 pub(crate) async fn post_ok(
     http: &reqwest::Client,
     url: &str,
     key: &str,
     body: Bytes,
 ) -> anyhow::Result<Value> {
-    let response = http
-        .post(url)
-        .header("Authorization", key)
-        .header("Content-Type", "application/json")
-        .body(body)
-        .send()
-        .await?;
-    let status = response.status();
-    let answer: Value = response.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        bail!("{url} answered {status}: {answer}");
+    let mut retries = 0;
+    loop {
+        let response = http
+            .post(url)
+            .header("Authorization", key)
+            .header("Content-Type", "application/json")
+            .body(body.clone())
+            .send()
+            .await?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(answer);
+        }
+        match retry_after {
+            Some(seconds) if status.as_u16() == 503 && retries < MAX_RETRIES_AFTER_503 => {
+                retries += 1;
+                tokio::time::sleep(Duration::from_secs(seconds)).await;
+            }
+            _ => bail!("{url} answered {status}: {answer}"),
+        }
     }
-    Ok(answer)
 }
+
+/// How often one request is retried after a `503` with `Retry-After`.
+const MAX_RETRIES_AFTER_503: u32 = 30;
 
 /// Batch bodies of the NDJSON file, produced by a reader thread as clients take them.
 pub(crate) fn spawn_batch_reader(

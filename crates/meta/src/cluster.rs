@@ -32,6 +32,10 @@ pub struct ClusterLog {
     node_id: std::sync::Arc<str>,
 }
 
+/// The most payload bytes one [`ClusterLog::read_after`] returns (beyond its first
+/// record).
+pub const READ_AFTER_MAX_BYTES: u64 = 16 * 1024 * 1024;
+
 impl MetaStore {
     /// The cluster tables, acting as this node (its id is the lease holder's name).
     pub fn cluster_log(&self) -> ClusterLog {
@@ -92,13 +96,23 @@ impl ClusterLog {
         Ok(Some(u64::try_from(sequence).unwrap_or(0)))
     }
 
-    /// Up to `limit` records with sequences above `after`, oldest first.
+    /// Up to `limit` records with sequences above `after`, oldest first, stopping once their payloads
+    /// pass [`READ_AFTER_MAX_BYTES`] (at least one record): a node catching up applies the log in
+    /// pieces of bounded memory, whatever one group commit held.
     pub async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<LogRecord>> {
         let rows = sqlx::query(
-            "SELECT sequence, kind, payload FROM storage_log WHERE sequence > $1 ORDER BY sequence LIMIT $2",
+            "SELECT sequence, kind, payload FROM (
+                 SELECT sequence, kind, payload,
+                        SUM(length(payload)) OVER (ORDER BY sequence) - length(payload) AS bytes_before
+                 FROM (SELECT sequence, kind, payload FROM storage_log
+                       WHERE sequence > $1 ORDER BY sequence LIMIT $2) AS next_records
+             ) AS sized
+             WHERE bytes_before < $3
+             ORDER BY sequence",
         )
         .bind(to_i64(after))
         .bind(to_i64(limit as u64))
+        .bind(to_i64(READ_AFTER_MAX_BYTES))
         .fetch_all(&self.database.pool)
         .await?;
         rows.iter()

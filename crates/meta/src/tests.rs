@@ -692,6 +692,22 @@ async fn the_shared_log_orders_fences_and_leases(backend: TestBackend) {
         log_b.append("entries", b"z", None, now).await.unwrap(),
         Some(22)
     );
+    // Reads stop once their payloads pass the byte cap (a record past it still comes alone).
+    let large = vec![7u8; crate::cluster::READ_AFTER_MAX_BYTES as usize / 2 + 1];
+    for _ in 0..3 {
+        log_b
+            .append("entries", &large, None, now)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let capped = log_b.read_after(22, 100).await.unwrap();
+    assert_eq!(
+        capped.len(),
+        2,
+        "the second record passes the cap, the third is not read"
+    );
+    assert_eq!(capped[1].sequence, 24);
 }
 
 /// Two nodes on one PostgreSQL database: a revocation, an update and a deletion made through one are

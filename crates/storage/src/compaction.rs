@@ -26,6 +26,7 @@ use arrow::ipc::reader::FileReader;
 use arrow::ipc::writer::FileWriter;
 use arrow::row::{OwnedRow, RowConverter, Rows, SortField};
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use keyhole_model::flat::TIMESTAMP_COLUMN;
 use parquet::arrow::ArrowWriter;
 
@@ -104,6 +105,15 @@ pub fn clear_tmp(data_dir: &Path) -> io::Result<()> {
     }
 }
 
+/// Called now and then during a merge (after each spilled run, and about every
+/// [`BETWEEN_WORK_INTERVAL`] while merging): a merge holds the maintenance lock for as long as a large day
+/// takes, so the engine uses it to flush the event buffer when it fills, instead of refusing writes until
+/// the merge ends.
+pub type BetweenWork = std::sync::Arc<dyn Fn() -> BoxFuture<'static, io::Result<()>> + Send + Sync>;
+
+/// How often a merge calls its [`BetweenWork`] at most.
+pub const BETWEEN_WORK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Merges `files` (one collection's day) into one Parquet file under `spill`, every batch conformed to
 /// `schema` and rows ordered by `cluster_by` then time. `None` when the files hold no rows.
 pub async fn merge_files(
@@ -113,6 +123,7 @@ pub async fn merge_files(
     cluster_by: &[String],
     memory: MergeMemory,
     spill: &SpillDirectory,
+    between: BetweenWork,
 ) -> io::Result<Option<MergedFile>> {
     let order = order_columns(schema, cluster_by);
     let runs_expected = expected_runs(objects, files, memory).await?;
@@ -148,11 +159,14 @@ pub async fn merge_files(
                 .map_err(io::Error::other)??;
                 runs.push(run_path);
                 pending_bytes = 0;
+                between().await?;
             }
         }
     }
     let output = spill.path().join("merged.parquet");
     let (schema, cluster_by) = (schema.clone(), cluster_by.to_vec());
+    let runtime = tokio::runtime::Handle::current();
+    let mut between_blocking = move || runtime.block_on(between());
     tokio::task::spawn_blocking(move || {
         let mut writer = DayWriter::create(&output, &schema, memory.row_group_bytes)?;
         if runs.is_empty() {
@@ -162,8 +176,9 @@ pub async fn merge_files(
             }
             let sorted = sort_rows(&concat(&pending, &schema)?, &cluster_by);
             drop(pending);
+            let row_bytes = sorted.get_array_memory_size() / sorted.num_rows().max(1);
             for slice in byte_slices(&sorted, memory.read_batch_bytes) {
-                writer.write(&slice)?;
+                writer.write(&slice, slice.num_rows() * row_bytes)?;
             }
         } else {
             if !pending.is_empty() {
@@ -172,7 +187,14 @@ pub async fn merge_files(
                 runs.push(run_path);
                 drop(pending);
             }
-            merge_runs(&runs, &schema, &order, &mut writer, memory)?;
+            merge_runs(
+                &runs,
+                &schema,
+                &order,
+                &mut writer,
+                memory,
+                &mut between_blocking,
+            )?;
         }
         writer.finish(output, runs.len())
     })
@@ -191,14 +213,15 @@ async fn expected_runs(
         let builder = stream_builder(objects, file)
             .await
             .map_err(io::Error::other)?;
-        let uncompressed: i64 = builder
-            .metadata()
+        let metadata = builder.metadata();
+        let rows: i64 = metadata
             .row_groups()
             .iter()
-            .map(|group| group.total_byte_size())
+            .map(|group| group.num_rows())
             .sum();
-        // Decoded Arrow is larger than Parquet's uncompressed pages: count double, as `rows_per_batch`.
-        bytes += 2 * uncompressed.max(0) as usize;
+        // The decoded width `rows_per_batch` estimates, times the rows.
+        let per_batch = rows_per_batch(metadata, 1 << 30).max(1);
+        bytes += (rows.max(0) as usize).saturating_mul((1 << 30) / per_batch);
     }
     Ok(bytes / memory.run_bytes.max(1) + 1)
 }
@@ -283,6 +306,7 @@ fn merge_runs(
     order: &[String],
     writer: &mut DayWriter,
     memory: MergeMemory,
+    between: &mut dyn FnMut() -> io::Result<()>,
 ) -> io::Result<()> {
     let order: Vec<usize> = order
         .iter()
@@ -316,7 +340,12 @@ fn merge_runs(
     }
     let output_rows = output_batch_rows(&cursors, memory.read_batch_bytes);
     let mut taken: Vec<(usize, usize)> = Vec::with_capacity(output_rows);
+    let mut last_between = std::time::Instant::now();
     while let Some(Reverse((_, run))) = heap.pop() {
+        if last_between.elapsed() >= BETWEEN_WORK_INTERVAL {
+            between()?;
+            last_between = std::time::Instant::now();
+        }
         let cursor = &mut cursors[run];
         taken.push((run, cursor.position));
         cursor.position += 1;
@@ -362,13 +391,17 @@ fn emit(
     let batches: Vec<&RecordBatch> = cursors.iter().map(|cursor| &cursor.batch).collect();
     let merged = interleave_record_batch(&batches, taken).map_err(io::Error::other)?;
     taken.clear();
-    writer.write(&merged)
+    writer.write(&merged, merged.get_array_memory_size())
 }
 
 /// The output Parquet file, with row groups closed by encoded size, and what the manifest needs of it.
 struct DayWriter {
     writer: ArrowWriter<BufWriter<File>>,
     row_group_bytes: usize,
+    /// Decoded bytes written into the row group in progress: a row group is closed by these as well as
+    /// by its encoded size, since repeated long strings encode to almost nothing and a reader decodes
+    /// them whole.
+    row_group_decoded_bytes: usize,
     rows: usize,
     min_timestamp_millis: Option<i64>,
     max_timestamp_millis: Option<i64>,
@@ -382,13 +415,15 @@ impl DayWriter {
         Ok(DayWriter {
             writer,
             row_group_bytes,
+            row_group_decoded_bytes: 0,
             rows: 0,
             min_timestamp_millis: None,
             max_timestamp_millis: None,
         })
     }
 
-    fn write(&mut self, batch: &RecordBatch) -> io::Result<()> {
+    /// Writes `batch`, whose rows decode to about `decoded_bytes`.
+    fn write(&mut self, batch: &RecordBatch, decoded_bytes: usize) -> io::Result<()> {
         if let Some(times) = batch
             .column_by_name(TIMESTAMP_COLUMN)
             .and_then(|column| column.as_any().downcast_ref::<TimestampMillisecondArray>())
@@ -402,8 +437,12 @@ impl DayWriter {
         }
         self.rows += batch.num_rows();
         self.writer.write(batch).map_err(io::Error::other)?;
-        if self.writer.in_progress_size() >= self.row_group_bytes {
+        self.row_group_decoded_bytes += decoded_bytes;
+        if self.writer.in_progress_size() >= self.row_group_bytes
+            || self.row_group_decoded_bytes >= self.row_group_bytes
+        {
             self.writer.flush().map_err(io::Error::other)?;
+            self.row_group_decoded_bytes = 0;
         }
         Ok(())
     }

@@ -7,7 +7,7 @@ use tokio::sync::oneshot;
 
 use keyhole_model::memory_budget::MemoryConsumer;
 
-use crate::compaction::{MergeMemory, MergedFile, SpillDirectory, merge_files};
+use crate::compaction::{BetweenWork, MergeMemory, MergedFile, SpillDirectory, merge_files};
 use crate::flush::{day_file_path, days_to_compact, merge_batches, split_by_day, write_day_file};
 use crate::manifest::{CollectionId, DataFile};
 use crate::shared::{Flushed, KIND_FLUSHED, KIND_SWAPPED, Swapped, payload_of};
@@ -126,6 +126,17 @@ impl Storage {
         }
         tracing::debug!(through_sequence, "flushed");
         Ok(())
+    }
+
+    /// Flushes when the unflushed rows have reached the size that starts a flush; the caller holds the
+    /// maintenance lock (a long merge calls this between pieces of its work).
+    pub(crate) async fn flush_if_buffer_full_locked(&self) -> Result<()> {
+        let budget = &self.inner.config.memory_budget;
+        let flush_at = budget.share(MemoryConsumer::EventBuffer) / crate::FLUSH_AT_SHARE_DIVISOR;
+        if budget.used(MemoryConsumer::EventBuffer) < flush_at {
+            return Ok(());
+        }
+        self.flush_locked().await
     }
 
     /// Writes rows that replace files of `id`'s `day` (by a compaction or a delete) as a new file, named
@@ -295,6 +306,17 @@ impl Storage {
         };
         let spill = SpillDirectory::create(&self.inner.config.data_dir)?;
         let cluster_by = self.clustering_of(&id.project);
+        // The merge holds the maintenance lock: it flushes the event buffer itself when that fills.
+        let storage = self.clone();
+        let between: BetweenWork = std::sync::Arc::new(move || {
+            let storage = storage.clone();
+            Box::pin(async move {
+                storage
+                    .flush_if_buffer_full_locked()
+                    .await
+                    .map_err(std::io::Error::other)
+            })
+        });
         let merged = merge_files(
             &self.inner.objects,
             &old_files,
@@ -302,6 +324,7 @@ impl Storage {
             &cluster_by,
             MergeMemory::within(share as usize),
             &spill,
+            between,
         )
         .await?;
         let day = old_files[0].day.clone();

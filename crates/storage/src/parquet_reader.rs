@@ -84,20 +84,33 @@ pub async fn stream_builder(
     ParquetRecordBatchStreamBuilder::new(ObjectFileReader::new(objects, file)).await
 }
 
-/// The rows per batch that keep one decoded batch of `file` near `target_bytes`, from the footer's
-/// uncompressed sizes (events differ in width by four orders of magnitude, so a fixed row count is no
-/// bound).
+/// The rows per batch that keep one decoded batch of `file` near `target_bytes` (events differ in width
+/// by four orders of magnitude, so a fixed row count is no bound). The width of a row is taken from the
+/// footer's size statistics: the bytes of every string value before encoding (a column of repeated long
+/// strings is a few bytes of dictionary indices on disk and megabytes decoded) plus the encoded size of
+/// the other columns; without those statistics, the worst case, a row of the largest event.
 pub fn rows_per_batch(metadata: &ParquetMetaData, target_bytes: usize) -> usize {
-    let (bytes, rows) = metadata
-        .row_groups()
-        .iter()
-        .fold((0i64, 0i64), |(bytes, rows), group| {
-            (bytes + group.total_byte_size(), rows + group.num_rows())
-        });
-    if rows <= 0 || bytes <= 0 {
+    let mut decoded_bytes = 0i64;
+    let mut rows = 0i64;
+    for group in metadata.row_groups() {
+        rows += group.num_rows();
+        for column in group.columns() {
+            let is_byte_array = column.column_type() == parquet::basic::Type::BYTE_ARRAY;
+            decoded_bytes += match (is_byte_array, column.unencoded_byte_array_data_bytes()) {
+                // Each value also has a 4-byte offset once decoded.
+                (true, Some(bytes)) => bytes + 4 * column.num_values(),
+                (true, None) => return (target_bytes / WORST_ROW_BYTES).max(1),
+                (false, _) => column.uncompressed_size(),
+            };
+        }
+    }
+    if rows <= 0 {
         return 8192;
     }
-    // Decoded Arrow is larger than Parquet's uncompressed pages (offsets, validity): count double.
-    let row_bytes = (2 * bytes / rows).max(1) as usize;
+    let row_bytes = (decoded_bytes / rows).max(1) as usize;
     (target_bytes / row_bytes).clamp(1, 8192)
 }
+
+/// The most one decoded row can take: the largest event, plus a null entry in each of the most columns
+/// a collection may have.
+const WORST_ROW_BYTES: usize = keyhole_model::event::MAX_EVENT_BYTES + 16 * 1024;
