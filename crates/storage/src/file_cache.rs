@@ -359,6 +359,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn what_the_cache_holds_is_reported_to_the_memory_budget() {
+        let directory = tempfile::tempdir().unwrap();
+        let local: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(directory.path()).unwrap());
+        let budget = MemoryBudget::default();
+        let cache = FileCacheStore::new(local.clone(), 40).reporting_to(budget.clone());
+        for name in ["a", "b", "c", "d", "e"] {
+            let path = Path::from(name);
+            local
+                .put(&path, PutPayload::from_static(b"0123456789"))
+                .await
+                .unwrap();
+            cache
+                .insert_written(&path, Bytes::from_static(b"0123456789"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(budget.used(MemoryConsumer::FileCache), 40);
+        let _ = cache.delete(&Path::from("e")).await;
+        assert_eq!(budget.used(MemoryConsumer::FileCache), 30);
+    }
+
+    #[tokio::test]
     async fn reads_fill_free_room_and_never_evict() {
         let directory = tempfile::tempdir().unwrap();
         let local: Arc<dyn ObjectStore> =

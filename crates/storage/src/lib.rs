@@ -7,6 +7,7 @@
 //! See ARCHITECTURE.md for the life of one write.
 
 pub mod backup;
+mod buffer_limit;
 mod changes;
 mod column_cap;
 pub mod columns;
@@ -85,13 +86,6 @@ impl StorageError {
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;
-
-/// A flush starts once the unflushed rows hold this fraction (1/N) of the event buffer's share.
-const FLUSH_AT_SHARE_DIVISOR: u64 = 4;
-/// New writes wait while the unflushed rows (those being flushed included) hold this fraction (1/N) of
-/// the share: a flush holds up to two more copies of what it flushes (merged, then sorted), so three
-/// thirds cover the rows and the flush's work.
-const ADMIT_BELOW_SHARE_DIVISOR: u64 = 3;
 
 /// The default of [`StorageConfig::max_columns_per_collection`].
 pub const DEFAULT_MAX_COLUMNS_PER_COLLECTION: usize = 1_000;
@@ -377,7 +371,8 @@ impl Storage {
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
             let flush_rows = config.flush_rows;
             let budget = config.memory_budget.clone();
-            let flush_bytes = budget.share(MemoryConsumer::EventBuffer) / FLUSH_AT_SHARE_DIVISOR;
+            let flush_bytes =
+                budget.share(MemoryConsumer::EventBuffer) / buffer_limit::FLUSH_AT_SHARE_DIVISOR;
             let weak_for_writer = weak.clone();
             let weak_for_prefetch = weak.clone();
             let writer = Writer {
@@ -449,24 +444,6 @@ impl Storage {
         })
         .await?;
         Ok(answer.await.map_err(|_| StorageError::Closed)??)
-    }
-
-    async fn wait_for_buffer_room(&self) -> Result<()> {
-        let budget = &self.inner.config.memory_budget;
-        let admit_below = budget.share(MemoryConsumer::EventBuffer) / ADMIT_BELOW_SHARE_DIVISOR;
-        if budget.used(MemoryConsumer::EventBuffer) < admit_below {
-            return Ok(());
-        }
-        let deadline = tokio::time::Instant::now() + self.inner.config.buffer_wait;
-        while budget.used(MemoryConsumer::EventBuffer) >= admit_below {
-            if tokio::time::Instant::now() >= deadline {
-                budget.record_refusal(MemoryConsumer::EventBuffer);
-                return Err(StorageError::BufferFull);
-            }
-            self.inner.flush_wanted.notify_one();
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        Ok(())
     }
 
     /// Deletes a collection: its events, files and schema. Durable when this returns.

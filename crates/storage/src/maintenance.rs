@@ -128,17 +128,6 @@ impl Storage {
         Ok(())
     }
 
-    /// Flushes when the unflushed rows have reached the size that starts a flush; the caller holds the
-    /// maintenance lock (a long merge calls this between pieces of its work).
-    pub(crate) async fn flush_if_buffer_full_locked(&self) -> Result<()> {
-        let budget = &self.inner.config.memory_budget;
-        let flush_at = budget.share(MemoryConsumer::EventBuffer) / crate::FLUSH_AT_SHARE_DIVISOR;
-        if budget.used(MemoryConsumer::EventBuffer) < flush_at {
-            return Ok(());
-        }
-        self.flush_locked().await
-    }
-
     /// Writes rows that replace files of `id`'s `day` (by a compaction or a delete) as a new file, named
     /// like compaction output so recovery sets it aside if its swap never committed.
     pub(crate) async fn write_rewritten_file(
