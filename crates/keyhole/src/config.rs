@@ -138,7 +138,7 @@ pub struct ServeOptions {
     #[arg(long, env = "KEYHOLE_FLUSH_ROWS")]
     pub flush_rows: Option<usize>,
     /// MiB of Parquet files kept in memory for queries, at most the file cache's share of the memory
-    /// limit; 0 turns the cache off [default: that share, 12% of --memory-limit]
+    /// limit (12%); 0 turns the cache off [default: 512, or that share if smaller]
     #[arg(long, env = "KEYHOLE_FILE_CACHE_MB")]
     pub file_cache_mb: Option<usize>,
     /// Seconds to wait for another keyhole to release the data directory before giving up [default: 30]

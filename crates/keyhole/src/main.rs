@@ -23,6 +23,9 @@ use crate::config::{
     Cli, Command, MintTokenOptions, OrganizationCommand, ProjectCommand, Settings, TokenCommand,
 };
 
+/// The file cache without `--file-cache-mb` (and within its share of `--memory-limit`).
+const DEFAULT_FILE_CACHE_MB: usize = 512;
+
 /// mimalloc instead of glibc malloc: ingest is allocation-heavy (a JSON tree per event, builders), and with
 /// glibc's allocator its malloc/free and arena locks take about 40% of the server's CPU in batch ingest.
 #[global_allocator]
@@ -188,10 +191,11 @@ async fn open_storage(settings: &Settings, meta: &MetaStore) -> anyhow::Result<S
     storage_config.flush_rows = settings.flush_rows.max(1);
     let budget = keyhole_model::memory_budget::MemoryBudget::new(settings.memory_limit_bytes);
     let file_cache_share = budget.share(keyhole_model::memory_budget::MemoryConsumer::FileCache);
-    storage_config.file_cache_bytes = match settings.file_cache_mb {
-        Some(mb) => (mb as u64 * 1024 * 1024).min(file_cache_share) as usize,
-        None => file_cache_share as usize,
-    };
+    // At most its share of the budget; without --file-cache-mb, also at most 512 MiB (a larger cache
+    // only pays once the files it would hold are read again and again).
+    let file_cache_mb = settings.file_cache_mb.unwrap_or(DEFAULT_FILE_CACHE_MB);
+    storage_config.file_cache_bytes =
+        (file_cache_mb as u64 * 1024 * 1024).min(file_cache_share) as usize;
     tracing::info!(
         memory_limit_bytes = budget.limit_bytes(),
         file_cache_bytes = storage_config.file_cache_bytes,
