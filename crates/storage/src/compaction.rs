@@ -202,6 +202,58 @@ pub async fn merge_files(
     .map_err(io::Error::other)?
 }
 
+/// Rewrites one data file through `edit` (which answers each batch's kept rows and how many rows or cells
+/// it removed), streaming: read in batches of a bounded byte size, each kept batch written at once to a
+/// local Parquet file under `spill`. The rows keep their order. Answers what was removed and the new file
+/// (`None` when nothing was removed, or nothing is left).
+pub async fn rewrite_file(
+    objects: &ObjectFiles,
+    file: &DataFile,
+    memory: MergeMemory,
+    spill: &SpillDirectory,
+    edit: &(dyn Fn(&RecordBatch) -> (RecordBatch, usize) + Sync),
+) -> io::Result<(usize, Option<MergedFile>)> {
+    let builder = stream_builder(objects, file)
+        .await
+        .map_err(io::Error::other)?;
+    let batch_rows = rows_per_batch(builder.metadata(), memory.read_batch_bytes);
+    let mut stream = builder
+        .with_batch_size(batch_rows)
+        .build()
+        .map_err(io::Error::other)?;
+    let output = spill.path().join("rewritten.parquet");
+    let mut writer: Option<DayWriter> = None;
+    let mut removed = 0;
+    while let Some(batch) = stream.next().await {
+        let (kept, gone) = edit(&batch.map_err(io::Error::other)?);
+        removed += gone;
+        if kept.num_rows() == 0 {
+            continue;
+        }
+        let mut current = match writer.take() {
+            Some(current) => current,
+            None => DayWriter::create(&output, &kept.schema(), memory.row_group_bytes)?,
+        };
+        current = tokio::task::spawn_blocking(move || {
+            let decoded_bytes = kept.get_array_memory_size();
+            current.write(&kept, decoded_bytes).map(|()| current)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        writer = Some(current);
+    }
+    if removed == 0 {
+        return Ok((0, None));
+    }
+    let Some(writer) = writer else {
+        return Ok((removed, None));
+    };
+    let merged = tokio::task::spawn_blocking(move || writer.finish(output, 0))
+        .await
+        .map_err(io::Error::other)??;
+    Ok((removed, merged))
+}
+
 /// How many runs the files will make, from their footers' uncompressed sizes.
 async fn expected_runs(
     objects: &ObjectFiles,

@@ -25,7 +25,9 @@ use arrow::record_batch::RecordBatch;
 use keyhole_model::flat::ID_COLUMN;
 use tokio::sync::oneshot;
 
-use crate::flush::{merge_batches, read_file_as_written};
+use keyhole_model::memory_budget::MemoryConsumer;
+
+use crate::compaction::{MergeMemory, SpillDirectory, rewrite_file};
 use crate::manifest::{CollectionId, DataFile};
 use crate::state::CollectionState;
 use crate::wal::WalEntry;
@@ -268,28 +270,26 @@ impl Storage {
                 .collect();
             (files, target.incarnation)
         };
+        // Deletes and compactions both hold the maintenance lock, so the compaction share is free here;
+        // each file is rewritten streaming within it (`compaction::rewrite_file`).
+        let budget = &self.inner.config.memory_budget;
+        let share = budget.share(MemoryConsumer::Compaction);
+        let _reservation = budget.try_reserve(MemoryConsumer::Compaction, share);
+        let memory = MergeMemory::within(share as usize);
+        let apply = |batch: &RecordBatch| edit.apply(batch);
         let mut removed = 0;
         let mut replaced: Vec<(DataFile, Option<DataFile>)> = Vec::new();
         for file in files {
-            let mut kept = Vec::new();
-            let mut removed_here = 0;
-            for batch in read_file_as_written(&self.inner.objects, &file).await? {
-                let (batch, gone) = edit.apply(&batch);
-                removed_here += gone;
-                if batch.num_rows() > 0 {
-                    kept.push(batch);
-                }
-            }
+            let spill = SpillDirectory::create(&self.inner.config.data_dir)?;
+            let (removed_here, rewritten) =
+                rewrite_file(&self.inner.objects, &file, memory, &spill, &apply).await?;
             if removed_here == 0 {
                 continue;
             }
             removed += removed_here;
-            let merged = tokio::task::spawn_blocking(move || merge_batches(&kept))
-                .await
-                .map_err(std::io::Error::other)?;
-            let new_file = match merged {
-                Some(merged) => Some(
-                    self.write_rewritten_file(collection, &file.day, &merged)
+            let new_file = match rewritten {
+                Some(rewritten) => Some(
+                    self.store_merged_file(collection, &file.day, rewritten)
                         .await?,
                 ),
                 None => None,

@@ -243,21 +243,13 @@ pub async fn read_data_file(
     file: &DataFile,
     schema: &SchemaRef,
 ) -> io::Result<Vec<RecordBatch>> {
-    read_file_conformed(objects, file, Some(schema.clone())).await
-}
-
-/// Reads a data file's rows with the columns the file has.
-pub async fn read_file_as_written(
-    objects: &ObjectFiles,
-    file: &DataFile,
-) -> io::Result<Vec<RecordBatch>> {
-    read_file_conformed(objects, file, None).await
+    read_file_conformed(objects, file, schema.clone()).await
 }
 
 async fn read_file_conformed(
     objects: &ObjectFiles,
     file: &DataFile,
-    schema: Option<SchemaRef>,
+    schema: SchemaRef,
 ) -> io::Result<Vec<RecordBatch>> {
     let bytes = objects.get(&file.path).await?;
     tokio::task::spawn_blocking(move || {
@@ -267,10 +259,7 @@ async fn read_file_conformed(
         let mut batches = Vec::new();
         for batch in reader {
             let batch = batch.map_err(io::Error::other)?;
-            batches.push(match &schema {
-                Some(schema) => conform_batch(&batch, schema),
-                None => batch,
-            });
+            batches.push(conform_batch(&batch, &schema));
         }
         Ok(batches)
     })

@@ -128,24 +128,6 @@ impl Storage {
         Ok(())
     }
 
-    /// Writes rows that replace files of `id`'s `day` (by a compaction or a delete) as a new file, named
-    /// like compaction output so recovery sets it aside if its swap never committed.
-    pub(crate) async fn write_rewritten_file(
-        &self,
-        id: &CollectionId,
-        day: &str,
-        rows: &RecordBatch,
-    ) -> Result<DataFile> {
-        let name_hint = self
-            .inner
-            .state
-            .lock()
-            .expect("state lock")
-            .flushed_sequence;
-        let cluster_by = self.clustering_of(&id.project);
-        Ok(write_day_file(&self.inner.objects, id, day, rows, name_hint, &cluster_by).await?)
-    }
-
     /// Swaps each old file of `id` for its replacement (none: its rows are gone) if the collection is
     /// still the incarnation that was read, and stores the manifest; otherwise deletes the replacements.
     /// Returns whether it swapped. Old files are deleted after the grace period.
@@ -338,8 +320,9 @@ impl Storage {
         Ok(())
     }
 
-    /// Stores a merged day file, named like every rewrite (see `write_rewritten_file`).
-    async fn store_merged_file(
+    /// Stores a file that replaces files of `id`'s `day` (a compaction's merge or a delete's rewrite),
+    /// named after the flushed sequence so recovery sets it aside if its swap never committed.
+    pub(crate) async fn store_merged_file(
         &self,
         id: &CollectionId,
         day: &str,
