@@ -8,6 +8,9 @@
 //! uploaded into the store without being held in memory (`ObjectFiles::put_file_durable`). A day that fits
 //! in one run is sorted in memory and written directly, with no spill.
 //!
+//! Reading, sorting and writing run on a blocking thread (`on_blocking_thread`), never on the request
+//! workers.
+//!
 //! Memory: at most a run and its sorted copy (two to three times `run_bytes` while it is sorted), or, while
 //! merging, one batch per run (the batch size is chosen so all runs' batches together take about
 //! `run_bytes`) plus the output row group being encoded. The caller reserves it from the memory budget's
@@ -31,10 +34,11 @@ use keyhole_model::flat::TIMESTAMP_COLUMN;
 use parquet::arrow::ArrowWriter;
 
 use crate::columns::conform_batch;
+use crate::deletes::RowEdit;
 use crate::flush::{ROW_ORDER, order_columns, sort_rows, writer_properties};
 use crate::manifest::DataFile;
 use crate::objects::ObjectFiles;
-use crate::parquet_reader::{rows_per_batch, stream_builder};
+use crate::parquet_reader::{batch_stream, decoded_bytes, stream_builder};
 
 /// How a merge may use memory.
 #[derive(Clone, Copy, Debug)]
@@ -114,6 +118,17 @@ pub type BetweenWork = std::sync::Arc<dyn Fn() -> BoxFuture<'static, io::Result<
 /// How often a merge calls its [`BetweenWork`] at most.
 pub const BETWEEN_WORK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Runs `work` on a blocking thread, driving its I/O with the current runtime: decoding Parquet,
+/// sorting and encoding are CPU work the request workers must not wait behind.
+async fn on_blocking_thread<T: Send + 'static>(
+    work: impl std::future::Future<Output = io::Result<T>> + Send + 'static,
+) -> io::Result<T> {
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || runtime.block_on(work))
+        .await
+        .map_err(io::Error::other)?
+}
+
 /// Merges `files` (one collection's day) into one Parquet file under `spill`, every batch conformed to
 /// `schema` and rows ordered by `cluster_by` then time. `None` when the files hold no rows.
 pub async fn merge_files(
@@ -125,49 +140,46 @@ pub async fn merge_files(
     spill: &SpillDirectory,
     between: BetweenWork,
 ) -> io::Result<Option<MergedFile>> {
-    let order = order_columns(schema, cluster_by);
-    let runs_expected = expected_runs(objects, files, memory).await?;
-    let spill_batch_bytes = (memory.run_bytes / runs_expected.max(1)).max(16 * 1024);
-    let mut runs: Vec<PathBuf> = Vec::new();
-    let mut pending: Vec<RecordBatch> = Vec::new();
-    let mut pending_bytes = 0usize;
-    for file in files {
-        let builder = stream_builder(objects, file)
-            .await
-            .map_err(io::Error::other)?;
-        let batch_rows = rows_per_batch(builder.metadata(), memory.read_batch_bytes);
-        let mut stream = builder
-            .with_batch_size(batch_rows)
-            .build()
-            .map_err(io::Error::other)?;
-        while let Some(batch) = stream.next().await {
-            let batch = conform_batch(&batch.map_err(io::Error::other)?, schema);
-            pending_bytes += batch.get_array_memory_size();
-            pending.push(batch);
-            if pending_bytes >= memory.run_bytes {
-                let run_path = spill.path().join(format!("run-{}.arrow", runs.len()));
-                let (batches, schema, cluster_by) = (
-                    std::mem::take(&mut pending),
-                    schema.clone(),
-                    cluster_by.to_vec(),
-                );
-                let target = run_path.clone();
-                tokio::task::spawn_blocking(move || {
-                    spill_run(&batches, &schema, &cluster_by, &target, spill_batch_bytes)
-                })
-                .await
-                .map_err(io::Error::other)??;
-                runs.push(run_path);
-                pending_bytes = 0;
-                between().await?;
+    let (objects, files, schema) = (objects.clone(), files.to_vec(), schema.clone());
+    let (cluster_by, spill_path) = (cluster_by.to_vec(), spill.path().to_path_buf());
+    on_blocking_thread(async move {
+        // Every footer first: they say how many runs the day makes, so how small each run's batches
+        // must be for all of them to fit the merge at once.
+        let mut builders = Vec::with_capacity(files.len());
+        for file in &files {
+            builders.push(
+                stream_builder(&objects, file)
+                    .await
+                    .map_err(io::Error::other)?,
+            );
+        }
+        let day_bytes: u64 = builders
+            .iter()
+            .map(|builder| decoded_bytes(builder.metadata()))
+            .sum();
+        let runs_expected = day_bytes as usize / memory.run_bytes.max(1) + 1;
+        let spill_batch_bytes = (memory.run_bytes / runs_expected).max(16 * 1024);
+        let mut runs: Vec<PathBuf> = Vec::new();
+        let mut pending: Vec<RecordBatch> = Vec::new();
+        let mut pending_bytes = 0usize;
+        for builder in builders {
+            let mut stream =
+                batch_stream(builder, memory.read_batch_bytes).map_err(io::Error::other)?;
+            while let Some(batch) = stream.next().await {
+                let batch = conform_batch(&batch.map_err(io::Error::other)?, &schema);
+                pending_bytes += batch.get_array_memory_size();
+                pending.push(batch);
+                if pending_bytes >= memory.run_bytes {
+                    let run_path = spill_path.join(format!("run-{}.arrow", runs.len()));
+                    let batches = std::mem::take(&mut pending);
+                    spill_run(&batches, &schema, &cluster_by, &run_path, spill_batch_bytes)?;
+                    runs.push(run_path);
+                    pending_bytes = 0;
+                    between().await?;
+                }
             }
         }
-    }
-    let output = spill.path().join("merged.parquet");
-    let (schema, cluster_by) = (schema.clone(), cluster_by.to_vec());
-    let runtime = tokio::runtime::Handle::current();
-    let mut between_blocking = move || runtime.block_on(between());
-    tokio::task::spawn_blocking(move || {
+        let output = spill_path.join("merged.parquet");
         let mut writer = DayWriter::create(&output, &schema, memory.row_group_bytes)?;
         if runs.is_empty() {
             // The whole day fits in one run: sort it in memory, no spill.
@@ -182,28 +194,20 @@ pub async fn merge_files(
             }
         } else {
             if !pending.is_empty() {
-                let run_path = output.with_file_name(format!("run-{}.arrow", runs.len()));
+                let run_path = spill_path.join(format!("run-{}.arrow", runs.len()));
                 spill_run(&pending, &schema, &cluster_by, &run_path, spill_batch_bytes)?;
                 runs.push(run_path);
                 drop(pending);
             }
-            merge_runs(
-                &runs,
-                &schema,
-                &order,
-                &mut writer,
-                memory,
-                &mut between_blocking,
-            )?;
+            let order = order_columns(&schema, &cluster_by);
+            merge_runs(&runs, &schema, &order, &mut writer, memory, &between).await?;
         }
         writer.finish(output, runs.len())
     })
     .await
-    .map_err(io::Error::other)?
 }
 
-/// Rewrites one data file through `edit` (which answers each batch's kept rows and how many rows or cells
-/// it removed), streaming: read in batches of a bounded byte size, each kept batch written at once to a
+/// Rewrites one data file without what `edit` removes, streaming: read in batches of a bounded byte size, each kept batch written at once to a
 /// local Parquet file under `spill`. The rows keep their order. Answers what was removed and the new file
 /// (`None` when nothing was removed, or nothing is left).
 pub async fn rewrite_file(
@@ -211,71 +215,41 @@ pub async fn rewrite_file(
     file: &DataFile,
     memory: MergeMemory,
     spill: &SpillDirectory,
-    edit: &(dyn Fn(&RecordBatch) -> (RecordBatch, usize) + Sync),
+    edit: RowEdit,
 ) -> io::Result<(usize, Option<MergedFile>)> {
-    let builder = stream_builder(objects, file)
-        .await
-        .map_err(io::Error::other)?;
-    let batch_rows = rows_per_batch(builder.metadata(), memory.read_batch_bytes);
-    let mut stream = builder
-        .with_batch_size(batch_rows)
-        .build()
-        .map_err(io::Error::other)?;
+    let (objects, file) = (objects.clone(), file.clone());
     let output = spill.path().join("rewritten.parquet");
-    let mut writer: Option<DayWriter> = None;
-    let mut removed = 0;
-    while let Some(batch) = stream.next().await {
-        let (kept, gone) = edit(&batch.map_err(io::Error::other)?);
-        removed += gone;
-        if kept.num_rows() == 0 {
-            continue;
-        }
-        let mut current = match writer.take() {
-            Some(current) => current,
-            None => DayWriter::create(&output, &kept.schema(), memory.row_group_bytes)?,
-        };
-        current = tokio::task::spawn_blocking(move || {
-            let decoded_bytes = kept.get_array_memory_size();
-            current.write(&kept, decoded_bytes).map(|()| current)
-        })
-        .await
-        .map_err(io::Error::other)??;
-        writer = Some(current);
-    }
-    if removed == 0 {
-        return Ok((0, None));
-    }
-    let Some(writer) = writer else {
-        return Ok((removed, None));
-    };
-    let merged = tokio::task::spawn_blocking(move || writer.finish(output, 0))
-        .await
-        .map_err(io::Error::other)??;
-    Ok((removed, merged))
-}
-
-/// How many runs the files will make, from their footers' uncompressed sizes.
-async fn expected_runs(
-    objects: &ObjectFiles,
-    files: &[DataFile],
-    memory: MergeMemory,
-) -> io::Result<usize> {
-    let mut bytes = 0usize;
-    for file in files {
-        let builder = stream_builder(objects, file)
+    on_blocking_thread(async move {
+        let builder = stream_builder(&objects, &file)
             .await
             .map_err(io::Error::other)?;
-        let metadata = builder.metadata();
-        let rows: i64 = metadata
-            .row_groups()
-            .iter()
-            .map(|group| group.num_rows())
-            .sum();
-        // The decoded width `rows_per_batch` estimates, times the rows.
-        let per_batch = rows_per_batch(metadata, 1 << 30).max(1);
-        bytes += (rows.max(0) as usize).saturating_mul((1 << 30) / per_batch);
-    }
-    Ok(bytes / memory.run_bytes.max(1) + 1)
+        let mut stream =
+            batch_stream(builder, memory.read_batch_bytes).map_err(io::Error::other)?;
+        let mut writer: Option<DayWriter> = None;
+        let mut removed = 0;
+        while let Some(batch) = stream.next().await {
+            let (kept, gone) = edit.apply(&batch.map_err(io::Error::other)?);
+            removed += gone;
+            if kept.num_rows() == 0 {
+                continue;
+            }
+            let writer = match &mut writer {
+                Some(writer) => writer,
+                None => writer.insert(DayWriter::create(
+                    &output,
+                    &kept.schema(),
+                    memory.row_group_bytes,
+                )?),
+            };
+            writer.write(&kept, kept.get_array_memory_size())?;
+        }
+        match (removed, writer) {
+            (0, _) => Ok((0, None)),
+            (_, None) => Ok((removed, None)),
+            (_, Some(writer)) => Ok((removed, writer.finish(output, 0)?)),
+        }
+    })
+    .await
 }
 
 fn concat(batches: &[RecordBatch], schema: &SchemaRef) -> io::Result<RecordBatch> {
@@ -351,14 +325,15 @@ fn order_rows(converter: &RowConverter, batch: &RecordBatch, order: &[usize]) ->
         .map_err(io::Error::other)
 }
 
-/// Merges sorted runs into `writer`, in order.
-fn merge_runs(
+/// Merges sorted runs into `writer`, in order (async only to await `between`: it runs on the merge's
+/// blocking thread).
+async fn merge_runs(
     runs: &[PathBuf],
     schema: &SchemaRef,
     order: &[String],
     writer: &mut DayWriter,
     memory: MergeMemory,
-    between: &mut dyn FnMut() -> io::Result<()>,
+    between: &BetweenWork,
 ) -> io::Result<()> {
     let order: Vec<usize> = order
         .iter()
@@ -395,7 +370,7 @@ fn merge_runs(
     let mut last_between = std::time::Instant::now();
     while let Some(Reverse((_, run))) = heap.pop() {
         if last_between.elapsed() >= BETWEEN_WORK_INTERVAL {
-            between()?;
+            between().await?;
             last_between = std::time::Instant::now();
         }
         let cursor = &mut cursors[run];

@@ -276,13 +276,12 @@ impl Storage {
         let share = budget.share(MemoryConsumer::Compaction);
         let _reservation = budget.try_reserve(MemoryConsumer::Compaction, share);
         let memory = MergeMemory::within(share as usize);
-        let apply = |batch: &RecordBatch| edit.apply(batch);
         let mut removed = 0;
         let mut replaced: Vec<(DataFile, Option<DataFile>)> = Vec::new();
         for file in files {
             let spill = SpillDirectory::create(&self.inner.config.data_dir)?;
             let (removed_here, rewritten) =
-                rewrite_file(&self.inner.objects, &file, memory, &spill, &apply).await?;
+                rewrite_file(&self.inner.objects, &file, memory, &spill, edit.clone()).await?;
             if removed_here == 0 {
                 continue;
             }

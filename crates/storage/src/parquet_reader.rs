@@ -12,7 +12,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
-use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStream};
 use parquet::errors::{ParquetError, Result};
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
@@ -84,31 +84,52 @@ pub async fn stream_builder(
     ParquetRecordBatchStreamBuilder::new(ObjectFileReader::new(objects, file)).await
 }
 
-/// The rows per batch that keep one decoded batch of `file` near `target_bytes` (events differ in width
-/// by four orders of magnitude, so a fixed row count is no bound). The width of a row is taken from the
-/// footer's size statistics: the bytes of every string value before encoding (a column of repeated long
-/// strings is a few bytes of dictionary indices on disk and megabytes decoded) plus the encoded size of
-/// the other columns; without those statistics, the worst case, a row of the largest event.
-pub fn rows_per_batch(metadata: &ParquetMetaData, target_bytes: usize) -> usize {
-    let mut decoded_bytes = 0i64;
-    let mut rows = 0i64;
+/// What the rows of a file take once decoded, from the footer's size statistics: the bytes of every
+/// string value before encoding (a column of repeated long strings is a few bytes of dictionary indices on
+/// disk and megabytes decoded), plus a 4-byte offset per string, plus the encoded size of the other
+/// columns; without those statistics, the worst case, every row as wide as the largest event.
+pub fn decoded_bytes(metadata: &ParquetMetaData) -> u64 {
+    let mut bytes = 0i64;
     for group in metadata.row_groups() {
-        rows += group.num_rows();
         for column in group.columns() {
             let is_byte_array = column.column_type() == parquet::basic::Type::BYTE_ARRAY;
-            decoded_bytes += match (is_byte_array, column.unencoded_byte_array_data_bytes()) {
-                // Each value also has a 4-byte offset once decoded.
-                (true, Some(bytes)) => bytes + 4 * column.num_values(),
-                (true, None) => return (target_bytes / WORST_ROW_BYTES).max(1),
+            bytes += match (is_byte_array, column.unencoded_byte_array_data_bytes()) {
+                (true, Some(values)) => values + 4 * column.num_values(),
+                (true, None) => return rows_of(metadata).saturating_mul(WORST_ROW_BYTES as u64),
                 (false, _) => column.uncompressed_size(),
             };
         }
     }
-    if rows <= 0 {
+    bytes.max(0) as u64
+}
+
+fn rows_of(metadata: &ParquetMetaData) -> u64 {
+    let rows: i64 = metadata
+        .row_groups()
+        .iter()
+        .map(|group| group.num_rows())
+        .sum();
+    rows.max(0) as u64
+}
+
+/// The rows per batch that keep one decoded batch near `target_bytes` (events differ in width by four
+/// orders of magnitude, so a fixed row count is no bound), from [`decoded_bytes`].
+pub fn rows_per_batch(metadata: &ParquetMetaData, target_bytes: usize) -> usize {
+    let rows = rows_of(metadata);
+    if rows == 0 {
         return 8192;
     }
-    let row_bytes = (decoded_bytes / rows).max(1) as usize;
+    let row_bytes = (decoded_bytes(metadata) / rows).max(1) as usize;
     (target_bytes / row_bytes).clamp(1, 8192)
+}
+
+/// The stream of a file whose footer `builder` read, in batches of about `target_bytes` decoded.
+pub fn batch_stream(
+    builder: ParquetRecordBatchStreamBuilder<ObjectFileReader>,
+    target_bytes: usize,
+) -> Result<ParquetRecordBatchStream<ObjectFileReader>> {
+    let batch_rows = rows_per_batch(builder.metadata(), target_bytes);
+    builder.with_batch_size(batch_rows).build()
 }
 
 /// The most one decoded row can take: the largest event, plus a null entry in each of the most columns
