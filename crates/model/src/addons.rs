@@ -105,6 +105,11 @@ pub trait Enricher {
     fn user_agent(&self, ua: &str) -> Value;
     /// The (medium, source) of a referring host, when the referrer list knows it.
     fn referrer_source(&self, host: &str) -> Option<(String, String)>;
+    /// Why `kind` cannot run here (the data it needs is not installed), when it cannot; such an add-on
+    /// refuses its event rather than storing an empty answer.
+    fn unavailable(&self, _kind: AddonKind) -> Option<String> {
+        None
+    }
 }
 
 /// The enricher of callers that have no data: the add-ons needing it are refused with a clear message.
@@ -254,6 +259,9 @@ pub fn apply_addon(
     };
     fn at_most(text: Option<&str>, limit: usize) -> Option<&str> {
         text.filter(|text| text.len() <= limit)
+    }
+    if let Some(reason) = enricher.unavailable(spec.kind) {
+        return Err(refused(format!("{}: {reason}", spec.kind.name())));
     }
     let output = match spec.kind {
         AddonKind::IpToGeo => match at_most(text("ip"), MAX_SHORT_INPUT_BYTES) {

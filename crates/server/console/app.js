@@ -139,10 +139,15 @@
     container.replaceChildren();
     const chartNode = element('div', { class: 'chart' });
     container.append(chartNode);
-    try {
-      new KeenDataviz({ container: chartNode, title }).render(answer);
-    } catch (_) {
-      chartNode.remove();
+    if (typeof KeenDataviz === 'undefined') {
+      chartNode.replaceWith(element('p', { class: 'notice' },
+        'No chart: this Keyhole build lacks keen-dataviz (run scripts/install-assets, then build again).'));
+    } else {
+      try {
+        new KeenDataviz({ container: chartNode, title }).render(answer);
+      } catch (_) {
+        chartNode.remove();
+      }
     }
     const result = answer.result;
     if (Array.isArray(result) && result.length && typeof result[0] === 'object' && result[0] !== null) {

@@ -12,6 +12,12 @@
     window.__results = { error_code: 'KeyInQueryString', message };
     return;
   }
+  if (typeof KeenAnalysis === 'undefined' || typeof KeenDataviz === 'undefined') {
+    const message = 'This Keyhole build lacks keen-analysis and keen-dataviz: run scripts/install-assets, then build again.';
+    document.getElementById('error').textContent = message;
+    window.__results = { error_code: 'AssetsNotInstalled', message };
+    return;
+  }
   const collection = params.get('collection') || 'orders';
   const groupBy = params.get('group_by') || 'product.category';
   document.getElementById('title').textContent = `${params.get('vendor') || 'Your'} dashboard`;

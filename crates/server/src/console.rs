@@ -1,7 +1,8 @@
 //! The web console, served by the binary at `/console/`: our own page, script and style
 //! (`crates/server/console/`), a dashboard page for any key, and the keen-dataviz and keen-analysis
-//! browser bundles fetched and checked at build time (`build.rs`, `vendor.lock.json`). Everything
-//! is embedded in the binary, so the console works wherever the server runs.
+//! browser bundles (`crate::third_party`: installed by `scripts/install-assets`, hash-checked and embedded
+//! at build time). Everything is embedded in the binary, so the console works wherever the server runs; a
+//! build made before the bundles were installed serves the console without charts, and says why.
 //!
 //! Design: the console is a client of the public API and holds no privilege of its own: it signs in with
 //! the organization key or a project's master key, kept in the tab's memory only (never in storage or a
@@ -15,14 +16,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 
 use crate::errors::ApiError;
 
-macro_rules! vendor_file {
-    ($name:literal) => {
-        include_bytes!(concat!(env!("OUT_DIR"), "/console-vendor/", $name))
-    };
-}
-
-/// (file name, content type, bytes) of every console file.
-const FILES: [(&str, &str, &[u8]); 8] = [
+/// (file name, content type, bytes) of the console's own files.
+const FILES: [(&str, &str, &[u8]); 5] = [
     (
         "index.html",
         "text/html; charset=utf-8",
@@ -48,22 +43,29 @@ const FILES: [(&str, &str, &[u8]); 8] = [
         "application/javascript; charset=utf-8",
         include_bytes!("../console/dashboard.js"),
     ),
+];
+
+/// (file name, content type) of the third-party files the console serves (`crate::third_party`).
+const THIRD_PARTY_FILES: [(&str, &str); 3] = [
     (
         "keen-dataviz.min.js",
         "application/javascript; charset=utf-8",
-        vendor_file!("keen-dataviz.min.js"),
     ),
-    (
-        "keen-dataviz.min.css",
-        "text/css; charset=utf-8",
-        vendor_file!("keen-dataviz.min.css"),
-    ),
+    ("keen-dataviz.min.css", "text/css; charset=utf-8"),
     (
         "keen-analysis.min.js",
         "application/javascript; charset=utf-8",
-        vendor_file!("keen-analysis.min.js"),
     ),
 ];
+
+/// The content type and bytes of the console file `file`: our own, or a third-party one this build embeds.
+fn find_file(file: &str) -> Option<(&'static str, &'static [u8])> {
+    if let Some((_, content_type, bytes)) = FILES.iter().find(|(name, _, _)| *name == file) {
+        return Some((content_type, bytes));
+    }
+    let (name, content_type) = THIRD_PARTY_FILES.iter().find(|(name, _)| *name == file)?;
+    Some((content_type, crate::third_party::file(name)?))
+}
 
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
      img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
@@ -80,10 +82,10 @@ pub async fn console_index() -> Response {
 
 /// `GET /console/{file}`.
 pub async fn console_file(Path(file): Path<String>) -> Response {
-    let Some((_, content_type, bytes)) = FILES.iter().find(|(name, _, _)| *name == file) else {
+    let Some((content_type, bytes)) = find_file(&file) else {
         return ApiError::not_found().into_response();
     };
-    let mut response = (StatusCode::OK, *bytes).into_response();
+    let mut response = (StatusCode::OK, bytes).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(

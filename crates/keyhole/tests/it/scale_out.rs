@@ -22,10 +22,8 @@ const ORG_KEY: &str = "scale-out-test-organization-key-0123456789";
 
 impl Cluster {
     async fn create(nodes: usize) -> Cluster {
-        let bucket = std::env::var("KEYHOLE_TEST_S3_BUCKET").expect(
-            "KEYHOLE_TEST_S3_BUCKET and the AWS_* variables name the S3-compatible server the \
-             scale-out tests run against (.ci/run starts one and sets them)",
-        );
+        let bucket = keyhole_test_env::s3_bucket()
+            .expect("the scale-out tests return early without KEYHOLE_TEST_S3_BUCKET");
         let prefix = keyhole_model::keys::generate_id();
         Cluster {
             envs: vec![
@@ -54,9 +52,8 @@ impl Cluster {
 
 /// A new, empty database on the test PostgreSQL server; its URL.
 async fn fresh_postgres_database() -> String {
-    let server_url = std::env::var("KEYHOLE_TEST_POSTGRES_URL").expect(
-        "KEYHOLE_TEST_POSTGRES_URL names the PostgreSQL server (.ci/run starts one and sets it)",
-    );
+    let server_url = keyhole_test_env::postgres_url()
+        .expect("the scale-out tests return early without KEYHOLE_TEST_POSTGRES_URL");
     let name = format!("keyhole_it_{}", keyhole_model::keys::generate_id());
     keyhole_meta::create_postgres_database(&server_url, &name)
         .await
@@ -125,6 +122,9 @@ async fn write_until_refused(
 
 #[test]
 fn three_nodes_share_events_and_a_killed_node_loses_nothing_acknowledged() {
+    if !crate::support::has_cluster_services() {
+        return;
+    }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let cluster = runtime.block_on(Cluster::create(3));
     let first = cluster.start(0);
@@ -259,6 +259,9 @@ fn three_nodes_share_events_and_a_killed_node_loses_nothing_acknowledged() {
 
 #[test]
 fn a_key_revoked_on_one_node_is_refused_by_another_within_a_second() {
+    if !crate::support::has_cluster_services() {
+        return;
+    }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let cluster = runtime.block_on(Cluster::create(2));
     let first = cluster.start(0);

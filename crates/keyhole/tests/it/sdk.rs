@@ -41,6 +41,9 @@ async fn stored(
 
 #[test]
 fn python_keen_sdk_writes_unchanged() {
+    if !crate::support::has_python_sdk() {
+        return;
+    }
     let data_dir = tempfile::tempdir().unwrap();
     let mut server = BinaryServer::start(data_dir.path(), &[], &[]);
     let project = server.printed_project();
@@ -92,6 +95,9 @@ fn python_keen_sdk_writes_unchanged() {
 
 #[test]
 fn python_keen_sdk_queries_unchanged() {
+    if !crate::support::has_python_sdk() {
+        return;
+    }
     let data_dir = tempfile::tempdir().unwrap();
     let server = BinaryServer::start(data_dir.path(), &[], &[]);
     let project = server.printed_project();
@@ -108,6 +114,9 @@ fn python_keen_sdk_queries_unchanged() {
 
 #[test]
 fn python_keen_sdk_access_key_methods_unchanged() {
+    if !crate::support::has_python_sdk() {
+        return;
+    }
     let data_dir = tempfile::tempdir().unwrap();
     let server = BinaryServer::start(data_dir.path(), &[], &[]);
     let project = server.printed_project();
@@ -125,6 +134,9 @@ fn python_keen_sdk_access_key_methods_unchanged() {
 
 #[test]
 fn python_keen_sdk_saved_query_methods_unchanged() {
+    if !crate::support::has_python_sdk() {
+        return;
+    }
     let data_dir = tempfile::tempdir().unwrap();
     let server = BinaryServer::start(data_dir.path(), &[], &[]);
     let project = server.printed_project();
@@ -142,6 +154,9 @@ fn python_keen_sdk_saved_query_methods_unchanged() {
 
 #[test]
 fn python_keen_sdk_dataset_and_delete_methods_unchanged() {
+    if !crate::support::has_python_sdk() {
+        return;
+    }
     let data_dir = tempfile::tempdir().unwrap();
     let server = BinaryServer::start(data_dir.path(), &[], &[]);
     let project = server.printed_project();
@@ -159,6 +174,9 @@ fn python_keen_sdk_dataset_and_delete_methods_unchanged() {
 
 #[test]
 fn node_keen_tracking_sdk_writes_unchanged() {
+    if !keyhole_test_env::node_packages() {
+        return;
+    }
     let node_dir = repo_root().join("sdk-tests/node");
     assert!(
         node_dir.join("node_modules/keen-tracking").exists(),

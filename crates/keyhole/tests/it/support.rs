@@ -399,3 +399,35 @@ pub fn repo_root() -> PathBuf {
         .canonicalize()
         .unwrap()
 }
+
+/// Whether the PostgreSQL server and the S3-compatible bucket the multi-node tests need are set
+/// (`keyhole_test_env` announces what is missing).
+pub fn has_cluster_services() -> bool {
+    let postgres = keyhole_test_env::postgres_url().is_some();
+    let s3 = keyhole_test_env::s3_bucket().is_some();
+    postgres && s3
+}
+
+/// Whether the Python Keen SDK and the Python test helpers are installed.
+pub fn has_python_sdk() -> bool {
+    keyhole_test_env::python_modules(&["keen", "cryptography", "mmdb_writer", "netaddr"])
+}
+
+/// Whether this build embeds the third-party files (console bundles, add-on data).
+pub fn has_third_party_assets() -> bool {
+    keyhole_test_env::prerequisite(
+        "the third-party assets (console bundles, add-on data)",
+        "run scripts/install-assets, then build and test again",
+        keyhole_server::third_party::file("regexes.yaml").is_some()
+            && keyhole_server::third_party::file("keen-dataviz.min.js").is_some(),
+    )
+}
+
+/// Whether everything the browser tests drive is here: Chromium, playwright-core and the SDKs under
+/// Node, the Python helpers that write the GeoIP database, and the console bundles.
+pub fn has_browser() -> bool {
+    let browser = keyhole_test_env::chromium();
+    let python = has_python_sdk();
+    let assets = has_third_party_assets();
+    browser && python && assets
+}

@@ -208,6 +208,9 @@ fn an_event_at_the_depth_limit_is_acknowledged_and_replayed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_past_its_cpu_budget_is_refused_and_stores_nothing() {
+    if !crate::support::has_third_party_assets() {
+        return;
+    }
     let limits = TestLimits {
         writes: keyhole_server::write_pool::WriteLimits {
             cpu_budget: Duration::from_millis(20),
@@ -368,6 +371,9 @@ async fn flood_with(
 
 #[test]
 fn health_stays_instant_under_a_flood_of_expensive_add_on_writes() {
+    if !crate::support::has_third_party_assets() {
+        return;
+    }
     let data_dir = tempfile::tempdir().unwrap();
     let server = BinaryServer::start(data_dir.path(), &[], &[]);
     let project = server.printed_project();
