@@ -11,7 +11,9 @@
 //! [`MAX_BYTES`] (each charged its approximate heap size, `footprint::value_bytes`); past it the least
 //! recently read are dropped, and a result larger than a sixteenth of it is not kept.
 
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Mutex, MutexGuard, Weak};
+
+use crate::access::ScopedReader;
 use std::time::Duration;
 
 use keyhole_model::Grant;
@@ -62,19 +64,20 @@ pub fn scope_digest(grant: &Grant, forced_filters: &[keyhole_model::query::Filte
     keyhole_model::KeyHash::of_secret(&scope.to_string()).to_hex()
 }
 
-struct Entry {
+struct Entry<Reader> {
     result: Value,
     computed_at: EpochMillis,
     last_read: EpochMillis,
     refresh_millis: i64,
     query: Query,
-    grant: Arc<Grant>,
+    /// The reads of the request that stored the result (its grant, as saved queries read).
+    reader: Reader,
 }
 
-impl Charged for Entry {
+impl<Reader> Charged for Entry<Reader> {
     /// The result's heap and the entry's fixed part (the grant is shared with the request that made it).
     fn charged_bytes(&self) -> usize {
-        std::mem::size_of::<Entry>() + keyhole_model::footprint::value_bytes(&self.result)
+        std::mem::size_of::<Entry<Reader>>() + keyhole_model::footprint::value_bytes(&self.result)
     }
     fn last_read(&self) -> EpochMillis {
         self.last_read
@@ -88,28 +91,30 @@ pub struct Stored {
     pub computed_at: EpochMillis,
 }
 
-/// Work for the refresher: recompute `query` as `grant` sees it and store it under `key`.
-pub struct Due {
+/// Work for the refresher: recompute `query` as `reader` sees it and store it under `key`.
+pub struct Due<Reader> {
     pub key: ResultKey,
     pub query: Query,
-    pub grant: Arc<Grant>,
+    pub reader: Reader,
 }
 
-pub struct CachedResults {
-    entries: Mutex<ByteBoundedMap<ResultKey, Entry>>,
+/// Results of cached queries, per scope (see the module docs). `Reader` is what recomputes a result: the [`ScopedReader`] of the request that stored it (a generic
+/// parameter only so the cache's own tests need no engines).
+pub struct CachedResults<Reader = ScopedReader> {
+    entries: Mutex<ByteBoundedMap<ResultKey, Entry<Reader>>>,
 }
 
-impl Default for CachedResults {
-    fn default() -> CachedResults {
+impl<Reader> Default for CachedResults<Reader> {
+    fn default() -> CachedResults<Reader> {
         CachedResults {
             entries: Mutex::new(ByteBoundedMap::new(MAX_BYTES)),
         }
     }
 }
 
-impl CachedResults {
+impl<Reader> CachedResults<Reader> {
     /// A store bounded to `max_bytes` (the server's memory budget share for it).
-    pub fn with_max_bytes(max_bytes: usize) -> CachedResults {
+    pub fn with_max_bytes(max_bytes: usize) -> CachedResults<Reader> {
         CachedResults {
             entries: Mutex::new(ByteBoundedMap::new(max_bytes)),
         }
@@ -122,7 +127,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl CachedResults {
+impl<Reader: Clone> CachedResults<Reader> {
     /// The stored result, if younger than its refresh rate and than `max_age_millis`.
     pub fn fresh(
         &self,
@@ -152,7 +157,7 @@ impl CachedResults {
         now: EpochMillis,
         refresh_seconds: u64,
         query: Query,
-        grant: Arc<Grant>,
+        reader: Reader,
     ) {
         lock(&self.entries).insert(
             key,
@@ -164,7 +169,7 @@ impl CachedResults {
                     .unwrap_or(i64::MAX / 1000)
                     .saturating_mul(1000),
                 query,
-                grant,
+                reader,
             },
         );
     }
@@ -176,7 +181,7 @@ impl CachedResults {
 
     /// Results due for recomputation (older than their refresh rate and read within two periods);
     /// results not read for two periods are dropped.
-    pub fn due(&self, now: EpochMillis) -> Vec<Due> {
+    pub fn due(&self, now: EpochMillis) -> Vec<Due<Reader>> {
         let mut entries = lock(&self.entries);
         entries.retain(|_, entry| now - entry.last_read < 2 * entry.refresh_millis);
         entries
@@ -185,7 +190,7 @@ impl CachedResults {
             .map(|(key, entry)| Due {
                 key: key.clone(),
                 query: entry.query.clone(),
-                grant: entry.grant.clone(),
+                reader: entry.reader.clone(),
             })
             .collect()
     }
@@ -209,7 +214,7 @@ impl CachedResults {
 
 /// Recomputes due results one at a time (queries go through the governor like any other). The task
 /// ends at the first tick after the results store is dropped.
-pub fn start_refresher(results: Weak<CachedResults>, queries: keyhole_query::QueryEngine) {
+pub fn start_refresher(results: Weak<CachedResults>) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(REFRESH_TICK).await;
@@ -219,12 +224,11 @@ pub fn start_refresher(results: Weak<CachedResults>, queries: keyhole_query::Que
             let now = keyhole_model::query::now_millis();
             for due in results.due(now) {
                 // A revoked or expired key's results are dropped rather than refreshed.
-                if !due.grant.is_usable_at(now) {
+                if !due.reader.grant().is_usable_at(now) {
                     results.forget(&due.key.project_id, &due.key.name);
                     continue;
                 }
-                let scope = keyhole_query::Scope::for_saved_query(&due.grant, now);
-                match queries.run(&due.query, &scope, now).await {
+                match due.reader.run(&due.query, now).await {
                     Ok(answer) => {
                         results.refreshed(&due.key, crate::saved_queries::result_of(&answer), now)
                     }
@@ -260,8 +264,8 @@ mod tests {
         .unwrap()
     }
 
-    fn grant() -> Arc<Grant> {
-        Arc::new(Grant::for_project_key(
+    fn grant() -> std::sync::Arc<Grant> {
+        std::sync::Arc::new(Grant::for_project_key(
             "p",
             keyhole_model::KeyKind::Read,
             keyhole_model::KeyHash::of_secret("k"),
@@ -272,7 +276,7 @@ mod tests {
 
     #[test]
     fn results_are_served_per_scope_until_due_then_refreshed_or_dropped() {
-        let cache = CachedResults::default();
+        let cache: CachedResults<std::sync::Arc<Grant>> = CachedResults::default();
         cache.store(key("a"), serde_json::json!(1), 0, 10, query(), grant());
         assert_eq!(cache.fresh(&key("a"), 5_000, None).unwrap().result, 1);
         assert!(

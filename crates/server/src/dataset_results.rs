@@ -7,7 +7,7 @@
 //! computed, per (project, dataset, definition version, scope digest, index value), together with the
 //! storage's change version at which they were computed; a kept bucket is served only while no write,
 //! delete or property removal since that version touched an event time before the bucket's end
-//! (`Storage::earliest_change_since`). A read takes the longest run of valid kept buckets from the start
+//! (`ScopedReader::earliest_change_since`). A read takes the longest run of valid kept buckets from the start
 //! of its timeframe and computes the rest in one live query, so reading 90 daily buckets usually
 //! computes one. Scopes with a look-back window (`max_lookback`) move with the clock, so their buckets are
 //! always computed live. Everything is in memory (a restart recomputes on first read), bounded by
@@ -17,13 +17,12 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use keyhole_model::Grant;
 use keyhole_model::dataset::IndexValue;
 use keyhole_model::query::{Query, TimeRange, Timeframe};
 use keyhole_model::timestamp::EpochMillis;
-use keyhole_storage::{CollectionId, Storage};
 use serde_json::Value;
 
+use crate::access::ScopedReader;
 use crate::byte_bounded::{ByteBoundedMap, Charged};
 use crate::errors::ApiError;
 
@@ -89,14 +88,14 @@ impl DatasetResults {
 
 /// One results request, parsed and authorized.
 pub struct ResultsRequest<'a> {
-    pub project_id: &'a str,
+    /// The caller's reads (its grant's scope).
+    pub reader: &'a ScopedReader,
     pub dataset: &'a str,
     /// The definition's `last_modified_date`: replacing the dataset invalidates what was kept.
     pub version: &'a str,
     pub query: Query,
     pub index: Vec<IndexValue>,
     pub timeframe: Timeframe,
-    pub grant: &'a Grant,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -109,21 +108,18 @@ impl DatasetResults {
     /// The `result` array for `request` at `now`, and how many of its buckets came from the store.
     pub async fn results(
         &self,
-        storage: &Storage,
-        queries: &keyhole_query::QueryEngine,
         request: ResultsRequest<'_>,
         now: EpochMillis,
     ) -> Result<(Value, usize), ApiError> {
         let ResultsRequest {
-            project_id,
+            reader,
             dataset,
             version,
             mut query,
             index,
             timeframe,
-            grant,
         } = request;
-        let scope = keyhole_query::Scope::for_grant(grant, now);
+        let (project_id, grant) = (reader.project_id(), reader.grant());
         let timezone = query.timezone;
         let interval = query
             .interval
@@ -151,10 +147,7 @@ impl DatasetResults {
             .map(|pair| (pair[0], pair[1]))
             .collect();
         query.filters.extend(index.iter().map(IndexValue::filter));
-        let collection = CollectionId {
-            project: project_id.to_string(),
-            collection: query.collection.clone().unwrap_or_default(),
-        };
+        let collection = query.collection.clone().unwrap_or_default();
         let key = IndexKey {
             project_id: project_id.to_string(),
             dataset: dataset.to_string(),
@@ -163,11 +156,11 @@ impl DatasetResults {
             index: IndexValue::canonical(&index),
         };
         let keeps =
-            scope.earliest_millis().is_none() && keyhole_query::interval_join::is_joinable(&query);
+            reader.window_start(now).is_none() && keyhole_query::interval_join::is_joinable(&query);
         // Read before the live query's snapshot: whatever that query misses is a later change.
-        let change_version = storage.change_version();
+        let change_version = reader.change_version();
         let mut elements = if keeps {
-            self.valid_prefix(storage, &collection, &key, &buckets, now)
+            self.valid_prefix(reader, &collection, &key, &buckets, now)
         } else {
             Vec::new()
         };
@@ -180,7 +173,7 @@ impl DatasetResults {
             start: live_start,
             end: range.end,
         });
-        let answer = queries.run(&query, &scope, now).await?;
+        let answer = reader.run(&query, now).await?;
         let live = match answer.get("result") {
             Some(Value::Array(live)) => live.clone(),
             _ => {
@@ -211,8 +204,8 @@ impl DatasetResults {
     /// The kept elements of the longest run of closed buckets from the first that are still valid.
     fn valid_prefix(
         &self,
-        storage: &Storage,
-        collection: &CollectionId,
+        reader: &ScopedReader,
+        collection: &str,
         key: &IndexKey,
         buckets: &[(EpochMillis, EpochMillis)],
         now: EpochMillis,
@@ -230,7 +223,7 @@ impl DatasetResults {
             let Some(stored) = kept.buckets.get(bucket) else {
                 break;
             };
-            let changed = storage.earliest_change_since(collection, stored.change_version);
+            let changed = reader.earliest_change_since(collection, stored.change_version);
             if changed.is_some_and(|earliest| earliest < bucket.1) {
                 break;
             }

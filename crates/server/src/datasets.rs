@@ -268,16 +268,13 @@ pub async fn dataset_results(
     let (result, stored_buckets) = state
         .dataset_results
         .results(
-            &state.storage,
-            &state.queries,
             ResultsRequest {
-                project_id: &auth.project_id,
+                reader: &auth.reader(),
                 dataset: &name,
                 version: &dataset.last_modified_date,
                 query,
                 index,
                 timeframe,
-                grant: &auth.grant,
             },
             now_millis(),
         )

@@ -11,15 +11,13 @@
 //! A request carrying any other parameter (PHP's bracket form `filters[0][…]` included) or a body is
 //! refused before anything is deleted: a delete is never widened because a parameter was not understood.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::StatusCode;
 use keyhole_model::KeyKind;
 use keyhole_model::query::{AnalysisType, Query, now_millis, params_from_query_string};
-use keyhole_storage::CollectionId;
 use serde_json::Value;
 
-use crate::AppState;
-use crate::auth::{Authorized, Deletes, MasterOnly, form_urlencoded_pairs, scope_of};
+use crate::auth::{Authorized, Deletes, MasterOnly, form_urlencoded_pairs};
 use crate::errors::{ApiError, ErrorCode};
 
 /// Most events one round of a delete removes.
@@ -30,7 +28,6 @@ const MAX_DELETE_ROUNDS: usize = 1_000;
 /// `DELETE /3.0/projects/{project_id}/events/{collection}`.
 pub async fn delete_events(
     auth: Authorized<Deletes>,
-    State(state): State<AppState>,
     Path((_, collection)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     body: axum::body::Body,
@@ -41,62 +38,50 @@ pub async fn delete_events(
     if !body.iter().all(u8::is_ascii_whitespace) {
         return Err(delete_body_refused());
     }
-    let id = CollectionId {
-        project: auth.project_id.clone(),
-        collection: collection.clone(),
-    };
+    let deleter = auth.deleter();
     let is_master = auth.grant.kind() == KeyKind::Master;
     // Only the master key learns that a collection does not exist; a scoped key's delete of an unknown
     // collection matches nothing, as a delete in another tenant's collection does.
-    if is_master && state.storage.collection_schema(&id).is_none() {
+    if is_master && deleter.reader().schema(&collection).await?.is_none() {
         return Err(ApiError::not_found());
     }
-    if is_master && !selective {
-        state.storage.delete_collection(id).await?;
+    if is_master && !selective && deleter.delete_collection(&collection).await? {
         return Ok(StatusCode::NO_CONTENT);
     }
     let mut params = params_from_query_string(&query)?;
     params.remove("api_key");
-    params.insert("event_collection".into(), Value::String(collection));
+    params.insert("event_collection".into(), Value::String(collection.clone()));
     let selection = Query::parse(AnalysisType::Extraction, &params)?;
     let mut deleted = 0usize;
     for _ in 0..MAX_DELETE_ROUNDS {
-        let now = now_millis();
-        let scope = scope_of(&auth.grant);
-        let matched = state
-            .queries
-            .matching_events(&selection, &scope, now, DELETE_ROUND_EVENTS)
+        let matched = deleter
+            .reader()
+            .matching_events(&selection, now_millis(), DELETE_ROUND_EVENTS)
             .await?;
         let found = matched.ids.len();
         if found == 0 {
             break;
         }
-        let removed = state
-            .storage
-            .delete_events(id.clone(), matched.ids, matched.earliest, matched.latest)
-            .await?;
+        let removed = deleter.delete_events(&collection, matched).await?;
         deleted += removed;
         if found < DELETE_ROUND_EVENTS || removed == 0 {
             break;
         }
     }
-    tracing::info!(project_id = %auth.project_id, collection = %id.collection, deleted, "events deleted");
+    tracing::info!(project_id = %auth.project_id, %collection, deleted, "events deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `DELETE /3.0/projects/{project_id}/events/{collection}/properties/{property}`.
 pub async fn delete_property(
     auth: Authorized<MasterOnly>,
-    State(state): State<AppState>,
     Path((_, collection, property)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let id = CollectionId {
-        project: auth.project_id,
-        collection,
-    };
-    let schema = state
-        .storage
-        .collection_schema(&id)
+    let deleter = auth.deleter();
+    let schema = deleter
+        .reader()
+        .schema(&collection)
+        .await?
         .ok_or_else(ApiError::not_found)?;
     let nested = format!("{property}.");
     let held = schema
@@ -113,7 +98,9 @@ pub async fn delete_property(
             ApiError::not_found()
         });
     }
-    state.storage.delete_property(id, property).await?;
+    if !deleter.delete_property(&collection, property).await? {
+        return Err(ApiError::not_found());
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

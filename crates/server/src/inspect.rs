@@ -8,17 +8,15 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use keyhole_model::ValueKind;
-use keyhole_storage::{CollectionId, CollectionSchema};
+use keyhole_storage::CollectionSchema;
 use serde_json::{Value, json};
 
-use crate::AppState;
-use crate::auth::{Authorized, Schema, scope_of};
+use crate::access::ScopedReader;
+use crate::auth::{Authorized, Schema};
 use crate::errors::ApiError;
-use keyhole_model::Grant;
-use keyhole_query::Visibility;
 
 fn collection_url(project_id: &str, collection: &str) -> String {
     format!(
@@ -66,75 +64,36 @@ fn collection_json(project_id: &str, name: &str, schema: &CollectionSchema) -> V
 }
 
 /// `GET /3.0/projects/{project_id}/events`.
-pub async fn list_collections(
-    auth: Authorized<Schema>,
-    State(state): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn list_collections(auth: Authorized<Schema>) -> Result<Json<Value>, ApiError> {
+    let reader = auth.reader();
     let mut listed = Vec::new();
-    for (name, _) in state.storage.collections(&auth.project_id) {
-        if let Some(schema) = scoped_schema(&state, &auth.grant, &auth.project_id, &name).await? {
-            listed.push(collection_json(&auth.project_id, &name, &schema));
+    for name in reader.collection_names() {
+        if let Some(schema) = reader.schema(&name).await? {
+            listed.push(collection_json(reader.project_id(), &name, &schema));
         }
     }
     Ok(Json(Value::Array(listed)))
 }
 
-/// A collection's schema as the key may see it: in a restricted scope, only the properties that events
-/// visible to the key carry (`None` when it sees none of the collection's events, or there are none).
-async fn scoped_schema(
-    state: &AppState,
-    grant: &Grant,
-    project_id: &str,
-    collection: &str,
-) -> Result<Option<CollectionSchema>, ApiError> {
-    let id = CollectionId {
-        project: project_id.to_string(),
-        collection: collection.to_string(),
-    };
-    let Some(mut schema) = state.storage.collection_schema(&id) else {
-        return Ok(None);
-    };
-    let scope = scope_of(grant);
-    let visible = match state.queries.visible_columns(&scope, collection).await? {
-        Visibility::Everything => return Ok(Some(schema)),
-        Visibility::Nothing => return Ok(None),
-        Visibility::Columns(columns) => columns,
-    };
-    schema.properties.retain(|path, property| {
-        property
-            .kinds
-            .retain(|kind| visible.contains(&kind.column_name(path)));
-        let Some(first_visible) = property.kinds.iter().next().copied() else {
-            return false;
-        };
-        if !property.kinds.contains(&property.latest) {
-            property.latest = first_visible;
-        }
-        true
-    });
-    Ok(Some(schema))
-}
-
+/// A collection's schema as the reader's grant may see it (see `ScopedReader::schema`); not found when
+/// it sees none of its events.
 async fn find_schema(
-    state: &AppState,
-    grant: &Grant,
-    project_id: &str,
+    reader: &ScopedReader,
     collection: &str,
 ) -> Result<CollectionSchema, ApiError> {
-    scoped_schema(state, grant, project_id, collection)
+    reader
+        .schema(collection)
         .await?
         .ok_or_else(ApiError::not_found)
 }
 
 /// The body of `GET /events/{collection}` (called once the key is checked).
 pub async fn collection_schema_response(
-    state: &AppState,
-    grant: &Grant,
-    project_id: &str,
+    reader: &ScopedReader,
     collection: &str,
 ) -> Result<Response, ApiError> {
-    let schema = find_schema(state, grant, project_id, collection).await?;
-    Ok(Json(collection_json(project_id, collection, &schema)).into_response())
+    let schema = find_schema(reader, collection).await?;
+    Ok(Json(collection_json(reader.project_id(), collection, &schema)).into_response())
 }
 
 fn property_json(project_id: &str, collection: &str, name: &str, type_name: &str) -> Value {
@@ -148,10 +107,9 @@ fn property_json(project_id: &str, collection: &str, name: &str, type_name: &str
 /// `GET /3.0/projects/{project_id}/events/{collection}/properties`.
 pub async fn list_properties(
     auth: Authorized<Schema>,
-    State(state): State<AppState>,
     Path((_, collection)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let schema = find_schema(&state, &auth.grant, &auth.project_id, &collection).await?;
+    let schema = find_schema(&auth.reader(), &collection).await?;
     let properties = property_types(&schema)
         .iter()
         .map(|(name, type_name)| property_json(&auth.project_id, &collection, name, type_name))
@@ -162,10 +120,9 @@ pub async fn list_properties(
 /// `GET /3.0/projects/{project_id}/events/{collection}/properties/{property}`.
 pub async fn get_property(
     auth: Authorized<Schema>,
-    State(state): State<AppState>,
     Path((_, collection, property)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let schema = find_schema(&state, &auth.grant, &auth.project_id, &collection).await?;
+    let schema = find_schema(&auth.reader(), &collection).await?;
     let types = property_types(&schema);
     let type_name = types.get(&property).ok_or_else(ApiError::not_found)?;
     Ok(Json(property_json(

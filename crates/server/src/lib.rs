@@ -2,7 +2,7 @@
 //! each route's required permission in their type, and the one place domain errors become Keen error
 //! bodies. [`app`] builds the whole router so tests can drive it in-process or behind a real socket.
 
-pub mod auth;
+pub mod access;
 mod byte_bounded;
 mod cached_results;
 mod console;
@@ -43,6 +43,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowHeaders, Any, CorsLayer};
 use tower_http::trace::TraceLayer;
 
+pub use access::auth;
 pub use http::{HttpLimits, serve};
 pub use projects::created_project_json;
 
@@ -50,8 +51,8 @@ pub use projects::created_project_json;
 #[derive(Clone)]
 pub struct AppState {
     pub meta: MetaStore,
-    pub storage: Storage,
-    pub queries: keyhole_query::QueryEngine,
+    /// Events are reached only through the handles `access` hands out; see that module.
+    pub(crate) events: access::EventEngines,
     pub meter: limits::KeyMeter,
     pub metrics: metrics::ServerMetrics,
     cached_results: Arc<cached_results::CachedResults>,
@@ -80,7 +81,7 @@ impl AppState {
         };
         for project in projects {
             match self.meta.usable_access_key_grants(&project.id).await {
-                Ok(grants) => set_clustering(&self.storage, &project.id, &grants),
+                Ok(grants) => self.events.set_clustering(&project.id, &grants),
                 Err(error) => {
                     tracing::warn!(project_id = %project.id, %error, "cannot read access keys for clustering")
                 }
@@ -97,9 +98,10 @@ impl AppState {
         query_limits: keyhole_query::QueryLimits,
     ) -> std::io::Result<AppState> {
         let queries = keyhole_query::QueryEngine::new(storage.clone(), query_limits)?;
-        let clustered_storage = storage.clone();
+        let events = access::EventEngines::new(storage.clone(), queries.clone());
+        let clustered = events.clone();
         meta.on_key_change(Box::new(move |project_id, grants| {
-            set_clustering(&clustered_storage, project_id, grants)
+            clustered.set_clustering(project_id, grants)
         }));
         let meter = limits::KeyMeter::start(meta.clone());
         let metrics = metrics::ServerMetrics::new(storage.metrics(), queries.metrics());
@@ -110,7 +112,7 @@ impl AppState {
         let cached_results = Arc::new(cached_results::CachedResults::with_max_bytes(share(
             MemoryConsumer::ResultCache,
         )));
-        cached_results::start_refresher(Arc::downgrade(&cached_results), queries.clone());
+        cached_results::start_refresher(Arc::downgrade(&cached_results));
         let dataset_results = Arc::new(dataset_results::DatasetResults::with_max_bytes(share(
             MemoryConsumer::DatasetCache,
         )));
@@ -124,8 +126,7 @@ impl AppState {
             memory,
             enrichment,
             meta,
-            storage,
-            queries,
+            events,
             meter,
             metrics,
             organization_id: organization_id.into(),
@@ -181,12 +182,6 @@ impl AppState {
         self.enrichment = enrichment;
         self
     }
-}
-
-fn set_clustering(storage: &Storage, project_id: &str, grants: &[keyhole_model::Grant]) {
-    let properties = keyhole_model::grant::clustering_properties(grants);
-    tracing::debug!(project_id, ?properties, "clustering set");
-    storage.set_clustering(project_id, properties);
 }
 
 /// The full application: routes, Keen-style 404/405 answers, CORS, request tracing.

@@ -13,6 +13,7 @@ use keyhole_meta::{Project, ProjectKeys};
 use serde_json::{Value, json};
 
 use crate::AppState;
+use crate::access::ScopedReader;
 use crate::auth::{AnyProjectMaster, Authorized, MasterOnly, OrganizationAccess};
 use crate::errors::{ApiError, ErrorCode};
 use crate::inspect::encode_path_segment;
@@ -109,13 +110,13 @@ pub async fn update_organization_project(
     Ok(Json(organization_project_json(&project)))
 }
 
-fn project_json(state: &AppState, project: &Project) -> Value {
+/// The project as its master key sees it (`reader` is that key's).
+fn project_json(reader: &ScopedReader, project: &Project) -> Value {
     let base = format!("/3.0/projects/{}", project.id);
-    let events: Vec<Value> = state
-        .storage
-        .collections(&project.id)
+    let events: Vec<Value> = reader
+        .collection_names()
         .iter()
-        .map(|(name, _)| json!({"name": name, "url": format!("{base}/events/{}", encode_path_segment(name))}))
+        .map(|name| json!({"name": name, "url": format!("{base}/events/{}", encode_path_segment(name))}))
         .collect();
     json!({
         "id": project.id,
@@ -138,7 +139,7 @@ pub async fn get_project(
         .project(&auth.project_id)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    Ok(Json(project_json(&state, &project)))
+    Ok(Json(project_json(&auth.reader(), &project)))
 }
 
 /// `GET /3.0/projects`: the projects the master key can see — its own.
@@ -151,5 +152,8 @@ pub async fn list_projects(
         .project(access.grant.project_id())
         .await?
         .ok_or_else(ApiError::not_found)?;
-    Ok(Json(Value::Array(vec![project_json(&state, &project)])))
+    Ok(Json(Value::Array(vec![project_json(
+        &access.reader,
+        &project,
+    )])))
 }

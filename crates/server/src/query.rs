@@ -5,11 +5,10 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use keyhole_model::query::{AnalysisType, Query, now_millis, params_from_query_string};
 use serde_json::{Map, Value};
 
-use crate::AppState;
 use crate::auth::{Authorized, Queries};
 use crate::errors::{ApiError, ErrorCode};
 
@@ -17,34 +16,29 @@ use crate::errors::{ApiError, ErrorCode};
 const MAX_QUERY_BODY_BYTES: usize = 1_000_000;
 
 async fn run(
-    state: &AppState,
     auth: &Authorized<Queries>,
     analysis: &str,
     params: Map<String, Value>,
 ) -> Result<Json<Value>, ApiError> {
     let analysis = AnalysisType::parse(analysis)?;
     let query = Query::parse(analysis, &params)?;
-    let now = now_millis();
-    let scope = keyhole_query::Scope::for_grant(&auth.grant, now);
-    let body = state.queries.run(&query, &scope, now).await?;
+    let body = auth.reader().run(&query, now_millis()).await?;
     Ok(Json(body))
 }
 
 /// `GET /3.0/projects/{project_id}/queries/{analysis_type}?…`.
 pub async fn run_query_get(
     auth: Authorized<Queries>,
-    State(state): State<AppState>,
     Path((_, analysis)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let params = params_from_query_string(query.as_deref().unwrap_or_default())?;
-    run(&state, &auth, &analysis, params).await
+    run(&auth, &analysis, params).await
 }
 
 /// `POST /3.0/projects/{project_id}/queries/{analysis_type}` with a JSON body.
 pub async fn run_query_post(
     auth: Authorized<Queries>,
-    State(state): State<AppState>,
     Path((_, analysis)): Path<(String, String)>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
@@ -65,5 +59,5 @@ pub async fn run_query_post(
             }
         }
     };
-    run(&state, &auth, &analysis, params).await
+    run(&auth, &analysis, params).await
 }

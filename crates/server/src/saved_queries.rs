@@ -142,9 +142,9 @@ pub async fn saved_query_result(
     })?;
     let now = now_millis();
     let mut object = saved_query_json(&saved);
+    let reader = auth.reader().for_saved_queries();
     if saved.refresh_rate == 0 {
-        let scope = keyhole_query::Scope::for_saved_query(&auth.grant, now);
-        object["result"] = result_of(&state.queries.run(&query, &scope, now).await?);
+        object["result"] = result_of(&reader.run(&query, now).await?);
         return Ok(Json(object));
     }
     let key = ResultKey::new(
@@ -157,16 +157,10 @@ pub async fn saved_query_result(
     let (result, computed_at, from_cache) = match state.cached_results.fresh(&key, now, max_age) {
         Some(stored) => (stored.result, stored.computed_at, true),
         None => {
-            let scope = keyhole_query::Scope::for_saved_query(&auth.grant, now);
-            let result = result_of(&state.queries.run(&query, &scope, now).await?);
-            state.cached_results.store(
-                key,
-                result.clone(),
-                now,
-                saved.refresh_rate,
-                query,
-                auth.grant.clone(),
-            );
+            let result = result_of(&reader.run(&query, now).await?);
+            state
+                .cached_results
+                .store(key, result.clone(), now, saved.refresh_rate, query, reader);
             (result, now, false)
         }
     };

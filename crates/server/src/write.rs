@@ -25,10 +25,11 @@ use keyhole_model::memory_budget::{MemoryConsumer, MemoryReservation};
 use keyhole_model::names::collection_name_problem;
 use keyhole_model::webhook::DeliveryRefusal;
 use keyhole_model::{EventContext, EventError, PreparedEvent};
-use keyhole_storage::{CollectionId, WriteOutcome};
+use keyhole_storage::WriteOutcome;
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
+use crate::access::EventWriter;
 use crate::auth::{Authorized, PixelOrSchema, Writes, limit_error};
 use crate::errors::{ApiError, ErrorCode};
 use crate::inspect;
@@ -248,10 +249,11 @@ async fn prepare_on_pool(
 /// Stores the prepared events of one collection; answers per event, in order.
 async fn store_events(
     state: &AppState,
-    grant: &Grant,
+    writer: &EventWriter,
     collection: &str,
     events: Vec<Result<PreparedEvent, EventError>>,
 ) -> Result<Vec<EventResult>, ApiError> {
+    let grant = writer.grant();
     if let Err(error) = check_collection(state, grant, collection) {
         return Ok(events
             .iter()
@@ -272,18 +274,14 @@ async fn store_events(
         }
     }
     if !prepared.is_empty() {
-        let id = CollectionId {
-            project: grant.project_id().to_string(),
-            collection: collection.to_string(),
-        };
-        let outcomes = state.storage.append(id, prepared).await?;
+        let outcomes = writer.append(collection, prepared).await?;
         let stored = outcomes
             .iter()
             .filter(|outcome| matches!(outcome, WriteOutcome::Stored))
             .count();
         state.meter.count_events(grant, stored).await;
         for (position, outcome) in prepared_positions.into_iter().zip(outcomes) {
-            if let Err(error) = outcome_result(state, collection, outcome) {
+            if let Err(error) = outcome_result(writer, collection, outcome) {
                 results[position] = EventResult::Refused(error);
             }
         }
@@ -294,7 +292,7 @@ async fn store_events(
 /// What the client hears of one event's storage outcome. Duplicates by uniqueness token are answered as
 /// successes: the event is already stored.
 fn outcome_result(
-    state: &AppState,
+    writer: &EventWriter,
     collection: &str,
     outcome: WriteOutcome,
 ) -> Result<(), ApiError> {
@@ -304,7 +302,7 @@ fn outcome_result(
             ErrorCode::TooManyProperties,
             format!(
                 "The collection '{collection}' may hold at most {} property columns (a property counts once per JSON type it has held); this event adds new properties past that. Events using the collection's existing properties are still accepted.",
-                state.storage.max_columns_per_collection()
+                writer.max_columns_per_collection()
             ),
         )),
     }
@@ -322,22 +320,18 @@ async fn check_event_quota(state: &AppState, grant: &Grant, events: usize) -> Re
 /// Stores one event and answers with its outcome.
 async fn store_one(
     state: &AppState,
-    grant: &Grant,
+    writer: &EventWriter,
     collection: &str,
     prepared: Result<PreparedEvent, EventError>,
 ) -> Result<(), ApiError> {
     let prepared = prepared?;
-    check_event_quota(state, grant, 1).await?;
-    let id = CollectionId {
-        project: grant.project_id().to_string(),
-        collection: collection.to_string(),
-    };
-    let outcomes = state.storage.append(id, vec![prepared]).await?;
+    check_event_quota(state, writer.grant(), 1).await?;
+    let outcomes = writer.append(collection, vec![prepared]).await?;
     if matches!(outcomes.first(), Some(WriteOutcome::Stored)) {
-        state.meter.count_events(grant, 1).await;
+        state.meter.count_events(writer.grant(), 1).await;
     }
     for outcome in outcomes {
-        outcome_result(state, collection, outcome)?;
+        outcome_result(writer, collection, outcome)?;
     }
     Ok(())
 }
@@ -345,12 +339,12 @@ async fn store_one(
 /// Stores a batch of one collection and answers one result per event.
 async fn store_list(
     state: &AppState,
-    grant: &Grant,
+    writer: &EventWriter,
     collection: &str,
     events: Vec<Result<PreparedEvent, EventError>>,
 ) -> Result<Response, ApiError> {
-    check_event_quota(state, grant, events.len()).await?;
-    let results = store_events(state, grant, collection, events).await?;
+    check_event_quota(state, writer.grant(), events.len()).await?;
+    let results = store_events(state, writer, collection, events).await?;
     Ok(Json(Value::Array(
         results.iter().map(EventResult::to_json).collect(),
     ))
@@ -409,17 +403,24 @@ pub async fn record_event(
         shape: BodyShape::of(content_type),
         bytes,
     };
-    let grant = auth.grant;
+    let writer = auth.writer();
     detached(async move {
         let _memory = memory;
-        let prepared =
-            prepare_on_pool(&state, &grant, &collection, body, signature, context).await?;
+        let prepared = prepare_on_pool(
+            &state,
+            writer.grant(),
+            &collection,
+            body,
+            signature,
+            context,
+        )
+        .await?;
         match prepared {
             PreparedBody::One(prepared) => {
-                store_one(&state, &grant, &collection, prepared).await?;
+                store_one(&state, &writer, &collection, prepared).await?;
                 Ok((StatusCode::CREATED, Json(json!({"created": true}))).into_response())
             }
-            PreparedBody::List(events) => store_list(&state, &grant, &collection, events).await,
+            PreparedBody::List(events) => store_list(&state, &writer, &collection, events).await,
             PreparedBody::Collections(_) => Err(ApiError::internal(
                 "a collection route's body prepared as a batch",
             )),
@@ -438,23 +439,23 @@ pub async fn record_events(
 ) -> Result<Json<Value>, ApiError> {
     let signature = precheck_signature(&state, &auth.grant, &headers, "")?;
     let (bytes, memory) = read_body(&state, body, ErrorCode::BatchTooLarge).await?;
-    let grant = auth.grant;
+    let writer = auth.writer();
     detached(async move {
         let _memory = memory;
         let body = WriteBody::Batch { bytes };
         let PreparedBody::Collections(collections) =
-            prepare_on_pool(&state, &grant, "", body, signature, context).await?
+            prepare_on_pool(&state, writer.grant(), "", body, signature, context).await?
         else {
             return Err(ApiError::internal(
                 "a batch prepared as a collection's body",
             ));
         };
         let events: usize = collections.iter().map(|(_, events)| events.len()).sum();
-        check_event_quota(&state, &grant, events).await?;
+        check_event_quota(&state, writer.grant(), events).await?;
         let stores = collections.into_iter().map(|(collection, events)| {
-            let (state, grant) = (&state, &grant);
+            let (state, writer) = (&state, &writer);
             async move {
-                let results = store_events(state, grant, &collection, events).await?;
+                let results = store_events(state, writer, &collection, events).await?;
                 Ok::<_, ApiError>((collection, results))
             }
         });
@@ -479,19 +480,17 @@ pub async fn get_collection(
     Path((_, collection)): Path<(String, String)>,
     ClientInfo(context): ClientInfo,
 ) -> Result<Response, ApiError> {
-    let (grant, data, redirect) = match access {
-        PixelOrSchema::Schema { project_id, grant } => {
-            return inspect::collection_schema_response(&state, &grant, &project_id, &collection)
-                .await;
+    let (writer, data, redirect) = match access {
+        PixelOrSchema::Schema { reader } => {
+            return inspect::collection_schema_response(&reader, &collection).await;
         }
         PixelOrSchema::Pixel {
-            grant,
+            writer,
             data,
             redirect,
-            ..
-        } => (grant, data, redirect),
+        } => (writer, data, redirect),
     };
-    check_collection(&state, &grant, &collection)?;
+    check_collection(&state, writer.grant(), &collection)?;
     let redirect = redirect.map(|target| check_redirect(&target)).transpose()?;
     let body = WriteBody::Pixel {
         bytes: decode_base64(&data)?,
@@ -499,11 +498,11 @@ pub async fn get_collection(
     detached(async move {
         // A pixel carries no signature header: a signed-webhook key's pixel is refused as unsigned.
         let PreparedBody::One(prepared) =
-            prepare_on_pool(&state, &grant, &collection, body, None, context).await?
+            prepare_on_pool(&state, writer.grant(), &collection, body, None, context).await?
         else {
             return Err(ApiError::internal("a pixel prepared as a batch"));
         };
-        store_one(&state, &grant, &collection, prepared).await
+        store_one(&state, &writer, &collection, prepared).await
     })
     .await?;
     if let Some(target) = redirect {

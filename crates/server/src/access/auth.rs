@@ -19,6 +19,7 @@ use keyhole_meta::{Refusal, Resolution};
 use keyhole_model::origins::OriginRefusal;
 use keyhole_model::{Grant, KeyKind, Operation};
 
+use super::{EventDeleter, EventEngines, EventWriter, ReadPurpose, ScopedReader};
 use crate::AppState;
 use crate::errors::{ApiError, ErrorCode};
 use crate::limits::{Refused, RequestClass};
@@ -70,16 +71,47 @@ policies! {
     AnyKeyOfProject => Requirement::AnyKey,
 }
 
-/// The scope a grant reads in, at the time of the request.
-pub fn scope_of(grant: &Grant) -> keyhole_query::Scope {
-    keyhole_query::Scope::for_grant(grant, keyhole_model::query::now_millis())
-}
+/// Policies whose routes read events: [`Authorized::reader`].
+pub trait ReadsEvents: Policy {}
+/// Policies whose routes delete events: [`Authorized::deleter`].
+pub trait DeletesEvents: Policy {}
+
+impl ReadsEvents for Schema {}
+impl ReadsEvents for Queries {}
+impl ReadsEvents for SavedOrCachedQueries {}
+impl ReadsEvents for Datasets {}
+impl ReadsEvents for Deletes {}
+impl ReadsEvents for MasterOnly {}
+impl DeletesEvents for Deletes {}
+impl DeletesEvents for MasterOnly {}
 
 /// A caller allowed by policy `P` on the project named in the path.
 pub struct Authorized<P: Policy> {
     pub project_id: String,
     pub grant: Arc<Grant>,
+    engines: EventEngines,
     _policy: PhantomData<P>,
+}
+
+impl<P: ReadsEvents> Authorized<P> {
+    /// The caller's reads of the project's events, in the scope of its grant.
+    pub fn reader(&self) -> ScopedReader {
+        ScopedReader::new(self.grant.clone(), ReadPurpose::Queries, &self.engines)
+    }
+}
+
+impl<P: DeletesEvents> Authorized<P> {
+    /// The caller's deletes in the project, selecting in the scope of its grant.
+    pub fn deleter(&self) -> EventDeleter {
+        EventDeleter::new(self.grant.clone(), &self.engines)
+    }
+}
+
+impl Authorized<Writes> {
+    /// The caller's writes into the project.
+    pub fn writer(&self) -> EventWriter {
+        EventWriter::new(self.grant.clone(), &self.engines)
+    }
 }
 
 /// The key a request carries: the `Authorization` header, else `api_key` in the query string.
@@ -387,6 +419,7 @@ impl<P: Policy> FromRequestParts<AppState> for Authorized<P> {
         Ok(Authorized {
             project_id,
             grant,
+            engines: state.events.clone(),
             _policy: PhantomData,
         })
     }
@@ -441,6 +474,8 @@ async fn check_organization_key(parts: &Parts, state: &AppState) -> Result<(), A
 /// `GET /3.0/projects`: a master key of any project, which sees its own project.
 pub struct AnyProjectMaster {
     pub grant: Arc<Grant>,
+    /// The master key's reads of its project.
+    pub reader: ScopedReader,
 }
 
 impl FromRequestParts<AppState> for AnyProjectMaster {
@@ -449,7 +484,8 @@ impl FromRequestParts<AppState> for AnyProjectMaster {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         // The key's own project is the one it is checked against.
         let grant = authorize_in(parts, state, None, Requirement::Master).await?;
-        Ok(AnyProjectMaster { grant })
+        let reader = ScopedReader::new(grant.clone(), ReadPurpose::Queries, &state.events);
+        Ok(AnyProjectMaster { grant, reader })
     }
 }
 
@@ -457,14 +493,12 @@ impl FromRequestParts<AppState> for AnyProjectMaster {
 /// else the collection's schema (needs `schema`).
 pub enum PixelOrSchema {
     Pixel {
-        project_id: String,
-        grant: Arc<Grant>,
+        writer: EventWriter,
         data: String,
         redirect: Option<String>,
     },
     Schema {
-        project_id: String,
-        grant: Arc<Grant>,
+        reader: ScopedReader,
     },
 }
 
@@ -490,7 +524,8 @@ impl FromRequestParts<AppState> for PixelOrSchema {
                 Requirement::Operation(Operation::Schema),
             )
             .await?;
-            return Ok(PixelOrSchema::Schema { project_id, grant });
+            let reader = ScopedReader::new(grant, ReadPurpose::Queries, &state.events);
+            return Ok(PixelOrSchema::Schema { reader });
         };
         let redirect = parameter("redirect");
         let grant = authorize(
@@ -501,8 +536,7 @@ impl FromRequestParts<AppState> for PixelOrSchema {
         )
         .await?;
         Ok(PixelOrSchema::Pixel {
-            project_id,
-            grant,
+            writer: EventWriter::new(grant, &state.events),
             data,
             redirect,
         })
