@@ -46,6 +46,10 @@ use crate::database::Database;
 pub enum MetaError {
     #[error("metadata store failed: {0}")]
     Database(#[from] sqlx::Error),
+    /// The schema could not be brought up to date (a migration failed, or one already applied differs
+    /// from the file of that version).
+    #[error("metadata migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
     #[error("stored metadata is inconsistent: {0}")]
     Corrupt(String),
     #[error(
@@ -392,5 +396,7 @@ fn now() -> String {
     keyhole_model::timestamp::format_timestamp(Utc::now().timestamp_millis())
 }
 
+#[cfg(test)]
+mod migration_tests;
 #[cfg(test)]
 mod tests;

@@ -1,157 +1,103 @@
-//! Embedded schema migrations, applied in order inside one transaction each, recorded in
-//! `schema_migrations` so each runs once. The SQL keeps to what SQLite and PostgreSQL both accept (TEXT
-//! and BIGINT columns, no autoincrement: audit ids are generated, time-ordered text).
+//! The metadata schema's migrations: the SQL files in `crates/meta/migrations/`, embedded by
+//! `sqlx::migrate!` and applied by sqlx's migrator, which records each in `_sqlx_migrations` with its
+//! checksum (a changed file is refused at start), runs each in its own transaction, and on PostgreSQL
+//! holds an advisory lock so nodes starting together apply each once. The SQL keeps to what SQLite and
+//! PostgreSQL both accept (TEXT and BIGINT columns, no autoincrement: audit ids are generated,
+//! time-ordered text).
+//!
+//! Design: on PostgreSQL every `TEXT` column is declared `COLLATE "C"` (see `database.rs`: pages by name
+//! are in byte order on both backends), so the PostgreSQL migrator is the same list with that rewrite;
+//! each migration keeps the checksum of its file, so one file has one checksum whichever backend ran it.
+//! Databases made before sqlx's migrator recorded their versions in `schema_migrations`; on first open
+//! those versions are marked applied in `_sqlx_migrations` without running them again (sqlx's `skip`),
+//! and `schema_migrations` is left as it was.
+
+use sqlx::migrate::{Migration, Migrator};
+use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
 
 use crate::database::{Backend, Database};
 
-const MIGRATIONS: &[(i64, &str)] = &[
-    (
-        1,
-        "CREATE TABLE organization (
-        id TEXT PRIMARY KEY,
-        key_hash TEXT NOT NULL,
-        key_prefix TEXT NOT NULL,
-        created_at TEXT NOT NULL
-    );
-    CREATE TABLE projects (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        created_at TEXT NOT NULL
-    );
-    CREATE TABLE project_keys (
-        key_hash TEXT PRIMARY KEY,
-        key_prefix TEXT NOT NULL,
-        project_id TEXT NOT NULL REFERENCES projects(id),
-        kind TEXT NOT NULL,
-        is_active INTEGER NOT NULL,
-        created_at TEXT NOT NULL
-    );
-    CREATE INDEX project_keys_by_project ON project_keys(project_id);",
-    ),
-    (
-        2,
-        "ALTER TABLE project_keys ADD COLUMN name TEXT;
-    ALTER TABLE project_keys ADD COLUMN permitted TEXT;
-    ALTER TABLE project_keys ADD COLUMN options TEXT;",
-    ),
-    (
-        3,
-        "ALTER TABLE project_keys ADD COLUMN expires_at TEXT;
-    ALTER TABLE project_keys ADD COLUMN token_key_id TEXT;
-    CREATE UNIQUE INDEX project_keys_by_token_key_id ON project_keys(token_key_id);
-    CREATE TABLE revoked_tokens (
-        key_hash TEXT NOT NULL,
-        token_id TEXT NOT NULL,
-        revoked_at TEXT NOT NULL,
-        PRIMARY KEY (key_hash, token_id)
-    );
-    CREATE TABLE key_audit (
-        id TEXT PRIMARY KEY,
-        project_id TEXT NOT NULL,
-        at TEXT NOT NULL,
-        action TEXT NOT NULL,
-        actor TEXT,
-        key_prefix TEXT,
-        token_id TEXT,
-        reason TEXT,
-        request TEXT,
-        times BIGINT NOT NULL DEFAULT 1,
-        before_json TEXT,
-        after_json TEXT
-    );
-    CREATE INDEX key_audit_by_project ON key_audit(project_id, id);
-    CREATE TABLE key_usage (
-        key_hash TEXT NOT NULL,
-        day TEXT NOT NULL,
-        reads BIGINT NOT NULL,
-        writes BIGINT NOT NULL,
-        events BIGINT NOT NULL,
-        queries BIGINT NOT NULL,
-        refused BIGINT NOT NULL,
-        PRIMARY KEY (key_hash, day)
-    );",
-    ),
-    (
-        4,
-        "CREATE TABLE saved_queries (
-        project_id TEXT NOT NULL,
-        name TEXT NOT NULL,
-        query_json TEXT NOT NULL,
-        metadata_json TEXT NOT NULL,
-        refresh_rate BIGINT NOT NULL,
-        created_at TEXT NOT NULL,
-        modified_at TEXT NOT NULL,
-        PRIMARY KEY (project_id, name)
-    );",
-    ),
-    (
-        5,
-        "CREATE TABLE datasets (
-        project_id TEXT NOT NULL,
-        name TEXT NOT NULL,
-        display_name TEXT NOT NULL,
-        query_json TEXT NOT NULL,
-        index_by_json TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        modified_at TEXT NOT NULL,
-        PRIMARY KEY (project_id, name)
-    );",
-    ),
-    (
-        6,
-        "CREATE TABLE storage_log (
-        sequence BIGINT PRIMARY KEY,
-        kind TEXT NOT NULL,
-        payload BYTEA NOT NULL,
-        appended_by TEXT NOT NULL
-    );
-    CREATE TABLE storage_checkpoint (
-        id BIGINT PRIMARY KEY,
-        applied_through BIGINT NOT NULL,
-        manifest TEXT NOT NULL
-    );
-    CREATE TABLE storage_leases (
-        name TEXT PRIMARY KEY,
-        holder TEXT NOT NULL,
-        expires_at_millis BIGINT NOT NULL
-    );",
-    ),
-];
+/// Every migration, in version order (the files of `crates/meta/migrations/`).
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// Applies the migrations not yet recorded, each in a writing transaction (so nodes starting together
-/// apply each once). On PostgreSQL every `TEXT` column is declared `COLLATE "C"` (see `database.rs`).
+/// Applies the migrations not yet recorded, all inside one writing transaction (`begin_write`: on SQLite
+/// `BEGIN IMMEDIATE`, where sqlx's migrator takes no lock of its own; each migration is a savepoint in
+/// it), so stores opening one database together apply each migration once.
 pub async fn apply(database: &Database) -> crate::Result<()> {
-    let mut transaction = database.begin_write().await?;
-    sqlx::raw_sql(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)",
-    )
-    .execute(&mut *transaction)
-    .await?;
-    transaction.commit().await?;
-    for (version, sql) in MIGRATIONS {
-        let mut transaction = database.begin_write().await?;
-        let applied = sqlx::query("SELECT 1 FROM schema_migrations WHERE version = $1")
-            .bind(version)
-            .fetch_optional(&mut *transaction)
-            .await?
-            .is_some();
-        if applied {
-            continue;
+    let postgres;
+    let migrator = match database.backend {
+        Backend::Sqlite => &MIGRATOR,
+        Backend::Postgres => {
+            postgres = postgres_migrator();
+            &postgres
         }
-        let sql = match database.backend {
-            Backend::Sqlite => sql.to_string(),
-            Backend::Postgres => sql.replace(" TEXT", " TEXT COLLATE \"C\""),
-        };
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&mut *transaction)
+    };
+    let mut transaction = database.begin_write().await?;
+    if let Some(legacy_version) = legacy_version(database.backend, &mut transaction).await? {
+        tracing::info!(
+            legacy_version,
+            "recording migrations applied before sqlx's migrator"
+        );
+        migrator
+            .skip(&mut *transaction, Some(legacy_version))
             .await?;
-        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
-            .bind(version)
-            .bind(crate::now())
-            .execute(&mut *transaction)
-            .await?;
-        transaction.commit().await?;
-        tracing::info!(version, "applied metadata migration");
     }
+    migrator.run(&mut *transaction).await?;
+    transaction.commit().await?;
     Ok(())
+}
+
+/// [`MIGRATOR`] with every `TEXT` column collated `"C"`, each migration keeping its file's checksum.
+fn postgres_migrator() -> Migrator {
+    let migrations = MIGRATOR
+        .iter()
+        .map(|migration| {
+            let sql = migration
+                .sql
+                .as_str()
+                .replace(" TEXT", " TEXT COLLATE \"C\"");
+            let mut collated: Migration = migration.clone();
+            collated.sql = AssertSqlSafe(sql).into_sql_str();
+            collated
+        })
+        .collect();
+    Migrator::with_migrations(migrations)
+}
+
+/// The last version a database made before sqlx's migrator recorded in `schema_migrations`, when that
+/// table exists and `_sqlx_migrations` records nothing yet.
+async fn legacy_version(
+    backend: Backend,
+    connection: &mut sqlx::AnyConnection,
+) -> crate::Result<Option<i64>> {
+    let sql = match backend {
+        Backend::Sqlite => {
+            "SELECT COUNT(*) AS found FROM sqlite_master WHERE type = 'table' AND name = $1"
+        }
+        Backend::Postgres => {
+            "SELECT COUNT(*) AS found FROM information_schema.tables WHERE table_name = $1 AND table_schema = current_schema()"
+        }
+    };
+    let mut table_exists = async |name: &'static str| -> crate::Result<bool> {
+        let row = sqlx::query(sql)
+            .bind(name)
+            .fetch_one(&mut *connection)
+            .await?;
+        Ok(row.try_get::<i64, _>("found")? > 0)
+    };
+    if !table_exists("schema_migrations").await? {
+        return Ok(None);
+    }
+    if table_exists("_sqlx_migrations").await? {
+        let recorded = sqlx::query("SELECT COUNT(*) AS recorded FROM _sqlx_migrations")
+            .fetch_one(&mut *connection)
+            .await?;
+        if recorded.try_get::<i64, _>("recorded")? > 0 {
+            return Ok(None);
+        }
+    }
+    let row = sqlx::query("SELECT MAX(version) AS version FROM schema_migrations")
+        .fetch_one(&mut *connection)
+        .await?;
+    Ok(row.try_get::<Option<i64>, _>("version")?)
 }

@@ -592,12 +592,15 @@ async fn nodes_starting_together_share_one_organization(backend: TestBackend) {
             .iter()
             .all(|bootstrap| bootstrap.id == bootstraps[0].id)
     );
-    let migrations: i64 = sqlx::query("SELECT COUNT(*) AS applied FROM schema_migrations")
+    let migrations: i64 = sqlx::query("SELECT COUNT(*) AS applied FROM _sqlx_migrations")
         .fetch_one(&opened[0].database.pool)
         .await
         .unwrap()
         .get("applied");
-    assert_eq!(migrations, 6);
+    assert_eq!(
+        migrations,
+        crate::migrations::MIGRATOR.iter().count() as i64
+    );
 }
 
 /// The shared log keeps appends in sequence, fences maintenance records by lease, gives a lease to one
@@ -795,6 +798,14 @@ async fn wait_until(
     }
 }
 
+async fn a_database_migrated_before_sqlx_opens_without_rerunning(backend: TestBackend) {
+    let database = TestDatabase::create(backend).await;
+    crate::migration_tests::a_database_migrated_before_sqlx_opens_without_rerunning(
+        database.url.clone(),
+    )
+    .await;
+}
+
 /// Declares each conformance test once per backend.
 macro_rules! conformance_suite {
     ($($test:ident),* $(,)?) => {
@@ -831,4 +842,5 @@ conformance_suite!(
     saved_queries_and_datasets_round_trip_and_page_in_byte_order,
     nodes_starting_together_share_one_organization,
     the_shared_log_orders_fences_and_leases,
+    a_database_migrated_before_sqlx_opens_without_rerunning,
 );
