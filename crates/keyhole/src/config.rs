@@ -1,14 +1,16 @@
-//! Configuration: each setting comes from the command line, else its `KEYHOLE_*` environment variable
-//! (both handled by clap), else the optional TOML file (`--config`), else the default.
+//! The command line: commands and their options, and the settings of `keyhole serve`, each declared once
+//! (`crate::settings`): from the command line, else its `KEYHOLE_*` environment variable (both handled
+//! by clap), else the optional TOML file (`--config`), else the default.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use serde::Deserialize;
+use keyhole_query::QueryLimits;
+use keyhole_server::HttpLimits;
+use keyhole_server::write_pool::WriteLimits;
 
-pub const DEFAULT_DATA_DIR: &str = "./keyhole-data";
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+use crate::settings::{Size, declare_settings};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -23,25 +25,101 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Options of every command: the TOML file, and the settings every command reads.
 #[derive(Args, Debug, Clone)]
 pub struct CommonOptions {
-    /// Directory holding events, the WAL and metadata [default: ./keyhole-data]
-    #[arg(long, env = "KEYHOLE_DATA_DIR", global = true)]
-    pub data_dir: Option<PathBuf>,
-    /// TOML file with any of: data_dir, metadata_url, objects, listen, org_key, org_key_file, flush_interval_secs, flush_rows,
-    /// file_cache_mb, memory_limit, geoip_db, and the limits below by their option names (query_memory_mb, …)
+    /// TOML file holding any of the settings (docs/settings.md lists them, with their TOML keys)
     #[arg(long, env = "KEYHOLE_CONFIG", global = true)]
     pub config: Option<PathBuf>,
-    /// Where metadata (organization, projects, keys, saved queries, datasets) lives:
-    /// postgres://user:password@host/database for several nodes [default: SQLite in the data directory].
-    /// Prefer the environment variable: a command line is visible to every local user
-    #[arg(
-        long,
-        env = "KEYHOLE_METADATA_URL",
-        global = true,
-        hide_env_values = true
-    )]
-    pub metadata_url: Option<String>,
+    #[command(flatten)]
+    pub settings: CommonSettings,
+}
+
+declare_settings! {
+    /// The settings every command reads.
+    pub struct CommonSettings (global = true) {
+        /// Directory holding events, the WAL and metadata
+        data_dir: PathBuf = Some(PathBuf::from("./keyhole-data")), env "KEYHOLE_DATA_DIR";
+        /// Where metadata (organization, projects, keys, saved queries, datasets) lives:
+        /// postgres://user:password@host/database for several nodes. Prefer the environment variable:
+        /// a command line is visible to every local user
+        metadata_url: String = None, env "KEYHOLE_METADATA_URL", shown "SQLite in the data directory", secret true;
+    }
+}
+
+declare_settings! {
+    /// The settings of `keyhole serve`.
+    pub struct ServeSettings (global = false) {
+        /// Address to listen on
+        listen: String = Some("127.0.0.1:7070".to_string()), env "KEYHOLE_LISTEN";
+        /// Organization key (at least 32 characters); when absent on the first start, one is generated
+        /// and printed once. Prefer KEYHOLE_ORG_KEY or --org-key-file: a command line is visible to
+        /// every local user. Once set, changing it takes `keyhole organization rotate-key`
+        org_key: String = None, env "KEYHOLE_ORG_KEY", shown "generated on the first start", secret true;
+        /// File holding the organization key (surrounding whitespace ignored)
+        org_key_file: PathBuf = None, env "KEYHOLE_ORG_KEY_FILE";
+        /// Seconds between background flushes of buffered events to Parquet
+        flush_interval_secs: u64 = Some(30), env "KEYHOLE_FLUSH_INTERVAL_SECS";
+        /// Buffered events that trigger a flush to Parquet
+        flush_rows: usize = Some(200_000), env "KEYHOLE_FLUSH_ROWS";
+        /// MiB of Parquet files kept in memory for queries, at most the file cache's share of the
+        /// memory limit (12%); 0 turns the cache off
+        file_cache_mb: usize = Some(512), env "KEYHOLE_FILE_CACHE_MB", shown "512, or the file cache's share of the memory limit if smaller";
+        /// Seconds to wait for another keyhole to release the data directory before giving up
+        data_dir_lock_wait_secs: u64 = Some(30), env "KEYHOLE_DATA_DIR_LOCK_WAIT_SECS";
+        /// A MaxMind-format database (GeoLite2-City or GeoIP2-City .mmdb) for the keen:ip_to_geo
+        /// add-on; re-read when the file changes. Without it, events asking for ip_to_geo are refused
+        geoip_db: PathBuf = None, env "KEYHOLE_GEOIP_DB";
+        /// Memory the server may use, in bytes or with a unit (2GiB, 512MiB); every large consumer
+        /// (unflushed events, compaction, queries, write requests, caches) draws a fixed share of it and
+        /// past its share waits, then refuses with 503
+        memory_limit: Size = None, env "KEYHOLE_MEMORY_LIMIT", shown "half the machine's memory or of the cgroup limit, whichever is smaller";
+        /// Keep Parquet files in an S3-compatible bucket, s3://bucket/prefix, instead of the data
+        /// directory. Region, credentials and endpoint come from AWS_REGION, AWS_ACCESS_KEY_ID,
+        /// AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL (and AWS_ALLOW_HTTP=true for a plain-HTTP endpoint)
+        objects: String = None, env "KEYHOLE_OBJECTS", shown "the data directory";
+    }
+}
+
+declare_settings! {
+    /// Resource limits of `keyhole serve`.
+    pub struct LimitSettings (global = false) {
+        /// MiB of memory one query's aggregations and sorts may hold
+        query_memory_mb: usize = Some(QueryLimits::default().memory_bytes / MIB), env "KEYHOLE_QUERY_MEMORY_MB";
+        /// Seconds one query may run
+        query_timeout_secs: u64 = Some(QueryLimits::default().timeout.as_secs()), env "KEYHOLE_QUERY_TIMEOUT_SECS";
+        /// Queries executing at once; more wait in line
+        max_concurrent_queries: usize = None, env "KEYHOLE_MAX_CONCURRENT_QUERIES", shown "twice the cores";
+        /// Seconds a query waits in line before it is refused with 503
+        query_queue_wait_secs: u64 = Some(QueryLimits::default().queue_wait.as_secs()), env "KEYHOLE_QUERY_QUEUE_WAIT_SECS";
+        /// Values one query answer may hold (buckets × groups × analyses, select_unique values)
+        max_result_cells: usize = Some(QueryLimits::default().max_result_cells), env "KEYHOLE_MAX_RESULT_CELLS";
+        /// Property columns one collection may have; events adding more are refused
+        max_columns_per_collection: usize = Some(keyhole_storage::DEFAULT_MAX_COLUMNS_PER_COLLECTION), env "KEYHOLE_MAX_COLUMNS_PER_COLLECTION";
+        /// Seconds a client has to send a request's headers; also how long an idle connection stays open
+        header_read_timeout_secs: u64 = Some(HttpLimits::default().header_read_timeout.as_secs()), env "KEYHOLE_HEADER_READ_TIMEOUT_SECS";
+        /// Seconds a client has to send a request's whole body
+        body_timeout_secs: u64 = Some(HttpLimits::default().body_timeout.as_secs()), env "KEYHOLE_BODY_TIMEOUT_SECS";
+        /// Open connections; more are answered 503
+        max_connections: usize = Some(HttpLimits::default().max_connections), env "KEYHOLE_MAX_CONNECTIONS";
+        /// KiB a request's line and headers may take
+        max_header_kb: usize = Some(HttpLimits::default().max_header_bytes / 1024), env "KEYHOLE_MAX_HEADER_KB";
+        /// Events one write request may carry (keen-tracking's largest batch is 5000); more are refused
+        /// with 413
+        max_events_per_request: usize = Some(WriteLimits::default().max_events_per_request), env "KEYHOLE_MAX_EVENTS_PER_REQUEST";
+        /// Milliseconds of CPU time one write request's events may take to prepare (parsing, add-ons,
+        /// webhook signature); past it the request is refused with 400
+        write_cpu_budget_ms: u64 = Some(WriteLimits::default().cpu_budget.as_millis() as u64), env "KEYHOLE_WRITE_CPU_BUDGET_MS";
+    }
+}
+
+/// Every group of settings, as `docs/settings.md` lists them.
+pub fn settings_docs() -> String {
+    crate::settings::markdown(&[
+        ("Every command", CommonSettings::DOCS),
+        ("keyhole serve", ServeSettings::DOCS),
+        ("keyhole serve: limits", LimitSettings::DOCS),
+    ])
 }
 
 #[derive(Subcommand, Debug)]
@@ -64,6 +142,9 @@ pub enum Command {
     /// Seed a demo project (three vendors' events, their keys) in a throwaway data directory and serve
     /// each vendor's dashboard and the console
     Demo(DemoOptions),
+    /// Print every setting of `keyhole serve` — option, environment variable, TOML key, default — as
+    /// docs/settings.md lists them
+    Settings,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -118,126 +199,26 @@ pub struct MintTokenOptions {
     pub claims: String,
 }
 
-#[derive(Args, Debug, Clone)]
+/// The options of `keyhole serve`.
+#[derive(Args, Debug, Clone, Default)]
 pub struct ServeOptions {
-    /// Address to listen on [default: 127.0.0.1:7070]
-    #[arg(long, env = "KEYHOLE_LISTEN")]
-    pub listen: Option<String>,
-    /// Organization key (at least 32 characters); when absent on the first start, one is generated and
-    /// printed once. Prefer KEYHOLE_ORG_KEY or --org-key-file: a command line is visible to every local
-    /// user. Once set, changing it takes `keyhole organization rotate-key`
-    #[arg(long, env = "KEYHOLE_ORG_KEY", hide_env_values = true)]
-    pub org_key: Option<String>,
-    /// File holding the organization key (surrounding whitespace ignored)
-    #[arg(long, env = "KEYHOLE_ORG_KEY_FILE")]
-    pub org_key_file: Option<PathBuf>,
-    /// Seconds between background flushes of buffered events to Parquet [default: 30]
-    #[arg(long, env = "KEYHOLE_FLUSH_INTERVAL_SECS")]
-    pub flush_interval_secs: Option<u64>,
-    /// Buffered events that trigger a flush to Parquet [default: 200000]
-    #[arg(long, env = "KEYHOLE_FLUSH_ROWS")]
-    pub flush_rows: Option<usize>,
-    /// MiB of Parquet files kept in memory for queries, at most the file cache's share of the memory
-    /// limit (12%); 0 turns the cache off [default: 512, or that share if smaller]
-    #[arg(long, env = "KEYHOLE_FILE_CACHE_MB")]
-    pub file_cache_mb: Option<usize>,
-    /// Seconds to wait for another keyhole to release the data directory before giving up [default: 30]
-    #[arg(long, env = "KEYHOLE_DATA_DIR_LOCK_WAIT_SECS")]
-    pub data_dir_lock_wait_secs: Option<u64>,
-    /// A MaxMind-format database (GeoLite2-City or GeoIP2-City .mmdb) for the keen:ip_to_geo add-on;
-    /// re-read when the file changes. Without it, events asking for ip_to_geo are refused
-    #[arg(long, env = "KEYHOLE_GEOIP_DB")]
-    pub geoip_db: Option<PathBuf>,
-    /// Memory the server may use, in bytes or with a unit (2GiB, 512MiB); every large consumer (unflushed
-    /// events, compaction, queries, write requests, caches) draws a fixed share of it and past its share
-    /// waits, then refuses with 503 [default: half the machine's memory or of the cgroup limit,
-    /// whichever is smaller]
-    #[arg(long, env = "KEYHOLE_MEMORY_LIMIT")]
-    pub memory_limit: Option<String>,
-    /// Keep Parquet files in an S3-compatible bucket, s3://bucket/prefix, instead of the data directory.
-    /// Region, credentials and endpoint come from AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-    /// AWS_ENDPOINT_URL (and AWS_ALLOW_HTTP=true for a plain-HTTP endpoint)
-    #[arg(long, env = "KEYHOLE_OBJECTS")]
-    pub objects: Option<String>,
     #[command(flatten)]
-    pub limits: LimitOptions,
+    pub settings: ServeSettings,
+    #[command(flatten)]
+    pub limits: LimitSettings,
 }
 
-/// Resource limits (each also settable in the TOML file under the same name).
-#[derive(Args, Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitOptions {
-    /// MiB of memory one query's aggregations and sorts may hold [default: 512]
-    #[arg(long, env = "KEYHOLE_QUERY_MEMORY_MB")]
-    pub query_memory_mb: Option<usize>,
-    /// Seconds one query may run [default: 60]
-    #[arg(long, env = "KEYHOLE_QUERY_TIMEOUT_SECS")]
-    pub query_timeout_secs: Option<u64>,
-    /// Queries executing at once; more wait in line [default: twice the cores]
-    #[arg(long, env = "KEYHOLE_MAX_CONCURRENT_QUERIES")]
-    pub max_concurrent_queries: Option<usize>,
-    /// Seconds a query waits in line before it is refused with 503 [default: 10]
-    #[arg(long, env = "KEYHOLE_QUERY_QUEUE_WAIT_SECS")]
-    pub query_queue_wait_secs: Option<u64>,
-    /// Values one query answer may hold (buckets × groups × analyses, select_unique values) [default: 1000000]
-    #[arg(long, env = "KEYHOLE_MAX_RESULT_CELLS")]
-    pub max_result_cells: Option<usize>,
-    /// Property columns one collection may have; events adding more are refused [default: 1000]
-    #[arg(long, env = "KEYHOLE_MAX_COLUMNS_PER_COLLECTION")]
-    pub max_columns_per_collection: Option<usize>,
-    /// Seconds a client has to send a request's headers; also how long an idle connection stays open [default: 10]
-    #[arg(long, env = "KEYHOLE_HEADER_READ_TIMEOUT_SECS")]
-    pub header_read_timeout_secs: Option<u64>,
-    /// Seconds a client has to send a request's whole body [default: 60]
-    #[arg(long, env = "KEYHOLE_BODY_TIMEOUT_SECS")]
-    pub body_timeout_secs: Option<u64>,
-    /// Open connections; more are answered 503 [default: 1024]
-    #[arg(long, env = "KEYHOLE_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
-    /// KiB a request's line and headers may take [default: 64]
-    #[arg(long, env = "KEYHOLE_MAX_HEADER_KB")]
-    pub max_header_kb: Option<usize>,
-    /// Events one write request may carry; more are refused with 413 [default: 5000, keen-tracking's
-    /// largest batch]
-    #[arg(long, env = "KEYHOLE_MAX_EVENTS_PER_REQUEST")]
-    pub max_events_per_request: Option<usize>,
-    /// Milliseconds of CPU time one write request's events may take to prepare (parsing, add-ons,
-    /// webhook signature); past it the request is refused with 400 [default: 2000]
-    #[arg(long, env = "KEYHOLE_WRITE_CPU_BUDGET_MS")]
-    pub write_cpu_budget_ms: Option<u64>,
-}
+const MIB: usize = 1024 * 1024;
 
-impl LimitOptions {
-    /// Each setting from `self`, else from `file`.
-    fn or(self, file: LimitOptions) -> LimitOptions {
-        LimitOptions {
-            query_memory_mb: self.query_memory_mb.or(file.query_memory_mb),
-            query_timeout_secs: self.query_timeout_secs.or(file.query_timeout_secs),
-            max_concurrent_queries: self.max_concurrent_queries.or(file.max_concurrent_queries),
-            query_queue_wait_secs: self.query_queue_wait_secs.or(file.query_queue_wait_secs),
-            max_result_cells: self.max_result_cells.or(file.max_result_cells),
-            max_columns_per_collection: self
-                .max_columns_per_collection
-                .or(file.max_columns_per_collection),
-            header_read_timeout_secs: self
-                .header_read_timeout_secs
-                .or(file.header_read_timeout_secs),
-            body_timeout_secs: self.body_timeout_secs.or(file.body_timeout_secs),
-            max_connections: self.max_connections.or(file.max_connections),
-            max_header_kb: self.max_header_kb.or(file.max_header_kb),
-            max_events_per_request: self.max_events_per_request.or(file.max_events_per_request),
-            write_cpu_budget_ms: self.write_cpu_budget_ms.or(file.write_cpu_budget_ms),
-        }
-    }
-
+impl LimitSettings {
     pub fn write_limits(&self) -> keyhole_server::write_pool::WriteLimits {
         let defaults = keyhole_server::write_pool::WriteLimits::default();
         keyhole_server::write_pool::WriteLimits {
             max_events_per_request: self
-                .max_events_per_request
+                .max_events_per_request()
                 .map_or(defaults.max_events_per_request, |n| n.max(1)),
             cpu_budget: self
-                .write_cpu_budget_ms
+                .write_cpu_budget_ms()
                 .map_or(defaults.cpu_budget, |millis| {
                     Duration::from_millis(millis.max(1))
                 }),
@@ -248,20 +229,20 @@ impl LimitOptions {
     pub fn query_limits(&self) -> keyhole_query::QueryLimits {
         let defaults = keyhole_query::QueryLimits::default();
         keyhole_query::QueryLimits {
-            memory_bytes: self.query_memory_mb.map_or(defaults.memory_bytes, |mb| {
+            memory_bytes: self.query_memory_mb().map_or(defaults.memory_bytes, |mb| {
                 mb.max(1).saturating_mul(1024 * 1024)
             }),
             timeout: self
-                .query_timeout_secs
+                .query_timeout_secs()
                 .map_or(defaults.timeout, |secs| Duration::from_secs(secs.max(1))),
             max_concurrent: self
-                .max_concurrent_queries
+                .max_concurrent_queries()
                 .map_or(defaults.max_concurrent, |n| n.max(1)),
             queue_wait: self
-                .query_queue_wait_secs
+                .query_queue_wait_secs()
                 .map_or(defaults.queue_wait, Duration::from_secs),
             max_result_cells: self
-                .max_result_cells
+                .max_result_cells()
                 .map_or(defaults.max_result_cells, |n| n.max(1)),
             threads: defaults.threads,
         }
@@ -271,26 +252,27 @@ impl LimitOptions {
         let defaults = keyhole_server::HttpLimits::default();
         keyhole_server::HttpLimits {
             header_read_timeout: self
-                .header_read_timeout_secs
+                .header_read_timeout_secs()
                 .map_or(defaults.header_read_timeout, |secs| {
                     Duration::from_secs(secs.max(1))
                 }),
             body_timeout: self
-                .body_timeout_secs
+                .body_timeout_secs()
                 .map_or(defaults.body_timeout, |secs| {
                     Duration::from_secs(secs.max(1))
                 }),
             max_connections: self
-                .max_connections
+                .max_connections()
                 .map_or(defaults.max_connections, |n| n.max(1)),
             max_header_bytes: self
-                .max_header_kb
+                .max_header_kb()
                 .map_or(defaults.max_header_bytes, |kb| kb.clamp(1, 1024) * 1024),
         }
     }
 
-    pub fn max_columns_per_collection(&self) -> usize {
-        self.max_columns_per_collection
+    /// The column cap, at least 1.
+    pub fn column_cap(&self) -> usize {
+        self.max_columns_per_collection()
             .unwrap_or(keyhole_storage::DEFAULT_MAX_COLUMNS_PER_COLLECTION)
             .max(1)
     }
@@ -320,46 +302,6 @@ pub enum ProjectCommand {
     Create { name: String },
     /// List projects (keys are shown as prefixes; secrets are not stored)
     List,
-}
-
-/// The optional TOML file.
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub data_dir: Option<PathBuf>,
-    pub metadata_url: Option<String>,
-    pub listen: Option<String>,
-    pub org_key: Option<String>,
-    pub flush_interval_secs: Option<u64>,
-    pub flush_rows: Option<usize>,
-    pub file_cache_mb: Option<usize>,
-    pub org_key_file: Option<PathBuf>,
-    pub data_dir_lock_wait_secs: Option<u64>,
-    pub geoip_db: Option<PathBuf>,
-    pub objects: Option<String>,
-    /// Bytes (a number) or a size with a unit ("2GiB").
-    pub memory_limit: Option<SizeSetting>,
-    #[serde(flatten)]
-    pub limits: LimitOptions,
-}
-
-/// A size in the TOML file: bytes, or text with a unit.
-#[derive(Deserialize, Debug, Clone)]
-#[serde(untagged)]
-pub enum SizeSetting {
-    Bytes(u64),
-    Text(String),
-}
-
-impl SizeSetting {
-    fn bytes(&self) -> anyhow::Result<u64> {
-        match self {
-            SizeSetting::Bytes(bytes) => Ok(*bytes),
-            SizeSetting::Text(text) => {
-                keyhole_model::memory_budget::parse_size(text).map_err(anyhow::Error::msg)
-            }
-        }
-    }
 }
 
 /// Half of the machine's memory or of this process's cgroup limit, whichever is smaller (2 GiB when
@@ -397,19 +339,6 @@ pub fn default_memory_limit() -> u64 {
     smallest.map_or(2 << 30, |bytes| bytes / 2)
 }
 
-impl FileConfig {
-    pub fn load(path: Option<&PathBuf>) -> anyhow::Result<FileConfig> {
-        let Some(path) = path else {
-            return Ok(FileConfig::default());
-        };
-        let text = std::fs::read_to_string(path).map_err(|error| {
-            anyhow::anyhow!("cannot read config file {}: {error}", path.display())
-        })?;
-        toml::from_str(&text)
-            .map_err(|error| anyhow::anyhow!("invalid config file {}: {error}", path.display()))
-    }
-}
-
 /// Settings after every source is applied.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -425,9 +354,9 @@ pub struct Settings {
     pub objects: keyhole_storage::ObjectsLocation,
     /// `--memory-limit` in bytes (see [`default_memory_limit`]).
     pub memory_limit_bytes: u64,
-    /// `--file-cache-mb` when given.
-    pub file_cache_mb: Option<usize>,
-    pub limits: LimitOptions,
+    /// `--file-cache-mb` (at most the file cache's share of the memory limit, where it is used).
+    pub file_cache_mb: usize,
+    pub limits: LimitSettings,
 }
 
 /// Shortest organization key accepted: a key must not be guessable.
@@ -461,66 +390,167 @@ pub fn organization_key(
 }
 
 impl Settings {
+    /// Every setting from the command line, the environment, the file and the defaults; `serve` is
+    /// `None` for the commands other than `keyhole serve` (its settings then come from the file and
+    /// the defaults).
     pub fn resolve(
         common: &CommonOptions,
         serve: Option<&ServeOptions>,
     ) -> anyhow::Result<Settings> {
-        let file = FileConfig::load(common.config.as_ref())?;
-        let serve = serve.cloned().unwrap_or(ServeOptions {
-            listen: None,
-            org_key: None,
-            org_key_file: None,
-            flush_interval_secs: None,
-            flush_rows: None,
-            file_cache_mb: None,
-            data_dir_lock_wait_secs: None,
-            geoip_db: None,
-            objects: None,
-            memory_limit: None,
-            limits: LimitOptions::default(),
-        });
-        let memory_limit_bytes = match (&serve.memory_limit, &file.memory_limit) {
-            (Some(text), _) => keyhole_model::memory_budget::parse_size(text)
-                .map_err(|problem| anyhow::anyhow!("--memory-limit: {problem}"))?,
-            (None, Some(setting)) => setting
-                .bytes()
-                .map_err(|problem| anyhow::anyhow!("memory_limit in the config file: {problem}"))?,
-            (None, None) => default_memory_limit(),
-        };
-        let org_key_file = serve.org_key_file.or(file.org_key_file);
+        let mut table = crate::settings::read_file(common.config.as_deref())?;
+        let file = common.config.clone().unwrap_or_default();
+        let mut settings = common.settings.clone();
+        let ServeOptions {
+            settings: mut serve,
+            mut limits,
+        } = serve.cloned().unwrap_or_default();
+        settings.take_from_file(&mut table, &file)?;
+        serve.take_from_file(&mut table, &file)?;
+        limits.take_from_file(&mut table, &file)?;
+        crate::settings::refuse_unknown_keys(
+            &table,
+            &file,
+            &[
+                CommonSettings::DOCS,
+                ServeSettings::DOCS,
+                LimitSettings::DOCS,
+            ],
+        )?;
+        let declared = "a setting declared with a default";
         Ok(Settings {
-            data_dir: common
-                .data_dir
-                .clone()
-                .or(file.data_dir)
-                .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
-            metadata_url: common.metadata_url.clone().or(file.metadata_url),
-            listen: serve
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| DEFAULT_LISTEN.into()),
-            org_key: organization_key(serve.org_key.or(file.org_key), org_key_file.as_ref())?,
-            flush_interval_secs: serve
-                .flush_interval_secs
-                .or(file.flush_interval_secs)
-                .unwrap_or(30),
-            flush_rows: serve.flush_rows.or(file.flush_rows).unwrap_or(200_000),
-            file_cache_mb: serve.file_cache_mb.or(file.file_cache_mb),
-            memory_limit_bytes,
+            data_dir: settings.data_dir().expect(declared),
+            metadata_url: settings.metadata_url(),
+            listen: serve.listen().expect(declared),
+            org_key: organization_key(serve.org_key(), serve.org_key_file().as_ref())?,
+            flush_interval_secs: serve.flush_interval_secs().expect(declared),
+            flush_rows: serve.flush_rows().expect(declared),
+            file_cache_mb: serve.file_cache_mb().expect(declared),
+            memory_limit_bytes: serve
+                .memory_limit()
+                .map_or_else(default_memory_limit, |size| size.0),
             data_dir_lock_wait: Duration::from_secs(
-                serve
-                    .data_dir_lock_wait_secs
-                    .or(file.data_dir_lock_wait_secs)
-                    .unwrap_or(30),
+                serve.data_dir_lock_wait_secs().expect(declared),
             ),
-            geoip_db: serve.geoip_db.or(file.geoip_db),
-            objects: match serve.objects.or(file.objects) {
+            geoip_db: serve.geoip_db(),
+            objects: match serve.objects() {
                 Some(text) => {
                     keyhole_storage::ObjectsLocation::parse(&text).map_err(anyhow::Error::msg)?
                 }
                 None => keyhole_storage::ObjectsLocation::DataDir,
             },
-            limits: serve.limits.or(file.limits),
+            limits,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// `docs/settings.md` is the list the declarations make; `KEYHOLE_WRITE_DOCS=1` rewrites it.
+    #[test]
+    fn settings_docs_are_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/settings.md");
+        let generated = super::settings_docs();
+        if std::env::var_os("KEYHOLE_WRITE_DOCS").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let written = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            written == generated,
+            "docs/settings.md differs from the declarations: run KEYHOLE_WRITE_DOCS=1 cargo test -p keyhole settings_docs"
+        );
+    }
+
+    /// Every `--option` README.md and ARCHITECTURE.md name is an option of a `keyhole` command (the
+    /// settings' are generated from their declarations).
+    #[test]
+    fn the_documentation_names_only_existing_options() {
+        use clap::CommandFactory;
+        fn options_of(command: &clap::Command, into: &mut Vec<String>) {
+            for argument in command.get_arguments() {
+                if let Some(long) = argument.get_long() {
+                    into.push(format!("--{long}"));
+                }
+            }
+            for subcommand in command.get_subcommands() {
+                options_of(subcommand, into);
+            }
+        }
+        let mut known = vec!["--help".to_string(), "--version".to_string()];
+        options_of(&super::Cli::command(), &mut known);
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut unknown = Vec::new();
+        for name in ["README.md", "ARCHITECTURE.md"] {
+            let text = std::fs::read_to_string(root.join(name)).unwrap();
+            for (at, _) in text.match_indices("`--") {
+                let option: String = text[at + 1..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')
+                    .collect();
+                if !known.contains(&option) {
+                    unknown.push(format!("{name}: {option}"));
+                }
+            }
+        }
+        assert!(
+            unknown.is_empty(),
+            "options that no command has: {unknown:?}"
+        );
+    }
+
+    /// Every `KEYHOLE_*` variable README.md, ARCHITECTURE.md and docs/ name is a declared setting, a
+    /// command's option, or one of the test suites' variables.
+    #[test]
+    fn the_documentation_names_only_declared_variables() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut texts = vec![root.join("README.md"), root.join("ARCHITECTURE.md")];
+        for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+            texts.push(entry.unwrap().path());
+        }
+        let declared: Vec<&str> = [
+            super::CommonSettings::DOCS,
+            super::ServeSettings::DOCS,
+            super::LimitSettings::DOCS,
+        ]
+        .iter()
+        .flat_map(|docs| docs.iter().map(|doc| doc.env))
+        .collect();
+        let others = [
+            "KEYHOLE_CONFIG",
+            "KEYHOLE_ACCESS_KEY",
+            "KEYHOLE_ACCESS_KEY_FILE",
+            "KEYHOLE_ASSETS_DIR",
+            "KEYHOLE_WRITE_DOCS",
+            "KEYHOLE_TEST_REQUIRE_ALL",
+            "KEYHOLE_TEST_POSTGRES_URL",
+            "KEYHOLE_TEST_S3_BUCKET",
+            "KEYHOLE_FUZZ_SEED",
+            "KEYHOLE_FUZZ_CASES",
+            "KEYHOLE_AUTOFILL_CASES",
+        ];
+        let mut unknown = Vec::new();
+        for path in texts
+            .iter()
+            .filter(|path| path.extension().is_some_and(|ext| ext == "md"))
+        {
+            let text = std::fs::read_to_string(path).unwrap();
+            for (at, _) in text.match_indices("KEYHOLE_") {
+                let name: String = text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                let name = name.trim_end_matches('_').to_string();
+                // `KEYHOLE_*` names the family.
+                if name == "KEYHOLE" {
+                    continue;
+                }
+                if !declared.contains(&name.as_str()) && !others.contains(&name.as_str()) {
+                    unknown.push(format!("{}: {name}", path.display()));
+                }
+            }
+        }
+        assert!(
+            unknown.is_empty(),
+            "undeclared variables named: {unknown:?}"
+        );
     }
 }

@@ -10,6 +10,7 @@
 mod backup;
 mod config;
 mod demo;
+mod settings;
 
 use std::time::Duration;
 
@@ -22,9 +23,6 @@ use keyhole_storage::{Storage, StorageConfig};
 use crate::config::{
     Cli, Command, MintTokenOptions, OrganizationCommand, ProjectCommand, Settings, TokenCommand,
 };
-
-/// The file cache without `--file-cache-mb` (and within its share of `--memory-limit`).
-const DEFAULT_FILE_CACHE_MB: usize = 512;
 
 /// mimalloc instead of glibc malloc: ingest is allocation-heavy (a JSON tree per event, builders), and with
 /// glibc's allocator its malloc/free and arena locks take about 40% of the server's CPU in batch ingest.
@@ -64,6 +62,10 @@ fn main() -> anyhow::Result<()> {
                 backup::backup(&settings.data_dir, &options.to).await
             }
             Command::Demo(options) => demo::demo(&cli.common, options).await,
+            Command::Settings => {
+                print!("{}", config::settings_docs());
+                Ok(())
+            }
             Command::Restore(options) => {
                 let settings = Settings::resolve(&cli.common, None)?;
                 refuse_with_shared_metadata(&settings, "restore")?;
@@ -193,7 +195,7 @@ async fn open_storage(settings: &Settings, meta: &MetaStore) -> anyhow::Result<S
     let file_cache_share = budget.share(keyhole_model::memory_budget::MemoryConsumer::FileCache);
     // At most its share of the budget; without --file-cache-mb, also at most 512 MiB (a larger cache
     // only pays once the files it would hold are read again and again).
-    let file_cache_mb = settings.file_cache_mb.unwrap_or(DEFAULT_FILE_CACHE_MB);
+    let file_cache_mb = settings.file_cache_mb;
     storage_config.file_cache_bytes =
         (file_cache_mb as u64 * 1024 * 1024).min(file_cache_share) as usize;
     tracing::info!(
@@ -202,7 +204,7 @@ async fn open_storage(settings: &Settings, meta: &MetaStore) -> anyhow::Result<S
         "memory budget"
     );
     storage_config.memory_budget = budget;
-    storage_config.max_columns_per_collection = settings.limits.max_columns_per_collection();
+    storage_config.max_columns_per_collection = settings.limits.column_cap();
     storage_config.lock_wait = settings.data_dir_lock_wait;
     storage_config.objects = settings.objects.clone();
     let shared = meta.backend() == keyhole_meta::Backend::Postgres
