@@ -2,8 +2,9 @@
 //! acknowledged event is readable at once, and Parquet files (via `object_store`) partitioned by project,
 //! collection and UTC day of `keen.timestamp`, with a schema per collection.
 //!
-//! The one read interface for the query layer is [`Storage::scan`]: the rows of a collection in a time
-//! range as Arrow batches, all shaped to the collection's schema, from files and memory alike.
+//! The query layer reads through [`Storage::snapshot`]: a collection's schema, the Parquet files that may
+//! hold events of a time range and its in-memory rows in that range, shaped to the schema, so files and
+//! memory are read alike (`Storage::scan` materializes a snapshot, for tests and tools).
 //! See ARCHITECTURE.md for the life of one write.
 
 pub mod backup;
