@@ -76,6 +76,11 @@ impl AddonKind {
             .map(|(kind, _, inputs)| (*kind, *inputs))
     }
 
+    /// The names of every add-on, as events declare them.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        AddonKind::ALL.iter().map(|(_, name, _)| *name)
+    }
+
     /// The add-on's name as events declare it (`keen:url_parser`).
     pub fn name(self) -> &'static str {
         AddonKind::ALL

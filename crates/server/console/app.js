@@ -3,10 +3,12 @@
 (() => {
   const session = { orgKey: null, masterKey: null, project: null, secrets: {} };
   const $ = (selector) => document.querySelector(selector);
-  const OPERATIONS = ['writes', 'queries', 'saved_queries', 'cached_queries', 'datasets', 'schema', 'deletes'];
-  const OPERATORS = ['eq', 'ne', 'lt', 'lte', 'gt', 'gte', 'exists', 'in', 'contains', 'not_contains', 'regex'];
-  const ANALYSES = ['count', 'count_unique', 'sum', 'average', 'minimum', 'maximum', 'median', 'percentile',
-    'standard_deviation', 'select_unique', 'extraction', 'funnel', 'multi_analysis'];
+  // The names the forms offer (analyses, operators, intervals, operations, add-ons) come from the server,
+  // which takes them from the types that parse them: GET vocabulary.json, once, before any view is drawn.
+  const VOCABULARY = { analyses: [], operators: [], intervals: [], operations: [], addons: [] };
+  const vocabularyLoaded = fetch('vocabulary.json')
+    .then((response) => response.json())
+    .then((vocabulary) => Object.assign(VOCABULARY, vocabulary));
   const ORIGIN = /^https?:\/\/(\*\.)?[a-z0-9-]+(\.[a-z0-9-]+)*(:\d{1,5})?$/i;
 
   function element(tag, attributes = {}, ...children) {
@@ -78,7 +80,7 @@
   function show(view) {
     for (const button of document.querySelectorAll('#tabs button')) button.classList.toggle('active', button.dataset.view === view);
     $('#view').replaceChildren();
-    return guarded(VIEWS[view])();
+    return guarded(async () => { await vocabularyLoaded; await VIEWS[view](); })();
   }
 
   // ---------- projects ----------
@@ -163,7 +165,7 @@
   function filterRow(filter = {}) {
     const row = element('div', { class: 'row filter' },
       element('input', { name: 'property', placeholder: 'property', value: filter.property_name || '' }),
-      element('select', { name: 'operator' }, OPERATORS.map((operator) => element('option', { selected: operator === filter.operator }, operator))),
+      element('select', { name: 'operator' }, VOCABULARY.operators.map((operator) => element('option', { selected: operator === filter.operator }, operator))),
       element('input', { name: 'value', placeholder: 'value (JSON or text)', value: filter.property_value === undefined ? '' : JSON.stringify(filter.property_value) }),
       element('button', { type: 'button', onclick: () => row.remove() }, 'remove'));
     return row;
@@ -209,13 +211,13 @@
       }),
     },
     element('div', { class: 'row' },
-      element('label', {}, 'analysis', element('select', { name: 'analysis' }, ANALYSES.map((analysis) => element('option', {}, analysis)))),
+      element('label', {}, 'analysis', element('select', { name: 'analysis' }, VOCABULARY.analyses.map((analysis) => element('option', {}, analysis)))),
       element('label', {}, 'collection', element('input', { name: 'collection' })),
       element('label', {}, 'target property', element('input', { name: 'target' })),
       element('label', {}, 'percentile', element('input', { name: 'percentile', type: 'number', min: 0, max: 100, value: 50, size: 4 }))),
     element('div', { class: 'row' },
       element('label', {}, 'timeframe', element('input', { name: 'timeframe', value: 'this_14_days' })),
-      element('label', {}, 'interval', element('select', { name: 'interval' }, ['', 'hourly', 'daily', 'weekly', 'monthly'].map((interval) => element('option', { value: interval }, interval || 'none')))),
+      element('label', {}, 'interval', element('select', { name: 'interval' }, ['', ...VOCABULARY.intervals].map((interval) => element('option', { value: interval }, interval || 'none')))),
       element('label', {}, 'timezone', element('input', { name: 'timezone', value: 'UTC' })),
       element('label', {}, 'group_by', element('input', { name: 'group_by', placeholder: 'a, b' }))),
     element('fieldset', {}, element('legend', {}, 'filters'), filters, element('button', { type: 'button', onclick: () => filters.append(filterRow()) }, 'add filter')),
@@ -237,7 +239,7 @@
   function definitionOf(form, filters, autofill) {
     const name = form.elements.name.value.trim();
     if (!name) throw new Error('A key needs a name.');
-    const permitted = OPERATIONS.filter((operation) => form.elements[operation].checked);
+    const permitted = VOCABULARY.operations.filter((operation) => form.elements[operation].checked);
     if (!permitted.length) throw new Error('A key needs at least one permitted operation.');
     const options = {};
     const queryFilters = filtersOf(filters);
@@ -293,7 +295,7 @@
     },
     element('div', { class: 'row' }, element('label', {}, 'name', element('input', { name: 'name', value: existing ? existing.name : '', required: true })),
       element('label', {}, 'expires', element('input', { name: 'expires', type: 'datetime-local', value: localDateTime(existing && existing.expires_at) }))),
-    element('fieldset', {}, element('legend', {}, 'permitted'), OPERATIONS.map((operation) =>
+    element('fieldset', {}, element('legend', {}, 'permitted'), VOCABULARY.operations.map((operation) =>
       element('label', {}, element('input', { type: 'checkbox', name: operation, checked: existing ? existing.permitted.includes(operation) : operation === 'queries' }), operation))),
     element('fieldset', {}, element('legend', {}, 'filters AND-ed into every read'), filters, element('button', { type: 'button', onclick: () => filters.append(filterRow()) }, 'add filter')),
     element('fieldset', {}, element('legend', {}, 'autofill stamped onto every write'), autofill, element('button', { type: 'button', onclick: () => autofill.append(pairRow()) }, 'add property')),

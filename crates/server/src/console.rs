@@ -70,6 +70,21 @@ fn find_file(file: &str) -> Option<(&'static str, &'static [u8])> {
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
      img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
+/// `GET /console/vocabulary.json`: the names the console offers in its forms — analyses, filter
+/// operators, named intervals, key operations, add-ons — from the types that parse them, so the console's
+/// script holds no list of its own that could drift from what the API accepts.
+pub async fn vocabulary() -> axum::Json<serde_json::Value> {
+    use keyhole_model::query::{AnalysisType, Interval, Operator};
+    axum::Json(serde_json::json!({
+        "analyses": AnalysisType::ALL.iter().map(|analysis| analysis.keen_name()).collect::<Vec<_>>(),
+        // `within` takes a geo radius, which the console's filter row does not edit.
+        "operators": Operator::keen_names().filter(|name| *name != "within").collect::<Vec<_>>(),
+        "intervals": Interval::NAMED.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
+        "operations": keyhole_model::Operation::ALL.iter().map(|operation| operation.keen_name()).collect::<Vec<_>>(),
+        "addons": keyhole_model::addons::AddonKind::names().collect::<Vec<_>>(),
+    }))
+}
+
 /// `GET /console`: the console lives under `/console/`, so its relative links resolve there.
 pub async fn console_root() -> Redirect {
     Redirect::permanent("/console/")

@@ -11,6 +11,7 @@ mod backup;
 mod bounded_memory;
 mod browser;
 mod config;
+mod console;
 mod datasets;
 mod deletes;
 mod durability;

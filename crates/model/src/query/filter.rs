@@ -37,6 +37,11 @@ impl Operator {
         (Operator::Regex, "regex"),
     ];
 
+    /// Keen's names of every operator, in a fixed order.
+    pub fn keen_names() -> impl Iterator<Item = &'static str> {
+        Operator::NAMES.iter().map(|(_, name)| *name)
+    }
+
     /// Keen's name for the operator.
     pub fn keen_name(self) -> &'static str {
         Operator::NAMES

@@ -320,18 +320,23 @@ pub struct Interval {
 }
 
 impl Interval {
+    /// The named intervals (`every_N_units` names the others).
+    pub const NAMED: [(&'static str, Unit); 6] = [
+        ("minutely", Unit::Minute),
+        ("hourly", Unit::Hour),
+        ("daily", Unit::Day),
+        ("weekly", Unit::Week),
+        ("monthly", Unit::Month),
+        ("yearly", Unit::Year),
+    ];
+
     pub fn parse(value: &Value) -> Result<Interval, QueryError> {
         let invalid = || QueryError::InvalidInterval(format!("'{value}' is not a valid interval."));
         let text = value.as_str().ok_or_else(invalid)?.trim();
-        let named = match text {
-            "minutely" => Some(Unit::Minute),
-            "hourly" => Some(Unit::Hour),
-            "daily" => Some(Unit::Day),
-            "weekly" => Some(Unit::Week),
-            "monthly" => Some(Unit::Month),
-            "yearly" => Some(Unit::Year),
-            _ => None,
-        };
+        let named = Interval::NAMED
+            .iter()
+            .find(|(name, _)| *name == text)
+            .map(|(_, unit)| *unit);
         if let Some(unit) = named {
             return Ok(Interval { count: 1, unit });
         }
