@@ -41,15 +41,13 @@ fn main() {
         let path = files_dir.join(relative_path);
         println!("cargo:rerun-if-changed={}", path.display());
         let file_name = relative_path.rsplit('/').next().unwrap_or(relative_path);
-        let embedded = match std::fs::read(&path) {
-            Ok(bytes) => {
-                check_hash(&path, &bytes, expected_hash);
-                format!("Some(include_bytes!({:?}))", absolute(&path))
-            }
-            Err(_) => {
-                missing.push(relative_path.to_string());
-                "None".to_string()
-            }
+        let embedded = if let Ok(bytes) = std::fs::read(&path) {
+            check_hash(&path, &bytes, expected_hash);
+            let literal = format!("{:?}", absolute(&path).to_string_lossy());
+            format!("Some(include_bytes!({literal}))")
+        } else {
+            missing.push(relative_path.to_string());
+            "None".to_string()
         };
         writeln!(
             generated,
@@ -71,10 +69,7 @@ fn main() {
 }
 
 fn check_hash(path: &Path, bytes: &[u8], expected_hash: &str) {
-    let actual_hash: String = Sha256::digest(bytes)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
+    let actual_hash = hex::encode(Sha256::digest(bytes));
     if actual_hash != expected_hash {
         panic!(
             "{} has SHA-256 {actual_hash}, not the {expected_hash} assets/files.sha256 pins: \

@@ -192,7 +192,7 @@ async fn freshness(options: &ClusterOptions, cluster: &Cluster) -> anyhow::Resul
         "freshness probes in order (ms): {:?}",
         delays
             .iter()
-            .map(|delay| delay.as_millis())
+            .map(std::time::Duration::as_millis)
             .collect::<Vec<_>>()
     );
     delays.sort();

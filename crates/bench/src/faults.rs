@@ -84,7 +84,10 @@ impl Server {
                 .lines()
                 .map_while(Result::ok)
             {
-                printed.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                printed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(line);
             }
         });
         self.child = Some(child);
@@ -285,7 +288,7 @@ pub async fn run(options: &FaultOptions) -> anyhow::Result<String> {
         data_dir: data_dir.clone(),
         listen: listen.clone(),
         child: None,
-        printed: Default::default(),
+        printed: Arc::default(),
         log: std::env::temp_dir().join(format!("keyhole-faults-{}.log", std::process::id())),
     };
     eprintln!("server log: {}", server.log.display());
@@ -296,7 +299,7 @@ pub async fn run(options: &FaultOptions) -> anyhow::Result<String> {
         server
             .printed
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .find_map(|line| {
                 line.trim()

@@ -194,7 +194,7 @@ fn funnel_body() -> Value {
 }
 
 pub fn query_set() -> Vec<BenchQuery> {
-    use ResultShape::*;
+    use ResultShape::{Extraction, Funnel, Groups, IntervalGroups, Intervals, List, Multi, Scalar};
     // January in Berlin (UTC+1) and in New York (UTC-5).
     let berlin_january =
         json!({"start": "2023-12-31T23:00:00.000Z", "end": "2024-01-31T23:00:00.000Z"});

@@ -38,8 +38,10 @@ fn command_output(program: &str, args: &[&str]) -> String {
         .output()
         .ok()
         .filter(|output| output.status.success())
-        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string())
-        .unwrap_or_else(|| "?".into())
+        .map_or_else(
+            || "?".into(),
+            |output| String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        )
 }
 
 /// The version of `package` recorded in the workspace's Cargo.lock.
@@ -73,8 +75,10 @@ impl RunContext {
             cpu: cpuinfo
                 .lines()
                 .find_map(|line| line.strip_prefix("model name"))
-                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_string())
-                .unwrap_or_else(|| "?".into()),
+                .map_or_else(
+                    || "?".into(),
+                    |rest| rest.trim_start_matches([' ', '\t', ':']).to_string(),
+                ),
             cores: std::thread::available_parallelism().map_or(0, usize::from),
             memory_gib: memory_kib / 1024.0 / 1024.0,
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -92,7 +96,7 @@ impl RunContext {
 }
 
 fn thousands(value: f64) -> String {
-    let digits = format!("{:.0}", value);
+    let digits = format!("{value:.0}");
     let mut out = String::new();
     for (index, digit) in digits.chars().enumerate() {
         if index > 0 && (digits.len() - index).is_multiple_of(3) {
@@ -442,8 +446,9 @@ fn render_queries(out: &mut String, size: &SizeResults, context: &RunContext) {
                 .engines
                 .iter()
                 .find(|(candidate, _)| *candidate == engine)
-                .map(|(_, timing)| (timing.median_ms, timing.p95_ms))
-                .unwrap_or((f64::NAN, f64::NAN))
+                .map_or((f64::NAN, f64::NAN), |(_, timing)| {
+                    (timing.median_ms, timing.p95_ms)
+                })
         };
         let (duckdb, chdb) = (timing(Engine::DuckDb), timing(Engine::ChDb));
         let matches = query.keyhole_matches_duckdb;

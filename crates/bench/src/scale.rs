@@ -285,7 +285,7 @@ pub fn plot_svg(results: &BenchResults) -> Option<String> {
         ),
     };
     let mut svg = String::from(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="900" height="400" font-family="sans-serif"><rect width="900" height="400" fill="white"/>"##,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="900" height="400" font-family="sans-serif"><rect width="900" height="400" fill="white"/>"#,
     );
     svg.push('\n');
     for (left, title, values) in [

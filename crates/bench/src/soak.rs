@@ -294,8 +294,8 @@ impl Dice {
     pub(crate) fn next(&mut self, below: u64) -> u64 {
         self.0 = self
             .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         (self.0 >> 33) % below.max(1)
     }
 }
@@ -388,7 +388,7 @@ async fn reader(worker: usize, load: Arc<Load>) {
                 .json(&body),
         )
         .await;
-        let status = answer.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
+        let status = answer.as_ref().map_or(0, |r| r.status().as_u16());
         let mut window = shared.window.lock().await;
         window.queries.push(elapsed);
         if status != 200 {

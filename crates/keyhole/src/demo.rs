@@ -144,8 +144,7 @@ async fn seed_events(
                 Some((*total, vendor))
             })
             .find(|(total, _)| share < *total)
-            .map(|(_, vendor)| *vendor)
-            .unwrap_or(VENDORS[0]);
+            .map_or(VENDORS[0], |(_, vendor)| *vendor);
         // More recent days get more orders, as a growing shop's would.
         let age = (next(30) * next(30)) / 30;
         let at = now.timestamp_millis() - age as i64 * DAY_MILLIS - next(DAY_MILLIS as u64) as i64;

@@ -117,7 +117,7 @@ impl MetaStore {
         .bind(key_hash.to_hex())
         .bind(display_prefix(&secret))
         .bind(project_id)
-        .bind(definition.is_active as i64)
+        .bind(i64::from(definition.is_active))
         .bind(now())
         .bind(&definition.name)
         .bind(definition.permitted_names().to_string())
@@ -215,7 +215,7 @@ impl MetaStore {
         self.change_key(project_id, secret, "update", actor, None, async |connection, key_hash| {
             sqlx::query("UPDATE project_keys SET name = $1, is_active = $2, permitted = $3, options = $4, expires_at = $5 WHERE key_hash = $6")
                 .bind(&definition.name)
-                .bind(definition.is_active as i64)
+                .bind(i64::from(definition.is_active))
                 .bind(definition.permitted_names().to_string())
                 .bind(options.to_string())
                 .bind(expires_at_text(definition))
@@ -244,7 +244,7 @@ impl MetaStore {
             None,
             async |connection, key_hash| {
                 sqlx::query("UPDATE project_keys SET is_active = $1 WHERE key_hash = $2")
-                    .bind(is_active as i64)
+                    .bind(i64::from(is_active))
                     .bind(key_hash.to_hex())
                     .execute(connection)
                     .await?;

@@ -220,12 +220,11 @@ async fn insert_refusals(database: &Database, batch: &[RefusalRecord]) -> Result
             &record.token_id,
             &record.request,
         );
-        match positions.get(&identity) {
-            Some(&position) => coalesced[position].1 += 1,
-            None => {
-                positions.insert(identity, coalesced.len());
-                coalesced.push((record, 1));
-            }
+        if let Some(&position) = positions.get(&identity) {
+            coalesced[position].1 += 1;
+        } else {
+            positions.insert(identity, coalesced.len());
+            coalesced.push((record, 1));
         }
     }
     let mut transaction = database.begin_write().await?;

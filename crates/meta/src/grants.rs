@@ -126,9 +126,8 @@ impl MetaStore {
 
     async fn resolve_token(&self, token: &str, now: EpochMillis) -> Result<Resolution> {
         let refused = |refusal| Ok(Resolution::Refused(refusal));
-        let unverified = match UnverifiedToken::decode(token) {
-            Ok(unverified) => unverified,
-            Err(_) => return refused(Refusal::MalformedToken),
+        let Ok(unverified) = UnverifiedToken::decode(token) else {
+            return refused(Refusal::MalformedToken);
         };
         let row = sqlx::query(concat!(
             "SELECT ",
@@ -143,7 +142,7 @@ impl MetaStore {
         };
         let parent = match grant_of_row(&row, None)? {
             Resolution::Granted(parent) => parent,
-            refusal => return Ok(refusal),
+            refusal @ Resolution::Refused(_) => return Ok(refusal),
         };
         let claims = match unverified.verify(now.div_euclid(1000)) {
             Ok(claims) => claims,

@@ -89,7 +89,7 @@ impl KeyCache {
         let state = self
             .inner
             .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         (state.bytes, state.keys.len())
     }
 
@@ -98,7 +98,7 @@ impl KeyCache {
         let state = self
             .inner
             .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if state.disabled {
             return (None, state.generation);
         }
@@ -118,7 +118,7 @@ impl KeyCache {
         let mut state = self
             .inner
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if state.disabled
             || state.generation != ticket.generation
             || state.keys.contains_key(&ticket.key_hash_hex)
@@ -143,7 +143,7 @@ impl KeyCache {
         let mut state = self
             .inner
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         state.disabled = !enabled;
         state.generation += 1;
         state.clear();
@@ -154,7 +154,7 @@ impl KeyCache {
         let mut state = self
             .inner
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         state.generation += 1;
         state.clear();
     }

@@ -160,8 +160,8 @@ impl MetaStore {
         let store = MetaStore {
             database,
             node_id: generate_id().into(),
-            resolved_keys: Default::default(),
-            key_change_hooks: Default::default(),
+            resolved_keys: std::sync::Arc::default(),
+            key_change_hooks: std::sync::Arc::default(),
             audit,
         };
         if store.database.backend == Backend::Postgres {

@@ -732,7 +732,7 @@ async fn postgres_key_changes_reach_other_nodes_within_a_second() {
     }));
     // Node B's listener is up once its cache keeps answers (it bypasses the cache until then).
     wait_until(&node_b, &secret, |grant| {
-        grant.is_some_and(|grant| grant.is_active())
+        grant.is_some_and(keyhole_model::Grant::is_active)
     })
     .await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;

@@ -257,9 +257,10 @@ pub fn apply_addon(
     let events_own: &[(String, FlatValue)] = properties;
     let text = |parameter: &str| -> Option<&str> {
         let path = &spec.input.iter().find(|(name, _)| name == parameter)?.1;
-        match path.starts_with("keen.") {
-            true => string_at(keen, path),
-            false => string_at(events_own, path),
+        if path.starts_with("keen.") {
+            string_at(keen, path)
+        } else {
+            string_at(events_own, path)
         }
     };
     fn at_most(text: Option<&str>, limit: usize) -> Option<&str> {

@@ -112,7 +112,7 @@ impl DatasetDefinition {
                 "index_by must name 1 to {MAX_INDEX_PROPERTIES} properties."
             )));
         }
-        if index_by.iter().any(|property| property.is_empty()) {
+        if index_by.iter().any(std::string::String::is_empty) {
             return Err(invalid("index_by property names must not be empty."));
         }
         let mut unique = index_by.clone();

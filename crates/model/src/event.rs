@@ -173,7 +173,7 @@ pub fn prepare_event_text(
     if let Some(autofill) = autofill {
         autofill.stamp(&mut properties, context);
     }
-    let key_addons = autofill.map(|autofill| autofill.addons());
+    let key_addons = autofill.map(super::autofill::Autofill::addons);
     let addons = event_addons
         .iter()
         .chain(key_addons)

@@ -432,7 +432,7 @@ impl ListBuilder {
             (ListBuilder::Strings(texts), Element::Null) => texts.push(None),
             (ListBuilder::Bools(flags), Element::Null) => flags.push(None),
             (ListBuilder::Numbers(numbers), Element::Number(number, json)) => {
-                numbers.push(Some((number, json)))
+                numbers.push(Some((number, json)));
             }
             (ListBuilder::Strings(texts), Element::Str(text)) => texts.push(Some(text)),
             (ListBuilder::Bools(flags), Element::Bool(flag)) => flags.push(Some(flag)),

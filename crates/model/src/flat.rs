@@ -280,7 +280,7 @@ pub fn flatten_at(path: String, value: Value, out: &mut Vec<(String, FlatValue)>
         Value::Null => out.push((path, FlatValue::Null)),
         Value::Bool(flag) => out.push((path, FlatValue::Bool(flag))),
         Value::Number(number) => {
-            out.push((path, FlatValue::Num(number.as_f64().unwrap_or(f64::NAN))))
+            out.push((path, FlatValue::Num(number.as_f64().unwrap_or(f64::NAN))));
         }
         Value::String(text) => out.push((path, FlatValue::Str(text))),
     }

@@ -185,7 +185,7 @@ fn write_leaf(out: &mut Vec<u8>, value: &FlatValue) {
             write_list(out, numbers.elements(), |out, number| match number {
                 Some(number) => write_number(out, number),
                 None => out.extend_from_slice(b"null"),
-            })
+            });
         }
         FlatValue::StrList(texts) => write_list(out, texts.iter(), |out, text| match text {
             Some(text) => write_string(out, text),
@@ -196,10 +196,10 @@ fn write_leaf(out: &mut Vec<u8>, value: &FlatValue) {
                 Some(true) => b"true",
                 Some(false) => b"false",
                 None => b"null",
-            })
+            });
         }),
         FlatValue::MixedList(texts) => write_list(out, texts.iter(), |out, text| {
-            out.extend_from_slice(text.as_bytes())
+            out.extend_from_slice(text.as_bytes());
         }),
     }
 }
@@ -226,14 +226,14 @@ mod tests {
     #[test]
     fn the_json_text_reads_back_as_the_same_properties_in_the_same_order() {
         let event = json!({"b": {"x": 1, "a-b": "s", "a": {"z": [1, null, 2.5]}}, "a": {}, "a-b": [true, null],
-                           "m": [1, "one", null, 1.5], "n": null, "s": [], "big": 12345678901234567890u64});
+                           "m": [1, "one", null, 1.5], "n": null, "s": [], "big": 12_345_678_901_234_567_890_u64});
         let mut properties = flat(event.clone());
         properties.reverse();
         let written = json_of(&properties);
         assert_eq!(
             written,
             json!({"b": {"x": 1, "a-b": "s", "a": {"z": [1, null, 2.5]}}, "a": {}, "a-b": [true, null],
-                                    "m": [1, "one", null, 1.5], "n": null, "s": [], "big": 12345678901234567890.0})
+                                    "m": [1, "one", null, 1.5], "n": null, "s": [], "big": 12_345_678_901_234_567_890.0})
         );
         let mut sorted = properties.clone();
         sorted.sort_by(|left, right| path_order(&left.0, &right.0));

@@ -179,7 +179,7 @@ impl Grant {
                     wider.keen_name()
                 )));
             }
-            narrowed.operations = operations.clone();
+            narrowed.operations.clone_from(operations);
         }
         narrowed
             .options

@@ -55,7 +55,7 @@ mod tests {
             [
                 ("api_key".into(), "k1".into()),
                 ("data".into(), "eyJ9".into()),
-                ("x".into(), "".into())
+                ("x".into(), String::new())
             ]
         );
     }

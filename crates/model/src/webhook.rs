@@ -226,11 +226,14 @@ pub fn seal_options(options: &Value, key_secret: &str) -> Result<Value, KeyDefin
 
 impl WebhookRule {
     /// The rule with its secret opened with the presented key secret (`None`: presented as a token).
+    #[must_use]
     pub fn opened(&self, key_secret: Option<&str>) -> WebhookRule {
         let secret = match (&self.secret, key_secret) {
             (WebhookSecret::Sealed(sealed), Some(key_secret)) => open(sealed, key_secret)
-                .map(WebhookSecret::Open)
-                .unwrap_or_else(|| WebhookSecret::Sealed(sealed.clone())),
+                .map_or_else(
+                    || WebhookSecret::Sealed(sealed.clone()),
+                    WebhookSecret::Open,
+                ),
             (other, _) => other.clone(),
         };
         WebhookRule {

@@ -19,7 +19,7 @@ struct BucketOf {
 }
 
 impl ScalarUDFImpl for BucketOf {
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         "keyhole_bucket"
     }
 

@@ -172,8 +172,7 @@ fn is_null_or_missing(columns: &PropertyColumns) -> Expr {
         PropertyColumns::Typed(_) => {
             let explicit_null = columns
                 .typed(ValueKind::Null)
-                .map(|column| null_safe(column.is_true()))
-                .unwrap_or(lit(false));
+                .map_or(lit(false), |column| null_safe(column.is_true()));
             explicit_null.or(exists(columns).not())
         }
     }

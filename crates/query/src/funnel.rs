@@ -45,17 +45,21 @@ async fn step_actors(
         return Ok((actors, scanned));
     }
     let batches = filtered.frame.aggregate(keys, vec![])?.collect().await?;
-    actors.reserve(batches.iter().map(|batch| batch.num_rows()).sum());
+    actors.reserve(
+        batches
+            .iter()
+            .map(arrow::array::RecordBatch::num_rows)
+            .sum(),
+    );
     for batch in &batches {
         for row in 0..batch.num_rows() {
             let value = (0..batch.num_columns())
                 .find(|index| batch.column(*index).is_valid(row))
-                .map(|index| {
+                .map_or(Value::Null, |index| {
                     let kind =
                         keyhole_model::ValueKind::from_suffix(batch.schema().field(index).name());
                     cell(batch.column(index).as_ref(), row, kind)
-                })
-                .unwrap_or(Value::Null);
+                });
             if !value.is_null() {
                 actors.insert(value.to_string(), value);
             }

@@ -43,8 +43,7 @@ pub struct QueryLimits {
 impl Default for QueryLimits {
     fn default() -> QueryLimits {
         let cores = std::thread::available_parallelism()
-            .map(usize::from)
-            .unwrap_or(1)
+            .map_or(1, usize::from)
             .max(1);
         QueryLimits {
             memory_bytes: 512 * 1024 * 1024,
@@ -127,7 +126,7 @@ impl Governor {
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     payload
         .downcast_ref::<&str>()
-        .map(|text| text.to_string())
+        .map(std::string::ToString::to_string)
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into())
 }
@@ -135,10 +134,8 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 /// Lowers the calling thread's CPU priority (on Linux the nice value is per thread). Best effort: a
 /// failure leaves the thread at normal priority.
 fn lower_thread_priority() {
-    // SAFETY: setpriority with `who = 0` changes only the calling thread; no memory is involved.
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, QUERY_THREAD_NICENESS);
-    }
+    // `None` is `who = 0`: on Linux, the calling thread.
+    let _ = rustix::process::setpriority_process(None, QUERY_THREAD_NICENESS);
 }
 
 /// Aborts the task when the waiting future is dropped.

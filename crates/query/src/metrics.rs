@@ -104,9 +104,10 @@ pub struct PeakMemoryPool {
 
 impl PeakMemoryPool {
     pub fn new(limit_bytes: usize, budget: MemoryBudget, spilling: bool) -> Arc<PeakMemoryPool> {
-        let inner: Box<dyn MemoryPool> = match spilling {
-            true => Box::new(FairSpillPool::new(limit_bytes)),
-            false => Box::new(GreedyMemoryPool::new(limit_bytes)),
+        let inner: Box<dyn MemoryPool> = if spilling {
+            Box::new(FairSpillPool::new(limit_bytes))
+        } else {
+            Box::new(GreedyMemoryPool::new(limit_bytes))
         };
         Arc::new(PeakMemoryPool {
             inner,
@@ -137,7 +138,7 @@ impl std::fmt::Display for PeakMemoryPool {
 }
 
 impl MemoryPool for PeakMemoryPool {
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         "keyhole_peak"
     }
 

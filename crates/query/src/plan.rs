@@ -106,13 +106,13 @@ pub async fn filtered_frame(
     };
     let snapshot = source.storage.snapshot(&id, storage_range);
     let schema = scan_schema(&snapshot.schema);
-    let scanned = if !scope.is_restricted() {
-        Scanned::of_rows(snapshot.rows())
-    } else {
+    let scanned = if scope.is_restricted() {
         Scanned {
             known: 0,
             scoped_reads: vec![(collection.to_string(), range)],
         }
+    } else {
+        Scanned::of_rows(snapshot.rows())
     };
 
     // Filters are evaluated inside the Parquet scan (cheapest first), so the other columns are decoded only
@@ -315,8 +315,7 @@ impl EventSource {
         let objects_url = ObjectStoreUrl::parse(OBJECTS_URL).expect("a constant, valid URL");
         runtime.register_object_store(objects_url.as_ref(), storage.object_store());
         let cores = std::thread::available_parallelism()
-            .map(usize::from)
-            .unwrap_or(1)
+            .map_or(1, usize::from)
             .max(1);
         EventSource {
             storage,

@@ -59,7 +59,7 @@ pub fn cell(array: &dyn Array, row: usize, kind: Option<ValueKind>) -> Value {
         ),
         DataType::Boolean => match kind {
             Some(ValueKind::Null) => Value::Null,
-            Some(ValueKind::EmptyObject) => Value::Object(Default::default()),
+            Some(ValueKind::EmptyObject) => Value::Object(serde_json::Map::default()),
             _ => Value::Bool(
                 array
                     .as_any()

@@ -94,8 +94,7 @@ fn metric_value(batch: &RecordBatch, row: usize, index: usize, metric: &Metric) 
                 .map(|column| collected_numbers(column.as_ref(), row))
                 .unwrap_or_default();
             exact_percentile(&mut numbers, metric.percentile.unwrap_or(50.0))
-                .map(number)
-                .unwrap_or(Value::Null)
+                .map_or(Value::Null, number)
         }
         analysis => match part("value").map(|column| cell(column.as_ref(), row, None)) {
             Some(Value::Null) | None => empty_value(analysis),
@@ -216,7 +215,7 @@ pub(crate) fn group_row(
     }
     match metrics_json(metrics, values) {
         Value::Object(labelled) if metrics.iter().any(|metric| metric.label.is_some()) => {
-            row.extend(labelled)
+            row.extend(labelled);
         }
         single => {
             row.insert("result".into(), single);
@@ -305,10 +304,10 @@ pub async fn run_metrics(
         .collect();
 
     let result = match (&boundaries, query.group_by.is_empty()) {
-        (None, true) => rows
-            .first()
-            .map(|row| metrics_json(&metrics, &row.values))
-            .unwrap_or_else(|| metrics_json(&metrics, &empty)),
+        (None, true) => rows.first().map_or_else(
+            || metrics_json(&metrics, &empty),
+            |row| metrics_json(&metrics, &row.values),
+        ),
         (None, false) => {
             let mut grouped: Vec<Value> = ordered_groups(&rows)
                 .iter()
@@ -330,8 +329,7 @@ pub async fn run_metrics(
             let values_at = |bucket: usize, groups: &[Value]| {
                 by_bucket_and_group
                     .get(&(bucket, group_key(groups)))
-                    .map(|row| row.values.clone())
-                    .unwrap_or_else(|| empty.clone())
+                    .map_or_else(|| empty.clone(), |row| row.values.clone())
             };
             let buckets = boundaries.windows(2).enumerate().map(|(bucket, window)| {
                 let timeframe =
@@ -454,8 +452,8 @@ mod tests {
             let values: Vec<f64> = (0..length)
                 .map(|_| {
                     seed = seed
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
                     ((seed >> 33) % 500) as f64 / 4.0
                 })
                 .collect();

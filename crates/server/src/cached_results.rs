@@ -124,7 +124,7 @@ impl<Reader> CachedResults<Reader> {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl<Reader: Clone> CachedResults<Reader> {
@@ -230,10 +230,10 @@ pub fn start_refresher(results: Weak<CachedResults>) {
                 }
                 match due.reader.run(&due.query, now).await {
                     Ok(answer) => {
-                        results.refreshed(&due.key, crate::saved_queries::result_of(&answer), now)
+                        results.refreshed(&due.key, crate::saved_queries::result_of(&answer), now);
                     }
                     Err(error) => {
-                        tracing::warn!(name = %due.key.name, %error, "cached query refresh failed")
+                        tracing::warn!(name = %due.key.name, %error, "cached query refresh failed");
                     }
                 }
             }

@@ -129,7 +129,7 @@ pub async fn list_datasets(
                         invalid(format!(
                             "limit must be a whole number from 1 to {MAX_DATASET_PAGE}."
                         ))
-                    })?
+                    })?;
             }
             "after_name" => after_name = value,
             "api_key" => {}
@@ -147,7 +147,7 @@ pub async fn list_datasets(
             .await?;
         let exhausted = page.len() < MAX_DATASET_PAGE;
         for dataset in page {
-            cursor = dataset.definition.name.clone();
+            cursor.clone_from(&dataset.definition.name);
             if !auth
                 .grant
                 .allows_dataset(DatasetOperation::List, Some(&dataset.definition.name))

@@ -124,7 +124,7 @@ impl Enrichment {
                 .inner
                 .geo
                 .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if geo.checked_at.elapsed() < GEO_RECHECK {
                 return geo.reader.clone();
             }
@@ -133,7 +133,7 @@ impl Enrichment {
             .inner
             .geo
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         geo.checked_at = Instant::now();
         let modified = std::fs::metadata(path)
             .and_then(|meta| meta.modified())
@@ -146,7 +146,7 @@ impl Enrichment {
                     tracing::info!(path = %path.display(), "geoip database reloaded");
                 }
                 Err(error) => {
-                    tracing::error!(path = %path.display(), %error, "geoip database changed but does not read; keeping the previous one")
+                    tracing::error!(path = %path.display(), %error, "geoip database changed but does not read; keeping the previous one");
                 }
             }
         }
@@ -159,7 +159,7 @@ impl Enrichment {
             .inner
             .ua_cache
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         (cache.bytes, cache.answers.len())
     }
 
@@ -228,7 +228,7 @@ impl Enricher for Enrichment {
             .inner
             .ua_cache
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .answers
             .get(ua)
         {
@@ -240,7 +240,7 @@ impl Enricher for Enrichment {
             .inner
             .ua_cache
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if cache.bytes + bytes
             > self
                 .inner

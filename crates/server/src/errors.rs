@@ -98,6 +98,8 @@ impl ApiError {
         }
     }
 
+    /// The error with a `Retry-After` of `seconds`.
+    #[must_use]
     pub fn with_retry_after(self, seconds: u64) -> ApiError {
         ApiError {
             retry_after_secs: Some(seconds),

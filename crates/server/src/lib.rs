@@ -83,7 +83,7 @@ impl AppState {
             match self.meta.usable_access_key_grants(&project.id).await {
                 Ok(grants) => self.events.set_clustering(&project.id, &grants),
                 Err(error) => {
-                    tracing::warn!(project_id = %project.id, %error, "cannot read access keys for clustering")
+                    tracing::warn!(project_id = %project.id, %error, "cannot read access keys for clustering");
                 }
             }
         }
@@ -101,7 +101,7 @@ impl AppState {
         let events = access::EventEngines::new(storage.clone(), queries.clone());
         let clustered = events.clone();
         meta.on_key_change(Box::new(move |project_id, grants| {
-            clustered.set_clustering(project_id, grants)
+            clustered.set_clustering(project_id, grants);
         }));
         let meter = limits::KeyMeter::start(meta.clone());
         let metrics = metrics::ServerMetrics::new(storage.metrics(), queries.metrics());
@@ -176,6 +176,7 @@ impl AppState {
     }
 
     /// Uses `enrichment` (with a GeoIP database, say) for the add-ons of events written from now on.
+    #[must_use]
     pub fn with_enrichment(mut self, enrichment: enrichment::Enrichment) -> AppState {
         enrichment
             .set_user_agent_cache_bytes(self.memory.share(MemoryConsumer::UserAgentCache) as usize);
@@ -257,7 +258,7 @@ async fn keen_error_bodies(response: Response) -> Response {
 fn answer_panic(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let detail = payload
         .downcast_ref::<&str>()
-        .map(|text| text.to_string())
+        .map(std::string::ToString::to_string)
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into());
     errors::ApiError::internal(format!("a handler panicked: {detail}")).into_response()

@@ -83,7 +83,7 @@ struct Bucket {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Days since the Unix epoch (UTC): the counters' key, cheaper per request than a date string.
@@ -189,19 +189,19 @@ impl KeyMeter {
         let mut buckets = lock(&self.inner.buckets);
         let bucket = buckets.entry((key, write)).or_insert(Bucket {
             limit,
-            tokens: limit.burst as f64,
+            tokens: f64::from(limit.burst),
             refilled_at: now,
         });
         if bucket.limit != limit {
             // The key's limits changed: start its bucket over under the new ones.
             *bucket = Bucket {
                 limit,
-                tokens: limit.burst as f64,
+                tokens: f64::from(limit.burst),
                 refilled_at: now,
             };
         }
         let elapsed = now.duration_since(bucket.refilled_at).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * limit.per_second).min(limit.burst as f64);
+        bucket.tokens = (bucket.tokens + elapsed * limit.per_second).min(f64::from(limit.burst));
         bucket.refilled_at = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;

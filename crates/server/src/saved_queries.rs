@@ -154,16 +154,16 @@ pub async fn saved_query_result(
         &auth.grant,
     );
     let max_age = max_age_millis(query_string.as_deref())?;
-    let (result, computed_at, from_cache) = match state.cached_results.fresh(&key, now, max_age) {
-        Some(stored) => (stored.result, stored.computed_at, true),
-        None => {
+    let (result, computed_at, from_cache) =
+        if let Some(stored) = state.cached_results.fresh(&key, now, max_age) {
+            (stored.result, stored.computed_at, true)
+        } else {
             let result = result_of(&reader.run(&query, now).await?);
             state
                 .cached_results
                 .store(key, result.clone(), now, saved.refresh_rate, query, reader);
             (result, now, false)
-        }
-    };
+        };
     object["result"] = result;
     object["run_information"] = json!({
         "last_run_date": keyhole_model::timestamp::format_timestamp(computed_at),

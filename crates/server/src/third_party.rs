@@ -33,10 +33,7 @@ mod tests {
                 );
                 continue;
             };
-            let actual_hash: String = Sha256::digest(bytes)
-                .iter()
-                .map(|byte| format!("{byte:02x}"))
-                .collect();
+            let actual_hash = hex::encode(Sha256::digest(bytes));
             assert_eq!(&actual_hash, expected_hash, "{name}");
         }
         assert_eq!(

@@ -36,8 +36,7 @@ impl Default for WriteLimits {
     fn default() -> WriteLimits {
         WriteLimits {
             threads: std::thread::available_parallelism()
-                .map(usize::from)
-                .unwrap_or(1)
+                .map_or(1, usize::from)
                 .max(1),
             cpu_budget: Duration::from_secs(2),
             queue_wait: Duration::from_secs(10),
@@ -91,17 +90,11 @@ impl CpuBudget {
 
 /// The CPU time the calling thread has used.
 fn thread_cpu_time() -> Duration {
-    let mut spec = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into memory we own; CLOCK_THREAD_CPUTIME_ID is always
-    // available on Linux.
-    let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut spec) };
-    if status != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(spec.tv_sec as u64, spec.tv_nsec as u32)
+    let spec = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(spec.tv_sec).unwrap_or(0),
+        u32::try_from(spec.tv_nsec).unwrap_or(0),
+    )
 }
 
 impl WritePool {
@@ -115,15 +108,13 @@ impl WritePool {
             std::thread::Builder::new()
                 .name(format!("keyhole-write-{index}"))
                 .spawn(move || {
-                    // SAFETY: setpriority with `who = 0` changes only the calling thread's niceness.
-                    unsafe {
-                        libc::setpriority(libc::PRIO_PROCESS, 0, WRITE_THREAD_NICENESS);
-                    }
+                    // `None` is `who = 0`: on Linux, the calling thread's niceness only.
+                    let _ = rustix::process::setpriority_process(None, WRITE_THREAD_NICENESS);
                     loop {
                         let job = {
                             let receiver = receiver
                                 .lock()
-                                .unwrap_or_else(|poisoned| poisoned.into_inner());
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
                             receiver.recv()
                         };
                         match job {

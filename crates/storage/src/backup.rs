@@ -130,7 +130,7 @@ pub fn restore_events(copy: &Path, events_dir: &Path) -> io::Result<CopySummary>
     };
     for file in manifest.collections.iter().flat_map(|c| &c.files) {
         let path = copy.join("objects").join(&file.path);
-        let size = fs::metadata(&path).map(|meta| meta.len()).unwrap_or(0);
+        let size = fs::metadata(&path).map_or(0, |meta| meta.len());
         if size != file.bytes as u64 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,

@@ -131,19 +131,19 @@ impl ColumnBuilder {
             (ColumnBuilder::Str(builder), FlatValue::Str(text)) => builder.append_value(text),
             (ColumnBuilder::Bool(builder), FlatValue::Bool(flag)) => builder.append_value(*flag),
             (ColumnBuilder::Bool(builder), FlatValue::Null | FlatValue::EmptyObject) => {
-                builder.append_value(true)
+                builder.append_value(true);
             }
             (ColumnBuilder::NumList(builder), FlatValue::NumList(items)) => {
-                builder.append_value(items.elements())
+                builder.append_value(items.elements());
             }
             (ColumnBuilder::StrList(builder), FlatValue::StrList(items)) => {
-                builder.append_value(items.iter().map(|item| item.as_deref()))
+                builder.append_value(items.iter().map(|item| item.as_deref()));
             }
             (ColumnBuilder::StrList(builder), FlatValue::MixedList(items)) => {
-                builder.append_value(items.iter().map(Some))
+                builder.append_value(items.iter().map(Some));
             }
             (ColumnBuilder::BoolList(builder), FlatValue::BoolList(items)) => {
-                builder.append_value(items.iter().copied())
+                builder.append_value(items.iter().copied());
             }
             (builder, _) => unreachable!(
                 "column builders are chosen by value kind; got a mismatch at length {}",
@@ -223,16 +223,15 @@ impl RowBuffer {
             column_name.push_str(path);
             column_name.push('#');
             column_name.push_str(value.kind().suffix());
-            let position = match self.column_index.get(column_name.as_str()) {
-                Some(position) => *position,
-                None => {
-                    let mut builder = ColumnBuilder::new(value.kind());
-                    builder.append_nulls(row_count_before);
-                    self.columns.push((column_name.clone(), builder));
-                    self.column_index
-                        .insert(column_name.clone(), self.columns.len() - 1);
-                    self.columns.len() - 1
-                }
+            let position = if let Some(position) = self.column_index.get(column_name.as_str()) {
+                *position
+            } else {
+                let mut builder = ColumnBuilder::new(value.kind());
+                builder.append_nulls(row_count_before);
+                self.columns.push((column_name.clone(), builder));
+                self.column_index
+                    .insert(column_name.clone(), self.columns.len() - 1);
+                self.columns.len() - 1
             };
             self.columns[position].1.append(value);
             self.bytes += stored_bytes(value);

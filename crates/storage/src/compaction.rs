@@ -476,7 +476,9 @@ impl DayWriter {
 
     fn finish(self, path: PathBuf, spilled_runs: usize) -> io::Result<Option<MergedFile>> {
         let file = self.writer.into_inner().map_err(io::Error::other)?;
-        let file = file.into_inner().map_err(|error| error.into_error())?;
+        let file = file
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?;
         file.sync_all()?;
         if self.rows == 0 {
             return Ok(None);

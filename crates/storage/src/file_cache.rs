@@ -76,8 +76,8 @@ impl FileCacheStore {
             inner,
             budget_bytes,
             state: Arc::new(Mutex::new(CacheState::default())),
-            hits: Default::default(),
-            misses: Default::default(),
+            hits: prometheus_client::metrics::counter::Counter::default(),
+            misses: prometheus_client::metrics::counter::Counter::default(),
         }
     }
 
@@ -182,7 +182,7 @@ impl FileCacheStore {
 fn lock(state: &Mutex<CacheState>) -> std::sync::MutexGuard<'_, CacheState> {
     state
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn evict(state: &Mutex<CacheState>, location: &Path) {
@@ -258,7 +258,7 @@ impl ObjectStore for FileCacheStore {
             ),
             meta,
             range,
-            attributes: Default::default(),
+            attributes: object_store::Attributes::default(),
         })
     }
 

@@ -414,11 +414,11 @@ impl Storage {
                 state,
                 commands,
                 objects,
-                maintenance: Default::default(),
-                lease_release: Default::default(),
+                maintenance: Arc::default(),
+                lease_release: Arc::default(),
                 flush_wanted: flush_wanted.clone(),
                 writer_thread: Mutex::new(Some(thread)),
-                clustering: Default::default(),
+                clustering: std::sync::RwLock::default(),
                 data_dir_lock: Mutex::new(Some(data_dir_lock)),
                 metrics: metrics.clone(),
             }
@@ -569,7 +569,7 @@ impl Storage {
             .inner
             .clustering
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if properties.is_empty() {
             clustering.remove(project);
         } else {
@@ -582,7 +582,7 @@ impl Storage {
         self.inner
             .clustering
             .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(project)
             .cloned()
             .unwrap_or_default()
@@ -668,7 +668,7 @@ impl Storage {
         self.inner
             .data_dir_lock
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         Ok(())
     }

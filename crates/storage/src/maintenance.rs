@@ -306,7 +306,7 @@ impl Storage {
         // The first old file is replaced by the new one; the others just go.
         let mut replaced: Vec<(DataFile, Option<DataFile>)> =
             old_files.iter().map(|file| (file.clone(), None)).collect();
-        replaced[0].1 = new_file.clone();
+        replaced[0].1.clone_from(&new_file);
         if !self.swap_files(&id, incarnation, replaced).await? {
             return Ok(());
         }

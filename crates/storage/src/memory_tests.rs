@@ -113,7 +113,7 @@ async fn compaction_spills_sorted_runs_and_merges_them_in_order() {
     for file in 0..4 {
         let events = (0..20_000)
             .map(|i| {
-                let millis = day_start + ((i * 7919 + file * 13) % 86_000_000) as i64;
+                let millis = day_start + i64::from((i * 7919 + file * 13) % 86_000_000);
                 let timestamp = chrono::DateTime::from_timestamp_millis(millis)
                     .unwrap()
                     .to_rfc3339();

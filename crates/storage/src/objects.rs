@@ -145,39 +145,36 @@ impl ObjectFiles {
         if let Some(cache) = &self.cache {
             cache.evict(&location);
         }
-        match &self.local_root {
-            Some(root) => {
-                let target = root.join(path);
-                if let Some(parent) = target.parent() {
-                    std::fs::create_dir_all(parent)?;
-                }
-                std::fs::rename(local, &target)?;
-                self.sync_local(path).await?;
+        if let Some(root) = &self.local_root {
+            let target = root.join(path);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
             }
-            None => {
-                let upload = self
-                    .store
-                    .put_multipart(&location)
+            std::fs::rename(local, &target)?;
+            self.sync_local(path).await?;
+        } else {
+            let upload = self
+                .store
+                .put_multipart(&location)
+                .await
+                .map_err(std::io::Error::other)?;
+            let mut writer =
+                object_store::WriteMultipart::new_with_chunk_size(upload, UPLOAD_PART_BYTES);
+            let mut file = tokio::fs::File::open(local).await?;
+            let mut part = vec![0u8; UPLOAD_PART_BYTES];
+            loop {
+                let read = tokio::io::AsyncReadExt::read(&mut file, &mut part).await?;
+                if read == 0 {
+                    break;
+                }
+                writer
+                    .wait_for_capacity(2)
                     .await
                     .map_err(std::io::Error::other)?;
-                let mut writer =
-                    object_store::WriteMultipart::new_with_chunk_size(upload, UPLOAD_PART_BYTES);
-                let mut file = tokio::fs::File::open(local).await?;
-                let mut part = vec![0u8; UPLOAD_PART_BYTES];
-                loop {
-                    let read = tokio::io::AsyncReadExt::read(&mut file, &mut part).await?;
-                    if read == 0 {
-                        break;
-                    }
-                    writer
-                        .wait_for_capacity(2)
-                        .await
-                        .map_err(std::io::Error::other)?;
-                    writer.write(&part[..read]);
-                }
-                writer.finish().await.map_err(std::io::Error::other)?;
-                std::fs::remove_file(local)?;
+                writer.write(&part[..read]);
             }
+            writer.finish().await.map_err(std::io::Error::other)?;
+            std::fs::remove_file(local)?;
         }
         if let Some(cache) = &self.cache
             && cache.would_keep(size)

@@ -107,7 +107,7 @@ fn rows_of(metadata: &ParquetMetaData) -> u64 {
     let rows: i64 = metadata
         .row_groups()
         .iter()
-        .map(|group| group.num_rows())
+        .map(parquet::file::metadata::RowGroupMetaData::num_rows)
         .sum();
     rows.max(0) as u64
 }

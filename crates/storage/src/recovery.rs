@@ -117,12 +117,13 @@ pub async fn set_aside_unreadable(
 ) -> usize {
     let count = unreadable.len();
     for (id, file, problem) in unreadable {
-        let set_aside = match move_objects {
-            true => objects
+        let set_aside = if move_objects {
+            objects
                 .set_aside(&file.path)
                 .await
-                .unwrap_or_else(|error| format!("nowhere ({error})")),
-            false => "left in the shared store, not read by this node".to_string(),
+                .unwrap_or_else(|error| format!("nowhere ({error})"))
+        } else {
+            "left in the shared store, not read by this node".to_string()
         };
         tracing::error!(
             project = %id.project,

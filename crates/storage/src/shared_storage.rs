@@ -58,7 +58,7 @@ impl Drop for MaintenanceGuard {
         *held
             .release
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(release);
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(release);
     }
 }
 
@@ -174,7 +174,7 @@ impl Storage {
             .inner
             .lease_release
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         if let Some(pending_release) = pending_release {
             let _ = pending_release.await;

@@ -424,7 +424,7 @@ async fn flushed_rows_are_ordered_by_the_clustering_properties_then_time(objects
         .as_string::<i32>();
     let tenants: Vec<&str> = (0..rows.num_rows()).map(|row| tenants.value(row)).collect();
     let mut expected = tenants.clone();
-    expected.sort();
+    expected.sort_unstable();
     assert_eq!(tenants, expected, "rows grouped by tenant");
     let times = rows
         .column_by_name(keyhole_model::flat::TIMESTAMP_COLUMN)

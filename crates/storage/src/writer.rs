@@ -201,7 +201,7 @@ impl Writer {
         let state = self
             .state
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         crate::column_cap::admit_group(&state, &writes, self.max_columns_per_collection)
     }
 

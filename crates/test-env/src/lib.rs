@@ -32,7 +32,7 @@ pub fn prerequisite(what: &str, how_to_get_it: &str, present: bool) -> bool {
     }
     let mut announced = ANNOUNCED
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if announced
         .get_or_insert_with(HashSet::new)
         .insert(what.to_string())

@@ -432,7 +432,7 @@ fn keyhole_demo_serves_each_vendor_a_dashboard_of_its_own_orders() {
     }
     let args: Vec<String> = ["demo", "--listen", "127.0.0.1:0", "--events", "1200"]
         .iter()
-        .map(|arg| arg.to_string())
+        .map(std::string::ToString::to_string)
         .collect();
     let server = BinaryServer::start_raw(&args, &[]);
     let lines = server.stdout_lines.join("\n");

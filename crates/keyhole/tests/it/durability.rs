@@ -169,7 +169,7 @@ fn sigkill_loses_no_acknowledged_event_and_doubles_none() {
                 tokio::time::timeout(deadline - Instant::now(), writer)
                     .await
                     .unwrap()
-                    .unwrap()
+                    .unwrap();
             });
         }
         let covered = runtime.block_on(async {
@@ -265,7 +265,7 @@ fn sigterm_finishes_in_flight_writes_and_flushes() {
             tokio::time::timeout(Duration::from_secs(30), writer)
                 .await
                 .unwrap()
-                .unwrap()
+                .unwrap();
         });
     }
     let acknowledged = acknowledged.lock().unwrap().clone();

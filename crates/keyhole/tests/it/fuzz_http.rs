@@ -454,7 +454,7 @@ fn addon_path(dice: &mut Dice) -> String {
             .pick(&["", ".", "a..b", "tenant.$x", "tenant.\u{202E}"])
             .to_string(),
         2 => text(dice),
-        _ => (0..1 + dice.below(3))
+        _ => (0..=dice.below(3))
             .map(|_| *dice.pick(&["tenant", "a", "b", "page", "keen"]))
             .collect::<Vec<_>>()
             .join("."),

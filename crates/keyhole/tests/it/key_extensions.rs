@@ -100,10 +100,11 @@ async fn the_look_back_window_clips_every_read() {
         days_ago(50),
         days_ago(10)
     );
-    let encoded: String = old_range
-        .bytes()
-        .map(|byte| format!("%{byte:02X}"))
-        .collect();
+    let encoded = old_range.bytes().fold(String::new(), |mut encoded, byte| {
+        use std::fmt::Write;
+        let _ = write!(encoded, "%{byte:02X}");
+        encoded
+    });
     assert_eq!(count(&server, &key, &encoded).await.1["result"], 0);
     let extraction =
         send(

@@ -63,7 +63,7 @@ async fn metrics_count_what_happened_without_naming_tenants() {
         r#"keyhole_http_requests_total{route="/3.0/projects/{project_id}/events/{collection}",method="POST",status="201"} 1"#,
         r#"keyhole_http_requests_total{route="/3.0/projects/{project_id}/queries/{analysis_type}",method="GET",status="401"} 1"#,
         r#"keyhole_refused_requests_total{reason="unknown_key"} 1"#,
-        r#"keyhole_ingested_events_total 1"#,
+        r"keyhole_ingested_events_total 1",
         r#"keyhole_queries_total{outcome="ok"} 1"#,
         "keyhole_wal_commit_seconds_count 1",
         "keyhole_http_request_duration_seconds_bucket",

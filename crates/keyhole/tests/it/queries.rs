@@ -35,7 +35,7 @@ fn events() -> Vec<Value> {
                 2 => event["price"] = Value::Null,
                 _ => {
                     event["price"] =
-                        json!((i * 37 % 100) as f64 + if i % 3 == 0 { 0.5 } else { 0.0 })
+                        json!((i * 37 % 100) as f64 + if i % 3 == 0 { 0.5 } else { 0.0 });
                 }
             }
             match i % 6 {
@@ -692,8 +692,9 @@ async fn group_by_buckets_ranges_created_at_and_property_type() {
         event
             .get("price")
             .and_then(Value::as_f64)
-            .map(|price| json!(((price / 25.0).floor() * 25.0) as i64))
-            .unwrap_or(Value::Null)
+            .map_or(Value::Null, |price| {
+                json!(((price / 25.0).floor() * 25.0) as i64)
+            })
     });
     expected.sort_by(|a, b| json_order(&a.0, &b.0));
     let expected: Vec<Value> = expected

@@ -29,7 +29,7 @@ fn time_of(value: &Value) -> Option<i64> {
 
 fn equals(value: Option<&Value>, wanted: &Value) -> bool {
     match (value, wanted) {
-        (None, Value::Null) | (Some(Value::Null), Value::Null) => true,
+        (None | Some(Value::Null), Value::Null) => true,
         (None, _) | (_, Value::Null) => false,
         (Some(Value::Array(items)), _) => items.iter().any(|item| same(item, wanted)),
         (Some(value), _) => same(value, wanted),

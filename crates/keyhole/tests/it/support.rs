@@ -27,7 +27,7 @@ pub struct InProcessServer {
     pub project: ProjectKeys,
     pub org_key: String,
     pub org_id: String,
-    _data_dir: tempfile::TempDir,
+    data_dir_guard: tempfile::TempDir,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -92,7 +92,7 @@ impl InProcessServer {
             },
             org_key: organization.generated_key.unwrap(),
             org_id: organization.id,
-            _data_dir: data_dir,
+            data_dir_guard: data_dir,
             server,
         }
     }
@@ -109,7 +109,7 @@ impl InProcessServer {
     /// Overwrites an access key's stored options behind the API's back, as if the rules had tightened
     /// since the key was made (through the database file, the way an old version's data would look).
     pub async fn store_key_options(&self, secret: &str, options: Value) {
-        let database = self._data_dir.path().join("meta.sqlite");
+        let database = self.data_dir_guard.path().join("meta.sqlite");
         let options_text = options.to_string();
         let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", database.display()))
             .await
@@ -267,7 +267,7 @@ impl BinaryServer {
             "--data-dir".into(),
         ];
         args.push(data_dir.to_str().unwrap().to_string());
-        args.extend(extra_args.iter().map(|arg| arg.to_string()));
+        args.extend(extra_args.iter().map(std::string::ToString::to_string));
         BinaryServer::start_raw(&args, envs)
     }
 
@@ -356,8 +356,8 @@ impl BinaryServer {
 
     /// SIGTERM, then waits for a clean exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        // SAFETY: sending a signal to our own child process id.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let child = rustix::process::Pid::from_raw(self.child.id() as i32).expect("a child's pid");
+        rustix::process::kill_process(child, rustix::process::Signal::TERM).unwrap();
         self.child.wait().unwrap()
     }
 }

@@ -105,7 +105,7 @@ async fn drifting_property_keeps_every_value_and_type() {
         .iter()
         .map(|kind| kind.suffix())
         .collect();
-    kinds.sort();
+    kinds.sort_unstable();
     assert_eq!(
         kinds,
         ["bool", "list_num", "list_str", "null", "num", "str"]

@@ -105,7 +105,7 @@ async fn add_on_paths_obey_the_event_rules_before_any_work() {
     let mut bad_outputs = vec![
         deep.clone(),
         "a..b".into(),
-        "".into(),
+        String::new(),
         "a.$b".into(),
         "p".repeat(256),
     ];

@@ -70,8 +70,8 @@ async fn webhook_payloads_are_stored_with_the_keys_autofill() {
 
     // SendGrid's event webhook: a JSON array, one result per event.
     let sendgrid = json!([
-        {"email": "bob@example.com", "event": "delivered", "sg_event_id": "e1", "timestamp": 1700000001},
-        {"email": "bob@example.com", "event": "open", "sg_event_id": "e2", "timestamp": 1700000002},
+        {"email": "bob@example.com", "event": "delivered", "sg_event_id": "e1", "timestamp": 1_700_000_001},
+        {"email": "bob@example.com", "event": "open", "sg_event_id": "e2", "timestamp": 1_700_000_002},
     ]);
     let answer = post(
         &server,

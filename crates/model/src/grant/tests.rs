@@ -5,7 +5,10 @@ use crate::embed_token::TokenClaims;
 use crate::keys::KeyHash;
 
 fn access_grant(permitted: &[&str], options: Value) -> Result<Grant, KeyDefinitionError> {
-    let permitted: Vec<String> = permitted.iter().map(|name| name.to_string()).collect();
+    let permitted: Vec<String> = permitted
+        .iter()
+        .map(std::string::ToString::to_string)
+        .collect();
     Grant::from_stored_access_key(&StoredAccessKey {
         project_id: "p1",
         key_hash: KeyHash::of_secret("secret"),

@@ -260,13 +260,10 @@ fn parse_property_names(value: Option<Value>) -> Result<Option<Vec<String>>, Que
 }
 
 fn parse_analyses(value: Option<Value>) -> Result<Vec<SubAnalysis>, QueryError> {
-    let object = match value {
-        Some(Value::Object(object)) => object,
-        _ => {
-            return Err(QueryError::MissingParameter(
-                "multi_analysis needs an analyses object: {label: {analysis_type, …}}.".into(),
-            ));
-        }
+    let Some(Value::Object(object)) = value else {
+        return Err(QueryError::MissingParameter(
+            "multi_analysis needs an analyses object: {label: {analysis_type, …}}.".into(),
+        ));
     };
     if object.is_empty() || object.len() > MAX_LIST_ENTRIES {
         return Err(QueryError::InvalidParameter(

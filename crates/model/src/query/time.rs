@@ -137,9 +137,9 @@ impl Unit {
             Unit::Hour => date.and_hms_opt(local.hour(), 0, 0).unwrap_or(local),
             Unit::Day => midnight(date),
             Unit::Week => midnight(
-                date.checked_sub_signed(Duration::days(
-                    date.weekday().num_days_from_sunday() as i64
-                ))
+                date.checked_sub_signed(Duration::days(i64::from(
+                    date.weekday().num_days_from_sunday(),
+                )))
                 .unwrap_or(date),
             ),
             Unit::Month => midnight(date.with_day(1).unwrap_or(date)),
@@ -161,8 +161,8 @@ impl Unit {
                 } else {
                     count
                 };
-                let total =
-                    (local.year() as i64 * 12 + local.month0() as i64).checked_add(months)?;
+                let total = (i64::from(local.year()) * 12 + i64::from(local.month0()))
+                    .checked_add(months)?;
                 let year = i32::try_from(total.div_euclid(12)).ok()?;
                 let month0 = total.rem_euclid(12) as u32;
                 let day = local.day().min(days_in_month(year, month0 + 1)?);

@@ -73,6 +73,7 @@ impl ScopedReader {
     }
 
     /// The same grant, reading as a saved query does.
+    #[must_use]
     pub fn for_saved_queries(&self) -> ScopedReader {
         ScopedReader {
             purpose: ReadPurpose::SavedQueries,
