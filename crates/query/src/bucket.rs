@@ -55,7 +55,7 @@ impl ScalarUDFImpl for BucketOf {
 }
 
 /// The bucket index of `timestamp` for these sorted boundaries (`n + 1` boundaries make `n` buckets).
-pub fn bucket_of(boundaries: Vec<i64>, timestamp: Expr) -> Expr {
+pub(crate) fn bucket_of(boundaries: Vec<i64>, timestamp: Expr) -> Expr {
     let signature = Signature::any(1, Volatility::Immutable);
     ScalarUDF::from(BucketOf {
         boundaries,

@@ -9,13 +9,13 @@ use keyhole_model::ValueKind;
 use keyhole_model::flat::{CREATED_AT_COLUMN, ID_COLUMN, TIMESTAMP_COLUMN};
 
 /// A column reference by exact name.
-pub fn column(name: &str) -> Expr {
+pub(crate) fn column(name: &str) -> Expr {
     Expr::Column(Column::new_unqualified(name))
 }
 
 /// Where a property's values live.
 #[derive(Clone, Debug, PartialEq)]
-pub enum PropertyColumns {
+pub(crate) enum PropertyColumns {
     /// `keen.timestamp` or `keen.created_at`: one millisecond timestamp column.
     Time(String),
     /// `keen.id`: one text column.
@@ -25,7 +25,7 @@ pub enum PropertyColumns {
 }
 
 impl PropertyColumns {
-    pub fn of(schema: &Schema, path: &str) -> PropertyColumns {
+    pub(crate) fn of(schema: &Schema, path: &str) -> PropertyColumns {
         match path {
             TIMESTAMP_COLUMN | CREATED_AT_COLUMN => return PropertyColumns::Time(path.to_string()),
             ID_COLUMN => return PropertyColumns::Id,
@@ -40,7 +40,7 @@ impl PropertyColumns {
     }
 
     /// The column of one kind, if the collection has it.
-    pub fn typed(&self, kind: ValueKind) -> Option<Expr> {
+    pub(crate) fn typed(&self, kind: ValueKind) -> Option<Expr> {
         match self {
             PropertyColumns::Typed(columns) => columns
                 .iter()
@@ -52,7 +52,7 @@ impl PropertyColumns {
     }
 
     /// Every column that can hold a value of this property.
-    pub fn all(&self) -> Vec<(ValueKind, Expr)> {
+    pub(crate) fn all(&self) -> Vec<(ValueKind, Expr)> {
         match self {
             PropertyColumns::Time(name) => vec![(ValueKind::Str, column(name))],
             PropertyColumns::Id => vec![(ValueKind::Str, column(ID_COLUMN))],

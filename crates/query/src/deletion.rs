@@ -15,13 +15,16 @@ use crate::{ExecError, Result, Scope};
 /// Ids and the time span of matched events.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MatchedEvents {
+    /// The matched events' `keen.id`s.
     pub ids: HashSet<String>,
+    /// The earliest `keen.timestamp` among them (milliseconds), so a delete rewrites only the days it touches.
     pub earliest: i64,
+    /// The latest `keen.timestamp` among them (milliseconds).
     pub latest: i64,
 }
 
 /// Up to `limit` matching events.
-pub async fn matching_events(
+pub(crate) async fn matching_events(
     source: &EventSource,
     query: &Query,
     scope: &Scope,

@@ -19,7 +19,7 @@ use crate::render::cell;
 use crate::{Result, Scope};
 
 /// Most events one synchronous extraction returns.
-pub const MAX_EXTRACTED_EVENTS: usize = 100_000;
+pub(crate) const MAX_EXTRACTED_EVENTS: usize = 100_000;
 
 /// Rebuilds the event in `row` of `batch`.
 fn event_at(batch: &RecordBatch, row: usize) -> Value {
@@ -67,7 +67,7 @@ fn select_properties(event: &Value, names: &[String]) -> Value {
     Value::Object(selected)
 }
 
-pub async fn run(
+pub(crate) async fn run(
     source: &EventSource,
     query: &Query,
     scope: &Scope,

@@ -39,7 +39,7 @@ use futures::future::BoxFuture;
 use keyhole_storage::DataFile;
 
 /// A snapshot's data files, all read with `schema` (columns a file lacks read as nulls).
-pub struct SnapshotFiles {
+pub(crate) struct SnapshotFiles {
     pub objects_url: ObjectStoreUrl,
     pub schema: SchemaRef,
     pub files: Vec<DataFile>,

@@ -23,7 +23,7 @@ const EARTH_RADIUS_MILES: f64 = 3958.8;
 
 /// The AND of `filters` over a collection with `schema`, as a row filter (a row is kept only where it is
 /// true); `None` when there are none.
-pub fn conjunction(
+pub(crate) fn conjunction(
     filters: &[Filter],
     schema: &arrow::datatypes::Schema,
 ) -> Result<Option<Expr>, QueryError> {
@@ -37,7 +37,10 @@ pub fn conjunction(
 /// Combines expressions pairwise into a balanced tree, so a long AND or OR is only log2(n) deep: the
 /// optimizer and the evaluator recurse into expressions, and a chain of a thousand conditions built
 /// left-deep would overflow their stacks.
-pub fn balanced(mut expressions: Vec<Expr>, combine: fn(Expr, Expr) -> Expr) -> Option<Expr> {
+pub(crate) fn balanced(
+    mut expressions: Vec<Expr>,
+    combine: fn(Expr, Expr) -> Expr,
+) -> Option<Expr> {
     while expressions.len() > 1 {
         let mut combined = Vec::with_capacity(expressions.len().div_ceil(2));
         let mut remaining = expressions.into_iter();
@@ -89,7 +92,10 @@ fn any_of(predicates: Vec<Expr>) -> Expr {
     balanced(predicates.into_iter().map(null_safe).collect(), Expr::or).unwrap_or(lit(false))
 }
 
-pub fn predicate(filter: &Filter, schema: &arrow::datatypes::Schema) -> Result<Expr, QueryError> {
+pub(crate) fn predicate(
+    filter: &Filter,
+    schema: &arrow::datatypes::Schema,
+) -> Result<Expr, QueryError> {
     match filter {
         Filter::Or(operands) => {
             let mut predicates = Vec::with_capacity(operands.len());

@@ -68,7 +68,7 @@ async fn step_actors(
     Ok((actors, scanned))
 }
 
-pub async fn run(
+pub(crate) async fn run(
     source: &EventSource,
     query: &Query,
     scope: &Scope,

@@ -5,6 +5,8 @@
 //! Every entry point takes a `&Scope`; all reads go through `plan::filtered_frame`, which AND-s the
 //! scope's forced filters above the scan. See `scope.rs`.
 
+#![warn(missing_docs, unreachable_pub)]
+
 mod bucket;
 mod columns;
 mod deletion;
@@ -15,11 +17,11 @@ mod funnel;
 mod governor;
 pub mod interval_join;
 mod metadata_answers;
-pub mod metrics;
+mod metrics;
 mod plan;
 mod render;
 mod results;
-pub mod scope;
+mod scope;
 mod visibility;
 
 use std::sync::Arc;
@@ -28,7 +30,6 @@ use std::time::Instant;
 use keyhole_model::query::{AnalysisType, Query, QueryError};
 
 pub use deletion::MatchedEvents;
-pub use extraction::MAX_EXTRACTED_EVENTS;
 use keyhole_storage::{Storage, StorageError};
 use serde_json::{Value, json};
 
@@ -40,17 +41,22 @@ pub use visibility::Visibility;
 /// Most interval buckets one query may ask for.
 pub const MAX_BUCKETS: usize = 10_000;
 
+/// Why a query could not be answered; `server` maps each to a Keen error.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
+    /// The query itself is invalid (parameters, timeframe, filters).
     #[error(transparent)]
     Query(#[from] QueryError),
+    /// The storage engine failed to read.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// DataFusion failed (a bug or an internal error: never the caller's fault).
     #[error("query engine failed: {0}")]
     Engine(datafusion::error::DataFusionError),
     /// Every query slot stayed taken for the whole queue wait.
     #[error("too many queries are running; retry shortly")]
     Busy,
+    /// The query ran longer than its time limit.
     #[error("the query took longer than {0:?}")]
     Timeout(std::time::Duration),
     /// The query's operators needed more memory than its budget (bytes).
@@ -60,6 +66,7 @@ pub enum ExecError {
     /// by other queries: retrying shortly helps.
     #[error("the server's memory for queries is in use")]
     MemoryBusy,
+    /// Any other failure of ours, with what happened.
     #[error("{0}")]
     Internal(String),
 }
@@ -82,6 +89,7 @@ impl From<datafusion::error::DataFusionError> for ExecError {
     }
 }
 
+/// A query layer result.
 pub type Result<T> = std::result::Result<T, ExecError>;
 
 /// Runs Keen queries against a storage, each under the [`QueryLimits`] (see `governor`).
@@ -102,6 +110,7 @@ impl QueryEngine {
         })
     }
 
+    /// The limits every query runs under.
     pub fn limits(&self) -> &QueryLimits {
         &self.governor.limits
     }

@@ -15,7 +15,7 @@ use crate::render::number;
 use crate::{Result, Scope};
 
 /// The body of `query` from metadata alone, with what it counts as scanned; `None` to run the plan.
-pub async fn answer(
+pub(crate) async fn answer(
     source: &EventSource,
     query: &Query,
     scope: &Scope,

@@ -21,17 +21,17 @@ use crate::ExecError;
 
 /// How a query ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabel {
+pub(crate) struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
 /// The query layer's metrics; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct QueryMetrics {
-    pub running: Gauge,
-    pub seconds: Histogram,
-    pub peak_memory_bytes: Histogram,
-    pub outcomes: Family<OutcomeLabel, Counter>,
+    pub(crate) running: Gauge,
+    pub(crate) seconds: Histogram,
+    pub(crate) peak_memory_bytes: Histogram,
+    pub(crate) outcomes: Family<OutcomeLabel, Counter>,
 }
 
 impl Default for QueryMetrics {
@@ -48,6 +48,7 @@ impl Default for QueryMetrics {
 }
 
 impl QueryMetrics {
+    /// Registers the query metrics in `registry` (served at `/metrics`).
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "queries_running",
@@ -94,7 +95,7 @@ pub(crate) const SERVER_QUERY_MEMORY_SPENT: &str = "the server's memory for quer
 /// drawing every byte from the server's memory budget too (its `Queries` share, which all running
 /// queries share), so that many queries at once cannot together exceed it.
 #[derive(Debug)]
-pub struct PeakMemoryPool {
+pub(crate) struct PeakMemoryPool {
     /// Greedy when the query may not spill; fair between spilling operators when it may (a greedy pool
     /// lets the first operators take everything, and a later one cannot even start to spill).
     inner: Box<dyn MemoryPool>,
@@ -103,7 +104,11 @@ pub struct PeakMemoryPool {
 }
 
 impl PeakMemoryPool {
-    pub fn new(limit_bytes: usize, budget: MemoryBudget, spilling: bool) -> Arc<PeakMemoryPool> {
+    pub(crate) fn new(
+        limit_bytes: usize,
+        budget: MemoryBudget,
+        spilling: bool,
+    ) -> Arc<PeakMemoryPool> {
         let inner: Box<dyn MemoryPool> = if spilling {
             Box::new(FairSpillPool::new(limit_bytes))
         } else {
@@ -116,7 +121,7 @@ impl PeakMemoryPool {
         })
     }
 
-    pub fn peak(&self) -> usize {
+    pub(crate) fn peak(&self) -> usize {
         self.peak.load(Ordering::Relaxed)
     }
 

@@ -32,7 +32,7 @@ use crate::scope::Scope;
 use crate::{QueryLimits, Result};
 
 /// The rows of a collection a query may see, with the key's and the caller's filters applied.
-pub struct FilteredFrame {
+pub(crate) struct FilteredFrame {
     pub frame: DataFrame,
     pub schema: SchemaRef,
     /// What this read scanned, for `execution_metadata`.
@@ -45,27 +45,27 @@ pub struct FilteredFrame {
 /// tell a tenant how much data the other tenants have, and whether a collection holding only their events
 /// exists.
 #[derive(Clone, Debug, Default)]
-pub struct Scanned {
+pub(crate) struct Scanned {
     known: usize,
     scoped_reads: Vec<(String, Option<TimeRange>)>,
 }
 
 impl Scanned {
     /// A read of every event of a collection whose number the metadata gave (no data was read).
-    pub fn of_rows(rows: usize) -> Scanned {
+    pub(crate) fn of_rows(rows: usize) -> Scanned {
         Scanned {
             known: rows,
             scoped_reads: Vec::new(),
         }
     }
 
-    pub fn add(&mut self, other: Scanned) {
+    pub(crate) fn add(&mut self, other: Scanned) {
         self.known += other.known;
         self.scoped_reads.extend(other.scoped_reads);
     }
 
     /// The number to report.
-    pub async fn count(&self, source: &EventSource, scope: &Scope) -> Result<usize> {
+    pub(crate) async fn count(&self, source: &EventSource, scope: &Scope) -> Result<usize> {
         let mut total = self.known;
         for (collection, range) in &self.scoped_reads {
             let filtered = filtered_frame(source, scope, collection, *range, &[]).await?;
@@ -84,7 +84,7 @@ const OBJECTS_URL: &str = "keyhole://objects";
 /// The scan is the union of the collection's Parquet files (read by DataFusion from the storage's object
 /// store, so row groups whose `keen.timestamp` or filtered columns' statistics rule them out are skipped)
 /// and its not-yet-flushed rows in memory.
-pub async fn filtered_frame(
+pub(crate) async fn filtered_frame(
     source: &EventSource,
     scope: &Scope,
     collection: &str,
@@ -266,7 +266,7 @@ fn memory_frame(
 /// after the first query reads it: a file is written once under a unique name and never changed, so a
 /// cached footer cannot go stale. The list-files cache is disabled because the snapshot names every file.
 #[derive(Clone)]
-pub struct EventSource {
+pub(crate) struct EventSource {
     pub(crate) storage: Storage,
     runtime: Arc<RuntimeEnv>,
     /// Partitions for the in-memory rows (read once: on Linux it reads cgroup files).
@@ -282,13 +282,13 @@ pub struct EventSource {
 /// small queries), and nearly every query fits its memory. Only a query refused for its memory budget is
 /// run again with spilling (`QueryEngine`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Spilling {
+pub(crate) enum Spilling {
     Off,
     On,
 }
 
 impl EventSource {
-    pub fn new(storage: Storage, limits: QueryLimits) -> EventSource {
+    pub(crate) fn new(storage: Storage, limits: QueryLimits) -> EventSource {
         // Only the cache sizes and the disabled spilling differ from DataFusion's defaults, which build
         // without fail (its own `RuntimeEnv::default()` unwraps the same builder).
         let runtime = RuntimeEnvBuilder::new()
@@ -329,7 +329,7 @@ impl EventSource {
     /// This source with a memory pool of its own, holding one query's budget: every session the query
     /// opens (one per collection it reads) draws on the same pool. The caches and the object store stay
     /// shared.
-    pub fn for_one_query(
+    pub(crate) fn for_one_query(
         &self,
         spilling: Spilling,
     ) -> (EventSource, Arc<crate::metrics::PeakMemoryPool>) {
@@ -358,7 +358,7 @@ impl EventSource {
 }
 
 /// The filtered frame of a query's own collection over its resolved timeframe (all time without one).
-pub async fn query_frame(
+pub(crate) async fn query_frame(
     source: &EventSource,
     scope: &Scope,
     query: &Query,
@@ -384,7 +384,7 @@ fn split_for_cores(batches: Vec<RecordBatch>, cores: usize) -> Vec<Vec<RecordBat
 
 /// One metric a query computes: the analysis of a plain query, or one labelled entry of a multi_analysis.
 #[derive(Clone, Debug)]
-pub struct Metric {
+pub(crate) struct Metric {
     pub label: Option<String>,
     pub analysis: AnalysisType,
     pub target_property: Option<String>,
@@ -393,7 +393,7 @@ pub struct Metric {
 
 /// Columns of a group_by property used as keys: every typed column but `#null`/`#object` (which render
 /// as null, like a missing property, so they must not split a group).
-pub fn group_key_columns(
+pub(crate) fn group_key_columns(
     schema: &arrow::datatypes::Schema,
     group: &GroupBy,
 ) -> Vec<(ValueKind, Expr)> {
@@ -437,13 +437,13 @@ pub fn group_key_columns(
 }
 
 /// Key column aliases: `__bucket`, `__g{group}_{kind}`.
-pub const BUCKET_ALIAS: &str = "__bucket";
+pub(crate) const BUCKET_ALIAS: &str = "__bucket";
 
-pub fn group_alias(group_index: usize, kind: ValueKind) -> String {
+pub(crate) fn group_alias(group_index: usize, kind: ValueKind) -> String {
     format!("__g{group_index}_{}", kind.suffix())
 }
 
-pub fn metric_alias(metric_index: usize, part: &str) -> String {
+pub(crate) fn metric_alias(metric_index: usize, part: &str) -> String {
     format!("__m{metric_index}_{part}")
 }
 
@@ -503,7 +503,7 @@ fn metric_aggregates(
 }
 
 /// Groups the filtered rows by bucket and group_by keys and computes every metric.
-pub async fn aggregate(
+pub(crate) async fn aggregate(
     filtered: FilteredFrame,
     boundaries: Option<Vec<i64>>,
     group_by: &[GroupBy],

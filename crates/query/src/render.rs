@@ -13,7 +13,7 @@ use keyhole_model::ValueKind;
 use serde_json::Value;
 
 /// A float as Keen shows it: integral values (within 2^53) as integers; NaN and infinities as null.
-pub fn number(value: f64) -> Value {
+pub(crate) fn number(value: f64) -> Value {
     if !value.is_finite() {
         return Value::Null;
     }
@@ -24,7 +24,7 @@ pub fn number(value: f64) -> Value {
 }
 
 /// One cell as JSON; `kind` says how a type-drift column's text is meant (`#list_json` holds JSON).
-pub fn cell(array: &dyn Array, row: usize, kind: Option<ValueKind>) -> Value {
+pub(crate) fn cell(array: &dyn Array, row: usize, kind: Option<ValueKind>) -> Value {
     if array.is_null(row) {
         return Value::Null;
     }
@@ -132,7 +132,7 @@ fn rank(value: &Value) -> u8 {
 }
 
 /// A total order over JSON values for stable output.
-pub fn compare(left: &Value, right: &Value) -> Ordering {
+pub(crate) fn compare(left: &Value, right: &Value) -> Ordering {
     match (left, right) {
         (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
         (Value::Number(a), Value::Number(b)) => a

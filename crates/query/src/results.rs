@@ -268,7 +268,7 @@ fn check_order_by(query: &Query, metrics: &[Metric]) -> Result<()> {
 }
 
 /// Runs a metric analysis (or multi_analysis); returns the body and what it scanned.
-pub async fn run_metrics(
+pub(crate) async fn run_metrics(
     source: &EventSource,
     query: &Query,
     scope: &Scope,

@@ -12,6 +12,7 @@ use keyhole_model::query::Filter;
 use keyhole_model::timestamp::EpochMillis;
 
 #[derive(Clone, Debug)]
+/// A read's scope: the project, the filters the grant forces and the earliest time it may see.
 pub struct Scope {
     project_id: String,
     forced_filters: Vec<Filter>,
@@ -38,10 +39,12 @@ impl Scope {
         }
     }
 
+    /// The project the scope reads.
     pub fn project_id(&self) -> &str {
         &self.project_id
     }
 
+    /// The filters AND-ed into every read of the scope.
     pub fn forced_filters(&self) -> &[Filter] {
         &self.forced_filters
     }

@@ -25,7 +25,7 @@ pub enum Visibility {
     Columns(BTreeSet<String>),
 }
 
-pub async fn visible_columns(
+pub(crate) async fn visible_columns(
     source: &EventSource,
     scope: &Scope,
     collection: &str,
