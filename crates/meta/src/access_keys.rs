@@ -148,6 +148,7 @@ impl MetaStore {
         Ok((key, secret))
     }
 
+    /// The project's access keys (not its master, write and read keys), by name.
     pub async fn access_keys(&self, project_id: &str) -> Result<Vec<AccessKey>> {
         let rows = sqlx::query(concat!(
         "SELECT ",

@@ -23,7 +23,7 @@ use crate::database::Database;
 use crate::{MetaStore, Result, now};
 
 /// Refusal entries kept; older ones are pruned as new ones arrive.
-pub const MAX_REFUSALS_KEPT: i64 = 100_000;
+pub(crate) const MAX_REFUSALS_KEPT: i64 = 100_000;
 /// Refusals waiting to be written; past this they are dropped (and counted).
 const QUEUE_CAPACITY: usize = 10_000;
 /// Most refusals written in one transaction.
@@ -36,23 +36,37 @@ pub const MAX_PAGE: usize = 1_000;
 /// Why a request was refused (the audit log's `reason`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Refusal {
+    /// No key was presented.
     MissingKey,
+    /// The key is not one of this store's.
     UnknownKey,
     /// A stored key whose rules no longer parse.
     UnreadableKey,
+    /// The key is revoked.
     RevokedKey,
+    /// The key has expired.
     ExpiredKey,
+    /// The key belongs to another project.
     OtherProject,
+    /// The route needs the project's master key.
     MasterKeyRequired,
+    /// The key does not permit the route's operation.
     OperationNotPermitted,
     /// A write to a collection outside `options.writes.collections`.
     CollectionNotWritable,
+    /// The key's rate limit refused the request.
     RateLimited,
+    /// The key's daily quota is spent.
     QuotaExceeded,
+    /// An embed token that does not decode.
     MalformedToken,
+    /// An embed token whose signature does not verify.
     BadTokenSignature,
+    /// An embed token past its expiry.
     ExpiredToken,
+    /// A revoked embed token.
     RevokedToken,
+    /// An embed token whose claims would widen its key.
     RefusedTokenClaims,
     /// A browser request from an origin outside the key's `options.origins`.
     OriginNotAllowed,
@@ -69,6 +83,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The reason as the audit log and the metrics name it.
     pub fn as_str(self) -> &'static str {
         match self {
             Refusal::MissingKey => "missing_key",
@@ -100,7 +115,9 @@ impl Refusal {
 /// One audit entry as the API shows it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AuditEntry {
+    /// The entry's id: time-ordered, so the log pages by it.
     pub id: String,
+    /// When it happened (ISO-8601, UTC).
     pub at: String,
     /// `create`, `update`, `revoke`, `unrevoke`, `delete`, `revoke_token` or `refused`.
     pub action: String,
@@ -108,6 +125,7 @@ pub struct AuditEntry {
     pub actor: Option<String>,
     /// Display prefix of the key acted on.
     pub key_prefix: Option<String>,
+    /// The embed token's id (`jti`) when a token was refused.
     pub token_id: Option<String>,
     /// A refusal's reason.
     pub reason: Option<String>,
@@ -115,14 +133,18 @@ pub struct AuditEntry {
     pub request: Option<String>,
     /// How many identical refusals this entry stands for (1 for key changes).
     pub times: u64,
+    /// The key's definition before the change (key changes only).
     pub before: Option<serde_json::Value>,
+    /// The key's definition after the change (key changes only).
     pub after: Option<serde_json::Value>,
 }
 
 /// A page of entries, newest first; `next_before` continues it.
 #[derive(Clone, Debug, Serialize)]
 pub struct AuditPage {
+    /// The entries, newest first.
     pub entries: Vec<AuditEntry>,
+    /// The id to pass as `before` for the next page, when there is one.
     pub next_before: Option<String>,
 }
 
@@ -162,7 +184,7 @@ pub(crate) struct AuditSink {
 
 impl AuditSink {
     /// Starts the writer task on the current tokio runtime.
-    pub fn start(database: Database) -> AuditSink {
+    pub(crate) fn start(database: Database) -> AuditSink {
         let (sender, receiver) = tokio::sync::mpsc::channel(QUEUE_CAPACITY);
         tokio::spawn(write_refusals(database, receiver));
         AuditSink {

@@ -20,8 +20,11 @@ const LOG_LOCK: i64 = 0x006b_686c_6f67;
 /// One record of the shared log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogRecord {
+    /// The record's place in the log.
     pub sequence: u64,
+    /// What the record is (`entries`, `rotate`, `flushed`, `swapped`).
     pub kind: String,
+    /// The record's bytes, as the storage engine encoded them.
     pub payload: Vec<u8>,
 }
 
@@ -34,7 +37,7 @@ pub struct ClusterLog {
 
 /// The most payload bytes one [`ClusterLog::read_after`] returns (beyond its first
 /// record).
-pub const READ_AFTER_MAX_BYTES: u64 = 16 * 1024 * 1024;
+pub(crate) const READ_AFTER_MAX_BYTES: u64 = 16 * 1024 * 1024;
 
 impl MetaStore {
     /// The cluster tables, acting as this node (its id is the lease holder's name).
@@ -51,10 +54,6 @@ fn to_i64(value: u64) -> i64 {
 }
 
 impl ClusterLog {
-    pub fn node_id(&self) -> &str {
-        &self.node_id
-    }
-
     /// Appends a record; its sequence. With `fence`, only while this node holds that lease (`None` when
     /// it does not).
     pub async fn append(

@@ -20,9 +20,12 @@ use crate::{MetaError, Result};
 /// The advisory lock every writing PostgreSQL transaction takes (an arbitrary constant: "keyhole").
 const WRITE_LOCK: i64 = 0x006b_6579_686f_6c65;
 
+/// The database behind the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
+    /// SQLite: one node, embedded.
     Sqlite,
+    /// PostgreSQL: several nodes.
     Postgres,
 }
 
@@ -34,7 +37,7 @@ pub(crate) struct Database {
 
 impl Database {
     /// Connects to `url` (`sqlite://path` or `postgres://…`), creating a SQLite file if needed.
-    pub async fn connect(url: &str) -> Result<Database> {
+    pub(crate) async fn connect(url: &str) -> Result<Database> {
         sqlx::any::install_default_drivers();
         let backend = backend_of(url)?;
         let url = match backend {
@@ -70,13 +73,16 @@ impl Database {
     }
 
     /// A transaction that writes, holding the backend's write lock from its start (see the module note).
-    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
         self.begin_locked(WRITE_LOCK).await
     }
 
     /// A writing transaction serialized with every other one taking `lock`: on PostgreSQL the
     /// transaction-scoped advisory lock `lock`; on SQLite (one writer anyway) `BEGIN IMMEDIATE`.
-    pub async fn begin_locked(&self, lock: i64) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+    pub(crate) async fn begin_locked(
+        &self,
+        lock: i64,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
         match self.backend {
             Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
             Backend::Postgres => {

@@ -11,8 +11,11 @@ use crate::{MetaError, MetaStore, Result, now};
 /// A stored dataset definition.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
+    /// The dataset's definition, validated when it was stored.
     pub definition: DatasetDefinition,
+    /// When it was created (ISO-8601, UTC).
     pub created_date: String,
+    /// When it was last replaced (ISO-8601, UTC); kept results are for this version only.
     pub last_modified_date: String,
 }
 
@@ -108,6 +111,7 @@ impl MetaStore {
         rows.iter().map(dataset).collect()
     }
 
+    /// One dataset of the project, if it exists.
     pub async fn dataset(&self, project_id: &str, name: &str) -> Result<Option<Dataset>> {
         let row = sqlx::query(select_datasets!("WHERE project_id = $1 AND name = $2"))
             .bind(project_id)

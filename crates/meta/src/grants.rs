@@ -22,7 +22,9 @@ use crate::{MetaError, MetaStore, Result};
 /// What a presented credential resolved to.
 #[derive(Clone, Debug)]
 pub enum Resolution {
+    /// The credential opens this grant.
     Granted(Arc<Grant>),
+    /// The credential is refused, for this reason.
     Refused(Refusal),
 }
 
@@ -30,7 +32,9 @@ pub enum Resolution {
 /// passed every check ([`MetaStore::cache_grant`]).
 #[derive(Debug)]
 pub struct Resolved {
+    /// What the credential resolved to.
     pub resolution: Resolution,
+    /// For a grant read from the store: cache it with this once its request passed every check.
     pub cache_ticket: Option<CacheTicket>,
 }
 
@@ -73,6 +77,7 @@ impl MetaStore {
         self.resolved_keys.set_max_bytes(bytes);
     }
 
+    /// The bytes the grant cache is charged, and how many grants it holds.
     pub fn grant_cache_usage(&self) -> (usize, usize) {
         self.resolved_keys.usage()
     }

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use keyhole_model::Grant;
 
 /// The bytes the cached grants may take by default.
-pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// A grant resolved from the metadata store that may be cached once its request has passed every check
 /// (`MetaStore::cache_grant`).
@@ -35,7 +35,7 @@ pub struct CacheTicket {
     pub(crate) generation: u64,
 }
 
-pub struct KeyCache {
+pub(crate) struct KeyCache {
     inner: RwLock<CacheState>,
     /// Set from the server's memory budget (`MetaStore::set_grant_cache_bytes`).
     max_bytes: std::sync::atomic::AtomicUsize,
@@ -67,7 +67,7 @@ impl CacheState {
 }
 
 impl KeyCache {
-    pub fn with_max_bytes(max_bytes: usize) -> KeyCache {
+    pub(crate) fn with_max_bytes(max_bytes: usize) -> KeyCache {
         KeyCache {
             inner: RwLock::default(),
             max_bytes: max_bytes.into(),
@@ -75,7 +75,7 @@ impl KeyCache {
     }
 
     /// Bounds the cache to `max_bytes` from the next store on (entries past it go then).
-    pub fn set_max_bytes(&self, max_bytes: usize) {
+    pub(crate) fn set_max_bytes(&self, max_bytes: usize) {
         self.max_bytes
             .store(max_bytes, std::sync::atomic::Ordering::Relaxed);
     }
@@ -85,7 +85,7 @@ impl KeyCache {
     }
 
     /// The bytes the cached grants are charged, and how many there are.
-    pub fn usage(&self) -> (usize, usize) {
+    pub(crate) fn usage(&self) -> (usize, usize) {
         let state = self
             .inner
             .read()
@@ -94,7 +94,7 @@ impl KeyCache {
     }
 
     /// The cached key for a secret's hash, and the generation to pass to [`KeyCache::store`] on a miss.
-    pub fn lookup(&self, key_hash_hex: &str) -> (Option<Arc<Grant>>, u64) {
+    pub(crate) fn lookup(&self, key_hash_hex: &str) -> (Option<Arc<Grant>>, u64) {
         let state = self
             .inner
             .read()
@@ -110,7 +110,7 @@ impl KeyCache {
 
     /// Stores what the metadata store answered, unless a key changed since the ticket's generation was
     /// read; the oldest entries make room.
-    pub fn store(&self, ticket: CacheTicket, key: Arc<Grant>) {
+    pub(crate) fn store(&self, ticket: CacheTicket, key: Arc<Grant>) {
         let bytes = ticket.key_hash_hex.len() + key.approximate_bytes();
         if bytes > self.max_bytes() / 16 {
             return;
@@ -139,7 +139,7 @@ impl KeyCache {
     }
 
     /// Turns the cache on or off (off: every lookup misses and nothing is stored).
-    pub fn set_enabled(&self, enabled: bool) {
+    pub(crate) fn set_enabled(&self, enabled: bool) {
         let mut state = self
             .inner
             .write()
@@ -150,7 +150,7 @@ impl KeyCache {
     }
 
     /// Called after every committed change to a key.
-    pub fn invalidate(&self) {
+    pub(crate) fn invalidate(&self) {
         let mut state = self
             .inner
             .write()

@@ -16,7 +16,7 @@ use crate::database::Backend;
 use crate::{MetaStore, Result};
 
 /// The notification channel; the payload is `{node id} {project id}`.
-pub const CHANNEL: &str = "keyhole_key_changes";
+pub(crate) const CHANNEL: &str = "keyhole_key_changes";
 
 /// Pause before listening again after the connection failed.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);

@@ -11,6 +11,8 @@
 //! several, the same statements and migrations on both, and one conformance suite (`tests.rs`) run
 //! against each.
 
+#![warn(missing_docs, unreachable_pub)]
+
 mod access_keys;
 mod audit;
 mod cluster;
@@ -28,7 +30,7 @@ pub use cluster::{ClusterLog, LogRecord};
 pub use database::{Backend, create_postgres_database};
 pub use datasets::{Dataset, MAX_DATASET_PAGE};
 pub use grants::{Resolution, Resolved};
-pub use key_cache::{CacheTicket, DEFAULT_MAX_BYTES as DEFAULT_GRANT_CACHE_BYTES};
+pub use key_cache::CacheTicket;
 pub use saved_queries::{SavedQuery, SavedQueryWrite};
 pub use usage::KeyUsage;
 
@@ -42,19 +44,23 @@ use sqlx::Row;
 
 use crate::database::Database;
 
+/// What the metadata store can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
+    /// The database failed.
     #[error("metadata store failed: {0}")]
     Database(#[from] sqlx::Error),
     /// The schema could not be brought up to date (a migration failed, or one already applied differs
     /// from the file of that version).
     #[error("metadata migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// Stored metadata does not read as it must (a value of a newer release, a damaged row).
     #[error("stored metadata is inconsistent: {0}")]
     Corrupt(String),
     #[error(
         "the organization key given differs from the stored one; keyhole does not replace it on start (run `keyhole organization rotate-key` to change it)"
     )]
+    /// A start with an organization key other than the stored one.
     OrganizationKeyMismatch,
     /// A key definition that cannot be stored as given (a webhook secret sealed for another key).
     #[error("{0}")]
@@ -64,6 +70,7 @@ pub enum MetaError {
     Unsupported(String),
 }
 
+/// A metadata store result.
 pub type Result<T> = std::result::Result<T, MetaError>;
 
 pub use keyhole_model::{Grant, KeyKind};
@@ -71,18 +78,25 @@ pub use keyhole_model::{Grant, KeyKind};
 /// Called after every committed change to a project's keys (create, update, revoke, unrevoke, delete,
 /// token revocation) with the grants of the project's usable access keys; the server orders storage by
 /// them. Hooks run after the key cache has been cleared, so the next request already sees the change.
-pub type KeyChangeHook = Box<dyn Fn(&str, &[Grant]) + Send + Sync>;
+pub(crate) type KeyChangeHook = Box<dyn Fn(&str, &[Grant]) + Send + Sync>;
 
 /// An access key as stored: everything but the secret, which only its creator sees.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AccessKey {
+    /// The key's display prefix (its first characters).
     pub key_prefix: String,
+    /// The project it belongs to.
     pub project_id: String,
+    /// Its name, unique in the project.
     pub name: String,
+    /// Whether it is active (not revoked).
     pub is_active: bool,
+    /// The operations it permits.
     #[serde(serialize_with = "serialize_operations")]
     pub permitted: Vec<Operation>,
+    /// Its options as stored (filters, autofill, limits, …).
     pub options: serde_json::Value,
+    /// When it was created (ISO-8601, UTC).
     pub created_at: String,
     /// When the key stops working (Keyhole extension).
     pub expires_at: Option<String>,
@@ -100,24 +114,35 @@ fn serialize_operations<S: serde::Serializer>(
 /// A project as listed: keys appear only as display prefixes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Project {
+    /// The project's id (24 hex digits).
     pub id: String,
+    /// The project's name.
     pub name: String,
+    /// When it was created (ISO-8601, UTC).
     pub created_at: String,
+    /// The display prefixes of its master, write and read keys.
     pub key_prefixes: KeyPrefixes,
 }
 
+/// The display prefixes of a project's three keys (their secrets are not stored).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct KeyPrefixes {
+    /// The master key's prefix.
     pub master: String,
+    /// The write key's prefix.
     pub write: String,
+    /// The read key's prefix.
     pub read: String,
 }
 
 /// The secrets of a project's keys, available only when they are created.
 #[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct ProjectKeys {
+    /// The master key's secret.
     pub master: String,
+    /// The write key's secret.
     pub write: String,
+    /// The read key's secret.
     pub read: String,
 }
 
@@ -130,11 +155,15 @@ impl std::fmt::Debug for ProjectKeys {
 /// The organization, and its key's secret when it was generated on this call.
 #[derive(Clone, Debug)]
 pub struct OrganizationBootstrap {
+    /// The organization's id.
     pub id: String,
+    /// The organization key's secret, when this call generated it (shown once).
     pub generated_key: Option<String>,
+    /// Whether this call created the organization.
     pub created: bool,
 }
 
+/// The metadata store: organization, projects, keys, saved queries, datasets, audit and, for several nodes, the shared event log; cheap to clone.
 #[derive(Clone)]
 pub struct MetaStore {
     database: Database,
@@ -170,6 +199,7 @@ impl MetaStore {
         Ok(store)
     }
 
+    /// Which database the store is on.
     pub fn backend(&self) -> Backend {
         self.database.backend
     }
@@ -235,6 +265,7 @@ impl MetaStore {
         Ok(updated.rows_affected() > 0)
     }
 
+    /// The organization's id, once it exists.
     pub async fn organization_id(&self) -> Result<Option<String>> {
         let row = sqlx::query("SELECT id FROM organization LIMIT 1")
             .fetch_optional(&self.database.pool)
@@ -295,6 +326,7 @@ impl MetaStore {
         Ok((project, keys))
     }
 
+    /// Every project.
     pub async fn projects(&self) -> Result<Vec<Project>> {
         let rows = sqlx::query("SELECT id FROM projects ORDER BY created_at, id")
             .fetch_all(&self.database.pool)
@@ -309,6 +341,7 @@ impl MetaStore {
         Ok(projects)
     }
 
+    /// One project, if it exists.
     pub async fn project(&self, id: &str) -> Result<Option<Project>> {
         let Some(row) = sqlx::query("SELECT id, name, created_at FROM projects WHERE id = $1")
             .bind(id)

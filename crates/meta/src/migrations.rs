@@ -18,12 +18,12 @@ use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
 use crate::database::{Backend, Database};
 
 /// Every migration, in version order (the files of `crates/meta/migrations/`).
-pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// Applies the migrations not yet recorded, all inside one writing transaction (`begin_write`: on SQLite
 /// `BEGIN IMMEDIATE`, where sqlx's migrator takes no lock of its own; each migration is a savepoint in
 /// it), so stores opening one database together apply each migration once.
-pub async fn apply(database: &Database) -> crate::Result<()> {
+pub(crate) async fn apply(database: &Database) -> crate::Result<()> {
     let postgres;
     let migrator = match database.backend {
         Backend::Sqlite => &MIGRATOR,

@@ -12,18 +12,26 @@ use crate::{MetaError, MetaStore, Result, now};
 /// A stored saved query, as Keen's API shows it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SavedQuery {
+    /// Its name, unique in the project.
     pub query_name: String,
+    /// Seconds between refreshes of its cached result (0: computed live).
     pub refresh_rate: u64,
+    /// The query, as stored (validated when saved).
     pub query: serde_json::Value,
+    /// The caller's metadata, returned as given.
     pub metadata: serde_json::Value,
+    /// When it was created (ISO-8601, UTC).
     pub created_date: String,
+    /// When it was last replaced (ISO-8601, UTC).
     pub last_modified_date: String,
 }
 
 /// What a `PUT` did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SavedQueryWrite {
+    /// The name was new.
     Created,
+    /// An existing saved query was replaced.
     Replaced,
     /// `query_name` named another saved query that already exists.
     NameTaken,
@@ -102,6 +110,7 @@ impl MetaStore {
         Ok((write, stored))
     }
 
+    /// The project's saved queries, by name.
     pub async fn saved_queries(&self, project_id: &str) -> Result<Vec<SavedQuery>> {
         let rows = sqlx::query(
             "SELECT name, query_json, metadata_json, refresh_rate, created_at, modified_at FROM saved_queries \
@@ -113,6 +122,7 @@ impl MetaStore {
         rows.iter().map(saved_query).collect()
     }
 
+    /// One saved query of the project, if it exists.
     pub async fn saved_query(&self, project_id: &str, name: &str) -> Result<Option<SavedQuery>> {
         let row = sqlx::query(
             "SELECT name, query_json, metadata_json, refresh_rate, created_at, modified_at FROM saved_queries \

@@ -24,6 +24,7 @@ pub struct KeyUsage {
 }
 
 impl KeyUsage {
+    /// Adds `other`'s counts to these.
     pub fn add(&mut self, other: &KeyUsage) {
         self.reads += other.reads;
         self.writes += other.writes;
@@ -32,6 +33,7 @@ impl KeyUsage {
         self.refused += other.refused;
     }
 
+    /// Whether nothing was counted.
     pub fn is_zero(&self) -> bool {
         *self == KeyUsage::default()
     }
