@@ -255,7 +255,7 @@ async fn run_http_server(
     let address = listener.local_addr()?;
     on_listening(address);
     tracing::info!(%address, data_dir = %settings.data_dir.display(), "serving");
-    let (meter, meta) = (state.meter.clone(), state.meta.clone());
+    let state_at_exit = state.clone();
     let app = keyhole_server::app(state);
     keyhole_server::serve(
         listener,
@@ -265,8 +265,7 @@ async fn run_http_server(
     )
     .await?;
     tracing::info!("http server stopped; flushing events");
-    meter.flush().await;
-    meta.flush_audit().await;
+    state_at_exit.flush_before_exit().await;
     storage.close().await?;
     tracing::info!("shut down cleanly");
     Ok(())

@@ -9,20 +9,20 @@ use std::hash::Hash;
 use keyhole_model::timestamp::EpochMillis;
 
 /// What an entry of a [`ByteBoundedMap`] reports about itself.
-pub trait Charged {
+pub(crate) trait Charged {
     /// The bytes the entry is charged (an estimate that errs high, `model::footprint`).
     fn charged_bytes(&self) -> usize;
     fn last_read(&self) -> EpochMillis;
 }
 
-pub struct ByteBoundedMap<K, V> {
+pub(crate) struct ByteBoundedMap<K, V> {
     entries: HashMap<K, (V, usize)>,
     bytes: usize,
     max_bytes: usize,
 }
 
 impl<K: Hash + Eq + Clone, V: Charged> ByteBoundedMap<K, V> {
-    pub fn new(max_bytes: usize) -> ByteBoundedMap<K, V> {
+    pub(crate) fn new(max_bytes: usize) -> ByteBoundedMap<K, V> {
         ByteBoundedMap {
             entries: HashMap::new(),
             bytes: 0,
@@ -31,25 +31,25 @@ impl<K: Hash + Eq + Clone, V: Charged> ByteBoundedMap<K, V> {
     }
 
     /// Bytes charged and entries held.
-    pub fn usage(&self) -> (usize, usize) {
+    pub(crate) fn usage(&self) -> (usize, usize) {
         (self.bytes, self.entries.len())
     }
 
-    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+    pub(crate) fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         self.entries.get_mut(key).map(|(value, _)| value)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.entries.iter().map(|(key, (value, _))| (key, value))
     }
 
-    pub fn remove(&mut self, key: &K) -> Option<V> {
+    pub(crate) fn remove(&mut self, key: &K) -> Option<V> {
         let (value, bytes) = self.entries.remove(key)?;
         self.bytes -= bytes;
         Some(value)
     }
 
-    pub fn retain(&mut self, mut keep: impl FnMut(&K, &V) -> bool) {
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&K, &V) -> bool) {
         let bytes = &mut self.bytes;
         self.entries.retain(|key, (value, charged)| {
             let kept = keep(key, value);
@@ -62,7 +62,7 @@ impl<K: Hash + Eq + Clone, V: Charged> ByteBoundedMap<K, V> {
 
     /// Stores `value` under `key` (replacing what was there), dropping the least recently read entries
     /// until it fits; a value over a sixteenth of the bound is not stored.
-    pub fn insert(&mut self, key: K, value: V) {
+    pub(crate) fn insert(&mut self, key: K, value: V) {
         self.remove(&key);
         let charged = value.charged_bytes();
         if charged > self.max_bytes / 16 {
@@ -84,7 +84,7 @@ impl<K: Hash + Eq + Clone, V: Charged> ByteBoundedMap<K, V> {
     }
 
     /// Re-charges the entry under `key` after it changed in place, dropping it if it no longer fits.
-    pub fn recharge(&mut self, key: &K) {
+    pub(crate) fn recharge(&mut self, key: &K) {
         let Some((value, charged)) = self.entries.get_mut(key) else {
             return;
         };

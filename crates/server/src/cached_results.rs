@@ -24,13 +24,13 @@ use serde_json::Value;
 use crate::byte_bounded::{ByteBoundedMap, Charged};
 
 /// How often due results are looked for.
-pub const REFRESH_TICK: Duration = Duration::from_secs(30);
+pub(crate) const REFRESH_TICK: Duration = Duration::from_secs(30);
 /// The bytes stored results may take.
-pub const MAX_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// What a stored result is for.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub struct ResultKey {
+pub(crate) struct ResultKey {
     pub project_id: String,
     pub name: String,
     /// The definition's `last_modified_date`: replacing the query invalidates its results.
@@ -39,7 +39,7 @@ pub struct ResultKey {
 }
 
 impl ResultKey {
-    pub fn new(project_id: &str, name: &str, version: &str, grant: &Grant) -> ResultKey {
+    pub(crate) fn new(project_id: &str, name: &str, version: &str, grant: &Grant) -> ResultKey {
         ResultKey {
             project_id: project_id.to_string(),
             name: name.to_string(),
@@ -51,7 +51,10 @@ impl ResultKey {
 
 /// The SHA-256 of a reading scope — the grant's project, the filters it forces on this kind of read and
 /// its look-back — as canonical JSON (serde_json orders object keys). Equal digests read the same events.
-pub fn scope_digest(grant: &Grant, forced_filters: &[keyhole_model::query::Filter]) -> String {
+pub(crate) fn scope_digest(
+    grant: &Grant,
+    forced_filters: &[keyhole_model::query::Filter],
+) -> String {
     let filters: Vec<Value> = forced_filters
         .iter()
         .map(keyhole_model::query::Filter::to_json)
@@ -86,13 +89,13 @@ impl<Reader> Charged for Entry<Reader> {
 
 /// A stored result and when it was computed.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Stored {
+pub(crate) struct Stored {
     pub result: Value,
     pub computed_at: EpochMillis,
 }
 
 /// Work for the refresher: recompute `query` as `reader` sees it and store it under `key`.
-pub struct Due<Reader> {
+pub(crate) struct Due<Reader> {
     pub key: ResultKey,
     pub query: Query,
     pub reader: Reader,
@@ -100,7 +103,7 @@ pub struct Due<Reader> {
 
 /// Results of cached queries, per scope (see the module docs). `Reader` is what recomputes a result: the [`ScopedReader`] of the request that stored it (a generic
 /// parameter only so the cache's own tests need no engines).
-pub struct CachedResults<Reader = ScopedReader> {
+pub(crate) struct CachedResults<Reader = ScopedReader> {
     entries: Mutex<ByteBoundedMap<ResultKey, Entry<Reader>>>,
 }
 
@@ -114,7 +117,7 @@ impl<Reader> Default for CachedResults<Reader> {
 
 impl<Reader> CachedResults<Reader> {
     /// A store bounded to `max_bytes` (the server's memory budget share for it).
-    pub fn with_max_bytes(max_bytes: usize) -> CachedResults<Reader> {
+    pub(crate) fn with_max_bytes(max_bytes: usize) -> CachedResults<Reader> {
         CachedResults {
             entries: Mutex::new(ByteBoundedMap::new(max_bytes)),
         }
@@ -129,7 +132,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl<Reader: Clone> CachedResults<Reader> {
     /// The stored result, if younger than its refresh rate and than `max_age_millis`.
-    pub fn fresh(
+    pub(crate) fn fresh(
         &self,
         key: &ResultKey,
         now: EpochMillis,
@@ -150,7 +153,7 @@ impl<Reader: Clone> CachedResults<Reader> {
 
     /// Stores a result just computed.
     #[allow(clippy::too_many_arguments)]
-    pub fn store(
+    pub(crate) fn store(
         &self,
         key: ResultKey,
         result: Value,
@@ -175,13 +178,13 @@ impl<Reader: Clone> CachedResults<Reader> {
     }
 
     /// The bytes stored results are charged, and how many there are.
-    pub fn usage(&self) -> (usize, usize) {
+    pub(crate) fn usage(&self) -> (usize, usize) {
         lock(&self.entries).usage()
     }
 
     /// Results due for recomputation (older than their refresh rate and read within two periods);
     /// results not read for two periods are dropped.
-    pub fn due(&self, now: EpochMillis) -> Vec<Due<Reader>> {
+    pub(crate) fn due(&self, now: EpochMillis) -> Vec<Due<Reader>> {
         let mut entries = lock(&self.entries);
         entries.retain(|_, entry| now - entry.last_read < 2 * entry.refresh_millis);
         entries
@@ -196,7 +199,7 @@ impl<Reader: Clone> CachedResults<Reader> {
     }
 
     /// Replaces a result the refresher recomputed (keeping when it was last read).
-    pub fn refreshed(&self, key: &ResultKey, result: Value, now: EpochMillis) {
+    pub(crate) fn refreshed(&self, key: &ResultKey, result: Value, now: EpochMillis) {
         let mut entries = lock(&self.entries);
         let Some(entry) = entries.get_mut(key) else {
             return;
@@ -207,14 +210,14 @@ impl<Reader: Clone> CachedResults<Reader> {
     }
 
     /// Forgets every result of a saved query (replaced or deleted).
-    pub fn forget(&self, project_id: &str, name: &str) {
+    pub(crate) fn forget(&self, project_id: &str, name: &str) {
         lock(&self.entries).retain(|key, _| !(key.project_id == project_id && key.name == name));
     }
 }
 
 /// Recomputes due results one at a time (queries go through the governor like any other). The task
 /// ends at the first tick after the results store is dropped.
-pub fn start_refresher(results: Weak<CachedResults>) {
+pub(crate) fn start_refresher(results: Weak<CachedResults>) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(REFRESH_TICK).await;

@@ -73,7 +73,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
 /// `GET /console/vocabulary.json`: the names the console offers in its forms — analyses, filter
 /// operators, named intervals, key operations, add-ons — from the types that parse them, so the console's
 /// script holds no list of its own that could drift from what the API accepts.
-pub async fn vocabulary() -> axum::Json<serde_json::Value> {
+pub(crate) async fn vocabulary() -> axum::Json<serde_json::Value> {
     use keyhole_model::query::{AnalysisType, Interval, Operator};
     axum::Json(serde_json::json!({
         "analyses": AnalysisType::ALL.iter().map(|analysis| analysis.keen_name()).collect::<Vec<_>>(),
@@ -86,17 +86,17 @@ pub async fn vocabulary() -> axum::Json<serde_json::Value> {
 }
 
 /// `GET /console`: the console lives under `/console/`, so its relative links resolve there.
-pub async fn console_root() -> Redirect {
+pub(crate) async fn console_root() -> Redirect {
     Redirect::permanent("/console/")
 }
 
 /// `GET /console/`.
-pub async fn console_index() -> Response {
+pub(crate) async fn console_index() -> Response {
     console_file(Path("index.html".to_string())).await
 }
 
 /// `GET /console/{file}`.
-pub async fn console_file(Path(file): Path<String>) -> Response {
+pub(crate) async fn console_file(Path(file): Path<String>) -> Response {
     let Some((content_type, bytes)) = find_file(&file) else {
         return ApiError::not_found().into_response();
     };

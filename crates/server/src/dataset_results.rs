@@ -27,7 +27,7 @@ use crate::byte_bounded::{ByteBoundedMap, Charged};
 use crate::errors::ApiError;
 
 /// The bytes kept buckets may take.
-pub const MAX_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct IndexKey {
@@ -65,7 +65,7 @@ impl Charged for KeptIndex {
 }
 
 /// Kept closed buckets of dataset results (see the module docs).
-pub struct DatasetResults {
+pub(crate) struct DatasetResults {
     entries: Mutex<ByteBoundedMap<IndexKey, KeptIndex>>,
 }
 
@@ -79,7 +79,7 @@ impl Default for DatasetResults {
 
 impl DatasetResults {
     /// A store bounded to `max_bytes` (the server's memory budget share for it).
-    pub fn with_max_bytes(max_bytes: usize) -> DatasetResults {
+    pub(crate) fn with_max_bytes(max_bytes: usize) -> DatasetResults {
         DatasetResults {
             entries: Mutex::new(ByteBoundedMap::new(max_bytes)),
         }
@@ -87,7 +87,7 @@ impl DatasetResults {
 }
 
 /// One results request, parsed and authorized.
-pub struct ResultsRequest<'a> {
+pub(crate) struct ResultsRequest<'a> {
     /// The caller's reads (its grant's scope).
     pub reader: &'a ScopedReader,
     pub dataset: &'a str,
@@ -106,7 +106,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl DatasetResults {
     /// The `result` array for `request` at `now`, and how many of its buckets came from the store.
-    pub async fn results(
+    pub(crate) async fn results(
         &self,
         request: ResultsRequest<'_>,
         now: EpochMillis,
@@ -279,12 +279,12 @@ impl DatasetResults {
     }
 
     /// The bytes kept buckets are charged, and how many index entries there are.
-    pub fn usage(&self) -> (usize, usize) {
+    pub(crate) fn usage(&self) -> (usize, usize) {
         lock(&self.entries).usage()
     }
 
     /// Forgets everything kept for a dataset (replaced or deleted).
-    pub fn forget(&self, project_id: &str, dataset: &str) {
+    pub(crate) fn forget(&self, project_id: &str, dataset: &str) {
         lock(&self.entries)
             .retain(|key, _| !(key.project_id == project_id && key.dataset == dataset));
     }

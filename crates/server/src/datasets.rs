@@ -59,7 +59,7 @@ fn dataset_json(state: &AppState, project_id: &str, dataset: &Dataset) -> Value 
 }
 
 /// `PUT /3.0/projects/{project_id}/datasets/{name}`.
-pub async fn put_dataset(
+pub(crate) async fn put_dataset(
     auth: Authorized<MasterOnly>,
     State(state): State<AppState>,
     Path((_, name)): Path<(String, String)>,
@@ -92,7 +92,7 @@ pub async fn put_dataset(
 }
 
 /// `DELETE /3.0/projects/{project_id}/datasets/{name}`.
-pub async fn delete_dataset(
+pub(crate) async fn delete_dataset(
     auth: Authorized<MasterOnly>,
     State(state): State<AppState>,
     Path((_, name)): Path<(String, String)>,
@@ -105,7 +105,7 @@ pub async fn delete_dataset(
 }
 
 /// `GET /3.0/projects/{project_id}/datasets?limit=&after_name=`.
-pub async fn list_datasets(
+pub(crate) async fn list_datasets(
     auth: Authorized<Datasets>,
     State(state): State<AppState>,
     RawQuery(query_string): RawQuery,
@@ -185,7 +185,7 @@ fn unknown_parameter(name: &str) -> ApiError {
 }
 
 /// `GET /3.0/projects/{project_id}/datasets/{name}`.
-pub async fn get_dataset(
+pub(crate) async fn get_dataset(
     auth: Authorized<Datasets>,
     State(state): State<AppState>,
     Path((_, name)): Path<(String, String)>,
@@ -205,7 +205,7 @@ pub async fn get_dataset(
 }
 
 /// `GET /3.0/projects/{project_id}/datasets/{name}/results?index_by=…&timeframe=…`.
-pub async fn dataset_results(
+pub(crate) async fn dataset_results(
     auth: Authorized<Datasets>,
     State(state): State<AppState>,
     Path((_, name)): Path<(String, String)>,

@@ -21,12 +21,12 @@ use crate::auth::{Authorized, Deletes, MasterOnly, form_urlencoded_pairs};
 use crate::errors::{ApiError, ErrorCode};
 
 /// Most events one round of a delete removes.
-pub const DELETE_ROUND_EVENTS: usize = 500_000;
+pub(crate) const DELETE_ROUND_EVENTS: usize = 500_000;
 /// Most rounds one request runs (events written while a delete runs can keep matching).
 const MAX_DELETE_ROUNDS: usize = 1_000;
 
 /// `DELETE /3.0/projects/{project_id}/events/{collection}`.
-pub async fn delete_events(
+pub(crate) async fn delete_events(
     auth: Authorized<Deletes>,
     Path((_, collection)): Path<(String, String)>,
     RawQuery(query): RawQuery,
@@ -73,7 +73,7 @@ pub async fn delete_events(
 }
 
 /// `DELETE /3.0/projects/{project_id}/events/{collection}/properties/{property}`.
-pub async fn delete_property(
+pub(crate) async fn delete_property(
     auth: Authorized<MasterOnly>,
     Path((_, collection, property)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {

@@ -26,9 +26,9 @@ fn user_agent_regexes() -> Option<&'static [u8]> {
 }
 
 /// The bytes cached user-agent answers may take.
-pub const UA_CACHE_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const UA_CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// How often the geo database file is checked for changes.
-pub const GEO_RECHECK: Duration = Duration::from_secs(5);
+pub(crate) const GEO_RECHECK: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 struct UaCache {
@@ -60,7 +60,7 @@ struct Inner {
 
 impl Enrichment {
     /// Bounds the user-agent cache to `bytes`.
-    pub fn set_user_agent_cache_bytes(&self, bytes: usize) {
+    pub(crate) fn set_user_agent_cache_bytes(&self, bytes: usize) {
         self.inner
             .ua_cache_bytes
             .store(bytes, std::sync::atomic::Ordering::Relaxed);
@@ -154,7 +154,7 @@ impl Enrichment {
     }
 
     /// The bytes cached user-agent answers are charged, and how many there are.
-    pub fn user_agent_cache_usage(&self) -> (usize, usize) {
+    pub(crate) fn user_agent_cache_usage(&self) -> (usize, usize) {
         let cache = self
             .inner
             .ua_cache

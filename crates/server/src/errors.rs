@@ -100,7 +100,7 @@ impl ApiError {
 
     /// The error with a `Retry-After` of `seconds`.
     #[must_use]
-    pub fn with_retry_after(self, seconds: u64) -> ApiError {
+    pub(crate) fn with_retry_after(self, seconds: u64) -> ApiError {
         ApiError {
             retry_after_secs: Some(seconds),
             ..self
@@ -116,7 +116,7 @@ impl ApiError {
         )
     }
 
-    pub fn not_found() -> ApiError {
+    pub(crate) fn not_found() -> ApiError {
         ApiError::new(ErrorCode::ResourceNotFound, "Resource not found.")
     }
 

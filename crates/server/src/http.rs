@@ -141,7 +141,7 @@ async fn refuse_over_capacity(mut stream: TcpStream) {
 
 /// The error a body past its deadline fails with.
 #[derive(Debug)]
-pub struct BodyTimedOut;
+pub(crate) struct BodyTimedOut;
 
 impl std::fmt::Display for BodyTimedOut {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -202,7 +202,7 @@ impl Body for DeadlineBody {
 
 /// Reads a whole request body of at most `limit` bytes. A body over the limit is `too_large`; one that
 /// missed its deadline is `408`; one the client broke off is a plain `400`.
-pub async fn read_body(
+pub(crate) async fn read_body(
     mut body: axum::body::Body,
     limit: usize,
     too_large: impl FnOnce() -> ApiError,
@@ -258,7 +258,7 @@ fn unreadable_body(error: &axum::Error) -> ApiError {
 }
 
 /// The socket as hyper sees it; see the module docs for why it rewrites some answers.
-pub struct KeenErrorIo<T> {
+pub(crate) struct KeenErrorIo<T> {
     inner: T,
     /// Bytes of a rewritten answer not yet written to `inner`.
     pending: Vec<u8>,
@@ -266,7 +266,7 @@ pub struct KeenErrorIo<T> {
 }
 
 impl<T> KeenErrorIo<T> {
-    pub fn new(inner: T) -> KeenErrorIo<T> {
+    pub(crate) fn new(inner: T) -> KeenErrorIo<T> {
         KeenErrorIo {
             inner,
             pending: Vec::new(),
@@ -277,7 +277,7 @@ impl<T> KeenErrorIo<T> {
 
 /// hyper's own answer to an unparseable request rewritten with a Keen-style body, or `None` when `head`
 /// is not such an answer.
-pub fn rewrite_bare_error(head: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn rewrite_bare_error(head: &[u8]) -> Option<Vec<u8>> {
     let text = std::str::from_utf8(head).ok()?;
     let (status_line, rest) = text.split_once("\r\n")?;
     let status: u16 = status_line

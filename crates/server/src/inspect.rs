@@ -26,7 +26,7 @@ fn collection_url(project_id: &str, collection: &str) -> String {
 }
 
 /// Percent-encodes everything but unreserved characters, as `encodeURIComponent` does.
-pub fn encode_path_segment(text: &str) -> String {
+pub(crate) fn encode_path_segment(text: &str) -> String {
     let mut encoded = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
@@ -64,7 +64,7 @@ fn collection_json(project_id: &str, name: &str, schema: &CollectionSchema) -> V
 }
 
 /// `GET /3.0/projects/{project_id}/events`.
-pub async fn list_collections(auth: Authorized<Schema>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn list_collections(auth: Authorized<Schema>) -> Result<Json<Value>, ApiError> {
     let reader = auth.reader();
     let mut listed = Vec::new();
     for name in reader.collection_names() {
@@ -88,7 +88,7 @@ async fn find_schema(
 }
 
 /// The body of `GET /events/{collection}` (called once the key is checked).
-pub async fn collection_schema_response(
+pub(crate) async fn collection_schema_response(
     reader: &ScopedReader,
     collection: &str,
 ) -> Result<Response, ApiError> {
@@ -105,7 +105,7 @@ fn property_json(project_id: &str, collection: &str, name: &str, type_name: &str
 }
 
 /// `GET /3.0/projects/{project_id}/events/{collection}/properties`.
-pub async fn list_properties(
+pub(crate) async fn list_properties(
     auth: Authorized<Schema>,
     Path((_, collection)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
@@ -118,7 +118,7 @@ pub async fn list_properties(
 }
 
 /// `GET /3.0/projects/{project_id}/events/{collection}/properties/{property}`.
-pub async fn get_property(
+pub(crate) async fn get_property(
     auth: Authorized<Schema>,
     Path((_, collection, property)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {

@@ -51,7 +51,7 @@ async fn definition_from(body: Body) -> Result<AccessKeyDefinition, ApiError> {
 }
 
 /// `POST /3.0/projects/{project_id}/keys`.
-pub async fn create_key(
+pub(crate) async fn create_key(
     auth: Authorized<MasterOnly>,
     State(state): State<AppState>,
     body: Body,
@@ -66,7 +66,7 @@ pub async fn create_key(
 }
 
 /// `GET /3.0/projects/{project_id}/keys`.
-pub async fn list_keys(
+pub(crate) async fn list_keys(
     auth: Authorized<MasterOnly>,
     State(state): State<AppState>,
 ) -> Result<Json<Value>, ApiError> {
@@ -90,7 +90,7 @@ async fn access_key_or_not_found(
 }
 
 /// `GET /3.0/projects/{project_id}/keys/{key}`.
-pub async fn get_key(
+pub(crate) async fn get_key(
     auth: Authorized<MasterOnly>,
     State(state): State<AppState>,
     Path((_, secret)): Path<(String, String)>,
@@ -100,7 +100,7 @@ pub async fn get_key(
 }
 
 /// `POST /3.0/projects/{project_id}/keys/{key}`: replaces the definition.
-pub async fn update_key(
+pub(crate) async fn update_key(
     auth: Authorized<MasterOnly>,
     State(state): State<AppState>,
     Path((_, secret)): Path<(String, String)>,
@@ -137,7 +137,7 @@ async fn set_active(
 }
 
 /// `POST /3.0/projects/{project_id}/keys/{key}/revoke`.
-pub async fn revoke_key(
+pub(crate) async fn revoke_key(
     auth: Authorized<MasterOnly>,
     State(state): State<AppState>,
     Path((_, secret)): Path<(String, String)>,
@@ -146,7 +146,7 @@ pub async fn revoke_key(
 }
 
 /// `POST /3.0/projects/{project_id}/keys/{key}/unrevoke`.
-pub async fn unrevoke_key(
+pub(crate) async fn unrevoke_key(
     auth: Authorized<MasterOnly>,
     State(state): State<AppState>,
     Path((_, secret)): Path<(String, String)>,
@@ -155,7 +155,7 @@ pub async fn unrevoke_key(
 }
 
 /// `DELETE /3.0/projects/{project_id}/keys/{key}`.
-pub async fn delete_key(
+pub(crate) async fn delete_key(
     auth: Authorized<MasterOnly>,
     State(state): State<AppState>,
     Path((_, secret)): Path<(String, String)>,
@@ -172,7 +172,7 @@ pub async fn delete_key(
 
 /// `POST /3.0/projects/{project_id}/keys/{key}/tokens/{token_id}/revoke`: one embed token of the key
 /// stops working at the next request. Answers the key object.
-pub async fn revoke_token(
+pub(crate) async fn revoke_token(
     auth: Authorized<MasterOnly>,
     State(state): State<AppState>,
     Path((_, secret, token_id)): Path<(String, String, String)>,
@@ -198,7 +198,7 @@ pub async fn revoke_token(
 }
 
 /// `GET /3.0/projects/{project_id}/keys/{key}/usage`: the key's counts today (UTC) and its limits.
-pub async fn key_usage(
+pub(crate) async fn key_usage(
     auth: Authorized<MasterOnly>,
     State(state): State<AppState>,
     Path((_, secret)): Path<(String, String)>,
@@ -222,7 +222,7 @@ fn today() -> String {
 
 /// `GET /3.0/projects/{project_id}/keys/self`: what the presenting key or embed token may do — its
 /// effective grant (a token's narrowing applied), expiry, limits and today's usage. Never a secret.
-pub async fn key_self(
+pub(crate) async fn key_self(
     auth: Authorized<AnyKeyOfProject>,
     State(state): State<AppState>,
 ) -> Result<Json<Value>, ApiError> {
@@ -248,7 +248,7 @@ pub async fn key_self(
 }
 
 /// `GET /3.0/projects/{project_id}/keys/audit?limit=&before=`: the project's audit log, newest first.
-pub async fn audit_log(
+pub(crate) async fn audit_log(
     auth: Authorized<MasterOnly>,
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -265,7 +265,7 @@ pub async fn audit_log(
 
 /// `GET /3.0/projects/{project_id}/keys/{key}/deliveries` (master key): the webhook deliveries refused for
 /// the key (unsigned, bad signature, stale), newest first, paged like the audit log.
-pub async fn refused_deliveries(
+pub(crate) async fn refused_deliveries(
     auth: Authorized<MasterOnly>,
     State(state): State<AppState>,
     Path((_, secret)): Path<(String, String)>,

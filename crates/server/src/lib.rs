@@ -2,7 +2,9 @@
 //! each route's required permission in their type, and the one place domain errors become Keen error
 //! bodies. [`app`] builds the whole router so tests can drive it in-process or behind a real socket.
 
-pub mod access;
+#![warn(unreachable_pub)]
+
+mod access;
 mod byte_bounded;
 mod cached_results;
 mod console;
@@ -10,17 +12,17 @@ mod dataset_results;
 mod datasets;
 mod deletes;
 pub mod enrichment;
-pub mod errors;
+mod errors;
 pub mod http;
 mod inspect;
 mod keys;
-pub mod limits;
-pub mod metrics;
+mod limits;
+mod metrics;
 mod preflight;
 mod projects;
 mod query;
 pub mod routes;
-pub mod saved_queries;
+mod saved_queries;
 pub mod shared_log;
 pub mod third_party;
 mod webhook_bodies;
@@ -50,20 +52,20 @@ pub use projects::created_project_json;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    pub meta: MetaStore,
+    pub(crate) meta: MetaStore,
     /// Events are reached only through the handles `access` hands out; see that module.
     pub(crate) events: access::EventEngines,
-    pub meter: limits::KeyMeter,
-    pub metrics: metrics::ServerMetrics,
+    pub(crate) meter: limits::KeyMeter,
+    pub(crate) metrics: metrics::ServerMetrics,
     cached_results: Arc<cached_results::CachedResults>,
     dataset_results: Arc<dataset_results::DatasetResults>,
     /// The data of the enrichment add-ons (see `enrichment`).
-    pub enrichment: enrichment::Enrichment,
+    pub(crate) enrichment: enrichment::Enrichment,
     /// Where the CPU side of every write runs (see `write_pool`).
-    pub write_pool: write_pool::WritePool,
+    pub(crate) write_pool: write_pool::WritePool,
     /// The server's memory budget (`keyhole_model::memory_budget`), shared with storage and queries.
-    pub memory: MemoryBudget,
-    pub organization_id: Arc<str>,
+    pub(crate) memory: MemoryBudget,
+    pub(crate) organization_id: Arc<str>,
 }
 
 impl AppState {
@@ -135,8 +137,15 @@ impl AppState {
 }
 
 impl AppState {
+    /// Writes what is counted in memory — key usage, coalesced audit entries — to the metadata store;
+    /// called once the server stopped answering, before the process exits.
+    pub async fn flush_before_exit(&self) {
+        self.meter.flush().await;
+        self.meta.flush_audit().await;
+    }
+
     /// Copies what every cache holds into the metrics.
-    pub fn record_cache_usage(&self) {
+    pub(crate) fn record_cache_usage(&self) {
         let caches = [
             (
                 "grants",
@@ -265,7 +274,7 @@ fn answer_panic(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
 }
 
 /// The path with the secret in `/keys/{key}` replaced by its first characters.
-pub fn loggable_path(path: &str) -> String {
+pub(crate) fn loggable_path(path: &str) -> String {
     let Some((before, after)) = path.split_once("/keys/") else {
         return path.to_string();
     };

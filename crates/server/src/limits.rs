@@ -22,11 +22,11 @@ use keyhole_model::key_options::RateLimit;
 use keyhole_model::{Grant, KeyHash};
 
 /// How often counts are added to the metadata store.
-pub const FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What a request is, for limits and counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RequestClass {
+pub(crate) enum RequestClass {
     Read,
     /// A read that runs a query (counts against `queries_per_day`).
     Query,
@@ -35,13 +35,13 @@ pub enum RequestClass {
 
 /// Why the meter refused a request, and when to try again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     RateLimited { retry_after_secs: u64 },
     QuotaExceeded { retry_after_secs: u64 },
 }
 
 #[derive(Clone)]
-pub struct KeyMeter {
+pub(crate) struct KeyMeter {
     inner: Arc<MeterState>,
 }
 
@@ -96,7 +96,7 @@ fn today() -> DayNumber {
 }
 
 /// Today (UTC) as usage is counted and shown: `2026-11-29`.
-pub fn usage_day() -> String {
+pub(crate) fn usage_day() -> String {
     day_text(today())
 }
 
@@ -113,7 +113,7 @@ fn seconds_to_utc_midnight() -> u64 {
 impl KeyMeter {
     /// A meter writing its counts to `meta`, flushed by a task on the current runtime that ends when
     /// the meter is dropped.
-    pub fn start(meta: MetaStore) -> KeyMeter {
+    pub(crate) fn start(meta: MetaStore) -> KeyMeter {
         let inner = Arc::new(MeterState {
             meta,
             keys: Mutex::new(HashMap::new()),
@@ -146,7 +146,7 @@ impl KeyMeter {
     }
 
     /// Admits one request of `grant` or says why not; counts it either way.
-    pub async fn admit(
+    pub(crate) async fn admit(
         &self,
         grant: &Grant,
         class: RequestClass,
@@ -214,7 +214,7 @@ impl KeyMeter {
     }
 
     /// Whether `grant` may write `events` more events today.
-    pub async fn check_events(
+    pub(crate) async fn check_events(
         &self,
         grant: &Grant,
         events: usize,
@@ -234,7 +234,7 @@ impl KeyMeter {
     }
 
     /// Counts events `grant` wrote.
-    pub async fn count_events(&self, grant: &Grant, events: usize) {
+    pub(crate) async fn count_events(&self, grant: &Grant, events: usize) {
         if events == 0 {
             return;
         }
@@ -245,14 +245,17 @@ impl KeyMeter {
     }
 
     /// A key's usage today: what is stored plus what is not yet.
-    pub async fn usage_today(&self, key: KeyHash) -> Result<KeyUsage, keyhole_meta::MetaError> {
+    pub(crate) async fn usage_today(
+        &self,
+        key: KeyHash,
+    ) -> Result<KeyUsage, keyhole_meta::MetaError> {
         let counts = self.day_counts(key).await?;
         let usage = lock(&counts.counts).total();
         Ok(usage)
     }
 
     /// Adds every unflushed count to the metadata store.
-    pub async fn flush(&self) {
+    pub(crate) async fn flush(&self) {
         flush(&self.inner).await;
     }
 }

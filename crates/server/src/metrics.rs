@@ -23,30 +23,30 @@ use crate::AppState;
 use crate::errors::ApiError;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
+pub(crate) struct RequestLabels {
     pub route: String,
     pub method: String,
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
+pub(crate) struct RouteLabels {
     pub route: String,
     pub method: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
+pub(crate) struct ReasonLabel {
     pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CacheLabel {
+pub(crate) struct CacheLabel {
     pub cache: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ConsumerLabel {
+pub(crate) struct ConsumerLabel {
     pub consumer: &'static str,
 }
 
@@ -124,7 +124,7 @@ fn latency_histogram() -> Histogram {
 
 /// The server's metrics and the registry that serves every layer's.
 #[derive(Clone)]
-pub struct ServerMetrics {
+pub(crate) struct ServerMetrics {
     registry: Arc<Registry>,
     requests: Family<RequestLabels, Counter>,
     request_seconds: LatencyFamily,
@@ -136,7 +136,7 @@ pub struct ServerMetrics {
 
 impl ServerMetrics {
     /// The registry: the server's metrics plus storage's and the query engine's, prefixed `keyhole_`.
-    pub fn new(
+    pub(crate) fn new(
         storage: &keyhole_storage::StorageMetrics,
         queries: &keyhole_query::QueryMetrics,
     ) -> ServerMetrics {
@@ -189,16 +189,16 @@ impl ServerMetrics {
     }
 
     /// Records the memory budget's limit, shares, use, peaks and refusals.
-    pub fn memory_usage(&self, budget: &keyhole_model::memory_budget::MemoryBudget) {
+    pub(crate) fn memory_usage(&self, budget: &keyhole_model::memory_budget::MemoryBudget) {
         self.memory.record(budget);
     }
 
-    pub fn refused(&self, reason: &'static str) {
+    pub(crate) fn refused(&self, reason: &'static str) {
         self.refused.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     /// Records what a cache holds, in bytes and entries.
-    pub fn cache_usage(&self, cache: &'static str, (bytes, entries): (usize, usize)) {
+    pub(crate) fn cache_usage(&self, cache: &'static str, (bytes, entries): (usize, usize)) {
         let label = CacheLabel { cache };
         self.cache_bytes
             .get_or_create(&label)
@@ -216,7 +216,7 @@ impl ServerMetrics {
 }
 
 /// Counts and times every request that matched a route (a route layer, so the template is known).
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -246,7 +246,7 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
 }
 
 /// `GET /metrics`.
-pub async fn serve_metrics(
+pub(crate) async fn serve_metrics(
     _: crate::auth::OrganizationKey,
     State(state): State<AppState>,
 ) -> Result<Response, ApiError> {

@@ -14,7 +14,7 @@ use keyhole_meta::{Refusal, Resolution};
 use crate::AppState;
 use crate::auth::{origin_not_allowed, presented_key, request_origin};
 
-pub async fn refuse_foreign_preflights(
+pub(crate) async fn refuse_foreign_preflights(
     State(state): State<AppState>,
     request: Request,
     next: Next,

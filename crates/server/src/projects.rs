@@ -55,7 +55,7 @@ pub fn created_project_json(project: &Project, keys: &ProjectKeys) -> Value {
 }
 
 /// `POST /3.0/organizations/{org_id}/projects`.
-pub async fn create_project(
+pub(crate) async fn create_project(
     _: OrganizationAccess,
     State(state): State<AppState>,
     body: Body,
@@ -70,7 +70,7 @@ pub async fn create_project(
 }
 
 /// `GET /3.0/organizations/{org_id}/projects`.
-pub async fn list_organization_projects(
+pub(crate) async fn list_organization_projects(
     _: OrganizationAccess,
     State(state): State<AppState>,
 ) -> Result<Json<Value>, ApiError> {
@@ -81,7 +81,7 @@ pub async fn list_organization_projects(
 }
 
 /// `GET /3.0/organizations/{org_id}/projects/{project_id}`.
-pub async fn get_organization_project(
+pub(crate) async fn get_organization_project(
     _: OrganizationAccess,
     State(state): State<AppState>,
     Path((_, project_id)): Path<(String, String)>,
@@ -95,7 +95,7 @@ pub async fn get_organization_project(
 }
 
 /// `POST`/`PUT /3.0/organizations/{org_id}/projects/{project_id}`: renames the project.
-pub async fn update_organization_project(
+pub(crate) async fn update_organization_project(
     _: OrganizationAccess,
     State(state): State<AppState>,
     Path((_, project_id)): Path<(String, String)>,
@@ -130,7 +130,7 @@ fn project_json(reader: &ScopedReader, project: &Project) -> Value {
 }
 
 /// `GET /3.0/projects/{project_id}` with the project's master key.
-pub async fn get_project(
+pub(crate) async fn get_project(
     auth: Authorized<MasterOnly>,
     State(state): State<AppState>,
 ) -> Result<Json<Value>, ApiError> {
@@ -143,7 +143,7 @@ pub async fn get_project(
 }
 
 /// `GET /3.0/projects`: the projects the master key can see — its own.
-pub async fn list_projects(
+pub(crate) async fn list_projects(
     access: AnyProjectMaster,
     State(state): State<AppState>,
 ) -> Result<Json<Value>, ApiError> {

@@ -27,7 +27,7 @@ async fn run(
 }
 
 /// `GET /3.0/projects/{project_id}/queries/{analysis_type}?…`.
-pub async fn run_query_get(
+pub(crate) async fn run_query_get(
     auth: Authorized<Queries>,
     Path((_, analysis)): Path<(String, String)>,
     RawQuery(query): RawQuery,
@@ -37,7 +37,7 @@ pub async fn run_query_get(
 }
 
 /// `POST /3.0/projects/{project_id}/queries/{analysis_type}` with a JSON body.
-pub async fn run_query_post(
+pub(crate) async fn run_query_post(
     auth: Authorized<Queries>,
     Path((_, analysis)): Path<(String, String)>,
     body: Body,

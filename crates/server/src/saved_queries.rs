@@ -34,7 +34,7 @@ fn saved_query_json(saved: &SavedQuery) -> Value {
 }
 
 /// `GET /3.0/projects/{project_id}/queries/saved`.
-pub async fn list_saved_queries(
+pub(crate) async fn list_saved_queries(
     auth: Authorized<MasterOnly>,
     State(state): State<AppState>,
 ) -> Result<Json<Value>, ApiError> {
@@ -45,7 +45,7 @@ pub async fn list_saved_queries(
 }
 
 /// `GET /3.0/projects/{project_id}/queries/saved/{name}`.
-pub async fn get_saved_query(
+pub(crate) async fn get_saved_query(
     auth: Authorized<MasterOnly>,
     State(state): State<AppState>,
     Path((_, name)): Path<(String, String)>,
@@ -59,7 +59,7 @@ pub async fn get_saved_query(
 }
 
 /// `PUT /3.0/projects/{project_id}/queries/saved/{name}`: create (`201`) or replace (`200`).
-pub async fn put_saved_query(
+pub(crate) async fn put_saved_query(
     auth: Authorized<MasterOnly>,
     State(state): State<AppState>,
     Path((_, name)): Path<(String, String)>,
@@ -97,7 +97,7 @@ pub async fn put_saved_query(
 }
 
 /// `DELETE /3.0/projects/{project_id}/queries/saved/{name}`.
-pub async fn delete_saved_query(
+pub(crate) async fn delete_saved_query(
     auth: Authorized<MasterOnly>,
     State(state): State<AppState>,
     Path((_, name)): Path<(String, String)>,
@@ -114,7 +114,7 @@ pub async fn delete_saved_query(
 }
 
 /// `GET /3.0/projects/{project_id}/queries/saved/{name}/result`.
-pub async fn saved_query_result(
+pub(crate) async fn saved_query_result(
     auth: Authorized<SavedOrCachedQueries>,
     State(state): State<AppState>,
     Path((_, name)): Path<(String, String)>,

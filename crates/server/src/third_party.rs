@@ -6,7 +6,7 @@
 include!(concat!(env!("OUT_DIR"), "/third_party_files.rs"));
 
 /// What to tell a user of a build without a third-party file.
-pub const NOT_INSTALLED: &str = "this build of keyhole lacks its third-party data: run scripts/install-assets, then build again";
+pub(crate) const NOT_INSTALLED: &str = "this build of keyhole lacks its third-party data: run scripts/install-assets, then build again";
 
 /// The embedded bytes of the third-party file named `file_name` (`regexes.yaml`), if this build has them.
 pub fn file(file_name: &str) -> Option<&'static [u8]> {

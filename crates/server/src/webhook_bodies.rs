@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 /// How a request body is to be read, from its `Content-Type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BodyShape {
+pub(crate) enum BodyShape {
     /// Keen's JSON (also `text/plain`, as `sendBeacon` posts).
     Json,
     Form,
@@ -21,7 +21,7 @@ pub enum BodyShape {
 }
 
 impl BodyShape {
-    pub fn of(content_type: Option<&str>) -> BodyShape {
+    pub(crate) fn of(content_type: Option<&str>) -> BodyShape {
         let media_type = content_type
             .and_then(|value| value.split(';').next())
             .map(|value| value.trim().to_ascii_lowercase())
@@ -38,7 +38,7 @@ impl BodyShape {
 }
 
 /// One event from a form-encoded body.
-pub fn form_event(body: &[u8]) -> Result<Value, String> {
+pub(crate) fn form_event(body: &[u8]) -> Result<Value, String> {
     let text = std::str::from_utf8(body).map_err(|_| "The form body is not UTF-8.".to_string())?;
     let mut event = Map::new();
     for (name, value) in keyhole_model::query_string::pairs(text) {

@@ -37,7 +37,7 @@ use crate::webhook_bodies::BodyShape;
 use crate::write_prepare::{self, PreparedBody, Refused, WriteBody, WriteJob};
 
 /// Largest request body Keen accepts (a batch payload), in bytes.
-pub const MAX_PAYLOAD_BYTES: usize = 10_000_000;
+pub(crate) const MAX_PAYLOAD_BYTES: usize = 10_000_000;
 
 /// A 1×1 transparent GIF, the answer to a pixel write.
 const PIXEL_GIF: [u8; 43] = [
@@ -47,7 +47,7 @@ const PIXEL_GIF: [u8; 43] = [
 ];
 
 /// The request facts placeholders need: client address and User-Agent.
-pub struct ClientInfo(EventContext);
+pub(crate) struct ClientInfo(EventContext);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
     type Rejection = std::convert::Infallible;
@@ -385,7 +385,7 @@ fn precheck_signature(
 
 /// `POST /3.0/projects/{project_id}/events/{collection}`: `201 {"created": true}`, or one result per
 /// event for a batch.
-pub async fn record_event(
+pub(crate) async fn record_event(
     auth: Authorized<Writes>,
     State(state): State<AppState>,
     Path((_, collection)): Path<(String, String)>,
@@ -430,7 +430,7 @@ pub async fn record_event(
 }
 
 /// `POST /3.0/projects/{project_id}/events`: `{"collection": [events]}` → per-event results.
-pub async fn record_events(
+pub(crate) async fn record_events(
     auth: Authorized<Writes>,
     State(state): State<AppState>,
     ClientInfo(context): ClientInfo,
@@ -474,7 +474,7 @@ pub async fn record_events(
 
 /// `GET /3.0/projects/{project_id}/events/{collection}`: with `data=` a pixel write (needs `writes`),
 /// otherwise the collection's schema (needs `schema`).
-pub async fn get_collection(
+pub(crate) async fn get_collection(
     access: PixelOrSchema,
     State(state): State<AppState>,
     Path((_, collection)): Path<(String, String)>,

@@ -30,7 +30,7 @@ pub struct WriteLimits {
 }
 
 /// keen-tracking's largest batch (its queue's default capacity, flushed as one request).
-pub const DEFAULT_MAX_EVENTS_PER_REQUEST: usize = 5_000;
+pub(crate) const DEFAULT_MAX_EVENTS_PER_REQUEST: usize = 5_000;
 
 impl Default for WriteLimits {
     fn default() -> WriteLimits {
@@ -52,14 +52,14 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// The write pool; cheap to clone.
 #[derive(Clone)]
-pub struct WritePool {
+pub(crate) struct WritePool {
     jobs: mpsc::Sender<Job>,
     slots: Arc<Semaphore>,
     limits: WriteLimits,
 }
 
 /// A job's allowance of its thread's CPU time.
-pub struct CpuBudget {
+pub(crate) struct CpuBudget {
     started_wall: std::time::Instant,
     started_cpu: Duration,
     allowed: Duration,
@@ -77,13 +77,13 @@ impl CpuBudget {
     /// Whether the job has used more CPU time than it was allowed. Cheap enough to ask after every
     /// event: the thread's CPU time (a system call) is read only once the wall-clock time, which is never
     /// less, has passed the allowance.
-    pub fn exceeded(&self) -> bool {
+    pub(crate) fn exceeded(&self) -> bool {
         self.started_wall.elapsed() > self.allowed
             && thread_cpu_time().saturating_sub(self.started_cpu) > self.allowed
     }
 
     /// The allowance, for messages.
-    pub fn allowed(&self) -> Duration {
+    pub(crate) fn allowed(&self) -> Duration {
         self.allowed
     }
 }
@@ -99,7 +99,7 @@ fn thread_cpu_time() -> Duration {
 
 impl WritePool {
     /// Starts the pool's threads; they end when the last handle is dropped.
-    pub fn start(limits: WriteLimits) -> std::io::Result<WritePool> {
+    pub(crate) fn start(limits: WriteLimits) -> std::io::Result<WritePool> {
         let threads = limits.threads.max(1);
         let (jobs, receiver) = mpsc::channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
@@ -131,12 +131,12 @@ impl WritePool {
         })
     }
 
-    pub fn limits(&self) -> &WriteLimits {
+    pub(crate) fn limits(&self) -> &WriteLimits {
         &self.limits
     }
 
     /// Runs `work` on a pool thread with a CPU budget, once a slot is free (see the module docs).
-    pub async fn run<T: Send + 'static>(
+    pub(crate) async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&CpuBudget) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
@@ -171,7 +171,7 @@ impl WritePool {
 }
 
 /// The answer to a request whose preparation used up its CPU budget.
-pub fn budget_exceeded(budget: &CpuBudget) -> ApiError {
+pub(crate) fn budget_exceeded(budget: &CpuBudget) -> ApiError {
     ApiError::new(
         ErrorCode::LimitExceeded,
         format!(

@@ -28,7 +28,7 @@ use crate::webhook_bodies::{BodyShape, form_event};
 use crate::write_pool::{CpuBudget, budget_exceeded};
 
 /// What a write route received.
-pub enum WriteBody {
+pub(crate) enum WriteBody {
     /// `POST /events/{collection}`: JSON (an object is one event, an array a batch), a form (one event)
     /// or NDJSON (a batch).
     Collection { shape: BodyShape, bytes: Bytes },
@@ -39,7 +39,7 @@ pub enum WriteBody {
 }
 
 /// Everything the preparation needs, owned, so it can move to a pool thread.
-pub struct WriteJob {
+pub(crate) struct WriteJob {
     pub body: WriteBody,
     pub context: EventContext,
     pub enrichment: Enrichment,
@@ -49,7 +49,7 @@ pub struct WriteJob {
 }
 
 /// The prepared events, shaped as the route answers them.
-pub enum PreparedBody {
+pub(crate) enum PreparedBody {
     /// One event (a JSON object, a form, a pixel): `201` or the event's error.
     One(Result<PreparedEvent, EventError>),
     /// A batch for the route's collection (a JSON array, NDJSON): one answer per event.
@@ -59,7 +59,7 @@ pub enum PreparedBody {
 }
 
 /// Why nothing of a request was prepared.
-pub enum Refused {
+pub(crate) enum Refused {
     /// The webhook delivery's signature was refused (audited by the caller).
     Signature(DeliveryRefusal),
     Request(ApiError),
@@ -72,7 +72,7 @@ impl From<ApiError> for Refused {
 }
 
 /// Prepares a write's events (see the module docs).
-pub fn prepare(job: WriteJob, budget: &CpuBudget) -> Result<PreparedBody, Refused> {
+pub(crate) fn prepare(job: WriteJob, budget: &CpuBudget) -> Result<PreparedBody, Refused> {
     if let Some((rule, signature)) = &job.signature {
         let body: &[u8] = match &job.body {
             WriteBody::Collection { bytes, .. } | WriteBody::Batch { bytes } => bytes,

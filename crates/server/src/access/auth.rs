@@ -72,9 +72,9 @@ policies! {
 }
 
 /// Policies whose routes read events: [`Authorized::reader`].
-pub trait ReadsEvents: Policy {}
+pub(crate) trait ReadsEvents: Policy {}
 /// Policies whose routes delete events: [`Authorized::deleter`].
-pub trait DeletesEvents: Policy {}
+pub(crate) trait DeletesEvents: Policy {}
 
 impl ReadsEvents for Schema {}
 impl ReadsEvents for Queries {}
@@ -86,7 +86,7 @@ impl DeletesEvents for Deletes {}
 impl DeletesEvents for MasterOnly {}
 
 /// A caller allowed by policy `P` on the project named in the path.
-pub struct Authorized<P: Policy> {
+pub(crate) struct Authorized<P: Policy> {
     pub project_id: String,
     pub grant: Arc<Grant>,
     engines: EventEngines,
@@ -95,27 +95,27 @@ pub struct Authorized<P: Policy> {
 
 impl<P: ReadsEvents> Authorized<P> {
     /// The caller's reads of the project's events, in the scope of its grant.
-    pub fn reader(&self) -> ScopedReader {
+    pub(crate) fn reader(&self) -> ScopedReader {
         ScopedReader::new(self.grant.clone(), ReadPurpose::Queries, &self.engines)
     }
 }
 
 impl<P: DeletesEvents> Authorized<P> {
     /// The caller's deletes in the project, selecting in the scope of its grant.
-    pub fn deleter(&self) -> EventDeleter {
+    pub(crate) fn deleter(&self) -> EventDeleter {
         EventDeleter::new(self.grant.clone(), &self.engines)
     }
 }
 
 impl Authorized<Writes> {
     /// The caller's writes into the project.
-    pub fn writer(&self) -> EventWriter {
+    pub(crate) fn writer(&self) -> EventWriter {
         EventWriter::new(self.grant.clone(), &self.engines)
     }
 }
 
 /// The key a request carries: the `Authorization` header, else `api_key` in the query string.
-pub fn presented_key(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+pub(crate) fn presented_key(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
     let header_key = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|header| header.to_str().ok())
@@ -133,7 +133,7 @@ pub fn presented_key(headers: &HeaderMap, query: Option<&str>) -> Option<String>
 pub use keyhole_model::query_string::pairs as form_urlencoded_pairs;
 
 /// The answer to any key that does not open the project: the same whatever the reason.
-pub fn invalid_api_key() -> ApiError {
+pub(crate) fn invalid_api_key() -> ApiError {
     ApiError::new(
         ErrorCode::InvalidApiKey,
         "The API key is missing, invalid, or revoked, or not valid for this project.",
@@ -142,7 +142,7 @@ pub fn invalid_api_key() -> ApiError {
 
 /// The web origin a request comes from: its `Origin` header, else the origin of its `Referer` (`<img>`
 /// tags, no-cors fetches and links send no `Origin`), else `None`. An opaque origin reads as `null`.
-pub fn request_origin(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn request_origin(headers: &HeaderMap) -> Option<String> {
     let header = |name| {
         headers
             .get(name)
@@ -285,7 +285,7 @@ fn request_class(requirement: Requirement) -> RequestClass {
 }
 
 /// The answer to a request the key's limits refuse.
-pub fn limit_error(refused: Refused) -> ApiError {
+pub(crate) fn limit_error(refused: Refused) -> ApiError {
     match refused {
         Refused::RateLimited { retry_after_secs } => ApiError::new(
             ErrorCode::RateLimited,
@@ -303,7 +303,7 @@ pub fn limit_error(refused: Refused) -> ApiError {
 /// Resolves the request's key or token and checks it against `requirement` on `project_id`, then
 /// against the key's limits. Every refusal is written to the project's audit log with its reason. Used
 /// by every extractor below; no handler authorizes by hand.
-pub async fn authorize(
+pub(crate) async fn authorize(
     parts: &Parts,
     state: &AppState,
     project_id: &str,
@@ -398,7 +398,10 @@ async fn authorize_in(
 }
 
 /// The value of a path parameter of the matched route.
-pub async fn path_parameter(parts: &mut Parts, name: &str) -> Result<Option<String>, ApiError> {
+pub(crate) async fn path_parameter(
+    parts: &mut Parts,
+    name: &str,
+) -> Result<Option<String>, ApiError> {
     let params = RawPathParams::from_request_parts(parts, &())
         .await
         .map_err(|_| ApiError::not_found())?;
@@ -426,7 +429,7 @@ impl<P: Policy> FromRequestParts<AppState> for Authorized<P> {
 }
 
 /// A caller holding the organization key, on a route whose `{org_id}` names this organization.
-pub struct OrganizationAccess;
+pub(crate) struct OrganizationAccess;
 
 impl FromRequestParts<AppState> for OrganizationAccess {
     type Rejection = ApiError;
@@ -441,7 +444,7 @@ impl FromRequestParts<AppState> for OrganizationAccess {
 }
 
 /// A caller holding the organization key, on a route that names no organization (`GET /metrics`).
-pub struct OrganizationKey;
+pub(crate) struct OrganizationKey;
 
 impl FromRequestParts<AppState> for OrganizationKey {
     type Rejection = ApiError;
@@ -472,7 +475,7 @@ async fn check_organization_key(parts: &Parts, state: &AppState) -> Result<(), A
 }
 
 /// `GET /3.0/projects`: a master key of any project, which sees its own project.
-pub struct AnyProjectMaster {
+pub(crate) struct AnyProjectMaster {
     pub grant: Arc<Grant>,
     /// The master key's reads of its project.
     pub reader: ScopedReader,
@@ -491,7 +494,7 @@ impl FromRequestParts<AppState> for AnyProjectMaster {
 
 /// `GET /events/{collection}`: a pixel write when the query string carries `data=` (needs `writes`),
 /// else the collection's schema (needs `schema`).
-pub enum PixelOrSchema {
+pub(crate) enum PixelOrSchema {
     Pixel {
         writer: EventWriter,
         data: String,

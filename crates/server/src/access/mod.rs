@@ -27,7 +27,7 @@ use serde_json::Value;
 
 /// The engines behind every read, write and delete of events; reachable only through the handles below.
 #[derive(Clone)]
-pub struct EventEngines {
+pub(crate) struct EventEngines {
     storage: Storage,
     queries: QueryEngine,
 }
@@ -49,7 +49,7 @@ impl EventEngines {
 /// Which of a grant's filters a read applies: a query's, or a saved query's (which adds
 /// `options.saved_queries.filters`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReadPurpose {
+pub(crate) enum ReadPurpose {
     Queries,
     SavedQueries,
 }
@@ -57,7 +57,7 @@ pub enum ReadPurpose {
 /// Reads of one project's events as one grant sees them. Every read builds its [`Scope`] from the grant
 /// at the time of the read; nothing here reads without one.
 #[derive(Clone)]
-pub struct ScopedReader {
+pub(crate) struct ScopedReader {
     grant: Arc<Grant>,
     purpose: ReadPurpose,
     engines: EventEngines,
@@ -74,7 +74,7 @@ impl ScopedReader {
 
     /// The same grant, reading as a saved query does.
     #[must_use]
-    pub fn for_saved_queries(&self) -> ScopedReader {
+    pub(crate) fn for_saved_queries(&self) -> ScopedReader {
         ScopedReader {
             purpose: ReadPurpose::SavedQueries,
             ..self.clone()
@@ -88,16 +88,16 @@ impl ScopedReader {
         }
     }
 
-    pub fn grant(&self) -> &Arc<Grant> {
+    pub(crate) fn grant(&self) -> &Arc<Grant> {
         &self.grant
     }
 
-    pub fn project_id(&self) -> &str {
+    pub(crate) fn project_id(&self) -> &str {
         self.grant.project_id()
     }
 
     /// The earliest event time the grant may read at `now`, when it limits how far back reads look.
-    pub fn window_start(&self, now: EpochMillis) -> Option<EpochMillis> {
+    pub(crate) fn window_start(&self, now: EpochMillis) -> Option<EpochMillis> {
         self.scope(now).earliest_millis()
     }
 
@@ -109,12 +109,12 @@ impl ScopedReader {
     }
 
     /// Runs `query` at `now` (the whole Keen response body).
-    pub async fn run(&self, query: &Query, now: EpochMillis) -> Result<Value, ExecError> {
+    pub(crate) async fn run(&self, query: &Query, now: EpochMillis) -> Result<Value, ExecError> {
         self.engines.queries.run(query, &self.scope(now), now).await
     }
 
     /// Up to `limit` events `selection` matches, as the grant sees them (for deletes).
-    pub async fn matching_events(
+    pub(crate) async fn matching_events(
         &self,
         selection: &Query,
         now: EpochMillis,
@@ -129,14 +129,17 @@ impl ScopedReader {
 
     /// The names of the project's collections (each one's schema is told by [`ScopedReader::schema`],
     /// which hides collections the grant sees no event of).
-    pub fn collection_names(&self) -> Vec<String> {
+    pub(crate) fn collection_names(&self) -> Vec<String> {
         let collections = self.engines.storage.collections(self.project_id());
         collections.into_iter().map(|(name, _)| name).collect()
     }
 
     /// A collection's schema as the grant may see it: in a restricted scope, only the properties that
     /// events visible to it carry; `None` when it sees none of the collection's events, or there are none.
-    pub async fn schema(&self, collection: &str) -> Result<Option<CollectionSchema>, ExecError> {
+    pub(crate) async fn schema(
+        &self,
+        collection: &str,
+    ) -> Result<Option<CollectionSchema>, ExecError> {
         let id = self.collection_id(collection);
         let Some(mut schema) = self.engines.storage.collection_schema(&id) else {
             return Ok(None);
@@ -169,13 +172,13 @@ impl ScopedReader {
     }
 
     /// The storage's change version (see `Storage::change_version`), for results kept between reads.
-    pub fn change_version(&self) -> u64 {
+    pub(crate) fn change_version(&self) -> u64 {
         self.engines.storage.change_version()
     }
 
     /// The earliest event time of `collection` changed after `version` (see
     /// `Storage::earliest_change_since`).
-    pub fn earliest_change_since(&self, collection: &str, version: u64) -> Option<i64> {
+    pub(crate) fn earliest_change_since(&self, collection: &str, version: u64) -> Option<i64> {
         let id = self.collection_id(collection);
         self.engines.storage.earliest_change_since(&id, version)
     }
@@ -183,7 +186,7 @@ impl ScopedReader {
 
 /// Writes of events into one project, for one grant.
 #[derive(Clone)]
-pub struct EventWriter {
+pub(crate) struct EventWriter {
     grant: Arc<Grant>,
     engines: EventEngines,
 }
@@ -196,12 +199,12 @@ impl EventWriter {
         }
     }
 
-    pub fn grant(&self) -> &Arc<Grant> {
+    pub(crate) fn grant(&self) -> &Arc<Grant> {
         &self.grant
     }
 
     /// Stores prepared events in `collection` of the grant's project (see `Storage::append`).
-    pub async fn append(
+    pub(crate) async fn append(
         &self,
         collection: &str,
         events: Vec<PreparedEvent>,
@@ -214,7 +217,7 @@ impl EventWriter {
     }
 
     /// The most property columns a collection may hold.
-    pub fn max_columns_per_collection(&self) -> usize {
+    pub(crate) fn max_columns_per_collection(&self) -> usize {
         self.engines.storage.max_columns_per_collection()
     }
 }
@@ -222,7 +225,7 @@ impl EventWriter {
 /// Deletes in one project, for one grant. Which events a delete removes is decided by its reader
 /// ([`EventDeleter::reader`]): a scoped key deletes only what it can see.
 #[derive(Clone)]
-pub struct EventDeleter {
+pub(crate) struct EventDeleter {
     reader: ScopedReader,
 }
 
@@ -234,7 +237,7 @@ impl EventDeleter {
     }
 
     /// The reads that select what to delete.
-    pub fn reader(&self) -> &ScopedReader {
+    pub(crate) fn reader(&self) -> &ScopedReader {
         &self.reader
     }
 
@@ -243,7 +246,7 @@ impl EventDeleter {
     }
 
     /// Deletes the events of `collection` with these ids, found by [`ScopedReader::matching_events`].
-    pub async fn delete_events(
+    pub(crate) async fn delete_events(
         &self,
         collection: &str,
         matched: MatchedEvents,
@@ -256,7 +259,7 @@ impl EventDeleter {
     }
 
     /// Deletes a whole collection; only a grant that sees every event may (the master key).
-    pub async fn delete_collection(&self, collection: &str) -> Result<bool, StorageError> {
+    pub(crate) async fn delete_collection(&self, collection: &str) -> Result<bool, StorageError> {
         if Scope::for_grant(&self.reader.grant, keyhole_model::query::now_millis()).is_restricted()
         {
             return Ok(false);
@@ -267,7 +270,7 @@ impl EventDeleter {
     }
 
     /// Deletes a property from every event of `collection`; only a grant that sees every event may.
-    pub async fn delete_property(
+    pub(crate) async fn delete_property(
         &self,
         collection: &str,
         property: String,
