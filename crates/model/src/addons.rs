@@ -30,14 +30,14 @@ use crate::flat::FlatValue;
 use crate::flat_edit::{remove_at_or_under, string_at, write_at};
 
 /// Most add-ons one event may name.
-pub const MAX_ADDONS: usize = 16;
+pub(crate) const MAX_ADDONS: usize = 16;
 /// Longest user agent parsed: a longer one is parsed by its first this many bytes (the browser, engine and
 /// device tokens come first; uap-core's thousand regexes then cost a bounded time).
-pub const MAX_USER_AGENT_BYTES: usize = 512;
+pub(crate) const MAX_USER_AGENT_BYTES: usize = 512;
 /// Longest URL the URL and referrer parsers look at; a longer one is treated as malformed.
-pub const MAX_URL_BYTES: usize = 4096;
+pub(crate) const MAX_URL_BYTES: usize = 4096;
 /// Longest IP address or date-time text looked at; a longer one is treated as malformed.
-pub const MAX_SHORT_INPUT_BYTES: usize = 64;
+pub(crate) const MAX_SHORT_INPUT_BYTES: usize = 64;
 /// Most labels of a referring host looked up in the referrer list (its longest entries have four): the
 /// lookup tries the host and its parents, so a host of thousands of labels costs no more than this.
 const MAX_REFERRER_LABELS: usize = 5;
@@ -118,7 +118,7 @@ pub trait Enricher {
 }
 
 /// The enricher of callers that have no data: the add-ons needing it are refused with a clear message.
-pub struct WithoutData;
+pub(crate) struct WithoutData;
 
 impl Enricher for WithoutData {
     fn ip_to_geo(&self, _ip: &str) -> Result<Option<Value>, String> {
@@ -164,7 +164,9 @@ thread_local! {
 }
 
 /// [`parse_addons`], answered from the last list parsed on this thread when `value` is the same.
-pub fn parse_addons_cached(value: &Value) -> Result<std::sync::Arc<[AddonSpec]>, EventError> {
+pub(crate) fn parse_addons_cached(
+    value: &Value,
+) -> Result<std::sync::Arc<[AddonSpec]>, EventError> {
     let cached = LAST_PARSED.with(|last| {
         last.borrow()
             .as_ref()
@@ -180,7 +182,7 @@ pub fn parse_addons_cached(value: &Value) -> Result<std::sync::Arc<[AddonSpec]>,
 }
 
 /// Parses `keen.addons`.
-pub fn parse_addons(value: &Value) -> Result<Vec<AddonSpec>, EventError> {
+pub(crate) fn parse_addons(value: &Value) -> Result<Vec<AddonSpec>, EventError> {
     let items = value
         .as_array()
         .filter(|items| items.len() <= MAX_ADDONS)
@@ -248,7 +250,7 @@ fn parse_addon(item: &Value) -> Result<AddonSpec, EventError> {
 /// for inputs such as `keen.timestamp`): its output is written at its output path (`flat_edit::write_at`:
 /// an object already there keeps its other members, the result's win) and, with `remove_ip_property`,
 /// its input is removed.
-pub fn apply_addon(
+pub(crate) fn apply_addon(
     properties: &mut Vec<(String, FlatValue)>,
     keen: &[(String, FlatValue)],
     spec: &AddonSpec,
@@ -316,7 +318,7 @@ fn truncated(text: &str, limit: usize) -> &str {
 }
 
 /// `keen:url_parser`.
-pub fn parse_url(text: &str) -> Option<Value> {
+pub(crate) fn parse_url(text: &str) -> Option<Value> {
     let url = url::Url::parse(text).ok()?;
     let mut out = Map::new();
     out.insert("protocol".into(), json!(url.scheme()));
@@ -347,7 +349,7 @@ const SEARCH_TERM_PARAMETERS: [&str; 8] = [
 /// `keen:referrer_parser`: `{medium, source, term}`. INTERNAL when the referrer's host is the page's,
 /// the referrer list's medium (SEARCH, SOCIAL, EMAIL, PAID, …) when it knows the host (or a parent
 /// domain), else UNKNOWN; malformed input gives blank values.
-pub fn parse_referrer(referrer: &str, page: Option<&str>, enricher: &dyn Enricher) -> Value {
+pub(crate) fn parse_referrer(referrer: &str, page: Option<&str>, enricher: &dyn Enricher) -> Value {
     let Ok(referrer) = url::Url::parse(referrer) else {
         return blank_referrer();
     };
@@ -407,7 +409,7 @@ const WEEKDAYS: [&str; 7] = [
 ];
 
 /// `keen:date_time_parser`: the date parts of an ISO-8601 date-time, in the offset it was written in.
-pub fn date_parts(text: &str) -> Option<Value> {
+pub(crate) fn date_parts(text: &str) -> Option<Value> {
     let parsed = chrono::DateTime::parse_from_rfc3339(text)
         .ok()
         .map(|date| date.naive_local())

@@ -111,12 +111,12 @@ impl Autofill {
     }
 
     /// The autofilled leaf that writing or removing at `path` would touch (see the module docs).
-    pub fn touched_by(&self, path: &str) -> Option<&str> {
+    pub(crate) fn touched_by(&self, path: &str) -> Option<&str> {
         self.leaves().find(|leaf| touches(path, leaf))
     }
 
     /// Refuses an add-on whose output, or the input it removes, touches an autofilled path.
-    pub fn check_addon(&self, spec: &AddonSpec) -> Result<(), EventError> {
+    pub(crate) fn check_addon(&self, spec: &AddonSpec) -> Result<(), EventError> {
         let mut written = vec![("output", spec.output.as_str())];
         if spec.remove_input
             && let Some((_, input)) = spec.input.first()

@@ -16,7 +16,7 @@ use crate::query::{AnalysisType, Filter, Operator, Query};
 use crate::saved_query::{is_saved_query_name, parse_saved_query};
 
 /// Most `index_by` properties one dataset may have.
-pub const MAX_INDEX_PROPERTIES: usize = 10;
+pub(crate) const MAX_INDEX_PROPERTIES: usize = 10;
 
 /// A validated dataset definition.
 #[derive(Clone, Debug, PartialEq)]

@@ -26,11 +26,11 @@ use crate::keys::Operation;
 use crate::query::Filter;
 
 /// Prefix of the hashed seed: names the scheme and its version.
-pub const SEED_CONTEXT: &str = "keyhole-embed-token-v1:";
+pub(crate) const SEED_CONTEXT: &str = "keyhole-embed-token-v1:";
 /// Longest token accepted, in bytes.
-pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// Furthest a token's `exp` may lie ahead of the time it is presented (31 days).
-pub const MAX_TOKEN_LIFETIME_SECS: i64 = 31 * 86_400;
+pub(crate) const MAX_TOKEN_LIFETIME_SECS: i64 = 31 * 86_400;
 const MAX_TOKEN_ID_CHARS: usize = 64;
 
 /// Why a token was refused.
@@ -59,7 +59,7 @@ pub struct TokenClaims {
 }
 
 /// The Ed25519 signing key of an access key's embed tokens.
-pub fn signing_key_of_secret(secret: &str) -> SigningKey {
+pub(crate) fn signing_key_of_secret(secret: &str) -> SigningKey {
     let seed: [u8; 32] = Sha256::digest(format!("{SEED_CONTEXT}{secret}").as_bytes()).into();
     SigningKey::from_bytes(&seed)
 }

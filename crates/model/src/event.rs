@@ -21,9 +21,9 @@ use crate::timestamp::{EpochMillis, format_timestamp, parse_timestamp};
 /// Largest serialized event Keen accepts (bytes).
 pub const MAX_EVENT_BYTES: usize = 900_000;
 /// String values must be shorter than this many characters.
-pub const MAX_STRING_CHARS: usize = 10_000;
+pub(crate) const MAX_STRING_CHARS: usize = 10_000;
 /// Longest `keen.uniqueness_token`.
-pub const MAX_UNIQUENESS_TOKEN_CHARS: usize = 64;
+pub(crate) const MAX_UNIQUENESS_TOKEN_CHARS: usize = 64;
 
 const IP_PLACEHOLDER: &str = "${keen.ip}";
 const USER_AGENT_PLACEHOLDER: &str = "${keen.user_agent}";

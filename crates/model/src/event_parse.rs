@@ -18,7 +18,7 @@ use crate::flat::{FlatValue, JsonTexts, NumberList};
 use crate::names::property_name_problem;
 
 /// Longest `keen` member an event may carry.
-pub const MAX_KEEN_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_KEEN_BYTES: usize = 64 * 1024;
 
 /// An event as parsed: its properties flattened (the `keen` member left out) and its `keen` member.
 pub(crate) struct ParsedEvent {

@@ -140,7 +140,7 @@ impl FlatValue {
 pub struct NumberList(Vec<f64>);
 
 impl NumberList {
-    pub fn from_elements(elements: impl IntoIterator<Item = Option<f64>>) -> NumberList {
+    pub(crate) fn from_elements(elements: impl IntoIterator<Item = Option<f64>>) -> NumberList {
         NumberList(
             elements
                 .into_iter()
@@ -212,7 +212,7 @@ impl JsonTexts {
         self.joined.len()
     }
 
-    pub fn shrink_to_fit(&mut self) {
+    pub(crate) fn shrink_to_fit(&mut self) {
         self.joined.shrink_to_fit();
         self.ends.shrink_to_fit();
     }
@@ -248,7 +248,7 @@ pub const ID_COLUMN: &str = "keen.id";
 ///
 /// Takes the event by value so names and strings move into the result instead of being copied (this runs
 /// for every ingested event).
-pub fn flatten_properties(event: Map<String, Value>) -> Vec<(String, FlatValue)> {
+pub(crate) fn flatten_properties(event: Map<String, Value>) -> Vec<(String, FlatValue)> {
     let mut properties = Vec::new();
     flatten_into("", event, &mut properties);
     properties
@@ -272,7 +272,7 @@ fn flatten_into(prefix: &str, object: Map<String, Value>, out: &mut Vec<(String,
 }
 
 /// Flattens `value` as the property at `path` (an object becomes the properties under it).
-pub fn flatten_at(path: String, value: Value, out: &mut Vec<(String, FlatValue)>) {
+pub(crate) fn flatten_at(path: String, value: Value, out: &mut Vec<(String, FlatValue)>) {
     match value {
         Value::Object(nested) if nested.is_empty() => out.push((path, FlatValue::EmptyObject)),
         Value::Object(nested) => flatten_into(&path, nested, out),

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::flat::{FlatValue, flatten_at};
 
 /// Whether `path` is `root` or lies under it.
-pub fn is_at_or_under(path: &str, root: &str) -> bool {
+pub(crate) fn is_at_or_under(path: &str, root: &str) -> bool {
     path.strip_prefix(root)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
 }
@@ -26,7 +26,7 @@ fn is_under(path: &str, root: &str) -> bool {
 }
 
 /// Writes `value` at `path`: see the module docs.
-pub fn write_at(properties: &mut Vec<(String, FlatValue)>, path: &str, value: Value) {
+pub(crate) fn write_at(properties: &mut Vec<(String, FlatValue)>, path: &str, value: Value) {
     // A scalar on the way to the path is replaced by an object.
     properties.retain(|(existing, _)| !is_under(path, existing));
     match value {
@@ -55,12 +55,12 @@ pub fn write_at(properties: &mut Vec<(String, FlatValue)>, path: &str, value: Va
 }
 
 /// Removes the property at `path` and everything under it.
-pub fn remove_at_or_under(properties: &mut Vec<(String, FlatValue)>, path: &str) {
+pub(crate) fn remove_at_or_under(properties: &mut Vec<(String, FlatValue)>, path: &str) {
     properties.retain(|(existing, _)| !is_at_or_under(existing, path));
 }
 
 /// The string at exactly `path`, if the event holds one there.
-pub fn string_at<'a>(properties: &'a [(String, FlatValue)], path: &str) -> Option<&'a str> {
+pub(crate) fn string_at<'a>(properties: &'a [(String, FlatValue)], path: &str) -> Option<&'a str> {
     properties.iter().find_map(|(existing, value)| match value {
         FlatValue::Str(text) if existing == path => Some(text.as_str()),
         _ => None,
@@ -69,7 +69,7 @@ pub fn string_at<'a>(properties: &'a [(String, FlatValue)], path: &str) -> Optio
 
 /// How many levels of objects and lists a property adds up to: its path's segments, one more when its
 /// value is a list or an (empty) object. The event object itself is level 1.
-pub fn nesting_of(path: &str, value: &FlatValue) -> usize {
+pub(crate) fn nesting_of(path: &str, value: &FlatValue) -> usize {
     let segments = path.bytes().filter(|byte| *byte == b'.').count() + 1;
     let container = matches!(
         value,
@@ -84,14 +84,14 @@ pub fn nesting_of(path: &str, value: &FlatValue) -> usize {
 
 /// Orders dotted paths as nested JSON objects list their members: segment by segment, each in byte order
 /// (a `.` sorts before any byte a property name may hold).
-pub fn path_order(left: &str, right: &str) -> std::cmp::Ordering {
+pub(crate) fn path_order(left: &str, right: &str) -> std::cmp::Ordering {
     let key = |byte: u8| if byte == b'.' { 0 } else { byte };
     left.bytes().map(key).cmp(right.bytes().map(key))
 }
 
 /// The event's JSON text from its leaves (see the module docs), written into a buffer of `capacity` bytes to
 /// start with. No two leaves may share a path or sit one under the other (`event` refuses such events).
-pub fn write_json(mut leaves: Vec<(&str, &FlatValue)>, capacity: usize) -> Vec<u8> {
+pub(crate) fn write_json(mut leaves: Vec<(&str, &FlatValue)>, capacity: usize) -> Vec<u8> {
     leaves.sort_by(|left, right| path_order(left.0, right.0));
     debug_assert!(
         leaves

@@ -45,7 +45,7 @@ pub fn value_bytes(value: &Value) -> usize {
 }
 
 /// The approximate heap bytes of a typed value, from the length of its `Debug` text.
-pub fn debug_bytes(value: &impl std::fmt::Debug) -> usize {
+pub(crate) fn debug_bytes(value: &impl std::fmt::Debug) -> usize {
     let mut counter = CountingWriter(0);
     // Writing into a counter cannot fail.
     let _ = write!(counter, "{value:?}");

@@ -26,7 +26,7 @@ pub(crate) fn invalid(message: impl Into<String>) -> KeyDefinitionError {
 }
 
 /// The option groups a key definition may hold, in the order Keyhole shows them.
-pub const OPTION_GROUPS: [&str; 7] = [
+pub(crate) const OPTION_GROUPS: [&str; 7] = [
     "writes",
     "queries",
     "saved_queries",
@@ -37,7 +37,7 @@ pub const OPTION_GROUPS: [&str; 7] = [
 ];
 
 /// Longest look-back window a key may declare (100 years).
-pub const MAX_LOOKBACK_MILLIS: i64 = 36_500 * DAY_MILLIS;
+pub(crate) const MAX_LOOKBACK_MILLIS: i64 = 36_500 * DAY_MILLIS;
 const DAY_MILLIS: i64 = 86_400_000;
 
 /// A key's options, typed.
@@ -270,7 +270,7 @@ fn parse_queries(value: &Value) -> Result<QueryRules, KeyDefinitionError> {
 }
 
 /// `"90 days"`, `"12 hours"`, `"1 week"`, `"30_minutes"` → milliseconds.
-pub fn parse_lookback(text: &str) -> Option<i64> {
+pub(crate) fn parse_lookback(text: &str) -> Option<i64> {
     let normalized = text.trim().replace('_', " ");
     let mut parts = normalized.split_whitespace();
     let count: i64 = parts.next()?.parse().ok()?;

@@ -8,9 +8,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// Bytes of entropy in a generated secret (256 bits).
-pub const SECRET_BYTES: usize = 32;
+pub(crate) const SECRET_BYTES: usize = 32;
 /// Characters of a secret kept in clear for listings (`a1b2c3d4…`).
-pub const DISPLAY_PREFIX_CHARS: usize = 8;
+pub(crate) const DISPLAY_PREFIX_CHARS: usize = 8;
 
 /// The operations Keen's access keys grant (`permitted`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -56,7 +56,7 @@ impl Operation {
     }
 
     /// What a project's read key may do (Keen: the read key is an access key with these).
-    pub const READ_KEY: [Operation; 5] = [
+    pub(crate) const READ_KEY: [Operation; 5] = [
         Operation::Queries,
         Operation::SavedQueries,
         Operation::CachedQueries,

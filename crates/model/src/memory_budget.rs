@@ -73,7 +73,7 @@ impl MemoryConsumer {
 
     /// Thousandths of the limit this consumer may hold. They add up to 750: a quarter of the limit is
     /// left for what nothing accounts (see the module docs).
-    pub fn share_per_mille(self) -> u64 {
+    pub(crate) fn share_per_mille(self) -> u64 {
         match self {
             MemoryConsumer::EventBuffer => 200,
             MemoryConsumer::Compaction => 80,
@@ -261,15 +261,6 @@ impl MemoryReservation {
         }
         self.bytes += bytes;
         true
-    }
-
-    /// Shrinks the reservation to `bytes` (never grows it).
-    pub fn shrink_to(&mut self, bytes: u64) {
-        if bytes >= self.bytes {
-            return;
-        }
-        self.budget.release(self.consumer, self.bytes - bytes);
-        self.bytes = bytes;
     }
 }
 

@@ -11,9 +11,9 @@
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 /// Longest collection name Keen accepts (iOS and .NET SDKs).
-pub const MAX_COLLECTION_NAME_CHARS: usize = 64;
+pub(crate) const MAX_COLLECTION_NAME_CHARS: usize = 64;
 /// Property names must be shorter than this (Keen: "< 256 characters").
-pub const MAX_PROPERTY_NAME_CHARS: usize = 256;
+pub(crate) const MAX_PROPERTY_NAME_CHARS: usize = 256;
 
 /// Why a collection name is refused; the message is shown to the client.
 pub fn collection_name_problem(name: &str) -> Option<String> {
@@ -85,7 +85,7 @@ pub fn property_name_problem(name: &str) -> Option<String> {
 /// Why a dotted property path (`page.info`, as add-ons name their inputs and outputs) is refused: every
 /// segment must be a valid property name, and a value at the path must fit within the event depth limit.
 /// The segments are counted before any is split out, so a path of 10,000 segments costs one pass.
-pub fn path_problem(path: &str) -> Option<String> {
+pub(crate) fn path_problem(path: &str) -> Option<String> {
     let shown: String = path.chars().take(100).collect();
     let segments = path.bytes().filter(|byte| *byte == b'.').count() + 1;
     if segments >= crate::event::MAX_EVENT_DEPTH {

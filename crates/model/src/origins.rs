@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::key_options::{KeyDefinitionError, invalid};
 
 /// Most origins one key may list.
-pub const MAX_ORIGINS: usize = 100;
+pub(crate) const MAX_ORIGINS: usize = 100;
 
 /// Why an origin-bound key refused a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,7 +134,8 @@ impl OriginPattern {
     }
 
     /// The pattern as a key definition writes it.
-    pub fn to_text(&self) -> String {
+    #[cfg(test)]
+    fn to_text(&self) -> String {
         let wildcard = if self.wildcard { "*." } else { "" };
         match self.port {
             Some(port) => format!("{}://{wildcard}{}:{port}", self.scheme, self.host),
@@ -144,7 +145,9 @@ impl OriginPattern {
 }
 
 /// Parses `options.origins` (`null` for no restriction).
-pub fn parse_origins(value: &Value) -> Result<Option<Vec<OriginPattern>>, KeyDefinitionError> {
+pub(crate) fn parse_origins(
+    value: &Value,
+) -> Result<Option<Vec<OriginPattern>>, KeyDefinitionError> {
     let items = match value {
         Value::Null => return Ok(None),
         Value::Array(items) => items,

@@ -13,7 +13,7 @@ pub fn pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
 }
 
 /// Percent-decodes `text`; with `plus_as_space`, `+` means a space (form encoding).
-pub fn percent_decode(text: &str, plus_as_space: bool) -> String {
+pub(crate) fn percent_decode(text: &str, plus_as_space: bool) -> String {
     let bytes = text.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut index = 0;

@@ -12,10 +12,10 @@ use crate::key_options::{KeyDefinitionError, invalid};
 use crate::query::{AnalysisType, Query};
 
 /// Shortest and longest refresh of a cached query, seconds.
-pub const MIN_REFRESH_SECONDS: u64 = 4 * 3600;
-pub const MAX_REFRESH_SECONDS: u64 = 48 * 3600;
+pub(crate) const MIN_REFRESH_SECONDS: u64 = 4 * 3600;
+pub(crate) const MAX_REFRESH_SECONDS: u64 = 48 * 3600;
 /// Longest saved query name.
-pub const MAX_NAME_CHARS: usize = 256;
+pub(crate) const MAX_NAME_CHARS: usize = 256;
 
 /// A validated saved query.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,7 +29,7 @@ pub struct SavedQueryDefinition {
 }
 
 /// Whether `name` can name a saved query.
-pub fn is_saved_query_name(name: &str) -> bool {
+pub(crate) fn is_saved_query_name(name: &str) -> bool {
     (1..=MAX_NAME_CHARS).contains(&name.len())
         && name
             .bytes()

@@ -8,10 +8,10 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 pub type EpochMillis = i64;
 
 /// The earliest instant Keyhole reads or computes: 0001-01-01T00:00:00Z.
-pub const MIN_INSTANT: EpochMillis = -62_135_596_800_000;
+pub(crate) const MIN_INSTANT: EpochMillis = -62_135_596_800_000;
 /// The end of the latest year Keyhole reads or computes: 10000-01-01T00:00:00Z (exclusive for
 /// timestamps, the furthest end of a timeframe). Four-digit years, as ISO 8601 writes them.
-pub const MAX_INSTANT: EpochMillis = 253_402_300_800_000;
+pub(crate) const MAX_INSTANT: EpochMillis = 253_402_300_800_000;
 
 /// Parses a client timestamp: RFC 3339 with `Z` or an offset, or a naive date-time (Python's
 /// `isoformat()` without a zone), which Keen reads as UTC. A bare date means its midnight UTC. Instants

@@ -22,14 +22,14 @@ use sha2::{Digest, Sha256};
 use crate::key_options::{KeyDefinitionError, invalid};
 
 /// Default age beyond which a Stripe-style signed delivery is refused (Stripe's own default).
-pub const DEFAULT_TOLERANCE_SECONDS: u64 = 300;
+pub(crate) const DEFAULT_TOLERANCE_SECONDS: u64 = 300;
 /// Shortest and longest accepted shared secrets.
 const SECRET_CHARS: std::ops::RangeInclusive<usize> = 16..=512;
 /// Longest signature header looked at; a longer one is refused unread.
-pub const MAX_SIGNATURE_HEADER_BYTES: usize = 1024;
+pub(crate) const MAX_SIGNATURE_HEADER_BYTES: usize = 1024;
 /// Most `v1=` signatures a Stripe-style header may carry (Stripe sends one per active secret, two while
 /// rolling a secret).
-pub const MAX_SIGNATURE_CANDIDATES: usize = 8;
+pub(crate) const MAX_SIGNATURE_CANDIDATES: usize = 8;
 
 /// How deliveries are signed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,7 +107,7 @@ impl DeliveryRefusal {
 }
 
 /// Parses `options.writes.webhook`.
-pub fn parse_webhook(value: &Value) -> Result<Option<WebhookRule>, KeyDefinitionError> {
+pub(crate) fn parse_webhook(value: &Value) -> Result<Option<WebhookRule>, KeyDefinitionError> {
     let object = match value {
         Value::Null => return Ok(None),
         Value::Object(object) => object,

@@ -82,19 +82,19 @@ pub enum Filter {
 }
 
 /// The only property the geo filter accepts (Keen's rule).
-pub const GEO_PROPERTY: &str = "keen.location.coordinates";
+pub(crate) const GEO_PROPERTY: &str = "keen.location.coordinates";
 
 /// Most conditions one filter list may hold, counting every operand of `or` groups. A query's lists
 /// together (root and funnel steps) share one such budget, see `Query::parse`.
-pub const MAX_FILTER_CONDITIONS: usize = 1_000;
+pub(crate) const MAX_FILTER_CONDITIONS: usize = 1_000;
 /// Most values one `in` filter may list.
-pub const MAX_IN_VALUES: usize = 10_000;
+pub(crate) const MAX_IN_VALUES: usize = 10_000;
 /// Deepest nesting of `or` groups (a plain list of filters is depth 1).
-pub const MAX_FILTER_DEPTH: usize = 8;
+pub(crate) const MAX_FILTER_DEPTH: usize = 8;
 /// Longest `regex` pattern, in bytes.
-pub const MAX_REGEX_BYTES: usize = 1_000;
+pub(crate) const MAX_REGEX_BYTES: usize = 1_000;
 /// Largest compiled `regex` program, in bytes (the `regex` crate's own default is 10 MiB).
-pub const MAX_COMPILED_REGEX_BYTES: usize = 1 << 20;
+pub(crate) const MAX_COMPILED_REGEX_BYTES: usize = 1 << 20;
 
 impl Filter {
     /// Parses a `filters` parameter: a list of filter objects (AND-ed). The limits above are checked
@@ -273,7 +273,7 @@ fn too_many_conditions() -> QueryError {
 }
 
 /// The conditions in a list of filters.
-pub fn count_conditions(filters: &[Filter]) -> usize {
+pub(crate) fn count_conditions(filters: &[Filter]) -> usize {
     filters.iter().map(Filter::conditions).sum()
 }
 

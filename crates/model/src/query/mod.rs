@@ -8,10 +8,7 @@ mod time;
 
 use serde_json::Value;
 
-pub use filter::{
-    Filter, GEO_PROPERTY, GeoRadius, MAX_FILTER_CONDITIONS, MAX_FILTER_DEPTH, MAX_IN_VALUES,
-    MAX_REGEX_BYTES, Operator,
-};
+pub use filter::{Filter, GeoRadius, Operator};
 pub use time::{Interval, TimeRange, Timeframe, Timezone, Unit, format_instant, now_millis};
 
 /// Why a query was refused. The server maps each to Keen's `error_code` and status.
@@ -99,7 +96,7 @@ impl AnalysisType {
     }
 
     /// Analyses computed over a `target_property`.
-    pub fn needs_target_property(self) -> bool {
+    pub(crate) fn needs_target_property(self) -> bool {
         !matches!(
             self,
             AnalysisType::Count

@@ -15,9 +15,9 @@ use super::{
 };
 
 /// Most entries a query may name in `group_by`, `order_by`, `steps` or `analyses`.
-pub const MAX_LIST_ENTRIES: usize = 100;
+pub(crate) const MAX_LIST_ENTRIES: usize = 100;
 /// Most `ranges` one group_by entry may list, and most `property_names` an extraction may keep.
-pub const MAX_RANGES_OR_NAMES: usize = 1_000;
+pub(crate) const MAX_RANGES_OR_NAMES: usize = 1_000;
 
 /// Turns a GET query string into the JSON object a POST body would be.
 pub fn params_from_query_string(query: &str) -> Result<Map<String, Value>, QueryError> {
