@@ -18,11 +18,11 @@ use std::collections::VecDeque;
 /// Most entries kept per collection.
 const MAX_ENTRIES: usize = 1024;
 /// Changes this close after the newest entry's time join that entry.
-pub const COALESCE_MILLIS: i64 = 60_000;
+pub(crate) const COALESCE_MILLIS: i64 = 60_000;
 
 /// A collection's changes (see the module docs).
 #[derive(Clone, Debug, Default)]
-pub struct ChangeLog {
+pub(crate) struct ChangeLog {
     /// (version, earliest event time changed at or after it), increasing in both.
     entries: VecDeque<(u64, i64)>,
 }
@@ -53,7 +53,7 @@ impl ChangeLog {
     }
 
     /// The earliest event time changed by a change after `version`, if any.
-    pub fn earliest_since(&self, version: u64) -> Option<i64> {
+    pub(crate) fn earliest_since(&self, version: u64) -> Option<i64> {
         let first_after = self
             .entries
             .partition_point(|&(recorded, _)| recorded <= version);

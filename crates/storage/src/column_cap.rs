@@ -16,7 +16,7 @@ use crate::manifest::{CollectionId, CollectionSchema};
 use crate::state::State;
 
 /// For each write of a group (in order), which of its events fit under the cap.
-pub fn admit_group(
+pub(crate) fn admit_group(
     state: &State,
     writes: &[(&CollectionId, &[PreparedEvent])],
     max_columns: usize,

@@ -17,12 +17,12 @@ use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use keyhole_model::ValueKind;
 use keyhole_model::flat::{CREATED_AT_COLUMN, FlatEvent, FlatValue, ID_COLUMN, TIMESTAMP_COLUMN};
 
-pub fn timestamp_type() -> DataType {
+pub(crate) fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
 }
 
 /// The Arrow type that holds values of one kind.
-pub fn data_type_of(kind: ValueKind) -> DataType {
+pub(crate) fn data_type_of(kind: ValueKind) -> DataType {
     let list_of = |item: DataType| DataType::List(Arc::new(Field::new("item", item, true)));
     match kind {
         ValueKind::Num => DataType::Float64,
@@ -35,7 +35,7 @@ pub fn data_type_of(kind: ValueKind) -> DataType {
 }
 
 /// The three fixed fields every collection's schema starts with.
-pub fn fixed_fields() -> Vec<Field> {
+pub(crate) fn fixed_fields() -> Vec<Field> {
     vec![
         Field::new(TIMESTAMP_COLUMN, timestamp_type(), false),
         Field::new(CREATED_AT_COLUMN, timestamp_type(), false),
@@ -44,7 +44,7 @@ pub fn fixed_fields() -> Vec<Field> {
 }
 
 /// A schema with the fixed fields and the given `{path}#{kind}` columns (in name order).
-pub fn schema_with_columns<'a>(columns: impl IntoIterator<Item = &'a String>) -> SchemaRef {
+pub(crate) fn schema_with_columns<'a>(columns: impl IntoIterator<Item = &'a String>) -> SchemaRef {
     let mut fields = fixed_fields();
     let mut names: Vec<&String> = columns.into_iter().collect();
     names.sort();
@@ -59,7 +59,7 @@ pub fn schema_with_columns<'a>(columns: impl IntoIterator<Item = &'a String>) ->
 }
 
 /// Widens (or narrows) a batch to `schema`: columns are matched by name, absent ones become nulls.
-pub fn conform_batch(batch: &RecordBatch, schema: &SchemaRef) -> RecordBatch {
+pub(crate) fn conform_batch(batch: &RecordBatch, schema: &SchemaRef) -> RecordBatch {
     if batch.schema() == *schema {
         return batch.clone();
     }
@@ -170,7 +170,7 @@ impl ColumnBuilder {
 /// writer thread looks up every property of every event here; a B-tree of names spent most of that time
 /// comparing strings). `take_batch` puts them in name order, the schema's.
 #[derive(Default)]
-pub struct RowBuffer {
+pub(crate) struct RowBuffer {
     timestamps: Vec<i64>,
     created_ats: Vec<i64>,
     ids: Vec<String>,
@@ -248,7 +248,7 @@ impl RowBuffer {
     }
 
     /// Turns the buffered rows into a batch (only the columns they use) and empties the buffer.
-    pub fn take_batch(&mut self) -> Option<RecordBatch> {
+    pub(crate) fn take_batch(&mut self) -> Option<RecordBatch> {
         if self.is_empty() {
             return None;
         }

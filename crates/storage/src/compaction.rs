@@ -42,7 +42,7 @@ use crate::parquet_reader::{batch_stream, decoded_bytes, stream_builder};
 
 /// How a merge may use memory.
 #[derive(Clone, Copy, Debug)]
-pub struct MergeMemory {
+pub(crate) struct MergeMemory {
     /// Rows gathered before they are sorted and spilled as one run.
     pub run_bytes: usize,
     /// Decoded bytes per batch read from a data file.
@@ -63,7 +63,7 @@ impl MergeMemory {
 }
 
 /// A merged day file, written locally and ready to be stored.
-pub struct MergedFile {
+pub(crate) struct MergedFile {
     pub local_path: PathBuf,
     /// Sorted runs spilled to disk (0: the day was sorted in memory).
     pub spilled_runs: usize,
@@ -73,7 +73,7 @@ pub struct MergedFile {
 }
 
 /// A directory removed with everything in it when dropped.
-pub struct SpillDirectory(PathBuf);
+pub(crate) struct SpillDirectory(PathBuf);
 
 impl SpillDirectory {
     /// A fresh directory under `<data dir>/tmp/`.
@@ -97,12 +97,12 @@ impl Drop for SpillDirectory {
 }
 
 /// Where merges spill; whatever a crash left there is removed at start-up ([`clear_tmp`]).
-pub fn tmp_dir(data_dir: &Path) -> PathBuf {
+pub(crate) fn tmp_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("tmp")
 }
 
 /// Removes what interrupted merges left behind.
-pub fn clear_tmp(data_dir: &Path) -> io::Result<()> {
+pub(crate) fn clear_tmp(data_dir: &Path) -> io::Result<()> {
     match std::fs::remove_dir_all(tmp_dir(data_dir)) {
         Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
         _ => Ok(()),
@@ -113,10 +113,11 @@ pub fn clear_tmp(data_dir: &Path) -> io::Result<()> {
 /// [`BETWEEN_WORK_INTERVAL`] while merging): a merge holds the maintenance lock for as long as a large day
 /// takes, so the engine uses it to flush the event buffer when it fills, instead of refusing writes until
 /// the merge ends.
-pub type BetweenWork = std::sync::Arc<dyn Fn() -> BoxFuture<'static, io::Result<()>> + Send + Sync>;
+pub(crate) type BetweenWork =
+    std::sync::Arc<dyn Fn() -> BoxFuture<'static, io::Result<()>> + Send + Sync>;
 
 /// How often a merge calls its [`BetweenWork`] at most.
-pub const BETWEEN_WORK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+pub(crate) const BETWEEN_WORK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Runs `work` on a blocking thread, driving its I/O with the current runtime: decoding Parquet,
 /// sorting and encoding are CPU work the request workers must not wait behind.
@@ -131,7 +132,7 @@ async fn on_blocking_thread<T: Send + 'static>(
 
 /// Merges `files` (one collection's day) into one Parquet file under `spill`, every batch conformed to
 /// `schema` and rows ordered by `cluster_by` then time. `None` when the files hold no rows.
-pub async fn merge_files(
+pub(crate) async fn merge_files(
     objects: &ObjectFiles,
     files: &[DataFile],
     schema: &SchemaRef,
@@ -210,7 +211,7 @@ pub async fn merge_files(
 /// Rewrites one data file without what `edit` removes, streaming: read in batches of a bounded byte size, each kept batch written at once to a
 /// local Parquet file under `spill`. The rows keep their order. Answers what was removed and the new file
 /// (`None` when nothing was removed, or nothing is left).
-pub async fn rewrite_file(
+pub(crate) async fn rewrite_file(
     objects: &ObjectFiles,
     file: &DataFile,
     memory: MergeMemory,

@@ -36,7 +36,7 @@ use crate::{Result, Storage, StorageError};
 
 /// What a delete removes.
 #[derive(Clone, Debug)]
-pub enum RowEdit {
+pub(crate) enum RowEdit {
     /// Events by `keen.id`, all with `keen.timestamp` in `[earliest, latest]`.
     Events {
         ids: Arc<HashSet<String>>,
@@ -112,7 +112,7 @@ impl RowEdit {
     }
 
     /// The WAL record of this edit on `collection`.
-    pub fn wal_entry(&self, collection: &CollectionId) -> WalEntry {
+    pub(crate) fn wal_entry(&self, collection: &CollectionId) -> WalEntry {
         let (project, collection) = (collection.project.clone(), collection.collection.clone());
         match self {
             RowEdit::Events {
@@ -139,7 +139,7 @@ impl RowEdit {
     }
 
     /// The edit a replayed WAL record describes, with its collection; `None` for other records.
-    pub fn from_wal_entry(entry: WalEntry) -> Option<(CollectionId, RowEdit)> {
+    pub(crate) fn from_wal_entry(entry: WalEntry) -> Option<(CollectionId, RowEdit)> {
         match entry {
             WalEntry::DeleteEvents {
                 project,
@@ -174,7 +174,7 @@ impl RowEdit {
     }
 
     /// The earliest event time the edit changes (for the change log).
-    pub fn earliest_time(&self) -> i64 {
+    pub(crate) fn earliest_time(&self) -> i64 {
         match self {
             RowEdit::Events { earliest, .. } => *earliest,
             RowEdit::Property { .. } => i64::MIN,
@@ -182,7 +182,7 @@ impl RowEdit {
     }
 
     /// Applies the edit to a collection's in-memory rows and schema; returns the rows (or cells) removed.
-    pub fn apply_to_memory(&self, collection: &mut CollectionState) -> usize {
+    pub(crate) fn apply_to_memory(&self, collection: &mut CollectionState) -> usize {
         collection.seal();
         let mut removed = 0;
         for batches in [&mut collection.sealed, &mut collection.flushing] {

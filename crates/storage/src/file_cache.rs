@@ -50,7 +50,7 @@ impl CacheState {
     }
 }
 
-pub struct FileCacheStore {
+pub(crate) struct FileCacheStore {
     inner: Arc<dyn ObjectStore>,
     budget_bytes: usize,
     state: Arc<Mutex<CacheState>>,
@@ -82,7 +82,7 @@ impl FileCacheStore {
     }
 
     /// Counts whole-file reads answered from memory (`hits`) and from the store (`misses`).
-    pub fn with_counters(
+    pub(crate) fn with_counters(
         self,
         hits: prometheus_client::metrics::counter::Counter,
         misses: prometheus_client::metrics::counter::Counter,
@@ -95,7 +95,7 @@ impl FileCacheStore {
     }
 
     /// Reports the bytes held to `budget` (its `FileCache` share is what the server sizes the cache by).
-    pub fn reporting_to(self, budget: MemoryBudget) -> FileCacheStore {
+    pub(crate) fn reporting_to(self, budget: MemoryBudget) -> FileCacheStore {
         self.lock().budget = Some(budget);
         self
     }
@@ -137,18 +137,18 @@ impl FileCacheStore {
     }
 
     /// Caches a file just written, with the metadata the underlying store reports for it.
-    pub async fn insert_written(&self, location: &Path, bytes: Bytes) -> Result<()> {
+    pub(crate) async fn insert_written(&self, location: &Path, bytes: Bytes) -> Result<()> {
         let meta = self.inner.head(location).await?;
         self.insert(location, meta, bytes);
         Ok(())
     }
 
     /// Whether a written file of `size` bytes would be kept.
-    pub fn would_keep(&self, size: u64) -> bool {
+    pub(crate) fn would_keep(&self, size: u64) -> bool {
         size as usize <= self.budget_bytes / 4
     }
 
-    pub fn evict(&self, location: &Path) {
+    pub(crate) fn evict(&self, location: &Path) {
         evict(&self.state, location);
     }
 

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use crate::shared::{KIND_ENTRIES, SharedLog};
 use crate::wal::{Wal, WalEntry, encode_entries};
 
-pub enum Journal {
+pub(crate) enum Journal {
     Local(Wal),
     Shared(SharedJournal),
 }
 
-pub struct SharedJournal {
+pub(crate) struct SharedJournal {
     pub log: Arc<dyn SharedLog>,
     /// The runtime the writer thread blocks on for the log's database calls.
     pub runtime: tokio::runtime::Handle,
@@ -61,7 +61,7 @@ impl Journal {
         }
     }
 
-    pub fn discard_pending(&mut self) {
+    pub(crate) fn discard_pending(&mut self) {
         match self {
             Journal::Local(wal) => wal.discard_pending(),
             Journal::Shared(shared) => shared.pending.clear(),
@@ -70,7 +70,7 @@ impl Journal {
 
     /// Whether later commits may be trusted (see [`Wal::is_consistent`]); a failed append to the shared
     /// log is a rolled-back transaction, so it always is.
-    pub fn is_consistent(&self) -> bool {
+    pub(crate) fn is_consistent(&self) -> bool {
         match self {
             Journal::Local(wal) => wal.is_consistent(),
             Journal::Shared(_) => true,

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::wal::sync_directory;
 
-pub const MANIFEST_FILE: &str = "manifest.json";
+pub(crate) const MANIFEST_FILE: &str = "manifest.json";
 const MANIFEST_TEMP_FILE: &str = "manifest.json.tmp";
 
 /// A collection is identified by its project and name.
@@ -74,7 +74,7 @@ impl CollectionSchema {
     }
 
     /// Every physical `{path}#{kind}` column the collection has.
-    pub fn column_names(&self) -> Vec<String> {
+    pub(crate) fn column_names(&self) -> Vec<String> {
         self.properties
             .iter()
             .flat_map(|(path, property)| {
@@ -88,7 +88,7 @@ impl CollectionSchema {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct CollectionManifest {
+pub(crate) struct CollectionManifest {
     pub id: CollectionId,
     pub schema: CollectionSchema,
     pub files: Vec<DataFile>,
@@ -99,7 +99,7 @@ pub struct CollectionManifest {
 pub const MANIFEST_FORMAT: u32 = 1;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
+pub(crate) struct Manifest {
     /// The format that wrote it (0 when absent: written before the field existed).
     #[serde(default)]
     pub version: u32,
@@ -117,7 +117,7 @@ impl Manifest {
     }
 
     /// Parses a manifest's JSON, refusing a format newer than this version reads.
-    pub fn from_json(bytes: &[u8]) -> io::Result<Manifest> {
+    pub(crate) fn from_json(bytes: &[u8]) -> io::Result<Manifest> {
         let manifest: Manifest = serde_json::from_slice(bytes)
             .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
         if manifest.version > MANIFEST_FORMAT {

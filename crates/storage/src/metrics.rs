@@ -130,7 +130,7 @@ impl StorageMetrics {
         );
     }
 
-    pub fn record_corrupt_wal(&self, segments: &[CorruptSegment]) {
+    pub(crate) fn record_corrupt_wal(&self, segments: &[CorruptSegment]) {
         for segment in segments {
             self.corrupt_wal_segments.inc();
             self.unreadable_wal_bytes
@@ -138,7 +138,7 @@ impl StorageMetrics {
         }
     }
 
-    pub fn record_quarantined_files(&self, count: usize) {
+    pub(crate) fn record_quarantined_files(&self, count: usize) {
         self.quarantined_data_files.inc_by(count as u64);
     }
 

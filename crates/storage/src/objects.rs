@@ -24,10 +24,10 @@ use crate::file_cache::FileCacheStore;
 const UPLOAD_PART_BYTES: usize = 8 * 1024 * 1024;
 
 /// Objects set aside by recovery live under this prefix; nothing reads or lists them.
-pub const QUARANTINE_PREFIX: &str = "quarantine/";
+pub(crate) const QUARANTINE_PREFIX: &str = "quarantine/";
 
 #[derive(Clone)]
-pub struct ObjectFiles {
+pub(crate) struct ObjectFiles {
     store: Arc<dyn ObjectStore>,
     cache: Option<Arc<FileCacheStore>>,
     /// Root directory when the store is the local filesystem.
@@ -116,7 +116,7 @@ impl ObjectFiles {
         self.store.clone()
     }
 
-    pub async fn put_durable(&self, path: &str, bytes: Bytes) -> std::io::Result<()> {
+    pub(crate) async fn put_durable(&self, path: &str, bytes: Bytes) -> std::io::Result<()> {
         let location = ObjectPath::from(path);
         self.store
             .put(&location, PutPayload::from_bytes(bytes.clone()))
@@ -135,7 +135,7 @@ impl ObjectFiles {
     /// Stores the local file `local` (written by this process, on the data directory's filesystem) as
     /// the object `path`, durably, without holding it in memory: moved into place on local disk, uploaded
     /// in parts to a bucket. A file small enough for the file cache is read into it. Answers its size.
-    pub async fn put_file_durable(
+    pub(crate) async fn put_file_durable(
         &self,
         path: &str,
         local: &std::path::Path,
@@ -221,7 +221,7 @@ impl ObjectFiles {
     }
 
     /// The bytes `range` of a file.
-    pub async fn get_range(
+    pub(crate) async fn get_range(
         &self,
         path: &str,
         range: std::ops::Range<u64>,
@@ -239,7 +239,7 @@ impl ObjectFiles {
     }
 
     /// Every object path in the store, except what was set aside (`quarantine/`).
-    pub async fn list_all(&self) -> std::io::Result<Vec<String>> {
+    pub(crate) async fn list_all(&self) -> std::io::Result<Vec<String>> {
         use futures::TryStreamExt;
         let objects: Vec<_> = self
             .store
@@ -258,7 +258,7 @@ impl ObjectFiles {
     /// holding `expected_rows` rows), if it cannot: missing, another size, without Parquet's `PAR1` magic
     /// at both ends, or with a footer that does not decode into metadata agreeing with the manifest (a
     /// damaged footer keeps the size and the magic, and would otherwise fail every read of the file).
-    pub async fn data_file_problem(
+    pub(crate) async fn data_file_problem(
         &self,
         path: &str,
         expected_bytes: usize,
@@ -352,7 +352,7 @@ impl ObjectFiles {
 
     /// Moves an object under `quarantine/` (kept for an operator to inspect, never read or listed);
     /// answers where it went.
-    pub async fn set_aside(&self, path: &str) -> std::io::Result<String> {
+    pub(crate) async fn set_aside(&self, path: &str) -> std::io::Result<String> {
         let target = format!("{QUARANTINE_PREFIX}{path}");
         self.store
             .rename(&ObjectPath::from(path), &ObjectPath::from(target.as_str()))
@@ -372,7 +372,7 @@ fn parse_s3_url(url: &str) -> Option<(&str, &str)> {
 
 /// Encodes a name for use as one path segment: ASCII letters and digits stay, every other byte
 /// becomes `-XX` (hex), so the segment is unambiguous and safe on every object store.
-pub fn encode_segment(name: &str) -> String {
+pub(crate) fn encode_segment(name: &str) -> String {
     let mut encoded = String::with_capacity(name.len());
     for byte in name.bytes() {
         if byte.is_ascii_alphanumeric() {

@@ -20,7 +20,7 @@ use crate::manifest::DataFile;
 use crate::objects::ObjectFiles;
 
 /// One data file of a known size on the engine's object store.
-pub struct ObjectFileReader {
+pub(crate) struct ObjectFileReader {
     store: Arc<dyn ObjectStore>,
     path: ObjectPath,
     size: u64,
@@ -77,7 +77,7 @@ impl AsyncFileReader for ObjectFileReader {
 }
 
 /// A stream builder over `file` (its footer read).
-pub async fn stream_builder(
+pub(crate) async fn stream_builder(
     objects: &ObjectFiles,
     file: &DataFile,
 ) -> Result<ParquetRecordBatchStreamBuilder<ObjectFileReader>> {
@@ -88,7 +88,7 @@ pub async fn stream_builder(
 /// string value before encoding (a column of repeated long strings is a few bytes of dictionary indices on
 /// disk and megabytes decoded), plus a 4-byte offset per string, plus the encoded size of the other
 /// columns; without those statistics, the worst case, every row as wide as the largest event.
-pub fn decoded_bytes(metadata: &ParquetMetaData) -> u64 {
+pub(crate) fn decoded_bytes(metadata: &ParquetMetaData) -> u64 {
     let mut bytes = 0i64;
     for group in metadata.row_groups() {
         for column in group.columns() {
@@ -114,7 +114,7 @@ fn rows_of(metadata: &ParquetMetaData) -> u64 {
 
 /// The rows per batch that keep one decoded batch near `target_bytes` (events differ in width by four
 /// orders of magnitude, so a fixed row count is no bound), from [`decoded_bytes`].
-pub fn rows_per_batch(metadata: &ParquetMetaData, target_bytes: usize) -> usize {
+pub(crate) fn rows_per_batch(metadata: &ParquetMetaData, target_bytes: usize) -> usize {
     let rows = rows_of(metadata);
     if rows == 0 {
         return 8192;
@@ -124,7 +124,7 @@ pub fn rows_per_batch(metadata: &ParquetMetaData, target_bytes: usize) -> usize 
 }
 
 /// The stream of a file whose footer `builder` read, in batches of about `target_bytes` decoded.
-pub fn batch_stream(
+pub(crate) fn batch_stream(
     builder: ParquetRecordBatchStreamBuilder<ObjectFileReader>,
     target_bytes: usize,
 ) -> Result<ParquetRecordBatchStream<ObjectFileReader>> {

@@ -26,7 +26,7 @@ use crate::wal::SegmentSpan;
 use crate::{Result, StorageError};
 
 /// The manifest (`None` when there is none), or a refusal when it does not parse.
-pub fn load_manifest(data_dir: &Path) -> Result<Option<Manifest>> {
+pub(crate) fn load_manifest(data_dir: &Path) -> Result<Option<Manifest>> {
     let path = data_dir.join(crate::manifest::MANIFEST_FILE);
     if !path.exists() {
         return Ok(None);
@@ -42,7 +42,7 @@ pub fn load_manifest(data_dir: &Path) -> Result<Option<Manifest>> {
 /// Without a manifest, data files are acceptable only as the output of a first flush that died before
 /// its manifest commit: the WAL must then still hold every record from the first one. Otherwise (the
 /// manifest was lost or renamed after flushes) refuse, since the files would look unlisted.
-pub async fn check_missing_manifest(
+pub(crate) async fn check_missing_manifest(
     data_dir: &Path,
     objects: &ObjectFiles,
     segments: &[SegmentSpan],
@@ -63,7 +63,7 @@ pub async fn check_missing_manifest(
 }
 
 /// Sets aside listed files that are missing or unreadable and unlists them; answers how many.
-pub async fn quarantine_unreadable_files(
+pub(crate) async fn quarantine_unreadable_files(
     objects: &ObjectFiles,
     manifest: &mut Manifest,
     metrics: &StorageMetrics,
@@ -104,7 +104,7 @@ pub async fn quarantine_unreadable_files(
 /// inside a file's pages rather than its footer), unlists them from `state`, and answers how many. With a
 /// shared store (`move_objects` false) the object stays where it is for the other nodes and this node
 /// only stops reading it.
-pub async fn set_aside_unreadable(
+pub(crate) async fn set_aside_unreadable(
     objects: &ObjectFiles,
     state: &mut crate::state::State,
     unreadable: Vec<(
@@ -144,7 +144,7 @@ pub async fn set_aside_unreadable(
 
 /// Removes the unlisted output of flushes that did not commit (their events are in the WAL) and sets
 /// every other unlisted data file aside. Call only after [`check_flushed_sequence`] passed.
-pub async fn handle_unlisted_files(
+pub(crate) async fn handle_unlisted_files(
     objects: &ObjectFiles,
     listed: &std::collections::HashSet<String>,
     flushed_sequence: u64,
@@ -182,7 +182,10 @@ fn written_after(path: &str, flushed_sequence: u64) -> bool {
 }
 
 /// Refuses a `flushed_sequence` the WAL contradicts.
-pub fn check_flushed_sequence(flushed_sequence: u64, segments: &[SegmentSpan]) -> Result<()> {
+pub(crate) fn check_flushed_sequence(
+    flushed_sequence: u64,
+    segments: &[SegmentSpan],
+) -> Result<()> {
     // Every flush closes the WAL's segment first, so records after the flushed sequence always live in
     // segments that start after it.
     if let Some(segment) = segments.iter().find(|segment| {

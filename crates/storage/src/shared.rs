@@ -83,14 +83,14 @@ impl std::fmt::Debug for SharedLogHandle {
     }
 }
 
-pub const KIND_ENTRIES: &str = "entries";
-pub const KIND_ROTATE: &str = "rotate";
-pub const KIND_FLUSHED: &str = "flushed";
-pub const KIND_SWAPPED: &str = "swapped";
+pub(crate) const KIND_ENTRIES: &str = "entries";
+pub(crate) const KIND_ROTATE: &str = "rotate";
+pub(crate) const KIND_FLUSHED: &str = "flushed";
+pub(crate) const KIND_SWAPPED: &str = "swapped";
 
 /// The payload of a `flushed` record.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Flushed {
+pub(crate) struct Flushed {
     /// The sequence of the `rotate` whose rows the files hold.
     pub through: u64,
     pub files: Vec<(CollectionId, Vec<DataFile>)>,
@@ -98,14 +98,14 @@ pub struct Flushed {
 
 /// The payload of a `swapped` record: each old file of a collection and its replacement, if any.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Swapped {
+pub(crate) struct Swapped {
     pub collection: CollectionId,
     pub replaced: Vec<(DataFile, Option<DataFile>)>,
 }
 
 /// What applying a record did that its appender must act on.
 #[derive(Debug, Default)]
-pub struct Applied {
+pub(crate) struct Applied {
     /// New files a maintenance record named that the state did not take (the collection was deleted or
     /// changed meanwhile): the appender deletes them.
     pub rejected_files: Vec<DataFile>,
@@ -122,7 +122,7 @@ pub struct Applied {
 
 /// Applies one entry of the log (a node's own after its commit, or another node's) to the state.
 /// `record_changes`: note the change for cached results (not needed while starting up).
-pub fn apply_entry(
+pub(crate) fn apply_entry(
     state: &mut State,
     tokens: &mut TokenIndex,
     entry: WalEntry,
@@ -189,7 +189,7 @@ pub fn apply_entry(
 /// never applied were removed: an error, never skipped). `maintenance_reflected_through`: maintenance
 /// records at or below it are already in the state (it was loaded from a checkpoint that far) and are
 /// skipped.
-pub fn apply_record(
+pub(crate) fn apply_record(
     state: &mut State,
     tokens: &mut TokenIndex,
     record: &SharedRecord,
@@ -299,6 +299,6 @@ fn parse_payload<T: serde::de::DeserializeOwned>(record: &SharedRecord) -> io::R
 }
 
 /// Serializes a maintenance payload.
-pub fn payload_of<T: Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn payload_of<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("payloads serialize")
 }

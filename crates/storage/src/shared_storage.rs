@@ -17,7 +17,7 @@ use crate::{
 
 /// How often a node applies what other nodes appended (the bound on cross-node freshness, with the time
 /// to read and apply it).
-pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(50);
+pub(crate) const FOLLOW_INTERVAL: Duration = Duration::from_millis(50);
 /// How long the maintenance lease lasts without renewal; a node that dies holding it blocks flushes and
 /// compactions for at most this long.
 const LEASE_TTL: Duration = Duration::from_secs(15);

@@ -18,7 +18,7 @@ const MAX_SEALED_BATCHES: usize = 16;
 const SEAL_BYTES: usize = 8 * 1024 * 1024;
 
 #[derive(Default)]
-pub struct CollectionState {
+pub(crate) struct CollectionState {
     /// Distinguishes a collection from a later one of the same name after a delete.
     pub incarnation: u64,
     pub schema: CollectionSchema,
@@ -53,7 +53,7 @@ impl CollectionState {
     }
 
     /// Marks `sealed` or `flushing` as changed, so their bytes are counted again.
-    pub fn batches_changed(&mut self) {
+    pub(crate) fn batches_changed(&mut self) {
         self.batch_bytes = None;
     }
 
@@ -90,7 +90,7 @@ impl CollectionState {
         self.sealed = vec![merged];
     }
 
-    pub fn memory_rows(&self) -> usize {
+    pub(crate) fn memory_rows(&self) -> usize {
         self.buffer.len() + self.sealed.iter().map(RecordBatch::num_rows).sum::<usize>()
     }
 }
@@ -107,7 +107,7 @@ pub struct State {
 }
 
 impl State {
-    pub fn from_manifest(manifest: Manifest) -> State {
+    pub(crate) fn from_manifest(manifest: Manifest) -> State {
         let mut state = State {
             flushed_sequence: manifest.flushed_sequence,
             ..State::default()
@@ -120,7 +120,7 @@ impl State {
         state
     }
 
-    pub fn collection_mut(&mut self, id: &CollectionId) -> &mut CollectionState {
+    pub(crate) fn collection_mut(&mut self, id: &CollectionId) -> &mut CollectionState {
         if !self.collections.contains_key(id) {
             self.next_incarnation += 1;
             let mut fresh = CollectionState {
@@ -136,7 +136,7 @@ impl State {
     }
 
     /// Records that `id`'s events from `earliest` on changed (see `changes`).
-    pub fn record_change(&mut self, id: &CollectionId, earliest: i64) {
+    pub(crate) fn record_change(&mut self, id: &CollectionId, earliest: i64) {
         self.change_version += 1;
         let version = self.change_version;
         if let Some(collection) = self.collections.get_mut(id) {
@@ -145,7 +145,7 @@ impl State {
     }
 
     /// Forgets a collection; returns the files that held its events.
-    pub fn remove_collection(&mut self, id: &CollectionId) -> Vec<DataFile> {
+    pub(crate) fn remove_collection(&mut self, id: &CollectionId) -> Vec<DataFile> {
         self.change_version += 1;
         self.collections
             .remove(id)
@@ -153,7 +153,7 @@ impl State {
             .unwrap_or_default()
     }
 
-    pub fn memory_rows(&self) -> usize {
+    pub(crate) fn memory_rows(&self) -> usize {
         self.collections
             .values()
             .map(CollectionState::memory_rows)
@@ -161,7 +161,7 @@ impl State {
     }
 
     /// Rows and bytes of every collection's unflushed rows (those being flushed included).
-    pub fn memory_size(&mut self) -> BufferedSize {
+    pub(crate) fn memory_size(&mut self) -> BufferedSize {
         let mut size = BufferedSize::default();
         for collection in self.collections.values_mut() {
             size.rows += collection.memory_rows();
@@ -171,7 +171,7 @@ impl State {
     }
 
     /// The manifest describing this state's files and schemas.
-    pub fn to_manifest(&self) -> Manifest {
+    pub(crate) fn to_manifest(&self) -> Manifest {
         Manifest {
             version: crate::manifest::MANIFEST_FORMAT,
             flushed_sequence: self.flushed_sequence,

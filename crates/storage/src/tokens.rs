@@ -22,7 +22,7 @@ const TOKEN_PATH: &str = "keen.uniqueness_token";
 
 /// The index, and the files that could not be read (each with why): the caller sets those aside, so one
 /// damaged file never keeps the engine from starting.
-pub async fn load_tokens_from_files(
+pub(crate) async fn load_tokens_from_files(
     objects: &ObjectFiles,
     state: &State,
 ) -> Result<(TokenIndex, Vec<(CollectionId, DataFile, String)>)> {
@@ -98,7 +98,7 @@ async fn read_file_tokens(
 
 /// Drops tokens first seen more than the uniqueness window before `now_millis` (and collections left
 /// with none); answers how many were dropped.
-pub fn prune_tokens(index: &mut TokenIndex, now_millis: i64) -> usize {
+pub(crate) fn prune_tokens(index: &mut TokenIndex, now_millis: i64) -> usize {
     let oldest_kept = now_millis.saturating_sub(UNIQUENESS_WINDOW_MILLIS);
     let mut dropped = 0;
     index.retain(|_, tokens| {

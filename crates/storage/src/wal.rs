@@ -219,7 +219,7 @@ impl<'a> ByteReader<'a> {
 }
 
 /// The open tail of the log. Appends are buffered until [`Wal::commit`] writes and fsyncs them.
-pub struct Wal {
+pub(crate) struct Wal {
     directory: PathBuf,
     segment: File,
     next_sequence: u64,
@@ -289,13 +289,13 @@ impl Wal {
     }
 
     /// Forgets appended records that were not committed (their sequence numbers are reused).
-    pub fn discard_pending(&mut self) {
+    pub(crate) fn discard_pending(&mut self) {
         self.pending.clear();
         self.next_sequence = self.committed_next_sequence;
     }
 
     /// Whether the segment holds exactly the committed records (see [`Wal::commit`]).
-    pub fn is_consistent(&self) -> bool {
+    pub(crate) fn is_consistent(&self) -> bool {
         self.consistent
     }
 
@@ -350,7 +350,7 @@ fn records_start(path: &Path, bytes: &[u8]) -> io::Result<usize> {
 }
 
 /// Makes a directory's entries (created, renamed or removed files) durable.
-pub fn sync_directory(directory: &Path) -> io::Result<()> {
+pub(crate) fn sync_directory(directory: &Path) -> io::Result<()> {
     File::open(directory)?.sync_all()
 }
 
@@ -525,7 +525,7 @@ fn set_aside_and_rewrite(
 }
 
 /// Entries in the WAL's record encoding (numbered from 1), for a record of the shared log (`shared`).
-pub fn encode_entries(entries: &[WalEntry]) -> Vec<u8> {
+pub(crate) fn encode_entries(entries: &[WalEntry]) -> Vec<u8> {
     let mut out = Vec::new();
     for (index, entry) in entries.iter().enumerate() {
         entry.encode(index as u64 + 1, &mut out);
@@ -534,7 +534,7 @@ pub fn encode_entries(entries: &[WalEntry]) -> Vec<u8> {
 }
 
 /// The entries of [`encode_entries`]' bytes; an error if any record is cut short or fails its checksum.
-pub fn decode_entries(mut bytes: &[u8]) -> io::Result<Vec<WalEntry>> {
+pub(crate) fn decode_entries(mut bytes: &[u8]) -> io::Result<Vec<WalEntry>> {
     let mut entries = Vec::new();
     while !bytes.is_empty() {
         let (length, _, entry) = read_record(bytes).ok_or_else(|| {
@@ -567,7 +567,7 @@ fn read_record(bytes: &[u8]) -> Option<(usize, u64, WalEntry)> {
 }
 
 /// Deletes closed segments whose records all have sequence numbers `<= flushed_through`.
-pub fn remove_flushed_segments(directory: &Path, flushed_through: u64) -> io::Result<()> {
+pub(crate) fn remove_flushed_segments(directory: &Path, flushed_through: u64) -> io::Result<()> {
     let segments = list_segments(directory)?;
     for pair in segments.windows(2) {
         let (_, path) = &pair[0];

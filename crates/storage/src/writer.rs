@@ -17,7 +17,7 @@ use crate::state::State;
 use crate::wal::WalEntry;
 
 /// How long a uniqueness token blocks duplicates (Keen: 31 days).
-pub const UNIQUENESS_WINDOW_MILLIS: i64 = 31 * 24 * 3600 * 1000;
+pub(crate) const UNIQUENESS_WINDOW_MILLIS: i64 = 31 * 24 * 3600 * 1000;
 /// Most commands taken into one group commit.
 const MAX_GROUP_COMMANDS: usize = 4096;
 
@@ -65,9 +65,9 @@ pub enum Command {
 }
 
 /// Uniqueness tokens seen per collection, with the `keen.created_at` of the event that used each.
-pub type TokenIndex = HashMap<CollectionId, HashMap<String, i64>>;
+pub(crate) type TokenIndex = HashMap<CollectionId, HashMap<String, i64>>;
 
-pub struct Writer {
+pub(crate) struct Writer {
     pub metrics: crate::metrics::StorageMetrics,
     pub journal: Journal,
     /// Most `{path}#{kind}` columns a collection may have; an event adding columns past it is refused.
