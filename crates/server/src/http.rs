@@ -40,9 +40,13 @@ use crate::errors::{ApiError, ErrorCode};
 /// Connection limits; see the module docs. ARCHITECTURE.md lists the defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpLimits {
+    /// How long a client has to send a request's headers; also how long an idle connection stays open.
     pub header_read_timeout: Duration,
+    /// How long a client has to send a request's whole body once its headers arrived.
     pub body_timeout: Duration,
+    /// Open connections at most; more are answered 503 and closed.
     pub max_connections: usize,
+    /// Most bytes of a request's line and headers.
     pub max_header_bytes: usize,
 }
 

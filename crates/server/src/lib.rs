@@ -2,7 +2,7 @@
 //! each route's required permission in their type, and the one place domain errors become Keen error
 //! bodies. [`app`] builds the whole router so tests can drive it in-process or behind a real socket.
 
-#![warn(unreachable_pub)]
+#![warn(missing_docs, unreachable_pub)]
 
 mod access;
 mod byte_bounded;

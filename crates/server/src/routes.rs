@@ -16,7 +16,9 @@ use crate::{console, datasets, deletes, inspect, keys, projects, query, saved_qu
 pub struct RouteSpec {
     /// Lower-case HTTP method.
     pub method: &'static str,
+    /// The route's path, in axum's syntax (`{name}` for a segment).
     pub path: &'static str,
+    /// What the route requires of its caller.
     pub requirement: Requirement,
 }
 

@@ -21,9 +21,13 @@ const ATTEMPTS: usize = 10;
 /// What a copy holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CopySummary {
+    /// The WAL sequence through which the copied files hold every event.
     pub flushed_sequence: u64,
+    /// Data files copied.
     pub data_files: usize,
+    /// WAL segments copied.
     pub wal_segments: usize,
+    /// Bytes copied.
     pub bytes: u64,
 }
 

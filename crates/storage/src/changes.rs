@@ -29,7 +29,7 @@ pub(crate) struct ChangeLog {
 
 impl ChangeLog {
     /// Records a change at `version` (greater than every recorded one) touching times from `earliest`.
-    pub fn record(&mut self, version: u64, earliest: i64) {
+    pub(crate) fn record(&mut self, version: u64, earliest: i64) {
         while self
             .entries
             .back()

@@ -200,20 +200,20 @@ fn stored_bytes(value: &FlatValue) -> usize {
 }
 
 impl RowBuffer {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.timestamps.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.timestamps.is_empty()
     }
 
     /// About how many bytes the buffered rows take.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
 
-    pub fn append(&mut self, event: &FlatEvent) {
+    pub(crate) fn append(&mut self, event: &FlatEvent) {
         let row_count_before = self.len();
         // One reused buffer for `{path}#{kind}`: the column is looked up by `&str` and a name is allocated
         // only for a new column (this runs on the writer thread for every property of every event).

@@ -53,7 +53,7 @@ pub(crate) struct MergeMemory {
 
 impl MergeMemory {
     /// Limits that keep a merge within `bytes` (see the module docs for the factors).
-    pub fn within(bytes: usize) -> MergeMemory {
+    pub(crate) fn within(bytes: usize) -> MergeMemory {
         MergeMemory {
             run_bytes: (bytes / 4).max(1024 * 1024),
             read_batch_bytes: (bytes / 32).clamp(64 * 1024, 4 * 1024 * 1024),
@@ -77,7 +77,7 @@ pub(crate) struct SpillDirectory(PathBuf);
 
 impl SpillDirectory {
     /// A fresh directory under `<data dir>/tmp/`.
-    pub fn create(data_dir: &Path) -> io::Result<SpillDirectory> {
+    pub(crate) fn create(data_dir: &Path) -> io::Result<SpillDirectory> {
         let mut random = [0u8; 8];
         rand::fill(&mut random);
         let path = tmp_dir(data_dir).join(format!("merge-{:016x}", u64::from_be_bytes(random)));
@@ -85,7 +85,7 @@ impl SpillDirectory {
         Ok(SpillDirectory(path))
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }

@@ -71,7 +71,7 @@ impl RowEdit {
     }
 
     /// The batch without the removed rows or columns, and how many rows (or cells) went.
-    pub fn apply(&self, batch: &RecordBatch) -> (RecordBatch, usize) {
+    pub(crate) fn apply(&self, batch: &RecordBatch) -> (RecordBatch, usize) {
         match self {
             RowEdit::Events { ids, .. } => {
                 let Some(column) = batch

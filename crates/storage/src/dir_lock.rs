@@ -16,6 +16,7 @@ pub struct DataDirLock {
     _file: File,
 }
 
+/// Takes the data directory's lock, waiting up to `wait` for another engine to release it.
 pub async fn lock_data_dir(data_dir: &Path, wait: Duration) -> Result<DataDirLock> {
     let path = data_dir.join("LOCK");
     let file = OpenOptions::new()

@@ -71,7 +71,7 @@ impl fmt::Display for FileCacheStore {
 }
 
 impl FileCacheStore {
-    pub fn new(inner: Arc<dyn ObjectStore>, budget_bytes: usize) -> FileCacheStore {
+    pub(crate) fn new(inner: Arc<dyn ObjectStore>, budget_bytes: usize) -> FileCacheStore {
         FileCacheStore {
             inner,
             budget_bytes,
@@ -112,7 +112,7 @@ impl FileCacheStore {
     /// files beyond the budget. The path is the caller's, not the store's metadata: an S3 store behind a
     /// prefix (object_store's `PrefixStore`) answers `head` with the prefix still in the location, so nothing
     /// cached was ever found again.
-    pub fn insert(&self, location: &Path, mut meta: ObjectMeta, bytes: Bytes) {
+    pub(crate) fn insert(&self, location: &Path, mut meta: ObjectMeta, bytes: Bytes) {
         if bytes.len() > self.budget_bytes / 4 {
             return;
         }

@@ -21,7 +21,7 @@ pub(crate) struct SharedJournal {
 }
 
 impl SharedJournal {
-    pub fn new(log: Arc<dyn SharedLog>, runtime: tokio::runtime::Handle) -> SharedJournal {
+    pub(crate) fn new(log: Arc<dyn SharedLog>, runtime: tokio::runtime::Handle) -> SharedJournal {
         SharedJournal {
             log,
             runtime,
@@ -31,7 +31,7 @@ impl SharedJournal {
 }
 
 impl Journal {
-    pub fn append(&mut self, entry: &WalEntry) {
+    pub(crate) fn append(&mut self, entry: &WalEntry) {
         match self {
             Journal::Local(wal) => {
                 wal.append(entry);
@@ -44,7 +44,7 @@ impl Journal {
 
     /// Makes the appended entries durable. With the shared log, the sequence of the group's record
     /// (`None` when nothing was appended).
-    pub fn commit(&mut self) -> io::Result<Option<u64>> {
+    pub(crate) fn commit(&mut self) -> io::Result<Option<u64>> {
         match self {
             Journal::Local(wal) => wal.commit().map(|()| None),
             Journal::Shared(shared) => {
@@ -77,7 +77,7 @@ impl Journal {
         }
     }
 
-    pub fn shared(&self) -> Option<&SharedJournal> {
+    pub(crate) fn shared(&self) -> Option<&SharedJournal> {
         match self {
             Journal::Local(_) => None,
             Journal::Shared(shared) => Some(shared),

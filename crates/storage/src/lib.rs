@@ -7,6 +7,8 @@
 //! memory are read alike (`Storage::scan` materializes a snapshot, for tests and tools).
 //! See ARCHITECTURE.md for the life of one write.
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod backup;
 mod buffer_limit;
 mod changes;
@@ -55,10 +57,13 @@ use crate::writer::{Command, TokenIndex, Writer};
 /// Storage failures. Callers show clients a generic error and log the detail.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
+    /// Reading or writing failed.
     #[error("storage i/o failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The engine is closed.
     #[error("storage is shut down")]
     Closed,
+    /// Another engine holds the data directory.
     #[error("the data directory {0} is in use by another keyhole process")]
     DataDirInUse(String),
     /// The data directory contradicts itself in a way recovery must not guess about (see `recovery`).
@@ -86,13 +91,16 @@ impl StorageError {
     }
 }
 
+/// A storage result.
 pub type Result<T> = std::result::Result<T, StorageError>;
 
 /// The default of [`StorageConfig::max_columns_per_collection`].
 pub const DEFAULT_MAX_COLUMNS_PER_COLLECTION: usize = 1_000;
 
+/// How an engine is opened: where, how it flushes and compacts, its limits and its memory budget.
 #[derive(Clone, Debug)]
 pub struct StorageConfig {
+    /// The directory of the WAL, the manifest and (by default) the Parquet files.
     pub data_dir: PathBuf,
     /// Flush to Parquet once this many rows are buffered in memory.
     pub flush_rows: usize,
@@ -153,6 +161,7 @@ impl ObjectsLocation {
 }
 
 impl StorageConfig {
+    /// The defaults for an engine on `data_dir` (flush every 30 s or 200,000 rows, files in the data directory).
     pub fn new(data_dir: impl Into<PathBuf>) -> StorageConfig {
         StorageConfig {
             data_dir: data_dir.into(),
@@ -175,11 +184,14 @@ impl StorageConfig {
 /// Half-open event-time range `[start, end)` in epoch milliseconds; `None` is unbounded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TimeRange {
+    /// The first millisecond in the range.
     pub start_millis: Option<i64>,
+    /// The first millisecond past the range.
     pub end_millis: Option<i64>,
 }
 
 impl TimeRange {
+    /// Every event time.
     pub const ALL: TimeRange = TimeRange {
         start_millis: None,
         end_millis: None,
@@ -212,11 +224,14 @@ impl TimeRange {
 /// A collection's rows in a time range, every batch shaped to `schema`.
 #[derive(Clone, Debug)]
 pub struct CollectionScan {
+    /// The collection's schema, which every batch has.
     pub schema: SchemaRef,
+    /// The rows, from files and memory.
     pub batches: Vec<RecordBatch>,
 }
 
 impl CollectionScan {
+    /// How many rows the scan holds.
     pub fn num_rows(&self) -> usize {
         self.batches.iter().map(RecordBatch::num_rows).sum()
     }
@@ -225,8 +240,11 @@ impl CollectionScan {
 /// See [`Storage::snapshot`].
 #[derive(Clone, Debug)]
 pub struct CollectionSnapshot {
+    /// The collection's schema; the memory batches are shaped to it.
     pub schema: SchemaRef,
+    /// The Parquet files that may hold events of the range.
     pub files: Vec<DataFile>,
+    /// The in-memory rows in the range.
     pub memory: Vec<RecordBatch>,
 }
 
@@ -482,6 +500,7 @@ impl Storage {
         compaction::tmp_dir(&self.inner.config.data_dir)
     }
 
+    /// The engine's metrics, for the server to register and serve.
     pub fn metrics(&self) -> &StorageMetrics {
         &self.inner.metrics
     }
@@ -588,6 +607,7 @@ impl Storage {
             .unwrap_or_default()
     }
 
+    /// The object store the engine's Parquet files are in.
     pub fn object_store(&self) -> std::sync::Arc<dyn object_store::ObjectStore> {
         self.inner.objects.store()
     }

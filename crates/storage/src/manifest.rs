@@ -23,7 +23,9 @@ const MANIFEST_TEMP_FILE: &str = "manifest.json.tmp";
 /// A collection is identified by its project and name.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct CollectionId {
+    /// The project's id.
     pub project: String,
+    /// The collection's name.
     pub collection: String,
 }
 
@@ -32,27 +34,36 @@ pub struct CollectionId {
 pub struct DataFile {
     /// Path inside the object store.
     pub path: String,
+    /// The UTC day of `keen.timestamp` the file holds (`YYYY-MM-DD`).
     pub day: String,
+    /// The earliest `keen.timestamp` in the file.
     pub min_timestamp_millis: i64,
+    /// The latest `keen.timestamp` in the file.
     pub max_timestamp_millis: i64,
+    /// Rows in the file.
     pub rows: usize,
+    /// The file's size in bytes.
     pub bytes: usize,
 }
 
 /// Per property path: every kind it has held, and the kind of the most recently written value.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PropertySchema {
+    /// Every JSON kind the property has held (one column each).
     pub kinds: BTreeSet<ValueKind>,
+    /// The kind of its most recently written value.
     pub latest: ValueKind,
 }
 
 /// A collection's schema: property path → its kinds.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CollectionSchema {
+    /// Each property path's kinds.
     pub properties: BTreeMap<String, PropertySchema>,
 }
 
 impl CollectionSchema {
+    /// Records that `path` held a value of `kind`.
     pub fn record(&mut self, path: &str, kind: ValueKind) {
         // Looked up by `&str` first: the writer records every property of every event, and allocating the
         // path each time showed in the ingest profile.
@@ -108,7 +119,7 @@ pub(crate) struct Manifest {
 }
 
 impl Manifest {
-    pub fn load(directory: &Path) -> io::Result<Manifest> {
+    pub(crate) fn load(directory: &Path) -> io::Result<Manifest> {
         let path = directory.join(MANIFEST_FILE);
         if !path.exists() {
             return Ok(Manifest::default());
@@ -133,7 +144,7 @@ impl Manifest {
     }
 
     /// The manifest's JSON, marked with the format this version writes.
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         let current = Manifest {
             version: MANIFEST_FORMAT,
             ..self.clone()
@@ -141,7 +152,7 @@ impl Manifest {
         serde_json::to_string_pretty(&current).expect("manifest serializes")
     }
 
-    pub fn store(&self, directory: &Path) -> io::Result<()> {
+    pub(crate) fn store(&self, directory: &Path) -> io::Result<()> {
         let temp_path = directory.join(MANIFEST_TEMP_FILE);
         let mut file = fs::File::create(&temp_path)?;
         file.write_all(self.to_json().as_bytes())?;

@@ -13,15 +13,23 @@ use crate::wal::CorruptSegment;
 /// The metrics of one storage engine; cheap to clone (the metrics are shared).
 #[derive(Clone, Debug)]
 pub struct StorageMetrics {
+    /// Seconds each WAL group commit took (write and fdatasync).
     pub wal_commit_seconds: Histogram,
+    /// Events stored.
     pub ingested_events: Counter,
+    /// Bytes of the events stored.
     pub ingested_bytes: Counter,
+    /// Seconds each flush to Parquet took.
     pub flush_seconds: Histogram,
+    /// Seconds each compaction took.
     pub compaction_seconds: Histogram,
     /// Sorted runs compaction spilled to disk (a day larger than its memory).
     pub compaction_spilled_runs: Counter,
+    /// Rows acknowledged and not yet in Parquet.
     pub buffered_rows: Gauge,
+    /// Reads the file cache answered.
     pub file_cache_hits: Counter,
+    /// Reads the file cache passed to the object store.
     pub file_cache_misses: Counter,
     corrupt_wal_segments: Counter,
     unreadable_wal_bytes: Counter,
@@ -142,6 +150,7 @@ impl StorageMetrics {
         self.quarantined_data_files.inc_by(count as u64);
     }
 
+    /// What recovery found wrong since the engine opened.
     pub fn health(&self) -> HealthCounts {
         HealthCounts {
             corrupt_wal_segments: self.corrupt_wal_segments.get(),

@@ -36,7 +36,7 @@ pub(crate) struct ObjectFiles {
 
 impl ObjectFiles {
     /// A store rooted at a local directory (created if missing), with `cache_bytes` of file cache.
-    pub fn local(
+    pub(crate) fn local(
         root: PathBuf,
         cache_bytes: usize,
         metrics: &crate::metrics::StorageMetrics,
@@ -57,7 +57,7 @@ impl ObjectFiles {
     /// A store at `s3://bucket/prefix` on any S3-compatible service: region, credentials and endpoint
     /// come from the environment (`AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
     /// `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP` for a plain-HTTP endpoint), as every AWS tool reads them.
-    pub fn s3(
+    pub(crate) fn s3(
         url: &str,
         cache_bytes: usize,
         metrics: &crate::metrics::StorageMetrics,
@@ -112,7 +112,7 @@ impl ObjectFiles {
         }
     }
 
-    pub fn store(&self) -> Arc<dyn ObjectStore> {
+    pub(crate) fn store(&self) -> Arc<dyn ObjectStore> {
         self.store.clone()
     }
 
@@ -211,7 +211,7 @@ impl ObjectFiles {
         .map_err(std::io::Error::other)?
     }
 
-    pub async fn get(&self, path: &str) -> std::io::Result<Bytes> {
+    pub(crate) async fn get(&self, path: &str) -> std::io::Result<Bytes> {
         let result = self
             .store
             .get(&ObjectPath::from(path))
@@ -232,7 +232,7 @@ impl ObjectFiles {
             .map_err(std::io::Error::other)
     }
 
-    pub async fn delete(&self, path: &str) {
+    pub(crate) async fn delete(&self, path: &str) {
         if let Err(error) = self.store.delete(&ObjectPath::from(path)).await {
             tracing::warn!(path, %error, "could not delete data file");
         }

@@ -27,7 +27,7 @@ pub(crate) struct ObjectFileReader {
 }
 
 impl ObjectFileReader {
-    pub fn new(objects: &ObjectFiles, file: &DataFile) -> ObjectFileReader {
+    pub(crate) fn new(objects: &ObjectFiles, file: &DataFile) -> ObjectFileReader {
         ObjectFileReader {
             store: objects.store(),
             path: ObjectPath::from(file.path.as_str()),

@@ -33,6 +33,7 @@ use crate::state::State;
 use crate::wal::WalEntry;
 use crate::writer::TokenIndex;
 
+/// A boxed future, as the shared log's methods return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The lease a node holds while it flushes, compacts or rewrites files.
@@ -41,8 +42,11 @@ pub const MAINTENANCE_LEASE: &str = "maintenance";
 /// One record of the shared log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SharedRecord {
+    /// The record's place in the log.
     pub sequence: u64,
+    /// What the record is (`entries`, `rotate`, `flushed`, `swapped`).
     pub kind: String,
+    /// The record's bytes.
     pub payload: Vec<u8>,
 }
 
@@ -70,6 +74,7 @@ pub trait SharedLog: Send + Sync + 'static {
     fn truncate_through(&self, sequence: u64) -> BoxFuture<'_, io::Result<()>>;
     /// Takes or renews the maintenance lease for `ttl_millis`; whether this node holds it.
     fn try_lease(&self, ttl_millis: i64) -> BoxFuture<'_, io::Result<bool>>;
+    /// Gives the maintenance lease up.
     fn release_lease(&self) -> BoxFuture<'_, io::Result<()>>;
 }
 

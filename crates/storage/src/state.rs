@@ -36,13 +36,14 @@ pub(crate) struct CollectionState {
 /// What the unflushed rows of the engine hold.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BufferedSize {
+    /// Rows buffered.
     pub rows: usize,
     /// Arrow buffers of sealed and flushing batches plus the row builders' estimate.
     pub bytes: usize,
 }
 
 impl CollectionState {
-    pub fn append(&mut self, event: &FlatEvent) {
+    pub(crate) fn append(&mut self, event: &FlatEvent) {
         for (path, value) in &event.properties {
             self.schema.record(path, value.kind());
         }
@@ -58,7 +59,7 @@ impl CollectionState {
     }
 
     /// The bytes the collection's unflushed rows hold.
-    pub fn memory_bytes(&mut self) -> usize {
+    pub(crate) fn memory_bytes(&mut self) -> usize {
         let batch_bytes = *self.batch_bytes.get_or_insert_with(|| {
             self.sealed
                 .iter()
@@ -70,7 +71,7 @@ impl CollectionState {
     }
 
     /// Seals the row buffer so its rows are readable as a batch.
-    pub fn seal(&mut self) {
+    pub(crate) fn seal(&mut self) {
         let Some(batch) = self.buffer.take_batch() else {
             return;
         };
@@ -96,7 +97,7 @@ impl CollectionState {
 }
 
 #[derive(Default)]
-pub struct State {
+pub(crate) struct State {
     pub flushed_sequence: u64,
     /// With a shared log (`shared`): the sequence of the last record applied.
     pub applied_sequence: u64,

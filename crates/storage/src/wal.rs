@@ -39,26 +39,40 @@ const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
 pub enum WalEntry {
     /// Events of one collection, each as its final JSON text.
     Events {
+        /// The project's id.
         project: String,
+        /// The collection's name.
         collection: String,
+        /// Each event's final JSON text.
         events: Vec<bytes::Bytes>,
     },
+    /// A whole collection deleted.
     DeleteCollection {
+        /// The project's id.
         project: String,
+        /// The collection's name.
         collection: String,
     },
     /// The events with these `keen.id`s, all with `keen.timestamp` in `[earliest, latest]`.
     DeleteEvents {
+        /// The project's id.
         project: String,
+        /// The collection's name.
         collection: String,
+        /// The deleted events' `keen.id`s.
         ids: Vec<String>,
+        /// The earliest `keen.timestamp` among them.
         earliest: i64,
+        /// The latest `keen.timestamp` among them.
         latest: i64,
     },
     /// A property (and every property nested under it) of every event.
     DeleteProperty {
+        /// The project's id.
         project: String,
+        /// The collection's name.
         collection: String,
+        /// The property deleted.
         property: String,
     },
 }
@@ -235,7 +249,7 @@ pub(crate) struct Wal {
 
 impl Wal {
     /// Starts a fresh segment whose first record will carry `next_sequence`.
-    pub fn create(directory: &Path, next_sequence: u64) -> io::Result<Wal> {
+    pub(crate) fn create(directory: &Path, next_sequence: u64) -> io::Result<Wal> {
         fs::create_dir_all(directory)?;
         let segment = create_segment(directory, next_sequence)?;
         let committed_len = segment.metadata()?.len();
@@ -251,7 +265,7 @@ impl Wal {
     }
 
     /// Buffers one entry; returns its sequence number.
-    pub fn append(&mut self, entry: &WalEntry) -> u64 {
+    pub(crate) fn append(&mut self, entry: &WalEntry) -> u64 {
         let sequence = self.next_sequence;
         entry.encode(sequence, &mut self.pending);
         self.next_sequence += 1;
@@ -262,7 +276,7 @@ impl Wal {
     /// full disk, an I/O error) the appended records are dropped and the segment is cut back to its last
     /// commit and synced again, so the log stays exactly what was acknowledged and later commits may
     /// succeed (once space is freed); if even that fails, [`Wal::is_consistent`] turns false.
-    pub fn commit(&mut self) -> io::Result<()> {
+    pub(crate) fn commit(&mut self) -> io::Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -300,12 +314,12 @@ impl Wal {
     }
 
     /// Sequence number of the last committed record (0 when none was ever written).
-    pub fn last_sequence(&self) -> u64 {
+    pub(crate) fn last_sequence(&self) -> u64 {
         self.next_sequence - 1
     }
 
     /// Closes the current segment and starts a new one; returns the last sequence of the old ones.
-    pub fn rotate(&mut self) -> io::Result<u64> {
+    pub(crate) fn rotate(&mut self) -> io::Result<u64> {
         self.commit()?;
         self.segment = create_segment(&self.directory, self.next_sequence)?;
         self.committed_len = self.segment.metadata()?.len();
@@ -392,14 +406,18 @@ pub struct ReplayReport {
 /// One segment's first sequence number (from its name) and its last intact record's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmentSpan {
+    /// The sequence the segment starts at (from its name).
     pub first_sequence: u64,
+    /// The sequence of its last intact record, if any.
     pub last_record: Option<u64>,
 }
 
 /// A segment with corruption in the middle: what was lost and where the original was kept.
 #[derive(Debug)]
 pub struct CorruptSegment {
+    /// The segment that was damaged.
     pub segment: PathBuf,
+    /// Where its original was set aside.
     pub quarantined_to: PathBuf,
     /// Bytes that held no intact record.
     pub unreadable_bytes: usize,

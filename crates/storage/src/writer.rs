@@ -25,12 +25,15 @@ const MAX_GROUP_COMMANDS: usize = 4096;
 /// refused because it would give its collection more property columns than the cap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteOutcome {
+    /// Stored: durable and visible.
     Stored,
+    /// Already stored (its `keen.uniqueness_token` was seen): not stored again.
     Duplicate,
+    /// Refused: it would give its collection more property columns than its cap.
     TooManyColumns,
 }
 
-pub enum Command {
+pub(crate) enum Command {
     Write {
         collection: CollectionId,
         events: Vec<PreparedEvent>,
@@ -104,7 +107,7 @@ enum Staged {
 }
 
 impl Writer {
-    pub fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    pub(crate) fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         while let Some(first) = commands.blocking_recv() {
             let mut group = vec![first];
             while group.len() < MAX_GROUP_COMMANDS {

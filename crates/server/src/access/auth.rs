@@ -46,12 +46,14 @@ pub enum Requirement {
 
 /// A requirement fixed at compile time, used as `Authorized<P>`'s type parameter.
 pub trait Policy: Send + Sync + 'static {
+    /// What a route under this policy requires of its caller.
     const REQUIREMENT: Requirement;
 }
 
 macro_rules! policies {
     ($($name:ident => $requirement:expr,)*) => {
         $(
+            #[doc = concat!("The policy `", stringify!($name), "`: ", stringify!($requirement), ".")]
             pub struct $name;
             impl Policy for $name {
                 const REQUIREMENT: Requirement = $requirement;
