@@ -15,8 +15,11 @@ use crate::timestamp::{EpochMillis, parse_timestamp};
 /// A validated access-key definition.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AccessKeyDefinition {
+    /// The key's name, unique in its project.
     pub name: String,
+    /// Whether the key is active (not revoked).
     pub is_active: bool,
+    /// The operations the key permits.
     pub permitted: Vec<Operation>,
     /// When the key stops working (Keyhole extension); `None` for never.
     pub expires_at: Option<EpochMillis>,
@@ -104,6 +107,7 @@ impl AccessKeyDefinition {
         })
     }
 
+    /// The permitted operations by their Keen names, as the API shows them.
     pub fn permitted_names(&self) -> Value {
         json!(
             self.permitted

@@ -45,10 +45,15 @@ const MAX_REFERRER_LABELS: usize = 5;
 /// The add-ons Keen documents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AddonKind {
+    /// `keen:ip_to_geo`.
     IpToGeo,
+    /// `keen:ua_parser`.
     UaParser,
+    /// `keen:url_parser`.
     UrlParser,
+    /// `keen:referrer_parser`.
     ReferrerParser,
+    /// `keen:date_time_parser`.
     DateTimeParser,
 }
 
@@ -93,9 +98,11 @@ impl AddonKind {
 /// One parsed add-on spec.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AddonSpec {
+    /// Which add-on.
     pub kind: AddonKind,
     /// Parameter name → dotted input path.
     pub input: Vec<(String, String)>,
+    /// The property path the add-on writes its output to.
     pub output: String,
     /// `ip_to_geo`'s `remove_ip_property`: drop the input property once used.
     pub remove_input: bool,

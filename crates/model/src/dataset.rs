@@ -21,10 +21,13 @@ pub(crate) const MAX_INDEX_PROPERTIES: usize = 10;
 /// A validated dataset definition.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DatasetDefinition {
+    /// The dataset's name, unique in its project.
     pub name: String,
+    /// The name shown to people.
     pub display_name: String,
     /// The query object as given, with `analysis_type`.
     pub query_json: Map<String, Value>,
+    /// The properties results are indexed by.
     pub index_by: Vec<String>,
 }
 
@@ -138,6 +141,7 @@ impl DatasetDefinition {
 /// One index property's value in a results request: the values an event's property may hold to match.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IndexValue {
+    /// The index property.
     pub property: String,
     /// One value, or two for a raw value that reads as a number or boolean (the text and the typed value).
     pub matches: Vec<Value>,

@@ -36,14 +36,19 @@ const MAX_TOKEN_ID_CHARS: usize = 64;
 /// Why a token was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
+    /// The token does not decode, or its header or claims are not what a token holds.
     #[error("the token is not a well-formed Keyhole embed token: {0}")]
     Malformed(String),
+    /// The signature does not verify with the key's public key.
     #[error("the token's signature does not verify")]
     BadSignature,
+    /// The token is past its `exp`.
     #[error("the token has expired")]
     Expired,
+    /// The token's `nbf` is still ahead.
     #[error("the token is not valid yet")]
     NotYetValid,
+    /// The claims are invalid or would widen the key.
     #[error("the token's claims are refused: {0}")]
     Claims(String),
 }
@@ -51,10 +56,15 @@ pub enum TokenError {
 /// A token's verified claims.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TokenClaims {
+    /// The token's id (`jti`), which it is revoked by.
     pub token_id: String,
+    /// When the token expires (`exp`, seconds since the epoch).
     pub expires_at_secs: i64,
+    /// The operations the token narrows its key to, if it narrows them.
     pub permitted: Option<Vec<Operation>>,
+    /// Filters the token adds to its key's.
     pub filters: Vec<Filter>,
+    /// The look-back the token narrows its key to, if it does.
     pub max_lookback_millis: Option<i64>,
 }
 

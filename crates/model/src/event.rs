@@ -31,20 +31,28 @@ const USER_AGENT_PLACEHOLDER: &str = "${keen.user_agent}";
 /// Why an event was refused. The server maps each kind to Keen's `error_code` and HTTP status.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EventError {
+    /// The body or an event is not what an event must be (`InvalidEventError`).
     #[error("{0}")]
     InvalidEvent(String),
+    /// An event or a string is too large.
     #[error("{0}")]
     EventTooLarge(String),
+    /// The `keen` namespace is not an object.
     #[error("{0}")]
     NamespaceType(String),
+    /// A `keen` property that is not one a client may set, or an invalid one.
     #[error("{0}")]
     InvalidKeenNamespaceProperty(String),
+    /// A list holding objects or lists.
     #[error("{0}")]
     ListsOfNonPrimitivesNotAllowed(String),
+    /// A property name Keen (or safe storage) refuses.
     #[error("{0}")]
     InvalidPropertyName(String),
+    /// A property value Keen refuses.
     #[error("{0}")]
     InvalidPropertyValue(String),
+    /// A collection name Keen refuses.
     #[error("{0}")]
     InvalidCollectionName(String),
 }
@@ -57,8 +65,11 @@ pub const UNIQUENESS_SCOPE_PATH: &str = "keen.uniqueness_scope";
 /// What the write path knows about the request an event arrived in.
 #[derive(Clone, Debug)]
 pub struct EventContext {
+    /// When the server received the event (its `keen.timestamp` when the client sets none).
     pub received_at: DateTime<Utc>,
+    /// The client's IP address, for `${keen.ip}`.
     pub client_ip: Option<String>,
+    /// The client's `User-Agent`, for `${keen.user_agent}`.
     pub user_agent: Option<String>,
     /// The writer's deduplication scope: set for keys that autofill events (a tenant's key), so that one
     /// tenant's `keen.uniqueness_token` can never suppress another scope's event. `None` for keys that
@@ -86,6 +97,7 @@ impl EventContext {
 pub struct PreparedEvent {
     /// The final event as JSON text (shared, not copied, by the WAL record that carries it).
     pub json: bytes::Bytes,
+    /// The event flattened into property paths, as storage keeps it.
     pub flat: FlatEvent,
     /// The deduplication key of its `keen.uniqueness_token`, within its writer's scope.
     pub uniqueness_token: Option<String>,

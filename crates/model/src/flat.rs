@@ -12,18 +12,28 @@ use serde_json::{Map, Value};
 /// The JSON kind of one flattened value; also the suffix of its physical column (`price#num`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ValueKind {
+    /// A number (`#num`).
     Num,
+    /// A string (`#str`).
     Str,
+    /// A boolean (`#bool`).
     Bool,
+    /// JSON `null` (`#null`).
     Null,
+    /// A list of numbers (`#list_num`).
     NumList,
+    /// A list of strings (`#list_str`).
     StrList,
+    /// A list of booleans (`#list_bool`).
     BoolList,
+    /// A list mixing kinds, each element as JSON text (`#list_json`).
     MixedList,
+    /// An empty object (`#object`).
     EmptyObject,
 }
 
 impl ValueKind {
+    /// Every kind.
     pub const ALL: [ValueKind; 9] = [
         ValueKind::Num,
         ValueKind::Str,
@@ -51,6 +61,7 @@ impl ValueKind {
         }
     }
 
+    /// The kind a column suffix names (`num` for `price#num`).
     pub fn from_suffix(suffix: &str) -> Option<ValueKind> {
         ValueKind::ALL
             .into_iter()
@@ -105,19 +116,28 @@ impl ValueKind {
 /// One flattened value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FlatValue {
+    /// A number.
     Num(f64),
+    /// A string.
     Str(String),
+    /// A boolean.
     Bool(bool),
+    /// JSON `null`.
     Null,
+    /// A list of numbers (and nulls).
     NumList(NumberList),
+    /// A list of strings (and nulls).
     StrList(Vec<Option<String>>),
+    /// A list of booleans (and nulls).
     BoolList(Vec<Option<bool>>),
     /// Elements of a list that mixes kinds, each as JSON text.
     MixedList(JsonTexts),
+    /// An empty object (`{}`), kept so extraction returns it.
     EmptyObject,
 }
 
 impl FlatValue {
+    /// The value's kind.
     pub fn kind(&self) -> ValueKind {
         match self {
             FlatValue::Num(_) => ValueKind::Num,
@@ -161,10 +181,12 @@ impl NumberList {
             .map(|number| (!number.is_nan()).then_some(*number))
     }
 
+    /// How many numbers.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -186,12 +208,14 @@ pub struct JsonTexts {
 }
 
 impl JsonTexts {
+    /// Appends one JSON text.
     pub fn push(&mut self, text: &str) {
         self.joined.push_str(text);
         self.ends
             .push(u32::try_from(self.joined.len()).unwrap_or(u32::MAX));
     }
 
+    /// The texts, in order.
     pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
         let starts = std::iter::once(0).chain(self.ends.iter().map(|end| *end as usize));
         starts
@@ -199,10 +223,12 @@ impl JsonTexts {
             .map(|(start, end)| &self.joined[start..*end as usize])
     }
 
+    /// How many texts.
     pub fn len(&self) -> usize {
         self.ends.len()
     }
 
+    /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
@@ -231,8 +257,11 @@ impl<S: AsRef<str>> FromIterator<S> for JsonTexts {
 /// An event ready for columnar storage: the three fixed `keen.*` columns plus every other property.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FlatEvent {
+    /// `keen.timestamp`, epoch milliseconds.
     pub timestamp_millis: i64,
+    /// `keen.created_at`, epoch milliseconds.
     pub created_at_millis: i64,
+    /// `keen.id`.
     pub id: String,
     /// (dotted path, value), in the order the event's JSON lists them.
     pub properties: Vec<(String, FlatValue)>,
@@ -240,7 +269,9 @@ pub struct FlatEvent {
 
 /// Paths stored in fixed columns rather than `{path}#{kind}` columns.
 pub const TIMESTAMP_COLUMN: &str = "keen.timestamp";
+/// The fixed column of `keen.created_at`.
 pub const CREATED_AT_COLUMN: &str = "keen.created_at";
+/// The fixed column of `keen.id`.
 pub const ID_COLUMN: &str = "keen.id";
 
 /// Flattens a validated event object (see [`crate::event::prepare_event`]); the fixed `keen.*`

@@ -27,14 +27,18 @@ use crate::timestamp::EpochMillis;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyKind {
+    /// The project's master key.
     Master,
+    /// The project's write key.
     Write,
+    /// The project's read key.
     Read,
     /// A key made with the access-key API: its own `permitted` and `options`.
     Access,
 }
 
 impl KeyKind {
+    /// The kind as stored.
     pub fn as_str(self) -> &'static str {
         match self {
             KeyKind::Master => "master",
@@ -44,6 +48,7 @@ impl KeyKind {
         }
     }
 
+    /// The kind stored as `text`.
     pub fn parse(text: &str) -> Option<KeyKind> {
         [
             KeyKind::Master,
@@ -69,18 +74,26 @@ impl KeyKind {
 /// Which stored queries a rule is about (`options.saved_queries` / `options.cached_queries`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoredQueryKind {
+    /// A saved query's result.
     Saved,
+    /// A cached query's result.
     Cached,
 }
 
 /// An access key as the metadata store holds it, before it is trusted.
 #[derive(Clone, Debug)]
 pub struct StoredAccessKey<'a> {
+    /// The project of the key.
     pub project_id: &'a str,
+    /// The SHA-256 of the key's secret.
     pub key_hash: KeyHash,
+    /// The key's display prefix.
     pub key_prefix: &'a str,
+    /// The key's name.
     pub name: &'a str,
+    /// Whether the key is active (not revoked).
     pub is_active: bool,
+    /// When the key expires, if it does.
     pub expires_at: Option<EpochMillis>,
     /// The stored `permitted` names.
     pub permitted: &'a [String],
@@ -200,10 +213,12 @@ impl Grant {
         Ok(narrowed)
     }
 
+    /// The project the grant is for.
     pub fn project_id(&self) -> &str {
         &self.project_id
     }
 
+    /// Which kind of key it comes from.
     pub fn kind(&self) -> KeyKind {
         self.kind
     }
@@ -218,6 +233,7 @@ impl Grant {
         &self.key_prefix
     }
 
+    /// The access key's name (project keys have none).
     pub fn name(&self) -> Option<&str> {
         self.name.as_deref()
     }
@@ -233,10 +249,12 @@ impl Grant {
         self.token_id.as_deref()
     }
 
+    /// Whether the key is active (not revoked).
     pub fn is_active(&self) -> bool {
         self.is_active
     }
 
+    /// When the key (or token) expires, if it does.
     pub fn expires_at(&self) -> Option<EpochMillis> {
         self.expires_at
     }
@@ -246,10 +264,12 @@ impl Grant {
         self.is_active && self.expires_at.is_none_or(|expiry| now < expiry)
     }
 
+    /// The operations it permits.
     pub fn operations(&self) -> &[Operation] {
         &self.operations
     }
 
+    /// Whether it permits `operation`.
     pub fn permits(&self, operation: Operation) -> bool {
         self.operations.contains(&operation)
     }
@@ -259,6 +279,7 @@ impl Grant {
         &self.options.queries.filters
     }
 
+    /// How far back its reads may look, if it limits them.
     pub fn max_lookback_millis(&self) -> Option<i64> {
         self.options.queries.max_lookback_millis
     }
@@ -269,6 +290,7 @@ impl Grant {
             .map(|lookback| now.saturating_sub(lookback))
     }
 
+    /// What it stamps onto every event it writes, if anything.
     pub fn autofill(&self) -> Option<&std::sync::Arc<crate::autofill::Autofill>> {
         self.options.writes.autofill.as_ref()
     }
@@ -278,6 +300,7 @@ impl Grant {
         self.options.writes.collections.as_deref()
     }
 
+    /// Whether it may write to `collection` (`options.writes.collections`).
     pub fn may_write_to(&self, collection: &str) -> bool {
         self.writable_collections()
             .is_none_or(|names| names.iter().any(|name| name == collection))
@@ -290,6 +313,7 @@ impl Grant {
         self.uniqueness_scope.as_deref()
     }
 
+    /// Its rate limits and quotas.
     pub fn limits(&self) -> &KeyLimits {
         &self.options.limits
     }

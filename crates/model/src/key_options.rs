@@ -43,11 +43,17 @@ const DAY_MILLIS: i64 = 86_400_000;
 /// A key's options, typed.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct KeyOptions {
+    /// `options.writes`: autofill, collections, webhook rule.
     pub writes: WriteRules,
+    /// `options.queries`: the forced filters and look-back.
     pub queries: QueryRules,
+    /// `options.saved_queries`: allowed and blocked names, filters.
     pub saved_queries: StoredQueryRules,
+    /// `options.cached_queries`: allowed and blocked names.
     pub cached_queries: StoredQueryRules,
+    /// `options.datasets`: operations, allowed and blocked names, index pins.
     pub datasets: DatasetRules,
+    /// `options.limits`: rates and daily quotas.
     pub limits: KeyLimits,
     /// The web origins the key may be used from; `None` for any (see `origins`).
     pub origins: Option<Vec<crate::origins::OriginPattern>>,
@@ -109,9 +115,11 @@ impl DatasetOperation {
 /// `options.datasets`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DatasetRules {
+    /// The dataset operations allowed (`read`, `list`, `retrieve`), when listed.
     pub operations: Option<Vec<DatasetOperation>>,
     /// Dataset name → restriction, when the key is limited to named datasets.
     pub allowed: Option<BTreeMap<String, DatasetRestriction>>,
+    /// Datasets the key may not use.
     pub blocked: Vec<String>,
 }
 
@@ -125,7 +133,9 @@ pub struct DatasetRestriction {
 /// `options.limits`: request rates (token buckets) and daily quotas (UTC days), per key.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct KeyLimits {
+    /// The rate of reads, if limited.
     pub reads: Option<RateLimit>,
+    /// The rate of writes, if limited.
     pub writes: Option<RateLimit>,
     /// Events the key may write per UTC day.
     pub events_per_day: Option<u64>,
@@ -156,7 +166,9 @@ impl KeyLimits {
 /// A sustained rate with a burst allowance.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RateLimit {
+    /// Requests per second, sustained.
     pub per_second: f64,
+    /// Requests allowed at once above the rate.
     pub burst: u32,
 }
 

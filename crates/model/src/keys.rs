@@ -15,17 +15,24 @@ pub(crate) const DISPLAY_PREFIX_CHARS: usize = 8;
 /// The operations Keen's access keys grant (`permitted`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Operation {
+    /// Writing events.
     Writes,
+    /// Ad-hoc queries.
     Queries,
+    /// Saved queries' results.
     SavedQueries,
+    /// Cached queries' results.
     CachedQueries,
+    /// Cached datasets' results.
     Datasets,
+    /// Collection schemas.
     Schema,
     /// Keyhole extension: deleting events, confined to the key's forced filters.
     Deletes,
 }
 
 impl Operation {
+    /// Every operation.
     pub const ALL: [Operation; 7] = [
         Operation::Writes,
         Operation::Queries,
@@ -49,6 +56,7 @@ impl Operation {
         }
     }
 
+    /// The operation named `name` in `permitted`.
     pub fn from_keen_name(name: &str) -> Option<Operation> {
         Operation::ALL
             .into_iter()
@@ -70,14 +78,17 @@ impl Operation {
 pub struct KeyHash(pub [u8; 32]);
 
 impl KeyHash {
+    /// The hash of `secret`.
     pub fn of_secret(secret: &str) -> KeyHash {
         KeyHash(Sha256::digest(secret.as_bytes()).into())
     }
 
+    /// The hash in lower-case hex.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
 
+    /// The hash written as hex, if it is one.
     pub fn from_hex(text: &str) -> Option<KeyHash> {
         let bytes = hex::decode(text).ok()?;
         Some(KeyHash(bytes.try_into().ok()?))

@@ -2,6 +2,8 @@
 //! collection/property naming rules, timestamps, access-key definitions and the typed grant a key or embed token carries. Nothing here does I/O, so
 //! every layer above (storage, meta, server) shares one definition of what a valid event or key is.
 
+#![warn(missing_docs)]
+
 pub mod access;
 pub mod addons;
 pub mod autofill;

@@ -44,6 +44,7 @@ pub enum MemoryConsumer {
 }
 
 impl MemoryConsumer {
+    /// Every consumer.
     pub const ALL: [MemoryConsumer; 9] = [
         MemoryConsumer::EventBuffer,
         MemoryConsumer::Compaction,
@@ -117,10 +118,15 @@ pub struct MemoryBudget {
 /// What one consumer holds now, for `/metrics`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsumerUsage {
+    /// Which consumer.
     pub consumer: MemoryConsumer,
+    /// Its share of the limit.
     pub share_bytes: u64,
+    /// What it holds now.
     pub used_bytes: u64,
+    /// The most it has held.
     pub peak_bytes: u64,
+    /// How often it was refused for lack of room.
     pub refusals: u64,
 }
 
@@ -135,6 +141,7 @@ impl MemoryBudget {
         }
     }
 
+    /// The whole limit.
     pub fn limit_bytes(&self) -> u64 {
         self.inner.limit_bytes
     }
@@ -144,6 +151,7 @@ impl MemoryBudget {
         self.inner.limit_bytes / 1000 * consumer.share_per_mille()
     }
 
+    /// What `consumer` holds now.
     pub fn used(&self, consumer: MemoryConsumer) -> u64 {
         self.account(consumer).used.load(Ordering::Relaxed)
     }
@@ -250,6 +258,7 @@ pub struct MemoryReservation {
 }
 
 impl MemoryReservation {
+    /// The bytes the reservation holds.
     pub fn bytes(&self) -> u64 {
         self.bytes
     }

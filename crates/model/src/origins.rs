@@ -83,6 +83,7 @@ fn split_origin(text: &str) -> Option<(String, String, Option<u16>)> {
 }
 
 impl OriginPattern {
+    /// Parses an origin pattern as a key definition writes it (`https://*.acme.example`).
     pub fn parse(text: &str) -> Result<OriginPattern, KeyDefinitionError> {
         let refuse = || {
             invalid(format!(

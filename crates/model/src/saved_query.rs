@@ -24,7 +24,9 @@ pub struct SavedQueryDefinition {
     pub name: String,
     /// The query object as given, with `analysis_type`.
     pub query_json: Map<String, Value>,
+    /// The caller's metadata, kept as given.
     pub metadata: Value,
+    /// Seconds between refreshes of the cached result (0: computed live).
     pub refresh_rate: u64,
 }
 

@@ -38,8 +38,11 @@ pub enum SignatureScheme {
     GitHub,
     /// `Stripe-Signature: t=<unix seconds>,v1=<hex>[,v1=…]`, over `"<t>.<body>"`.
     Stripe,
-    /// `<header>: <hex>` (optionally `sha256=<hex>`).
-    HmacSha256 { header: String },
+    /// An HMAC-SHA256 of the body in the named header: `<header>: <hex>` (optionally `sha256=<hex>`).
+    HmacSha256 {
+        /// The header holding the signature.
+        header: String,
+    },
 }
 
 /// The shared secret as the key holds it.
@@ -66,25 +69,32 @@ impl std::fmt::Debug for WebhookSecret {
 /// `options.writes.webhook`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WebhookRule {
+    /// How deliveries are signed.
     pub scheme: SignatureScheme,
+    /// How old a signed timestamp may be, in seconds.
     pub tolerance_seconds: u64,
+    /// The signing secret (sealed with the key's secret when stored).
     pub secret: WebhookSecret,
 }
 
 /// Why a delivery was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeliveryRefusal {
+    /// No signature was presented.
     Unsigned,
+    /// The signature does not match the body.
     BadSignature,
     /// The header is longer than [`MAX_SIGNATURE_HEADER_BYTES`] or names more than
     /// [`MAX_SIGNATURE_CANDIDATES`] signatures: refused before any signature is computed.
     MalformedSignature,
+    /// The signed timestamp is too old.
     Stale,
     /// The secret could not be opened (the key was presented as an embed token).
     SecretUnavailable,
 }
 
 impl DeliveryRefusal {
+    /// What the client hears of the refusal.
     pub fn message(&self) -> &'static str {
         match self {
             DeliveryRefusal::Unsigned => {

@@ -5,19 +5,32 @@ use serde_json::Value;
 
 use super::QueryError;
 
+/// A filter's operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Operator {
+    /// Equal (on a list: holds the value).
     Eq,
+    /// Not equal (matches events lacking the property).
     Ne,
+    /// Less than.
     Lt,
+    /// Less than or equal.
     Lte,
+    /// Greater than.
     Gt,
+    /// Greater than or equal.
     Gte,
+    /// The property is present (or, with `false`, absent).
     Exists,
+    /// One of a list of values.
     In,
+    /// A string containing the value (a list holding it).
     Contains,
+    /// The negation of `contains`.
     NotContains,
+    /// Within a radius of a point (`keen.location.coordinates`).
     Within,
+    /// Matches a regular expression.
     Regex,
 }
 
@@ -61,23 +74,34 @@ impl Operator {
 /// A geo radius for `within`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GeoRadius {
+    /// The center's longitude.
     pub longitude: f64,
+    /// The center's latitude.
     pub latitude: f64,
+    /// The radius, in miles.
     pub max_distance_miles: f64,
 }
 
 /// One filter, or an `or` of filters.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Filter {
+    /// A property compared with a value.
     Condition {
+        /// The property path.
         property: String,
+        /// The comparison.
         operator: Operator,
+        /// The value compared with.
         value: Value,
     },
+    /// A geo radius.
     Within {
+        /// The property path (always `keen.location.coordinates`).
         property: String,
+        /// The radius.
         radius: GeoRadius,
     },
+    /// Any of the operands.
     Or(Vec<Filter>),
 }
 

@@ -14,44 +14,68 @@ pub use time::{Interval, TimeRange, Timeframe, Timezone, Unit, format_instant, n
 /// Why a query was refused. The server maps each to Keen's `error_code` and status.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
+    /// `TimeframeDefinitionError`.
     #[error("{0}")]
     InvalidTimeframe(String),
+    /// `InvalidTimezoneError`.
     #[error("{0}")]
     InvalidTimezone(String),
+    /// `InvalidIntervalError`.
     #[error("{0}")]
     InvalidInterval(String),
+    /// `InvalidFilterError`.
     #[error("{0}")]
     InvalidFilter(String),
+    /// `InvalidPropertyNameForGeoFilter`.
     #[error("{0}")]
     InvalidGeoFilterProperty(String),
+    /// `MissingParameterError`.
     #[error("{0}")]
     MissingParameter(String),
+    /// `InvalidParameterError`.
     #[error("{0}")]
     InvalidParameter(String),
+    /// An analysis type Keen does not have (404).
     #[error("{0}")]
     UnknownAnalysis(String),
+    /// `LimitExceededError`.
     #[error("{0}")]
     LimitExceeded(String),
 }
 
+/// A Keen analysis type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AnalysisType {
+    /// `count`.
     Count,
+    /// `count_unique`.
     CountUnique,
+    /// `minimum`.
     Minimum,
+    /// `maximum`.
     Maximum,
+    /// `sum`.
     Sum,
+    /// `average`.
     Average,
+    /// `median`.
     Median,
+    /// `percentile`.
     Percentile,
+    /// `standard_deviation`.
     StandardDeviation,
+    /// `select_unique`.
     SelectUnique,
+    /// `extraction`.
     Extraction,
+    /// `funnel`.
     Funnel,
+    /// `multi_analysis`.
     MultiAnalysis,
 }
 
 impl AnalysisType {
+    /// Every analysis type.
     pub const ALL: [AnalysisType; 13] = [
         AnalysisType::Count,
         AnalysisType::CountUnique,
@@ -68,6 +92,7 @@ impl AnalysisType {
         AnalysisType::MultiAnalysis,
     ];
 
+    /// Keen's name for the analysis.
     pub fn keen_name(self) -> &'static str {
         match self {
             AnalysisType::Count => "count",
@@ -86,6 +111,7 @@ impl AnalysisType {
         }
     }
 
+    /// The analysis named `name`; an unknown name is `UnknownAnalysis`.
     pub fn parse(name: &str) -> Result<AnalysisType, QueryError> {
         AnalysisType::ALL
             .into_iter()
@@ -110,21 +136,28 @@ impl AnalysisType {
 /// One `group_by` entry.
 #[derive(Clone, Debug, PartialEq)]
 pub enum GroupBy {
+    /// Group by a property's values.
     Property(String),
     /// Numeric buckets of `size`, starting at `offset` (`{"property_name", "buckets": {"size", "offset"}}`).
     Buckets {
+        /// The property path.
         property: String,
+        /// The bucket width.
         size: f64,
+        /// Where the first bucket starts.
         offset: f64,
     },
     /// Explicit ranges `[from, to)` (`{"property_name", "ranges": [{"from", "to"}]}`).
     Ranges {
+        /// The property path.
         property: String,
+        /// The ranges, each `[from, to)` (`None`: unbounded).
         ranges: Vec<(Option<f64>, Option<f64>)>,
     },
 }
 
 impl GroupBy {
+    /// The property the entry groups by.
     pub fn property(&self) -> &str {
         match self {
             GroupBy::Property(property)
@@ -134,31 +167,46 @@ impl GroupBy {
     }
 }
 
+/// One `order_by` entry.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OrderBy {
     /// A group_by property, or `result`.
     pub property: String,
+    /// Largest first.
     pub descending: bool,
 }
 
 /// One labelled analysis of a `multi_analysis`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SubAnalysis {
+    /// The analysis' label in the answer.
     pub label: String,
+    /// The analysis.
     pub analysis: AnalysisType,
+    /// The property it reads, where it needs one.
     pub target_property: Option<String>,
+    /// The percentile, for `percentile`.
     pub percentile: Option<f64>,
 }
 
+/// One step of a funnel.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FunnelStep {
+    /// The step's collection.
     pub collection: String,
+    /// The property identifying an actor across steps.
     pub actor_property: String,
+    /// The step's own timeframe (absent: the funnel's).
     pub timeframe: Option<Timeframe>,
+    /// The step's own time zone (absent: the funnel's).
     pub timezone: Option<Timezone>,
+    /// The step's filters.
     pub filters: Vec<Filter>,
+    /// Reported, but does not constrain later steps.
     pub optional: bool,
+    /// Counts the actors who did not take the step.
     pub inverted: bool,
+    /// Lists the step's actors in the answer.
     pub with_actors: bool,
     /// The step as sent, echoed in the response with defaults filled.
     pub echo: Value,
@@ -167,23 +215,39 @@ pub struct FunnelStep {
 /// A parsed Keen query.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Query {
+    /// The analysis.
     pub analysis: AnalysisType,
     /// Absent only for funnels.
     pub collection: Option<String>,
+    /// The property it reads (`target_property`).
     pub target_property: Option<String>,
+    /// The percentile, for `percentile`.
     pub percentile: Option<f64>,
+    /// The timeframe (required but for funnels).
     pub timeframe: Option<Timeframe>,
+    /// The time zone of timeframes and intervals.
     pub timezone: Timezone,
+    /// The interval, for a series of buckets.
     pub interval: Option<Interval>,
+    /// The caller's filters (AND-ed with the key's).
     pub filters: Vec<Filter>,
+    /// The `group_by` entries.
     pub group_by: Vec<GroupBy>,
+    /// The `order_by` entries.
     pub order_by: Vec<OrderBy>,
+    /// How many groups to keep after ordering.
     pub limit: Option<usize>,
+    /// Whether to add `execution_metadata`.
     pub include_metadata: bool,
+    /// Extraction: keep the N most recent events.
     pub latest: Option<usize>,
+    /// Extraction: the property paths to keep.
     pub property_names: Option<Vec<String>>,
+    /// Extraction: Keen's e-mail delivery (refused: there is no mailer).
     pub email: Option<String>,
+    /// Funnel: the steps.
     pub steps: Vec<FunnelStep>,
+    /// Multi-analysis: the labelled analyses.
     pub analyses: Vec<SubAnalysis>,
 }
 

@@ -22,7 +22,9 @@ use crate::timestamp::{EpochMillis, MAX_INSTANT, MIN_INSTANT, parse_timestamp};
 /// The zone calendar units are computed in.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Timezone {
+    /// A named zone of the tz database (`Europe/Paris`).
     Named(Tz),
+    /// A fixed offset from UTC (`-07:00`, or hours as a number).
     Fixed(FixedOffset),
 }
 
@@ -104,11 +106,17 @@ impl Timezone {
 /// Calendar units of timeframes and intervals.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unit {
+    /// Minutes.
     Minute,
+    /// Hours.
     Hour,
+    /// Days.
     Day,
+    /// Weeks (starting on Sunday, as Keen's).
     Week,
+    /// Months.
     Month,
+    /// Years.
     Year,
 }
 
@@ -189,12 +197,18 @@ fn days_in_month(year: i32, month: u32) -> Option<u32> {
 pub enum Timeframe {
     /// `this_N_units` (`current: true`) or `previous_N_units`.
     Relative {
+        /// `this_…` (includes the current unit) rather than `previous_…`.
         current: bool,
+        /// How many units.
         count: u32,
+        /// Which unit.
         unit: Unit,
     },
+    /// An absolute range.
     Absolute {
+        /// Its start (inclusive).
         start: EpochMillis,
+        /// Its end (exclusive).
         end: EpochMillis,
     },
 }
@@ -202,11 +216,14 @@ pub enum Timeframe {
 /// A resolved `[start, end)` range in UTC epoch milliseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimeRange {
+    /// The start (inclusive), epoch milliseconds.
     pub start: EpochMillis,
+    /// The end (exclusive), epoch milliseconds.
     pub end: EpochMillis,
 }
 
 impl Timeframe {
+    /// Parses a `timeframe` parameter: a relative name or `{start, end}`.
     pub fn parse(value: &Value) -> Result<Timeframe, QueryError> {
         let invalid = || {
             QueryError::InvalidTimeframe(format!(
@@ -315,7 +332,9 @@ impl Timeframe {
 /// An interval: named (`daily`, …) or `every_N_units`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Interval {
+    /// How many units each bucket spans.
     pub count: u32,
+    /// The unit.
     pub unit: Unit,
 }
 
@@ -330,6 +349,7 @@ impl Interval {
         ("yearly", Unit::Year),
     ];
 
+    /// Parses an `interval` parameter: a name (`daily`) or `every_N_units`.
     pub fn parse(value: &Value) -> Result<Interval, QueryError> {
         let invalid = || QueryError::InvalidInterval(format!("'{value}' is not a valid interval."));
         let text = value.as_str().ok_or_else(invalid)?.trim();
