@@ -9,6 +9,8 @@
 //! the test harness captures and shows only for failing tests; it is printed once per prerequisite per
 //! test binary.
 
+#![warn(missing_docs)]
+
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
