@@ -840,6 +840,8 @@ mod fault_tests;
 #[cfg(test)]
 mod format_tests;
 #[cfg(test)]
+mod memory_log;
+#[cfg(test)]
 mod memory_tests;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! Engine tests on a real data directory: visibility, restart, flush, compaction, drift, deletes, dedup.
-//! The suite runs twice (`object_suite!` at the end): with Parquet files in the data directory and in a
-//! real S3-compatible bucket.
+//! The suite runs three times (`object_suite!` at the end): with the local WAL and Parquet files in the
+//! data directory, the same in a real S3-compatible bucket, and with the journal in a shared log (the
+//! in-memory one, `memory_log`) as several nodes run — so shared mode has the whole suite.
 
 use std::time::Duration;
 
@@ -16,25 +17,52 @@ fn config(directory: &Path, objects: &Objects) -> StorageConfig {
         flush_interval: Duration::from_secs(3600),
         delete_grace: Duration::from_millis(10),
         compact_min_files: 3,
-        objects: objects.0.clone(),
+        objects: objects.location.clone(),
+        shared_log: objects.shared_log.clone(),
         ..StorageConfig::new(directory)
     }
 }
 
-/// Where a test's Parquet files go: the data directory, or a fresh prefix of the S3-compatible bucket
-/// named by `KEYHOLE_TEST_S3_BUCKET` and the `AWS_*` variables (`.ci/run` starts the server).
-pub(crate) struct Objects(ObjectsLocation);
+/// Where a test's Parquet files go — the data directory, or a fresh prefix of the S3-compatible bucket
+/// named by `KEYHOLE_TEST_S3_BUCKET` and the `AWS_*` variables (`.ci/run` starts the server) — and where
+/// its journal is: the local WAL, or a shared log that outlives each engine the test opens.
+pub(crate) struct Objects {
+    location: ObjectsLocation,
+    shared_log: Option<shared::SharedLogHandle>,
+}
+
+/// Runs one suite test with its journal in a fresh in-memory shared log, and checks the engine really
+/// journaled there.
+async fn with_shared_memory_log<F, Work>(test: F)
+where
+    F: FnOnce(Objects) -> Work,
+    Work: std::future::Future<Output = ()>,
+{
+    let log = crate::memory_log::MemoryLog::new();
+    let objects = Objects {
+        location: ObjectsLocation::DataDir,
+        shared_log: Some(shared::SharedLogHandle(std::sync::Arc::new(log.clone()))),
+    };
+    test(objects).await;
+    assert!(log.appended() > 0, "the engine journaled in the shared log");
+}
 
 impl Objects {
     fn data_dir() -> Objects {
-        Objects(ObjectsLocation::DataDir)
+        Objects {
+            location: ObjectsLocation::DataDir,
+            shared_log: None,
+        }
     }
 
     fn s3() -> Objects {
         let bucket = keyhole_test_env::s3_bucket()
             .expect("the S3 tests return early without KEYHOLE_TEST_S3_BUCKET");
         let prefix = format!("storage-tests/{}", keyhole_model::keys::generate_id());
-        Objects(ObjectsLocation::S3(format!("s3://{bucket}/{prefix}")))
+        Objects {
+            location: ObjectsLocation::S3(format!("s3://{bucket}/{prefix}")),
+            shared_log: None,
+        }
     }
 }
 
@@ -504,6 +532,14 @@ macro_rules! object_suite {
                         return;
                     }
                     super::$test(super::Objects::s3()).await
+                }
+            )*
+        }
+        mod shared_memory_log {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $test() {
+                    super::with_shared_memory_log(super::$test).await
                 }
             )*
         }
