@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use keyhole_model::memory_budget::MemoryConsumer;
 
-use crate::{Result, Storage, StorageError};
+use crate::Storage;
+use crate::config::{Result, StorageError};
 
 /// A flush starts once the unflushed rows hold this fraction (1/N) of the event buffer's share.
 pub(crate) const FLUSH_AT_SHARE_DIVISOR: u64 = 4;

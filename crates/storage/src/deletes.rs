@@ -27,12 +27,13 @@ use tokio::sync::oneshot;
 
 use keyhole_model::memory_budget::MemoryConsumer;
 
+use crate::Storage;
 use crate::compaction::{MergeMemory, SpillDirectory, rewrite_file};
+use crate::config::{Result, StorageError};
 use crate::manifest::{CollectionId, DataFile};
 use crate::state::CollectionState;
 use crate::wal::WalEntry;
 use crate::writer::Command;
-use crate::{Result, Storage, StorageError};
 
 /// What a delete removes.
 #[derive(Clone, Debug)]

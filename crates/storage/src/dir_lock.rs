@@ -9,7 +9,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::{Result, StorageError};
+use crate::config::{Result, StorageError};
 
 /// Holds the lock until dropped.
 pub struct DataDirLock {

@@ -15,6 +15,7 @@ mod changes;
 mod column_cap;
 pub mod columns;
 pub mod compaction;
+mod config;
 mod deletes;
 mod dir_lock;
 mod file_cache;
@@ -26,20 +27,15 @@ mod parquet_reader;
 pub mod shared;
 mod shared_storage;
 mod shared_writer;
+mod snapshot;
 mod state;
 pub mod wal;
 mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 
-use arrow::array::{BooleanArray, TimestampMillisecondArray};
-use arrow::compute::filter_record_batch;
-use arrow::datatypes::SchemaRef;
-use arrow::record_batch::RecordBatch;
 use keyhole_model::PreparedEvent;
-use keyhole_model::flat::TIMESTAMP_COLUMN;
 use keyhole_model::memory_budget::{MemoryBudget, MemoryConsumer};
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -54,207 +50,11 @@ use crate::state::State;
 use crate::wal::Wal;
 use crate::writer::{Command, TokenIndex, Writer};
 
-/// Storage failures. Callers show clients a generic error and log the detail.
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    /// Reading or writing failed.
-    #[error("storage i/o failed: {0}")]
-    Io(#[from] std::io::Error),
-    /// The engine is closed.
-    #[error("storage is shut down")]
-    Closed,
-    /// Another engine holds the data directory.
-    #[error("the data directory {0} is in use by another keyhole process")]
-    DataDirInUse(String),
-    /// The data directory contradicts itself in a way recovery must not guess about (see `recovery`).
-    #[error("{0}")]
-    Inconsistent(String),
-    /// The unflushed rows hold their share of the memory budget and a flush did not free room in time:
-    /// nothing of the write was stored; retrying shortly succeeds once the flush is done.
-    #[error("the event buffer is full until a flush completes")]
-    BufferFull,
-}
-
-impl StorageError {
-    /// Whether the data directory's filesystem is full (or the user's quota is): the write was undone and
-    /// will succeed once space is freed.
-    pub fn is_disk_full(&self) -> bool {
-        const ENOSPC: i32 = 28;
-        const EDQUOT: i32 = 122;
-        match self {
-            StorageError::Io(error) => {
-                error.kind() == std::io::ErrorKind::StorageFull
-                    || matches!(error.raw_os_error(), Some(ENOSPC | EDQUOT))
-            }
-            _ => false,
-        }
-    }
-}
-
-/// A storage result.
-pub type Result<T> = std::result::Result<T, StorageError>;
-
-/// The default of [`StorageConfig::max_columns_per_collection`].
-pub const DEFAULT_MAX_COLUMNS_PER_COLLECTION: usize = 1_000;
-
-/// How an engine is opened: where, how it flushes and compacts, its limits and its memory budget.
-#[derive(Clone, Debug)]
-pub struct StorageConfig {
-    /// The directory of the WAL, the manifest and (by default) the Parquet files.
-    pub data_dir: PathBuf,
-    /// Flush to Parquet once this many rows are buffered in memory.
-    pub flush_rows: usize,
-    /// Flush buffered rows at least this often.
-    pub flush_interval: Duration,
-    /// Merge a day's files once it has this many.
-    pub compact_min_files: usize,
-    /// At rest (a flush-interval tick that finds nothing written since the previous one), merge every day
-    /// that has at least this many files: a collection nobody is writing to is then read as one file per
-    /// day. Queries pay a fixed cost per file (footer, schema, pruning setup), which dominates a tenant's
-    /// scoped read; while events arrive, the day being written would be rewritten at every tick, so this
-    /// waits for a quiet tick.
-    pub settled_min_files: usize,
-    /// How long replaced files stay readable for scans that listed them.
-    pub delete_grace: Duration,
-    /// Bytes of whole data files kept in memory for queries (`file_cache`); 0 disables the cache.
-    pub file_cache_bytes: usize,
-    /// How long `open` waits for another engine to release the data directory (`dir_lock`).
-    pub lock_wait: Duration,
-    /// Most property columns (`{path}#{kind}`) one collection may have. Every read widens batches to the
-    /// collection's schema, so an unbounded schema would make every query on it slow; events that would
-    /// add columns past the cap are refused (`WriteOutcome::TooManyColumns`).
-    pub max_columns_per_collection: usize,
-    /// Where Parquet files are kept.
-    pub objects: ObjectsLocation,
-    /// Several nodes share one store through this log (see `shared`); `None`: this node's own WAL and
-    /// manifest in the data directory.
-    pub shared_log: Option<shared::SharedLogHandle>,
-    /// The server's memory budget: the unflushed rows draw from its `EventBuffer` share (a flush starts
-    /// at a quarter of it, writes wait at a third), compaction from `Compaction`, the file cache reports
-    /// to `FileCache` (see `keyhole_model::memory_budget`).
-    pub memory_budget: MemoryBudget,
-    /// How long a write waits for a flush to free the event buffer before it is refused
-    /// ([`StorageError::BufferFull`]).
-    pub buffer_wait: Duration,
-}
-
-/// Where a node keeps its Parquet files.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum ObjectsLocation {
-    /// `objects/` in the data directory.
-    #[default]
-    DataDir,
-    /// An S3-compatible bucket, `s3://bucket/prefix` (see `objects::ObjectFiles::s3`).
-    S3(String),
-}
-
-impl ObjectsLocation {
-    /// `s3://…` names a bucket; anything else is refused (the default needs no option).
-    pub fn parse(text: &str) -> std::result::Result<ObjectsLocation, String> {
-        if text.starts_with("s3://") {
-            return Ok(ObjectsLocation::S3(text.to_string()));
-        }
-        Err(format!(
-            "the objects location must be s3://bucket/prefix (without it, files stay in the data directory), not {text}"
-        ))
-    }
-}
-
-impl StorageConfig {
-    /// The defaults for an engine on `data_dir` (flush every 30 s or 200,000 rows, files in the data directory).
-    pub fn new(data_dir: impl Into<PathBuf>) -> StorageConfig {
-        StorageConfig {
-            data_dir: data_dir.into(),
-            flush_rows: 200_000,
-            flush_interval: Duration::from_secs(30),
-            compact_min_files: 4,
-            settled_min_files: 2,
-            delete_grace: Duration::from_secs(60),
-            file_cache_bytes: 512 * 1024 * 1024,
-            lock_wait: Duration::from_secs(30),
-            max_columns_per_collection: DEFAULT_MAX_COLUMNS_PER_COLLECTION,
-            objects: ObjectsLocation::DataDir,
-            shared_log: None,
-            memory_budget: MemoryBudget::default(),
-            buffer_wait: Duration::from_secs(5),
-        }
-    }
-}
-
-/// Half-open event-time range `[start, end)` in epoch milliseconds; `None` is unbounded.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TimeRange {
-    /// The first millisecond in the range.
-    pub start_millis: Option<i64>,
-    /// The first millisecond past the range.
-    pub end_millis: Option<i64>,
-}
-
-impl TimeRange {
-    /// Every event time.
-    pub const ALL: TimeRange = TimeRange {
-        start_millis: None,
-        end_millis: None,
-    };
-
-    /// Whether every row of `file` is inside the range (by the file's recorded time bounds, which hold
-    /// every row it has: a rewrite that removes rows keeps bounds that still enclose the rest).
-    pub fn contains_file(&self, file: &DataFile) -> bool {
-        self.start_millis
-            .is_none_or(|start| file.min_timestamp_millis >= start)
-            && self
-                .end_millis
-                .is_none_or(|end| file.max_timestamp_millis < end)
-    }
-
-    fn overlaps_file(&self, file: &DataFile) -> bool {
-        self.start_millis
-            .is_none_or(|start| file.max_timestamp_millis >= start)
-            && self
-                .end_millis
-                .is_none_or(|end| file.min_timestamp_millis < end)
-    }
-
-    fn contains(&self, millis: i64) -> bool {
-        self.start_millis.is_none_or(|start| millis >= start)
-            && self.end_millis.is_none_or(|end| millis < end)
-    }
-}
-
-/// A collection's rows in a time range, every batch shaped to `schema`.
-#[derive(Clone, Debug)]
-pub struct CollectionScan {
-    /// The collection's schema, which every batch has.
-    pub schema: SchemaRef,
-    /// The rows, from files and memory.
-    pub batches: Vec<RecordBatch>,
-}
-
-impl CollectionScan {
-    /// How many rows the scan holds.
-    pub fn num_rows(&self) -> usize {
-        self.batches.iter().map(RecordBatch::num_rows).sum()
-    }
-}
-
-/// See [`Storage::snapshot`].
-#[derive(Clone, Debug)]
-pub struct CollectionSnapshot {
-    /// The collection's schema; the memory batches are shaped to it.
-    pub schema: SchemaRef,
-    /// The Parquet files that may hold events of the range.
-    pub files: Vec<DataFile>,
-    /// The in-memory rows in the range.
-    pub memory: Vec<RecordBatch>,
-}
-
-impl CollectionSnapshot {
-    /// Every row the snapshot holds: the files' row counts from the manifest plus the rows in memory.
-    pub fn rows(&self) -> usize {
-        self.files.iter().map(|file| file.rows).sum::<usize>()
-            + self.memory.iter().map(RecordBatch::num_rows).sum::<usize>()
-    }
-}
+pub use config::{
+    DEFAULT_MAX_COLUMNS_PER_COLLECTION, ObjectsLocation, Result, StorageConfig, StorageError,
+};
+use snapshot::push_in_range;
+pub use snapshot::{CollectionScan, CollectionSnapshot, TimeRange};
 
 struct Inner {
     config: StorageConfig,
@@ -725,27 +525,6 @@ impl Storage {
                 objects.delete(&file.path).await;
             }
         });
-    }
-}
-
-fn push_in_range(batches: &mut Vec<RecordBatch>, batch: RecordBatch, range: TimeRange) {
-    if range == TimeRange::ALL {
-        if batch.num_rows() > 0 {
-            batches.push(batch);
-        }
-        return;
-    }
-    let times = batch
-        .column_by_name(TIMESTAMP_COLUMN)
-        .and_then(|column| column.as_any().downcast_ref::<TimestampMillisecondArray>())
-        .expect("keen.timestamp column");
-    let keep: BooleanArray = times
-        .iter()
-        .map(|time| Some(time.is_some_and(|t| range.contains(t))))
-        .collect();
-    let filtered = filter_record_batch(&batch, &keep).expect("filter by a mask of equal length");
-    if filtered.num_rows() > 0 {
-        batches.push(filtered);
     }
 }
 

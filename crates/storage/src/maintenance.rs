@@ -8,11 +8,12 @@ use tokio::sync::oneshot;
 use keyhole_model::memory_budget::MemoryConsumer;
 
 use crate::compaction::{BetweenWork, MergeMemory, MergedFile, SpillDirectory, merge_files};
+use crate::config::{Result, StorageError};
 use crate::flush::{day_file_path, days_to_compact, merge_batches, split_by_day, write_day_file};
 use crate::manifest::{CollectionId, DataFile};
 use crate::shared::{Flushed, KIND_FLUSHED, KIND_SWAPPED, Swapped, payload_of};
 use crate::writer::Command;
-use crate::{Result, Storage, StorageError, wal, wal_dir};
+use crate::{Storage, wal, wal_dir};
 
 impl Storage {
     pub(crate) async fn flush_locked(&self) -> Result<()> {

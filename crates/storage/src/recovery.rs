@@ -19,11 +19,11 @@
 
 use std::path::Path;
 
+use crate::config::{Result, StorageError};
 use crate::manifest::Manifest;
 use crate::metrics::StorageMetrics;
 use crate::objects::ObjectFiles;
 use crate::wal::SegmentSpan;
-use crate::{Result, StorageError};
 
 /// The manifest (`None` when there is none), or a refusal when it does not parse.
 pub(crate) fn load_manifest(data_dir: &Path) -> Result<Option<Manifest>> {

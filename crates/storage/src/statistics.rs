@@ -6,7 +6,10 @@ use arrow::array::{Array, Float64Array};
 use parquet::file::metadata::{FooterTail, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::statistics::Statistics;
 
-use crate::{CollectionSnapshot, DataFile, Result, Storage};
+use crate::Storage;
+use crate::config::Result;
+use crate::manifest::DataFile;
+use crate::snapshot::CollectionSnapshot;
 
 impl Storage {
     /// The smallest and largest value of the Float64 column `column` in a collection `snapshot`, from file

@@ -9,7 +9,7 @@ use arrow::array::{Array, StringArray, TimestampMillisecondArray};
 use futures::StreamExt;
 use parquet::arrow::ProjectionMask;
 
-use crate::Result;
+use crate::config::Result;
 use crate::manifest::{CollectionId, DataFile};
 use crate::objects::ObjectFiles;
 use crate::state::State;
