@@ -110,9 +110,12 @@ impl Enrichment {
     }
 
     fn user_agent_parser(&self) -> &uaparser::UserAgentParser {
+        // Building it is the server's one-time cost, not the triggering request's (`uncharged`).
         self.inner.user_agents.get_or_init(|| {
-            uaparser::UserAgentParser::from_bytes(user_agent_regexes().unwrap_or_default())
-                .expect("the embedded uap-core regexes parse")
+            crate::write_pool::uncharged(|| {
+                uaparser::UserAgentParser::from_bytes(user_agent_regexes().unwrap_or_default())
+                    .expect("the embedded uap-core regexes parse")
+            })
         })
     }
 

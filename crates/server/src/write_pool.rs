@@ -62,7 +62,24 @@ pub(crate) struct WritePool {
 pub(crate) struct CpuBudget {
     started_wall: std::time::Instant,
     started_cpu: Duration,
+    started_uncharged: Duration,
     allowed: Duration,
+}
+
+thread_local! {
+    /// CPU time this thread spent on work no request is charged for (see [`uncharged`]).
+    static UNCHARGED: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+}
+
+/// Runs `work` without charging its CPU time to the request the thread is preparing: for one-time
+/// work of the server's own that a request only happens to trigger (building the user-agent parser on
+/// first use costs seconds of CPU; the request that triggers it must not be refused for it).
+pub(crate) fn uncharged<T>(work: impl FnOnce() -> T) -> T {
+    let before = thread_cpu_time();
+    let result = work();
+    let spent = thread_cpu_time().saturating_sub(before);
+    UNCHARGED.with(|uncharged| uncharged.set(uncharged.get() + spent));
+    result
 }
 
 impl CpuBudget {
@@ -70,6 +87,7 @@ impl CpuBudget {
         CpuBudget {
             started_wall: std::time::Instant::now(),
             started_cpu: thread_cpu_time(),
+            started_uncharged: UNCHARGED.with(std::cell::Cell::get),
             allowed,
         }
     }
@@ -78,8 +96,16 @@ impl CpuBudget {
     /// event: the thread's CPU time (a system call) is read only once the wall-clock time, which is never
     /// less, has passed the allowance.
     pub(crate) fn exceeded(&self) -> bool {
-        self.started_wall.elapsed() > self.allowed
-            && thread_cpu_time().saturating_sub(self.started_cpu) > self.allowed
+        if self.started_wall.elapsed() <= self.allowed {
+            return false;
+        }
+        let uncharged = UNCHARGED
+            .with(std::cell::Cell::get)
+            .saturating_sub(self.started_uncharged);
+        thread_cpu_time()
+            .saturating_sub(self.started_cpu)
+            .saturating_sub(uncharged)
+            > self.allowed
     }
 
     /// The allowance, for messages.
@@ -179,4 +205,38 @@ pub(crate) fn budget_exceeded(budget: &CpuBudget) -> ApiError {
             budget.allowed().as_millis()
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{CpuBudget, uncharged};
+
+    fn burn(at_least: Duration) {
+        let started = super::thread_cpu_time();
+        let mut state = 1u64;
+        while super::thread_cpu_time().saturating_sub(started) < at_least {
+            for _ in 0..10_000 {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
+            }
+            std::hint::black_box(state);
+        }
+    }
+
+    /// One-time work run `uncharged` does not count against the request that triggered it; the
+    /// request's own work does.
+    #[test]
+    fn uncharged_work_is_not_counted_against_the_budget() {
+        let budget = CpuBudget::start(Duration::from_millis(30));
+        uncharged(|| burn(Duration::from_millis(80)));
+        assert!(!budget.exceeded(), "uncharged CPU time was counted");
+        burn(Duration::from_millis(40));
+        assert!(
+            budget.exceeded(),
+            "the request's own CPU time was not counted"
+        );
+    }
 }
