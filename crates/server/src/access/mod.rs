@@ -14,7 +14,6 @@
 
 pub mod auth;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use keyhole_model::Grant;
@@ -26,15 +25,22 @@ use keyhole_storage::{CollectionId, CollectionSchema, Storage, StorageError, Wri
 use serde_json::Value;
 
 /// The engines behind every read, write and delete of events; reachable only through the handles below.
+/// Shared behind one `Arc`: every authorized request takes a copy.
 #[derive(Clone)]
 pub(crate) struct EventEngines {
+    shared: Arc<Engines>,
+}
+
+struct Engines {
     storage: Storage,
     queries: QueryEngine,
 }
 
 impl EventEngines {
     pub(crate) fn new(storage: Storage, queries: QueryEngine) -> EventEngines {
-        EventEngines { storage, queries }
+        EventEngines {
+            shared: Arc::new(Engines { storage, queries }),
+        }
     }
 
     /// Orders `project_id`'s future Parquet files by the properties its usable access keys filter on
@@ -42,7 +48,7 @@ impl EventEngines {
     pub(crate) fn set_clustering(&self, project_id: &str, grants: &[Grant]) {
         let properties = keyhole_model::grant::clustering_properties(grants);
         tracing::debug!(project_id, ?properties, "clustering set");
-        self.storage.set_clustering(project_id, properties);
+        self.shared.storage.set_clustering(project_id, properties);
     }
 }
 
@@ -81,6 +87,14 @@ impl ScopedReader {
         }
     }
 
+    /// Whether the grant sees every event of the project (no forced filter, no look-back window): only
+    /// such a grant may delete a whole collection or a property, and its schema needs no narrowing.
+    fn sees_everything(&self) -> bool {
+        !self
+            .scope(keyhole_model::query::now_millis())
+            .is_restricted()
+    }
+
     fn scope(&self, now: EpochMillis) -> Scope {
         match self.purpose {
             ReadPurpose::Queries => Scope::for_grant(&self.grant, now),
@@ -110,7 +124,11 @@ impl ScopedReader {
 
     /// Runs `query` at `now` (the whole Keen response body).
     pub(crate) async fn run(&self, query: &Query, now: EpochMillis) -> Result<Value, ExecError> {
-        self.engines.queries.run(query, &self.scope(now), now).await
+        self.engines
+            .shared
+            .queries
+            .run(query, &self.scope(now), now)
+            .await
     }
 
     /// Up to `limit` events `selection` matches, as the grant sees them (for deletes).
@@ -122,6 +140,7 @@ impl ScopedReader {
     ) -> Result<MatchedEvents, ExecError> {
         let scope = self.scope(now);
         self.engines
+            .shared
             .queries
             .matching_events(selection, &scope, now, limit)
             .await
@@ -130,7 +149,7 @@ impl ScopedReader {
     /// The names of the project's collections (each one's schema is told by [`ScopedReader::schema`],
     /// which hides collections the grant sees no event of).
     pub(crate) fn collection_names(&self) -> Vec<String> {
-        let collections = self.engines.storage.collections(self.project_id());
+        let collections = self.engines.shared.storage.collections(self.project_id());
         collections.into_iter().map(|(name, _)| name).collect()
     }
 
@@ -141,13 +160,17 @@ impl ScopedReader {
         collection: &str,
     ) -> Result<Option<CollectionSchema>, ExecError> {
         let id = self.collection_id(collection);
-        let Some(mut schema) = self.engines.storage.collection_schema(&id) else {
+        let Some(mut schema) = self.engines.shared.storage.collection_schema(&id) else {
             return Ok(None);
         };
-        let now = keyhole_model::query::now_millis();
-        let scope = self.scope(now);
+        let scope = self.scope(keyhole_model::query::now_millis());
+        // An unrestricted grant sees the whole schema: no query slot is taken to learn so.
+        if !scope.is_restricted() {
+            return Ok(Some(schema));
+        }
         let visible = match self
             .engines
+            .shared
             .queries
             .visible_columns(&scope, collection)
             .await?
@@ -173,14 +196,17 @@ impl ScopedReader {
 
     /// The storage's change version (see `Storage::change_version`), for results kept between reads.
     pub(crate) fn change_version(&self) -> u64 {
-        self.engines.storage.change_version()
+        self.engines.shared.storage.change_version()
     }
 
     /// The earliest event time of `collection` changed after `version` (see
     /// `Storage::earliest_change_since`).
     pub(crate) fn earliest_change_since(&self, collection: &str, version: u64) -> Option<i64> {
         let id = self.collection_id(collection);
-        self.engines.storage.earliest_change_since(&id, version)
+        self.engines
+            .shared
+            .storage
+            .earliest_change_since(&id, version)
     }
 }
 
@@ -213,12 +239,12 @@ impl EventWriter {
             project: self.grant.project_id().to_string(),
             collection: collection.to_string(),
         };
-        self.engines.storage.append(id, events).await
+        self.engines.shared.storage.append(id, events).await
     }
 
     /// The most property columns a collection may hold.
     pub(crate) fn max_columns_per_collection(&self) -> usize {
-        self.engines.storage.max_columns_per_collection()
+        self.engines.shared.storage.max_columns_per_collection()
     }
 }
 
@@ -242,7 +268,7 @@ impl EventDeleter {
     }
 
     fn storage(&self) -> &Storage {
-        &self.reader.engines.storage
+        &self.reader.engines.shared.storage
     }
 
     /// Deletes the events of `collection` with these ids, found by [`ScopedReader::matching_events`].
@@ -252,16 +278,14 @@ impl EventDeleter {
         matched: MatchedEvents,
     ) -> Result<usize, StorageError> {
         let id = self.reader.collection_id(collection);
-        let ids: HashSet<String> = matched.ids;
         self.storage()
-            .delete_events(id, ids, matched.earliest, matched.latest)
+            .delete_events(id, matched.ids, matched.earliest, matched.latest)
             .await
     }
 
     /// Deletes a whole collection; only a grant that sees every event may (the master key).
     pub(crate) async fn delete_collection(&self, collection: &str) -> Result<bool, StorageError> {
-        if Scope::for_grant(&self.reader.grant, keyhole_model::query::now_millis()).is_restricted()
-        {
+        if !self.reader.sees_everything() {
             return Ok(false);
         }
         let id = self.reader.collection_id(collection);
@@ -275,8 +299,7 @@ impl EventDeleter {
         collection: &str,
         property: String,
     ) -> Result<bool, StorageError> {
-        if Scope::for_grant(&self.reader.grant, keyhole_model::query::now_millis()).is_restricted()
-        {
+        if !self.reader.sees_everything() {
             return Ok(false);
         }
         let id = self.reader.collection_id(collection);
