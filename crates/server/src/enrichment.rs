@@ -20,11 +20,6 @@ use keyhole_model::addons::{AddonKind, Enricher};
 use serde_json::{Map, Value, json};
 use uaparser::Parser;
 
-/// uap-core's regexes, when this build embeds them.
-fn user_agent_regexes() -> Option<&'static [u8]> {
-    crate::third_party::file("regexes.yaml")
-}
-
 /// The bytes cached user-agent answers may take.
 pub(crate) const UA_CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// How often the geo database file is checked for changes.
@@ -55,7 +50,11 @@ struct Inner {
     ua_cache: Mutex<UaCache>,
     /// The user-agent cache's bound: [`UA_CACHE_BYTES`], or the server's memory budget share for it.
     ua_cache_bytes: std::sync::atomic::AtomicUsize,
+    /// uap-core's regexes, when this build embeds them (looked up once, not per event).
+    ua_regexes: Option<&'static [u8]>,
     referrers: HashMap<String, (String, String)>,
+    /// Whether this build embeds the referrer list.
+    referrers_installed: bool,
 }
 
 impl Enrichment {
@@ -69,7 +68,8 @@ impl Enrichment {
     /// Loads the referrer list and, when given, the geo database (an unreadable file is an error here, at
     /// start, rather than a surprise at the first event).
     pub fn new(geo_path: Option<PathBuf>) -> Result<Enrichment, String> {
-        let list: HashMap<String, Value> = match crate::third_party::file("referrers.json") {
+        let referrer_list = crate::third_party::file("referrers.json");
+        let list: HashMap<String, Value> = match referrer_list {
             Some(bytes) => serde_json::from_slice(bytes)
                 .map_err(|error| format!("the embedded referrer list does not parse: {error}"))?,
             None => HashMap::new(),
@@ -103,17 +103,20 @@ impl Enrichment {
                 user_agents: OnceLock::new(),
                 ua_cache: Mutex::new(UaCache::default()),
                 ua_cache_bytes: UA_CACHE_BYTES.into(),
+                ua_regexes: crate::third_party::file("regexes.yaml"),
                 referrers,
+                referrers_installed: referrer_list.is_some(),
             }),
         };
         Ok(enrichment)
     }
 
     fn user_agent_parser(&self) -> &uaparser::UserAgentParser {
-        // Building it is the server's one-time cost, not the triggering request's (`uncharged`).
+        // Building it is the server's one-time cost, not the triggering request's (`uncharged`). Only
+        // reached with the regexes embedded: without them `unavailable` refuses the add-on first.
         self.inner.user_agents.get_or_init(|| {
             crate::write_pool::uncharged(|| {
-                uaparser::UserAgentParser::from_bytes(user_agent_regexes().unwrap_or_default())
+                uaparser::UserAgentParser::from_bytes(self.inner.ua_regexes.unwrap_or_default())
                     .expect("the embedded uap-core regexes parse")
             })
         })
@@ -268,14 +271,12 @@ impl Enricher for Enrichment {
     }
 
     fn unavailable(&self, kind: AddonKind) -> Option<String> {
-        let data = match kind {
-            AddonKind::UaParser => "regexes.yaml",
-            AddonKind::ReferrerParser => "referrers.json",
+        let installed = match kind {
+            AddonKind::UaParser => self.inner.ua_regexes.is_some(),
+            AddonKind::ReferrerParser => self.inner.referrers_installed,
             _ => return None,
         };
-        crate::third_party::file(data)
-            .is_none()
-            .then(|| crate::third_party::NOT_INSTALLED.to_string())
+        (!installed).then(|| crate::third_party::NOT_INSTALLED.to_string())
     }
 }
 
