@@ -25,6 +25,14 @@ async fn applied_migrations(store: &MetaStore) -> Vec<i64> {
         .collect()
 }
 
+/// The version of every migration this release has.
+fn every_version() -> Vec<i64> {
+    crate::migrations::MIGRATOR
+        .iter()
+        .map(|migration| migration.version)
+        .collect()
+}
+
 #[tokio::test]
 async fn a_schema_v6_database_opens_and_reads_as_before() {
     let directory = tempfile::tempdir().unwrap();
@@ -34,13 +42,9 @@ async fn a_schema_v6_database_opens_and_reads_as_before() {
     std::fs::copy(fixture, &path).unwrap();
     for opening in 0..2 {
         let store = MetaStore::open_sqlite(&path).await.unwrap();
-        let every_version: Vec<i64> = crate::migrations::MIGRATOR
-            .iter()
-            .map(|migration| migration.version)
-            .collect();
         assert_eq!(
             applied_migrations(&store).await,
-            every_version,
+            every_version(),
             "opening {opening}"
         );
         let Resolution::Granted(grant) = store
@@ -114,11 +118,7 @@ pub(crate) async fn a_database_migrated_before_sqlx_opens_without_rerunning(url:
     raw.pool.close().await;
     for _ in 0..2 {
         let store = MetaStore::open(&url).await.unwrap();
-        let every_version: Vec<i64> = crate::migrations::MIGRATOR
-            .iter()
-            .map(|migration| migration.version)
-            .collect();
-        assert_eq!(applied_migrations(&store).await, every_version);
+        assert_eq!(applied_migrations(&store).await, every_version());
         let project = store.project("old-project").await.unwrap();
         assert_eq!(project.map(|project| project.name).as_deref(), Some("old"));
     }

@@ -11,7 +11,7 @@
 
 #![warn(missing_docs)]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -47,32 +47,32 @@ pub fn prerequisite(what: &str, how_to_get_it: &str, present: bool) -> bool {
     false
 }
 
+/// The value of the environment variable `name` when it is set and not empty; otherwise `None`, after
+/// announcing the skip of the tests that need `what`.
+fn variable_prerequisite(name: &str, what: &str, how_to_get_it: &str) -> Option<String> {
+    let value = std::env::var(name).ok().filter(|value| !value.is_empty());
+    prerequisite(what, how_to_get_it, value.is_some());
+    value
+}
+
 /// The PostgreSQL server the metadata conformance suite and the multi-node tests run against
 /// (`KEYHOLE_TEST_POSTGRES_URL`), or `None` after announcing the skip.
 pub fn postgres_url() -> Option<String> {
-    let url = std::env::var("KEYHOLE_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|url| !url.is_empty());
-    prerequisite(
+    variable_prerequisite(
+        "KEYHOLE_TEST_POSTGRES_URL",
         "PostgreSQL",
         "set KEYHOLE_TEST_POSTGRES_URL to a server's URL (scripts/start-postgres starts one)",
-        url.is_some(),
     )
-    .then(|| url.unwrap_or_default())
 }
 
 /// The S3-compatible bucket the object-store suite and the multi-node tests run against
 /// (`KEYHOLE_TEST_S3_BUCKET` with the `AWS_*` variables), or `None` after announcing the skip.
 pub fn s3_bucket() -> Option<String> {
-    let bucket = std::env::var("KEYHOLE_TEST_S3_BUCKET")
-        .ok()
-        .filter(|bucket| !bucket.is_empty());
-    prerequisite(
+    variable_prerequisite(
+        "KEYHOLE_TEST_S3_BUCKET",
         "an S3-compatible bucket",
         "set KEYHOLE_TEST_S3_BUCKET and the AWS_* variables (eval \"$(scripts/start-s3 DIR)\" starts one)",
-        bucket.is_some(),
     )
-    .then(|| bucket.unwrap_or_default())
 }
 
 /// The repository's root directory.
@@ -105,15 +105,23 @@ pub fn chromium() -> bool {
 }
 
 /// Whether `python3` can import every module in `modules` (the Python Keen SDK and the test helpers of
-/// `sdk-tests/python/requirements.txt`).
+/// `sdk-tests/python/requirements.txt`). Python is asked once per list of modules and test binary.
 pub fn python_modules(modules: &[&str]) -> bool {
+    static ASKED: Mutex<Option<HashMap<String, bool>>> = Mutex::new(None);
     let imports = modules.join(", ");
-    let importable = std::process::Command::new("python3")
-        .args(["-c", &format!("import {imports}")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
+    let importable = *ASKED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get_or_insert_with(HashMap::new)
+        .entry(imports.clone())
+        .or_insert_with(|| {
+            std::process::Command::new("python3")
+                .args(["-c", &format!("import {imports}")])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success())
+        });
     prerequisite(
         "the Python Keen SDK and test helpers",
         "python3 -m pip install -r sdk-tests/python/requirements.txt",

@@ -126,45 +126,38 @@ fn settings_come_from_cli_then_env_then_file() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown_setting"));
 }
 
+/// `keyhole project list` with a config file holding `data_dir` and `line`.
+fn project_list_with_config(root: &std::path::Path, line: &str) -> std::process::Output {
+    let config_path = root.join("keyhole.toml");
+    let data_dir = root.join("data");
+    std::fs::write(
+        &config_path,
+        format!("data_dir = {:?}\n{line}\n", data_dir.to_str().unwrap()),
+    )
+    .unwrap();
+    Command::new(keyhole_binary())
+        .args(["project", "list", "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap()
+}
+
 /// A key no setting has, or a value of the wrong type, refuses the file, naming the key.
 #[test]
 fn a_config_file_with_an_unknown_key_or_a_mistyped_value_is_refused() {
     let root = tempfile::tempdir().unwrap();
-    let config_path = root.path().join("keyhole.toml");
-    let data_dir = root.path().join("data");
     for (line, expected) in [
         ("flush_rowz = 10", "unknown setting `flush_rowz`"),
         ("flush_rows = \"many\"", "flush_rows in the config file"),
         ("memory_limit = \"lots\"", "memory_limit in the config file"),
     ] {
-        std::fs::write(
-            &config_path,
-            format!("data_dir = {:?}\n{line}\n", data_dir.to_str().unwrap()),
-        )
-        .unwrap();
-        let output = Command::new(keyhole_binary())
-            .args(["project", "list", "--config"])
-            .arg(&config_path)
-            .output()
-            .unwrap();
+        let output = project_list_with_config(root.path(), line);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{line}: {stderr}");
         assert!(stderr.contains(expected), "{line}: {stderr}");
     }
     // A size in the file: bytes or text with a unit.
-    std::fs::write(
-        &config_path,
-        format!(
-            "data_dir = {:?}\nmemory_limit = \"1GiB\"\n",
-            data_dir.to_str().unwrap()
-        ),
-    )
-    .unwrap();
-    let output = Command::new(keyhole_binary())
-        .args(["project", "list", "--config"])
-        .arg(&config_path)
-        .output()
-        .unwrap();
+    let output = project_list_with_config(root.path(), "memory_limit = \"1GiB\"");
     assert!(
         output.status.success(),
         "{}",
