@@ -249,6 +249,7 @@ async fn run_http_server(
         .context("cannot start the write pool")?;
     state.refresh_all_clustering().await;
 
+    let shutdown = shutdown_signal()?;
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -257,13 +258,7 @@ async fn run_http_server(
     tracing::info!(%address, data_dir = %settings.data_dir.display(), "serving");
     let state_at_exit = state.clone();
     let app = keyhole_server::app(state);
-    keyhole_server::serve(
-        listener,
-        app,
-        settings.limits.http_limits(),
-        shutdown_signal(),
-    )
-    .await?;
+    keyhole_server::serve(listener, app, settings.limits.http_limits(), shutdown).await?;
     tracing::info!("http server stopped; flushing events");
     state_at_exit.flush_before_exit().await;
     storage.close().await?;
@@ -271,23 +266,20 @@ async fn run_http_server(
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Installs the SIGINT and SIGTERM handlers now, before the listener opens, and returns the future
+/// that completes on either. Installing them lazily (on the future's first poll) left a window in
+/// which a server already answering requests died of a SIGTERM instead of shutting down cleanly.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
         }
-    };
-    tokio::select! {
-        () = interrupt => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutdown requested");
+        tracing::info!("shutdown requested");
+    })
 }
 
 async fn rotate_organization_key(
