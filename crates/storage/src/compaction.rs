@@ -34,11 +34,11 @@ use keyhole_model::flat::TIMESTAMP_COLUMN;
 use parquet::arrow::ArrowWriter;
 
 use crate::columns::conform_batch;
-use crate::deletes::RowEdit;
 use crate::flush::{ROW_ORDER, order_columns, sort_rows, writer_properties};
 use crate::manifest::DataFile;
 use crate::objects::ObjectFiles;
 use crate::parquet_reader::{batch_stream, decoded_bytes, stream_builder};
+use crate::row_edit::RowEdit;
 
 /// How a merge may use memory.
 #[derive(Clone, Copy, Debug)]

@@ -9,8 +9,10 @@ use arrow::array::{Array, AsArray};
 use serde_json::json;
 
 use super::*;
+use crate::local_journal::wal_dir;
 use crate::tests::{id, prepared};
-use crate::wal::WalEntry;
+use crate::wal::{Wal, WalEntry};
+use std::path::Path;
 
 fn config(directory: &Path) -> StorageConfig {
     StorageConfig {
@@ -123,7 +125,7 @@ async fn a_delete_the_process_died_during_is_applied_to_files_at_start() {
     storage.close().await.unwrap();
     let storage = Storage::open(config(directory.path())).await.unwrap();
     let doomed = ids_where(&storage, |i| i < 4).await;
-    let next_sequence = storage.inner.state.lock().unwrap().flushed_sequence + 1;
+    let next_sequence = storage.engine().state.lock().unwrap().flushed_sequence + 1;
     storage.close().await.unwrap();
 
     // The WAL record was committed, then the process died before any file was rewritten.

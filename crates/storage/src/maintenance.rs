@@ -1,357 +1,295 @@
 //! The flush and compaction procedures (see `flush.rs` for why each step is crash-safe, `compaction.rs`
-//! for the streaming merge). Both run with
-//! the maintenance lock held, so only one of them rewrites the manifest at a time.
+//! for the streaming merge), and the background flusher that runs them. Both run with the maintenance
+//! lock held, so only one of them changes the files at a time; the journal records what they did
+//! (`Journal::commit_flush`, `Journal::commit_swap`).
+
+use std::sync::{Arc, Weak};
 
 use arrow::record_batch::RecordBatch;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 use keyhole_model::memory_budget::MemoryConsumer;
 
+use crate::buffer_limit;
+use crate::commands::Command;
 use crate::compaction::{BetweenWork, MergeMemory, MergedFile, SpillDirectory, merge_files};
 use crate::config::{Result, StorageError};
+use crate::engine::Engine;
 use crate::flush::{day_file_path, days_to_compact, merge_batches, split_by_day, write_day_file};
 use crate::manifest::{CollectionId, DataFile};
-use crate::shared::{Flushed, KIND_FLUSHED, KIND_SWAPPED, Swapped, payload_of};
-use crate::writer::Command;
-use crate::{Storage, wal, wal_dir};
 
-impl Storage {
-    pub(crate) async fn flush_locked(&self) -> Result<()> {
-        let started = std::time::Instant::now();
-        let flushed = self.flush_unmeasured().await;
-        self.inner
-            .metrics
-            .flush_seconds
-            .observe(started.elapsed().as_secs_f64());
-        let buffered = self.inner.state.lock().expect("state lock").memory_size();
-        self.inner.metrics.buffered_rows.set(buffered.rows as i64);
-        self.inner.config.memory_budget.set_used(
-            keyhole_model::memory_budget::MemoryConsumer::EventBuffer,
-            buffered.bytes as u64,
-        );
-        flushed
+/// Writes every buffered row to Parquet now, then compacts days with many files.
+pub(crate) async fn flush(engine: &Arc<Engine>) -> Result<()> {
+    let _maintenance = engine.maintenance(true).await?;
+    flush_locked(engine).await?;
+    compact_locked(engine, engine.config.compact_min_files).await
+}
+
+/// The flush of a flush-interval tick: when nothing was buffered since the previous flush, the
+/// collections are at rest and every day with `settled_min_files` files or more is merged.
+async fn flush_on_tick(engine: &Arc<Engine>) -> Result<()> {
+    // Shared: when another node is flushing or compacting, this tick has nothing to do.
+    let Some(_maintenance) = engine.maintenance(false).await? else {
+        return Ok(());
+    };
+    let at_rest = engine.state.lock().expect("state lock").memory_rows() == 0;
+    flush_locked(engine).await?;
+    let min_files = if at_rest {
+        engine.config.settled_min_files
+    } else {
+        engine.config.compact_min_files
+    };
+    compact_locked(engine, min_files.max(2)).await
+}
+
+/// Flushes when the unflushed rows have reached the size that starts a flush; the caller holds the
+/// maintenance lock (a long merge calls this between pieces of its work).
+async fn flush_if_buffer_full_locked(engine: &Arc<Engine>) -> Result<()> {
+    if !buffer_limit::wants_flush(&engine.config.memory_budget) {
+        return Ok(());
     }
+    flush_locked(engine).await
+}
 
-    async fn flush_unmeasured(&self) -> Result<()> {
-        let nothing_to_flush = {
-            let state = self.inner.state.lock().expect("state lock");
-            // Rows left "flushing" by a failed flush are retried too.
-            state.memory_rows() == 0
-                && state
-                    .collections
-                    .values()
-                    .all(|collection| collection.flushing.is_empty())
-        };
-        if nothing_to_flush {
-            return Ok(());
-        }
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::Rotate { reply }).await?;
-        let through_sequence = answer.await.map_err(|_| StorageError::Closed)??;
-
-        let flushing: Vec<(CollectionId, u64, Vec<RecordBatch>)> = {
-            let state = self.inner.state.lock().expect("state lock");
-            state
-                .collections
-                .iter()
-                .filter(|(_, collection)| !collection.flushing.is_empty())
-                .map(|(id, collection)| {
-                    (
-                        id.clone(),
-                        collection.incarnation,
-                        collection.flushing.clone(),
-                    )
-                })
-                .collect()
-        };
-        let mut written: Vec<(CollectionId, u64, Vec<DataFile>)> = Vec::new();
-        for (id, incarnation, batches) in flushing {
-            // Merging and sorting are CPU work: on a blocking thread, off the request handlers' workers.
-            let days = tokio::task::spawn_blocking(move || {
-                merge_batches(&batches).map(|merged| split_by_day(&merged))
-            })
-            .await
-            .map_err(std::io::Error::other)?;
-            let Some(days) = days else {
-                continue;
+/// The background flusher. It waits holding only a weak reference, so dropping every `Storage` handle
+/// drops the engine (and releases the data directory) without waiting for the next flush interval.
+pub(crate) fn spawn_flusher(engine: &Arc<Engine>) {
+    let interval = engine.config.flush_interval;
+    let flush_wanted: Arc<Notify> = engine.flush_wanted.clone();
+    let weak: Weak<Engine> = Arc::downgrade(engine);
+    tokio::spawn(async move {
+        loop {
+            let timer_fired = tokio::time::timeout(interval, flush_wanted.notified())
+                .await
+                .is_err();
+            let Some(engine) = weak.upgrade() else {
+                return;
             };
-            let mut files = Vec::new();
-            for (day, day_batch) in days {
-                files.push(
-                    write_day_file(
-                        &self.inner.objects,
-                        &id,
-                        &day,
-                        &day_batch,
-                        through_sequence,
-                        &self.clustering_of(&id.project),
-                    )
-                    .await?,
-                );
-            }
-            written.push((id, incarnation, files));
-        }
-        if self.shared_log().is_some() {
-            return self.commit_shared_flush(through_sequence, written).await;
-        }
-
-        let mut orphaned = Vec::new();
-        let manifest = {
-            let mut state = self.inner.state.lock().expect("state lock");
-            for (id, incarnation, files) in written {
-                match state.collections.get_mut(&id) {
-                    Some(collection) if collection.incarnation == incarnation => {
-                        collection.files.extend(files);
-                        collection.flushing.clear();
-                        collection.batches_changed();
-                    }
-                    // Deleted while we wrote: its new files must not come back.
-                    _ => orphaned.extend(files),
+            let flushed = if timer_fired {
+                flush_on_tick(&engine).await
+            } else {
+                flush(&engine).await
+            };
+            if let Err(error) = flushed {
+                if matches!(error, StorageError::Closed) {
+                    return;
                 }
+                tracing::error!(%error, "background flush failed");
             }
-            state.flushed_sequence = through_sequence;
-            state.to_manifest()
-        };
-        // Until the manifest is stored, a crash replays the WAL; the files just written are then
-        // unlisted, and start-up removes them (their names carry a sequence past the manifest's).
-        let data_dir = self.inner.config.data_dir.clone();
-        let wal_directory = wal_dir(&data_dir);
-        tokio::task::spawn_blocking(move || {
-            manifest.store(&data_dir)?;
-            wal::remove_flushed_segments(&wal_directory, through_sequence)
+        }
+    });
+}
+
+pub(crate) async fn flush_locked(engine: &Arc<Engine>) -> Result<()> {
+    let started = std::time::Instant::now();
+    let flushed = flush_unmeasured(engine).await;
+    engine
+        .metrics
+        .flush_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let buffered = engine.state.lock().expect("state lock").memory_size();
+    engine.metrics.buffered_rows.set(buffered.rows as i64);
+    engine
+        .config
+        .memory_budget
+        .set_used(MemoryConsumer::EventBuffer, buffered.bytes as u64);
+    flushed
+}
+
+async fn flush_unmeasured(engine: &Arc<Engine>) -> Result<()> {
+    let nothing_to_flush = {
+        let state = engine.state.lock().expect("state lock");
+        // Rows left "flushing" by a failed flush are retried too.
+        state.memory_rows() == 0
+            && state
+                .collections
+                .values()
+                .all(|collection| collection.flushing.is_empty())
+    };
+    if nothing_to_flush {
+        return Ok(());
+    }
+    let (reply, answer) = oneshot::channel();
+    engine.send(Command::Rotate { reply }).await?;
+    let through_sequence = answer.await.map_err(|_| StorageError::Closed)??;
+
+    let flushing: Vec<(CollectionId, u64, Vec<RecordBatch>)> = {
+        let state = engine.state.lock().expect("state lock");
+        state
+            .collections
+            .iter()
+            .filter(|(_, collection)| !collection.flushing.is_empty())
+            .map(|(id, collection)| {
+                (
+                    id.clone(),
+                    collection.incarnation,
+                    collection.flushing.clone(),
+                )
+            })
+            .collect()
+    };
+    let mut written: Vec<(CollectionId, u64, Vec<DataFile>)> = Vec::new();
+    for (id, incarnation, batches) in flushing {
+        // Merging and sorting are CPU work: on a blocking thread, off the request handlers' workers.
+        let days = tokio::task::spawn_blocking(move || {
+            merge_batches(&batches).map(|merged| split_by_day(&merged))
         })
         .await
-        .map_err(std::io::Error::other)??;
-        for file in orphaned {
-            self.inner.objects.delete(&file.path).await;
-        }
-        tracing::debug!(through_sequence, "flushed");
-        Ok(())
-    }
-
-    /// Swaps each old file of `id` for its replacement (none: its rows are gone) if the collection is
-    /// still the incarnation that was read, and stores the manifest; otherwise deletes the replacements.
-    /// Returns whether it swapped. Old files are deleted after the grace period.
-    pub(crate) async fn swap_files(
-        &self,
-        id: &CollectionId,
-        incarnation: u64,
-        replaced: Vec<(DataFile, Option<DataFile>)>,
-    ) -> Result<bool> {
-        if self.shared_log().is_some() {
-            return self.commit_shared_swap(id, replaced).await;
-        }
-        let swapped = {
-            let mut state = self.inner.state.lock().expect("state lock");
-            match state.collections.get_mut(id) {
-                Some(collection) if collection.incarnation == incarnation => {
-                    for (old, new) in &replaced {
-                        collection.files.retain(|file| file != old);
-                        collection.files.extend(new.clone());
-                    }
-                    true
-                }
-                _ => false,
-            }
+        .map_err(std::io::Error::other)?;
+        let Some(days) = days else {
+            continue;
         };
-        if !swapped {
-            for new in replaced.into_iter().filter_map(|(_, new)| new) {
-                self.inner.objects.delete(&new.path).await;
-            }
-            return Ok(false);
+        let mut files = Vec::new();
+        for (day, day_batch) in days {
+            files.push(
+                write_day_file(
+                    &engine.objects,
+                    &id,
+                    &day,
+                    &day_batch,
+                    through_sequence,
+                    &engine.clustering_of(&id.project),
+                )
+                .await?,
+            );
         }
-        self.store_manifest().await?;
-        self.delete_later(replaced.into_iter().map(|(old, _)| old).collect());
-        Ok(true)
+        written.push((id, incarnation, files));
     }
+    engine
+        .journal
+        .commit_flush(engine.parts(), through_sequence, written)
+        .await
+}
 
-    /// Shared: records the flushed files in the log (every node swaps them for the flushing rows when it
-    /// applies the record), deletes files the record could not place, and stores a checkpoint.
-    async fn commit_shared_flush(
-        &self,
-        through: u64,
-        written: Vec<(CollectionId, u64, Vec<DataFile>)>,
-    ) -> Result<()> {
-        let flushed = Flushed {
-            through,
-            files: written
-                .into_iter()
-                .map(|(id, _, files)| (id, files))
-                .collect(),
-        };
-        let applied = self
-            .append_maintenance(KIND_FLUSHED, payload_of(&flushed))
-            .await?;
-        for file in applied.rejected_files {
-            self.inner.objects.delete(&file.path).await;
-        }
-        self.store_manifest().await?;
-        tracing::debug!(through, "flushed to the shared store");
-        Ok(())
-    }
+/// Swaps each old file of `id` for its replacement through the journal (see `Journal::commit_swap`);
+/// whether it swapped.
+pub(crate) async fn swap_files(
+    engine: &Engine,
+    id: &CollectionId,
+    incarnation: u64,
+    replaced: Vec<(DataFile, Option<DataFile>)>,
+) -> Result<bool> {
+    engine
+        .journal
+        .commit_swap(engine.parts(), id, incarnation, replaced)
+        .await
+}
 
-    /// Shared: records a swap in the log; whether it applied (the old files were all still listed).
-    async fn commit_shared_swap(
-        &self,
-        id: &CollectionId,
-        replaced: Vec<(DataFile, Option<DataFile>)>,
-    ) -> Result<bool> {
-        let swapped = Swapped {
-            collection: id.clone(),
-            replaced: replaced.clone(),
-        };
-        let applied = self
-            .append_maintenance(KIND_SWAPPED, payload_of(&swapped))
-            .await?;
-        for file in applied.rejected_files {
-            self.inner.objects.delete(&file.path).await;
-        }
-        if !applied.swapped {
-            return Ok(false);
-        }
-        self.store_manifest().await?;
-        self.delete_later(replaced.into_iter().map(|(old, _)| old).collect());
-        Ok(true)
-    }
-
-    async fn append_maintenance(
-        &self,
-        kind: &'static str,
-        payload: Vec<u8>,
-    ) -> Result<crate::shared::Applied> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::Maintenance {
-            kind,
-            payload,
-            reply,
-        })
-        .await?;
-        Ok(answer.await.map_err(|_| StorageError::Closed)??)
-    }
-
-    /// Merges every day of every collection that has `min_files` files or more.
-    pub(crate) async fn compact_locked(&self, min_files: usize) -> Result<()> {
-        let candidates: Vec<(CollectionId, u64, Vec<DataFile>)> = {
-            let state = self.inner.state.lock().expect("state lock");
-            state
-                .collections
-                .iter()
-                .flat_map(|(id, collection)| {
-                    days_to_compact(&collection.files, min_files)
-                        .into_iter()
-                        .map(|files| (id.clone(), collection.incarnation, files))
-                })
-                .collect()
-        };
-        for (id, incarnation, old_files) in candidates {
-            let started = std::time::Instant::now();
-            self.compact_day(id, incarnation, old_files).await?;
-            self.inner
-                .metrics
-                .compaction_seconds
-                .observe(started.elapsed().as_secs_f64());
-        }
-        Ok(())
-    }
-
-    /// Merges one day's files with the streaming merge (`compaction`), within the memory budget's
-    /// `Compaction` share; skipped (tried again at the next tick) while the share is held elsewhere.
-    async fn compact_day(
-        &self,
-        id: CollectionId,
-        incarnation: u64,
-        old_files: Vec<DataFile>,
-    ) -> Result<()> {
-        let schema = {
-            let state = self.inner.state.lock().expect("state lock");
-            let Some(collection) = state.collections.get(&id) else {
-                return Ok(());
-            };
-            crate::columns::schema_with_columns(&collection.schema.column_names())
-        };
-        let budget = &self.inner.config.memory_budget;
-        let share = budget.share(MemoryConsumer::Compaction);
-        let Some(_reservation) = budget.try_reserve(MemoryConsumer::Compaction, share) else {
-            budget.record_refusal(MemoryConsumer::Compaction);
-            tracing::debug!(collection = %id.collection, "compaction deferred: its memory is in use");
-            return Ok(());
-        };
-        let spill = SpillDirectory::create(&self.inner.config.data_dir)?;
-        let cluster_by = self.clustering_of(&id.project);
-        // The merge holds the maintenance lock: it flushes the event buffer itself when that fills.
-        let storage = self.clone();
-        let between: BetweenWork = std::sync::Arc::new(move || {
-            let storage = storage.clone();
-            Box::pin(async move {
-                storage
-                    .flush_if_buffer_full_locked()
-                    .await
-                    .map_err(std::io::Error::other)
+/// Merges every day of every collection that has `min_files` files or more.
+pub(crate) async fn compact_locked(engine: &Arc<Engine>, min_files: usize) -> Result<()> {
+    let candidates: Vec<(CollectionId, u64, Vec<DataFile>)> = {
+        let state = engine.state.lock().expect("state lock");
+        state
+            .collections
+            .iter()
+            .flat_map(|(id, collection)| {
+                days_to_compact(&collection.files, min_files)
+                    .into_iter()
+                    .map(|files| (id.clone(), collection.incarnation, files))
             })
-        });
-        let merged = merge_files(
-            &self.inner.objects,
-            &old_files,
-            &schema,
-            &cluster_by,
-            MergeMemory::within(share as usize),
-            &spill,
-            between,
-        )
-        .await?;
-        let day = old_files[0].day.clone();
-        let new_file = match merged {
-            Some(merged) => Some(self.store_merged_file(&id, &day, merged).await?),
-            None => None,
-        };
-        // The first old file is replaced by the new one; the others just go.
-        let mut replaced: Vec<(DataFile, Option<DataFile>)> =
-            old_files.iter().map(|file| (file.clone(), None)).collect();
-        replaced[0].1.clone_from(&new_file);
-        if !self.swap_files(&id, incarnation, replaced).await? {
-            return Ok(());
-        }
-        tracing::debug!(
-            collection = %id.collection,
-            day,
-            merged_files = old_files.len(),
-            rows = new_file.map_or(0, |file| file.rows),
-            "compacted"
-        );
-        Ok(())
-    }
-
-    /// Stores a file that replaces files of `id`'s `day` (a compaction's merge or a delete's rewrite),
-    /// named after the flushed sequence so recovery sets it aside if its swap never committed.
-    pub(crate) async fn store_merged_file(
-        &self,
-        id: &CollectionId,
-        day: &str,
-        merged: MergedFile,
-    ) -> Result<DataFile> {
-        self.inner
+            .collect()
+    };
+    for (id, incarnation, old_files) in candidates {
+        let started = std::time::Instant::now();
+        compact_day(engine, id, incarnation, old_files).await?;
+        engine
             .metrics
-            .compaction_spilled_runs
-            .inc_by(merged.spilled_runs as u64);
-        let name_hint = self
-            .inner
-            .state
-            .lock()
-            .expect("state lock")
-            .flushed_sequence;
-        let path = day_file_path(id, day, name_hint);
-        let bytes = self
-            .inner
-            .objects
-            .put_file_durable(&path, &merged.local_path)
-            .await?;
-        Ok(DataFile {
-            path,
-            day: day.to_string(),
-            min_timestamp_millis: merged.min_timestamp_millis,
-            max_timestamp_millis: merged.max_timestamp_millis,
-            rows: merged.rows,
-            bytes: bytes as usize,
-        })
+            .compaction_seconds
+            .observe(started.elapsed().as_secs_f64());
     }
+    Ok(())
+}
+
+/// Merges one day's files with the streaming merge (`compaction`), within the memory budget's
+/// `Compaction` share; skipped (tried again at the next tick) while the share is held elsewhere.
+async fn compact_day(
+    engine: &Arc<Engine>,
+    id: CollectionId,
+    incarnation: u64,
+    old_files: Vec<DataFile>,
+) -> Result<()> {
+    let schema = {
+        let state = engine.state.lock().expect("state lock");
+        let Some(collection) = state.collections.get(&id) else {
+            return Ok(());
+        };
+        crate::columns::schema_with_columns(&collection.schema.column_names())
+    };
+    let budget = &engine.config.memory_budget;
+    let share = budget.share(MemoryConsumer::Compaction);
+    let Some(_reservation) = budget.try_reserve(MemoryConsumer::Compaction, share) else {
+        budget.record_refusal(MemoryConsumer::Compaction);
+        tracing::debug!(collection = %id.collection, "compaction deferred: its memory is in use");
+        return Ok(());
+    };
+    let spill = SpillDirectory::create(&engine.config.data_dir)?;
+    let cluster_by = engine.clustering_of(&id.project);
+    // The merge holds the maintenance lock: it flushes the event buffer itself when that fills.
+    let for_between = engine.clone();
+    let between: BetweenWork = Arc::new(move || {
+        let engine = for_between.clone();
+        Box::pin(async move {
+            flush_if_buffer_full_locked(&engine)
+                .await
+                .map_err(std::io::Error::other)
+        })
+    });
+    let merged = merge_files(
+        &engine.objects,
+        &old_files,
+        &schema,
+        &cluster_by,
+        MergeMemory::within(share as usize),
+        &spill,
+        between,
+    )
+    .await?;
+    let day = old_files[0].day.clone();
+    let new_file = match merged {
+        Some(merged) => Some(store_merged_file(engine, &id, &day, merged).await?),
+        None => None,
+    };
+    // The first old file is replaced by the new one; the others just go.
+    let mut replaced: Vec<(DataFile, Option<DataFile>)> =
+        old_files.iter().map(|file| (file.clone(), None)).collect();
+    replaced[0].1.clone_from(&new_file);
+    if !swap_files(engine, &id, incarnation, replaced).await? {
+        return Ok(());
+    }
+    tracing::debug!(
+        collection = %id.collection,
+        day,
+        merged_files = old_files.len(),
+        rows = new_file.map_or(0, |file| file.rows),
+        "compacted"
+    );
+    Ok(())
+}
+
+/// Stores a file that replaces files of `id`'s `day` (a compaction's merge or a delete's rewrite),
+/// named after the flushed sequence so recovery sets it aside if its swap never committed.
+pub(crate) async fn store_merged_file(
+    engine: &Engine,
+    id: &CollectionId,
+    day: &str,
+    merged: MergedFile,
+) -> Result<DataFile> {
+    engine
+        .metrics
+        .compaction_spilled_runs
+        .inc_by(merged.spilled_runs as u64);
+    let name_hint = engine.state.lock().expect("state lock").flushed_sequence;
+    let path = day_file_path(id, day, name_hint);
+    let bytes = engine
+        .objects
+        .put_file_durable(&path, &merged.local_path)
+        .await?;
+    Ok(DataFile {
+        path,
+        day: day.to_string(),
+        min_timestamp_millis: merged.min_timestamp_millis,
+        max_timestamp_millis: merged.max_timestamp_millis,
+        rows: merged.rows,
+        bytes: bytes as usize,
+    })
 }

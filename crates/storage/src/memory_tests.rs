@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 
 use super::tests::{count, id, prepared};
 use super::*;
+use keyhole_model::PreparedEvent;
+use std::path::Path;
 
 /// The smallest budget: an event buffer share of about 25 MiB, a compaction share of about 10 MiB.
 fn small_budget() -> MemoryBudget {
@@ -73,7 +75,7 @@ async fn the_event_buffer_flushes_by_bytes_and_refuses_writes_it_cannot_hold() {
 
     // While no flush can run, the buffer fills to a third of its share and the next write is refused,
     // nothing of it stored.
-    let maintenance = storage.inner.maintenance.clone().lock_owned().await;
+    let maintenance = storage.engine().maintenance_lock.clone().lock_owned().await;
     storage
         .append(id("big"), wide_events(share / 3 / 50_000 + 1, 50_000))
         .await
@@ -130,8 +132,10 @@ async fn compaction_spills_sorted_runs_and_merges_them_in_order() {
     }
     assert_eq!(storage.data_files(&id("c")).len(), 4);
     {
-        let _maintenance = storage.inner.maintenance.lock().await;
-        storage.compact_locked(2).await.unwrap();
+        let _maintenance = storage.engine().maintenance_lock.lock().await;
+        crate::maintenance::compact_locked(storage.engine(), 2)
+            .await
+            .unwrap();
     }
     let files = storage.data_files(&id("c"));
     assert_eq!(files.len(), 1, "{files:?}");
@@ -153,7 +157,7 @@ async fn compaction_spills_sorted_runs_and_merges_them_in_order() {
     );
 
     // Read the merged file as written: ordered by tenant, then time, every row present once.
-    let bytes = storage.inner.objects.get(&files[0].path).await.unwrap();
+    let bytes = storage.engine().objects.get(&files[0].path).await.unwrap();
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
         .unwrap()
         .build()

@@ -232,6 +232,25 @@ impl ObjectFiles {
             .map_err(std::io::Error::other)
     }
 
+    /// Deletes `files` once `grace` has passed, in the background (readers that listed them may still be
+    /// reading them until then).
+    pub(crate) fn delete_after(
+        &self,
+        grace: std::time::Duration,
+        files: Vec<crate::manifest::DataFile>,
+    ) {
+        if files.is_empty() {
+            return;
+        }
+        let objects = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            for file in files {
+                objects.delete(&file.path).await;
+            }
+        });
+    }
+
     pub(crate) async fn delete(&self, path: &str) {
         if let Err(error) = self.store.delete(&ObjectPath::from(path)).await {
             tracing::warn!(path, %error, "could not delete data file");

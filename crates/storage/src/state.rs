@@ -154,6 +154,16 @@ impl State {
             .unwrap_or_default()
     }
 
+    /// Seals every collection's rows and moves every sealed batch to "flushing" (a rotate).
+    pub(crate) fn start_flushing(&mut self) {
+        for collection in self.collections.values_mut() {
+            collection.seal();
+            let sealed = std::mem::take(&mut collection.sealed);
+            collection.flushing.extend(sealed);
+            collection.batches_changed();
+        }
+    }
+
     pub(crate) fn memory_rows(&self) -> usize {
         self.collections
             .values()

@@ -11,6 +11,7 @@ use keyhole_model::{EventContext, PreparedEvent, prepare_event};
 use serde_json::{Value, json};
 
 use super::*;
+use std::path::Path;
 
 fn config(directory: &Path, objects: &Objects) -> StorageConfig {
     StorageConfig {

@@ -5,6 +5,8 @@
 //! token, scope and creation-time columns, by range (never a whole file in memory). A file that cannot be
 //! read is reported, not fatal: the engine sets it aside and starts.
 
+use std::collections::HashMap;
+
 use arrow::array::{Array, StringArray, TimestampMillisecondArray};
 use futures::StreamExt;
 use parquet::arrow::ProjectionMask;
@@ -13,10 +15,14 @@ use crate::config::Result;
 use crate::manifest::{CollectionId, DataFile};
 use crate::objects::ObjectFiles;
 use crate::state::State;
-use crate::writer::{TokenIndex, UNIQUENESS_WINDOW_MILLIS};
 use keyhole_model::ValueKind;
 use keyhole_model::event::{UNIQUENESS_SCOPE_PATH, uniqueness_key};
 use keyhole_model::flat::CREATED_AT_COLUMN;
+
+/// How long a uniqueness token blocks duplicates (Keen: 31 days).
+pub(crate) const UNIQUENESS_WINDOW_MILLIS: i64 = 31 * 24 * 3600 * 1000;
+/// Uniqueness tokens seen per collection, with the `keen.created_at` of the event that used each.
+pub(crate) type TokenIndex = HashMap<CollectionId, HashMap<String, i64>>;
 
 const TOKEN_PATH: &str = "keen.uniqueness_token";
 

@@ -3,76 +3,28 @@
 //! in-memory state so the next query sees it, and only then answers each sender. It also drops events
 //! whose `keen.uniqueness_token` was already stored in the same collection within Keen's 31-day window.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io;
 use std::sync::{Arc, Mutex};
 
 use keyhole_model::PreparedEvent;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::deletes::RowEdit;
-use crate::journal::Journal;
+use crate::commands::{Command, WriteOutcome};
+use crate::journal::{Followed, Journal};
 use crate::manifest::{CollectionId, DataFile};
+use crate::records::Applied;
+use crate::row_edit::RowEdit;
 use crate::state::State;
+use crate::tokens::{TokenIndex, UNIQUENESS_WINDOW_MILLIS};
 use crate::wal::WalEntry;
 
-/// How long a uniqueness token blocks duplicates (Keen: 31 days).
-pub(crate) const UNIQUENESS_WINDOW_MILLIS: i64 = 31 * 24 * 3600 * 1000;
 /// Most commands taken into one group commit.
 const MAX_GROUP_COMMANDS: usize = 4096;
 
-/// Whether one event of a write was stored, dropped as a duplicate of an earlier uniqueness token, or
-/// refused because it would give its collection more property columns than the cap.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WriteOutcome {
-    /// Stored: durable and visible.
-    Stored,
-    /// Already stored (its `keen.uniqueness_token` was seen): not stored again.
-    Duplicate,
-    /// Refused: it would give its collection more property columns than its cap.
-    TooManyColumns,
-}
-
-pub(crate) enum Command {
-    Write {
-        collection: CollectionId,
-        events: Vec<PreparedEvent>,
-        reply: oneshot::Sender<io::Result<Vec<WriteOutcome>>>,
-    },
-    DeleteCollection {
-        collection: CollectionId,
-        reply: oneshot::Sender<io::Result<Vec<DataFile>>>,
-    },
-    /// Delete events or a property (see `deletes`); answers the rows (or cells) removed from memory.
-    Edit {
-        collection: CollectionId,
-        edit: RowEdit,
-        reply: oneshot::Sender<io::Result<usize>>,
-    },
-    /// Start a new WAL segment and move every buffered row to "flushing"; answers the last sequence
-    /// number those rows came from. With a shared log, a `rotate` record (fenced by the maintenance
-    /// lease) does it on every node.
-    Rotate {
-        reply: oneshot::Sender<io::Result<u64>>,
-    },
-    /// Shared log only: append a maintenance record (fenced by the lease) and apply the log through it;
-    /// answers what applying it did.
-    Maintenance {
-        kind: &'static str,
-        payload: Vec<u8>,
-        reply: oneshot::Sender<io::Result<crate::shared::Applied>>,
-    },
-    /// Shared log only: apply what other nodes appended.
-    CatchUp,
-    Stop,
-}
-
-/// Uniqueness tokens seen per collection, with the `keen.created_at` of the event that used each.
-pub(crate) type TokenIndex = HashMap<CollectionId, HashMap<String, i64>>;
-
 pub(crate) struct Writer {
     pub metrics: crate::metrics::StorageMetrics,
-    pub journal: Journal,
+    pub journal: Arc<dyn Journal>,
     /// Most `{path}#{kind}` columns a collection may have; an event adding columns past it is refused.
     pub max_columns_per_collection: usize,
     pub tokens: TokenIndex,
@@ -295,7 +247,7 @@ impl Writer {
         // With a shared log, what other nodes committed before this group is applied first, so every
         // node applies the same records in the same order.
         if let Some(sequence) = group_sequence
-            && let Err(error) = self.apply_shared_through(sequence - 1)
+            && let Err(error) = self.apply_others_through(sequence - 1)
         {
             self.broken = true;
             tracing::error!(%error, "cannot apply the shared log before this node's group; refusing writes until restart");
@@ -389,22 +341,50 @@ impl Writer {
     }
 
     fn rotate(&mut self) -> io::Result<u64> {
-        let wal = match &mut self.journal {
-            Journal::Local(wal) => wal,
-            Journal::Shared(_) => {
-                self.append_maintenance(crate::shared::KIND_ROTATE, Vec::new())?;
-                return Ok(self.state.lock().expect("state lock").applied_sequence);
-            }
-        };
-        let through_sequence = wal.rotate()?;
-        let mut state = self.state.lock().expect("state lock");
-        for collection in state.collections.values_mut() {
-            collection.seal();
-            let sealed = std::mem::take(&mut collection.sealed);
-            collection.flushing.extend(sealed);
-            collection.batches_changed();
+        let (through, followed) = self.journal.rotate(&self.state, &mut self.tokens)?;
+        self.after_following(followed);
+        Ok(through)
+    }
+
+    /// Applies the journal through `through` (what other nodes appended before it).
+    fn apply_others_through(&mut self, through: u64) -> io::Result<()> {
+        let followed = self
+            .journal
+            .apply_through(through, &self.state, &mut self.tokens)?;
+        self.after_following(followed);
+        Ok(())
+    }
+
+    /// Applies everything other nodes appended so far (a failure is retried at the next call).
+    fn catch_up_with_others(&mut self) {
+        if self.broken {
+            return;
         }
-        Ok(through_sequence)
+        if let Err(error) = self.apply_others_through(u64::MAX) {
+            tracing::warn!(%error, "cannot apply the shared log; retrying");
+        }
+    }
+
+    /// Appends a maintenance record and applies the journal through it; what applying it did.
+    fn append_maintenance(&mut self, kind: &'static str, payload: Vec<u8>) -> io::Result<Applied> {
+        let mut followed =
+            self.journal
+                .append_maintenance(kind, payload, &self.state, &mut self.tokens)?;
+        let applied = followed.last.take().unwrap_or_default();
+        self.after_following(followed);
+        Ok(applied)
+    }
+
+    /// Fetches the files applied records added and reports the buffered rows they changed.
+    fn after_following(&mut self, followed: Followed) {
+        if !followed.added_files.is_empty() {
+            (self.on_files_added)(followed.added_files);
+        }
+        if followed.applied_any {
+            let buffered = self.state.lock().expect("state lock").memory_size();
+            self.metrics.buffered_rows.set(buffered.rows as i64);
+            (self.on_applied)(buffered);
+        }
     }
 }
 
