@@ -102,3 +102,34 @@ impl SharedLog for MetadataLog {
 pub fn shared_log_of(meta: &MetaStore) -> SharedLogHandle {
     SharedLogHandle(Arc::new(MetadataLog(meta.cluster_log())))
 }
+
+/// The storage suite (`keyhole_storage::testsuite`) with the engine's journal in the PostgreSQL log of a
+/// fresh database, as every node of a cluster journals: the same tests the local WAL and the in-memory
+/// log pass. Skipped (one line on stderr) without `KEYHOLE_TEST_POSTGRES_URL`.
+#[cfg(test)]
+mod postgres_log_suite {
+    use keyhole_storage::testsuite::Backend;
+
+    async fn backend() -> Option<Backend> {
+        let server_url = keyhole_test_env::postgres_url()?;
+        let name = format!("keyhole_log_{}", keyhole_model::keys::generate_id());
+        let url = keyhole_meta::create_postgres_database(&server_url, &name)
+            .await
+            .expect("create a database on the test PostgreSQL server");
+        let meta = keyhole_meta::MetaStore::open(&url)
+            .await
+            .expect("open the fresh metadata database");
+        let mut backend = Backend::shared_log(super::shared_log_of(&meta));
+        let cluster_log = meta.cluster_log();
+        backend.after = Some(Box::new(move || {
+            let appended = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(cluster_log.read_after(0, 1))
+            })
+            .expect("read the PostgreSQL log");
+            assert!(!appended.is_empty(), "the engine journaled in PostgreSQL");
+        }));
+        Some(backend)
+    }
+
+    keyhole_storage::storage_test_suite!(backend);
+}

@@ -71,3 +71,5 @@ mod memory_log;
 mod memory_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(any(test, feature = "testsuite"))]
+pub mod testsuite;

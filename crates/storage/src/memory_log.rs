@@ -1,6 +1,6 @@
 //! An in-memory [`SharedLog`] for tests: the shared log's contract — sequence numbers, fencing by the
 //! maintenance lease, checkpoints that only move forward, truncation that keeps the newest record —
-//! without a database, so the engine's whole suite runs over shared mode (`tests.rs`, `object_suite!`).
+//! without a database, so the engine's whole suite runs over shared mode (`tests.rs`, `storage_test_suite!`).
 //! A handle names the node it belongs to (leases are held per node).
 
 use std::io;
