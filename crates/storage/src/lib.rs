@@ -66,6 +66,8 @@ mod fault_tests;
 #[cfg(test)]
 mod format_tests;
 #[cfg(test)]
+mod layering_tests;
+#[cfg(test)]
 mod memory_log;
 #[cfg(test)]
 mod memory_tests;
