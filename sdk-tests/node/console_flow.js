@@ -30,6 +30,7 @@ async function main() {
     await page.waitForSelector('#view h3');
     results.who = await page.textContent('#who');
     results.collections = await page.$$eval('#view h3', (nodes) => nodes.map((node) => node.textContent));
+    results.geo_off = await page.$eval('#geo-off', (node) => node.textContent).catch(() => null);
     await shot(page, 'console-collections');
 
     await page.click('button[data-view=explorer]');

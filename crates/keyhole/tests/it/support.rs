@@ -324,6 +324,19 @@ impl BinaryServer {
         }
     }
 
+    /// The organization key printed on the first start.
+    pub fn printed_organization_key(&self) -> String {
+        self.stdout_lines
+            .iter()
+            .find_map(|line| {
+                line.split("organization key (shown once, store it now): ")
+                    .nth(1)
+            })
+            .unwrap_or_else(|| panic!("no organization key printed: {:?}", self.stdout_lines))
+            .trim()
+            .to_string()
+    }
+
     /// The default project printed on the first start.
     pub fn printed_project(&self) -> ProjectKeys {
         let value_after = |prefix: &str| {
