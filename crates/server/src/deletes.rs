@@ -8,8 +8,11 @@
 //! nothing else; without parameters it deletes everything in its scope, never the collection. The
 //! matching events are found by the query layer (the same scope choke point as every read) and removed by
 //! id in rounds of at most [`DELETE_ROUND_EVENTS`] (each round one WAL record, see storage's `deletes`).
-//! A request carrying any other parameter (PHP's bracket form `filters[0][…]` included) or a body is
-//! refused before anything is deleted: a delete is never widened because a parameter was not understood.
+//! `filters` may come as JSON or in PHP's bracket form (`filters[0][property_name]=…`); keen-analysis'
+//! `client.del` sends JSON-quoted `timezone`/`timeframe` and a `{}` body, both read as meant. A request
+//! carrying any other parameter, a body with content, a present-but-empty `filters` or a `timezone`
+//! without `filters` or `timeframe` is refused before anything is deleted: a delete is never widened
+//! because a parameter was not understood (only the bare form deletes everything, as in Keen).
 
 use axum::extract::{Path, RawQuery};
 use axum::http::StatusCode;
@@ -33,11 +36,14 @@ pub(crate) async fn delete_events(
     body: axum::body::Body,
 ) -> Result<StatusCode, ApiError> {
     let query = query.unwrap_or_default();
-    let selective = check_delete_parameters(&query)?;
+    check_delete_parameter_names(&query)?;
     let body = crate::http::read_body(body, 1024, delete_body_refused).await?;
-    if !body.iter().all(u8::is_ascii_whitespace) {
+    if !is_empty_body(&body) {
         return Err(delete_body_refused());
     }
+    let mut params = params_from_query_string(&query)?;
+    params.remove("api_key");
+    let selective = selects_events(&params)?;
     let deleter = auth.deleter();
     let is_master = auth.grant.kind() == KeyKind::Master;
     // Only the master key learns that a collection does not exist; a scoped key's delete of an unknown
@@ -48,8 +54,6 @@ pub(crate) async fn delete_events(
     if is_master && !selective && deleter.delete_collection(&collection).await? {
         return Ok(StatusCode::NO_CONTENT);
     }
-    let mut params = params_from_query_string(&query)?;
-    params.remove("api_key");
     params.insert("event_collection".into(), Value::String(collection.clone()));
     let selection = Query::parse(AnalysisType::Extraction, &params)?;
     let mut deleted = 0usize;
@@ -111,24 +115,57 @@ fn delete_body_refused() -> ApiError {
     )
 }
 
-/// Whether the delete selects events (`filters`, `timeframe`, `timezone`); refuses anything else.
-fn check_delete_parameters(query: &str) -> Result<bool, ApiError> {
-    let mut selective = false;
+/// Nothing, whitespace, or the empty JSON object keen-analysis sends.
+fn is_empty_body(body: &[u8]) -> bool {
+    let text = body.iter().filter(|byte| !byte.is_ascii_whitespace());
+    let compact: Vec<u8> = text.copied().collect();
+    compact.is_empty() || compact == b"{}"
+}
+
+/// Refuses parameters a delete does not take (`filters`, `timeframe`, `timezone`, plain or bracketed).
+fn check_delete_parameter_names(query: &str) -> Result<(), ApiError> {
     for (name, _) in form_urlencoded_pairs(query) {
-        match name.as_str() {
-            "api_key" => {}
-            "filters" | "timeframe" | "timezone" => selective = true,
-            _ if name.starts_with("timeframe[") => selective = true,
-            _ => {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidParameter,
-                    format!(
-                        "A delete does not take the parameter '{}' (send filters as JSON); nothing was deleted.",
-                        name.chars().take(100).collect::<String>()
-                    ),
-                ));
-            }
+        let known = match name.split_once('[') {
+            Some((base, _)) => matches!(base, "filters" | "timeframe"),
+            None => matches!(
+                name.as_str(),
+                "api_key" | "filters" | "timeframe" | "timezone"
+            ),
+        };
+        if !known {
+            return Err(ApiError::new(
+                ErrorCode::InvalidParameter,
+                format!(
+                    "A delete does not take the parameter '{}'; nothing was deleted.",
+                    name.chars().take(100).collect::<String>()
+                ),
+            ));
         }
+    }
+    Ok(())
+}
+
+/// Whether the delete selects events (`filters` or `timeframe`) rather than naming the whole collection.
+/// A present-but-empty `filters`, or a `timezone` with neither, selects nothing definite: refused.
+fn selects_events(params: &serde_json::Map<String, Value>) -> Result<bool, ApiError> {
+    let refused = |message: &str| Err(ApiError::new(ErrorCode::InvalidParameter, message));
+    let filters = params.get("filters");
+    let empty_filters = match filters {
+        Some(Value::Array(list)) => list.is_empty(),
+        Some(Value::String(text)) => text.trim().is_empty(),
+        Some(Value::Null) => true,
+        _ => false,
+    };
+    if empty_filters {
+        return refused(
+            "filters is present but empty; nothing was deleted. Send filters that select events, or no parameter at all to delete the whole collection.",
+        );
+    }
+    let selective = filters.is_some() || params.contains_key("timeframe");
+    if !selective && params.contains_key("timezone") {
+        return refused(
+            "timezone alone selects no events; nothing was deleted. Send filters or a timeframe with it, or no parameter at all to delete the whole collection.",
+        );
     }
     Ok(selective)
 }

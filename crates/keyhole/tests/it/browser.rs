@@ -349,6 +349,52 @@ fn keen_analysis_in_chromium_reads_saved_cached_and_dataset_results() {
 }
 
 #[test]
+fn keen_analysis_del_in_chromium_deletes_exactly_what_it_selects() {
+    if !crate::support::has_browser() {
+        return;
+    }
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = BinaryServer::start(data_dir.path(), &[], &[]);
+    let project = server.printed_project();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let url = |path: &str| format!("{}/3.0/projects/{}{path}", server.base_url, project.id);
+    let count_where = |filters: Value| {
+        let url = url("/queries/count");
+        let master = project.master.clone();
+        async move {
+            let answer = send(client().post(url).header("Authorization", master)
+                .json(&json!({"event_collection": "orders", "timeframe": "this_30_days", "filters": filters}))).await;
+            assert_eq!(answer.0, 200, "{}", answer.1);
+            answer.1["result"].as_u64().unwrap()
+        }
+    };
+    let small_acme = json!([{"property_name": "vendor", "operator": "eq", "property_value": "acme"},
+                            {"property_name": "amount", "operator": "lt", "property_value": 10}]);
+    let before = runtime.block_on(async {
+        let events: Vec<Value> = (0..40i64)
+            .map(|index| json!({"vendor": (["acme", "globex"][(index % 2) as usize]), "amount": index}))
+            .collect();
+        let written = send(client().post(url("/events")).header("Authorization", &project.write).json(&json!({"orders": events}))).await;
+        assert_eq!(written.0, 200);
+        (count_where(json!([])).await, count_where(small_acme.clone()).await)
+    });
+    assert_eq!(before, (40, 5));
+    let visits = json!([page(
+        "keen-analysis-del",
+        "delete.html",
+        &server,
+        &project.id,
+        &project.master,
+        "Acme"
+    )]);
+    let results = visit_pages(free_port(), &visits);
+    assert_eq!(results["keen-analysis-del"]["deleted"], true, "{results}");
+    let after =
+        runtime.block_on(async { (count_where(json!([])).await, count_where(small_acme).await) });
+    assert_eq!(after, (35, 0), "exactly acme's five small orders are gone");
+}
+
+#[test]
 fn the_console_signs_in_explores_creates_a_key_opens_its_dashboard_and_revokes_it() {
     if !crate::support::has_browser() {
         return;

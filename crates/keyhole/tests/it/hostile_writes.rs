@@ -32,9 +32,12 @@ async fn a_delete_it_does_not_fully_understand_deletes_nothing() {
                 .header("Authorization", &server.project.master),
         )
     };
-    // PHP's bracket form, filters that do not parse: refused, nothing deleted.
+    // Filters that do not parse, an empty filters list, a timezone alone: refused, nothing deleted.
     for query in [
-        "?filters[0][property_name]=k&filters[0][operator]=eq&filters[0][property_value]=1",
+        "?filters=%5B%5D",
+        "?filters=",
+        "?timezone=UTC",
+        "?filters[0][property_name]=k&filters[0][operator]=eqq&filters[0][property_value]=1",
         "?filters=%5Bnot-json",
         "?filters=%5B%7B%22property_name%22%3A%22k%22%2C%22operator%22%3A%22eqq%22%2C%22property_value%22%3A1%7D%5D",
         "?timeframe=this_7_fortnights",
@@ -66,6 +69,13 @@ async fn a_delete_it_does_not_fully_understand_deletes_nothing() {
     .await;
     assert_keen_error(&with_body, 400, "InvalidParameterError");
     assert_eq!(count(&server, "orders").await, 3);
+    // PHP's bracket form deletes exactly what it selects.
+    let answer = delete(
+        "?filters[0][property_name]=k&filters[0][operator]=eq&filters[0][property_value]=1&timezone=UTC",
+    )
+    .await;
+    assert_eq!(answer.0, 204, "{}", answer.1);
+    assert_eq!(count(&server, "orders").await, 2);
     // The whole collection, asked for plainly (the key in the query string is fine).
     let url = server.project_url(&format!("/events/orders?api_key={}", server.project.master));
     let response = client().delete(url).send().await.unwrap();

@@ -20,34 +20,148 @@ pub(crate) const MAX_LIST_ENTRIES: usize = 100;
 pub(crate) const MAX_RANGES_OR_NAMES: usize = 1_000;
 
 /// Turns a GET query string into the JSON object a POST body would be.
+///
+/// - A value that looks like JSON (`[…]`, `{…}`) is parsed; a JSON-quoted string (`"UTC"`, as
+///   keen-analysis sends `timezone` and `timeframe` on a delete) is unquoted.
+/// - PHP's bracket form (`http_build_query`): `filters[0][property_name]=n&filters[0][operator]=eq` becomes
+///   `{"filters": [{"property_name": "n", "operator": "eq"}]}` — keys made of digits are array positions,
+///   in index order — and Explorer's `timeframe[start]=…` an object. PHP can only send text, so a
+///   bracketed `property_value` that reads as a number, `true`, `false` or `null` takes that JSON value
+///   (`[property_value]=1` matches the number 1); other bracketed values stay strings. A name given both
+///   plainly and bracketed is refused.
 pub fn params_from_query_string(query: &str) -> Result<Map<String, Value>, QueryError> {
     let mut params = Map::new();
-    let mut bracket_timeframe = Map::new();
+    let mut bracketed: Map<String, Value> = Map::new();
     for (name, raw) in crate::query_string::pairs(query) {
-        if let Some(inner) = name
-            .strip_prefix("timeframe[")
-            .and_then(|rest| rest.strip_suffix(']'))
-        {
-            bracket_timeframe.insert(inner.to_string(), Value::String(raw));
+        if let Some((base, path)) = bracket_path(&name)? {
+            insert_at_path(
+                bracketed
+                    .entry(base)
+                    .or_insert_with(|| Value::Object(Map::new())),
+                &path,
+                raw,
+            )?;
             continue;
         }
-        let trimmed = raw.trim();
-        let value = if trimmed.starts_with('[') || trimmed.starts_with('{') {
-            serde_json::from_str(trimmed).unwrap_or(Value::String(raw))
+        params.insert(name, plain_value(raw));
+    }
+    for (base, value) in bracketed {
+        if params.contains_key(&base) {
+            let message =
+                format!("You sent in an invalid definition for the {base}: multiple values.");
+            return Err(if base == "timeframe" {
+                QueryError::InvalidTimeframe(message)
+            } else {
+                QueryError::InvalidParameter(message)
+            });
+        }
+        params.insert(base, positions_as_arrays(value));
+    }
+    Ok(params)
+}
+
+/// Most bracketed segments one parameter name may have (`filters[0][property_value]` has two).
+const MAX_BRACKET_DEPTH: usize = 8;
+
+fn plain_value(raw: String) -> Value {
+    let trimmed = raw.trim();
+    let looks_like_json = trimmed.starts_with('[')
+        || trimmed.starts_with('{')
+        || (trimmed.len() >= 2 && trimmed.starts_with('"') && trimmed.ends_with('"'));
+    if looks_like_json {
+        return serde_json::from_str(trimmed).unwrap_or(Value::String(raw));
+    }
+    Value::String(raw)
+}
+
+/// `filters[0][operator]` → `("filters", ["0", "operator"])`; `None` for a plain name.
+fn bracket_path(name: &str) -> Result<Option<(String, Vec<String>)>, QueryError> {
+    let Some(open) = name.find('[') else {
+        return Ok(None);
+    };
+    let malformed = || {
+        QueryError::InvalidParameter(format!(
+            "The parameter name '{}' is not of the form name[key][key]….",
+            name.chars().take(100).collect::<String>()
+        ))
+    };
+    let (base, mut rest) = name.split_at(open);
+    if base.is_empty() {
+        return Err(malformed());
+    }
+    let mut path = Vec::new();
+    while !rest.is_empty() {
+        let inner = rest.strip_prefix('[').ok_or_else(malformed)?;
+        let close = inner.find(']').ok_or_else(malformed)?;
+        path.push(inner[..close].to_string());
+        rest = &inner[close + 1..];
+        if path.len() > MAX_BRACKET_DEPTH {
+            return Err(malformed());
+        }
+    }
+    Ok(Some((base.to_string(), path)))
+}
+
+fn insert_at_path(target: &mut Value, path: &[String], raw: String) -> Result<(), QueryError> {
+    let Some((first, rest)) = path.split_first() else {
+        return Ok(());
+    };
+    let Value::Object(object) = target else {
+        return Err(QueryError::InvalidParameter(format!(
+            "The bracketed parameter [{first}] is given both a value and keys."
+        )));
+    };
+    if rest.is_empty() {
+        if object.get(first).is_some_and(Value::is_object) {
+            return Err(QueryError::InvalidParameter(format!(
+                "The bracketed parameter [{first}] is given both a value and keys."
+            )));
+        }
+        let value = if first == "property_value" {
+            php_scalar(raw)
         } else {
             Value::String(raw)
         };
-        params.insert(name, value);
+        object.insert(first.clone(), value);
+        return Ok(());
     }
-    if !bracket_timeframe.is_empty() {
-        if params.contains_key("timeframe") {
-            return Err(QueryError::InvalidTimeframe(
-                "You sent in an invalid definition for the timeframe: multiple values.".into(),
-            ));
-        }
-        params.insert("timeframe".into(), Value::Object(bracket_timeframe));
+    let next = object
+        .entry(first.clone())
+        .or_insert_with(|| Value::Object(Map::new()));
+    insert_at_path(next, rest, raw)
+}
+
+/// A number, `true`, `false` or `null` as that JSON value; any other text as a string.
+fn php_scalar(raw: String) -> Value {
+    match serde_json::from_str::<Value>(raw.trim()) {
+        Ok(value @ (Value::Number(_) | Value::Bool(_) | Value::Null)) => value,
+        _ => Value::String(raw),
     }
-    Ok(params)
+}
+
+/// Objects whose keys are all digits become arrays, in index order (PHP's arrays).
+fn positions_as_arrays(value: Value) -> Value {
+    let Value::Object(object) = value else {
+        return value;
+    };
+    let all_positions = !object.is_empty()
+        && object.keys().all(|key| {
+            !key.is_empty() && key.len() <= 9 && key.bytes().all(|byte| byte.is_ascii_digit())
+        });
+    if !all_positions {
+        return Value::Object(
+            object
+                .into_iter()
+                .map(|(key, value)| (key, positions_as_arrays(value)))
+                .collect(),
+        );
+    }
+    let mut entries: Vec<(u64, Value)> = object
+        .into_iter()
+        .map(|(key, value)| (key.parse().unwrap_or(u64::MAX), positions_as_arrays(value)))
+        .collect();
+    entries.sort_by_key(|(position, _)| *position);
+    Value::Array(entries.into_iter().map(|(_, value)| value).collect())
 }
 
 fn non_empty<'a>(params: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
@@ -514,6 +628,32 @@ mod tests {
         );
         assert_eq!(parsed.limit, Some(5));
         assert!(matches!(parsed.timezone, Timezone::Fixed(_)));
+    }
+
+    #[test]
+    fn php_brackets_and_json_quoted_strings() {
+        let params = params_from_query_string(
+            "filters[1][property_name]=b&filters[0][property_name]=a&filters[0][operator]=eq&filters[0][property_value]=1&filters[1][operator]=exists&filters[1][property_value]=true&timezone=%22UTC%22&timeframe=%22this_7_days%22",
+        )
+        .unwrap();
+        assert_eq!(
+            params["filters"],
+            json!([{"property_name": "a", "operator": "eq", "property_value": 1},
+                   {"property_name": "b", "operator": "exists", "property_value": true}])
+        );
+        assert_eq!(params["timezone"], "UTC");
+        assert_eq!(params["timeframe"], "this_7_days");
+        let group_by = params_from_query_string("group_by[0]=x&group_by[1]=y").unwrap();
+        assert_eq!(group_by["group_by"], json!(["x", "y"]));
+        for refused in [
+            "filters=[]&filters[0][operator]=eq",
+            "[0]=x",
+            "filters[0=x",
+            "filters[0][a]=x&filters[0]=y",
+            "a[1][2][3][4][5][6][7][8][9]=x",
+        ] {
+            assert!(params_from_query_string(refused).is_err(), "{refused}");
+        }
     }
 
     #[test]
