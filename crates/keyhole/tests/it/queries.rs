@@ -894,3 +894,85 @@ async fn minimum_and_maximum_from_statistics_equal_the_scanned_answer() {
         "a property without numbers"
     );
 }
+
+/// Keen's `this_` timeframes run "until now": an event stamped later in the current unit is neither
+/// counted nor extracted yet, and an interval's last bucket ends now.
+#[tokio::test(flavor = "multi_thread")]
+async fn this_timeframes_end_now() {
+    use chrono::{Duration, Utc};
+    let server = InProcessServer::start().await;
+    let mut now = Utc::now();
+    let end_of_day = |at: chrono::DateTime<Utc>| {
+        (at.date_naive() + Duration::days(1))
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc()
+    };
+    if end_of_day(now) - now < Duration::seconds(20) {
+        tokio::time::sleep(std::time::Duration::from_secs(21)).await;
+        now = Utc::now();
+    }
+    let later_today = now + (end_of_day(now) - now) / 2;
+    let stamp = |at: chrono::DateTime<Utc>| at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    server
+        .write_events(
+            "visits",
+            vec![
+                json!({"when": "now", "keen": {"timestamp": stamp(now - Duration::seconds(5))}}),
+                json!({"when": "later today", "keen": {"timestamp": stamp(later_today)}}),
+            ],
+        )
+        .await;
+    let master = server.project.master.clone();
+    for timeframe in ["this_day", "today", "this_1_days", "this_2_days"] {
+        let count = server
+            .post_json(
+                "/queries/count",
+                &master,
+                &json!({"event_collection": "visits", "timeframe": timeframe}),
+            )
+            .await;
+        assert_eq!(count, (200, json!({"result": 1})), "{timeframe}");
+        let extraction = server
+            .post_json(
+                "/queries/extraction",
+                &master,
+                &json!({"event_collection": "visits", "timeframe": timeframe}),
+            )
+            .await;
+        assert_eq!(
+            extraction.1["result"].as_array().unwrap().len(),
+            1,
+            "{timeframe}"
+        );
+        assert_eq!(extraction.1["result"][0]["when"], "now", "{timeframe}");
+    }
+    let previous = server
+        .post_json(
+            "/queries/count",
+            &master,
+            &json!({"event_collection": "visits", "timeframe": "previous_1_days"}),
+        )
+        .await;
+    assert_eq!(previous.1["result"], 0);
+    let daily = server
+        .post_json(
+            "/queries/count",
+            &master,
+            &json!({"event_collection": "visits", "timeframe": "this_2_days", "interval": "daily"}),
+        )
+        .await;
+    assert_eq!(daily.0, 200, "{}", daily.1);
+    let buckets = daily.1["result"].as_array().unwrap();
+    assert_eq!(buckets.len(), 2);
+    assert_eq!(buckets[1]["value"], 1);
+    let last_end: chrono::DateTime<Utc> = buckets[1]["timeframe"]["end"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        last_end >= now && last_end < now + Duration::seconds(30) && last_end < end_of_day(now),
+        "the last bucket ends now, not at midnight: {last_end} (now {now})"
+    );
+}

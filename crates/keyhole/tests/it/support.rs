@@ -444,3 +444,35 @@ pub fn has_browser() -> bool {
     let assets = has_third_party_assets();
     browser && python && assets
 }
+
+/// `value` with every timestamp that is "now" — a `this_…` timeframe's end, the clipped end of its last
+/// interval bucket — replaced by `"<now>"`, so two answers computed a few milliseconds apart compare equal.
+/// A timestamp counts as now when it lies in the last ten minutes and is not on a whole minute (a bucket
+/// boundary always is).
+pub fn with_now_redacted(value: &Value) -> Value {
+    let now = chrono::Utc::now();
+    match value {
+        Value::String(text) => match chrono::DateTime::parse_from_rfc3339(text) {
+            Ok(time) => {
+                let time = time.with_timezone(&chrono::Utc);
+                let recent = time > now - chrono::Duration::minutes(10)
+                    && time <= now + chrono::Duration::seconds(1);
+                let on_a_minute = time.timestamp_millis() % 60_000 == 0;
+                if recent && !on_a_minute {
+                    Value::String("<now>".to_string())
+                } else {
+                    value.clone()
+                }
+            }
+            Err(_) => value.clone(),
+        },
+        Value::Array(items) => Value::Array(items.iter().map(with_now_redacted).collect()),
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(name, field)| (name.clone(), with_now_redacted(field)))
+                .collect(),
+        ),
+        _ => value.clone(),
+    }
+}

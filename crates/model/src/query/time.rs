@@ -5,9 +5,11 @@
 //! weeks on Sunday, so a day across a DST change lasts 23 or 25 hours. Results are UTC instants in epoch
 //! milliseconds; ranges are `[start, end)`.
 //!
-//! Design: `this_N_units` spans the N−1 complete units before the current one plus the *whole* current
-//! unit (its end is the start of the next unit), so interval buckets of a `this_` timeframe are whole
-//! calendar units. `previous_N_units` ends at the start of the current unit. A local time that a DST
+//! Design: `this_N_units` (and `this_unit`, `today`) spans the N−1 complete units before the current one
+//! plus the current unit *until now*, as Keen's timeframe docs say — an event stamped later today is not
+//! counted yet — so an interval's last bucket is clipped to now. "Now" includes the current millisecond
+//! (the range ends at now + 1 ms), so an event acknowledged in the same millisecond as the query is seen.
+//! `previous_N_units` ends at the start of the current unit. A local time that a DST
 //! change skips resolves to the first instant after the gap; an ambiguous one to its earlier instant.
 
 use chrono::{
@@ -318,10 +320,13 @@ impl Timeframe {
         let (Some(first), Some(last)) = (first, last) else {
             return Err(out_of_range());
         };
-        let range = TimeRange {
+        let mut range = TimeRange {
             start: timezone.local_to_instant(first),
             end: timezone.local_to_instant(last),
         };
+        if current {
+            range.end = range.end.min(now.saturating_add(1));
+        }
         if range.start < MIN_INSTANT || range.end > MAX_INSTANT {
             return Err(out_of_range());
         }
@@ -451,14 +456,14 @@ mod tests {
             resolve("this_day", now, "UTC"),
             (
                 "2024-03-13T00:00:00.000Z".into(),
-                "2024-03-14T00:00:00.000Z".into()
+                "2024-03-13T15:30:00.001Z".into()
             )
         );
         assert_eq!(
             resolve("this_3_days", now, "UTC"),
             (
                 "2024-03-11T00:00:00.000Z".into(),
-                "2024-03-14T00:00:00.000Z".into()
+                "2024-03-13T15:30:00.001Z".into()
             )
         );
         assert_eq!(
@@ -486,7 +491,7 @@ mod tests {
             resolve("this_2_hours", now, "UTC"),
             (
                 "2024-03-13T14:00:00.000Z".into(),
-                "2024-03-13T16:00:00.000Z".into()
+                "2024-03-13T15:30:00.001Z".into()
             )
         );
         assert_eq!(
@@ -507,7 +512,7 @@ mod tests {
             resolve("this_year", now, "UTC"),
             (
                 "2024-01-01T00:00:00.000Z".into(),
-                "2025-01-01T00:00:00.000Z".into()
+                "2024-03-13T15:30:00.001Z".into()
             )
         );
     }
@@ -516,18 +521,30 @@ mod tests {
     fn relative_timeframes_in_zones_and_offsets() {
         // 2024-03-10 is the US spring-forward day: 23 hours long in US/Pacific.
         assert_eq!(
-            resolve("this_day", "2024-03-10T20:00:00Z", "US/Pacific"),
+            resolve("previous_day", "2024-03-11T20:00:00Z", "US/Pacific"),
             (
                 "2024-03-10T08:00:00.000Z".into(),
                 "2024-03-11T07:00:00.000Z".into()
             )
         );
         assert_eq!(
-            resolve("this_day", "2024-03-10T20:00:00Z", "-28800"),
+            resolve("previous_day", "2024-03-11T20:00:00Z", "-28800"),
             (
                 "2024-03-10T08:00:00.000Z".into(),
                 "2024-03-11T08:00:00.000Z".into()
             )
+        );
+        // `this_day` starts at local midnight and ends now (Keen: "until now").
+        assert_eq!(
+            resolve("this_day", "2024-03-10T20:00:00Z", "US/Pacific"),
+            (
+                "2024-03-10T08:00:00.000Z".into(),
+                "2024-03-10T20:00:00.001Z".into()
+            )
+        );
+        assert_eq!(
+            resolve("today", "2024-03-10T20:00:00Z", "UTC").1,
+            "2024-03-10T20:00:00.001Z"
         );
         assert_eq!(
             Timeframe::parse(&json!("this_day")).unwrap().resolve(
