@@ -10,6 +10,7 @@
 mod bucket;
 mod columns;
 mod deletion;
+mod execution_metadata;
 mod extraction;
 mod files_table;
 mod filters;
@@ -222,9 +223,11 @@ async fn run_governed(
         _ => results::run_metrics(source, query, scope, now_millis).await?,
     };
     if query.include_metadata {
-        let events_scanned = scanned.count(source, scope).await?;
+        let counted = execution_metadata::count(source, scope, &scanned).await?;
         body["execution_metadata"] = json!({
-            "events_scanned": events_scanned,
+            "events_scanned": counted.events_scanned,
+            "properties_per_event": counted.properties_per_event(),
+            "total_properties_scanned": counted.total_properties_scanned,
             "total_processing_time": started.elapsed().as_secs_f64(),
         });
     }

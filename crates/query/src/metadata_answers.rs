@@ -56,7 +56,10 @@ pub(crate) async fn answer(
             })
         }
     };
-    Ok(Some((json!({ "result": value }), Scanned::of_rows(rows))))
+    Ok(Some((
+        json!({ "result": value }),
+        Scanned::of_rows(collection, rows),
+    )))
 }
 
 fn holds_numbers(source: &EventSource, id: &CollectionId, target: &str) -> bool {

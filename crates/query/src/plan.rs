@@ -39,39 +39,39 @@ pub(crate) struct FilteredFrame {
     pub scanned: Scanned,
 }
 
-/// The events a query's reads scanned, as its caller may learn it. Without forced filters that is every
-/// event the read looked at (known when the read is planned). With forced filters it is only the events
-/// inside the scope and time range, counted when the metadata is asked for: the collection's total would
-/// tell a tenant how much data the other tenants have, and whether a collection holding only their events
-/// exists.
+/// The reads a query made, for its `execution_metadata` (see `execution_metadata`). Without forced
+/// filters a read's size is every event it looked at (known when the read is planned). With forced filters
+/// it is only the events inside the scope and time range, counted when the metadata is asked for: the
+/// collection's total would tell a tenant how much data the other tenants have, and whether a collection
+/// holding only their events exists.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Scanned {
-    known: usize,
-    scoped_reads: Vec<(String, Option<TimeRange>)>,
+    pub(crate) reads: Vec<ScannedRead>,
+}
+
+/// One read of one collection.
+#[derive(Clone, Debug)]
+pub(crate) struct ScannedRead {
+    pub(crate) collection: String,
+    pub(crate) range: Option<TimeRange>,
+    /// The events read, when known without counting in the scope (an unrestricted read).
+    pub(crate) known_rows: Option<usize>,
 }
 
 impl Scanned {
     /// A read of every event of a collection whose number the metadata gave (no data was read).
-    pub(crate) fn of_rows(rows: usize) -> Scanned {
+    pub(crate) fn of_rows(collection: &str, rows: usize) -> Scanned {
         Scanned {
-            known: rows,
-            scoped_reads: Vec::new(),
+            reads: vec![ScannedRead {
+                collection: collection.to_string(),
+                range: None,
+                known_rows: Some(rows),
+            }],
         }
     }
 
     pub(crate) fn add(&mut self, other: Scanned) {
-        self.known += other.known;
-        self.scoped_reads.extend(other.scoped_reads);
-    }
-
-    /// The number to report.
-    pub(crate) async fn count(&self, source: &EventSource, scope: &Scope) -> Result<usize> {
-        let mut total = self.known;
-        for (collection, range) in &self.scoped_reads {
-            let filtered = filtered_frame(source, scope, collection, *range, &[]).await?;
-            total += filtered.frame.count().await?;
-        }
-        Ok(total)
+        self.reads.extend(other.reads);
     }
 }
 
@@ -106,13 +106,12 @@ pub(crate) async fn filtered_frame(
     };
     let snapshot = source.storage.snapshot(&id, storage_range);
     let schema = scan_schema(&snapshot.schema);
-    let scanned = if scope.is_restricted() {
-        Scanned {
-            known: 0,
-            scoped_reads: vec![(collection.to_string(), range)],
-        }
-    } else {
-        Scanned::of_rows(snapshot.rows())
+    let scanned = Scanned {
+        reads: vec![ScannedRead {
+            collection: collection.to_string(),
+            range,
+            known_rows: (!scope.is_restricted()).then(|| snapshot.rows()),
+        }],
     };
 
     // Filters are evaluated inside the Parquet scan (cheapest first), so the other columns are decoded only

@@ -312,8 +312,14 @@ async fn a_burst_of_queries_past_the_concurrency_cap_is_told_to_retry() {
 async fn metadata_and_key_errors_reveal_nothing_outside_the_scope() {
     let server = InProcessServer::start().await;
     let mut events = vec![json!({"tenant": "acme"}), json!({"tenant": "acme"})];
-    events.extend((0..13).map(|_| json!({"tenant": "globex"})));
+    events.extend((0..13).map(|_| json!({"tenant": "globex", "plan": "gold", "seats": 40})));
     write_batch(&server, "hits", Value::Array(events)).await;
+    write_batch(
+        &server,
+        "acme_only",
+        json!([{"tenant": "acme"}, {"tenant": "acme"}]),
+    )
+    .await;
     write_batch(
         &server,
         "globex_only",
@@ -327,6 +333,36 @@ async fn metadata_and_key_errors_reveal_nothing_outside_the_scope() {
     let answer = query(&server, &acme, "count", with_metadata("hits")).await;
     assert_eq!(answer.1["result"], 2);
     assert_eq!(answer.1["execution_metadata"]["events_scanned"], 2);
+    // Keen's four fields, counted as if the tenant's events were all there is: the same numbers as a
+    // master-key read of a collection holding only those events (the other tenant's extra properties and
+    // events leave no trace).
+    let metadata = &answer.1["execution_metadata"];
+    let alone = query(
+        &server,
+        &server.project.master,
+        "count",
+        with_metadata("acme_only"),
+    )
+    .await;
+    for field in [
+        "events_scanned",
+        "properties_per_event",
+        "total_properties_scanned",
+    ] {
+        assert_eq!(
+            metadata[field], alone.1["execution_metadata"][field],
+            "{field}: {metadata}"
+        );
+    }
+    assert!(
+        metadata["properties_per_event"].as_u64().unwrap() >= 1,
+        "{metadata}"
+    );
+    assert_eq!(
+        metadata["total_properties_scanned"].as_u64(),
+        Some(2 * metadata["properties_per_event"].as_u64().unwrap())
+    );
+    assert!(metadata["total_processing_time"].as_f64().unwrap() >= 0.0);
     let other = query(&server, &acme, "count", with_metadata("globex_only")).await;
     let missing = query(&server, &acme, "count", with_metadata("never_written")).await;
     assert_eq!(other.1["result"], missing.1["result"]);
@@ -350,6 +386,14 @@ async fn metadata_and_key_errors_reveal_nothing_outside_the_scope() {
     )
     .await;
     assert_eq!(answer.1["execution_metadata"]["events_scanned"], 16);
+    let master_properties = answer.1["execution_metadata"]["total_properties_scanned"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        master_properties > 16 * metadata["properties_per_event"].as_u64().unwrap(),
+        "{}",
+        answer.1
+    );
 
     // A key of another project and a random string get the same answer.
     let (_, other_project) = send(
