@@ -131,7 +131,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<Reader: Clone> CachedResults<Reader> {
-    /// The stored result, if younger than its refresh rate and than `max_age_millis`.
+    /// The stored result, if younger than its refresh rate and than `max_age_millis` (`Some(0)`: never).
     pub(crate) fn fresh(
         &self,
         key: &ResultKey,
@@ -141,7 +141,8 @@ impl<Reader: Clone> CachedResults<Reader> {
         let mut entries = lock(&self.entries);
         let entry = entries.get_mut(key)?;
         let age = now - entry.computed_at;
-        if age >= entry.refresh_millis || max_age_millis.is_some_and(|max_age| age > max_age) {
+        let too_old = |max_age: i64| max_age == 0 || age > max_age;
+        if age >= entry.refresh_millis || max_age_millis.is_some_and(too_old) {
             return None;
         }
         entry.last_read = now;

@@ -184,7 +184,8 @@ pub(crate) fn result_of(answer: &Value) -> Value {
     }
 }
 
-/// `max_age` (seconds, a whole number ≥ 1) from the query string, as milliseconds.
+/// `max_age` (seconds, a whole number from 0 to 31 days) from the query string, as milliseconds. `0` asks
+/// for a result computed now: never a stored one.
 fn max_age_millis(query: Option<&str>) -> Result<Option<i64>, ApiError> {
     let Some(value) = crate::auth::form_urlencoded_pairs(query.unwrap_or_default())
         .find(|(name, _)| name == "max_age")
@@ -195,12 +196,12 @@ fn max_age_millis(query: Option<&str>) -> Result<Option<i64>, ApiError> {
     value
         .parse::<i64>()
         .ok()
-        .filter(|seconds| *seconds >= 1 && *seconds <= 31 * 86_400)
+        .filter(|seconds| *seconds >= 0 && *seconds <= 31 * 86_400)
         .map(|seconds| Some(seconds * 1000))
         .ok_or_else(|| {
             ApiError::new(
                 ErrorCode::InvalidParameter,
-                "max_age must be a whole number of seconds between 1 and 2678400.",
+                "max_age must be a whole number of seconds between 0 and 2678400.",
             )
         })
 }

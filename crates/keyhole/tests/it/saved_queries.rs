@@ -276,11 +276,23 @@ async fn cached_results_are_stored_per_scope_and_max_age_asks_for_fresher() {
         ),
         (&json!(2), &json!(false))
     );
-    assert_keen_error(
-        &get(&server, "/orders/result?max_age=0", &key_a).await,
-        400,
-        "InvalidParameterError",
-    );
+    // max_age=0 is always a live answer, even right after one was stored.
+    let _ = get(&server, "/orders/result", &key_a).await;
+    let live = get(&server, "/orders/result?max_age=0", &key_a).await;
+    assert_eq!(live.0, 200, "{}", live.1);
+    assert_eq!(live.1["run_information"]["served_from_cache"], false);
+    for refused in ["-1", "1.5", "2678401", "soon"] {
+        assert_keen_error(
+            &get(
+                &server,
+                &format!("/orders/result?max_age={refused}"),
+                &key_a,
+            )
+            .await,
+            400,
+            "InvalidParameterError",
+        );
+    }
     // Replacing the definition drops its stored results.
     write("a").await;
     assert_eq!(
