@@ -8,6 +8,10 @@
 //! (`Event.Type`) has them turned into underscores; one that still cannot is refused with the event. An
 //! NDJSON body whose line does not parse is refused whole, naming the line, and nothing is stored (the
 //! lines are split in `write_prepare`).
+//!
+//! A body without a `Content-Type` is JSON. A body declared as a form that opens with `{` or `[` is read as
+//! JSON too: that is `curl -d '{…}'` (curl declares every `-d` body a form), and read as a form it would be
+//! one event whose only property name is the JSON text — never what the sender meant.
 
 use serde_json::{Map, Value};
 
@@ -21,13 +25,14 @@ pub(crate) enum BodyShape {
 }
 
 impl BodyShape {
-    pub(crate) fn of(content_type: Option<&str>) -> BodyShape {
+    /// The shape of `body`, sent with `content_type`.
+    pub(crate) fn of(content_type: Option<&str>, body: &[u8]) -> BodyShape {
         let media_type = content_type
             .and_then(|value| value.split(';').next())
             .map(|value| value.trim().to_ascii_lowercase())
             .unwrap_or_default();
         match media_type.as_str() {
-            "application/x-www-form-urlencoded" => BodyShape::Form,
+            "application/x-www-form-urlencoded" if !opens_as_json(body) => BodyShape::Form,
             "application/x-ndjson"
             | "application/jsonl"
             | "application/json-lines"
@@ -35,6 +40,12 @@ impl BodyShape {
             _ => BodyShape::Json,
         }
     }
+}
+
+fn opens_as_json(body: &[u8]) -> bool {
+    body.iter()
+        .find(|byte| !byte.is_ascii_whitespace())
+        .is_some_and(|byte| matches!(byte, b'{' | b'['))
 }
 
 /// One event from a form-encoded body.
@@ -80,18 +91,29 @@ mod tests {
     #[test]
     fn shapes_come_from_the_content_type() {
         assert_eq!(
-            BodyShape::of(Some("application/x-www-form-urlencoded; charset=utf-8")),
+            BodyShape::of(
+                Some("application/x-www-form-urlencoded; charset=utf-8"),
+                b"a=1"
+            ),
             BodyShape::Form
         );
         assert_eq!(
-            BodyShape::of(Some("application/x-ndjson")),
+            BodyShape::of(Some("application/x-www-form-urlencoded"), b" {\"a\": 1}"),
+            BodyShape::Json
+        );
+        assert_eq!(
+            BodyShape::of(Some("application/x-www-form-urlencoded"), b"[{}]"),
+            BodyShape::Json
+        );
+        assert_eq!(
+            BodyShape::of(Some("application/x-ndjson"), b"{}"),
             BodyShape::NdJson
         );
         assert_eq!(
-            BodyShape::of(Some("text/plain;charset=UTF-8")),
+            BodyShape::of(Some("text/plain;charset=UTF-8"), b"{}"),
             BodyShape::Json
         );
-        assert_eq!(BodyShape::of(None), BodyShape::Json);
+        assert_eq!(BodyShape::of(None, b"a=1"), BodyShape::Json);
     }
 
     #[test]

@@ -400,7 +400,7 @@ pub(crate) async fn record_event(
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok());
     let body = WriteBody::Collection {
-        shape: BodyShape::of(content_type),
+        shape: BodyShape::of(content_type, &bytes),
         bytes,
     };
     let writer = auth.writer();

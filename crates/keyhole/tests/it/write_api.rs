@@ -434,3 +434,45 @@ async fn cors_preflight_allows_browser_sdks() {
         .unwrap();
     assert_eq!(response.headers()["access-control-allow-origin"], "*");
 }
+
+/// A JSON body is read as JSON when no `Content-Type` says otherwise, and when curl's `-d` declares it a
+/// form; a real form body is still one event of form fields.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_bodies_without_a_json_content_type_are_read_as_json() {
+    let server = InProcessServer::start().await;
+    let url = server.project_url("/events/signups");
+    let untyped = client()
+        .post(&url)
+        .header("Authorization", &server.project.write)
+        .body(r#"{"plan": "gold", "seats": 3}"#);
+    assert_eq!(send(untyped).await, (201, json!({"created": true})));
+    let curl_dash_d = client()
+        .post(&url)
+        .header("Authorization", &server.project.write)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(r#"  [{"plan": "silver", "seats": 1}]"#);
+    assert_eq!(send(curl_dash_d).await, (200, json!([{"success": true}])));
+    let form = client()
+        .post(&url)
+        .header("Authorization", &server.project.write)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("plan=free&seats=1");
+    assert_eq!(send(form).await.0, 201);
+    let extraction = server
+        .post_json(
+            "/queries/extraction",
+            &server.project.read,
+            &json!({"event_collection": "signups", "property_names": ["plan", "seats"]}),
+        )
+        .await;
+    let mut stored: Vec<Value> = extraction.1["result"].as_array().unwrap().clone();
+    stored.sort_by_key(|event| event["plan"].as_str().unwrap_or_default().to_string());
+    assert_eq!(
+        stored,
+        [
+            json!({"plan": "free", "seats": "1"}),
+            json!({"plan": "gold", "seats": 3}),
+            json!({"plan": "silver", "seats": 1})
+        ]
+    );
+}
