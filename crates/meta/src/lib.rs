@@ -32,7 +32,7 @@ pub use datasets::{Dataset, MAX_DATASET_PAGE};
 pub use grants::{Resolution, Resolved};
 pub use key_cache::CacheTicket;
 pub use saved_queries::{SavedQuery, SavedQueryWrite};
-pub use usage::KeyUsage;
+pub use usage::{KeyUsage, OrganizationUsage};
 
 use std::path::Path;
 

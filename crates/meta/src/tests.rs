@@ -459,6 +459,46 @@ async fn usage_adds_up_per_key_and_day(backend: TestBackend) {
     assert!(store.key_usage(&key, "2026-11-30").await.unwrap().is_zero());
 }
 
+async fn organization_usage_counts_what_the_organization_holds_and_did(backend: TestBackend) {
+    let (_database, store) = open_store(backend).await;
+    let before = store.organization_usage("2026-11-01").await.unwrap();
+    let (project, _) = store.create_project("usage").await.unwrap();
+    for (name, refresh_rate) in [("live", 0), ("cached", 14_400)] {
+        let definition = keyhole_model::saved_query::SavedQueryDefinition {
+            name: name.into(),
+            query_json: serde_json::json!({"analysis_type": "count", "event_collection": "orders"})
+                .as_object()
+                .unwrap()
+                .clone(),
+            metadata: serde_json::json!({}),
+            refresh_rate,
+        };
+        store
+            .put_saved_query(&project.id, name, &definition)
+            .await
+            .unwrap();
+    }
+    let key = KeyHash::of_secret("k");
+    let counts = KeyUsage {
+        events: 7,
+        queries: 2,
+        ..KeyUsage::default()
+    };
+    store
+        .add_key_usage(&[
+            (key, "2026-10-31".into(), counts),
+            (key, "2026-11-02".into(), counts),
+            (key, "2026-11-30".into(), counts),
+        ])
+        .await
+        .unwrap();
+    let usage = store.organization_usage("2026-11-01").await.unwrap();
+    assert_eq!(usage.projects, before.projects + 1);
+    assert_eq!((usage.saved_queries, usage.cached_queries), (2, 1));
+    assert_eq!(usage.datasets, 0);
+    assert_eq!((usage.since.events, usage.since.queries), (14, 4));
+}
+
 async fn saved_queries_and_datasets_round_trip_and_page_in_byte_order(backend: TestBackend) {
     let (_database, store) = open_store(backend).await;
     let (project, _) = store.create_project("saved").await.unwrap();
@@ -839,6 +879,7 @@ conformance_suite!(
     embed_tokens_resolve_to_their_narrowed_key_until_revoked,
     the_audit_log_records_changes_and_refusals_without_secrets,
     usage_adds_up_per_key_and_day,
+    organization_usage_counts_what_the_organization_holds_and_did,
     saved_queries_and_datasets_round_trip_and_page_in_byte_order,
     nodes_starting_together_share_one_organization,
     the_shared_log_orders_fences_and_leases,

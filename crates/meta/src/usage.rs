@@ -92,3 +92,56 @@ impl MetaStore {
         })
     }
 }
+
+/// What the whole organization holds and did: Keen's `organization-usage`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct OrganizationUsage {
+    /// Projects.
+    pub projects: u64,
+    /// Saved queries, cached or not.
+    pub saved_queries: u64,
+    /// Saved queries with a refresh rate (Keen's cached queries).
+    pub cached_queries: u64,
+    /// Datasets (Keen's cached datasets).
+    pub datasets: u64,
+    /// Every key's counts summed from `since_day` (a `YYYY-MM-DD` UTC day) on.
+    pub since: KeyUsage,
+}
+
+impl MetaStore {
+    /// The organization's counts, with key usage summed from `since_day` (inclusive) on.
+    pub async fn organization_usage(&self, since_day: &str) -> Result<OrganizationUsage> {
+        let total = |sql: &'static str| async move {
+            let row = sqlx::query(sql).fetch_one(&self.database.pool).await?;
+            Ok::<u64, crate::MetaError>(u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0))
+        };
+        let row = sqlx::query(
+            // PostgreSQL sums BIGINTs as NUMERIC: cast back so both databases answer a BIGINT.
+            "SELECT CAST(COALESCE(SUM(reads), 0) AS BIGINT) AS reads, \
+             CAST(COALESCE(SUM(writes), 0) AS BIGINT) AS writes, \
+             CAST(COALESCE(SUM(events), 0) AS BIGINT) AS events, \
+             CAST(COALESCE(SUM(queries), 0) AS BIGINT) AS queries, \
+             CAST(COALESCE(SUM(refused), 0) AS BIGINT) AS refused FROM key_usage WHERE day >= $1",
+        )
+        .bind(since_day)
+        .fetch_one(&self.database.pool)
+        .await?;
+        let get = |name: &str| -> Result<u64> {
+            Ok(u64::try_from(row.try_get::<i64, _>(name)?).unwrap_or(0))
+        };
+        Ok(OrganizationUsage {
+            projects: total("SELECT COUNT(*) FROM projects").await?,
+            saved_queries: total("SELECT COUNT(*) FROM saved_queries").await?,
+            cached_queries: total("SELECT COUNT(*) FROM saved_queries WHERE refresh_rate > 0")
+                .await?,
+            datasets: total("SELECT COUNT(*) FROM datasets").await?,
+            since: KeyUsage {
+                reads: get("reads")?,
+                writes: get("writes")?,
+                events: get("events")?,
+                queries: get("queries")?,
+                refused: get("refused")?,
+            },
+        })
+    }
+}

@@ -11,6 +11,7 @@ mod console;
 mod dataset_results;
 mod datasets;
 mod deletes;
+mod discovery;
 pub mod enrichment;
 mod errors;
 pub mod http;

@@ -9,7 +9,9 @@ use keyhole_model::Operation;
 
 use crate::AppState;
 use crate::auth::Requirement;
-use crate::{console, datasets, deletes, inspect, keys, projects, query, saved_queries, write};
+use crate::{
+    console, datasets, deletes, discovery, inspect, keys, projects, query, saved_queries, write,
+};
 
 /// One row of the route table.
 #[derive(Clone, Copy, Debug)]
@@ -46,6 +48,8 @@ const MASTER: Requirement = Requirement::Master;
 const ORGANIZATION: Requirement = Requirement::Organization;
 
 route_table! {
+    get "/" => Requirement::Public, discovery::api_root;
+    get "/3.0" => Requirement::Public, discovery::api_version;
     get "/health" => Requirement::Public, crate::health;
     get "/console" => Requirement::Public, console::console_root;
     get "/console/" => Requirement::Public, console::console_index;
@@ -68,6 +72,8 @@ route_table! {
     get "/3.0/projects/{project_id}/events/{collection}/properties" => SCHEMA, inspect::list_properties;
     get "/3.0/projects/{project_id}/events/{collection}/properties/{property}" => SCHEMA, inspect::get_property;
     delete "/3.0/projects/{project_id}/events/{collection}/properties/{property}" => MASTER, deletes::delete_property;
+    get "/3.0/projects/{project_id}/organization-usage" => MASTER, discovery::organization_usage;
+    get "/3.0/projects/{project_id}/queries" => QUERIES, discovery::query_resources;
     get "/3.0/projects/{project_id}/queries/saved" => MASTER, saved_queries::list_saved_queries;
     get "/3.0/projects/{project_id}/queries/saved/{name}" => MASTER, saved_queries::get_saved_query;
     put "/3.0/projects/{project_id}/queries/saved/{name}" => MASTER, saved_queries::put_saved_query;

@@ -14,6 +14,7 @@ mod config;
 mod console;
 mod datasets;
 mod deletes;
+mod discovery;
 mod durability;
 mod embed_tokens;
 mod enrichment;
