@@ -161,15 +161,27 @@ impl IndexValue {
         }
     }
 
-    /// Whether a key restricted to `allowed` (a value or a list of values) may read this value.
-    pub fn is_allowed_by(&self, allowed: &Value) -> bool {
+    /// This value as a key restricted to `allowed` (a value or a list of values) may read it: only the
+    /// readings the key lists, `None` when it lists none. An ambiguous bare `42` (the text and the number)
+    /// read by a key pinned to the number `42` reads the number only.
+    pub fn narrowed_to(&self, allowed: &Value) -> Option<IndexValue> {
         let allowed: &[Value] = match allowed {
             Value::Array(values) => values,
             single => std::slice::from_ref(single),
         };
-        // Every reading of the requested value must be allowed: an ambiguous `42` reads both the
-        // string and the number, so both must be listed.
-        self.matches.iter().all(|value| allowed.contains(value))
+        let matches: Vec<Value> = self
+            .matches
+            .iter()
+            .filter(|value| allowed.contains(value))
+            .cloned()
+            .collect();
+        if matches.is_empty() {
+            return None;
+        }
+        Some(IndexValue {
+            property: self.property.clone(),
+            matches,
+        })
     }
 
     /// The canonical text of a full index (for cache keys), in `index_by` order.
@@ -294,8 +306,16 @@ mod tests {
         let both = parse_index_values(&two, "{\"b\": \"y\", \"a\": 1}").unwrap();
         assert_eq!(both[0].filter().to_json()["property_name"], "a");
         let ambiguous = &parse_index_values(&one, "42").unwrap()[0];
-        assert!(!ambiguous.is_allowed_by(&json!("42")));
-        assert!(ambiguous.is_allowed_by(&json!(["42", 42])));
-        assert!(parse_index_values(&one, "acme").unwrap()[0].is_allowed_by(&json!("acme")));
+        let narrowed = |allowed: Value| ambiguous.narrowed_to(&allowed).map(|value| value.matches);
+        assert_eq!(narrowed(json!("42")), Some(vec![json!("42")]));
+        assert_eq!(narrowed(json!([42])), Some(vec![json!(42)]));
+        assert_eq!(
+            narrowed(json!(["42", 42])),
+            Some(vec![json!("42"), json!(42)])
+        );
+        assert_eq!(narrowed(json!(["acme", 7])), None);
+        let acme = &parse_index_values(&one, "acme").unwrap()[0];
+        assert!(acme.narrowed_to(&json!("acme")).is_some());
+        assert!(acme.narrowed_to(&json!(["globex"])).is_none());
     }
 }

@@ -3,7 +3,8 @@
 //! and `GET …/{name}/results?index_by=…&timeframe=…`. Reading needs the `datasets` operation and, for an
 //! access key, `options.datasets`: `operations` (`list`, `retrieve`, `read`), `allowed`/`blocked` names
 //! and per-dataset `index_by` restrictions — a key pinned to `{"vendor_id": "acme"}` reads only acme's
-//! index value, whatever it asks.
+//! index value, whatever it asks. A key's forced `eq` filters on index properties pin it the same way, so a
+//! tenant key reads its own index value with no `options.datasets` at all (`admitted_index`).
 //!
 //! Design: results are computed in the reading key's scope (`dataset_results`), so its forced filters
 //! and look-back apply on top of the index value. Keen lists 10 definitions a page by default (at most
@@ -16,9 +17,9 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use keyhole_meta::{Dataset, MAX_DATASET_PAGE};
-use keyhole_model::dataset::{DatasetDefinition, parse_index_values};
+use keyhole_model::dataset::{DatasetDefinition, IndexValue, parse_index_values};
 use keyhole_model::key_options::DatasetOperation;
-use keyhole_model::query::{Timeframe, now_millis};
+use keyhole_model::query::{Filter, Operator, Timeframe, now_millis};
 use keyhole_model::timestamp::format_timestamp;
 use serde_json::{Value, json};
 
@@ -239,21 +240,14 @@ pub(crate) async fn dataset_results(
             "index_by is required: the index value whose results to read.",
         )
     })?;
-    let index = parse_index_values(&definition.index_by, &index_by)
+    let requested = parse_index_values(&definition.index_by, &index_by)
         .map_err(|error| invalid(error.to_string()))?;
-    if let Some(restriction) = auth.grant.dataset_index_restriction(&name) {
-        let permitted = restriction.iter().all(|(property, allowed)| {
-            index
-                .iter()
-                .any(|value| &value.property == property && value.is_allowed_by(allowed))
-        });
-        if !permitted {
-            return Err(ApiError::new(
-                ErrorCode::RequestForbidden,
-                format!("This key may not read that index value of the dataset '{name}'."),
-            ));
-        }
-    }
+    let index = admitted_index(&auth.grant, &name, requested).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::RequestForbidden,
+            format!("This key may not read that index value of the dataset '{name}'."),
+        )
+    })?;
     // Stored definitions were validated when saved; one that no longer parses is an error, not a guess.
     let query = definition
         .query()
@@ -285,6 +279,44 @@ pub(crate) async fn dataset_results(
         Json(json!({ "result": result })),
     )
         .into_response())
+}
+
+/// The requested index values as `grant` may read them, or `None` when it may not. Two things pin the
+/// values a key reads: its `options.datasets.allowed[name].index_by`, and its forced filters that test an
+/// index property with `eq` (a tenant key filtered to `vendor_id eq acme` reads `acme` only — every other
+/// value's results would be empty in its scope anyway, so they are refused rather than shown as zeros).
+/// An ambiguous bare value (`2`: the text or the number) is narrowed to the readings the pins list.
+fn admitted_index(
+    grant: &keyhole_model::Grant,
+    name: &str,
+    requested: Vec<IndexValue>,
+) -> Option<Vec<IndexValue>> {
+    let mut index = requested;
+    // A key's own restriction must name index properties of the dataset.
+    if let Some(restriction) = grant.dataset_index_restriction(name) {
+        for (property, allowed) in restriction {
+            let position = index.iter().position(|value| &value.property == property)?;
+            index[position] = index[position].narrowed_to(allowed)?;
+        }
+    }
+    // A forced filter on a property the dataset is not indexed by says nothing about its index values.
+    for filter in grant.forced_query_filters() {
+        let Filter::Condition {
+            property,
+            operator: Operator::Eq,
+            value,
+        } = filter
+        else {
+            continue;
+        };
+        if let Some(position) = index
+            .iter()
+            .position(|indexed| &indexed.property == property)
+        {
+            index[position] = index[position].narrowed_to(value)?;
+        }
+    }
+    Some(index)
 }
 
 /// A `timeframe` query parameter: relative (`this_7_days`, raw or JSON-quoted) or a JSON object.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{BinaryServer, client, repo_root, send};
+use crate::support::{BinaryServer, client, repo_root, send, with_now_redacted};
 
 /// A port nothing listens on now (for the pages' origin, which keys are bound to before it serves).
 fn free_port() -> u16 {
@@ -215,8 +215,8 @@ fn vendor_dashboards_and_tracking_in_chromium_stay_in_their_vendor() {
     let results = visit_pages(page_port, &visits);
     for vendor in ["acme", "globex"] {
         assert_eq!(
-            results[format!("dashboard-{vendor}")],
-            expected[vendor],
+            with_now_redacted(&results[format!("dashboard-{vendor}")]),
+            with_now_redacted(&expected[vendor]),
             "{vendor}"
         );
     }
@@ -287,7 +287,7 @@ fn keen_analysis_in_chromium_reads_saved_cached_and_dataset_results() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let url = |path: &str| format!("{}/3.0/projects/{}{path}", server.base_url, project.id);
     let master = project.master.clone();
-    let (key, expected) = runtime.block_on(async {
+    let (keys, expected) = runtime.block_on(async {
         let now = chrono::Utc::now().timestamp_millis();
         let events: Vec<Value> = (0..40i64)
             .map(|index| {
@@ -317,10 +317,19 @@ fn keen_analysis_in_chromium_reads_saved_cached_and_dataset_results() {
             "options": {"queries": {"filters": [acme]},
                         "datasets": {"operations": ["read"], "allowed": {"daily-revenue": {"index_by": {"vendor": ["acme"]}}}}}
         }))).await;
-        let key = created.1["key"].as_str().unwrap().to_string();
+        let pinned = created.1["key"].as_str().unwrap().to_string();
+        // A tenant key with no options.datasets: its forced filter alone pins the index value it reads.
+        let created = send(client().post(url("/keys")).header("Authorization", &master).json(&json!({
+            "name": "acme tenant",
+            "permitted": ["saved_queries", "cached_queries", "datasets"],
+            "options": {"queries": {"filters": [acme]}}
+        }))).await;
+        let tenant = created.1["key"].as_str().unwrap().to_string();
         // The cached query's first read stores acme's result; the browser's read is served from it.
-        let first = send(client().get(url("/queries/saved/revenue-cached/result")).header("Authorization", &key)).await;
-        assert_eq!(first.0, 200, "{}", first.1);
+        for key in [&pinned, &tenant] {
+            let first = send(client().get(url("/queries/saved/revenue-cached/result")).header("Authorization", key)).await;
+            assert_eq!(first.0, 200, "{}", first.1);
+        }
         let mut filtered = sum.clone();
         filtered["filters"] = json!([acme]);
         let total = send(client().post(url("/queries/sum")).header("Authorization", &master).json(&filtered)).await;
@@ -334,18 +343,30 @@ fn keen_analysis_in_chromium_reads_saved_cached_and_dataset_results() {
             "other_vendor": {"status": 401, "error_code": "RequestForbiddenError",
                              "message": "This key may not read that index value of the dataset 'daily-revenue'."},
         });
-        (key, expected)
+        ([pinned, tenant], expected)
     });
-    let visits = json!([page(
-        "keen-analysis-stored-results",
-        "stored_results.html",
-        &server,
-        &project.id,
-        &key,
-        "Acme"
-    )]);
-    let results = visit_pages(free_port(), &visits);
-    assert_eq!(results["keen-analysis-stored-results"], expected);
+    let visits: Vec<Value> = ["pinned", "tenant"]
+        .iter()
+        .zip(&keys)
+        .map(|(name, key)| {
+            page(
+                name,
+                "stored_results.html",
+                &server,
+                &project.id,
+                key,
+                "Acme",
+            )
+        })
+        .collect();
+    let results = visit_pages(free_port(), &Value::Array(visits));
+    for name in ["pinned", "tenant"] {
+        assert_eq!(
+            with_now_redacted(&results[name]),
+            with_now_redacted(&expected),
+            "{name}"
+        );
+    }
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{InProcessServer, assert_keen_error, client, send};
+use crate::support::{InProcessServer, assert_keen_error, client, send, with_now_redacted};
 
 const DAY: i64 = 86_400_000;
 
@@ -146,10 +146,15 @@ async fn dataset_results_equal_live_queries_with_the_index_as_a_filter() {
             let expected = live(&server, &query, vec![filter]).await;
             let first = results(&server, &name, &server.project.read, vendor, "this_10_days").await;
             assert_eq!(first.0, 200, "{}", first.1);
-            assert_eq!(first.1["result"], expected, "{name} {vendor}: {query}");
+            assert_eq!(
+                with_now_redacted(&first.1["result"]),
+                with_now_redacted(&expected),
+                "{name} {vendor}: {query}"
+            );
             let again = results(&server, &name, &server.project.read, vendor, "this_10_days").await;
             assert_eq!(
-                again.1["result"], expected,
+                with_now_redacted(&again.1["result"]),
+                with_now_redacted(&expected),
                 "{name} {vendor} from stored buckets"
             );
             let buckets = again.1["result"].as_array().unwrap().len();
@@ -180,7 +185,10 @@ async fn dataset_results_equal_live_queries_with_the_index_as_a_filter() {
         vec![json!({"property_name": "vendor", "operator": "eq", "property_value": "acme"})],
     )
     .await;
-    assert_eq!(after.1["result"], expected);
+    assert_eq!(
+        with_now_redacted(&after.1["result"]),
+        with_now_redacted(&expected)
+    );
     assert_ne!(after.1["result"], before.1["result"]);
     assert!(
         after.2 < before.2,
@@ -224,7 +232,10 @@ async fn dataset_results_equal_live_queries_with_the_index_as_a_filter() {
         ],
     )
     .await;
-    assert_eq!(both.1["result"], expected);
+    assert_eq!(
+        with_now_redacted(&both.1["result"]),
+        with_now_redacted(&expected)
+    );
     let partial = results(
         &server,
         "by-vendor-country",
@@ -344,7 +355,7 @@ async fn datasets_are_managed_as_keen_does_and_keys_read_only_what_they_may() {
                                       "allowed": {"revenue": {"index_by": {"vendor": ["acme"]}}}}}}))
         .await;
     let own = results(&server, "revenue", &customer, "acme", "this_3_days").await;
-    assert_eq!(own.1, acme.1);
+    assert_eq!(with_now_redacted(&own.1), with_now_redacted(&acme.1));
     let other = results(&server, "revenue", &customer, "globex", "this_3_days").await;
     assert_keen_error(&(other.0, other.1), 401, "RequestForbiddenError");
     let other_dataset = results(&server, "a-one", &customer, "acme", "this_3_days").await;
@@ -397,4 +408,98 @@ async fn datasets_are_managed_as_keen_does_and_keys_read_only_what_they_may() {
     assert_eq!(deleted.status(), 204);
     let gone = results(&server, "revenue", &master, "acme", "this_3_days").await;
     assert_eq!(gone.0, 404);
+}
+
+/// Tenant keys read their own index values: a key pinned to a numeric value reads it by its bare text
+/// (`index_by=2`, which could mean `2` or `"2"`), resolved to the reading the key lists; a key without
+/// `options.datasets` whose forced filters are `eq` tests on the index property reads exactly the value
+/// they admit, and no other.
+#[tokio::test(flavor = "multi_thread")]
+async fn tenant_keys_read_the_index_values_their_pins_and_filters_admit() {
+    let server = InProcessServer::start().await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let events: Vec<Value> = (0..12i64)
+        .map(|index| {
+            let vendor_id = match index % 3 {
+                0 => json!(2),
+                1 => json!("2"),
+                _ => json!("acme"),
+            };
+            json!({"vendor_id": vendor_id, "amount": index,
+                   "keen": {"timestamp": keyhole_model::timestamp::format_timestamp(now - (index % 2) * DAY)}})
+        })
+        .collect();
+    server.write_events("orders", events).await;
+    let created = put_dataset(
+        &server,
+        "by-vendor",
+        &json!({"display_name": "By vendor", "index_by": "vendor_id",
+                "query": {"analysis_type": "sum", "event_collection": "orders", "target_property": "amount",
+                          "timeframe": "this_3_days", "interval": "daily", "timezone": "UTC"}}),
+    )
+    .await;
+    assert_eq!(created.0, 201, "{}", created.1);
+    let total = |result: &Value| -> f64 {
+        result["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|bucket| bucket["value"].as_f64())
+            .sum()
+    };
+    let sum_of = |vendor_id: Value| -> f64 {
+        (0..12i64)
+            .filter(|index| match index % 3 {
+                0 => vendor_id == json!(2),
+                1 => vendor_id == json!("2"),
+                _ => vendor_id == json!("acme"),
+            })
+            .map(|index| index as f64)
+            .sum()
+    };
+
+    // Pinned to the number 2: `index_by=2` reads the number only.
+    let numeric = server
+        .create_access_key(json!({"name": "vendor 2", "permitted": ["datasets"],
+            "options": {"datasets": {"allowed": {"by-vendor": {"index_by": {"vendor_id": [2]}}}}}}))
+        .await;
+    let read = results(&server, "by-vendor", &numeric, "2", "this_3_days").await;
+    assert_eq!(read.0, 200, "{}", read.1);
+    assert_eq!(total(&read.1), sum_of(json!(2)));
+    // Pinned to the text "2": the same request reads the text only.
+    let textual = server
+        .create_access_key(json!({"name": "vendor '2'", "permitted": ["datasets"],
+            "options": {"datasets": {"allowed": {"by-vendor": {"index_by": {"vendor_id": ["2"]}}}}}}))
+        .await;
+    let read = results(&server, "by-vendor", &textual, "2", "this_3_days").await;
+    assert_eq!(read.0, 200, "{}", read.1);
+    assert_eq!(total(&read.1), sum_of(json!("2")));
+    let other = results(&server, "by-vendor", &textual, "acme", "this_3_days").await;
+    assert_keen_error(&(other.0, other.1), 401, "RequestForbiddenError");
+    // The master key reads both readings of the bare value.
+    let both = results(
+        &server,
+        "by-vendor",
+        &server.project.master,
+        "2",
+        "this_3_days",
+    )
+    .await;
+    assert_eq!(total(&both.1), sum_of(json!(2)) + sum_of(json!("2")));
+
+    // A tenant key: `datasets` permitted, forced filter vendor_id eq acme, no options.datasets.
+    let tenant = server
+        .create_access_key(json!({"name": "acme", "permitted": ["datasets"],
+            "options": {"queries": {"filters": [
+                {"property_name": "vendor_id", "operator": "eq", "property_value": "acme"}]}}}))
+        .await;
+    let own = results(&server, "by-vendor", &tenant, "acme", "this_3_days").await;
+    assert_eq!(own.0, 200, "{}", own.1);
+    assert_eq!(total(&own.1), sum_of(json!("acme")));
+    let quoted = results(&server, "by-vendor", &tenant, "\"acme\"", "this_3_days").await;
+    assert_eq!(with_now_redacted(&quoted.1), with_now_redacted(&own.1));
+    for foreign in ["2", "\"2\"", "globex"] {
+        let refused = results(&server, "by-vendor", &tenant, foreign, "this_3_days").await;
+        assert_keen_error(&(refused.0, refused.1), 401, "RequestForbiddenError");
+    }
 }
