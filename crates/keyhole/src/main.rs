@@ -242,11 +242,16 @@ async fn run_http_server(
         .memory_budget()
         .share(keyhole_model::memory_budget::MemoryConsumer::Queries);
     query_limits.memory_bytes = query_limits.memory_bytes.min(queries_share as usize);
-    let state = AppState::new(meta, storage.clone(), organization_id, query_limits)
+    let mut state = AppState::new(meta, storage.clone(), organization_id, query_limits)
         .context("cannot start the query runtime")?
         .with_enrichment(enrichment)
         .with_write_limits(settings.limits.write_limits())
         .context("cannot start the write pool")?;
+    if let Some(smtp_url) = &settings.smtp_url {
+        let mailer = keyhole_server::email_extraction::Mailer::new(smtp_url, &settings.smtp_from)
+            .map_err(anyhow::Error::msg)?;
+        state = state.with_mailer(mailer);
+    }
     state.refresh_all_clustering().await;
 
     let shutdown = shutdown_signal()?;

@@ -4,7 +4,7 @@
 //! Design: events come in `keen.timestamp` order, oldest first; `latest: N` keeps the N most recent (still
 //! oldest first). A synchronous extraction returns at most 100,000 events, as Keen's did; past that it is
 //! refused with a hint to narrow it. `property_names` keeps only the named paths (a prefix keeps its whole
-//! subtree). `email` extractions are refused: a self-hosted Keyhole has no mailer.
+//! subtree). `email` is the server's to act on (it mails what this returns).
 
 use arrow::array::Array;
 use arrow::record_batch::RecordBatch;
@@ -73,13 +73,6 @@ pub(crate) async fn run(
     scope: &Scope,
     now: i64,
 ) -> Result<(Value, Scanned)> {
-    if query.email.is_some() {
-        return Err(QueryError::InvalidParameter(
-            "Email extractions are not supported by Keyhole; omit email to extract synchronously."
-                .into(),
-        )
-        .into());
-    }
     let (filtered, _) = query_frame(source, scope, query, now).await?;
     let scanned = filtered.scanned.clone();
     let timestamp = column(TIMESTAMP_COLUMN);

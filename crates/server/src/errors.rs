@@ -73,6 +73,8 @@ error_codes! {
     RateLimited => (TOO_MANY_REQUESTS, "RateLimitedError"),
     QuotaExceeded => (TOO_MANY_REQUESTS, "QuotaExceededError"),
     ServiceUnavailable => (SERVICE_UNAVAILABLE, "ServiceUnavailableError"),
+    // The mail server (`--smtp-url`) could not be reached or refused an e-mailed extraction.
+    MailDelivery => (BAD_GATEWAY, "MailDeliveryError"),
     // The data directory's disk is full: nothing of the request was stored; retry once space is freed.
     InsufficientStorage => (INSUFFICIENT_STORAGE, "InsufficientStorageError"),
     // Storage failed with an I/O error (not a bug of the request); what was acknowledged is safe.

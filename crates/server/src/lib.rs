@@ -12,6 +12,7 @@ mod dataset_results;
 mod datasets;
 mod deletes;
 mod discovery;
+pub mod email_extraction;
 pub mod enrichment;
 mod errors;
 pub mod http;
@@ -67,6 +68,8 @@ pub struct AppState {
     /// The server's memory budget (`keyhole_model::memory_budget`), shared with storage and queries.
     pub(crate) memory: MemoryBudget,
     pub(crate) organization_id: Arc<str>,
+    /// The mail server of e-mailed extractions (`--smtp-url`), if any.
+    pub(crate) mailer: Option<email_extraction::Mailer>,
 }
 
 impl AppState {
@@ -134,6 +137,7 @@ impl AppState {
             meter,
             metrics,
             organization_id: organization_id.into(),
+            mailer: None,
         })
     }
 }
@@ -184,6 +188,13 @@ impl AppState {
     ) -> std::io::Result<AppState> {
         self.write_pool = write_pool::WritePool::start(limits)?;
         Ok(self)
+    }
+
+    /// Sends e-mailed extractions through `mailer`.
+    #[must_use]
+    pub fn with_mailer(mut self, mailer: email_extraction::Mailer) -> AppState {
+        self.mailer = Some(mailer);
+        self
     }
 
     /// Uses `enrichment` (with a GeoIP database, say) for the add-ons of events written from now on.

@@ -1,15 +1,17 @@
 //! `GET` and `POST /3.0/projects/{project_id}/queries/{analysis_type}`: the Keen query API. GET takes the
 //! parameters in the query string as the Python SDK encodes them; POST takes a JSON body as keen-analysis
 //! sends it (`analysis_type` in the body is ignored; the path names the analysis). Each query runs in the
-//! scope resolved from the caller's key.
+//! scope resolved from the caller's key. An extraction with `email` is sent by mail (`email_extraction`).
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery};
+use axum::extract::{Path, RawQuery, State};
 use keyhole_model::query::{AnalysisType, Query, now_millis, params_from_query_string};
 use serde_json::{Map, Value};
 
+use crate::AppState;
 use crate::auth::{Authorized, Queries};
+use crate::email_extraction;
 use crate::errors::{ApiError, ErrorCode};
 
 /// Largest query body accepted.
@@ -17,28 +19,48 @@ const MAX_QUERY_BODY_BYTES: usize = 1_000_000;
 
 async fn run(
     auth: &Authorized<Queries>,
+    state: &AppState,
     analysis: &str,
     params: Map<String, Value>,
 ) -> Result<Json<Value>, ApiError> {
     let analysis = AnalysisType::parse(analysis)?;
-    let query = Query::parse(analysis, &params)?;
+    let mut query = Query::parse(analysis, &params)?;
+    let delivery = match analysis {
+        AnalysisType::Extraction => query.email.take(),
+        _ => None,
+    };
+    let Some(delivery) = delivery else {
+        return Ok(Json(auth.reader().run(&query, now_millis()).await?));
+    };
+    let mailer = state
+        .mailer
+        .as_ref()
+        .ok_or_else(email_extraction::no_mailer)?;
     let body = auth.reader().run(&query, now_millis()).await?;
-    Ok(Json(body))
+    let events = body["result"].as_array().map_or(&[][..], Vec::as_slice);
+    let collection = query.collection.as_deref().unwrap_or_default();
+    let file = email_extraction::extraction_file(collection, events, delivery.json, delivery.gzip)?;
+    mailer
+        .send_extraction(&delivery.to, collection, events.len(), file)
+        .await?;
+    Ok(Json(email_extraction::processing_answer()))
 }
 
 /// `GET /3.0/projects/{project_id}/queries/{analysis_type}?…`.
 pub(crate) async fn run_query_get(
     auth: Authorized<Queries>,
+    State(state): State<AppState>,
     Path((_, analysis)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let params = params_from_query_string(query.as_deref().unwrap_or_default())?;
-    run(&auth, &analysis, params).await
+    run(&auth, &state, &analysis, params).await
 }
 
 /// `POST /3.0/projects/{project_id}/queries/{analysis_type}` with a JSON body.
 pub(crate) async fn run_query_post(
     auth: Authorized<Queries>,
+    State(state): State<AppState>,
     Path((_, analysis)): Path<(String, String)>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
@@ -59,5 +81,5 @@ pub(crate) async fn run_query_post(
             }
         }
     };
-    run(&auth, &analysis, params).await
+    run(&auth, &state, &analysis, params).await
 }

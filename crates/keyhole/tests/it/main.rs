@@ -16,6 +16,7 @@ mod datasets;
 mod deletes;
 mod discovery;
 mod durability;
+mod email_extraction;
 mod embed_tokens;
 mod enrichment;
 mod fuzz_http;

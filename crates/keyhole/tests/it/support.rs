@@ -423,7 +423,13 @@ pub fn has_cluster_services() -> bool {
 
 /// Whether the Python Keen SDK and the Python test helpers are installed.
 pub fn has_python_sdk() -> bool {
-    keyhole_test_env::python_modules(&["keen", "cryptography", "mmdb_writer", "netaddr"])
+    keyhole_test_env::python_modules(&[
+        "keen",
+        "cryptography",
+        "mmdb_writer",
+        "netaddr",
+        "aiosmtpd",
+    ])
 }
 
 /// Whether this build embeds the third-party files (console bundles, add-on data).

@@ -243,12 +243,24 @@ pub struct Query {
     pub latest: Option<usize>,
     /// Extraction: the property paths to keep.
     pub property_names: Option<Vec<String>>,
-    /// Extraction: Keen's e-mail delivery (refused: there is no mailer).
-    pub email: Option<String>,
+    /// Extraction: Keen's e-mail delivery (`email`, `content_type`, `content_encoding`).
+    pub email: Option<EmailDelivery>,
     /// Funnel: the steps.
     pub steps: Vec<FunnelStep>,
     /// Multi-analysis: the labelled analyses.
     pub analyses: Vec<SubAnalysis>,
+}
+
+/// Where and how an extraction is e-mailed instead of answered: Keen's `email`, with the Explorer's
+/// `content_type` (`text/csv`, the default, or `application/json`) and `content_encoding` (`gzip`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmailDelivery {
+    /// The recipient's address, as sent (one address; checked again by the mailer).
+    pub to: String,
+    /// Whether the attachment is JSON (an array of the events) rather than CSV.
+    pub json: bool,
+    /// Whether the attachment is gzip-compressed.
+    pub gzip: bool,
 }
 
 mod parse;

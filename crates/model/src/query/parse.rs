@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 
 use super::filter::{MAX_FILTER_CONDITIONS, count_conditions};
 use super::{
-    AnalysisType, Filter, FunnelStep, GroupBy, Interval, OrderBy, Query, QueryError, SubAnalysis,
-    Timeframe, Timezone,
+    AnalysisType, EmailDelivery, Filter, FunnelStep, GroupBy, Interval, OrderBy, Query, QueryError,
+    SubAnalysis, Timeframe, Timezone,
 };
 
 /// Most entries a query may name in `group_by`, `order_by`, `steps` or `analyses`.
@@ -178,6 +178,47 @@ fn string_param(params: &Map<String, Value>, name: &str) -> Result<Option<String
             "{name} must be a string, got {other}."
         ))),
     }
+}
+
+/// Longest e-mail address accepted (RFC 5321's path limit).
+const MAX_EMAIL_ADDRESS_CHARS: usize = 254;
+
+fn parse_email_delivery(params: &Map<String, Value>) -> Result<Option<EmailDelivery>, QueryError> {
+    let Some(to) = string_param(params, "email")? else {
+        return Ok(None);
+    };
+    let to = to.trim().to_string();
+    let plausible = to.chars().count() <= MAX_EMAIL_ADDRESS_CHARS
+        && to.split('@').count() == 2
+        && !to.starts_with('@')
+        && !to.ends_with('@')
+        && !to
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, ',' | ';' | '<' | '>'));
+    if !plausible {
+        return Err(QueryError::InvalidParameter(
+            "email must be one e-mail address (name@example.com).".into(),
+        ));
+    }
+    let json = match string_param(params, "content_type")?.as_deref() {
+        None | Some("text/csv") => false,
+        Some("application/json") => true,
+        Some(_) => {
+            return Err(QueryError::InvalidParameter(
+                "content_type must be text/csv or application/json.".into(),
+            ));
+        }
+    };
+    let gzip = match string_param(params, "content_encoding")?.as_deref() {
+        None | Some("identity") => false,
+        Some("gzip") => true,
+        Some(_) => {
+            return Err(QueryError::InvalidParameter(
+                "content_encoding must be gzip (or absent).".into(),
+            ));
+        }
+    };
+    Ok(Some(EmailDelivery { to, json, gzip }))
 }
 
 fn number_param(params: &Map<String, Value>, name: &str) -> Result<Option<f64>, QueryError> {
@@ -592,7 +633,7 @@ impl Query {
             include_metadata: bool_param(params, "include_metadata")?,
             latest: count_param(params, "latest")?,
             property_names: parse_property_names(json_param(params, "property_names"))?,
-            email: string_param(params, "email")?,
+            email: parse_email_delivery(params)?,
             steps,
             analyses,
         })
@@ -606,6 +647,40 @@ mod tests {
 
     fn parse(analysis: &str, params: Value) -> Result<Query, QueryError> {
         Query::parse(AnalysisType::parse(analysis)?, params.as_object().unwrap())
+    }
+
+    #[test]
+    fn email_extractions_name_one_address_and_a_known_format() {
+        let delivery = |params: Value| parse("extraction", params).map(|query| query.email);
+        let base = json!({"event_collection": "c", "timeframe": "this_1_days"});
+        assert_eq!(delivery(base.clone()).unwrap(), None);
+        let mut with = base.clone();
+        with["email"] = json!(" ops@example.com ");
+        assert_eq!(
+            delivery(with.clone()).unwrap(),
+            Some(EmailDelivery {
+                to: "ops@example.com".into(),
+                json: false,
+                gzip: false
+            })
+        );
+        with["content_type"] = json!("application/json");
+        with["content_encoding"] = json!("gzip");
+        let parsed = delivery(with.clone()).unwrap().unwrap();
+        assert!(parsed.json && parsed.gzip);
+        with["content_type"] = json!("text/html");
+        assert!(delivery(with).is_err());
+        for refused in [
+            "nobody",
+            "a@b@c",
+            "a@b.com\r\nBcc: x@y.z",
+            "a@b.com, c@d.com",
+            "@b.com",
+        ] {
+            let mut with = base.clone();
+            with["email"] = json!(refused);
+            assert!(delivery(with).is_err(), "{refused}");
+        }
     }
 
     #[test]
