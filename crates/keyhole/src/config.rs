@@ -157,10 +157,11 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct DemoOptions {
-    /// Address to listen on
-    #[arg(long, default_value = "127.0.0.1:7070")]
+    /// Address to listen on (port 0: a free port, printed at start)
+    #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: String,
-    /// Keep the demo's data here instead of a temporary directory removed on exit (must not exist yet)
+    /// Keep the demo's data here instead of a temporary directory removed on exit (must not exist yet
+    /// or be empty); --data-dir does the same
     #[arg(long)]
     pub keep_in: Option<PathBuf>,
     /// Events to seed

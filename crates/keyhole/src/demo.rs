@@ -3,6 +3,10 @@
 //! (its filter AND-ed into every read, its autofill stamped onto every write), defines a dataset and a
 //! saved query, then serves the API, the console and each vendor's dashboard page, printing their URLs.
 //!
+//! It listens on a free port unless `--listen` names one (so it runs beside a `keyhole serve` on 7070) and
+//! prints where. Its data lives in a temporary directory removed on exit, or in `--keep-in` (equally,
+//! `--data-dir`), which must not exist yet or be empty, and is kept.
+//!
 //! Design: the events are generated deterministically (a small xorshift, no randomness crate) and
 //! written through the storage engine directly, before the server listens, so the dashboards show them at
 //! once. Nothing here is a special code path of the server: the pages use the public API with the keys
@@ -31,11 +35,22 @@ const DAY_MILLIS: i64 = 86_400_000;
 
 pub async fn demo(common: &CommonOptions, options: &DemoOptions) -> anyhow::Result<()> {
     let temporary = tempfile::tempdir()?;
-    let data_dir: PathBuf = match &options.keep_in {
+    let kept = match (&options.keep_in, &common.settings.data_dir) {
+        (Some(keep_in), Some(data_dir)) if keep_in != data_dir => anyhow::bail!(
+            "--keep-in and --data-dir name different directories ({} and {}); give one",
+            keep_in.display(),
+            data_dir.display()
+        ),
+        (Some(directory), _) | (None, Some(directory)) => Some(directory.clone()),
+        (None, None) => None,
+    };
+    let data_dir: PathBuf = match &kept {
         Some(directory) => {
+            let empty =
+                std::fs::read_dir(directory).map_or(true, |mut entries| entries.next().is_none());
             anyhow::ensure!(
-                !directory.exists(),
-                "{} exists already; give a new directory",
+                empty,
+                "{} holds files already; the demo needs a new or empty directory",
                 directory.display()
             );
             directory.clone()
@@ -46,6 +61,12 @@ pub async fn demo(common: &CommonOptions, options: &DemoOptions) -> anyhow::Resu
     settings.data_dir = data_dir;
     settings.listen = options.listen.clone();
     std::fs::create_dir_all(&settings.data_dir)?;
+    let _data_dir_lock =
+        keyhole_storage::lock_data_dir(&settings.data_dir, std::time::Duration::ZERO)
+            .await
+            .context("cannot take the demo's data directory")?;
+    let listener = crate::bind(&settings.listen).await?;
+    let parts = crate::ServerParts::open(&settings)?;
     let meta = crate::open_meta(&settings).await?;
     let organization = meta.ensure_organization(None).await?;
     let (project, project_keys) = meta.create_project("demo").await?;
@@ -90,7 +111,8 @@ pub async fn demo(common: &CommonOptions, options: &DemoOptions) -> anyhow::Resu
     let master = project_keys.master.clone();
     let organization_key = organization.generated_key.clone();
     let project_id = project.id.clone();
-    crate::run_http_server(&settings, meta, storage, organization.id, move |address| {
+    let data_dir = kept.map(|directory| directory.display().to_string());
+    crate::run_http_server(&settings, listener, meta, storage, parts, organization.id, move |address| {
         println!("keyhole demo: {} orders of three vendors, last 30 days", options.events);
         println!();
         println!("console:   http://{address}/console/");
@@ -100,13 +122,16 @@ pub async fn demo(common: &CommonOptions, options: &DemoOptions) -> anyhow::Resu
         }
         for (display_name, secret) in &dashboards {
             println!(
-                "{:<10} http://{address}/console/dashboard.html#project={project_id}&key={secret}&vendor={display_name}",
+                "{:<10} http://{address}/console/dashboard.html#project={project_id}&key={secret}&vendor={display_name}&collection=orders&unique=user.id&group_by=product.category",
                 format!("{display_name}:")
             );
         }
         println!();
         println!("Each dashboard shows only its vendor's orders: the key's filter is AND-ed into every query.");
-        println!("Press Ctrl-C to stop; the demo's data is removed unless --keep-in was given.");
+        match &data_dir {
+            Some(directory) => println!("Press Ctrl-C to stop; the demo's data stays in {directory}."),
+            None => println!("Press Ctrl-C to stop; the demo's data is removed (give --data-dir to keep it)."),
+        }
         println!("keyhole listening on http://{address}");
     })
     .await

@@ -4,8 +4,10 @@
 //! token from an access key, as a backend would; `keyhole backup` / `restore` copy a live data directory
 //! and put a copy back; `keyhole demo` seeds a demo project and serves its vendors' dashboards.
 //!
-//! Design: `serve` takes the data directory's lock before it touches anything in it, so a second server
-//! started on the same directory waits, then leaves without having changed a byte.
+//! Design: `serve` takes the data directory's lock, then the port, before it touches anything in the
+//! directory, so a second server started on the same directory (or port) leaves without having changed a
+//! byte; and it prints the keys it created only once everything that could still fail has been opened, so
+//! a failed first start never prints keys that are then lost.
 
 mod backup;
 mod config;
@@ -41,6 +43,10 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(log_in_colour(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -157,31 +163,79 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         keyhole_storage::lock_data_dir(&settings.data_dir, settings.data_dir_lock_wait)
             .await
             .context("cannot take the data directory")?;
+    let listener = bind(&settings.listen).await?;
     let meta = open_meta(&settings).await?;
+    let storage = open_storage(&settings, &meta).await?;
+    let parts = ServerParts::open(&settings)?;
     let organization = meta
         .ensure_organization(settings.org_key.as_deref())
         .await?;
-    println!(
+    let default_project = if organization.created && meta.projects().await?.is_empty() {
+        Some(meta.create_project("default").await?)
+    } else {
+        None
+    };
+    let address = listener.local_addr()?;
+    let mut lines = vec![format!(
         "organization id: {} (also reachable as 'default')",
         organization.id
-    );
+    )];
     if let Some(key) = &organization.generated_key {
-        println!("organization key (shown once, store it now): {key}");
+        lines.push(format!(
+            "organization key (shown once, store it now): {key}"
+        ));
     }
-    if organization.created && meta.projects().await?.is_empty() {
-        let (project, keys) = meta.create_project("default").await?;
-        println!("default project created: {}", project.id);
-        println!("  master key: {}", keys.master);
-        println!("  write key:  {}", keys.write);
-        println!("  read key:   {}", keys.read);
-        println!("  (keys are shown once; only their hashes are stored)");
+    if let Some((project, keys)) = &default_project {
+        lines.push(format!("default project created: {}", project.id));
+        lines.push(format!("  master key: {}", keys.master));
+        lines.push(format!("  write key:  {}", keys.write));
+        lines.push(format!("  read key:   {}", keys.read));
+        lines.push("  (keys are shown once; only their hashes are stored)".into());
     }
-
-    let storage = open_storage(&settings, &meta).await?;
-    run_http_server(&settings, meta, storage, organization.id, |address| {
-        println!("keyhole listening on http://{address}");
-    })
+    lines.push(format!("console: http://{address}/console/"));
+    run_http_server(
+        &settings,
+        listener,
+        meta,
+        storage,
+        parts,
+        organization.id,
+        move |address| {
+            for line in &lines {
+                println!("{line}");
+            }
+            println!("keyhole listening on http://{address}");
+        },
+    )
     .await
+}
+
+/// Takes the port of `listen` (refused at once if another process holds it).
+async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))
+}
+
+/// What the server needs from its settings besides storage and metadata, opened (and so checked) before
+/// anything is created: the add-ons' data and the mail server.
+struct ServerParts {
+    enrichment: keyhole_server::enrichment::Enrichment,
+    mailer: Option<keyhole_server::email_extraction::Mailer>,
+}
+
+impl ServerParts {
+    fn open(settings: &Settings) -> anyhow::Result<ServerParts> {
+        let enrichment = keyhole_server::enrichment::Enrichment::new(settings.geoip_db.clone())
+            .map_err(|error| anyhow::anyhow!(error))?;
+        let mailer = settings
+            .smtp_url
+            .as_deref()
+            .map(|url| keyhole_server::email_extraction::Mailer::new(url, &settings.smtp_from))
+            .transpose()
+            .map_err(anyhow::Error::msg)?;
+        Ok(ServerParts { enrichment, mailer })
+    }
 }
 
 /// Opens event storage. With metadata on PostgreSQL and files in a bucket, this node shares the store
@@ -229,13 +283,13 @@ async fn open_storage(settings: &Settings, meta: &MetaStore) -> anyhow::Result<S
 /// Serves the API (and the console) on `settings.listen` until SIGINT/SIGTERM, then flushes and closes.
 async fn run_http_server(
     settings: &Settings,
+    listener: tokio::net::TcpListener,
     meta: MetaStore,
     storage: Storage,
+    parts: ServerParts,
     organization_id: String,
     on_listening: impl FnOnce(std::net::SocketAddr),
 ) -> anyhow::Result<()> {
-    let enrichment = keyhole_server::enrichment::Enrichment::new(settings.geoip_db.clone())
-        .map_err(|error| anyhow::anyhow!(error))?;
     let mut query_limits = settings.limits.query_limits();
     // One query may hold at most what all queries together may.
     let queries_share = storage
@@ -244,20 +298,15 @@ async fn run_http_server(
     query_limits.memory_bytes = query_limits.memory_bytes.min(queries_share as usize);
     let mut state = AppState::new(meta, storage.clone(), organization_id, query_limits)
         .context("cannot start the query runtime")?
-        .with_enrichment(enrichment)
+        .with_enrichment(parts.enrichment)
         .with_write_limits(settings.limits.write_limits())
         .context("cannot start the write pool")?;
-    if let Some(smtp_url) = &settings.smtp_url {
-        let mailer = keyhole_server::email_extraction::Mailer::new(smtp_url, &settings.smtp_from)
-            .map_err(anyhow::Error::msg)?;
+    if let Some(mailer) = parts.mailer {
         state = state.with_mailer(mailer);
     }
     state.refresh_all_clustering().await;
 
     let shutdown = shutdown_signal()?;
-    let listener = tokio::net::TcpListener::bind(&settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let address = listener.local_addr()?;
     on_listening(address);
     tracing::info!(%address, data_dir = %settings.data_dir.display(), "serving");
@@ -285,6 +334,12 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
         }
         tracing::info!("shutdown requested");
     })
+}
+
+/// Whether the log is coloured: only on a terminal, and not when `NO_COLOR` is set to anything but the
+/// empty string (no-color.org).
+fn log_in_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(std::ffi::OsStr::is_empty)
 }
 
 async fn rotate_organization_key(
@@ -378,4 +433,17 @@ async fn project_command(settings: Settings, command: &ProjectCommand) -> anyhow
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    #[test]
+    fn the_log_is_coloured_only_on_a_terminal_without_no_color() {
+        assert!(super::log_in_colour(true, None));
+        assert!(super::log_in_colour(true, Some(OsStr::new(""))));
+        assert!(!super::log_in_colour(true, Some(OsStr::new("1"))));
+        assert!(!super::log_in_colour(false, None));
+    }
 }

@@ -19,6 +19,7 @@ mod durability;
 mod email_extraction;
 mod embed_tokens;
 mod enrichment;
+mod first_run;
 mod fuzz_http;
 mod hostile_http;
 mod hostile_queries;
