@@ -1,6 +1,7 @@
-// Drives Keyhole's web console in headless Chromium as an operator would: sign in with the master key,
-// look at the collections, run a query in the explorer, create a key filtered to one vendor, open that
-// key's dashboard, revoke the key and reload the dashboard, unrevoke it, edit it (autofill, an origin),
+// Drives Keyhole's web console in headless Chromium as an operator would: sign in with a wrong key (the
+// refusal says what was tried), then the master key, look at the collections and their event counts, run a
+// query in the explorer and show its times in UTC and in the browser's zone (Asia/Kolkata), create a key
+// filtered to one vendor, choose what its dashboard shows (collection, properties, interval) and open it, revoke the key and reload the dashboard, unrevoke it, edit it (autofill, an origin),
 // delete it; then sign in with the organization key, list the projects and create one. Prints what each
 // step showed as JSON and saves screenshots to SCREENSHOT_DIR.
 //
@@ -21,27 +22,42 @@ async function main() {
   };
   const results = {};
   try {
-    const page = await browser.newPage({ viewport: { width: 1200, height: 800 } });
+    const page = await browser.newPage({ viewport: { width: 1200, height: 800 }, timezoneId: 'Asia/Kolkata' });
     const errors = [];
     page.on('pageerror', (error) => errors.push(String(error)));
     await page.goto(`${KEYHOLE_URL}/console`);
+    await page.fill('#sign-in-key', 'not-a-key-of-this-server');
+    await page.click('#sign-in-form button');
+    await page.waitForFunction(() => document.querySelector('#notice').textContent.startsWith('Sign-in failed'));
+    results.wrong_key = await page.textContent('#notice');
     await page.fill('#sign-in-key', KEYHOLE_MASTER_KEY);
     await page.click('#sign-in-form button');
     await page.waitForSelector('#view h3');
     results.who = await page.textContent('#who');
     results.collections = await page.$$eval('#view h3', (nodes) => nodes.map((node) => node.textContent));
+    results.event_counts = await page.$$eval('#view .event-count', (nodes) => nodes.map((node) => node.textContent));
     results.geo_off = await page.$eval('#geo-off', (node) => node.textContent).catch(() => null);
     await shot(page, 'console-collections');
 
     await page.click('button[data-view=explorer]');
     await page.selectOption('select[name=analysis]', 'count');
-    await page.fill('input[name=collection]', 'orders');
+    await page.fill('input[name=collection]', 'purchases');
     await page.fill('input[name=group_by]', 'vendor_id');
     await page.click('#view form button[type=submit]');
     await page.waitForSelector('#view table');
     results.explorer = await page.$$eval('#view table tr', (rows) => rows.slice(1).map((row) => [...row.cells].map((cell) => cell.textContent)));
     await page.waitForTimeout(300);
     await shot(page, 'console-explorer');
+    // An interval Keen has that no menu lists, typed; its buckets' times in UTC, then in the browser's zone.
+    await page.fill('input[name=group_by]', '');
+    await page.fill('input[name=interval]', 'every_12_hours');
+    await page.fill('input[name=timeframe]', 'previous_1_days');
+    await page.click('#view form button[type=submit]');
+    await page.waitForFunction(() => (document.querySelector('#view .raw-result') || {}).textContent?.includes('T12:00:00.000Z'));
+    results.times_utc = await page.$$eval('#view .raw-result tr', (rows) => rows.slice(1).map((row) => row.textContent));
+    await page.selectOption('select[name=time-zone]', 'browser');
+    results.times_browser = await page.$$eval('#view .raw-result tr', (rows) => rows.slice(1).map((row) => row.textContent));
+    await shot(page, 'console-explorer-browser-zone');
 
     await page.click('button[data-view=keys]');
     await page.waitForSelector('#view form input[name=name]');
@@ -61,6 +77,11 @@ async function main() {
     await shot(page, 'console-key-created');
     results.keys = await page.$$eval('#view table tr', (rows) => rows.slice(1).map((row) => row.cells[0].textContent));
 
+    // The dashboard shows what is chosen: this collection, these properties, this interval.
+    await page.fill('#notice .dashboard-chooser input[name=collection]', 'purchases');
+    await page.fill('#notice .dashboard-chooser input[name=unique]', 'buyer.id');
+    await page.fill('#notice .dashboard-chooser input[name=group_by]', 'item.kind');
+    await page.fill('#notice .dashboard-chooser input[name=interval]', 'weekly');
     const [dashboard] = await Promise.all([page.waitForEvent('popup'), page.click('#notice a.dashboard-link')]);
     await dashboard.waitForFunction(() => window.__results !== undefined, null, { timeout: 30000 });
     await dashboard.waitForTimeout(500);

@@ -1,7 +1,7 @@
 // Keyhole's web console (see index.html). A client of the public API: every action is one documented
 // request, signed with the key the user typed, which lives in `session` only (this tab's memory).
 (() => {
-  const session = { orgKey: null, masterKey: null, project: null, secrets: {} };
+  const session = { orgKey: null, masterKey: null, project: null, secrets: {}, collections: [], timeDisplay: 'utc' };
   const $ = (selector) => document.querySelector(selector);
   // The names the forms offer (analyses, operators, intervals, operations, add-ons) come from the server,
   // which takes them from the types that parse them: GET vocabulary.json, once, before any view is drawn.
@@ -57,13 +57,24 @@
     event.preventDefault();
     const key = $('#sign-in-key').value.trim();
     $('#sign-in-key').value = '';
+    // A key is tried as a project's master key, then as the organization key; a refusal says both.
+    let asMaster;
     try {
       const projects = await api('GET', '/3.0/projects', { key });
       session.masterKey = key;
       session.project = projects[0];
-    } catch (_) {
-      await api('GET', '/3.0/organizations/default/projects', { key });
-      session.orgKey = key;
+    } catch (error) {
+      asMaster = error;
+    }
+    if (!session.masterKey) {
+      try {
+        await api('GET', '/3.0/organizations/default/projects', { key });
+        session.orgKey = key;
+      } catch (asOrganization) {
+        throw new Error('Sign-in failed. The key was tried as a project\'s master key — ' + asMaster.message
+          + ' — and as the organization key — ' + asOrganization.message
+          + '. Paste a master key or the organization key that keyhole serve printed on its first start.');
+      }
     }
     $('#sign-in').hidden = true;
     $('#main').hidden = false;
@@ -135,13 +146,19 @@
     }
     view.append(element('h2', {}, 'Collections'));
     if (!collections.length) view.append(element('p', {}, 'No events yet.'));
-    for (const collection of collections) {
+    const counts = await Promise.all(collections.map((collection) =>
+      api('POST', projectPath('/queries/count'), { body: { event_collection: collection.name } })
+        .then((answer) => answer.result, () => '?')));
+    collections.forEach((collection, index) => {
       const properties = Object.entries(collection.properties).map(([name, type]) => ({ name, type }));
-      view.append(element('h3', {}, collection.name), table(properties, [
+      const count = counts[index];
+      view.append(element('h3', {}, collection.name),
+        element('p', { class: 'event-count', 'data-collection': collection.name }, `${count} event${count === 1 ? '' : 's'}`),
+        table(properties, [
         { title: 'property', cell: (property) => property.name },
         { title: 'type', cell: (property) => property.type },
       ]));
-    }
+    });
   }
 
   // ---------- results: a chart (keen-dataviz) and the answer as a table ----------
@@ -160,13 +177,41 @@
       }
     }
     const result = answer.result;
-    if (Array.isArray(result) && result.length && typeof result[0] === 'object' && result[0] !== null) {
-      const columns = [...new Set(result.flatMap((row) => Object.keys(row)))];
-      const text = (value) => (typeof value === 'string' ? value : JSON.stringify(value));
-      container.append(table(result, columns.map((column) => ({ title: column, cell: (row) => text(row[column]) }))));
-    } else {
-      container.append(element('pre', {}, JSON.stringify(result, null, 2)));
-    }
+    const raw = element('div', { class: 'raw-result' });
+    const zone = element('select', { name: 'time-zone', onchange: () => { session.timeDisplay = zone.value; drawRaw(); } },
+      element('option', { value: 'utc', selected: session.timeDisplay !== 'browser' }, 'UTC'),
+      element('option', { value: 'browser', selected: session.timeDisplay === 'browser' }, `this browser's zone (${BROWSER_ZONE})`));
+    const drawRaw = () => {
+      const shown = showTimes(result);
+      if (Array.isArray(shown) && shown.length && typeof shown[0] === 'object' && shown[0] !== null) {
+        const columns = [...new Set(shown.flatMap((row) => Object.keys(row)))];
+        const text = (value) => (typeof value === 'string' ? value : JSON.stringify(value));
+        raw.replaceChildren(table(shown, columns.map((column) => ({ title: column, cell: (row) => text(row[column]) }))));
+      } else {
+        raw.replaceChildren(element('pre', {}, JSON.stringify(shown, null, 2)));
+      }
+    };
+    container.append(element('label', { class: 'time-zone' }, 'times in ', zone), raw);
+    drawRaw();
+  }
+
+  // Times in answers are UTC instants (2026-12-07T10:00:00.000Z); the tables show them in UTC or, when
+  // asked, in the browser's zone with its offset (2026-12-07T11:00:00.000+01:00).
+  const BROWSER_ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || 'local time';
+  const INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/;
+  function inBrowserZone(text) {
+    const date = new Date(text);
+    const pad = (number, width = 2) => String(Math.abs(number)).padStart(width, '0');
+    const offset = -date.getTimezoneOffset();
+    const sign = offset < 0 ? '-' : '+';
+    return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}.${pad(date.getMilliseconds(), 3)}${sign}${pad(Math.trunc(offset / 60))}:${pad(offset % 60)}`;
+  }
+  function showTimes(value) {
+    if (session.timeDisplay !== 'browser') return value;
+    if (typeof value === 'string') return INSTANT.test(value) ? inBrowserZone(value) : value;
+    if (Array.isArray(value)) return value.map(showTimes);
+    if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([name, inner]) => [name, showTimes(inner)]));
+    return value;
   }
 
   // ---------- explorer ----------
@@ -195,6 +240,15 @@
     });
   }
 
+  // Every interval Keen has: the named ones, and every_N_<unit> typed (the list suggests some).
+  function intervalInput(value) {
+    const units = ['minutes', 'hours', 'days', 'weeks', 'months', 'years'];
+    const suggestions = [...VOCABULARY.intervals, ...units.map((unit) => `every_2_${unit}`), 'every_7_days'];
+    const list = element('datalist', { id: `intervals-${Math.random().toString(36).slice(2)}` },
+      suggestions.map((interval) => element('option', { value: interval })));
+    return element('span', {}, element('input', { name: 'interval', list: list.id, value, placeholder: 'none, daily, every_7_days…', size: 14 }), list);
+  }
+
   function explorerView() {
     const filters = element('div');
     const output = element('div');
@@ -211,7 +265,7 @@
           body = { event_collection: fields.collection.value.trim(), timeframe: fields.timeframe.value.trim(), timezone: fields.timezone.value.trim() || 'UTC', filters: filtersOf(filters) };
           if (fields.target.value.trim()) body.target_property = fields.target.value.trim();
           if (fields.group_by.value.trim()) body.group_by = fields.group_by.value.split(',').map((name) => name.trim());
-          if (fields.interval.value) body.interval = fields.interval.value;
+          if (fields.interval.value.trim()) body.interval = fields.interval.value.trim();
           if (analysis === 'percentile') body.percentile = Number(fields.percentile.value || 50);
         }
         const answer = await api('POST', projectPath(`/queries/${analysis}`), { body });
@@ -225,7 +279,7 @@
       element('label', {}, 'percentile', element('input', { name: 'percentile', type: 'number', min: 0, max: 100, value: 50, size: 4 }))),
     element('div', { class: 'row' },
       element('label', {}, 'timeframe', element('input', { name: 'timeframe', value: 'this_14_days' })),
-      element('label', {}, 'interval', element('select', { name: 'interval' }, ['', ...VOCABULARY.intervals].map((interval) => element('option', { value: interval }, interval || 'none')))),
+      element('label', {}, 'interval', intervalInput('')),
       element('label', {}, 'timezone', element('input', { name: 'timezone', value: 'UTC' })),
       element('label', {}, 'group_by', element('input', { name: 'group_by', placeholder: 'a, b' }))),
     element('fieldset', {}, element('legend', {}, 'filters'), filters, element('button', { type: 'button', onclick: () => filters.append(filterRow()) }, 'add filter')),
@@ -313,14 +367,42 @@
     return form;
   }
 
+  // What a key's dashboard shows, chosen by the user: any collection (the project's are suggested, any name
+  // may be typed), the property whose distinct values it counts and the one it breaks down by (both
+  // optional), the interval and the timeframe. The link opens dashboard.html with the choice in its fragment.
   function dashboardLink(secret) {
-    const query = new URLSearchParams({ project: session.project.id, key: secret, vendor: 'Customer' });
-    return element('a', { href: `dashboard.html#${query}`, target: '_blank', rel: 'noopener', class: 'dashboard-link' }, 'open dashboard');
+    const collections = session.collections || [];
+    const listId = (name) => `dashboard-${name}-${Math.random().toString(36).slice(2)}`;
+    const collectionList = element('datalist', { id: listId('collections') }, collections.map((collection) => element('option', { value: collection.name })));
+    const propertyNames = [...new Set(collections.flatMap((collection) => Object.keys(collection.properties)))].sort();
+    const propertyList = element('datalist', { id: listId('properties') }, propertyNames.map((name) => element('option', { value: name })));
+    const input = (name, value, list, placeholder) => element('input', { name, value, list, placeholder, size: 16 });
+    const fields = {
+      collection: input('collection', collections.length ? collections[0].name : '', collectionList.id, 'collection'),
+      unique: input('unique', '', propertyList.id, 'count unique (optional)'),
+      group_by: input('group_by', '', propertyList.id, 'break down by (optional)'),
+      interval: intervalInput('daily').querySelector('input'),
+      timeframe: input('timeframe', 'this_30_days', undefined, 'timeframe'),
+    };
+    const link = element('a', { target: '_blank', rel: 'noopener', class: 'dashboard-link' }, 'open dashboard');
+    const update = () => {
+      const query = new URLSearchParams({ project: session.project.id, key: secret, vendor: 'Customer' });
+      for (const [name, field] of Object.entries(fields)) if (field.value.trim()) query.set(name, field.value.trim());
+      link.href = `dashboard.html#${query}`;
+    };
+    const intervals = fields.interval.parentNode;
+    const labelled = (text, field) => element('label', {}, text, field);
+    const chooser = element('span', { class: 'row dashboard-chooser', oninput: update },
+      labelled('collection', fields.collection), labelled('distinct', fields.unique), labelled('by', fields.group_by),
+      labelled('interval', intervals), labelled('timeframe', fields.timeframe), collectionList, propertyList, link);
+    update();
+    return chooser;
   }
 
   async function keysView() {
     const view = $('#view');
     const keys = await api('GET', projectPath('/keys'));
+    session.collections = await api('GET', projectPath('/events'));
     const action = (label, work, className) => element('button', { type: 'button', class: className, onclick: guarded(work) }, label);
     const actions = (key) => {
       const secret = session.secrets[key.key_prefix];
@@ -341,7 +423,7 @@
           show('keys');
           notify(`Deleted ${key.name}.`);
         }, 'danger'),
-        dashboardLink(secret));
+        element('details', { class: 'dashboard' }, element('summary', {}, 'dashboard'), dashboardLink(secret)));
     };
     view.append(element('h2', {}, 'Access keys'), table(keys, [
       { title: 'name', cell: (key) => key.name },

@@ -1,5 +1,8 @@
-// The dashboard page's script (see dashboard.html): four keen-analysis queries with the key from the URL's
+// The dashboard page's script (see dashboard.html): keen-analysis queries with the key from the URL's
 // fragment, drawn with keen-dataviz; a refusal (revoked key, wrong origin, …) is shown as Keyhole words it.
+// The fragment says what to show: `collection` (required), `unique` (a property whose distinct values are
+// counted) and `group_by` (a property to break down by), both optional, `interval` (default daily) and
+// `timeframe` (default this_30_days). The console's key list builds it.
 // The key is read from the fragment (#key=…), which browsers never send to a server nor put in a Referer;
 // a key in the query string (?key=…) would land in server and proxy logs, so it is refused and wiped from
 // the address bar.
@@ -18,29 +21,48 @@
     window.__results = { error_code: 'AssetsNotInstalled', message };
     return;
   }
-  const collection = params.get('collection') || 'orders';
-  const groupBy = params.get('group_by') || 'product.category';
-  document.getElementById('title').textContent = `${params.get('vendor') || 'Your'} dashboard`;
+  const collection = params.get('collection');
+  if (!collection) {
+    const message = 'Which collection? Open this dashboard from the console\'s key list, or add &collection=… to the address.';
+    document.getElementById('error').textContent = message;
+    window.__results = { error_code: 'NoCollection', message };
+    return;
+  }
+  const unique = params.get('unique');
+  const groupBy = params.get('group_by');
+  const interval = params.get('interval') || 'daily';
+  const timeframe = params.get('timeframe') || 'this_30_days';
+  document.getElementById('title').textContent = `${params.get('vendor') || 'Your'} dashboard: ${collection}`;
+  document.getElementById('total-label').textContent = `Events, ${timeframe.replace(/_/g, ' ')}`;
+  if (unique) document.getElementById('users-label').textContent = `Distinct ${unique}`;
+  else document.getElementById('users-figure').hidden = true;
+  if (!groupBy) document.getElementById('by-kind').hidden = true;
   const client = new KeenAnalysis({
     projectId: params.get('project'),
     readKey: params.get('key'),
     host: params.get('host') || location.host,
     protocol: location.protocol.replace(':', ''),
   });
-  const scope = { eventCollection: collection, timeframe: 'this_30_days', timezone: 'UTC' };
-  const daily = new KeenDataviz({ container: '#daily', title: 'Per day', type: 'area' });
-  const byKind = new KeenDataviz({ container: '#by-kind', title: `By ${groupBy}`, type: 'bar' });
+  const scope = { eventCollection: collection, timeframe, timezone: 'UTC' };
+  const daily = new KeenDataviz({ container: '#daily', title: `Per ${interval.replace(/_/g, ' ')}`, type: 'area' });
+  const byKind = groupBy ? new KeenDataviz({ container: '#by-kind', title: `By ${groupBy}`, type: 'bar' }) : null;
+  const none = Promise.resolve(null);
   Promise.all([
     client.query({ analysisType: 'count', ...scope }),
-    client.query({ analysisType: 'count_unique', targetProperty: 'user.id', ...scope }),
-    client.query({ analysisType: 'count', interval: 'daily', ...scope }),
-    client.query({ analysisType: 'count', groupBy, ...scope }),
-  ]).then(([total, users, perDay, perKind]) => {
+    unique ? client.query({ analysisType: 'count_unique', targetProperty: unique, ...scope }) : none,
+    client.query({ analysisType: 'count', interval, ...scope }),
+    groupBy ? client.query({ analysisType: 'count', groupBy, ...scope }) : none,
+  ]).then(([total, users, perInterval, perKind]) => {
     document.getElementById('total').textContent = total.result;
-    document.getElementById('users').textContent = users.result;
-    daily.render(perDay);
-    byKind.render(perKind);
-    window.__results = { total: total.result, users: users.result, daily: perDay.result, by_kind: perKind.result };
+    if (users) document.getElementById('users').textContent = users.result;
+    daily.render(perInterval);
+    if (perKind) byKind.render(perKind);
+    window.__results = {
+      total: total.result,
+      users: users && users.result,
+      daily: perInterval.result,
+      by_kind: perKind && perKind.result,
+    };
   }, (error) => {
     const message = error.body || error.message || String(error);
     document.getElementById('error').textContent = error.error_code ? `${error.error_code}: ${message}` : message;

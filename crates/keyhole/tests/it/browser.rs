@@ -426,16 +426,30 @@ fn the_console_signs_in_explores_creates_a_key_opens_its_dashboard_and_revokes_i
     let organization_key = server.printed_organization_key();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let url = |path: &str| format!("{}/3.0/projects/{}{path}", server.base_url, project.id);
-    let acme_total = runtime.block_on(async {
+    // Not the demo's data: another collection and other property names, so nothing can be hard-wired.
+    let (acme_total, acme_buyers, acme_kinds) = runtime.block_on(async {
+        let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).date_naive();
         let events: Vec<Value> = (0..30i64)
-            .map(|index| json!({"vendor_id": (["acme", "globex", "acme"][(index % 3) as usize]),
-                                "user": {"id": format!("u{}", index % 7)}, "product": {"category": (["books", "games"][(index % 2) as usize])}}))
+            .map(|index| {
+                let at = yesterday.and_hms_opt(if index < 20 { 3 } else { 15 }, 0, 0).unwrap().and_utc();
+                json!({"vendor_id": (["acme", "globex", "acme"][(index % 3) as usize]),
+                       "buyer": {"id": format!("b{}", index % 7)}, "item": {"kind": (["lamp", "desk"][(index % 2) as usize])},
+                       "keen": {"timestamp": keyhole_model::timestamp::format_timestamp(at.timestamp_millis())}})
+            })
             .collect();
-        let written = send(client().post(url("/events")).header("Authorization", &project.write).json(&json!({"orders": events}))).await;
+        let visits = vec![json!({"page": "/"}), json!({"page": "/about"})];
+        let written = send(client().post(url("/events")).header("Authorization", &project.write)
+            .json(&json!({"purchases": events, "visits": visits}))).await;
         assert_eq!(written.0, 200);
-        let total = send(client().post(url("/queries/count")).header("Authorization", &project.master)
-            .json(&json!({"event_collection": "orders", "timeframe": "this_30_days", "filters": [vendor_filter("acme")]}))).await;
-        total.1["result"].clone()
+        let acme = |analysis: &str, extra: Value| {
+            let mut body = json!({"event_collection": "purchases", "timeframe": "this_30_days", "filters": [vendor_filter("acme")]});
+            body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            send(client().post(url(&format!("/queries/{analysis}"))).header("Authorization", &project.master).json(&body))
+        };
+        let total = acme("count", json!({})).await.1["result"].clone();
+        let buyers = acme("count_unique", json!({"target_property": "buyer.id"})).await.1["result"].clone();
+        let kinds = acme("count", json!({"group_by": "item.kind"})).await.1["result"].clone();
+        (total, buyers, kinds)
     });
     let artifacts = repo_root().join("artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
@@ -459,7 +473,13 @@ fn the_console_signs_in_explores_creates_a_key_opens_its_dashboard_and_revokes_i
         results["who"].as_str().unwrap().contains(&project.id),
         "{results}"
     );
-    assert_eq!(results["collections"], json!(["orders"]));
+    let wrong_key = results["wrong_key"].as_str().unwrap_or_default();
+    assert!(
+        wrong_key.contains("master key") && wrong_key.contains("organization key"),
+        "a refused sign-in says what was tried: {results}"
+    );
+    assert_eq!(results["collections"], json!(["purchases", "visits"]));
+    assert_eq!(results["event_counts"], json!(["30 events", "2 events"]));
     let geo_off = results["geo_off"].as_str().unwrap_or_default();
     assert!(
         geo_off.contains("keen:ip_to_geo") && geo_off.contains("--geoip-db"),
@@ -479,7 +499,40 @@ fn the_console_signs_in_explores_creates_a_key_opens_its_dashboard_and_revokes_i
     );
     assert_eq!(results["secret"].as_str().unwrap().len(), 64);
     assert_eq!(results["keys"], json!(["acme dashboard"]));
+    // Yesterday in halves: 20 events at 03:00 UTC, 10 at 15:00 UTC; Asia/Kolkata is UTC+05:30.
+    let day = (chrono::Utc::now() - chrono::Duration::days(1)).date_naive();
+    let row = |index: usize| {
+        results["times_utc"][index]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let browser_row = |index: usize| {
+        results["times_browser"][index]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        row(0).contains(&format!("{day}T00:00:00.000Z"))
+            && row(0).contains(&format!("{day}T12:00:00.000Z"))
+            && row(0).contains("20"),
+        "{results}"
+    );
+    assert!(row(1).contains("10"), "{results}");
+    assert!(
+        browser_row(0).contains(&format!("{day}T05:30:00.000+05:30"))
+            && browser_row(0).contains(&format!("{day}T17:30:00.000+05:30")),
+        "{results}"
+    );
     assert_eq!(results["dashboard"]["total"], acme_total, "{results}");
+    assert_eq!(results["dashboard"]["users"], acme_buyers, "{results}");
+    assert_eq!(results["dashboard"]["by_kind"], acme_kinds, "{results}");
+    let weeks = results["dashboard"]["daily"].as_array().map_or(0, Vec::len);
+    assert!(
+        (5..=6).contains(&weeks),
+        "weekly buckets of 30 days: {results}"
+    );
     assert_eq!(results["after_revoke"], json!(["revoked"]));
     assert_eq!(
         results["dashboard_after_revoke"]["error_code"],
