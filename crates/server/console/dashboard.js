@@ -33,7 +33,11 @@
   const interval = params.get('interval') || 'daily';
   const timeframe = params.get('timeframe') || 'this_30_days';
   document.getElementById('title').textContent = `${params.get('vendor') || 'Your'} dashboard: ${collection}`;
-  document.getElementById('total-label').textContent = `Events, ${timeframe.replace(/_/g, ' ')}`;
+  // `this_30_days` reads "last 30 days"; `daily` reads "Per day", `every_7_days` "Every 7 days".
+  const thisN = /^this_(\d+)_(\w+)$/.exec(timeframe);
+  document.getElementById('total-label').textContent = `Events, ${thisN ? `last ${thisN[1]} ${thisN[2]}` : timeframe.replace(/_/g, ' ')}`;
+  const PER = { minutely: 'minute', hourly: 'hour', daily: 'day', weekly: 'week', monthly: 'month', yearly: 'year' };
+  const intervalTitle = PER[interval] ? `Per ${PER[interval]}` : `Every ${interval.replace(/^every_/, '').replace(/_/g, ' ')}`;
   if (unique) document.getElementById('users-label').textContent = `Distinct ${unique}`;
   else document.getElementById('users-figure').hidden = true;
   if (!groupBy) document.getElementById('by-kind').hidden = true;
@@ -44,7 +48,7 @@
     protocol: location.protocol.replace(':', ''),
   });
   const scope = { eventCollection: collection, timeframe, timezone: 'UTC' };
-  const daily = new KeenDataviz({ container: '#daily', title: `Per ${interval.replace(/_/g, ' ')}`, type: 'area' });
+  const daily = new KeenDataviz({ container: '#daily', title: intervalTitle, type: 'area' });
   const byKind = groupBy ? new KeenDataviz({ container: '#by-kind', title: `By ${groupBy}`, type: 'bar' }) : null;
   const none = Promise.resolve(null);
   Promise.all([

@@ -146,14 +146,7 @@ fn the_five_add_ons_enrich_events_before_they_are_stored() {
 #[test]
 fn without_a_geoip_database_ip_to_geo_leaves_geo_absent_logs_once_and_counts() {
     let data_dir = tempfile::tempdir().unwrap();
-    let log_path = data_dir.path().join("server.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let args: Vec<String> = ["serve", "--listen", "127.0.0.1:0", "--data-dir"]
-        .iter()
-        .map(ToString::to_string)
-        .chain([data_dir.path().join("data").display().to_string()])
-        .collect();
-    let server = BinaryServer::start_with_stderr(&args, &[], log.into());
+    let (server, log_path) = BinaryServer::start_logging_to_file(data_dir.path(), &[]);
     let project = server.printed_project();
     let organization_key = server.printed_organization_key();
     let runtime = tokio::runtime::Runtime::new().unwrap();

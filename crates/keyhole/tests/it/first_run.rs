@@ -3,7 +3,7 @@
 //! server on a free port and keeps its data where `--data-dir` says; logs written to a file carry no colour
 //! codes.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::json;
 
@@ -67,15 +67,8 @@ fn a_first_start_that_cannot_listen_creates_nothing_and_the_next_prints_the_keys
 #[test]
 fn logs_written_to_a_file_carry_no_colour_codes() {
     let data_dir = tempfile::tempdir().unwrap();
-    let log_path = data_dir.path().join("server.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let args: Vec<String> = ["serve", "--listen", "127.0.0.1:0", "--data-dir"]
-        .iter()
-        .map(ToString::to_string)
-        .chain([data_dir.path().join("data").display().to_string()])
-        .collect();
-    let mut server =
-        BinaryServer::start_with_stderr(&args, &[("RUST_LOG", "info")], Stdio::from(log));
+    let (mut server, log_path) =
+        BinaryServer::start_logging_to_file(data_dir.path(), &[("RUST_LOG", "info")]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let answer = send(client().get(format!("{}/3.0/projects/x/events", server.base_url))).await;

@@ -324,6 +324,23 @@ impl BinaryServer {
         }
     }
 
+    /// Starts `keyhole serve` on `directory/data` with its log written to the file it returns
+    /// (`directory/server.log`).
+    pub fn start_logging_to_file(
+        directory: &Path,
+        envs: &[(&str, &str)],
+    ) -> (BinaryServer, PathBuf) {
+        let log_path = directory.join("server.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let args: Vec<String> = ["serve", "--listen", "127.0.0.1:0", "--data-dir"]
+            .iter()
+            .map(ToString::to_string)
+            .chain([directory.join("data").display().to_string()])
+            .collect();
+        let server = BinaryServer::start_with_stderr(&args, envs, Stdio::from(log));
+        (server, log_path)
+    }
+
     /// The organization key printed on the first start.
     pub fn printed_organization_key(&self) -> String {
         self.stdout_lines
