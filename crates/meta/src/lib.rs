@@ -32,7 +32,7 @@ pub use datasets::{Dataset, MAX_DATASET_PAGE};
 pub use grants::{Resolution, Resolved};
 pub use key_cache::CacheTicket;
 pub use saved_queries::{SavedQuery, SavedQueryWrite};
-pub use usage::{KeyUsage, OrganizationUsage};
+pub use usage::{KeyUsage, ProjectUsage};
 
 use std::path::Path;
 

@@ -459,12 +459,12 @@ async fn usage_adds_up_per_key_and_day(backend: TestBackend) {
     assert!(store.key_usage(&key, "2026-11-30").await.unwrap().is_zero());
 }
 
-async fn organization_usage_counts_what_the_organization_holds_and_did(backend: TestBackend) {
+async fn project_usage_counts_what_the_project_holds_and_its_keys_did(backend: TestBackend) {
     let (_database, store) = open_store(backend).await;
-    let before = store.organization_usage("2026-11-01").await.unwrap();
-    let (project, _) = store.create_project("usage").await.unwrap();
-    for (name, refresh_rate) in [("live", 0), ("cached", 14_400)] {
-        let definition = keyhole_model::saved_query::SavedQueryDefinition {
+    let (project, keys) = store.create_project("usage").await.unwrap();
+    let (other, other_keys) = store.create_project("other").await.unwrap();
+    let definition =
+        |name: &str, refresh_rate: u64| keyhole_model::saved_query::SavedQueryDefinition {
             name: name.into(),
             query_json: serde_json::json!({"analysis_type": "count", "event_collection": "orders"})
                 .as_object()
@@ -473,30 +473,51 @@ async fn organization_usage_counts_what_the_organization_holds_and_did(backend: 
             metadata: serde_json::json!({}),
             refresh_rate,
         };
+    for (name, refresh_rate) in [("live", 0), ("cached", 14_400)] {
         store
-            .put_saved_query(&project.id, name, &definition)
+            .put_saved_query(&project.id, name, &definition(name, refresh_rate))
             .await
             .unwrap();
     }
-    let key = KeyHash::of_secret("k");
+    // The other project's saved query and usage are not this project's.
+    store
+        .put_saved_query(&other.id, "theirs", &definition("theirs", 14_400))
+        .await
+        .unwrap();
     let counts = KeyUsage {
         events: 7,
         queries: 2,
         ..KeyUsage::default()
     };
+    let key = KeyHash::of_secret(&keys.write);
     store
         .add_key_usage(&[
             (key, "2026-10-31".into(), counts),
             (key, "2026-11-02".into(), counts),
             (key, "2026-11-30".into(), counts),
+            (
+                KeyHash::of_secret(&other_keys.write),
+                "2026-11-02".into(),
+                counts,
+            ),
+            (
+                KeyHash::of_secret("a key of no project"),
+                "2026-11-02".into(),
+                counts,
+            ),
         ])
         .await
         .unwrap();
-    let usage = store.organization_usage("2026-11-01").await.unwrap();
-    assert_eq!(usage.projects, before.projects + 1);
+    let usage = store
+        .project_usage(&project.id, "2026-11-01")
+        .await
+        .unwrap();
     assert_eq!((usage.saved_queries, usage.cached_queries), (2, 1));
     assert_eq!(usage.datasets, 0);
     assert_eq!((usage.since.events, usage.since.queries), (14, 4));
+    let theirs = store.project_usage(&other.id, "2026-11-01").await.unwrap();
+    assert_eq!((theirs.saved_queries, theirs.cached_queries), (1, 1));
+    assert_eq!((theirs.since.events, theirs.since.queries), (7, 2));
 }
 
 async fn saved_queries_and_datasets_round_trip_and_page_in_byte_order(backend: TestBackend) {
@@ -879,7 +900,7 @@ conformance_suite!(
     embed_tokens_resolve_to_their_narrowed_key_until_revoked,
     the_audit_log_records_changes_and_refusals_without_secrets,
     usage_adds_up_per_key_and_day,
-    organization_usage_counts_what_the_organization_holds_and_did,
+    project_usage_counts_what_the_project_holds_and_its_keys_did,
     saved_queries_and_datasets_round_trip_and_page_in_byte_order,
     nodes_starting_together_share_one_organization,
     the_shared_log_orders_fences_and_leases,

@@ -93,48 +93,46 @@ impl MetaStore {
     }
 }
 
-/// What the whole organization holds and did: Keen's `organization-usage`.
+/// What one project holds and its keys did: what Keen's `organization-usage` shows a project's master
+/// key. Only the project's own: a project key learns nothing of the organization's other projects.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct OrganizationUsage {
-    /// Projects.
-    pub projects: u64,
+pub struct ProjectUsage {
     /// Saved queries, cached or not.
     pub saved_queries: u64,
     /// Saved queries with a refresh rate (Keen's cached queries).
     pub cached_queries: u64,
     /// Datasets (Keen's cached datasets).
     pub datasets: u64,
-    /// Every key's counts summed from `since_day` (a `YYYY-MM-DD` UTC day) on.
+    /// The counts of the project's keys summed from `since_day` (a `YYYY-MM-DD` UTC day) on.
     pub since: KeyUsage,
 }
 
 impl MetaStore {
-    /// The organization's counts, with key usage summed from `since_day` (inclusive) on.
-    pub async fn organization_usage(&self, since_day: &str) -> Result<OrganizationUsage> {
-        let total = |sql: &'static str| async move {
-            let row = sqlx::query(sql).fetch_one(&self.database.pool).await?;
-            Ok::<u64, crate::MetaError>(u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0))
-        };
+    /// `project_id`'s counts, with its keys' usage summed from `since_day` (inclusive) on.
+    pub async fn project_usage(&self, project_id: &str, since_day: &str) -> Result<ProjectUsage> {
+        // One statement; PostgreSQL sums BIGINTs as NUMERIC, so the sums are cast back to BIGINT.
         let row = sqlx::query(
-            // PostgreSQL sums BIGINTs as NUMERIC: cast back so both databases answer a BIGINT.
-            "SELECT CAST(COALESCE(SUM(reads), 0) AS BIGINT) AS reads, \
+            "SELECT (SELECT COUNT(*) FROM saved_queries WHERE project_id = $1) AS saved_queries, \
+             (SELECT COUNT(*) FROM saved_queries WHERE project_id = $1 AND refresh_rate > 0) AS cached_queries, \
+             (SELECT COUNT(*) FROM datasets WHERE project_id = $1) AS datasets, \
+             CAST(COALESCE(SUM(reads), 0) AS BIGINT) AS reads, \
              CAST(COALESCE(SUM(writes), 0) AS BIGINT) AS writes, \
              CAST(COALESCE(SUM(events), 0) AS BIGINT) AS events, \
              CAST(COALESCE(SUM(queries), 0) AS BIGINT) AS queries, \
-             CAST(COALESCE(SUM(refused), 0) AS BIGINT) AS refused FROM key_usage WHERE day >= $1",
+             CAST(COALESCE(SUM(refused), 0) AS BIGINT) AS refused FROM key_usage \
+             WHERE day >= $2 AND key_hash IN (SELECT key_hash FROM project_keys WHERE project_id = $1)",
         )
+        .bind(project_id)
         .bind(since_day)
         .fetch_one(&self.database.pool)
         .await?;
         let get = |name: &str| -> Result<u64> {
             Ok(u64::try_from(row.try_get::<i64, _>(name)?).unwrap_or(0))
         };
-        Ok(OrganizationUsage {
-            projects: total("SELECT COUNT(*) FROM projects").await?,
-            saved_queries: total("SELECT COUNT(*) FROM saved_queries").await?,
-            cached_queries: total("SELECT COUNT(*) FROM saved_queries WHERE refresh_rate > 0")
-                .await?,
-            datasets: total("SELECT COUNT(*) FROM datasets").await?,
+        Ok(ProjectUsage {
+            saved_queries: get("saved_queries")?,
+            cached_queries: get("cached_queries")?,
+            datasets: get("datasets")?,
             since: KeyUsage {
                 reads: get("reads")?,
                 writes: get("writes")?,

@@ -82,6 +82,42 @@ async fn the_query_resources_name_every_analysis_and_each_url_answers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn organization_usage_counts_cached_queries_datasets_and_this_months_events() {
     let server = InProcessServer::start().await;
+    // Another project of the organization, busier: nothing of it shows in this project's usage.
+    let (_, other) = send(
+        client()
+            .post(server.url(&format!("/3.0/organizations/{}/projects", server.org_id)))
+            .header("Authorization", &server.org_key)
+            .json(&json!({"name": "other"})),
+    )
+    .await;
+    let other_url = |rest: &str| {
+        server.url(&format!(
+            "/3.0/projects/{}{rest}",
+            other["id"].as_str().unwrap()
+        ))
+    };
+    let other_master = other["api_keys"]["master"].as_str().unwrap().to_string();
+    for name in ["theirs", "theirs-too"] {
+        let saved = send(
+            client()
+                .put(other_url(&format!("/queries/saved/{name}")))
+                .header("Authorization", &other_master)
+                .json(&json!({"query": {"analysis_type": "count", "event_collection": "x"}, "refresh_rate": 14400})),
+        )
+        .await;
+        assert_eq!(saved.0, 201, "{}", saved.1);
+    }
+    let written = send(
+        client()
+            .post(other_url("/events/x"))
+            .header(
+                "Authorization",
+                other["api_keys"]["write"].as_str().unwrap(),
+            )
+            .json(&json!([{"n": 1}, {"n": 2}, {"n": 3}, {"n": 4}, {"n": 5}])),
+    )
+    .await;
+    assert_eq!(written.0, 200, "{}", written.1);
     let saved = send(
         client()
             .put(server.project_url("/queries/saved/daily"))
@@ -121,6 +157,8 @@ async fn organization_usage_counts_cached_queries_datasets_and_this_months_event
     );
     assert_eq!(usage["cached_datasets"]["current_usage"], 0);
     assert_eq!(usage["this_month"]["events_written"], 3, "{usage}");
+    assert_eq!(usage["saved_queries"]["current_usage"], 1, "{usage}");
+    assert!(usage.get("projects").is_none(), "{usage}");
     // The master key only: a read key is refused.
     assert_keen_error(
         &send(
