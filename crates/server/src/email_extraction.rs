@@ -5,30 +5,32 @@
 //! specified email for the extraction results."}`. Without `--smtp-url` such an extraction is refused with
 //! 400 naming the option.
 //!
-//! Design: Keen ran e-mailed extractions as background jobs. Keyhole runs the extraction and hands the
-//! mail to the mail server before answering, so a query error or a mail server that refuses the message is
-//! told to the caller (502 `MailDeliveryError`) instead of being lost; the extraction is bounded as a
-//! synchronous one is (`MAX_EXTRACTED_EVENTS`, the query's memory and time), and the send by
-//! [`SEND_TIMEOUT`]. The CSV has one column per property path (nested objects flattened to dotted paths,
+//! Design: Keen ran e-mailed extractions as background jobs. Keyhole checks the recipient, runs the
+//! extraction and hands the mail to the mail server before answering, so a query error or a mail server
+//! that refuses the message is told to the caller (502 `MailDeliveryError`) instead of being lost; the
+//! extraction is bounded as a synchronous one is (`MAX_EXTRACTED_EVENTS`, the query's memory and time),
+//! the attachment is encoded (and compressed) on the write pool, the server's bounded CPU pool, not on an
+//! async worker, and the send is bounded by [`SEND_TIMEOUT`]. The CSV has one column per property path (nested objects flattened to dotted paths,
 //! sorted), a string cell as its text and any other value as its JSON.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
+use keyhole_model::query::EmailDelivery;
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::{Map, Value, json};
 
+use crate::AppState;
 use crate::errors::{ApiError, ErrorCode};
 
 /// How long handing one mail to the mail server may take.
 pub(crate) const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Keen's answer to an e-mailed extraction.
-pub(crate) const PROCESSING: &str =
-    "Processing. Check the specified email for the extraction results.";
+const PROCESSING: &str = "Processing. Check the specified email for the extraction results.";
 
 /// The mail server e-mailed extractions go through.
 #[derive(Clone)]
@@ -60,20 +62,14 @@ impl Mailer {
         Ok(Mailer { transport, from })
     }
 
-    /// Sends `extracted` (the extraction's events) of `collection` to `to` as `file`.
-    pub(crate) async fn send_extraction(
+    /// Sends `file`, the `events` extracted from `collection`, to `to`.
+    async fn send_extraction(
         &self,
-        to: &str,
+        to: Mailbox,
         collection: &str,
         events: usize,
         file: ExtractionFile,
     ) -> Result<(), ApiError> {
-        let to = to.parse::<Mailbox>().map_err(|_| {
-            ApiError::new(
-                ErrorCode::InvalidParameter,
-                "email must be one e-mail address (name@example.com).",
-            )
-        })?;
         let text = format!(
             "The {events} events of the collection '{collection}' that your extraction selected are attached ({}).\n",
             file.name
@@ -105,23 +101,72 @@ impl Mailer {
     }
 }
 
-/// The refusal of an e-mailed extraction on a server without a mail server.
-pub(crate) fn no_mailer() -> ApiError {
-    ApiError::new(
-        ErrorCode::InvalidParameter,
-        "E-mailed extractions need a mail server: start keyhole serve with --smtp-url (KEYHOLE_SMTP_URL). Omit email to extract synchronously.",
-    )
+/// An e-mailed extraction, checked before its query runs: the mail server to send it through and the
+/// recipient, as the mailer reads the address.
+pub(crate) struct Delivery {
+    mailer: Mailer,
+    to: Mailbox,
+    json: bool,
+    gzip: bool,
+}
+
+impl Delivery {
+    /// The delivery `asked` for on this server; refused without `--smtp-url` or for an address the
+    /// mailer cannot read.
+    pub(crate) fn check(state: &AppState, asked: &EmailDelivery) -> Result<Delivery, ApiError> {
+        let mailer = state.mailer.clone().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidParameter,
+                "E-mailed extractions need a mail server: start keyhole serve with --smtp-url (KEYHOLE_SMTP_URL). Omit email to extract synchronously.",
+            )
+        })?;
+        let to = asked.to.parse::<Mailbox>().map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidParameter,
+                "email must be one e-mail address (name@example.com).",
+            )
+        })?;
+        Ok(Delivery {
+            mailer,
+            to,
+            json: asked.json,
+            gzip: asked.gzip,
+        })
+    }
+
+    /// Mails the events of `answer` (an extraction's body) from `collection`, encoded on the write pool;
+    /// returns Keen's answer.
+    pub(crate) async fn send(
+        self,
+        state: &AppState,
+        collection: String,
+        answer: Value,
+    ) -> Result<Value, ApiError> {
+        let (json, gzip) = (self.json, self.gzip);
+        let encoded_for = collection.clone();
+        let (file, events) = state
+            .write_pool
+            .run(move |_| {
+                let events = answer["result"].as_array().map_or(&[][..], Vec::as_slice);
+                extraction_file(&encoded_for, events, json, gzip).map(|file| (file, events.len()))
+            })
+            .await??;
+        self.mailer
+            .send_extraction(self.to, &collection, events, file)
+            .await?;
+        Ok(json!({ "result": PROCESSING }))
+    }
 }
 
 /// An extraction's events as an attachment.
-pub(crate) struct ExtractionFile {
-    pub(crate) name: String,
-    pub(crate) content_type: ContentType,
-    pub(crate) bytes: Vec<u8>,
+struct ExtractionFile {
+    name: String,
+    content_type: ContentType,
+    bytes: Vec<u8>,
 }
 
 /// The attachment of `events` extracted from `collection`: CSV or JSON, gzip-compressed or not.
-pub(crate) fn extraction_file(
+fn extraction_file(
     collection: &str,
     events: &[Value],
     json: bool,
@@ -215,11 +260,6 @@ fn flatten_into(cells: &mut BTreeMap<String, String>, prefix: &str, fields: &Map
             }
         }
     }
-}
-
-/// Keen's answer once the mail is handed over.
-pub(crate) fn processing_answer() -> Value {
-    json!({ "result": PROCESSING })
 }
 
 #[cfg(test)]

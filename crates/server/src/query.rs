@@ -25,25 +25,13 @@ async fn run(
 ) -> Result<Json<Value>, ApiError> {
     let analysis = AnalysisType::parse(analysis)?;
     let mut query = Query::parse(analysis, &params)?;
-    let delivery = match analysis {
-        AnalysisType::Extraction => query.email.take(),
-        _ => None,
-    };
-    let Some(delivery) = delivery else {
+    let Some(asked) = query.email.take() else {
         return Ok(Json(auth.reader().run(&query, now_millis()).await?));
     };
-    let mailer = state
-        .mailer
-        .as_ref()
-        .ok_or_else(email_extraction::no_mailer)?;
-    let body = auth.reader().run(&query, now_millis()).await?;
-    let events = body["result"].as_array().map_or(&[][..], Vec::as_slice);
-    let collection = query.collection.as_deref().unwrap_or_default();
-    let file = email_extraction::extraction_file(collection, events, delivery.json, delivery.gzip)?;
-    mailer
-        .send_extraction(&delivery.to, collection, events.len(), file)
-        .await?;
-    Ok(Json(email_extraction::processing_answer()))
+    let delivery = email_extraction::Delivery::check(state, &asked)?;
+    let answer = auth.reader().run(&query, now_millis()).await?;
+    let collection = query.collection.clone().unwrap_or_default();
+    Ok(Json(delivery.send(state, collection, answer).await?))
 }
 
 /// `GET /3.0/projects/{project_id}/queries/{analysis_type}?…`.

@@ -1,6 +1,8 @@
 //! The bounded pool the CPU side of every write runs on: checking a webhook signature (one HMAC over the
-//! body), splitting the body into events, parsing each and running its add-ons. None of it runs on the
-//! async workers, so a flood of expensive writes slows writes, never `/health` or the other requests.
+//! body), splitting the body into events, parsing each and running its add-ons — and the server's other
+//! request-sized CPU work outside queries (encoding an e-mailed extraction's attachment). None of it runs
+//! on the async workers, so a flood of expensive writes slows writes, never `/health` or the other
+//! requests.
 //!
 //! Design: [`WriteLimits::threads`] dedicated threads (one per core by default) at a slightly lower CPU
 //! priority than the async workers and the WAL writer, fed through a channel. A request first takes one of
@@ -169,7 +171,7 @@ impl WritePool {
         let busy = || {
             ApiError::new(
                 ErrorCode::ServiceUnavailable,
-                "The server is busy preparing other writes; retry shortly.",
+                "The server is busy preparing other writes and mails; retry shortly.",
             )
             .with_retry_after(1)
         };

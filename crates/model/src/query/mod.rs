@@ -243,7 +243,8 @@ pub struct Query {
     pub latest: Option<usize>,
     /// Extraction: the property paths to keep.
     pub property_names: Option<Vec<String>>,
-    /// Extraction: Keen's e-mail delivery (`email`, `content_type`, `content_encoding`).
+    /// Extraction: Keen's e-mail delivery (`email`, `content_type`, `content_encoding`); read for
+    /// extractions only.
     pub email: Option<EmailDelivery>,
     /// Funnel: the steps.
     pub steps: Vec<FunnelStep>,

@@ -633,7 +633,11 @@ impl Query {
             include_metadata: bool_param(params, "include_metadata")?,
             latest: count_param(params, "latest")?,
             property_names: parse_property_names(json_param(params, "property_names"))?,
-            email: parse_email_delivery(params)?,
+            email: if analysis == AnalysisType::Extraction {
+                parse_email_delivery(params)?
+            } else {
+                None
+            },
             steps,
             analyses,
         })
