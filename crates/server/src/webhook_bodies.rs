@@ -32,7 +32,11 @@ impl BodyShape {
             .map(|value| value.trim().to_ascii_lowercase())
             .unwrap_or_default();
         match media_type.as_str() {
-            "application/x-www-form-urlencoded" if !opens_as_json(body) => BodyShape::Form,
+            "application/x-www-form-urlencoded"
+                if !matches!(first_byte(body), Some(b'{' | b'[')) =>
+            {
+                BodyShape::Form
+            }
             "application/x-ndjson"
             | "application/jsonl"
             | "application/json-lines"
@@ -42,10 +46,11 @@ impl BodyShape {
     }
 }
 
-fn opens_as_json(body: &[u8]) -> bool {
+/// The first byte of `body` that is not ASCII whitespace: what a JSON body opens with.
+pub(crate) fn first_byte(body: &[u8]) -> Option<u8> {
     body.iter()
+        .copied()
         .find(|byte| !byte.is_ascii_whitespace())
-        .is_some_and(|byte| matches!(byte, b'{' | b'['))
 }
 
 /// One event from a form-encoded body.

@@ -24,7 +24,7 @@ use serde_json::value::RawValue;
 
 use crate::enrichment::Enrichment;
 use crate::errors::{ApiError, ErrorCode};
-use crate::webhook_bodies::{BodyShape, form_event};
+use crate::webhook_bodies::{BodyShape, first_byte, form_event};
 use crate::write_pool::{CpuBudget, budget_exceeded};
 
 /// What a write route received.
@@ -111,11 +111,7 @@ pub(crate) fn prepare(job: WriteJob, budget: &CpuBudget) -> Result<PreparedBody,
             shape: BodyShape::Json,
             bytes,
         } => {
-            let starts_list = bytes
-                .iter()
-                .find(|byte| !byte.is_ascii_whitespace())
-                .is_some_and(|byte| *byte == b'[');
-            if !starts_list {
+            if first_byte(bytes) != Some(b'[') {
                 return Ok(PreparedBody::One(preparer.one_text(bytes)?));
             }
             let events = event_list(bytes, job.max_events, ErrorCode::InvalidEvent)?;
