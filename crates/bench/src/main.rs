@@ -53,6 +53,10 @@ enum BenchCommand {
         events: u64,
         #[arg(long)]
         output: PathBuf,
+        /// Write the events as keen-tracking's auto-collector pageviews (five add-ons each), as the
+        /// add-on ingest of `run` sends them.
+        #[arg(long)]
+        auto_collector: bool,
     },
     /// Run the benchmark and print (and optionally write) the results.
     Run(RunOptions),
@@ -75,6 +79,9 @@ enum BenchCommand {
         /// The keyhole binary (default: `keyhole` next to this binary).
         #[arg(long)]
         keyhole: Option<PathBuf>,
+        /// A MaxMind-format database the server reads for `keen:ip_to_geo` (for events carrying add-ons).
+        #[arg(long)]
+        geoip_db: Option<PathBuf>,
     },
 }
 
@@ -137,10 +144,23 @@ impl RunOptions {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        BenchCommand::Generate { events, output } => {
-            let file = std::fs::File::create(&output)
-                .with_context(|| format!("cannot create {}", output.display()))?;
+        BenchCommand::Generate {
+            events,
+            output,
+            auto_collector,
+        } => {
+            let plain_dir = tempfile::tempdir()?;
+            let plain = if auto_collector {
+                plain_dir.path().join("plain.ndjson")
+            } else {
+                output.clone()
+            };
+            let file = std::fs::File::create(&plain)
+                .with_context(|| format!("cannot create {}", plain.display()))?;
             generator::EventGenerator::new().write_ndjson(events, file)?;
+            if auto_collector {
+                addons::write_auto_collector_ndjson(&plain, &output)?;
+            }
             Ok(())
         }
         BenchCommand::Run(options) => {
@@ -182,12 +202,18 @@ fn main() -> anyhow::Result<()> {
             events,
             clients,
             keyhole,
+            geoip_db,
         } => {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
                 let binary = server::keyhole_binary(keyhole.as_ref())?;
                 let data_dir = tempfile::tempdir()?;
-                let server = server::KeyholeServer::start(&binary, data_dir.path())?;
+                let geo_arguments: Vec<&std::ffi::OsStr> = match &geoip_db {
+                    Some(path) => vec!["--geoip-db".as_ref(), path.as_os_str()],
+                    None => Vec::new(),
+                };
+                let server =
+                    server::KeyholeServer::start_with(&binary, data_dir.path(), &geo_arguments)?;
                 let (stats, _) = ingest::batch_ingest(&server, &events, clients, 0).await?;
                 println!(
                     "{} events at {:.0} events/s, p50 {:.1} ms, p99 {:.1} ms per batch; server pid {}",

@@ -27,6 +27,27 @@ fn is_under(path: &str, root: &str) -> bool {
 
 /// Writes `value` at `path`: see the module docs.
 pub(crate) fn write_at(properties: &mut Vec<(String, FlatValue)>, path: &str, value: Value) {
+    // The common case (an add-on's output where the event has nothing): nothing to replace or merge, so
+    // the value is flattened in place, without a scan of the event per member.
+    let path_is_free = !properties
+        .iter()
+        .any(|(existing, _)| is_at_or_under(existing, path) || is_under(path, existing));
+    if path_is_free {
+        match value {
+            Value::Object(members) if !members.is_empty() => {
+                for (name, member) in members {
+                    flatten_at(format!("{path}.{name}"), member, properties);
+                }
+            }
+            other => flatten_at(path.to_string(), other, properties),
+        }
+        return;
+    }
+    write_over(properties, path, value);
+}
+
+/// [`write_at`] where something may already be at, under or on the way to `path`.
+fn write_over(properties: &mut Vec<(String, FlatValue)>, path: &str, value: Value) {
     // A scalar on the way to the path is replaced by an object.
     properties.retain(|(existing, _)| !is_under(path, existing));
     match value {
@@ -238,6 +259,27 @@ mod tests {
         let mut sorted = properties.clone();
         sorted.sort_by(|left, right| path_order(&left.0, &right.0));
         assert_eq!(flat(written), sorted);
+    }
+
+    #[test]
+    fn writing_at_a_free_path_is_the_general_edit() {
+        let base = flat(json!({"tech": {"browser": "x"}, "page": "p", "url": {"full": "u"}}));
+        let outputs = [
+            json!({"browser": {"family": "Chrome", "major": 126}, "os": {"family": null}, "list": [1, "a"]}),
+            json!({}),
+            json!({"nested": {}}),
+            json!("scalar"),
+            json!([true, null]),
+        ];
+        for output in outputs {
+            for path in ["geo", "url.info", "time.local"] {
+                let mut fast = base.clone();
+                write_at(&mut fast, path, output.clone());
+                let mut general = base.clone();
+                write_over(&mut general, path, output.clone());
+                assert_eq!(fast, general, "{path} = {output}");
+            }
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use keyhole_model::PreparedEvent;
 
 use crate::manifest::{CollectionId, CollectionSchema};
-use crate::state::State;
+use crate::state::{CollectionState, State};
 
 /// For each write of a group (in order), which of its events fit under the cap.
 pub(crate) fn admit_group(
@@ -38,11 +38,13 @@ pub(crate) fn admit_group(
             if upper_bounds[collection] <= max_columns {
                 return vec![true; events.len()];
             }
-            let schema = schema_of(state, collection);
+            let existing = state.collections.get(*collection);
+            let room = max_columns
+                .saturating_sub(column_count(existing.map(|collection| &collection.schema)));
             let pending = pending.entry(collection).or_default();
             events
                 .iter()
-                .map(|event| admit_event(schema, event, pending, max_columns))
+                .map(|event| admit_event(existing, event, pending, room))
                 .collect()
         })
         .collect()
@@ -65,20 +67,18 @@ fn column_count(schema: Option<&CollectionSchema>) -> usize {
     })
 }
 
-/// Whether `event` fits, given the columns `pending` earlier events of the group add (extended when it
-/// fits).
+/// Whether `event` fits in the `room` for new columns the collection has, given the columns `pending`
+/// earlier events of the group add (extended when it fits).
 fn admit_event(
-    schema: Option<&CollectionSchema>,
+    existing: Option<&CollectionState>,
     event: &PreparedEvent,
     pending: &mut HashSet<String>,
-    max_columns: usize,
+    room: usize,
 ) -> bool {
     let mut new_columns = Vec::new();
     for (path, value) in &event.flat.properties {
         let kind = value.kind();
-        let known = schema
-            .and_then(|schema| schema.properties.get(path))
-            .is_some_and(|property| property.kinds.contains(&kind));
+        let known = existing.is_some_and(|collection| collection.has_column(path, kind));
         if known {
             continue;
         }
@@ -87,7 +87,7 @@ fn admit_event(
             new_columns.push(name);
         }
     }
-    if column_count(schema) + pending.len() + new_columns.len() > max_columns {
+    if pending.len() + new_columns.len() > room {
         return false;
     }
     pending.extend(new_columns);

@@ -175,10 +175,7 @@ impl RowEdit {
         }
         collection.batches_changed();
         if let RowEdit::Property { .. } = self {
-            collection
-                .schema
-                .properties
-                .retain(|path, _| !self.drops_column(path));
+            collection.retain_properties(|path| !self.drops_column(path));
         }
         removed
     }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use arrow::record_batch::RecordBatch;
-use keyhole_model::FlatEvent;
+use keyhole_model::{FlatEvent, ValueKind};
 
 use crate::columns::RowBuffer;
 use crate::manifest::{CollectionId, CollectionManifest, CollectionSchema, DataFile, Manifest};
@@ -22,6 +22,12 @@ pub(crate) struct CollectionState {
     /// Distinguishes a collection from a later one of the same name after a delete.
     pub incarnation: u64,
     pub schema: CollectionSchema,
+    /// Each path's latest kind in `schema`, hashed: the writer checks every property of every event against
+    /// it and touches `schema` only when something changes (a walk down the schema's ordered map compared
+    /// long shared path prefixes at each step and was the writer thread's largest cost). Entries are added
+    /// only after `schema` records them and leave with them ([`CollectionState::retain_properties`]), so an
+    /// entry is always true of `schema`; a path missing here is simply checked against `schema`.
+    latest_kinds: hashbrown::HashMap<String, ValueKind>,
     pub buffer: RowBuffer,
     pub sealed: Vec<RecordBatch>,
     pub flushing: Vec<RecordBatch>,
@@ -45,12 +51,39 @@ pub struct BufferedSize {
 impl CollectionState {
     pub(crate) fn append(&mut self, event: &FlatEvent) {
         for (path, value) in &event.properties {
-            self.schema.record(path, value.kind());
+            let kind = value.kind();
+            if self.latest_kinds.get(path.as_str()) == Some(&kind) {
+                continue;
+            }
+            self.schema.record(path, kind);
+            match self.latest_kinds.get_mut(path.as_str()) {
+                Some(latest) => *latest = kind,
+                None => {
+                    self.latest_kinds.insert(path.clone(), kind);
+                }
+            }
         }
         self.buffer.append(event);
         if self.buffer.bytes() >= SEAL_BYTES {
             self.seal();
         }
+    }
+
+    /// Keeps the schema's properties whose path `keep` accepts (a deleted property's columns are gone).
+    pub(crate) fn retain_properties(&mut self, keep: impl Fn(&str) -> bool) {
+        self.schema.properties.retain(|path, _| keep(path));
+        self.latest_kinds.retain(|path, _| keep(path));
+    }
+
+    /// Whether `schema` already has a `kind` column at `path` (the column cap's check).
+    pub(crate) fn has_column(&self, path: &str, kind: ValueKind) -> bool {
+        if self.latest_kinds.get(path) == Some(&kind) {
+            return true;
+        }
+        self.schema
+            .properties
+            .get(path)
+            .is_some_and(|property| property.kinds.contains(&kind))
     }
 
     /// Marks `sealed` or `flushing` as changed, so their bytes are counted again.
@@ -116,6 +149,7 @@ impl State {
         for collection in manifest.collections {
             let entry = state.collection_mut(&collection.id);
             entry.schema = collection.schema;
+            entry.latest_kinds.clear();
             entry.files = collection.files;
         }
         state
