@@ -214,7 +214,8 @@ fn context_of(grant: &Grant, context: EventContext) -> EventContext {
 }
 
 /// Prepares a write's events on the write pool (`write_prepare`): the webhook signature, the split into
-/// events and each event's preparation, within the request's CPU budget.
+/// events and each event's preparation, within the request's CPU budget. A small body without add-ons is
+/// prepared inline (`WriteJob::is_small_and_plain`).
 async fn prepare_on_pool(
     state: &AppState,
     grant: &Grant,
@@ -233,11 +234,17 @@ async fn prepare_on_pool(
         signature,
         max_events: state.write_pool.limits().max_events_per_request,
     };
-    match state
-        .write_pool
-        .run(move |budget| write_prepare::prepare(job, budget))
-        .await?
-    {
+    let prepared = if job.is_small_and_plain() {
+        state
+            .write_pool
+            .run_inline(|budget| write_prepare::prepare(job, budget))
+    } else {
+        state
+            .write_pool
+            .run(move |budget| write_prepare::prepare(job, budget))
+            .await?
+    };
+    match prepared {
         Ok(prepared) => Ok(prepared),
         Err(Refused::Signature(refusal)) => {
             Err(refused_delivery(state, grant, refusal, collection))

@@ -2,7 +2,8 @@
 //! body), splitting the body into events, parsing each and running its add-ons — and the server's other
 //! request-sized CPU work outside queries (encoding an e-mailed extraction's attachment). None of it runs
 //! on the async workers, so a flood of expensive writes slows writes, never `/health` or the other
-//! requests.
+//! requests. The one exception is a body of at most 2 KiB that cannot name an add-on
+//! (`WriteJob::is_small_and_plain`): it is prepared where it arrived, as the hand-off would cost more.
 //!
 //! Design: [`WriteLimits::threads`] dedicated threads (one per core by default) at a slightly lower CPU
 //! priority than the async workers and the WAL writer, fed through a channel. A request first takes one of
@@ -164,6 +165,13 @@ impl WritePool {
     }
 
     /// Runs `work` on a pool thread with a CPU budget, once a slot is free (see the module docs).
+    /// Runs `work` here, on the calling thread, with a CPU budget as [`WritePool::run`] gives a job: for
+    /// work known to be small (see `write::prepare_on_pool`), where the two thread hand-offs of the pool
+    /// cost more than the work.
+    pub(crate) fn run_inline<T>(&self, work: impl FnOnce(&CpuBudget) -> T) -> T {
+        work(&CpuBudget::start(self.limits.cpu_budget))
+    }
+
     pub(crate) async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&CpuBudget) -> T + Send + 'static,

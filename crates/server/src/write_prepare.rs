@@ -38,6 +38,47 @@ pub(crate) enum WriteBody {
     Pixel { bytes: Vec<u8> },
 }
 
+/// Bodies up to this size that cannot name an add-on are prepared on the async worker that received them.
+///
+/// Design: preparing one small event without add-ons (parsing a few hundred bytes, the autofill stamp,
+/// validation) takes microseconds, less than handing it to a pool thread and back (two context switches,
+/// which were most of a single-event write's CPU). Add-ons stay on the pool whatever the size: the
+/// user-agent parser is built on first use and that takes seconds. So a body is prepared inline only when
+/// it is JSON whose text holds neither `addons` nor a `\u` escape (through which a name can be spelled
+/// without its letters), and the key's autofill has no add-ons. A body this small also bounds the inline
+/// work: a few kilobytes of JSON and, for a signed webhook, one HMAC over them.
+const INLINE_PREPARE_MAX_BYTES: usize = 2048;
+
+impl WriteJob {
+    /// Whether the body is small enough and certainly free of add-ons to prepare inline (see
+    /// [`INLINE_PREPARE_MAX_BYTES`]).
+    pub(crate) fn is_small_and_plain(&self) -> bool {
+        let bytes: &[u8] = match &self.body {
+            WriteBody::Collection {
+                shape: BodyShape::Json | BodyShape::NdJson,
+                bytes,
+            }
+            | WriteBody::Batch { bytes } => bytes,
+            WriteBody::Pixel { bytes } => bytes,
+            // A form's names may be percent-encoded.
+            WriteBody::Collection {
+                shape: BodyShape::Form,
+                ..
+            } => return false,
+        };
+        let holds = |needle: &[u8]| bytes.windows(needle.len()).any(|window| window == needle);
+        let autofill_has_addons = self
+            .context
+            .autofill
+            .as_ref()
+            .is_some_and(|autofill| !autofill.addons().is_empty());
+        bytes.len() <= INLINE_PREPARE_MAX_BYTES
+            && !autofill_has_addons
+            && !holds(b"addons")
+            && !holds(b"\\u")
+    }
+}
+
 /// Everything the preparation needs, owned, so it can move to a pool thread.
 pub(crate) struct WriteJob {
     pub body: WriteBody,
@@ -364,6 +405,77 @@ fn ndjson_events(bytes: &[u8], max_events: usize) -> Result<Vec<&RawValue>, ApiE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn job(body: WriteBody, autofill: Option<serde_json::Value>) -> WriteJob {
+        let autofill = autofill.map(|value| {
+            std::sync::Arc::new(keyhole_model::autofill::Autofill::parse(&value).unwrap())
+        });
+        WriteJob {
+            body,
+            context: EventContext {
+                received_at: chrono::Utc::now(),
+                client_ip: None,
+                user_agent: None,
+                uniqueness_scope: None,
+                autofill,
+            },
+            enrichment: Enrichment::new(None).unwrap(),
+            signature: None,
+            max_events: 10,
+        }
+    }
+
+    fn json(text: &str) -> WriteBody {
+        WriteBody::Collection {
+            shape: BodyShape::Json,
+            bytes: Bytes::copy_from_slice(text.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn only_small_bodies_that_cannot_name_an_add_on_are_prepared_inline() {
+        let inline = |body: WriteBody, autofill: Option<serde_json::Value>| {
+            job(body, autofill).is_small_and_plain()
+        };
+        assert!(inline(json(r#"{"a": 1}"#), None));
+        assert!(inline(
+            WriteBody::Batch {
+                bytes: Bytes::from_static(br#"{"c": [{"a": 1}]}"#)
+            },
+            None
+        ));
+        assert!(inline(
+            WriteBody::Pixel {
+                bytes: br#"{"a": 1}"#.to_vec()
+            },
+            None
+        ));
+        assert!(inline(
+            json(r#"{"a": 1}"#),
+            Some(serde_json::json!({"tenant": "acme"}))
+        ));
+        // Add-ons, named or spelled with an escape, and forms (names may be percent-encoded) go to the pool.
+        let ua = r#"{"ua": "x", "keen": {"addons": [{"name": "keen:ua_parser", "input": {"ua_string": "ua"}, "output": "tech"}]}}"#;
+        assert!(!inline(json(ua), None));
+        assert!(!inline(json(&ua.replace("addons", "\\u0061ddons")), None));
+        assert!(!inline(
+            WriteBody::Pixel {
+                bytes: ua.as_bytes().to_vec()
+            },
+            None
+        ));
+        let form = WriteBody::Collection {
+            shape: BodyShape::Form,
+            bytes: Bytes::from_static(b"a=1"),
+        };
+        assert!(!inline(form, None));
+        let autofill_addons = serde_json::json!({"ua": "x", "keen": {"addons": [
+            {"name": "keen:ua_parser", "input": {"ua_string": "ua"}, "output": "tech"}]}});
+        assert!(!inline(json(r#"{"a": 1}"#), Some(autofill_addons)));
+        // Larger bodies go to the pool whatever they hold.
+        let large = format!(r#"{{"text": "{}"}}"#, "x".repeat(INLINE_PREPARE_MAX_BYTES));
+        assert!(!inline(json(&large), None));
+    }
 
     #[test]
     fn bodies_split_into_event_slices_within_the_limit() {
