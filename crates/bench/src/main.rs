@@ -149,19 +149,20 @@ fn main() -> anyhow::Result<()> {
             output,
             auto_collector,
         } => {
-            let plain_dir = tempfile::tempdir()?;
-            let plain = if auto_collector {
-                plain_dir.path().join("plain.ndjson")
-            } else {
-                output.clone()
+            let write_plain = |path: &std::path::Path| -> anyhow::Result<()> {
+                let file = std::fs::File::create(path)
+                    .with_context(|| format!("cannot create {}", path.display()))?;
+                generator::EventGenerator::new().write_ndjson(events, file)?;
+                Ok(())
             };
-            let file = std::fs::File::create(&plain)
-                .with_context(|| format!("cannot create {}", plain.display()))?;
-            generator::EventGenerator::new().write_ndjson(events, file)?;
-            if auto_collector {
-                addons::write_auto_collector_ndjson(&plain, &output)?;
+            if !auto_collector {
+                return write_plain(&output);
             }
-            Ok(())
+            // The pageviews are the plain events extended, as `run` makes them.
+            let plain_dir = tempfile::tempdir()?;
+            let plain = plain_dir.path().join("plain.ndjson");
+            write_plain(&plain)?;
+            addons::write_auto_collector_ndjson(&plain, &output)
         }
         BenchCommand::Run(options) => {
             let options = options.apply_smoke();

@@ -164,14 +164,14 @@ impl WritePool {
         &self.limits
     }
 
-    /// Runs `work` on a pool thread with a CPU budget, once a slot is free (see the module docs).
     /// Runs `work` here, on the calling thread, with a CPU budget as [`WritePool::run`] gives a job: for
-    /// work known to be small (see `write::prepare_on_pool`), where the two thread hand-offs of the pool
+    /// work known to be small (`WriteJob::is_small_and_plain`), where the two thread hand-offs of the pool
     /// cost more than the work.
     pub(crate) fn run_inline<T>(&self, work: impl FnOnce(&CpuBudget) -> T) -> T {
         work(&CpuBudget::start(self.limits.cpu_budget))
     }
 
+    /// Runs `work` on a pool thread with a CPU budget, once a slot is free (see the module docs).
     pub(crate) async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&CpuBudget) -> T + Send + 'static,

@@ -39,8 +39,8 @@ pub(crate) fn admit_group(
                 return vec![true; events.len()];
             }
             let existing = state.collections.get(*collection);
-            let room = max_columns
-                .saturating_sub(column_count(existing.map(|collection| &collection.schema)));
+            let room =
+                max_columns.saturating_sub(column_count(existing.map(CollectionState::schema)));
             let pending = pending.entry(collection).or_default();
             events
                 .iter()
@@ -54,7 +54,7 @@ fn schema_of<'a>(state: &'a State, collection: &CollectionId) -> Option<&'a Coll
     state
         .collections
         .get(collection)
-        .map(|collection| &collection.schema)
+        .map(CollectionState::schema)
 }
 
 fn column_count(schema: Option<&CollectionSchema>) -> usize {

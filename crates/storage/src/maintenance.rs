@@ -213,7 +213,7 @@ async fn compact_day(
         let Some(collection) = state.collections.get(&id) else {
             return Ok(());
         };
-        crate::columns::schema_with_columns(&collection.schema.column_names())
+        crate::columns::schema_with_columns(&collection.schema().column_names())
     };
     let budget = &engine.config.memory_budget;
     let share = budget.share(MemoryConsumer::Compaction);

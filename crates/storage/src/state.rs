@@ -21,7 +21,9 @@ const SEAL_BYTES: usize = 8 * 1024 * 1024;
 pub(crate) struct CollectionState {
     /// Distinguishes a collection from a later one of the same name after a delete.
     pub incarnation: u64,
-    pub schema: CollectionSchema,
+    /// Read through [`CollectionState::schema`]; changed only by this type's methods, which keep
+    /// `latest_kinds` true of it.
+    schema: CollectionSchema,
     /// Each path's latest kind in `schema`, hashed: the writer checks every property of every event against
     /// it and touches `schema` only when something changes (a walk down the schema's ordered map compared
     /// long shared path prefixes at each step and was the writer thread's largest cost). Entries are added
@@ -67,6 +69,11 @@ impl CollectionState {
         if self.buffer.bytes() >= SEAL_BYTES {
             self.seal();
         }
+    }
+
+    /// The collection's schema: every property path and the kinds it has held.
+    pub(crate) fn schema(&self) -> &CollectionSchema {
+        &self.schema
     }
 
     /// Keeps the schema's properties whose path `keep` accepts (a deleted property's columns are gone).
@@ -149,7 +156,6 @@ impl State {
         for collection in manifest.collections {
             let entry = state.collection_mut(&collection.id);
             entry.schema = collection.schema;
-            entry.latest_kinds.clear();
             entry.files = collection.files;
         }
         state

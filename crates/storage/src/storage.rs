@@ -171,7 +171,7 @@ impl Storage {
             .collections
             .iter()
             .filter(|(id, _)| id.project == project)
-            .map(|(id, collection)| (id.collection.clone(), collection.schema.clone()))
+            .map(|(id, collection)| (id.collection.clone(), collection.schema().clone()))
             .collect()
     }
 
@@ -181,7 +181,7 @@ impl Storage {
         state
             .collections
             .get(collection)
-            .map(|collection| collection.schema.clone())
+            .map(|collection| collection.schema().clone())
     }
 
     /// What a reader needs to see every acknowledged event of a collection in `range`: the collection's
@@ -198,7 +198,7 @@ impl Storage {
             };
         };
         target.seal();
-        let schema = schema_with_columns(&target.schema.column_names());
+        let schema = schema_with_columns(&target.schema().column_names());
         let files = target
             .files
             .iter()

@@ -35,7 +35,7 @@ pub(crate) async fn load_tokens_from_files(
     let mut index = TokenIndex::new();
     let mut unreadable = Vec::new();
     for (id, collection) in &state.collections {
-        if !collection.schema.properties.contains_key(TOKEN_PATH) {
+        if !collection.schema().properties.contains_key(TOKEN_PATH) {
             continue;
         }
         let tokens = index.entry(id.clone()).or_default();
