@@ -13,8 +13,8 @@ use crate::config::{Result, StorageError};
 /// A flush starts once the unflushed rows hold this fraction (1/N) of the event buffer's share.
 const FLUSH_AT_SHARE_DIVISOR: u64 = 4;
 /// New writes wait while the unflushed rows (those being flushed included) hold this fraction (1/N) of
-/// the share: a flush holds up to two more copies of what it flushes (merged, then sorted), so three
-/// thirds cover the rows and the flush's work.
+/// the share: a flush copies one day of what it flushes at a time (twice: in time order, then in
+/// clustering order), so the other two thirds cover the flush's work with room to spare.
 const ADMIT_BELOW_SHARE_DIVISOR: u64 = 3;
 
 /// The unflushed bytes at which a flush starts.

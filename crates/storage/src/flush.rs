@@ -20,7 +20,7 @@ use std::io;
 
 use arrow::array::{Array, TimestampMillisecondArray};
 use arrow::compute::{
-    SortColumn, SortOptions, concat_batches, lexsort_to_indices, sort_to_indices, take_record_batch,
+    SortColumn, SortOptions, interleave_record_batch, lexsort_to_indices, take_record_batch,
 };
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -39,29 +39,72 @@ use crate::objects::{ObjectFiles, encode_segment};
 
 const MILLIS_PER_DAY: i64 = 86_400_000;
 
-/// Concatenates batches with possibly different columns under the union of their columns.
-pub(crate) fn merge_batches(batches: &[RecordBatch]) -> Option<RecordBatch> {
-    let first = batches.first()?;
-    let columns: Vec<String> = batches
-        .iter()
-        .flat_map(|batch| {
-            batch
-                .schema()
-                .fields()
-                .iter()
-                .map(|field| field.name().clone())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let schema = schema_with_columns(&columns);
-    if batches.len() == 1 {
-        return Some(conform_batch(first, &schema));
+/// Rows waiting to be flushed, cut by UTC day without being copied: the batches conformed to the union
+/// of their columns (which shares their arrays), and for each day, ascending, where its rows are
+/// (batch, row) in time order. A flush copies one day at a time out of them ([`RowsByDay::copy_day`]),
+/// so beyond the buffered rows it holds one day's rows (and that day's file) rather than a merged copy
+/// of everything it flushes plus a sorted one.
+pub(crate) struct RowsByDay {
+    batches: Vec<RecordBatch>,
+    days: Vec<(String, Vec<(usize, usize)>)>,
+}
+
+impl RowsByDay {
+    /// Orders the rows of `batches` by event time (ties keep their buffered order) and groups them by
+    /// day; `None` when there are no batches.
+    pub(crate) fn new(batches: &[RecordBatch]) -> Option<RowsByDay> {
+        batches.first()?;
+        let columns: Vec<String> = batches
+            .iter()
+            .flat_map(|batch| {
+                batch
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|field| field.name().clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let schema = schema_with_columns(&columns);
+        let batches: Vec<RecordBatch> = batches
+            .iter()
+            .map(|batch| conform_batch(batch, &schema))
+            .collect();
+        let mut rows: Vec<(i64, usize, usize)> =
+            Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
+        for (batch_index, batch) in batches.iter().enumerate() {
+            let times = timestamps(batch);
+            rows.extend((0..batch.num_rows()).map(|row| (times.value(row), batch_index, row)));
+        }
+        rows.sort_by_key(|&(time, _, _)| time);
+        let mut days: Vec<(String, Vec<(usize, usize)>)> = Vec::new();
+        let mut current_day_number = None;
+        for (time, batch_index, row) in rows {
+            let day_number = time.div_euclid(MILLIS_PER_DAY);
+            if current_day_number != Some(day_number) {
+                current_day_number = Some(day_number);
+                days.push((utc_day(time), Vec::new()));
+            }
+            if let Some((_, day_rows)) = days.last_mut() {
+                day_rows.push((batch_index, row));
+            }
+        }
+        Some(RowsByDay { batches, days })
     }
-    let conformed: Vec<RecordBatch> = batches
-        .iter()
-        .map(|batch| conform_batch(batch, &schema))
-        .collect();
-    Some(concat_batches(&schema, &conformed).expect("conformed batches concatenate"))
+
+    /// How many days the rows span.
+    pub(crate) fn day_count(&self) -> usize {
+        self.days.len()
+    }
+
+    /// The `index`-th day (`YYYY-MM-DD`) and a copy of its rows in time order.
+    pub(crate) fn copy_day(&self, index: usize) -> (String, RecordBatch) {
+        let (day, rows) = &self.days[index];
+        let batches: Vec<&RecordBatch> = self.batches.iter().collect();
+        let day_batch =
+            interleave_record_batch(&batches, rows).expect("conformed batches share one schema");
+        (day.clone(), day_batch)
+    }
 }
 
 fn timestamps(batch: &RecordBatch) -> &TimestampMillisecondArray {
@@ -69,33 +112,6 @@ fn timestamps(batch: &RecordBatch) -> &TimestampMillisecondArray {
         .column_by_name(TIMESTAMP_COLUMN)
         .and_then(|column| column.as_any().downcast_ref::<TimestampMillisecondArray>())
         .expect("every batch has a millisecond keen.timestamp column")
-}
-
-/// Sorts rows by event time and cuts them into one batch per UTC day.
-pub(crate) fn split_by_day(batch: &RecordBatch) -> Vec<(String, RecordBatch)> {
-    let order = sort_to_indices(
-        batch.column_by_name(TIMESTAMP_COLUMN).expect("timestamp"),
-        Some(SortOptions::default()),
-        None,
-    )
-    .expect("timestamps sort");
-    let sorted = take_record_batch(batch, &order).expect("take by sort order");
-    let times = timestamps(&sorted);
-    let mut parts = Vec::new();
-    let mut start = 0;
-    while start < sorted.num_rows() {
-        let day_number = times.value(start).div_euclid(MILLIS_PER_DAY);
-        let mut end = start + 1;
-        while end < sorted.num_rows() && times.value(end).div_euclid(MILLIS_PER_DAY) == day_number {
-            end += 1;
-        }
-        parts.push((
-            utc_day(times.value(start)),
-            sorted.slice(start, end - start),
-        ));
-        start = end;
-    }
-    parts
 }
 
 /// The order rows take within a day file: ascending, nulls last.
@@ -283,4 +299,92 @@ pub(crate) fn days_to_compact(files: &[DataFile], min_files: usize) -> Vec<Vec<D
         .into_values()
         .filter(|group| group.len() >= min_files)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Float64Array, StringArray};
+
+    use super::*;
+
+    const DAY_ONE_NOON: i64 = 19_723 * MILLIS_PER_DAY + 43_200_000;
+    const DAY_TWO_NOON: i64 = DAY_ONE_NOON + MILLIS_PER_DAY;
+
+    fn batch(column: &str, times: &[i64], values: Arc<dyn Array>) -> RecordBatch {
+        let schema = schema_with_columns([&column.to_string()]);
+        let times = Arc::new(TimestampMillisecondArray::from(times.to_vec()).with_timezone("UTC"));
+        let ids: Vec<String> = (0..times.len())
+            .map(|row| format!("{column}-{row}"))
+            .collect();
+        RecordBatch::try_new(
+            schema,
+            vec![
+                times.clone(),
+                times,
+                Arc::new(StringArray::from(ids)),
+                values,
+            ],
+        )
+        .expect("test batch")
+    }
+
+    #[test]
+    fn rows_by_day_orders_each_day_by_time_across_batches_with_different_columns() {
+        let first = batch(
+            "a#str",
+            &[DAY_TWO_NOON + 5, DAY_ONE_NOON + 2, DAY_TWO_NOON + 1],
+            Arc::new(StringArray::from(vec!["two-late", "one", "two-early"])),
+        );
+        let second = batch(
+            "b#num",
+            &[DAY_ONE_NOON + 1, DAY_TWO_NOON + 5],
+            Arc::new(Float64Array::from(vec![1.0, 2.0])),
+        );
+        let rows = RowsByDay::new(&[first, second]).expect("rows");
+        assert_eq!(rows.day_count(), 2);
+
+        let (day, day_one) = rows.copy_day(0);
+        assert_eq!(day, utc_day(DAY_ONE_NOON));
+        assert_eq!(
+            timestamps(&day_one).values().to_vec(),
+            vec![DAY_ONE_NOON + 1, DAY_ONE_NOON + 2]
+        );
+        let ids = day_one.column_by_name("keen.id").expect("ids");
+        let ids = ids.as_any().downcast_ref::<StringArray>().expect("text");
+        assert_eq!(
+            ids.iter().collect::<Vec<_>>(),
+            vec![Some("b#num-0"), Some("a#str-1")]
+        );
+
+        let (day, day_two) = rows.copy_day(1);
+        assert_eq!(day, utc_day(DAY_TWO_NOON));
+        assert_eq!(
+            day_two.num_columns(),
+            5,
+            "the union of both batches' columns"
+        );
+        let texts = day_two.column_by_name("a#str").expect("a");
+        let texts = texts.as_any().downcast_ref::<StringArray>().expect("text");
+        // Equal times keep the order the rows were buffered in: the first batch's row before the second's.
+        assert_eq!(
+            texts.iter().collect::<Vec<_>>(),
+            vec![Some("two-early"), Some("two-late"), None]
+        );
+        let numbers = day_two.column_by_name("b#num").expect("b");
+        let numbers = numbers
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .expect("numbers");
+        assert_eq!(
+            numbers.iter().collect::<Vec<_>>(),
+            vec![None, None, Some(2.0)]
+        );
+    }
+
+    #[test]
+    fn rows_by_day_of_nothing_is_none() {
+        assert!(RowsByDay::new(&[]).is_none());
+    }
 }

@@ -15,7 +15,7 @@ use crate::commands::Command;
 use crate::compaction::{BetweenWork, MergeMemory, MergedFile, SpillDirectory, merge_files};
 use crate::config::{Result, StorageError};
 use crate::engine::Engine;
-use crate::flush::{day_file_path, days_to_compact, merge_batches, split_by_day, write_day_file};
+use crate::flush::{RowsByDay, day_file_path, days_to_compact, write_day_file};
 use crate::manifest::{CollectionId, DataFile};
 
 /// Writes every buffered row to Parquet now, then compacts days with many files.
@@ -130,17 +130,20 @@ async fn flush_unmeasured(engine: &Arc<Engine>) -> Result<()> {
     };
     let mut written: Vec<(CollectionId, u64, Vec<DataFile>)> = Vec::new();
     for (id, incarnation, batches) in flushing {
-        // Merging and sorting are CPU work: on a blocking thread, off the request handlers' workers.
-        let days = tokio::task::spawn_blocking(move || {
-            merge_batches(&batches).map(|merged| split_by_day(&merged))
-        })
-        .await
-        .map_err(std::io::Error::other)?;
-        let Some(days) = days else {
+        // Ordering and copying rows are CPU work: on a blocking thread, off the request handlers' workers.
+        let rows = tokio::task::spawn_blocking(move || RowsByDay::new(&batches).map(Arc::new))
+            .await
+            .map_err(std::io::Error::other)?;
+        let Some(rows) = rows else {
             continue;
         };
         let mut files = Vec::new();
-        for (day, day_batch) in days {
+        for day_index in 0..rows.day_count() {
+            let rows_of_days = rows.clone();
+            let (day, day_batch) =
+                tokio::task::spawn_blocking(move || rows_of_days.copy_day(day_index))
+                    .await
+                    .map_err(std::io::Error::other)?;
             files.push(
                 write_day_file(
                     &engine.objects,
