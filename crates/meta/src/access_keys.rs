@@ -106,46 +106,31 @@ impl MetaStore {
         definition: &AccessKeyDefinition,
         actor: &str,
     ) -> Result<(AccessKey, String)> {
-        let secret = generate_secret();
-        let key_hash = KeyHash::of_secret(&secret);
-        let options = stored_options(definition, &secret)?;
         let mut transaction = self.database.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO project_keys (key_hash, key_prefix, project_id, kind, is_active, created_at, name, permitted, options, expires_at, token_key_id) \
-             VALUES ($1, $2, $3, 'access', $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(key_hash.to_hex())
-        .bind(display_prefix(&secret))
-        .bind(project_id)
-        .bind(i64::from(definition.is_active))
-        .bind(now())
-        .bind(&definition.name)
-        .bind(definition.permitted_names().to_string())
-        .bind(options.to_string())
-        .bind(expires_at_text(definition))
-        .bind(embed_token::key_id_of_secret(&secret))
-        .execute(&mut *transaction)
-        .await?;
-        let key = access_key_in(&mut transaction, project_id, &key_hash)
-            .await?
-            .ok_or_else(|| MetaError::Corrupt("access key vanished".into()))?;
-        record_key_change(
-            &mut transaction,
-            KeyChangeRecord {
-                project_id,
-                action: "create",
-                actor,
-                key_prefix: &key.key_prefix,
-                token_id: None,
-                before: None,
-                after: Some(key_object(&key)),
-            },
-        )
-        .await?;
+        let created =
+            insert_access_key(&mut transaction, project_id, definition, actor, None).await?;
         notify_key_change(self, &mut transaction, project_id).await?;
         transaction.commit().await?;
         self.key_changed(project_id).await;
-        Ok((key, secret))
+        Ok(created)
+    }
+
+    /// The access keys tied to one tenant, oldest first.
+    pub(crate) async fn access_keys_where_tenant(
+        &self,
+        project_id: &str,
+        tenant_id: &str,
+    ) -> Result<Vec<AccessKey>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            access_key_columns!(),
+            " FROM project_keys WHERE project_id = $1 AND tenant_id = $2 AND kind = 'access' ORDER BY created_at, key_prefix"
+        ))
+        .bind(project_id)
+        .bind(tenant_id)
+        .fetch_all(&self.database.pool)
+        .await?;
+        rows.iter().map(access_key).collect()
     }
 
     /// The project's access keys (not its master, write and read keys), by name.
@@ -308,6 +293,54 @@ impl MetaStore {
 }
 
 /// The options JSON as stored: a webhook secret given in clear is sealed under the key's secret.
+/// Stores a new access key with its audit entry inside `transaction` (the caller notifies and commits);
+/// `tenant_id` ties it to a tenant. Answers the key and its secret, which is never stored.
+pub(crate) async fn insert_access_key(
+    transaction: &mut AnyConnection,
+    project_id: &str,
+    definition: &AccessKeyDefinition,
+    actor: &str,
+    tenant_id: Option<&str>,
+) -> Result<(AccessKey, String)> {
+    let secret = generate_secret();
+    let key_hash = KeyHash::of_secret(&secret);
+    let options = stored_options(definition, &secret)?;
+    sqlx::query(
+        "INSERT INTO project_keys (key_hash, key_prefix, project_id, kind, is_active, created_at, name, permitted, options, expires_at, token_key_id, tenant_id) \
+         VALUES ($1, $2, $3, 'access', $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(key_hash.to_hex())
+    .bind(display_prefix(&secret))
+    .bind(project_id)
+    .bind(i64::from(definition.is_active))
+    .bind(now())
+    .bind(&definition.name)
+    .bind(definition.permitted_names().to_string())
+    .bind(options.to_string())
+    .bind(expires_at_text(definition))
+    .bind(embed_token::key_id_of_secret(&secret))
+    .bind(tenant_id)
+    .execute(&mut *transaction)
+    .await?;
+    let key = access_key_in(transaction, project_id, &key_hash)
+        .await?
+        .ok_or_else(|| MetaError::Corrupt("access key vanished".into()))?;
+    record_key_change(
+        transaction,
+        KeyChangeRecord {
+            project_id,
+            action: "create",
+            actor,
+            key_prefix: &key.key_prefix,
+            token_id: None,
+            before: None,
+            after: Some(key_object(&key)),
+        },
+    )
+    .await?;
+    Ok((key, secret))
+}
+
 fn stored_options(definition: &AccessKeyDefinition, secret: &str) -> Result<serde_json::Value> {
     keyhole_model::webhook::seal_options(&definition.options_json, secret)
         .map_err(|error| MetaError::InvalidDefinition(error.to_string()))

@@ -23,6 +23,7 @@ mod key_cache;
 mod key_changes;
 mod migrations;
 mod saved_queries;
+mod tenants;
 mod usage;
 
 pub use audit::{AuditEntry, AuditPage, MAX_PAGE as MAX_AUDIT_PAGE, Refusal};
@@ -32,6 +33,7 @@ pub use datasets::{Dataset, MAX_DATASET_PAGE};
 pub use grants::{Resolution, Resolved};
 pub use key_cache::CacheTicket;
 pub use saved_queries::{SavedQuery, SavedQueryWrite};
+pub use tenants::{CreatedTenant, MAX_TENANT_PAGE, Tenant};
 pub use usage::{KeyUsage, ProjectUsage};
 
 use std::path::Path;
@@ -65,6 +67,10 @@ pub enum MetaError {
     /// A key definition that cannot be stored as given (a webhook secret sealed for another key).
     #[error("{0}")]
     InvalidDefinition(String),
+    /// A change that conflicts with what is stored (a tenant id already taken, a tenancy property changed
+    /// under existing tenants).
+    #[error("{0}")]
+    Conflict(String),
     /// An operation this backend does not offer (a backup of PostgreSQL is `pg_dump`'s job).
     #[error("{0}")]
     Unsupported(String),
@@ -431,5 +437,7 @@ fn now() -> String {
 
 #[cfg(test)]
 mod migration_tests;
+#[cfg(test)]
+mod tenant_tests;
 #[cfg(test)]
 mod tests;

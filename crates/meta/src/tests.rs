@@ -867,6 +867,15 @@ async fn a_database_migrated_before_sqlx_opens_without_rerunning(backend: TestBa
     .await;
 }
 
+async fn tenants_own_two_keys_and_hold_the_tenancy_property_in_place(backend: TestBackend) {
+    let (_database, store) = open_store(backend).await;
+    crate::tenant_tests::tenants_own_two_keys_and_hold_the_tenancy_property_in_place(
+        store,
+        now_millis(),
+    )
+    .await;
+}
+
 /// Declares each conformance test once per backend.
 macro_rules! conformance_suite {
     ($($test:ident),* $(,)?) => {
@@ -905,4 +914,5 @@ conformance_suite!(
     nodes_starting_together_share_one_organization,
     the_shared_log_orders_fences_and_leases,
     a_database_migrated_before_sqlx_opens_without_rerunning,
+    tenants_own_two_keys_and_hold_the_tenancy_property_in_place,
 );

@@ -24,6 +24,7 @@ pub mod query;
 pub mod query_string;
 pub mod saved_query;
 pub mod strict_json;
+pub mod tenant;
 pub mod timestamp;
 pub mod webhook;
 

@@ -64,6 +64,9 @@ error_codes! {
     InvalidParameter => (BAD_REQUEST, "InvalidParameterError"),
     LimitExceeded => (BAD_REQUEST, "LimitExceededError"),
     InvalidKeyDefinition => (BAD_REQUEST, "InvalidAccessKeyDefinitionError"),
+    InvalidTenantDefinition => (BAD_REQUEST, "InvalidTenantDefinitionError"),
+    // A change that conflicts with what is stored (a tenant id already taken).
+    Conflict => (CONFLICT, "ConflictError"),
     NotImplemented => (NOT_IMPLEMENTED, "NotImplementedError"),
     QueryMemoryExceeded => (PAYLOAD_TOO_LARGE, "QueryTooLargeError"),
     // Keen answered query timeouts with 504.
@@ -250,6 +253,9 @@ impl From<keyhole_meta::MetaError> for ApiError {
         match error {
             keyhole_meta::MetaError::InvalidDefinition(message) => {
                 ApiError::new(ErrorCode::InvalidKeyDefinition, message)
+            }
+            keyhole_meta::MetaError::Conflict(message) => {
+                ApiError::new(ErrorCode::Conflict, message)
             }
             other => ApiError::internal(other),
         }

@@ -26,6 +26,7 @@ mod query;
 pub mod routes;
 mod saved_queries;
 pub mod shared_log;
+mod tenants;
 pub mod third_party;
 mod webhook_bodies;
 mod write;

@@ -10,7 +10,8 @@ use keyhole_model::Operation;
 use crate::AppState;
 use crate::auth::Requirement;
 use crate::{
-    console, datasets, deletes, discovery, inspect, keys, projects, query, saved_queries, write,
+    console, datasets, deletes, discovery, inspect, keys, projects, query, saved_queries, tenants,
+    write,
 };
 
 /// One row of the route table.
@@ -98,4 +99,9 @@ route_table! {
     get "/3.0/projects/{project_id}/keys/{key}/usage" => MASTER, keys::key_usage;
     get "/3.0/projects/{project_id}/keys/{key}/deliveries" => MASTER, keys::refused_deliveries;
     post "/3.0/projects/{project_id}/keys/{key}/tokens/{token_id}/revoke" => MASTER, keys::revoke_token;
+    get "/3.0/projects/{project_id}/tenancy" => MASTER, tenants::get_tenancy;
+    put "/3.0/projects/{project_id}/tenancy" => MASTER, tenants::put_tenancy;
+    get "/3.0/projects/{project_id}/tenants" => MASTER, tenants::list_tenants;
+    post "/3.0/projects/{project_id}/tenants" => MASTER, tenants::create_tenant;
+    get "/3.0/projects/{project_id}/tenants/{tenant_id}" => MASTER, tenants::get_tenant;
 }

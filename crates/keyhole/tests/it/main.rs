@@ -37,6 +37,7 @@ mod saved_queries;
 mod scale_out;
 mod sdk;
 mod storage_faults;
+mod tenants;
 mod type_drift;
 mod untrusted_writes;
 mod webhooks;

@@ -1,0 +1,201 @@
+//! Tenants as objects (a Keyhole extension; `keyhole_model::tenant` says what a tenant is), with the
+//! project's master key:
+//! - `PUT /3.0/projects/{project_id}/tenancy` `{"property": "customer.id"}` sets the tenancy property
+//!   (`409` while tenants exist and it would change); `GET` answers it (`404` when unset);
+//! - `POST /3.0/projects/{project_id}/tenants` `{"id", "name"?, "options"?}` creates a tenant and its read
+//!   and write keys, answering `201` with the tenant and both secrets, shown only here (`409` when the id is
+//!   taken or the project has no tenancy yet);
+//! - `GET /3.0/projects/{project_id}/tenants?limit=&after=` pages tenants by id; `GET …/tenants/{id}`
+//!   answers one, with its keys' metadata (never a secret).
+//!
+//! Design: the tenant's keys are ordinary access keys tied to it in the metadata store, so every rule of a
+//! key (filters AND-ed into every read, autofill winning over the event, limits, origins, expiry, audit)
+//! applies to them unchanged; nothing here enforces a tenant's scope by itself.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use keyhole_meta::{AccessKey, MAX_TENANT_PAGE, MetaError, Tenant};
+use keyhole_model::tenant::{Tenancy, TenantDefinition, TenantDefinitionError};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::auth::{Authorized, MasterOnly, form_urlencoded_pairs};
+use crate::errors::{ApiError, ErrorCode};
+
+/// Tenants on a page when `limit` is not given.
+const DEFAULT_TENANT_PAGE: usize = 50;
+/// The largest tenancy or tenant body read.
+const MAX_TENANT_BODY_BYTES: usize = 64 * 1024;
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidTenantDefinition, message)
+}
+
+fn from_definition_error(error: TenantDefinitionError) -> ApiError {
+    invalid(error.0)
+}
+
+/// Store errors of tenant calls: a definition the key rules refuse is the tenant's fault (`400`).
+fn from_meta_error(error: MetaError) -> ApiError {
+    match error {
+        MetaError::InvalidDefinition(message) => invalid(message),
+        other => ApiError::from(other),
+    }
+}
+
+async fn read_tenant_body(body: Body) -> Result<bytes::Bytes, ApiError> {
+    crate::http::read_body(body, MAX_TENANT_BODY_BYTES, || {
+        invalid("The body is too large.")
+    })
+    .await
+}
+
+fn key_metadata_json(key: &AccessKey) -> Value {
+    json!({
+        "key_prefix": key.key_prefix,
+        "name": key.name,
+        "is_active": key.is_active,
+        "permitted": key.permitted.iter().map(|operation| operation.keen_name()).collect::<Vec<_>>(),
+        "created_at": key.created_at,
+        "expires_at": key.expires_at,
+    })
+}
+
+fn tenant_json(tenant: &Tenant) -> Value {
+    json!({
+        "id": tenant.id,
+        "name": tenant.name,
+        "options": tenant.options,
+        "suspended": tenant.suspended,
+        "created_at": tenant.created_at,
+        "modified_at": tenant.modified_at,
+    })
+}
+
+/// `PUT /3.0/projects/{project_id}/tenancy`.
+pub(crate) async fn put_tenancy(
+    auth: Authorized<MasterOnly>,
+    State(state): State<AppState>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let bytes = read_tenant_body(body).await?;
+    let tenancy = Tenancy::parse_bytes(&bytes).map_err(from_definition_error)?;
+    state
+        .meta
+        .set_tenancy(&auth.project_id, &tenancy)
+        .await
+        .map_err(from_meta_error)?;
+    tracing::info!(project_id = %auth.project_id, property = %tenancy.property, "tenancy set");
+    Ok(Json(json!({"property": tenancy.property})))
+}
+
+/// `GET /3.0/projects/{project_id}/tenancy`.
+pub(crate) async fn get_tenancy(
+    auth: Authorized<MasterOnly>,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
+    let tenancy = state
+        .meta
+        .tenancy(&auth.project_id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(json!({"property": tenancy.property})))
+}
+
+/// `POST /3.0/projects/{project_id}/tenants`.
+pub(crate) async fn create_tenant(
+    auth: Authorized<MasterOnly>,
+    State(state): State<AppState>,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let bytes = read_tenant_body(body).await?;
+    let definition = TenantDefinition::parse_bytes(&bytes).map_err(from_definition_error)?;
+    let created = state
+        .meta
+        .create_tenant(&auth.project_id, &definition, auth.grant.key_prefix())
+        .await
+        .map_err(from_meta_error)?;
+    tracing::info!(project_id = %auth.project_id, tenant = %created.tenant.id, "tenant created");
+    let (read_key, read_secret) = &created.read_key;
+    let (write_key, write_secret) = &created.write_key;
+    let mut answer = tenant_json(&created.tenant);
+    answer["read_key"] = json!(read_secret);
+    answer["write_key"] = json!(write_secret);
+    answer["keys"] = json!([key_metadata_json(read_key), key_metadata_json(write_key)]);
+    Ok((StatusCode::CREATED, Json(answer)))
+}
+
+/// `GET /3.0/projects/{project_id}/tenants?limit=&after=`.
+pub(crate) async fn list_tenants(
+    auth: Authorized<MasterOnly>,
+    State(state): State<AppState>,
+    RawQuery(query_string): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let mut limit = DEFAULT_TENANT_PAGE;
+    let mut after = String::new();
+    for (parameter, value) in form_urlencoded_pairs(query_string.as_deref().unwrap_or_default()) {
+        match parameter.as_str() {
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|limit| (1..=MAX_TENANT_PAGE).contains(limit))
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            ErrorCode::InvalidParameter,
+                            format!("limit must be a whole number from 1 to {MAX_TENANT_PAGE}."),
+                        )
+                    })?;
+            }
+            "after" => after = value,
+            "api_key" => {}
+            other => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidParameter,
+                    format!(
+                        "'{}' is not a parameter of this request.",
+                        other.chars().take(100).collect::<String>()
+                    ),
+                ));
+            }
+        }
+    }
+    // One more than the page tells whether another page follows.
+    let mut tenants = state
+        .meta
+        .tenants_page(&auth.project_id, &after, limit + 1)
+        .await?;
+    let more = tenants.len() > limit;
+    tenants.truncate(limit);
+    let next_page_url = match (more, tenants.last()) {
+        (true, Some(last)) => json!(format!(
+            "/3.0/projects/{}/tenants?limit={limit}&after={}",
+            auth.project_id,
+            url::form_urlencoded::byte_serialize(last.id.as_bytes()).collect::<String>()
+        )),
+        _ => Value::Null,
+    };
+    Ok(Json(json!({
+        "tenants": tenants.iter().map(tenant_json).collect::<Vec<_>>(),
+        "next_page_url": next_page_url,
+    })))
+}
+
+/// `GET /3.0/projects/{project_id}/tenants/{tenant_id}`.
+pub(crate) async fn get_tenant(
+    auth: Authorized<MasterOnly>,
+    State(state): State<AppState>,
+    Path((_, tenant_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = state
+        .meta
+        .tenant(&auth.project_id, &tenant_id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let keys = state.meta.tenant_keys(&auth.project_id, &tenant_id).await?;
+    let mut answer = tenant_json(&tenant);
+    answer["keys"] = Value::Array(keys.iter().map(key_metadata_json).collect());
+    Ok(Json(answer))
+}
