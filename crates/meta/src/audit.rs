@@ -80,6 +80,8 @@ pub enum Refusal {
     WebhookStale,
     /// A signed-webhook key presented as an embed token (which cannot open its secret).
     WebhookSecretUnavailable,
+    /// A key (or an embed token of a key) of a suspended tenant.
+    TenantSuspended,
 }
 
 impl Refusal {
@@ -108,6 +110,7 @@ impl Refusal {
             Refusal::WebhookBadSignature => "webhook_bad_signature",
             Refusal::WebhookStale => "webhook_stale",
             Refusal::WebhookSecretUnavailable => "webhook_secret_unavailable",
+            Refusal::TenantSuspended => "tenant_suspended",
         }
     }
 }

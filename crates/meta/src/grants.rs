@@ -41,7 +41,9 @@ pub struct Resolved {
 /// The `project_keys` columns a grant is built from (a macro, so queries stay static strings).
 macro_rules! key_columns {
     () => {
-        "key_hash, key_prefix, project_id, kind, is_active, name, permitted, options, expires_at, token_key_id"
+        "key_hash, key_prefix, project_id, kind, is_active, name, permitted, options, expires_at, token_key_id, \
+         (SELECT suspended FROM tenants WHERE tenants.project_id = project_keys.project_id \
+          AND tenants.tenant_id = project_keys.tenant_id) AS tenant_suspended"
     };
 }
 
@@ -217,6 +219,15 @@ fn grant_of_row(row: &AnyRow, presented_secret: Option<&str>) -> Result<Resoluti
             &key_prefix,
             is_active,
         ))));
+    }
+    // A suspended tenant's keys are refused before anything else about them is read; its embed tokens
+    // follow, since a token resolves through its key's row.
+    if row
+        .try_get::<Option<i64>, _>("tenant_suspended")?
+        .unwrap_or(0)
+        != 0
+    {
+        return Ok(Resolution::Refused(Refusal::TenantSuspended));
     }
     let unreadable = |what: &str| {
         tracing::error!(

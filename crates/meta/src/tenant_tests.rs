@@ -1,7 +1,7 @@
 //! Conformance tests of tenants (run on SQLite and PostgreSQL by `tests::conformance_suite!`): the tenancy
 //! property, a tenant created with its two keys in one step, conflicts, and paging in byte order.
 
-use keyhole_model::tenant::{Tenancy, TenantDefinition};
+use keyhole_model::tenant::{Tenancy, TenantChange, TenantDefinition};
 
 use crate::{MetaError, MetaStore};
 
@@ -65,6 +65,60 @@ pub(crate) async fn tenants_own_two_keys_and_hold_the_tenancy_property_in_place(
             resolved.resolution
         );
     }
+    // Suspending refuses both keys in the grant lookup itself, past a cached grant; resuming restores them.
+    let cached = store
+        .resolve_credential(read_secret, now_millis)
+        .await
+        .unwrap();
+    if let (crate::Resolution::Granted(grant), Some(ticket)) =
+        (cached.resolution, cached.cache_ticket)
+    {
+        store.cache_grant(ticket, grant);
+    }
+    let suspend = TenantChange {
+        name: None,
+        suspended: Some(true),
+    };
+    let suspended = store
+        .update_tenant(&project.id, "acme", &suspend, "test")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(suspended.suspended);
+    for secret in [read_secret, write_secret] {
+        let resolved = store.resolve_credential(secret, now_millis).await.unwrap();
+        assert!(
+            matches!(
+                resolved.resolution,
+                crate::Resolution::Refused(crate::Refusal::TenantSuspended)
+            ),
+            "{:?}",
+            resolved.resolution
+        );
+    }
+    let resume = TenantChange {
+        name: Some("Acme".into()),
+        suspended: Some(false),
+    };
+    let resumed = store
+        .update_tenant(&project.id, "acme", &resume, "test")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((resumed.name.as_str(), resumed.suspended), ("Acme", false));
+    let resolved = store
+        .resolve_credential(read_secret, now_millis)
+        .await
+        .unwrap();
+    assert!(matches!(resolved.resolution, crate::Resolution::Granted(_)));
+    assert!(
+        store
+            .update_tenant(&project.id, "nobody", &suspend, "test")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
     let keys = store.tenant_keys(&project.id, "acme").await.unwrap();
     let mut prefixes: Vec<&str> = keys.iter().map(|key| key.key_prefix.as_str()).collect();
     prefixes.sort_unstable();

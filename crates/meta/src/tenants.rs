@@ -7,12 +7,15 @@
 //! their keys' filters and autofill name it, and changing it under them would leave keys filtering on a
 //! property the project no longer uses for tenants.
 
-use keyhole_model::tenant::{Tenancy, TenantDefinition, read_key_definition, write_key_definition};
+use keyhole_model::tenant::{
+    Tenancy, TenantChange, TenantDefinition, read_key_definition, write_key_definition,
+};
 use serde_json::{Map, Value};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::access_keys::insert_access_key;
+use crate::audit::{KeyChangeRecord, record_key_change};
 use crate::key_changes::notify_key_change;
 use crate::{AccessKey, MetaError, MetaStore, Result, now};
 
@@ -209,6 +212,88 @@ impl MetaStore {
             read_key,
             write_key,
         })
+    }
+
+    /// Renames a tenant and suspends or resumes it; `None` when the project has no such tenant. A change
+    /// of suspension is a change of the tenant's keys: each is audited (`suspend` / `resume`) and the change
+    /// is announced as any key change, so every node drops its cached grants before its next request (a
+    /// suspended tenant's keys resolve to a refusal in the grant lookup itself, `grants::grant_of_row`).
+    pub async fn update_tenant(
+        &self,
+        project_id: &str,
+        tenant_id: &str,
+        change: &TenantChange,
+        actor: &str,
+    ) -> Result<Option<Tenant>> {
+        let mut transaction = self.database.begin_write().await?;
+        let row = sqlx::query(select_tenants!("WHERE project_id = $1 AND tenant_id = $2"))
+            .bind(project_id)
+            .bind(tenant_id)
+            .fetch_optional(&mut *transaction)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut updated = tenant(&row)?;
+        let suspension_changes = change
+            .suspended
+            .is_some_and(|suspended| suspended != updated.suspended);
+        if let Some(name) = &change.name {
+            updated.name.clone_from(name);
+        }
+        if let Some(suspended) = change.suspended {
+            updated.suspended = suspended;
+        }
+        updated.modified_at = now();
+        sqlx::query(
+            "UPDATE tenants SET name = $1, suspended = $2, modified_at = $3 WHERE project_id = $4 AND tenant_id = $5",
+        )
+        .bind(&updated.name)
+        .bind(i64::from(updated.suspended))
+        .bind(&updated.modified_at)
+        .bind(project_id)
+        .bind(tenant_id)
+        .execute(&mut *transaction)
+        .await?;
+        if suspension_changes {
+            let prefixes: Vec<String> = sqlx::query(
+                "SELECT key_prefix FROM project_keys WHERE project_id = $1 AND tenant_id = $2 ORDER BY key_prefix",
+            )
+            .bind(project_id)
+            .bind(tenant_id)
+            .fetch_all(&mut *transaction)
+            .await?
+            .iter()
+            .map(|row| row.try_get("key_prefix"))
+            .collect::<std::result::Result<_, _>>()?;
+            let state =
+                |suspended: bool| serde_json::json!({"tenant": tenant_id, "suspended": suspended});
+            for key_prefix in &prefixes {
+                record_key_change(
+                    &mut transaction,
+                    KeyChangeRecord {
+                        project_id,
+                        action: if updated.suspended {
+                            "suspend"
+                        } else {
+                            "resume"
+                        },
+                        actor,
+                        key_prefix,
+                        token_id: None,
+                        before: Some(state(!updated.suspended)),
+                        after: Some(state(updated.suspended)),
+                    },
+                )
+                .await?;
+            }
+            notify_key_change(self, &mut transaction, project_id).await?;
+        }
+        transaction.commit().await?;
+        if suspension_changes {
+            self.key_changed(project_id).await;
+        }
+        Ok(Some(updated))
     }
 
     /// Up to `limit` tenants whose ids sort after `after_id` (byte order), by id.

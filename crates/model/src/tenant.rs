@@ -163,6 +163,47 @@ impl TenantDefinition {
     }
 }
 
+/// A parsed `PATCH …/tenants/{id}` body: what to change (`None`: keep).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TenantChange {
+    /// A new name.
+    pub name: Option<String>,
+    /// Suspend (`true`) or resume (`false`) the tenant's keys and embed tokens.
+    pub suspended: Option<bool>,
+}
+
+impl TenantChange {
+    /// Parses `{"name"?, "suspended"?}`; at least one must be given.
+    pub fn parse_bytes(bytes: &[u8]) -> Result<TenantChange, TenantDefinitionError> {
+        let object = parse_object(bytes, "A tenant change")?;
+        refuse_unknown_fields(&object, &["name", "suspended"], "a tenant change")?;
+        let name = match object.get("name") {
+            None => None,
+            Some(Value::String(name))
+                if !name.trim().is_empty() && name.chars().count() <= MAX_TENANT_NAME_CHARS =>
+            {
+                Some(name.clone())
+            }
+            Some(_) => {
+                return Err(invalid(format!(
+                    "A tenant's name is a non-empty string of at most {MAX_TENANT_NAME_CHARS} characters."
+                )));
+            }
+        };
+        let suspended = match object.get("suspended") {
+            None => None,
+            Some(Value::Bool(suspended)) => Some(*suspended),
+            Some(_) => return Err(invalid("suspended must be true or false.")),
+        };
+        if name.is_none() && suspended.is_none() {
+            return Err(invalid(
+                "A tenant change names a new name, suspended, or both.",
+            ));
+        }
+        Ok(TenantChange { name, suspended })
+    }
+}
+
 /// Checks a tenant's `options` object's fields (their values are checked when the keys are built).
 pub fn parse_tenant_options(
     value: Option<&Value>,
@@ -353,6 +394,33 @@ mod tests {
         assert!(write.options.queries.filters.is_empty());
         assert!(write.expires_at.is_some());
         assert!(write.options.origins.is_some());
+    }
+
+    #[test]
+    fn a_change_names_a_name_or_a_suspension_and_nothing_else() {
+        assert_eq!(
+            TenantChange::parse_bytes(br#"{"suspended": true}"#).unwrap(),
+            TenantChange {
+                name: None,
+                suspended: Some(true)
+            }
+        );
+        assert_eq!(
+            TenantChange::parse_bytes(br#"{"name": "Acme"}"#)
+                .unwrap()
+                .name
+                .as_deref(),
+            Some("Acme")
+        );
+        for bad in [
+            "{}",
+            r#"{"suspended": "yes"}"#,
+            r#"{"name": ""}"#,
+            r#"{"id": "other"}"#,
+            r#"{"options": {}}"#,
+        ] {
+            assert!(TenantChange::parse_bytes(bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 
     #[test]

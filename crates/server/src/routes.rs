@@ -4,7 +4,7 @@
 //! enforces the same requirement the table names.
 
 use axum::Router;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use keyhole_model::Operation;
 
 use crate::AppState;
@@ -104,4 +104,5 @@ route_table! {
     get "/3.0/projects/{project_id}/tenants" => MASTER, tenants::list_tenants;
     post "/3.0/projects/{project_id}/tenants" => MASTER, tenants::create_tenant;
     get "/3.0/projects/{project_id}/tenants/{tenant_id}" => MASTER, tenants::get_tenant;
+    patch "/3.0/projects/{project_id}/tenants/{tenant_id}" => MASTER, tenants::update_tenant;
 }

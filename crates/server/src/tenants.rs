@@ -6,7 +6,9 @@
 //!   and write keys, answering `201` with the tenant and both secrets, shown only here (`409` when the id is
 //!   taken or the project has no tenancy yet);
 //! - `GET /3.0/projects/{project_id}/tenants?limit=&after=` pages tenants by id; `GET …/tenants/{id}`
-//!   answers one, with its keys' metadata (never a secret).
+//!   answers one, with its keys' metadata (never a secret);
+//! - `PATCH …/tenants/{id}` `{"name"?, "suspended"?}` renames it, or suspends its keys and their embed
+//!   tokens (`403 TenantSuspendedError` from the next request on, on every node) and resumes them unchanged.
 //!
 //! Design: the tenant's keys are ordinary access keys tied to it in the metadata store, so every rule of a
 //! key (filters AND-ed into every read, autofill winning over the event, limits, origins, expiry, audit)
@@ -17,7 +19,7 @@ use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use keyhole_meta::{AccessKey, MAX_TENANT_PAGE, MetaError, Tenant};
-use keyhole_model::tenant::{Tenancy, TenantDefinition, TenantDefinitionError};
+use keyhole_model::tenant::{Tenancy, TenantChange, TenantDefinition, TenantDefinitionError};
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -72,6 +74,18 @@ fn tenant_json(tenant: &Tenant) -> Value {
         "created_at": tenant.created_at,
         "modified_at": tenant.modified_at,
     })
+}
+
+/// A tenant with its keys' metadata, as retrieving and changing it answer.
+async fn tenant_with_keys_json(
+    state: &AppState,
+    project_id: &str,
+    tenant: &Tenant,
+) -> Result<Value, ApiError> {
+    let keys = state.meta.tenant_keys(project_id, &tenant.id).await?;
+    let mut answer = tenant_json(tenant);
+    answer["keys"] = Value::Array(keys.iter().map(key_metadata_json).collect());
+    Ok(answer)
 }
 
 /// `PUT /3.0/projects/{project_id}/tenancy`.
@@ -194,8 +208,37 @@ pub(crate) async fn get_tenant(
         .tenant(&auth.project_id, &tenant_id)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    let keys = state.meta.tenant_keys(&auth.project_id, &tenant_id).await?;
-    let mut answer = tenant_json(&tenant);
-    answer["keys"] = Value::Array(keys.iter().map(key_metadata_json).collect());
-    Ok(Json(answer))
+    Ok(Json(
+        tenant_with_keys_json(&state, &auth.project_id, &tenant).await?,
+    ))
+}
+
+/// `PATCH /3.0/projects/{project_id}/tenants/{tenant_id}`.
+pub(crate) async fn update_tenant(
+    auth: Authorized<MasterOnly>,
+    State(state): State<AppState>,
+    Path((_, tenant_id)): Path<(String, String)>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let bytes = read_tenant_body(body).await?;
+    let change = TenantChange::parse_bytes(&bytes).map_err(from_definition_error)?;
+    let tenant = state
+        .meta
+        .update_tenant(
+            &auth.project_id,
+            &tenant_id,
+            &change,
+            auth.grant.key_prefix(),
+        )
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    tracing::info!(
+        project_id = %auth.project_id,
+        tenant = %tenant.id,
+        suspended = tenant.suspended,
+        "tenant changed"
+    );
+    Ok(Json(
+        tenant_with_keys_json(&state, &auth.project_id, &tenant).await?,
+    ))
 }

@@ -13,7 +13,7 @@ use crate::support::{BinaryServer, ProjectKeys, client, send};
 
 /// The environment of a node of a fresh cluster: a new PostgreSQL database and a new prefix in the test
 /// bucket (the `AWS_*` variables naming the S3 endpoint are inherited from the test's environment).
-struct Cluster {
+pub(crate) struct Cluster {
     envs: Vec<(String, String)>,
     data_dirs: Vec<tempfile::TempDir>,
 }
@@ -21,7 +21,7 @@ struct Cluster {
 const ORG_KEY: &str = "scale-out-test-organization-key-0123456789";
 
 impl Cluster {
-    async fn create(nodes: usize) -> Cluster {
+    pub(crate) async fn create(nodes: usize) -> Cluster {
         let bucket = keyhole_test_env::s3_bucket()
             .expect("the scale-out tests return early without KEYHOLE_TEST_S3_BUCKET");
         let prefix = keyhole_model::keys::generate_id();
@@ -39,7 +39,7 @@ impl Cluster {
     }
 
     /// Starts node `index` (again, after a kill, on the same data directory).
-    fn start(&self, index: usize) -> BinaryServer {
+    pub(crate) fn start(&self, index: usize) -> BinaryServer {
         let envs: Vec<(&str, &str)> = self
             .envs
             .iter()

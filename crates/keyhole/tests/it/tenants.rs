@@ -2,6 +2,8 @@
 //! those keys can do — the read key sees only its tenant's events, the write key stamps the tenant
 //! whatever the event claims — plus listing, retrieving and the refusals (ids, conflicts, key rules).
 
+use std::time::{Duration, Instant};
+
 use serde_json::{Value, json};
 
 use crate::support::{InProcessServer, assert_keen_error, client, send};
@@ -247,4 +249,192 @@ async fn tenant_ids_are_unique_and_plain_lists_page_by_id_and_bad_options_are_re
         400,
         "InvalidParameterError",
     );
+}
+
+#[tokio::test]
+async fn a_suspended_tenants_keys_and_embed_tokens_are_refused_until_it_is_resumed_unchanged() {
+    let server = InProcessServer::start().await;
+    let master = server.project.master.clone();
+    assert_eq!(
+        put_tenancy(&server, &master, &json!({"property": "customer.id"}))
+            .await
+            .0,
+        200
+    );
+    let mut reads = Vec::new();
+    let mut writes = Vec::new();
+    for id in ["acme", "globex"] {
+        let created = server
+            .post_json("/tenants", &master, &json!({"id": id}))
+            .await;
+        assert_eq!(created.0, 201, "{}", created.1);
+        reads.push(created.1["read_key"].as_str().unwrap().to_string());
+        writes.push(created.1["write_key"].as_str().unwrap().to_string());
+    }
+    let write = |key: String| {
+        let server = &server;
+        async move {
+            server
+                .post_json("/events/orders", &key, &json!({"amount": 1}))
+                .await
+        }
+    };
+    for key in &writes {
+        assert_eq!(write(key.clone()).await.0, 201);
+    }
+    let token = keyhole_model::embed_token::mint(
+        &reads[0],
+        &json!({"exp": chrono::Utc::now().timestamp() + 600, "jti": "dashboard"}),
+    );
+    assert_eq!(count(&server, &reads[0]).await, json!(1));
+    assert_eq!(count(&server, &token).await, json!(1));
+
+    let patch = |body: Value| {
+        let server = &server;
+        let master = master.clone();
+        async move {
+            send(
+                client()
+                    .patch(server.project_url("/tenants/acme"))
+                    .header("Authorization", &master)
+                    .json(&body),
+            )
+            .await
+        }
+    };
+    let suspended = patch(json!({"suspended": true, "name": "Acme (on hold)"})).await;
+    assert_eq!(suspended.0, 200, "{}", suspended.1);
+    assert_eq!(suspended.1["suspended"], true);
+    assert_eq!(suspended.1["name"], "Acme (on hold)");
+    // The very next request of each of acme's credentials is refused; globex is untouched.
+    let refused_count = server
+        .post_json(
+            "/queries/count",
+            &reads[0],
+            &json!({"event_collection": "orders"}),
+        )
+        .await;
+    assert_keen_error(&refused_count, 403, "TenantSuspendedError");
+    let refused_token = server
+        .post_json(
+            "/queries/count",
+            &token,
+            &json!({"event_collection": "orders"}),
+        )
+        .await;
+    assert_keen_error(&refused_token, 403, "TenantSuspendedError");
+    assert_keen_error(&write(writes[0].clone()).await, 403, "TenantSuspendedError");
+    assert_eq!(count(&server, &reads[1]).await, json!(1));
+    assert_eq!(write(writes[1].clone()).await.0, 201);
+    // Audited per key, and the refusals too.
+    let audit = server.audit_entries().await.to_string();
+    assert!(audit.contains("\"suspend\""), "{audit}");
+    assert!(audit.contains("tenant_suspended"), "{audit}");
+
+    // Resuming restores the same credentials.
+    let resumed = patch(json!({"suspended": false})).await;
+    assert_eq!(resumed.0, 200, "{}", resumed.1);
+    assert_eq!(resumed.1["suspended"], false);
+    assert_eq!(count(&server, &reads[0]).await, json!(1));
+    assert_eq!(count(&server, &token).await, json!(1));
+    assert_eq!(write(writes[0].clone()).await.0, 201);
+    assert_eq!(count(&server, &reads[0]).await, json!(2));
+
+    assert_keen_error(&patch(json!({})).await, 400, "InvalidTenantDefinitionError");
+    assert_keen_error(
+        &patch(json!({"suspended": "yes"})).await,
+        400,
+        "InvalidTenantDefinitionError",
+    );
+    let missing = send(
+        client()
+            .patch(server.project_url("/tenants/nobody"))
+            .header("Authorization", &master)
+            .json(&json!({"suspended": true})),
+    )
+    .await;
+    assert_keen_error(&missing, 404, "ResourceNotFoundError");
+}
+
+/// Two nodes on one PostgreSQL database: a tenant suspended through one node is refused by the other
+/// within a second, its key and its embed token alike, and resumed the same way.
+#[test]
+fn a_tenant_suspended_on_one_node_is_refused_by_another_within_a_second() {
+    if !crate::support::has_cluster_services() {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cluster = runtime.block_on(crate::scale_out::Cluster::create(2));
+    let first = cluster.start(0);
+    let keys = first.printed_project();
+    let second = cluster.start(1);
+    runtime.block_on(async {
+        let on_first = |rest: &str| format!("{}/3.0/projects/{}{rest}", first.base_url, keys.id);
+        let tenancy = send(
+            client()
+                .put(on_first("/tenancy"))
+                .header("Authorization", &keys.master)
+                .json(&json!({"property": "customer.id"})),
+        )
+        .await;
+        assert_eq!(tenancy.0, 200, "{}", tenancy.1);
+        let created = send(
+            client()
+                .post(on_first("/tenants"))
+                .header("Authorization", &keys.master)
+                .json(&json!({"id": "acme"})),
+        )
+        .await;
+        assert_eq!(created.0, 201, "{}", created.1);
+        let read_key = created.1["read_key"].as_str().unwrap().to_string();
+        let token = keyhole_model::embed_token::mint(
+            &read_key,
+            &json!({"exp": chrono::Utc::now().timestamp() + 600, "jti": "dashboard"}),
+        );
+        let status_on_second = |credential: String| {
+            let url = format!(
+                "{}/3.0/projects/{}/queries/count?event_collection=orders",
+                second.base_url, keys.id
+            );
+            async move {
+                send(client().get(url).header("Authorization", &credential))
+                    .await
+                    .0
+            }
+        };
+        let set_suspended = |suspended: bool| {
+            let request = client()
+                .patch(on_first("/tenants/acme"))
+                .header("Authorization", &keys.master)
+                .json(&json!({"suspended": suspended}));
+            async move {
+                let answer = send(request).await;
+                assert_eq!(answer.0, 200, "{}", answer.1);
+            }
+        };
+        for credential in [&read_key, &token] {
+            // Used on the second node first, so its grant is cached there.
+            for _ in 0..3 {
+                assert_eq!(status_on_second(credential.clone()).await, 200);
+            }
+            set_suspended(true).await;
+            let suspended_at = Instant::now();
+            while status_on_second(credential.clone()).await != 403 {
+                assert!(
+                    suspended_at.elapsed() < Duration::from_secs(1),
+                    "the second node still accepts a suspended tenant's credential after 1 s"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            set_suspended(false).await;
+            let resumed_at = Instant::now();
+            while status_on_second(credential.clone()).await != 200 {
+                assert!(
+                    resumed_at.elapsed() < Duration::from_secs(1),
+                    "the second node still refuses a resumed tenant's credential after 1 s"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    });
 }

@@ -181,6 +181,15 @@ fn origin_required() -> ApiError {
     )
 }
 
+/// The answer to a key or embed token of a suspended tenant: its holder learns why, since unsuspending the
+/// tenant restores the same credential.
+fn tenant_suspended() -> ApiError {
+    ApiError::new(
+        ErrorCode::TenantSuspended,
+        "This API key or embed token belongs to a suspended tenant.",
+    )
+}
+
 fn expired_key() -> ApiError {
     ApiError::new(
         ErrorCode::InvalidApiKey,
@@ -353,6 +362,14 @@ async fn authorize_in(
                 Refusal::ExpiredToken,
                 None,
                 expired_key(),
+            ));
+        }
+        Resolution::Refused(Refusal::TenantSuspended) => {
+            return Err(refuse(
+                project_id,
+                Refusal::TenantSuspended,
+                None,
+                tenant_suspended(),
             ));
         }
         Resolution::Refused(reason) => {
