@@ -119,20 +119,49 @@ pub(crate) async fn tenants_own_two_keys_and_hold_the_tenancy_property_in_place(
             .is_none()
     );
 
+    // Rotating keeps the old keys until their new expiry and adds two without one.
+    let rotated = store
+        .rotate_tenant_keys(&project.id, "acme", 60_000, "test")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(&rotated.read_key.1, read_secret);
+    let after_rotation = store.tenant_keys(&project.id, "acme").await.unwrap();
+    assert_eq!(after_rotation.len(), 4);
+    assert_eq!(
+        after_rotation
+            .iter()
+            .filter(|key| key.expires_at.is_some())
+            .count(),
+        2
+    );
+    assert!(
+        store
+            .rotate_tenant_keys(&project.id, "nobody", 0, "test")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
     let keys = store.tenant_keys(&project.id, "acme").await.unwrap();
     let mut prefixes: Vec<&str> = keys.iter().map(|key| key.key_prefix.as_str()).collect();
     prefixes.sort_unstable();
-    let mut expected = vec![read_key.key_prefix.as_str(), write_key.key_prefix.as_str()];
+    let mut expected = vec![
+        read_key.key_prefix.as_str(),
+        write_key.key_prefix.as_str(),
+        rotated.read_key.0.key_prefix.as_str(),
+        rotated.write_key.0.key_prefix.as_str(),
+    ];
     expected.sort_unstable();
     assert_eq!(prefixes, expected);
-    // They are the project's access keys too, audited as created.
-    assert_eq!(store.access_keys(&project.id).await.unwrap().len(), 2);
+    // They are the project's access keys too.
+    assert_eq!(store.access_keys(&project.id).await.unwrap().len(), 4);
 
     let again = store
         .create_tenant(&project.id, &tenant(r#"{"id": "acme"}"#), "test")
         .await;
     assert!(matches!(again, Err(MetaError::Conflict(_))));
-    assert_eq!(store.access_keys(&project.id).await.unwrap().len(), 2);
+    assert_eq!(store.access_keys(&project.id).await.unwrap().len(), 4);
     let changed = store
         .set_tenancy(&project.id, &Tenancy::new("account").unwrap())
         .await;

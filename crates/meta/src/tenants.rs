@@ -86,6 +86,40 @@ async fn tenancy_property_in(
     Ok(row.map(|row| row.try_get("property")).transpose()?)
 }
 
+/// Builds a tenant's read and write keys from its options (see `keyhole_model::tenant`) and stores them,
+/// tied to the tenant, inside `transaction`; a definition the key rules refuse is
+/// [`MetaError::InvalidDefinition`].
+async fn insert_tenant_keys(
+    transaction: &mut sqlx::AnyConnection,
+    project_id: &str,
+    tenancy: &Tenancy,
+    tenant_id: &str,
+    options: &Map<String, Value>,
+    actor: &str,
+) -> Result<((AccessKey, String), (AccessKey, String))> {
+    let invalid =
+        |error: keyhole_model::tenant::TenantDefinitionError| MetaError::InvalidDefinition(error.0);
+    let read_definition = read_key_definition(tenancy, tenant_id, options).map_err(invalid)?;
+    let write_definition = write_key_definition(tenancy, tenant_id, options).map_err(invalid)?;
+    let read_key = insert_access_key(
+        transaction,
+        project_id,
+        &read_definition,
+        actor,
+        Some(tenant_id),
+    )
+    .await?;
+    let write_key = insert_access_key(
+        transaction,
+        project_id,
+        &write_definition,
+        actor,
+        Some(tenant_id),
+    )
+    .await?;
+    Ok((read_key, write_key))
+}
+
 impl MetaStore {
     /// The project's tenancy, if one was set.
     pub async fn tenancy(&self, project_id: &str) -> Result<Option<Tenancy>> {
@@ -148,13 +182,10 @@ impl MetaStore {
                 "The project has no tenancy property yet: set one with PUT /3.0/projects/{project_id}/tenancy first.".into(),
             )
         })?;
-        let invalid = |error: keyhole_model::tenant::TenantDefinitionError| {
-            MetaError::InvalidDefinition(error.0)
-        };
-        let read_definition =
-            read_key_definition(&tenancy, &definition.id, &definition.options).map_err(invalid)?;
-        let write_definition =
-            write_key_definition(&tenancy, &definition.id, &definition.options).map_err(invalid)?;
+        // Both keys are checked before anything is stored (the transaction would roll back anyway).
+        read_key_definition(&tenancy, &definition.id, &definition.options)
+            .and_then(|_| write_key_definition(&tenancy, &definition.id, &definition.options))
+            .map_err(|error| MetaError::InvalidDefinition(error.0))?;
         let mut transaction = self.database.begin_write().await?;
         // The tenancy is read again inside the transaction: a change between the two reads is refused.
         let property_now = tenancy_property_in(&mut transaction, project_id).await?;
@@ -181,20 +212,13 @@ impl MetaStore {
                 definition.id
             )));
         }
-        let read_key = insert_access_key(
+        let (read_key, write_key) = insert_tenant_keys(
             &mut transaction,
             project_id,
-            &read_definition,
+            &tenancy,
+            &definition.id,
+            &definition.options,
             actor,
-            Some(&definition.id),
-        )
-        .await?;
-        let write_key = insert_access_key(
-            &mut transaction,
-            project_id,
-            &write_definition,
-            actor,
-            Some(&definition.id),
         )
         .await?;
         notify_key_change(self, &mut transaction, project_id).await?;
@@ -294,6 +318,95 @@ impl MetaStore {
             self.key_changed(project_id).await;
         }
         Ok(Some(updated))
+    }
+
+    /// Gives a tenant a new read key and a new write key (made from its stored options, as at creation)
+    /// and sets its current keys to expire `grace_millis` from now (or sooner, if they already expire
+    /// sooner); `None` when the project has no such tenant. One transaction, audited per key (`rotate` on
+    /// the old keys, `create` on the new), announced like any key change.
+    pub async fn rotate_tenant_keys(
+        &self,
+        project_id: &str,
+        tenant_id: &str,
+        grace_millis: i64,
+        actor: &str,
+    ) -> Result<Option<CreatedTenant>> {
+        let mut transaction = self.database.begin_write().await?;
+        let row = sqlx::query(select_tenants!("WHERE project_id = $1 AND tenant_id = $2"))
+            .bind(project_id)
+            .bind(tenant_id)
+            .fetch_optional(&mut *transaction)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let tenant = tenant(&row)?;
+        let property = tenancy_property_in(&mut transaction, project_id)
+            .await?
+            .ok_or_else(|| MetaError::Corrupt("a tenant without a tenancy property".into()))?;
+        let tenancy =
+            Tenancy::new(&property).map_err(|_| MetaError::Corrupt("tenancy property".into()))?;
+        let now_millis = chrono::Utc::now().timestamp_millis();
+        let retire_at = now_millis.saturating_add(grace_millis.max(0));
+        let current = sqlx::query(
+            "SELECT key_hash, key_prefix, expires_at FROM project_keys \
+             WHERE project_id = $1 AND tenant_id = $2 AND kind = 'access' AND is_active = 1",
+        )
+        .bind(project_id)
+        .bind(tenant_id)
+        .fetch_all(&mut *transaction)
+        .await?;
+        for key in &current {
+            let key_hash: String = key.try_get("key_hash")?;
+            let key_prefix: String = key.try_get("key_prefix")?;
+            let expires_at: Option<String> = key.try_get("expires_at")?;
+            let expires_millis = match expires_at.as_deref() {
+                None => None,
+                Some(text) => Some(
+                    keyhole_model::timestamp::parse_timestamp(text)
+                        .ok_or_else(|| MetaError::Corrupt("key expiry".into()))?,
+                ),
+            };
+            if expires_millis.is_some_and(|expiry| expiry <= retire_at) {
+                continue;
+            }
+            let retire_text = keyhole_model::timestamp::format_timestamp(retire_at);
+            sqlx::query("UPDATE project_keys SET expires_at = $1 WHERE key_hash = $2")
+                .bind(&retire_text)
+                .bind(&key_hash)
+                .execute(&mut *transaction)
+                .await?;
+            record_key_change(
+                &mut transaction,
+                KeyChangeRecord {
+                    project_id,
+                    action: "rotate",
+                    actor,
+                    key_prefix: &key_prefix,
+                    token_id: None,
+                    before: Some(serde_json::json!({"expires_at": expires_at})),
+                    after: Some(serde_json::json!({"expires_at": retire_text})),
+                },
+            )
+            .await?;
+        }
+        let (read_key, write_key) = insert_tenant_keys(
+            &mut transaction,
+            project_id,
+            &tenancy,
+            tenant_id,
+            &tenant.options,
+            actor,
+        )
+        .await?;
+        notify_key_change(self, &mut transaction, project_id).await?;
+        transaction.commit().await?;
+        self.key_changed(project_id).await;
+        Ok(Some(CreatedTenant {
+            tenant,
+            read_key,
+            write_key,
+        }))
     }
 
     /// Up to `limit` tenants whose ids sort after `after_id` (byte order), by id.

@@ -204,6 +204,31 @@ impl TenantChange {
     }
 }
 
+/// The longest grace period of a key rotation: 30 days.
+pub const MAX_ROTATION_GRACE_SECONDS: u64 = 30 * 86_400;
+
+/// Parses a `POST …/tenants/{id}/rotate-keys` body: empty, or `{"grace_seconds": N}` with N a whole number
+/// from 0 to 30 days; answers N (0 when not given: the old keys stop at once).
+pub fn parse_rotation_grace_seconds(bytes: &[u8]) -> Result<u64, TenantDefinitionError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(0);
+    }
+    let object = parse_object(bytes, "A key rotation")?;
+    refuse_unknown_fields(&object, &["grace_seconds"], "a key rotation")?;
+    match object.get("grace_seconds") {
+        None | Some(Value::Null) => Ok(0),
+        Some(Value::Number(number)) => number
+            .as_u64()
+            .filter(|seconds| *seconds <= MAX_ROTATION_GRACE_SECONDS)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "grace_seconds must be a whole number from 0 to {MAX_ROTATION_GRACE_SECONDS} (30 days)."
+                ))
+            }),
+        Some(_) => Err(invalid("grace_seconds must be a number of seconds.")),
+    }
+}
+
 /// Checks a tenant's `options` object's fields (their values are checked when the keys are built).
 pub fn parse_tenant_options(
     value: Option<&Value>,
@@ -420,6 +445,29 @@ mod tests {
             r#"{"options": {}}"#,
         ] {
             assert!(TenantChange::parse_bytes(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_rotation_grace_is_absent_or_a_bounded_whole_number_of_seconds() {
+        assert_eq!(parse_rotation_grace_seconds(b""), Ok(0));
+        assert_eq!(parse_rotation_grace_seconds(b"{}"), Ok(0));
+        assert_eq!(
+            parse_rotation_grace_seconds(br#"{"grace_seconds": 3600}"#),
+            Ok(3600)
+        );
+        for bad in [
+            r#"{"grace_seconds": -1}"#,
+            r#"{"grace_seconds": 1.5}"#,
+            r#"{"grace_seconds": "60"}"#,
+            r#"{"grace_seconds": 2592001}"#,
+            r#"{"grace": 60}"#,
+            "[]",
+        ] {
+            assert!(
+                parse_rotation_grace_seconds(bad.as_bytes()).is_err(),
+                "{bad}"
+            );
         }
     }
 

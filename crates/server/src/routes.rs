@@ -105,4 +105,5 @@ route_table! {
     post "/3.0/projects/{project_id}/tenants" => MASTER, tenants::create_tenant;
     get "/3.0/projects/{project_id}/tenants/{tenant_id}" => MASTER, tenants::get_tenant;
     patch "/3.0/projects/{project_id}/tenants/{tenant_id}" => MASTER, tenants::update_tenant;
+    post "/3.0/projects/{project_id}/tenants/{tenant_id}/rotate-keys" => MASTER, tenants::rotate_tenant_keys;
 }

@@ -8,7 +8,9 @@
 //! - `GET /3.0/projects/{project_id}/tenants?limit=&after=` pages tenants by id; `GET …/tenants/{id}`
 //!   answers one, with its keys' metadata (never a secret);
 //! - `PATCH …/tenants/{id}` `{"name"?, "suspended"?}` renames it, or suspends its keys and their embed
-//!   tokens (`403 TenantSuspendedError` from the next request on, on every node) and resumes them unchanged.
+//!   tokens (`403 TenantSuspendedError` from the next request on, on every node) and resumes them unchanged;
+//! - `POST …/tenants/{id}/rotate-keys` `{"grace_seconds"?}` answers two new keys (shown once) and sets the
+//!   current ones to expire after the grace period (at once without one).
 //!
 //! Design: the tenant's keys are ordinary access keys tied to it in the metadata store, so every rule of a
 //! key (filters AND-ed into every read, autofill winning over the event, limits, origins, expiry, audit)
@@ -18,8 +20,10 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use keyhole_meta::{AccessKey, MAX_TENANT_PAGE, MetaError, Tenant};
-use keyhole_model::tenant::{Tenancy, TenantChange, TenantDefinition, TenantDefinitionError};
+use keyhole_meta::{AccessKey, CreatedTenant, MAX_TENANT_PAGE, MetaError, Tenant};
+use keyhole_model::tenant::{
+    Tenancy, TenantChange, TenantDefinition, TenantDefinitionError, parse_rotation_grace_seconds,
+};
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -74,6 +78,17 @@ fn tenant_json(tenant: &Tenant) -> Value {
         "created_at": tenant.created_at,
         "modified_at": tenant.modified_at,
     })
+}
+
+/// A tenant with its two new keys' secrets (shown only in this answer) and metadata.
+fn created_keys_json(created: &CreatedTenant) -> Value {
+    let (read_key, read_secret) = &created.read_key;
+    let (write_key, write_secret) = &created.write_key;
+    let mut answer = tenant_json(&created.tenant);
+    answer["read_key"] = json!(read_secret);
+    answer["write_key"] = json!(write_secret);
+    answer["keys"] = json!([key_metadata_json(read_key), key_metadata_json(write_key)]);
+    answer
 }
 
 /// A tenant with its keys' metadata, as retrieving and changing it answer.
@@ -132,13 +147,7 @@ pub(crate) async fn create_tenant(
         .await
         .map_err(from_meta_error)?;
     tracing::info!(project_id = %auth.project_id, tenant = %created.tenant.id, "tenant created");
-    let (read_key, read_secret) = &created.read_key;
-    let (write_key, write_secret) = &created.write_key;
-    let mut answer = tenant_json(&created.tenant);
-    answer["read_key"] = json!(read_secret);
-    answer["write_key"] = json!(write_secret);
-    answer["keys"] = json!([key_metadata_json(read_key), key_metadata_json(write_key)]);
-    Ok((StatusCode::CREATED, Json(answer)))
+    Ok((StatusCode::CREATED, Json(created_keys_json(&created))))
 }
 
 /// `GET /3.0/projects/{project_id}/tenants?limit=&after=`.
@@ -241,4 +250,34 @@ pub(crate) async fn update_tenant(
     Ok(Json(
         tenant_with_keys_json(&state, &auth.project_id, &tenant).await?,
     ))
+}
+
+/// `POST /3.0/projects/{project_id}/tenants/{tenant_id}/rotate-keys`.
+pub(crate) async fn rotate_tenant_keys(
+    auth: Authorized<MasterOnly>,
+    State(state): State<AppState>,
+    Path((_, tenant_id)): Path<(String, String)>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let bytes = read_tenant_body(body).await?;
+    let grace_seconds = parse_rotation_grace_seconds(&bytes).map_err(from_definition_error)?;
+    let grace_millis = i64::try_from(grace_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let rotated = state
+        .meta
+        .rotate_tenant_keys(
+            &auth.project_id,
+            &tenant_id,
+            grace_millis,
+            auth.grant.key_prefix(),
+        )
+        .await
+        .map_err(from_meta_error)?
+        .ok_or_else(ApiError::not_found)?;
+    tracing::info!(
+        project_id = %auth.project_id,
+        tenant = %rotated.tenant.id,
+        grace_seconds,
+        "tenant keys rotated"
+    );
+    Ok(Json(created_keys_json(&rotated)))
 }

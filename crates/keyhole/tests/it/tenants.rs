@@ -438,3 +438,107 @@ fn a_tenant_suspended_on_one_node_is_refused_by_another_within_a_second() {
         }
     });
 }
+
+#[tokio::test]
+async fn rotating_a_tenants_keys_answers_new_ones_and_retires_the_old_after_the_grace_period() {
+    let server = InProcessServer::start().await;
+    let master = server.project.master.clone();
+    assert_eq!(
+        put_tenancy(&server, &master, &json!({"property": "customer.id"}))
+            .await
+            .0,
+        200
+    );
+    let created = server
+        .post_json("/tenants", &master, &json!({"id": "acme"}))
+        .await;
+    assert_eq!(created.0, 201, "{}", created.1);
+    let first_read = created.1["read_key"].as_str().unwrap().to_string();
+    let first_write = created.1["write_key"].as_str().unwrap().to_string();
+    let write = |key: String| {
+        let server = &server;
+        async move {
+            server
+                .post_json(
+                    "/events/orders",
+                    &key,
+                    &json!({"customer": {"id": "globex"}}),
+                )
+                .await
+        }
+    };
+    assert_eq!(write(first_write.clone()).await.0, 201);
+
+    // With a grace period, old and new keys work side by side until it ends.
+    let rotated = server
+        .post_json(
+            "/tenants/acme/rotate-keys",
+            &master,
+            &json!({"grace_seconds": 1}),
+        )
+        .await;
+    assert_eq!(rotated.0, 200, "{}", rotated.1);
+    let second_read = rotated.1["read_key"].as_str().unwrap().to_string();
+    let second_write = rotated.1["write_key"].as_str().unwrap().to_string();
+    assert_ne!(second_read, first_read);
+    assert_eq!(write(second_write.clone()).await.0, 201);
+    assert_eq!(write(first_write.clone()).await.0, 201);
+    assert_eq!(count(&server, &first_read).await, json!(3));
+    assert_eq!(count(&server, &second_read).await, json!(3));
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let expired = server
+        .post_json(
+            "/queries/count",
+            &first_read,
+            &json!({"event_collection": "orders"}),
+        )
+        .await;
+    assert_keen_error(&expired, 401, "InvalidApiKeyError");
+    assert_keen_error(&write(first_write.clone()).await, 401, "InvalidApiKeyError");
+    assert_eq!(count(&server, &second_read).await, json!(3));
+
+    // Without one, the keys in use stop at once; the tenant then lists the retired keys with their expiry.
+    let again = server
+        .post_json("/tenants/acme/rotate-keys", &master, &json!({}))
+        .await;
+    assert_eq!(again.0, 200, "{}", again.1);
+    let third_read = again.1["read_key"].as_str().unwrap().to_string();
+    let stopped = server
+        .post_json(
+            "/queries/count",
+            &second_read,
+            &json!({"event_collection": "orders"}),
+        )
+        .await;
+    assert_keen_error(&stopped, 401, "InvalidApiKeyError");
+    assert_eq!(count(&server, &third_read).await, json!(3));
+    let shown = get(&server, "/tenants/acme", &master).await;
+    let keys = shown.1["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 6);
+    assert_eq!(
+        keys.iter()
+            .filter(|key| key["expires_at"].is_null())
+            .count(),
+        2,
+        "{}",
+        shown.1
+    );
+
+    for refused in [
+        json!({"grace_seconds": -1}),
+        json!({"grace_seconds": "60"}),
+        json!({"wait": 1}),
+    ] {
+        let answer = server
+            .post_json("/tenants/acme/rotate-keys", &master, &refused)
+            .await;
+        assert_keen_error(&answer, 400, "InvalidTenantDefinitionError");
+    }
+    assert_keen_error(
+        &server
+            .post_json("/tenants/nobody/rotate-keys", &master, &json!({}))
+            .await,
+        404,
+        "ResourceNotFoundError",
+    );
+}
