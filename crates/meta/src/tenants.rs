@@ -74,6 +74,20 @@ macro_rules! select_tenants {
     };
 }
 
+/// One tenant of the project as stored, read through `connection` (inside its transaction, if any).
+async fn tenant_in(
+    connection: &mut sqlx::AnyConnection,
+    project_id: &str,
+    tenant_id: &str,
+) -> Result<Option<Tenant>> {
+    let row = sqlx::query(select_tenants!("WHERE project_id = $1 AND tenant_id = $2"))
+        .bind(project_id)
+        .bind(tenant_id)
+        .fetch_optional(connection)
+        .await?;
+    row.as_ref().map(tenant).transpose()
+}
+
 /// The project's tenancy property as stored, read inside `connection`'s transaction.
 async fn tenancy_property_in(
     connection: &mut sqlx::AnyConnection,
@@ -250,15 +264,9 @@ impl MetaStore {
         actor: &str,
     ) -> Result<Option<Tenant>> {
         let mut transaction = self.database.begin_write().await?;
-        let row = sqlx::query(select_tenants!("WHERE project_id = $1 AND tenant_id = $2"))
-            .bind(project_id)
-            .bind(tenant_id)
-            .fetch_optional(&mut *transaction)
-            .await?;
-        let Some(row) = row else {
+        let Some(mut updated) = tenant_in(&mut transaction, project_id, tenant_id).await? else {
             return Ok(None);
         };
-        let mut updated = tenant(&row)?;
         let suspension_changes = change
             .suspended
             .is_some_and(|suspended| suspended != updated.suspended);
@@ -332,15 +340,9 @@ impl MetaStore {
         actor: &str,
     ) -> Result<Option<CreatedTenant>> {
         let mut transaction = self.database.begin_write().await?;
-        let row = sqlx::query(select_tenants!("WHERE project_id = $1 AND tenant_id = $2"))
-            .bind(project_id)
-            .bind(tenant_id)
-            .fetch_optional(&mut *transaction)
-            .await?;
-        let Some(row) = row else {
+        let Some(tenant) = tenant_in(&mut transaction, project_id, tenant_id).await? else {
             return Ok(None);
         };
-        let tenant = tenant(&row)?;
         let property = tenancy_property_in(&mut transaction, project_id)
             .await?
             .ok_or_else(|| MetaError::Corrupt("a tenant without a tenancy property".into()))?;
@@ -409,7 +411,8 @@ impl MetaStore {
         }))
     }
 
-    /// Up to `limit` tenants whose ids sort after `after_id` (byte order), by id.
+    /// Up to `limit` tenants whose ids sort after `after_id` (byte order), by id; `limit` may be one more
+    /// than a page ([`MAX_TENANT_PAGE`]), so a caller can tell whether another page follows.
     pub async fn tenants_page(
         &self,
         project_id: &str,
@@ -421,7 +424,7 @@ impl MetaStore {
         ))
         .bind(project_id)
         .bind(after_id)
-        .bind(i64::try_from(limit.clamp(1, MAX_TENANT_PAGE)).unwrap_or(1))
+        .bind(i64::try_from(limit.clamp(1, MAX_TENANT_PAGE + 1)).unwrap_or(1))
         .fetch_all(&self.database.pool)
         .await?;
         rows.iter().map(tenant).collect()
@@ -429,12 +432,8 @@ impl MetaStore {
 
     /// One tenant of the project, if it exists.
     pub async fn tenant(&self, project_id: &str, tenant_id: &str) -> Result<Option<Tenant>> {
-        let row = sqlx::query(select_tenants!("WHERE project_id = $1 AND tenant_id = $2"))
-            .bind(project_id)
-            .bind(tenant_id)
-            .fetch_optional(&self.database.pool)
-            .await?;
-        row.as_ref().map(tenant).transpose()
+        let mut connection = self.database.pool.acquire().await?;
+        tenant_in(&mut connection, project_id, tenant_id).await
     }
 
     /// The access keys of one tenant (metadata only: secrets are never stored), oldest first.

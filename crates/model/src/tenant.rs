@@ -230,7 +230,7 @@ pub fn parse_rotation_grace_seconds(bytes: &[u8]) -> Result<u64, TenantDefinitio
 }
 
 /// Checks a tenant's `options` object's fields (their values are checked when the keys are built).
-pub fn parse_tenant_options(
+fn parse_tenant_options(
     value: Option<&Value>,
 ) -> Result<Map<String, Value>, TenantDefinitionError> {
     let options = match value {

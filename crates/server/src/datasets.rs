@@ -122,15 +122,7 @@ pub(crate) async fn list_datasets(
     for (parameter, value) in form_urlencoded_pairs(query_string.as_deref().unwrap_or_default()) {
         match parameter.as_str() {
             "limit" => {
-                limit = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|limit| (1..=MAX_DATASET_PAGE).contains(limit))
-                    .ok_or_else(|| {
-                        invalid(format!(
-                            "limit must be a whole number from 1 to {MAX_DATASET_PAGE}."
-                        ))
-                    })?;
+                limit = crate::http::parse_page_limit(&value, MAX_DATASET_PAGE).map_err(invalid)?;
             }
             "after_name" => after_name = value,
             "api_key" => {}

@@ -395,6 +395,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for KeenErrorIo<T> {
     }
 }
 
+/// A list's `limit` query parameter: a whole number from 1 to `max`, or the message saying so.
+pub(crate) fn parse_page_limit(value: &str, max: usize) -> Result<usize, String> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|limit| (1..=max).contains(limit))
+        .ok_or_else(|| format!("limit must be a whole number from 1 to {max}."))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -161,16 +161,8 @@ pub(crate) async fn list_tenants(
     for (parameter, value) in form_urlencoded_pairs(query_string.as_deref().unwrap_or_default()) {
         match parameter.as_str() {
             "limit" => {
-                limit = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|limit| (1..=MAX_TENANT_PAGE).contains(limit))
-                    .ok_or_else(|| {
-                        ApiError::new(
-                            ErrorCode::InvalidParameter,
-                            format!("limit must be a whole number from 1 to {MAX_TENANT_PAGE}."),
-                        )
-                    })?;
+                limit = crate::http::parse_page_limit(&value, MAX_TENANT_PAGE)
+                    .map_err(|message| ApiError::new(ErrorCode::InvalidParameter, message))?;
             }
             "after" => after = value,
             "api_key" => {}

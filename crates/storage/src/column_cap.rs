@@ -21,11 +21,18 @@ pub(crate) fn admit_group(
     writes: &[(&CollectionId, &[PreparedEvent])],
     max_columns: usize,
 ) -> Vec<Vec<bool>> {
-    let mut upper_bounds: HashMap<&CollectionId, usize> = HashMap::new();
+    // Per collection: the columns it has, and at most how many the group could add.
+    let mut counts: HashMap<&CollectionId, (usize, usize)> = HashMap::new();
     for (collection, events) in writes {
-        let bound = upper_bounds
-            .entry(collection)
-            .or_insert_with(|| column_count(schema_of(state, collection)));
+        let (_, bound) = counts.entry(collection).or_insert_with(|| {
+            let existing = column_count(
+                state
+                    .collections
+                    .get(*collection)
+                    .map(CollectionState::schema),
+            );
+            (existing, existing)
+        });
         *bound += events
             .iter()
             .map(|event| event.flat.properties.len())
@@ -35,12 +42,12 @@ pub(crate) fn admit_group(
     writes
         .iter()
         .map(|(collection, events)| {
-            if upper_bounds[collection] <= max_columns {
+            let (existing_columns, bound) = counts[collection];
+            if bound <= max_columns {
                 return vec![true; events.len()];
             }
             let existing = state.collections.get(*collection);
-            let room =
-                max_columns.saturating_sub(column_count(existing.map(CollectionState::schema)));
+            let room = max_columns.saturating_sub(existing_columns);
             let pending = pending.entry(collection).or_default();
             events
                 .iter()
@@ -48,13 +55,6 @@ pub(crate) fn admit_group(
                 .collect()
         })
         .collect()
-}
-
-fn schema_of<'a>(state: &'a State, collection: &CollectionId) -> Option<&'a CollectionSchema> {
-    state
-        .collections
-        .get(collection)
-        .map(CollectionState::schema)
 }
 
 fn column_count(schema: Option<&CollectionSchema>) -> usize {

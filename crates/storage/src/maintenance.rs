@@ -137,6 +137,7 @@ async fn flush_unmeasured(engine: &Arc<Engine>) -> Result<()> {
         let Some(rows) = rows else {
             continue;
         };
+        let cluster_by = engine.clustering_of(&id.project);
         let mut files = Vec::new();
         for day_index in 0..rows.day_count() {
             let rows_of_days = rows.clone();
@@ -151,7 +152,7 @@ async fn flush_unmeasured(engine: &Arc<Engine>) -> Result<()> {
                     &day,
                     &day_batch,
                     through_sequence,
-                    &engine.clustering_of(&id.project),
+                    &cluster_by,
                 )
                 .await?,
             );

@@ -239,6 +239,24 @@ async fn tenant_ids_are_unique_and_plain_lists_page_by_id_and_bad_options_are_re
         });
     }
     assert_eq!(seen, ["B-0", "a", "b.2", "b_1", "c"]);
+    // A full page of the largest size still says whether another follows.
+    for index in 0..96 {
+        let created = server
+            .post_json("/tenants", &master, &json!({"id": format!("t{index:03}")}))
+            .await;
+        assert_eq!(created.0, 201, "{}", created.1);
+    }
+    let full = get(&server, "/tenants?limit=100", &master).await;
+    assert_eq!(full.1["tenants"].as_array().unwrap().len(), 100);
+    let rest = full.1["next_page_url"]
+        .as_str()
+        .expect("a next page after 100 of 101");
+    let rest = rest
+        .strip_prefix(&format!("/3.0/projects/{}", server.project.id))
+        .unwrap();
+    let last = get(&server, rest, &master).await;
+    assert_eq!(last.1["tenants"].as_array().unwrap().len(), 1);
+    assert_eq!(last.1["next_page_url"], Value::Null);
     assert_keen_error(
         &get(&server, "/tenants?limit=0", &master).await,
         400,
