@@ -140,6 +140,9 @@ pub enum Command {
     /// Manage the organization directly in the data directory
     #[command(subcommand)]
     Organization(OrganizationCommand),
+    /// A project's tenants (docs/tenants.md): through a running server (--server) or on the data
+    /// directory when none runs
+    Tenant(crate::tenant_cli::TenantCommand),
     /// Embed tokens (Keyhole embed token v1, see docs/keys.md)
     #[command(subcommand)]
     Token(TokenCommand),

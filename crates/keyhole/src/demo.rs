@@ -70,7 +70,7 @@ pub async fn demo(common: &CommonOptions, options: &DemoOptions) -> anyhow::Resu
     let meta = crate::open_meta(&settings).await?;
     let organization = meta.ensure_organization(None).await?;
     let (project, project_keys) = meta.create_project("demo").await?;
-    let storage = crate::open_storage(&settings, &meta).await?;
+    let storage = crate::open_storage(&settings, &meta, crate::DataFileRemoval::AfterGrace).await?;
     seed_events(&storage, &project.id, options.events).await?;
 
     let mut dashboards = Vec::new();

@@ -13,6 +13,7 @@ mod backup;
 mod config;
 mod demo;
 mod settings;
+mod tenant_cli;
 
 use std::time::Duration;
 
@@ -62,6 +63,9 @@ fn main() -> anyhow::Result<()> {
                 rotate_organization_key(Settings::resolve(&cli.common, None)?, options).await
             }
             Command::Token(TokenCommand::Mint(options)) => mint_token(options),
+            Command::Tenant(command) => {
+                tenant_cli::tenant_command(Settings::resolve(&cli.common, None)?, command).await
+            }
             Command::Backup(options) => {
                 let settings = Settings::resolve(&cli.common, None)?;
                 refuse_with_shared_metadata(&settings, "backup")?;
@@ -98,7 +102,7 @@ fn warn_about_secrets_on_the_command_line(matches: &clap::ArgMatches) {
             && arguments.value_source("key") == Some(clap::parser::ValueSource::CommandLine);
         if key_on_command_line {
             tracing::warn!(
-                "the access key was passed on the command line, where every local user can read it; prefer KEYHOLE_ACCESS_KEY or --key-file"
+                "a key was passed on the command line, where every local user can read it; prefer its environment variable (see --help) or --key-file"
             );
         }
         if on_command_line {
@@ -165,7 +169,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             .context("cannot take the data directory")?;
     let listener = bind(&settings.listen).await?;
     let meta = open_meta(&settings).await?;
-    let storage = open_storage(&settings, &meta).await?;
+    let storage = open_storage(&settings, &meta, DataFileRemoval::AfterGrace).await?;
     let parts = ServerParts::open(&settings)?;
     let organization = meta
         .ensure_organization(settings.org_key.as_deref())
@@ -238,10 +242,23 @@ impl ServerParts {
     }
 }
 
+/// When data files replaced by a delete or a merge are removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DataFileRemoval {
+    /// After the storage's grace period, so queries already reading them finish (a server).
+    AfterGrace,
+    /// At once, when the store is this process's own (an admin command, the only reader).
+    AtOnceWhenPrivate,
+}
+
 /// Opens event storage. With metadata on PostgreSQL and files in a bucket, this node shares the store
 /// with every node configured alike (the shared log in PostgreSQL, see `keyhole_storage::shared`);
 /// otherwise the store is this node's own (WAL and manifest in the data directory).
-async fn open_storage(settings: &Settings, meta: &MetaStore) -> anyhow::Result<Storage> {
+async fn open_storage(
+    settings: &Settings,
+    meta: &MetaStore,
+    removal: DataFileRemoval,
+) -> anyhow::Result<Storage> {
     let mut storage_config = StorageConfig::new(settings.data_dir.join("events"));
     storage_config.flush_interval = Duration::from_secs(settings.flush_interval_secs.max(1));
     storage_config.flush_rows = settings.flush_rows.max(1);
@@ -265,6 +282,8 @@ async fn open_storage(settings: &Settings, meta: &MetaStore) -> anyhow::Result<S
         && matches!(settings.objects, keyhole_storage::ObjectsLocation::S3(_));
     if shared {
         storage_config.shared_log = Some(keyhole_server::shared_log::shared_log_of(meta));
+    } else if removal == DataFileRemoval::AtOnceWhenPrivate {
+        storage_config.delete_grace = Duration::ZERO;
     }
     tracing::info!(
         shared,
@@ -278,6 +297,65 @@ async fn open_storage(settings: &Settings, meta: &MetaStore) -> anyhow::Result<S
     Storage::open(storage_config)
         .await
         .context("cannot open event storage")
+}
+
+/// The API served on a loopback port for an admin command's own calls (`keyhole tenant` without
+/// `--server`), on the data directory it holds locked.
+struct LocalServer {
+    base_url: String,
+    state: AppState,
+    storage: Storage,
+    stop: tokio::sync::oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+    _lock: Option<keyhole_storage::DataDirLock>,
+}
+
+impl LocalServer {
+    /// Opens the data directory (refused while a server runs on it, with `instead`) and serves it.
+    async fn open(settings: &Settings, instead: &str) -> anyhow::Result<LocalServer> {
+        let lock = lock_for_admin(settings, instead).await?;
+        let meta = open_meta(settings).await?;
+        let organization = meta.ensure_organization(None).await?;
+        if let Some(key) = &organization.generated_key {
+            println!("organization key (shown once, store it now): {key}");
+        }
+        let storage = open_storage(settings, &meta, DataFileRemoval::AtOnceWhenPrivate).await?;
+        let state = AppState::new(
+            meta,
+            storage.clone(),
+            organization.id,
+            settings.limits.query_limits(),
+        )
+        .context("cannot start the query runtime")?;
+        let listener = bind("127.0.0.1:0").await?;
+        let base_url = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = keyhole_server::app(state.clone());
+        let limits = settings.limits.http_limits();
+        let serving = tokio::spawn(async move {
+            keyhole_server::serve(listener, app, limits, async move {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Ok(LocalServer {
+            base_url,
+            state,
+            storage,
+            stop,
+            serving,
+            _lock: lock,
+        })
+    }
+
+    /// Stops serving, flushes and closes the store.
+    async fn close(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.serving.await.context("the local server failed")??;
+        self.state.flush_before_exit().await;
+        self.storage.close().await?;
+        Ok(())
+    }
 }
 
 /// Serves the API (and the console) on `settings.listen` until SIGINT/SIGTERM, then flushes and closes.

@@ -165,28 +165,20 @@ impl MetaStore {
     ) -> Result<Option<AccessKey>> {
         let key_hash = KeyHash::of_secret(secret);
         let mut transaction = self.database.begin_write().await?;
-        let Some(before) = access_key_in(&mut transaction, project_id, &key_hash).await? else {
+        let audit = KeyChangeAudit {
+            project_id,
+            action,
+            actor,
+            token_id,
+        };
+        let Some(changed) = change_key_in(&mut transaction, &audit, &key_hash, change).await?
+        else {
             return Ok(None);
         };
-        change(&mut transaction, &key_hash).await?;
-        let after = access_key_in(&mut transaction, project_id, &key_hash).await?;
-        record_key_change(
-            &mut transaction,
-            KeyChangeRecord {
-                project_id,
-                action,
-                actor,
-                key_prefix: &before.key_prefix,
-                token_id,
-                before: Some(key_object(&before)),
-                after: after.as_ref().map(key_object),
-            },
-        )
-        .await?;
         notify_key_change(self, &mut transaction, project_id).await?;
         transaction.commit().await?;
         self.key_changed(project_id).await;
-        Ok(Some(after.unwrap_or(before)))
+        Ok(Some(changed))
     }
 
     /// Replaces a key's definition (Keen's update is a full replace); `None` if there is no such key.
@@ -292,7 +284,67 @@ impl MetaStore {
     }
 }
 
-/// The options JSON as stored: a webhook secret given in clear is sealed under the key's secret.
+/// How a key change is audited: its project, action, actor and (for a token revocation) token.
+pub(crate) struct KeyChangeAudit<'a> {
+    pub project_id: &'a str,
+    pub action: &'a str,
+    pub actor: &'a str,
+    pub token_id: Option<&'a str>,
+}
+
+/// Applies `change` to one access key of the project inside `transaction`, with its audit entry (the key
+/// object before and after); the caller notifies and commits. `None` when the project has no such key.
+pub(crate) async fn change_key_in(
+    transaction: &mut AnyConnection,
+    audit: &KeyChangeAudit<'_>,
+    key_hash: &KeyHash,
+    change: impl AsyncFnOnce(&mut AnyConnection, &KeyHash) -> Result<()>,
+) -> Result<Option<AccessKey>> {
+    let Some(before) = access_key_in(transaction, audit.project_id, key_hash).await? else {
+        return Ok(None);
+    };
+    change(transaction, key_hash).await?;
+    let after = access_key_in(transaction, audit.project_id, key_hash).await?;
+    record_key_change(
+        transaction,
+        KeyChangeRecord {
+            project_id: audit.project_id,
+            action: audit.action,
+            actor: audit.actor,
+            key_prefix: &before.key_prefix,
+            token_id: audit.token_id,
+            before: Some(key_object(&before)),
+            after: after.as_ref().map(key_object),
+        },
+    )
+    .await?;
+    Ok(Some(after.unwrap_or(before)))
+}
+
+/// Replaces a key's name, permissions, options and expiry inside the caller's transaction, for a
+/// definition without a webhook (whose secret would be sealed under the key's secret, which is not at
+/// hand): tenant keys, made from options that cannot hold one.
+pub(crate) async fn replace_definition_in(
+    connection: &mut AnyConnection,
+    key_hash: &KeyHash,
+    definition: &AccessKeyDefinition,
+) -> Result<()> {
+    if !definition.options_json["writes"]["webhook"].is_null() {
+        return Err(MetaError::InvalidDefinition(
+            "a key with a webhook is replaced through its secret".into(),
+        ));
+    }
+    sqlx::query("UPDATE project_keys SET name = $1, permitted = $2, options = $3, expires_at = $4 WHERE key_hash = $5")
+        .bind(&definition.name)
+        .bind(definition.permitted_names().to_string())
+        .bind(definition.options_json.to_string())
+        .bind(expires_at_text(definition))
+        .bind(key_hash.to_hex())
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
 /// Stores a new access key with its audit entry inside `transaction` (the caller notifies and commits);
 /// `tenant_id` ties it to a tenant. Answers the key and its secret, which is never stored.
 pub(crate) async fn insert_access_key(
@@ -341,6 +393,7 @@ pub(crate) async fn insert_access_key(
     Ok((key, secret))
 }
 
+/// The options JSON as stored: a webhook secret given in clear is sealed under the key's secret.
 fn stored_options(definition: &AccessKeyDefinition, secret: &str) -> Result<serde_json::Value> {
     keyhole_model::webhook::seal_options(&definition.options_json, secret)
         .map_err(|error| MetaError::InvalidDefinition(error.to_string()))

@@ -122,9 +122,10 @@ pub struct AuditEntry {
     pub id: String,
     /// When it happened (ISO-8601, UTC).
     pub at: String,
-    /// `create`, `update`, `revoke`, `unrevoke`, `delete`, `revoke_token` or `refused`.
+    /// `create`, `update`, `revoke`, `unrevoke`, `delete`, `revoke_token`, `refused`, or for tenants
+    /// `suspend`, `resume`, `rotate` and `erase` (the project's, with no key).
     pub action: String,
-    /// Display prefix of the key that acted (or was refused).
+    /// Display prefix of the key that acted (or was refused); `organization` for the organization key.
     pub actor: Option<String>,
     /// Display prefix of the key acted on.
     pub key_prefix: Option<String>,
@@ -138,7 +139,7 @@ pub struct AuditEntry {
     pub times: u64,
     /// The key's definition before the change (key changes only).
     pub before: Option<serde_json::Value>,
-    /// The key's definition after the change (key changes only).
+    /// The key's definition after the change (key changes only); an erase's receipt.
     pub after: Option<serde_json::Value>,
 }
 
@@ -282,7 +283,7 @@ async fn insert_refusals(database: &Database, batch: &[RefusalRecord]) -> Result
 }
 
 /// A new, time-ordered entry id: milliseconds, a per-process sequence, and randomness for other nodes.
-fn new_entry_id() -> String {
+pub(crate) fn new_entry_id() -> String {
     static SEQUENCE: AtomicU64 = AtomicU64::new(0);
     let millis = chrono::Utc::now().timestamp_millis().max(0);
     let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed) % 1_000_000;
@@ -312,6 +313,29 @@ pub(crate) async fn record_key_change(
     .bind(record.token_id)
     .bind(record.before.map(|value| value.to_string()))
     .bind(record.after.map(|value| value.to_string()))
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Writes a change of the project that no single key carries (a tenant's erasure) inside the caller's
+/// transaction: no key prefix, `after` what was done.
+pub(crate) async fn record_project_change(
+    connection: &mut sqlx::AnyConnection,
+    project_id: &str,
+    action: &str,
+    actor: &str,
+    after: &serde_json::Value,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO key_audit (id, project_id, at, action, actor, after_json) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(new_entry_id())
+    .bind(project_id)
+    .bind(now())
+    .bind(action)
+    .bind(actor)
+    .bind(after.to_string())
     .execute(connection)
     .await?;
     Ok(())

@@ -199,6 +199,28 @@ impl MetaStore {
     }
 }
 
+impl MetaStore {
+    /// The grant of a project's master key, for what the organization key does in a project (its
+    /// tenants' erasure reads as the master key would); `None` when there is no such project.
+    pub async fn project_master_grant(&self, project_id: &str) -> Result<Option<Arc<Grant>>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM project_keys WHERE project_id = $1 AND kind = 'master'"
+        ))
+        .bind(project_id)
+        .fetch_optional(&self.database.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        match grant_of_row(&row, None)? {
+            Resolution::Granted(grant) => Ok(Some(grant)),
+            Resolution::Refused(_) => Err(MetaError::Corrupt("master key".into())),
+        }
+    }
+}
+
 /// The grant of a `project_keys` row: a refusal when an access key's stored rules no longer parse.
 /// `presented_secret` is the key secret the request carried (it opens a sealed webhook secret).
 fn grant_of_row(row: &AnyRow, presented_secret: Option<&str>) -> Result<Resolution> {

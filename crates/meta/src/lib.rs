@@ -23,6 +23,8 @@ mod key_cache;
 mod key_changes;
 mod migrations;
 mod saved_queries;
+mod tenant_erasures;
+mod tenant_lifecycle;
 mod tenants;
 mod usage;
 
@@ -33,6 +35,7 @@ pub use datasets::{Dataset, MAX_DATASET_PAGE};
 pub use grants::{Resolution, Resolved};
 pub use key_cache::CacheTicket;
 pub use saved_queries::{SavedQuery, SavedQueryWrite};
+pub use tenant_erasures::TenantActivity;
 pub use tenants::{CreatedTenant, MAX_TENANT_PAGE, Tenant};
 pub use usage::{KeyUsage, ProjectUsage};
 

@@ -78,6 +78,7 @@ pub(crate) async fn tenants_own_two_keys_and_hold_the_tenancy_property_in_place(
     let suspend = TenantChange {
         name: None,
         suspended: Some(true),
+        options: None,
     };
     let suspended = store
         .update_tenant(&project.id, "acme", &suspend, "test")
@@ -99,6 +100,7 @@ pub(crate) async fn tenants_own_two_keys_and_hold_the_tenancy_property_in_place(
     let resume = TenantChange {
         name: Some("Acme".into()),
         suspended: Some(false),
+        options: None,
     };
     let resumed = store
         .update_tenant(&project.id, "acme", &resume, "test")
@@ -207,4 +209,185 @@ pub(crate) async fn tenants_own_two_keys_and_hold_the_tenancy_property_in_place(
             .is_empty()
     );
     assert_eq!(store.tenant(&other_project.id, "acme").await.unwrap(), None);
+}
+
+/// New options make both keys again (secrets kept, a rotation's retirement kept); deleting revokes and
+/// unties the keys and frees the id; erase receipts and usage by tenant round-trip.
+pub(crate) async fn a_tenant_changes_options_is_deleted_and_keeps_its_receipts(
+    store: MetaStore,
+    now_millis: i64,
+) {
+    use keyhole_model::KeyHash;
+    let (project, _) = store.create_project("lifecycle").await.unwrap();
+    store
+        .set_tenancy(&project.id, &Tenancy::new("customer.id").unwrap())
+        .await
+        .unwrap();
+    let created = store
+        .create_tenant(&project.id, &tenant(r#"{"id": "acme"}"#), "test")
+        .await
+        .unwrap();
+    let (_, read_secret) = &created.read_key;
+    let rotated = store
+        .rotate_tenant_keys(&project.id, "acme", 60_000, "test")
+        .await
+        .unwrap()
+        .unwrap();
+    let options = serde_json::json!({
+        "filters": [{"property_name": "plan", "operator": "eq", "property_value": "pro"}],
+        "expires_at": "2099-01-01T00:00:00Z",
+    });
+    let change = TenantChange {
+        options: Some(options.as_object().unwrap().clone()),
+        ..TenantChange::default()
+    };
+    let changed = store
+        .update_tenant(&project.id, "acme", &change, "test")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(changed.options["filters"][0]["property_name"], "plan");
+    let keys = store.tenant_keys(&project.id, "acme").await.unwrap();
+    assert_eq!(keys.len(), 4);
+    for key in &keys {
+        let filters = &key.options["queries"]["filters"];
+        let is_write = key.options["writes"]["autofill"].is_object();
+        if !is_write {
+            assert_eq!(filters[1]["property_name"], "plan", "{}", key.options);
+        }
+        let is_new = key.key_prefix == rotated.read_key.0.key_prefix
+            || key.key_prefix == rotated.write_key.0.key_prefix;
+        let expiry = key.expires_at.as_deref().unwrap();
+        assert_eq!(expiry.starts_with("2099"), is_new, "{expiry}");
+    }
+    // The old read key's secret still opens it, now with the new filter.
+    let resolved = store
+        .resolve_credential(read_secret, now_millis)
+        .await
+        .unwrap();
+    let crate::Resolution::Granted(grant) = resolved.resolution else {
+        panic!("{:?}", resolved.resolution);
+    };
+    assert_eq!(grant.forced_query_filters().len(), 2);
+    let refused = TenantChange {
+        options: Some(
+            serde_json::json!({"max_lookback": "forever"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        ),
+        ..TenantChange::default()
+    };
+    assert!(matches!(
+        store
+            .update_tenant(&project.id, "acme", &refused, "test")
+            .await,
+        Err(MetaError::InvalidDefinition(_))
+    ));
+    assert_eq!(
+        store
+            .tenant(&project.id, "acme")
+            .await
+            .unwrap()
+            .unwrap()
+            .options,
+        changed.options
+    );
+
+    // Usage of the tenant's keys adds up by tenant and day.
+    let day = chrono::Utc::now().date_naive().to_string();
+    let usage = crate::KeyUsage {
+        events: 5,
+        queries: 2,
+        ..crate::KeyUsage::default()
+    };
+    store
+        .add_key_usage(&[(KeyHash::of_secret(read_secret), day.clone(), usage)])
+        .await
+        .unwrap();
+    let activity = store
+        .tenants_activity(&project.id, "acme", "acme", "2000-01-01")
+        .await
+        .unwrap();
+    assert_eq!(activity["acme"].days[&day], usage);
+    assert!(activity["acme"].last_activity.is_some());
+
+    // Deleting revokes every key, unties them and frees the id.
+    let revoked = store
+        .delete_tenant(&project.id, "acme", "test")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(revoked.len(), 4);
+    assert!(revoked.iter().all(|key| !key.is_active));
+    assert_eq!(store.tenant(&project.id, "acme").await.unwrap(), None);
+    assert!(
+        store
+            .tenant_keys(&project.id, "acme")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .delete_tenant(&project.id, "acme", "test")
+            .await
+            .unwrap(),
+        None
+    );
+    let resolved = store
+        .resolve_credential(read_secret, now_millis)
+        .await
+        .unwrap();
+    if let crate::Resolution::Granted(grant) = resolved.resolution {
+        assert!(!grant.is_active());
+    }
+    store
+        .create_tenant(&project.id, &tenant(r#"{"id": "acme"}"#), "test")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.tenant_keys(&project.id, "acme").await.unwrap().len(),
+        2
+    );
+
+    // A receipt is kept as given, per project, and in the audit log.
+    let receipt_id = store.new_erasure_receipt_id();
+    let receipt = serde_json::json!({
+        "receipt_id": receipt_id, "tenant": "acme", "collections": {"orders": 3},
+        "completed_at": "2026-12-07T00:00:00.000Z",
+    });
+    store
+        .record_tenant_erasure(&project.id, &receipt, "organization")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .tenant_erasure(&project.id, &receipt_id)
+            .await
+            .unwrap(),
+        Some(receipt.clone())
+    );
+    let other = store.create_project("other").await.unwrap().0;
+    assert_eq!(
+        store.tenant_erasure(&other.id, &receipt_id).await.unwrap(),
+        None
+    );
+    let audit = store.audit_log(&project.id, 10, None).await.unwrap();
+    let erase = audit
+        .entries
+        .iter()
+        .find(|entry| entry.action == "erase")
+        .unwrap();
+    assert_eq!(erase.after.as_ref(), Some(&receipt));
+    assert_eq!(erase.key_prefix, None);
+    // The master grant is the project's own.
+    let master = store
+        .project_master_grant(&project.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(master.project_id(), project.id);
+    assert_eq!(master.kind(), keyhole_model::KeyKind::Master);
+    assert!(store.project_master_grant("nope").await.unwrap().is_none());
 }

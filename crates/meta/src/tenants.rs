@@ -7,15 +7,12 @@
 //! their keys' filters and autofill name it, and changing it under them would leave keys filtering on a
 //! property the project no longer uses for tenants.
 
-use keyhole_model::tenant::{
-    Tenancy, TenantChange, TenantDefinition, read_key_definition, write_key_definition,
-};
+use keyhole_model::tenant::{Tenancy, TenantDefinition, read_key_definition, write_key_definition};
 use serde_json::{Map, Value};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::access_keys::insert_access_key;
-use crate::audit::{KeyChangeRecord, record_key_change};
 use crate::key_changes::notify_key_change;
 use crate::{AccessKey, MetaError, MetaStore, Result, now};
 
@@ -50,7 +47,7 @@ pub struct CreatedTenant {
     pub write_key: (AccessKey, String),
 }
 
-fn tenant(row: &AnyRow) -> Result<Tenant> {
+pub(crate) fn tenant(row: &AnyRow) -> Result<Tenant> {
     let options_text: String = row.try_get("options")?;
     let Ok(Value::Object(options)) = serde_json::from_str(&options_text) else {
         return Err(MetaError::Corrupt("tenant options".into()));
@@ -75,7 +72,7 @@ macro_rules! select_tenants {
 }
 
 /// One tenant of the project as stored, read through `connection` (inside its transaction, if any).
-async fn tenant_in(
+pub(crate) async fn tenant_in(
     connection: &mut sqlx::AnyConnection,
     project_id: &str,
     tenant_id: &str,
@@ -89,7 +86,7 @@ async fn tenant_in(
 }
 
 /// The project's tenancy property as stored, read inside `connection`'s transaction.
-async fn tenancy_property_in(
+pub(crate) async fn tenancy_property_in(
     connection: &mut sqlx::AnyConnection,
     project_id: &str,
 ) -> Result<Option<String>> {
@@ -100,10 +97,21 @@ async fn tenancy_property_in(
     Ok(row.map(|row| row.try_get("property")).transpose()?)
 }
 
+/// The tenancy of a project that has tenants, read inside `connection`'s transaction.
+pub(crate) async fn tenancy_of_tenants_in(
+    connection: &mut sqlx::AnyConnection,
+    project_id: &str,
+) -> Result<Tenancy> {
+    let property = tenancy_property_in(connection, project_id)
+        .await?
+        .ok_or_else(|| MetaError::Corrupt("a tenant without a tenancy property".into()))?;
+    Tenancy::new(&property).map_err(|_| MetaError::Corrupt("tenancy property".into()))
+}
+
 /// Builds a tenant's read and write keys from its options (see `keyhole_model::tenant`) and stores them,
 /// tied to the tenant, inside `transaction`; a definition the key rules refuse is
 /// [`MetaError::InvalidDefinition`].
-async fn insert_tenant_keys(
+pub(crate) async fn insert_tenant_keys(
     transaction: &mut sqlx::AnyConnection,
     project_id: &str,
     tenancy: &Tenancy,
@@ -250,165 +258,6 @@ impl MetaStore {
             read_key,
             write_key,
         })
-    }
-
-    /// Renames a tenant and suspends or resumes it; `None` when the project has no such tenant. A change
-    /// of suspension is a change of the tenant's keys: each is audited (`suspend` / `resume`) and the change
-    /// is announced as any key change, so every node drops its cached grants before its next request (a
-    /// suspended tenant's keys resolve to a refusal in the grant lookup itself, `grants::grant_of_row`).
-    pub async fn update_tenant(
-        &self,
-        project_id: &str,
-        tenant_id: &str,
-        change: &TenantChange,
-        actor: &str,
-    ) -> Result<Option<Tenant>> {
-        let mut transaction = self.database.begin_write().await?;
-        let Some(mut updated) = tenant_in(&mut transaction, project_id, tenant_id).await? else {
-            return Ok(None);
-        };
-        let suspension_changes = change
-            .suspended
-            .is_some_and(|suspended| suspended != updated.suspended);
-        if let Some(name) = &change.name {
-            updated.name.clone_from(name);
-        }
-        if let Some(suspended) = change.suspended {
-            updated.suspended = suspended;
-        }
-        updated.modified_at = now();
-        sqlx::query(
-            "UPDATE tenants SET name = $1, suspended = $2, modified_at = $3 WHERE project_id = $4 AND tenant_id = $5",
-        )
-        .bind(&updated.name)
-        .bind(i64::from(updated.suspended))
-        .bind(&updated.modified_at)
-        .bind(project_id)
-        .bind(tenant_id)
-        .execute(&mut *transaction)
-        .await?;
-        if suspension_changes {
-            let prefixes: Vec<String> = sqlx::query(
-                "SELECT key_prefix FROM project_keys WHERE project_id = $1 AND tenant_id = $2 ORDER BY key_prefix",
-            )
-            .bind(project_id)
-            .bind(tenant_id)
-            .fetch_all(&mut *transaction)
-            .await?
-            .iter()
-            .map(|row| row.try_get("key_prefix"))
-            .collect::<std::result::Result<_, _>>()?;
-            let state =
-                |suspended: bool| serde_json::json!({"tenant": tenant_id, "suspended": suspended});
-            for key_prefix in &prefixes {
-                record_key_change(
-                    &mut transaction,
-                    KeyChangeRecord {
-                        project_id,
-                        action: if updated.suspended {
-                            "suspend"
-                        } else {
-                            "resume"
-                        },
-                        actor,
-                        key_prefix,
-                        token_id: None,
-                        before: Some(state(!updated.suspended)),
-                        after: Some(state(updated.suspended)),
-                    },
-                )
-                .await?;
-            }
-            notify_key_change(self, &mut transaction, project_id).await?;
-        }
-        transaction.commit().await?;
-        if suspension_changes {
-            self.key_changed(project_id).await;
-        }
-        Ok(Some(updated))
-    }
-
-    /// Gives a tenant a new read key and a new write key (made from its stored options, as at creation)
-    /// and sets its current keys to expire `grace_millis` from now (or sooner, if they already expire
-    /// sooner); `None` when the project has no such tenant. One transaction, audited per key (`rotate` on
-    /// the old keys, `create` on the new), announced like any key change.
-    pub async fn rotate_tenant_keys(
-        &self,
-        project_id: &str,
-        tenant_id: &str,
-        grace_millis: i64,
-        actor: &str,
-    ) -> Result<Option<CreatedTenant>> {
-        let mut transaction = self.database.begin_write().await?;
-        let Some(tenant) = tenant_in(&mut transaction, project_id, tenant_id).await? else {
-            return Ok(None);
-        };
-        let property = tenancy_property_in(&mut transaction, project_id)
-            .await?
-            .ok_or_else(|| MetaError::Corrupt("a tenant without a tenancy property".into()))?;
-        let tenancy =
-            Tenancy::new(&property).map_err(|_| MetaError::Corrupt("tenancy property".into()))?;
-        let now_millis = chrono::Utc::now().timestamp_millis();
-        let retire_at = now_millis.saturating_add(grace_millis.max(0));
-        let current = sqlx::query(
-            "SELECT key_hash, key_prefix, expires_at FROM project_keys \
-             WHERE project_id = $1 AND tenant_id = $2 AND kind = 'access' AND is_active = 1",
-        )
-        .bind(project_id)
-        .bind(tenant_id)
-        .fetch_all(&mut *transaction)
-        .await?;
-        for key in &current {
-            let key_hash: String = key.try_get("key_hash")?;
-            let key_prefix: String = key.try_get("key_prefix")?;
-            let expires_at: Option<String> = key.try_get("expires_at")?;
-            let expires_millis = match expires_at.as_deref() {
-                None => None,
-                Some(text) => Some(
-                    keyhole_model::timestamp::parse_timestamp(text)
-                        .ok_or_else(|| MetaError::Corrupt("key expiry".into()))?,
-                ),
-            };
-            if expires_millis.is_some_and(|expiry| expiry <= retire_at) {
-                continue;
-            }
-            let retire_text = keyhole_model::timestamp::format_timestamp(retire_at);
-            sqlx::query("UPDATE project_keys SET expires_at = $1 WHERE key_hash = $2")
-                .bind(&retire_text)
-                .bind(&key_hash)
-                .execute(&mut *transaction)
-                .await?;
-            record_key_change(
-                &mut transaction,
-                KeyChangeRecord {
-                    project_id,
-                    action: "rotate",
-                    actor,
-                    key_prefix: &key_prefix,
-                    token_id: None,
-                    before: Some(serde_json::json!({"expires_at": expires_at})),
-                    after: Some(serde_json::json!({"expires_at": retire_text})),
-                },
-            )
-            .await?;
-        }
-        let (read_key, write_key) = insert_tenant_keys(
-            &mut transaction,
-            project_id,
-            &tenancy,
-            tenant_id,
-            &tenant.options,
-            actor,
-        )
-        .await?;
-        notify_key_change(self, &mut transaction, project_id).await?;
-        transaction.commit().await?;
-        self.key_changed(project_id).await;
-        Ok(Some(CreatedTenant {
-            tenant,
-            read_key,
-            write_key,
-        }))
     }
 
     /// Up to `limit` tenants whose ids sort after `after_id` (byte order), by id; `limit` may be one more

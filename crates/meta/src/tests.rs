@@ -876,6 +876,15 @@ async fn tenants_own_two_keys_and_hold_the_tenancy_property_in_place(backend: Te
     .await;
 }
 
+async fn a_tenant_changes_options_is_deleted_and_keeps_its_receipts(backend: TestBackend) {
+    let (_database, store) = open_store(backend).await;
+    crate::tenant_tests::a_tenant_changes_options_is_deleted_and_keeps_its_receipts(
+        store,
+        now_millis(),
+    )
+    .await;
+}
+
 /// Declares each conformance test once per backend.
 macro_rules! conformance_suite {
     ($($test:ident),* $(,)?) => {
@@ -915,4 +924,5 @@ conformance_suite!(
     the_shared_log_orders_fences_and_leases,
     a_database_migrated_before_sqlx_opens_without_rerunning,
     tenants_own_two_keys_and_hold_the_tenancy_property_in_place,
+    a_tenant_changes_options_is_deleted_and_keeps_its_receipts,
 );

@@ -44,10 +44,18 @@ fn count(value: u64) -> i64 {
 }
 
 impl MetaStore {
-    /// Adds counts to what is stored for each (key, day).
+    /// Adds counts to what is stored for each (key, day), and marks each key counted as used now.
     pub async fn add_key_usage(&self, counts: &[(KeyHash, String, KeyUsage)]) -> Result<()> {
         let mut transaction = self.database.begin_write().await?;
+        let stored_at = crate::now();
         for (key_hash, day, usage) in counts {
+            if !usage.is_zero() {
+                sqlx::query("UPDATE project_keys SET last_used_at = $1 WHERE key_hash = $2")
+                    .bind(&stored_at)
+                    .bind(key_hash.to_hex())
+                    .execute(&mut *transaction)
+                    .await?;
+            }
             sqlx::query(
                 "INSERT INTO key_usage (key_hash, day, reads, writes, events, queries, refused) VALUES ($1, $2, $3, $4, $5, $6, $7) \
                  ON CONFLICT (key_hash, day) DO UPDATE SET reads = key_usage.reads + excluded.reads, \

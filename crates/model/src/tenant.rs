@@ -119,6 +119,12 @@ pub fn tenant_id_problem(id: &str) -> Option<String> {
             id.escape_debug().to_string()
         ));
     }
+    // `.` and `..` do not survive in a URL path; `erasures` names the receipts' route.
+    if matches!(id, "." | ".." | "erasures") {
+        return Some(format!(
+            "{id:?} cannot be a tenant id: it would not address the tenant in a URL."
+        ));
+    }
     None
 }
 
@@ -164,19 +170,25 @@ impl TenantDefinition {
 }
 
 /// A parsed `PATCH …/tenants/{id}` body: what to change (`None`: keep).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct TenantChange {
     /// A new name.
     pub name: Option<String>,
     /// Suspend (`true`) or resume (`false`) the tenant's keys and embed tokens.
     pub suspended: Option<bool>,
+    /// New options (a whole replacement, as at creation): both keys are made again from them.
+    pub options: Option<Map<String, Value>>,
 }
 
 impl TenantChange {
-    /// Parses `{"name"?, "suspended"?}`; at least one must be given.
+    /// Parses `{"name"?, "suspended"?, "options"?}`; at least one must be given.
     pub fn parse_bytes(bytes: &[u8]) -> Result<TenantChange, TenantDefinitionError> {
         let object = parse_object(bytes, "A tenant change")?;
-        refuse_unknown_fields(&object, &["name", "suspended"], "a tenant change")?;
+        refuse_unknown_fields(
+            &object,
+            &["name", "suspended", "options"],
+            "a tenant change",
+        )?;
         let name = match object.get("name") {
             None => None,
             Some(Value::String(name))
@@ -195,12 +207,20 @@ impl TenantChange {
             Some(Value::Bool(suspended)) => Some(*suspended),
             Some(_) => return Err(invalid("suspended must be true or false.")),
         };
-        if name.is_none() && suspended.is_none() {
+        let options = match object.get("options") {
+            None => None,
+            Some(value) => Some(parse_tenant_options(Some(value))?),
+        };
+        if name.is_none() && suspended.is_none() && options.is_none() {
             return Err(invalid(
-                "A tenant change names a new name, suspended, or both.",
+                "A tenant change names a new name, options, suspended, or several of them.",
             ));
         }
-        Ok(TenantChange { name, suspended })
+        Ok(TenantChange {
+            name,
+            suspended,
+            options,
+        })
     }
 }
 
@@ -422,13 +442,25 @@ mod tests {
     }
 
     #[test]
-    fn a_change_names_a_name_or_a_suspension_and_nothing_else() {
+    fn a_change_names_a_name_options_or_a_suspension_and_nothing_else() {
         assert_eq!(
             TenantChange::parse_bytes(br#"{"suspended": true}"#).unwrap(),
             TenantChange {
                 name: None,
-                suspended: Some(true)
+                suspended: Some(true),
+                options: None,
             }
+        );
+        assert_eq!(
+            TenantChange::parse_bytes(br#"{"options": {"max_lookback": "90 days"}}"#)
+                .unwrap()
+                .options,
+            Some(
+                json!({"max_lookback": "90 days"})
+                    .as_object()
+                    .unwrap()
+                    .clone()
+            )
         );
         assert_eq!(
             TenantChange::parse_bytes(br#"{"name": "Acme"}"#)
@@ -442,7 +474,8 @@ mod tests {
             r#"{"suspended": "yes"}"#,
             r#"{"name": ""}"#,
             r#"{"id": "other"}"#,
-            r#"{"options": {}}"#,
+            r#"{"options": []}"#,
+            r#"{"options": {"writes": {}}}"#,
         ] {
             assert!(TenantChange::parse_bytes(bad.as_bytes()).is_err(), "{bad}");
         }

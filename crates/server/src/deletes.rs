@@ -20,6 +20,7 @@ use keyhole_model::KeyKind;
 use keyhole_model::query::{AnalysisType, Query, now_millis, params_from_query_string};
 use serde_json::Value;
 
+use crate::access::EventDeleter;
 use crate::auth::{Authorized, Deletes, MasterOnly, form_urlencoded_pairs};
 use crate::errors::{ApiError, ErrorCode};
 
@@ -56,24 +57,35 @@ pub(crate) async fn delete_events(
     }
     params.insert("event_collection".into(), Value::String(collection.clone()));
     let selection = Query::parse(AnalysisType::Extraction, &params)?;
+    let deleted = delete_matching(&deleter, &collection, &selection).await?;
+    tracing::info!(project_id = %auth.project_id, %collection, deleted, "events deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes every event of `collection` that `selection` matches in the deleter's scope, in rounds of at
+/// most [`DELETE_ROUND_EVENTS`]; the number deleted. Durable when it returns.
+pub(crate) async fn delete_matching(
+    deleter: &EventDeleter,
+    collection: &str,
+    selection: &Query,
+) -> Result<usize, ApiError> {
     let mut deleted = 0usize;
     for _ in 0..MAX_DELETE_ROUNDS {
         let matched = deleter
             .reader()
-            .matching_events(&selection, now_millis(), DELETE_ROUND_EVENTS)
+            .matching_events(selection, now_millis(), DELETE_ROUND_EVENTS)
             .await?;
         let found = matched.ids.len();
         if found == 0 {
             break;
         }
-        let removed = deleter.delete_events(&collection, matched).await?;
+        let removed = deleter.delete_events(collection, matched).await?;
         deleted += removed;
         if found < DELETE_ROUND_EVENTS || removed == 0 {
             break;
         }
     }
-    tracing::info!(project_id = %auth.project_id, %collection, deleted, "events deleted");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(deleted)
 }
 
 /// `DELETE /3.0/projects/{project_id}/events/{collection}/properties/{property}`.

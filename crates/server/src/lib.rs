@@ -26,6 +26,8 @@ mod query;
 pub mod routes;
 mod saved_queries;
 pub mod shared_log;
+mod tenant_erasure;
+mod tenant_usage;
 mod tenants;
 pub mod third_party;
 mod webhook_bodies;

@@ -10,8 +10,8 @@ use keyhole_model::Operation;
 use crate::AppState;
 use crate::auth::Requirement;
 use crate::{
-    console, datasets, deletes, discovery, inspect, keys, projects, query, saved_queries, tenants,
-    write,
+    console, datasets, deletes, discovery, inspect, keys, projects, query, saved_queries,
+    tenant_erasure, tenants, write,
 };
 
 /// One row of the route table.
@@ -47,6 +47,7 @@ const QUERIES: Requirement = Requirement::Operation(Operation::Queries);
 const DATASETS: Requirement = Requirement::Operation(Operation::Datasets);
 const MASTER: Requirement = Requirement::Master;
 const ORGANIZATION: Requirement = Requirement::Organization;
+const ADMINISTRATOR: Requirement = Requirement::MasterOrOrganization;
 
 route_table! {
     get "/" => Requirement::Public, discovery::api_root;
@@ -99,11 +100,13 @@ route_table! {
     get "/3.0/projects/{project_id}/keys/{key}/usage" => MASTER, keys::key_usage;
     get "/3.0/projects/{project_id}/keys/{key}/deliveries" => MASTER, keys::refused_deliveries;
     post "/3.0/projects/{project_id}/keys/{key}/tokens/{token_id}/revoke" => MASTER, keys::revoke_token;
-    get "/3.0/projects/{project_id}/tenancy" => MASTER, tenants::get_tenancy;
-    put "/3.0/projects/{project_id}/tenancy" => MASTER, tenants::put_tenancy;
-    get "/3.0/projects/{project_id}/tenants" => MASTER, tenants::list_tenants;
-    post "/3.0/projects/{project_id}/tenants" => MASTER, tenants::create_tenant;
-    get "/3.0/projects/{project_id}/tenants/{tenant_id}" => MASTER, tenants::get_tenant;
-    patch "/3.0/projects/{project_id}/tenants/{tenant_id}" => MASTER, tenants::update_tenant;
-    post "/3.0/projects/{project_id}/tenants/{tenant_id}/rotate-keys" => MASTER, tenants::rotate_tenant_keys;
+    get "/3.0/projects/{project_id}/tenancy" => ADMINISTRATOR, tenants::get_tenancy;
+    put "/3.0/projects/{project_id}/tenancy" => ADMINISTRATOR, tenants::put_tenancy;
+    get "/3.0/projects/{project_id}/tenants" => ADMINISTRATOR, tenants::list_tenants;
+    post "/3.0/projects/{project_id}/tenants" => ADMINISTRATOR, tenants::create_tenant;
+    get "/3.0/projects/{project_id}/tenants/erasures/{receipt_id}" => ADMINISTRATOR, tenant_erasure::get_erasure;
+    get "/3.0/projects/{project_id}/tenants/{tenant_id}" => ADMINISTRATOR, tenants::get_tenant;
+    patch "/3.0/projects/{project_id}/tenants/{tenant_id}" => ADMINISTRATOR, tenants::update_tenant;
+    delete "/3.0/projects/{project_id}/tenants/{tenant_id}" => ADMINISTRATOR, tenant_erasure::delete_tenant;
+    post "/3.0/projects/{project_id}/tenants/{tenant_id}/rotate-keys" => ADMINISTRATOR, tenants::rotate_tenant_keys;
 }

@@ -1,16 +1,19 @@
 //! Tenants as objects (a Keyhole extension; `keyhole_model::tenant` says what a tenant is), with the
-//! project's master key:
+//! project's master key or the organization key (`access::administrator`):
 //! - `PUT /3.0/projects/{project_id}/tenancy` `{"property": "customer.id"}` sets the tenancy property
 //!   (`409` while tenants exist and it would change); `GET` answers it (`404` when unset);
 //! - `POST /3.0/projects/{project_id}/tenants` `{"id", "name"?, "options"?}` creates a tenant and its read
 //!   and write keys, answering `201` with the tenant and both secrets, shown only here (`409` when the id is
 //!   taken or the project has no tenancy yet);
-//! - `GET /3.0/projects/{project_id}/tenants?limit=&after=` pages tenants by id; `GET …/tenants/{id}`
-//!   answers one, with its keys' metadata (never a secret);
-//! - `PATCH …/tenants/{id}` `{"name"?, "suspended"?}` renames it, or suspends its keys and their embed
-//!   tokens (`403 TenantSuspendedError` from the next request on, on every node) and resumes them unchanged;
+//! - `GET /3.0/projects/{project_id}/tenants?limit=&after=` pages tenants by id, each with its usage
+//!   (`tenant_usage`); `GET …/tenants/{id}` answers one, with its usage and its keys' metadata (never a
+//!   secret);
+//! - `PATCH …/tenants/{id}` `{"name"?, "options"?, "suspended"?}` renames it, makes both keys again from
+//!   new options (secrets kept), or suspends its keys and their embed tokens (`403 TenantSuspendedError`
+//!   from the next request on, on every node) and resumes them unchanged;
 //! - `POST …/tenants/{id}/rotate-keys` `{"grace_seconds"?}` answers two new keys (shown once) and sets the
-//!   current ones to expire after the grace period (at once without one).
+//!   current ones to expire after the grace period (at once without one);
+//! - deleting and erasing a tenant: `tenant_erasure`.
 //!
 //! Design: the tenant's keys are ordinary access keys tied to it in the metadata store, so every rule of a
 //! key (filters AND-ed into every read, autofill winning over the event, limits, origins, expiry, audit)
@@ -27,7 +30,8 @@ use keyhole_model::tenant::{
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::auth::{Authorized, MasterOnly, form_urlencoded_pairs};
+use crate::access::administrator::ProjectAdministrator;
+use crate::auth::form_urlencoded_pairs;
 use crate::errors::{ApiError, ErrorCode};
 
 /// Tenants on a page when `limit` is not given.
@@ -105,7 +109,7 @@ async fn tenant_with_keys_json(
 
 /// `PUT /3.0/projects/{project_id}/tenancy`.
 pub(crate) async fn put_tenancy(
-    auth: Authorized<MasterOnly>,
+    admin: ProjectAdministrator,
     State(state): State<AppState>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
@@ -113,21 +117,21 @@ pub(crate) async fn put_tenancy(
     let tenancy = Tenancy::parse_bytes(&bytes).map_err(from_definition_error)?;
     state
         .meta
-        .set_tenancy(&auth.project_id, &tenancy)
+        .set_tenancy(&admin.project_id, &tenancy)
         .await
         .map_err(from_meta_error)?;
-    tracing::info!(project_id = %auth.project_id, property = %tenancy.property, "tenancy set");
+    tracing::info!(project_id = %admin.project_id, property = %tenancy.property, "tenancy set");
     Ok(Json(json!({"property": tenancy.property})))
 }
 
 /// `GET /3.0/projects/{project_id}/tenancy`.
 pub(crate) async fn get_tenancy(
-    auth: Authorized<MasterOnly>,
+    admin: ProjectAdministrator,
     State(state): State<AppState>,
 ) -> Result<Json<Value>, ApiError> {
     let tenancy = state
         .meta
-        .tenancy(&auth.project_id)
+        .tenancy(&admin.project_id)
         .await?
         .ok_or_else(ApiError::not_found)?;
     Ok(Json(json!({"property": tenancy.property})))
@@ -135,7 +139,7 @@ pub(crate) async fn get_tenancy(
 
 /// `POST /3.0/projects/{project_id}/tenants`.
 pub(crate) async fn create_tenant(
-    auth: Authorized<MasterOnly>,
+    admin: ProjectAdministrator,
     State(state): State<AppState>,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -143,16 +147,16 @@ pub(crate) async fn create_tenant(
     let definition = TenantDefinition::parse_bytes(&bytes).map_err(from_definition_error)?;
     let created = state
         .meta
-        .create_tenant(&auth.project_id, &definition, auth.grant.key_prefix())
+        .create_tenant(&admin.project_id, &definition, &admin.actor)
         .await
         .map_err(from_meta_error)?;
-    tracing::info!(project_id = %auth.project_id, tenant = %created.tenant.id, "tenant created");
+    tracing::info!(project_id = %admin.project_id, tenant = %created.tenant.id, "tenant created");
     Ok((StatusCode::CREATED, Json(created_keys_json(&created))))
 }
 
 /// `GET /3.0/projects/{project_id}/tenants?limit=&after=`.
 pub(crate) async fn list_tenants(
-    auth: Authorized<MasterOnly>,
+    admin: ProjectAdministrator,
     State(state): State<AppState>,
     RawQuery(query_string): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
@@ -180,43 +184,54 @@ pub(crate) async fn list_tenants(
     // One more than the page tells whether another page follows.
     let mut tenants = state
         .meta
-        .tenants_page(&auth.project_id, &after, limit + 1)
+        .tenants_page(&admin.project_id, &after, limit + 1)
         .await?;
     let more = tenants.len() > limit;
     tenants.truncate(limit);
+    let mut usage = crate::tenant_usage::usage_of_tenants(&state, &admin, &tenants).await?;
     let next_page_url = match (more, tenants.last()) {
         (true, Some(last)) => json!(format!(
             "/3.0/projects/{}/tenants?limit={limit}&after={}",
-            auth.project_id,
+            admin.project_id,
             url::form_urlencoded::byte_serialize(last.id.as_bytes()).collect::<String>()
         )),
         _ => Value::Null,
     };
     Ok(Json(json!({
-        "tenants": tenants.iter().map(tenant_json).collect::<Vec<_>>(),
+        "tenants": tenants
+            .iter()
+            .map(|tenant| {
+                let mut answer = tenant_json(tenant);
+                answer["usage"] = usage.remove(&tenant.id).unwrap_or(Value::Null);
+                answer
+            })
+            .collect::<Vec<_>>(),
         "next_page_url": next_page_url,
     })))
 }
 
 /// `GET /3.0/projects/{project_id}/tenants/{tenant_id}`.
 pub(crate) async fn get_tenant(
-    auth: Authorized<MasterOnly>,
+    admin: ProjectAdministrator,
     State(state): State<AppState>,
     Path((_, tenant_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let tenant = state
         .meta
-        .tenant(&auth.project_id, &tenant_id)
+        .tenant(&admin.project_id, &tenant_id)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    Ok(Json(
-        tenant_with_keys_json(&state, &auth.project_id, &tenant).await?,
-    ))
+    let mut answer = tenant_with_keys_json(&state, &admin.project_id, &tenant).await?;
+    let mut usage =
+        crate::tenant_usage::usage_of_tenants(&state, &admin, std::slice::from_ref(&tenant))
+            .await?;
+    answer["usage"] = usage.remove(&tenant.id).unwrap_or(Value::Null);
+    Ok(Json(answer))
 }
 
 /// `PATCH /3.0/projects/{project_id}/tenants/{tenant_id}`.
 pub(crate) async fn update_tenant(
-    auth: Authorized<MasterOnly>,
+    admin: ProjectAdministrator,
     State(state): State<AppState>,
     Path((_, tenant_id)): Path<(String, String)>,
     body: Body,
@@ -225,28 +240,24 @@ pub(crate) async fn update_tenant(
     let change = TenantChange::parse_bytes(&bytes).map_err(from_definition_error)?;
     let tenant = state
         .meta
-        .update_tenant(
-            &auth.project_id,
-            &tenant_id,
-            &change,
-            auth.grant.key_prefix(),
-        )
-        .await?
+        .update_tenant(&admin.project_id, &tenant_id, &change, &admin.actor)
+        .await
+        .map_err(from_meta_error)?
         .ok_or_else(ApiError::not_found)?;
     tracing::info!(
-        project_id = %auth.project_id,
+        project_id = %admin.project_id,
         tenant = %tenant.id,
         suspended = tenant.suspended,
         "tenant changed"
     );
     Ok(Json(
-        tenant_with_keys_json(&state, &auth.project_id, &tenant).await?,
+        tenant_with_keys_json(&state, &admin.project_id, &tenant).await?,
     ))
 }
 
 /// `POST /3.0/projects/{project_id}/tenants/{tenant_id}/rotate-keys`.
 pub(crate) async fn rotate_tenant_keys(
-    auth: Authorized<MasterOnly>,
+    admin: ProjectAdministrator,
     State(state): State<AppState>,
     Path((_, tenant_id)): Path<(String, String)>,
     body: Body,
@@ -256,17 +267,12 @@ pub(crate) async fn rotate_tenant_keys(
     let grace_millis = i64::try_from(grace_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
     let rotated = state
         .meta
-        .rotate_tenant_keys(
-            &auth.project_id,
-            &tenant_id,
-            grace_millis,
-            auth.grant.key_prefix(),
-        )
+        .rotate_tenant_keys(&admin.project_id, &tenant_id, grace_millis, &admin.actor)
         .await
         .map_err(from_meta_error)?
         .ok_or_else(ApiError::not_found)?;
     tracing::info!(
-        project_id = %auth.project_id,
+        project_id = %admin.project_id,
         tenant = %rotated.tenant.id,
         grace_seconds,
         "tenant keys rotated"

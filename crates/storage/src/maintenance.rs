@@ -25,6 +25,19 @@ pub(crate) async fn flush(engine: &Arc<Engine>) -> Result<()> {
     compact_locked(engine, engine.config.compact_min_files).await
 }
 
+/// Flushes even when nothing is buffered, so the log closes its current segment and every segment
+/// (or, in the shared log, every record) up to now is retired: what was deleted leaves the log too.
+pub(crate) async fn flush_retiring_log(engine: &Arc<Engine>) -> Result<()> {
+    let _maintenance = engine.maintenance(true).await?;
+    let started = std::time::Instant::now();
+    let flushed = flush_unmeasured(engine, true).await;
+    engine
+        .metrics
+        .flush_seconds
+        .observe(started.elapsed().as_secs_f64());
+    flushed
+}
+
 /// The flush of a flush-interval tick: when nothing was buffered since the previous flush, the
 /// collections are at rest and every day with `settled_min_files` files or more is merged.
 async fn flush_on_tick(engine: &Arc<Engine>) -> Result<()> {
@@ -82,7 +95,7 @@ pub(crate) fn spawn_flusher(engine: &Arc<Engine>) {
 
 pub(crate) async fn flush_locked(engine: &Arc<Engine>) -> Result<()> {
     let started = std::time::Instant::now();
-    let flushed = flush_unmeasured(engine).await;
+    let flushed = flush_unmeasured(engine, false).await;
     engine
         .metrics
         .flush_seconds
@@ -96,8 +109,9 @@ pub(crate) async fn flush_locked(engine: &Arc<Engine>) -> Result<()> {
     flushed
 }
 
-async fn flush_unmeasured(engine: &Arc<Engine>) -> Result<()> {
-    let nothing_to_flush = {
+/// Rotates the log and writes the rows it held; with nothing buffered, does nothing unless `always`.
+async fn flush_unmeasured(engine: &Arc<Engine>, always: bool) -> Result<()> {
+    let nothing_to_flush = !always && {
         let state = engine.state.lock().expect("state lock");
         // Rows left "flushing" by a failed flush are retried too.
         state.memory_rows() == 0

@@ -285,6 +285,12 @@ impl Storage {
         maintenance::flush(&self.engine).await
     }
 
+    /// Flushes, even with nothing buffered, so the write-ahead log keeps nothing written before now
+    /// (after a delete that must not stay in it: a tenant's erasure).
+    pub async fn flush_retiring_log(&self) -> Result<()> {
+        maintenance::flush_retiring_log(&self.engine).await
+    }
+
     /// Data files of a collection (for inspection and tests).
     pub fn data_files(&self, collection: &CollectionId) -> Vec<DataFile> {
         let state = self.engine.state.lock().expect("state lock");

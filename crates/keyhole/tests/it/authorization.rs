@@ -65,6 +65,9 @@ fn allowed(route: &RouteSpec, requirement: Requirement, caller: Caller, pixel_wr
         Requirement::Public => true,
         Requirement::Organization => caller == Caller::Organization,
         Requirement::Master => caller == Caller::Master,
+        Requirement::MasterOrOrganization => {
+            matches!(caller, Caller::Master | Caller::Organization)
+        }
         Requirement::Operation(operation) => match caller {
             Caller::Master => true,
             Caller::Write => operation == Operation::Writes,

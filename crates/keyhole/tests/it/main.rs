@@ -37,6 +37,8 @@ mod saved_queries;
 mod scale_out;
 mod sdk;
 mod storage_faults;
+mod tenant_cli;
+mod tenant_offboarding;
 mod tenants;
 mod type_drift;
 mod untrusted_writes;

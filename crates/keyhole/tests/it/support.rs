@@ -40,6 +40,8 @@ pub struct TestLimits {
     pub max_columns_per_collection: Option<usize>,
     /// The memory budget's limit in bytes (storage's default budget when `None`).
     pub memory_limit: Option<u64>,
+    /// How long replaced data files outlive their replacement (storage's default when `None`).
+    pub delete_grace: Option<Duration>,
 }
 
 impl InProcessServer {
@@ -61,6 +63,9 @@ impl InProcessServer {
         }
         if let Some(limit) = limits.memory_limit {
             config.memory_budget = keyhole_model::memory_budget::MemoryBudget::new(limit);
+        }
+        if let Some(grace) = limits.delete_grace {
+            config.delete_grace = grace;
         }
         let storage = Storage::open(config).await.unwrap();
         let state = AppState::new(
@@ -95,6 +100,11 @@ impl InProcessServer {
             data_dir_guard: data_dir,
             server,
         }
+    }
+
+    /// The server's data directory (metadata and events).
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir_guard.path()
     }
 
     pub fn url(&self, path: &str) -> String {

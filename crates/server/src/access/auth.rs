@@ -33,6 +33,8 @@ pub enum Requirement {
     Organization,
     /// The project's master key.
     Master,
+    /// The project's master key or the organization key (`access::administrator`).
+    MasterOrOrganization,
     /// A project key permitting this operation (the master key permits all).
     Operation(Operation),
     /// A project key permitting any of these operations (the handler narrows it by what it reads).
@@ -240,7 +242,9 @@ fn check_grant(
     let allowed = match requirement {
         Requirement::Public => true,
         Requirement::Organization => false,
-        Requirement::Master => grant.kind() == KeyKind::Master && grant.token_id().is_none(),
+        Requirement::Master | Requirement::MasterOrOrganization => {
+            grant.kind() == KeyKind::Master && grant.token_id().is_none()
+        }
         Requirement::Operation(operation) => grant.permits(operation),
         Requirement::AnyOperation(operations) => operations.iter().any(|op| grant.permits(*op)),
         Requirement::AnyKey => true,
@@ -254,7 +258,11 @@ fn check_grant(
     // granted `deletes`, a Keyhole extension; without it they are refused like any other operation.)
     let keen_master_only = requirement == Requirement::Operation(Operation::Deletes)
         && matches!(grant.kind(), KeyKind::Write | KeyKind::Read);
-    if requirement == Requirement::Master || keen_master_only {
+    if matches!(
+        requirement,
+        Requirement::Master | Requirement::MasterOrOrganization
+    ) || keen_master_only
+    {
         return Err((
             Refusal::MasterKeyRequired,
             ApiError::new(
@@ -476,7 +484,10 @@ impl FromRequestParts<AppState> for OrganizationKey {
 
 /// The request presents the organization key: raw (Keen's form) or as `Bearer <key>`, as Prometheus'
 /// `authorization` setting sends it.
-async fn check_organization_key(parts: &Parts, state: &AppState) -> Result<(), ApiError> {
+pub(super) async fn check_organization_key(
+    parts: &Parts,
+    state: &AppState,
+) -> Result<(), ApiError> {
     let invalid = || {
         ApiError::new(
             ErrorCode::InvalidApiKey,

@@ -12,6 +12,7 @@
 //! refreshed later through the reader of the request that stored them, so background work has no other
 //! way in either.
 
+pub(crate) mod administrator;
 pub mod auth;
 
 use std::sync::Arc;
@@ -144,6 +145,19 @@ impl ScopedReader {
             .queries
             .matching_events(selection, &scope, now, limit)
             .await
+    }
+
+    /// The rows and bytes of a collection's Parquet files (events not yet flushed are in neither): what
+    /// the collection occupies, told to the administrator's usage of tenants only, never to a key.
+    pub(crate) fn stored_file_totals(&self, collection: &str) -> (u64, u64) {
+        let files = self
+            .engines
+            .shared
+            .storage
+            .data_files(&self.collection_id(collection));
+        files.iter().fold((0, 0), |(rows, bytes), file| {
+            (rows + file.rows as u64, bytes + file.bytes as u64)
+        })
     }
 
     /// The names of the project's collections (each one's schema is told by [`ScopedReader::schema`],
@@ -290,6 +304,16 @@ impl EventDeleter {
         }
         let id = self.reader.collection_id(collection);
         self.storage().delete_collection(id).await?;
+        Ok(true)
+    }
+
+    /// Writes the events in memory to Parquet files and retires the write-ahead log up to now, so the
+    /// log keeps no deleted event; only a grant that sees every event may.
+    pub(crate) async fn flush_retiring_log(&self) -> Result<bool, StorageError> {
+        if !self.reader.sees_everything() {
+            return Ok(false);
+        }
+        self.storage().flush_retiring_log().await?;
         Ok(true)
     }
 
