@@ -481,6 +481,8 @@
   }
 
   const VIEWS = { projects: projectsView, collections: collectionsView, explorer: explorerView, keys: keysView, stored: storedView };
+  // Views kept in their own scripts (tenants.js) register themselves in VIEWS through this.
+  window.KeyholeConsole = { element, api, projectPath, guarded, table, notify, show, session, views: VIEWS };
   $('#sign-in-form').addEventListener('submit', guarded(signIn));
   $('#sign-out').addEventListener('click', () => location.reload());
   for (const button of document.querySelectorAll('#tabs button')) button.addEventListener('click', () => show(button.dataset.view));

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use crate::errors::ApiError;
 
 /// (file name, content type, bytes) of the console's own files.
-const FILES: [(&str, &str, &[u8]); 5] = [
+const FILES: [(&str, &str, &[u8]); 6] = [
     (
         "index.html",
         "text/html; charset=utf-8",
@@ -27,6 +27,11 @@ const FILES: [(&str, &str, &[u8]); 5] = [
         "app.js",
         "application/javascript; charset=utf-8",
         include_bytes!("../console/app.js"),
+    ),
+    (
+        "tenants.js",
+        "application/javascript; charset=utf-8",
+        include_bytes!("../console/tenants.js"),
     ),
     (
         "app.css",

@@ -133,6 +133,24 @@ fn python_keen_sdk_access_key_methods_unchanged() {
 }
 
 #[test]
+fn the_python_tenant_walkthrough_of_the_docs_runs_as_written() {
+    if !crate::support::has_python_sdk() {
+        return;
+    }
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = BinaryServer::start(data_dir.path(), &[], &[]);
+    let project = server.printed_project();
+    run(
+        Command::new("python3")
+            .arg(repo_root().join("sdk-tests/python/tenant_walkthrough.py"))
+            .env("KEEN_BASE_URL", &server.base_url)
+            .env("KEEN_PROJECT_ID", &project.id)
+            .env("KEEN_MASTER_KEY", &project.master),
+        "the tenant walkthrough with the Python keen SDK",
+    );
+}
+
+#[test]
 fn python_keen_sdk_saved_query_methods_unchanged() {
     if !crate::support::has_python_sdk() {
         return;
