@@ -29,7 +29,7 @@ impl Cluster {
             envs: vec![
                 (
                     "KEYHOLE_METADATA_URL".into(),
-                    fresh_postgres_database().await,
+                    crate::support::fresh_postgres_database().await,
                 ),
                 ("KEYHOLE_OBJECTS".into(), format!("s3://{bucket}/{prefix}")),
                 ("KEYHOLE_ORG_KEY".into(), ORG_KEY.into()),
@@ -48,16 +48,6 @@ impl Cluster {
         let args = ["--flush-rows", "600", "--flush-interval-secs", "1"];
         BinaryServer::start(self.data_dirs[index].path(), &args, &envs)
     }
-}
-
-/// A new, empty database on the test PostgreSQL server; its URL.
-async fn fresh_postgres_database() -> String {
-    let server_url = keyhole_test_env::postgres_url()
-        .expect("the scale-out tests return early without KEYHOLE_TEST_POSTGRES_URL");
-    let name = format!("keyhole_it_{}", keyhole_model::keys::generate_id());
-    keyhole_meta::create_postgres_database(&server_url, &name)
-        .await
-        .unwrap()
 }
 
 async fn query(base_url: &str, keys: &ProjectKeys, analysis: &str, extra: Value) -> (u16, Value) {

@@ -42,7 +42,56 @@ pub struct TestLimits {
     pub memory_limit: Option<u64>,
     /// How long replaced data files outlive their replacement (storage's default when `None`).
     pub delete_grace: Option<Duration>,
+    /// Where the server keeps its metadata (SQLite in the data directory by default).
+    pub metadata: MetadataBackend,
 }
+
+/// The metadata store an in-process server runs on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MetadataBackend {
+    /// SQLite in the data directory.
+    #[default]
+    Sqlite,
+    /// A fresh database on the test PostgreSQL server (`KEYHOLE_TEST_POSTGRES_URL`).
+    Postgres,
+}
+
+/// A new, empty database on the test PostgreSQL server; its URL.
+pub async fn fresh_postgres_database() -> String {
+    let server_url = keyhole_test_env::postgres_url()
+        .expect("tests on PostgreSQL return early without KEYHOLE_TEST_POSTGRES_URL");
+    let name = format!("keyhole_it_{}", keyhole_model::keys::generate_id());
+    keyhole_meta::create_postgres_database(&server_url, &name)
+        .await
+        .unwrap()
+}
+
+/// Declares each listed `async fn(MetadataBackend)` test once per metadata backend (PostgreSQL's return
+/// early, announced, without `KEYHOLE_TEST_POSTGRES_URL`), as the metadata conformance suite does.
+macro_rules! on_each_metadata_backend {
+    ($($test:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $test() {
+                    super::$test(crate::support::MetadataBackend::Sqlite).await
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $test() {
+                    if keyhole_test_env::postgres_url().is_none() {
+                        return;
+                    }
+                    super::$test(crate::support::MetadataBackend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_each_metadata_backend;
 
 impl InProcessServer {
     pub async fn start() -> InProcessServer {
@@ -51,9 +100,14 @@ impl InProcessServer {
 
     pub async fn start_with(limits: TestLimits) -> InProcessServer {
         let data_dir = tempfile::tempdir().unwrap();
-        let meta = MetaStore::open_sqlite(&data_dir.path().join("meta.sqlite"))
-            .await
-            .unwrap();
+        let meta = match limits.metadata {
+            MetadataBackend::Sqlite => MetaStore::open_sqlite(&data_dir.path().join("meta.sqlite"))
+                .await
+                .unwrap(),
+            MetadataBackend::Postgres => MetaStore::open(&fresh_postgres_database().await)
+                .await
+                .unwrap(),
+        };
         let organization = meta.ensure_organization(None).await.unwrap();
         let (project, keys) = meta.create_project("test").await.unwrap();
         let mut config = StorageConfig::new(data_dir.path().join("events"));

@@ -1,14 +1,16 @@
 //! A tenant's life after creation over HTTP, with the organization key as well as the master key: new
 //! options applied to the keys in use, usage per tenant, deleting (keys and embed tokens revoked, events
 //! kept) and erasing (every event of the tenant removed from every collection and every Parquet file,
-//! with a receipt kept and readable later).
+//! with a receipt kept and readable later); each on SQLite and on PostgreSQL metadata.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{InProcessServer, TestLimits, assert_keen_error, client, send};
+use crate::support::{
+    InProcessServer, MetadataBackend, TestLimits, assert_keen_error, client, send,
+};
 
 async fn call(
     server: &InProcessServer,
@@ -141,10 +143,12 @@ fn other_event_files_containing(directory: &Path, needle: &str) -> Vec<PathBuf> 
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn erasing_a_tenant_removes_its_events_from_every_collection_and_every_parquet_file() {
+async fn erasing_a_tenant_removes_its_events_from_every_collection_and_every_parquet_file(
+    metadata: MetadataBackend,
+) {
     let server = server_with_tenancy(TestLimits {
         delete_grace: Some(Duration::from_millis(100)),
+        metadata,
         ..TestLimits::default()
     })
     .await;
@@ -312,9 +316,14 @@ async fn erasing_a_tenant_removes_its_events_from_every_collection_and_every_par
     assert_ne!(repeated.1["receipt_id"], receipt["receipt_id"]);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn deleting_a_tenant_revokes_its_keys_and_tokens_and_keeps_its_events() {
-    let server = server_with_tenancy(TestLimits::default()).await;
+async fn deleting_a_tenant_revokes_its_keys_and_tokens_and_keeps_its_events(
+    metadata: MetadataBackend,
+) {
+    let server = server_with_tenancy(TestLimits {
+        metadata,
+        ..TestLimits::default()
+    })
+    .await;
     let org_key = server.org_key.clone();
     let (read_key, write_key) = create_tenant(&server, &org_key, json!({"id": "acme"})).await;
     let token = keyhole_model::embed_token::mint(
@@ -423,9 +432,14 @@ async fn deleting_a_tenant_revokes_its_keys_and_tokens_and_keeps_its_events() {
     assert_eq!(revocations, 2);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn new_options_apply_to_the_keys_in_use_and_a_rotation_is_not_extended() {
-    let server = server_with_tenancy(TestLimits::default()).await;
+async fn new_options_apply_to_the_keys_in_use_and_a_rotation_is_not_extended(
+    metadata: MetadataBackend,
+) {
+    let server = server_with_tenancy(TestLimits {
+        metadata,
+        ..TestLimits::default()
+    })
+    .await;
     let master = server.project.master.clone();
     let (read_key, write_key) = create_tenant(&server, &master, json!({"id": "acme"})).await;
     for amount in [1, 10, 20] {
@@ -530,9 +544,12 @@ async fn new_options_apply_to_the_keys_in_use_and_a_rotation_is_not_extended() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_tenant_shows_its_usage_and_what_it_stores() {
-    let server = server_with_tenancy(TestLimits::default()).await;
+async fn a_tenant_shows_its_usage_and_what_it_stores(metadata: MetadataBackend) {
+    let server = server_with_tenancy(TestLimits {
+        metadata,
+        ..TestLimits::default()
+    })
+    .await;
     let org_key = server.org_key.clone();
     let (read_key, write_key) = create_tenant(&server, &org_key, json!({"id": "acme"})).await;
     create_tenant(&server, &org_key, json!({"id": "globex"})).await;
@@ -585,3 +602,10 @@ async fn a_tenant_shows_its_usage_and_what_it_stores() {
     assert_eq!(tenants[1]["usage"]["events_written"], 0);
     assert_eq!(tenants[1]["usage"]["last_activity"], Value::Null);
 }
+
+crate::support::on_each_metadata_backend!(
+    erasing_a_tenant_removes_its_events_from_every_collection_and_every_parquet_file,
+    deleting_a_tenant_revokes_its_keys_and_tokens_and_keeps_its_events,
+    new_options_apply_to_the_keys_in_use_and_a_rotation_is_not_extended,
+    a_tenant_shows_its_usage_and_what_it_stores,
+);

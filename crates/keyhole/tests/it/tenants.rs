@@ -1,12 +1,15 @@
 //! Tenants as objects over HTTP: the tenancy property, creating tenants with their two keys, and what
 //! those keys can do — the read key sees only its tenant's events, the write key stamps the tenant
-//! whatever the event claims — plus listing, retrieving and the refusals (ids, conflicts, key rules).
+//! whatever the event claims — plus listing, retrieving and the refusals (ids, conflicts, key rules);
+//! each on SQLite and on PostgreSQL metadata.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{InProcessServer, assert_keen_error, client, send};
+use crate::support::{
+    InProcessServer, MetadataBackend, TestLimits, assert_keen_error, client, send,
+};
 
 async fn put_tenancy(server: &InProcessServer, key: &str, body: &Value) -> (u16, Value) {
     send(
@@ -39,10 +42,14 @@ async fn count(server: &InProcessServer, key: &str) -> Value {
     answer.1["result"].clone()
 }
 
-#[tokio::test]
-async fn a_tenant_is_created_with_a_read_key_that_sees_only_its_events_and_a_write_key_that_stamps_it()
- {
-    let server = InProcessServer::start().await;
+async fn a_tenant_is_created_with_a_read_key_that_sees_only_its_events_and_a_write_key_that_stamps_it(
+    metadata: MetadataBackend,
+) {
+    let server = InProcessServer::start_with(TestLimits {
+        metadata,
+        ..TestLimits::default()
+    })
+    .await;
     let master = server.project.master.clone();
 
     // Tenants need the tenancy property first.
@@ -179,9 +186,14 @@ async fn a_tenant_is_created_with_a_read_key_that_sees_only_its_events_and_a_wri
     );
 }
 
-#[tokio::test]
-async fn tenant_ids_are_unique_and_plain_lists_page_by_id_and_bad_options_are_refused() {
-    let server = InProcessServer::start().await;
+async fn tenant_ids_are_unique_and_plain_lists_page_by_id_and_bad_options_are_refused(
+    metadata: MetadataBackend,
+) {
+    let server = InProcessServer::start_with(TestLimits {
+        metadata,
+        ..TestLimits::default()
+    })
+    .await;
     let master = server.project.master.clone();
     assert_eq!(
         put_tenancy(&server, &master, &json!({"property": "tenant"}))
@@ -269,9 +281,14 @@ async fn tenant_ids_are_unique_and_plain_lists_page_by_id_and_bad_options_are_re
     );
 }
 
-#[tokio::test]
-async fn a_suspended_tenants_keys_and_embed_tokens_are_refused_until_it_is_resumed_unchanged() {
-    let server = InProcessServer::start().await;
+async fn a_suspended_tenants_keys_and_embed_tokens_are_refused_until_it_is_resumed_unchanged(
+    metadata: MetadataBackend,
+) {
+    let server = InProcessServer::start_with(TestLimits {
+        metadata,
+        ..TestLimits::default()
+    })
+    .await;
     let master = server.project.master.clone();
     assert_eq!(
         put_tenancy(&server, &master, &json!({"property": "customer.id"}))
@@ -457,9 +474,14 @@ fn a_tenant_suspended_on_one_node_is_refused_by_another_within_a_second() {
     });
 }
 
-#[tokio::test]
-async fn rotating_a_tenants_keys_answers_new_ones_and_retires_the_old_after_the_grace_period() {
-    let server = InProcessServer::start().await;
+async fn rotating_a_tenants_keys_answers_new_ones_and_retires_the_old_after_the_grace_period(
+    metadata: MetadataBackend,
+) {
+    let server = InProcessServer::start_with(TestLimits {
+        metadata,
+        ..TestLimits::default()
+    })
+    .await;
     let master = server.project.master.clone();
     assert_eq!(
         put_tenancy(&server, &master, &json!({"property": "customer.id"}))
@@ -560,3 +582,10 @@ async fn rotating_a_tenants_keys_answers_new_ones_and_retires_the_old_after_the_
         "ResourceNotFoundError",
     );
 }
+
+crate::support::on_each_metadata_backend!(
+    a_tenant_is_created_with_a_read_key_that_sees_only_its_events_and_a_write_key_that_stamps_it,
+    tenant_ids_are_unique_and_plain_lists_page_by_id_and_bad_options_are_refused,
+    a_suspended_tenants_keys_and_embed_tokens_are_refused_until_it_is_resumed_unchanged,
+    rotating_a_tenants_keys_answers_new_ones_and_retires_the_old_after_the_grace_period,
+);
