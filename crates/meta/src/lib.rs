@@ -16,6 +16,7 @@
 mod access_keys;
 mod audit;
 mod cluster;
+mod dashboards;
 mod database;
 mod datasets;
 mod grants;
@@ -30,6 +31,7 @@ mod usage;
 
 pub use audit::{AuditEntry, AuditPage, MAX_PAGE as MAX_AUDIT_PAGE, Refusal};
 pub use cluster::{ClusterLog, LogRecord};
+pub use dashboards::{Dashboard, MAX_DASHBOARDS_LISTED};
 pub use database::{Backend, create_postgres_database};
 pub use datasets::{Dataset, MAX_DATASET_PAGE};
 pub use grants::{Resolution, Resolved};
@@ -438,6 +440,8 @@ fn now() -> String {
     keyhole_model::timestamp::format_timestamp(Utc::now().timestamp_millis())
 }
 
+#[cfg(test)]
+mod dashboard_tests;
 #[cfg(test)]
 mod migration_tests;
 #[cfg(test)]

@@ -885,6 +885,11 @@ async fn a_tenant_changes_options_is_deleted_and_keeps_its_receipts(backend: Tes
     .await;
 }
 
+async fn dashboards_round_trip_and_keys_tell_who_may_frame_them(backend: TestBackend) {
+    let (_database, store) = open_store(backend).await;
+    crate::dashboard_tests::dashboards_round_trip_and_keys_tell_who_may_frame_them(store).await;
+}
+
 /// Declares each conformance test once per backend.
 macro_rules! conformance_suite {
     ($($test:ident),* $(,)?) => {
@@ -925,4 +930,5 @@ conformance_suite!(
     a_database_migrated_before_sqlx_opens_without_rerunning,
     tenants_own_two_keys_and_hold_the_tenancy_property_in_place,
     a_tenant_changes_options_is_deleted_and_keeps_its_receipts,
+    dashboards_round_trip_and_keys_tell_who_may_frame_them,
 );

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod addons;
 pub mod autofill;
+pub mod dashboard;
 pub mod dataset;
 pub mod embed_token;
 pub mod event;

@@ -269,6 +269,8 @@
           if (analysis === 'percentile') body.percentile = Number(fields.percentile.value || 50);
         }
         const answer = await api('POST', projectPath(`/queries/${analysis}`), { body });
+        // The dashboard editor offers the last query run here as a tile (dashboards.js).
+        session.lastQuery = { analysis_type: analysis, ...body };
         renderResult(output, answer, `${analysis} ${body.event_collection || ''}`);
       }),
     },

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use crate::errors::ApiError;
 
 /// (file name, content type, bytes) of the console's own files.
-const FILES: [(&str, &str, &[u8]); 6] = [
+const FILES: [(&str, &str, &[u8]); 7] = [
     (
         "index.html",
         "text/html; charset=utf-8",
@@ -32,6 +32,11 @@ const FILES: [(&str, &str, &[u8]); 6] = [
         "tenants.js",
         "application/javascript; charset=utf-8",
         include_bytes!("../console/tenants.js"),
+    ),
+    (
+        "dashboards.js",
+        "application/javascript; charset=utf-8",
+        include_bytes!("../console/dashboards.js"),
     ),
     (
         "app.css",

@@ -65,6 +65,7 @@ error_codes! {
     LimitExceeded => (BAD_REQUEST, "LimitExceededError"),
     InvalidKeyDefinition => (BAD_REQUEST, "InvalidAccessKeyDefinitionError"),
     InvalidTenantDefinition => (BAD_REQUEST, "InvalidTenantDefinitionError"),
+    InvalidDashboardDefinition => (BAD_REQUEST, "InvalidDashboardDefinitionError"),
     // A key or embed token of a suspended tenant (`PATCH …/tenants/{id}` with `"suspended": true`).
     TenantSuspended => (FORBIDDEN, "TenantSuspendedError"),
     // A change that conflicts with what is stored (a tenant id already taken).

@@ -10,8 +10,8 @@ use keyhole_model::Operation;
 use crate::AppState;
 use crate::auth::Requirement;
 use crate::{
-    console, datasets, deletes, discovery, inspect, keys, projects, query, saved_queries,
-    tenant_erasure, tenants, write,
+    console, dashboards, datasets, deletes, discovery, embed, inspect, keys, projects, query,
+    saved_queries, tenant_erasure, tenants, write,
 };
 
 /// One row of the route table.
@@ -58,6 +58,8 @@ route_table! {
     get "/console/vocabulary.json" => Requirement::Public, console::vocabulary;
     get "/console/server.json" => Requirement::Public, console::server_status;
     get "/console/{file}" => Requirement::Public, console::console_file;
+    get "/embed/{file}" => Requirement::Public, embed::embed_file;
+    get "/embed/{project_id}/{name}" => Requirement::Public, embed::embed_page;
     get "/metrics" => ORGANIZATION, crate::metrics::serve_metrics;
     get "/3.0/organizations/{org_id}/projects" => ORGANIZATION, projects::list_organization_projects;
     post "/3.0/organizations/{org_id}/projects" => ORGANIZATION, projects::create_project;
@@ -100,6 +102,11 @@ route_table! {
     get "/3.0/projects/{project_id}/keys/{key}/usage" => MASTER, keys::key_usage;
     get "/3.0/projects/{project_id}/keys/{key}/deliveries" => MASTER, keys::refused_deliveries;
     post "/3.0/projects/{project_id}/keys/{key}/tokens/{token_id}/revoke" => MASTER, keys::revoke_token;
+    get "/3.0/projects/{project_id}/dashboards" => MASTER, dashboards::list_dashboards;
+    get "/3.0/projects/{project_id}/dashboards/{name}" => MASTER, dashboards::get_dashboard;
+    put "/3.0/projects/{project_id}/dashboards/{name}" => MASTER, dashboards::put_dashboard;
+    delete "/3.0/projects/{project_id}/dashboards/{name}" => MASTER, dashboards::delete_dashboard;
+    get "/3.0/projects/{project_id}/dashboards/{name}/view" => Requirement::AnyOperation(&[Operation::Queries, Operation::SavedQueries, Operation::CachedQueries]), dashboards::view_dashboard;
     get "/3.0/projects/{project_id}/tenancy" => ADMINISTRATOR, tenants::get_tenancy;
     put "/3.0/projects/{project_id}/tenancy" => ADMINISTRATOR, tenants::put_tenancy;
     get "/3.0/projects/{project_id}/tenants" => ADMINISTRATOR, tenants::list_tenants;

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::support::{BinaryServer, client, repo_root, send, with_now_redacted};
 
 /// A port nothing listens on now (for the pages' origin, which keys are bound to before it serves).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -776,25 +776,15 @@ fn the_console_tenants_page_creates_suspends_rotates_and_erases_a_tenant() {
     let server = BinaryServer::start(data_dir.path(), &[], &[]);
     let project = server.printed_project();
     let organization_key = server.printed_organization_key();
-    let artifacts = repo_root().join("artifacts");
-    std::fs::create_dir_all(&artifacts).unwrap();
-    let output = Command::new("node")
-        .arg("console_tenants.js")
-        .current_dir(repo_root().join("sdk-tests/node"))
-        .env("KEYHOLE_URL", &server.base_url)
-        .env("KEYHOLE_PROJECT", &project.id)
-        .env("KEYHOLE_MASTER_KEY", &project.master)
-        .env("KEYHOLE_ORG_KEY", &organization_key)
-        .env("SCREENSHOT_DIR", &artifacts)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "the console run failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    let results = crate::support::run_node_script(
+        "console_tenants.js",
+        &[
+            ("KEYHOLE_URL", server.base_url.as_str()),
+            ("KEYHOLE_PROJECT", &project.id),
+            ("KEYHOLE_MASTER_KEY", &project.master),
+            ("KEYHOLE_ORG_KEY", &organization_key),
+        ],
     );
-    let results: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(results["key_lengths"], json!([64, 64]), "{results}");
     let row = |rows: &Value, index: usize| -> Vec<String> {
         rows[index]

@@ -18,6 +18,7 @@ mod discovery;
 mod durability;
 mod email_extraction;
 mod embed_tokens;
+mod embedding;
 mod enrichment;
 mod first_run;
 mod fuzz_http;

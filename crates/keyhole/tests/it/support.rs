@@ -462,6 +462,29 @@ impl Drop for BinaryServer {
     }
 }
 
+/// Runs `sdk-tests/node/{script}` (a Chromium run through playwright-core) with `envs` and `SCREENSHOT_DIR`
+/// set to `artifacts/`; the JSON it prints. Fails the test with its output when it fails.
+pub fn run_node_script(script: &str, envs: &[(&str, &str)]) -> Value {
+    let artifacts = repo_root().join("artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let mut command = Command::new("node");
+    command
+        .arg(script)
+        .current_dir(repo_root().join("sdk-tests/node"))
+        .env("SCREENSHOT_DIR", &artifacts);
+    for (name, value) in envs {
+        command.env(name, value);
+    }
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{script} failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 /// Opens a data directory's event storage directly (the server must be stopped).
 pub async fn open_storage(data_dir: &Path) -> Storage {
     Storage::open(StorageConfig::new(data_dir.join("events")))

@@ -70,6 +70,7 @@ policies! {
     Schema => Requirement::Operation(Operation::Schema),
     Queries => Requirement::Operation(Operation::Queries),
     SavedOrCachedQueries => Requirement::AnyOperation(&[Operation::SavedQueries, Operation::CachedQueries]),
+    ViewsDashboards => Requirement::AnyOperation(&[Operation::Queries, Operation::SavedQueries, Operation::CachedQueries]),
     Datasets => Requirement::Operation(Operation::Datasets),
     Deletes => Requirement::Operation(Operation::Deletes),
     AnyKeyOfProject => Requirement::AnyKey,
@@ -164,6 +165,26 @@ pub(crate) fn request_origin(headers: &HeaderMap) -> Option<String> {
     })
 }
 
+/// Whether the request comes from one of Keyhole's own pages: its origin (from `Origin` or `Referer`) has
+/// the request's own `Host`. Keyhole's pages (the console, the embed page) run only its own scripts (their
+/// policy allows no other), so such a request is the embed page's query: an origin-bound key accepts it,
+/// since the key's origins already decided who may frame that page (`embed`).
+fn from_own_page(headers: &HeaderMap, origin: Option<&str>) -> bool {
+    let Some(origin) = origin else {
+        return false;
+    };
+    let Some(host) = headers
+        .get(axum::http::header::HOST)
+        .and_then(|host| host.to_str().ok())
+    else {
+        return false;
+    };
+    let authority = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    authority.is_some_and(|authority| authority.eq_ignore_ascii_case(host))
+}
+
 /// The answer to a browser request from an origin the key is not bound to.
 pub fn origin_not_allowed(origin: Option<&str>) -> ApiError {
     let origin: String = origin.unwrap_or_default().chars().take(200).collect();
@@ -215,6 +236,7 @@ fn check_grant(
     requirement: Requirement,
     now: keyhole_model::timestamp::EpochMillis,
     origin: Option<&str>,
+    own_page: bool,
 ) -> Result<(), (Refusal, ApiError)> {
     // One answer for an unknown, revoked or other project's key: a different message for a key that
     // exists elsewhere would tell a caller which strings are live keys. Expiry is told apart, since the
@@ -233,6 +255,7 @@ fn check_grant(
         return Err((refusal, expired_key()));
     }
     match grant.check_origin(origin) {
+        _ if own_page => {}
         Ok(()) => {}
         Err(OriginRefusal::Missing) => return Err((Refusal::OriginMissing, origin_required())),
         Err(OriginRefusal::NotListed) => {
@@ -386,9 +409,15 @@ async fn authorize_in(
     };
     let project_id = project_id.unwrap_or(grant.project_id());
     let origin = request_origin(&parts.headers);
-    if let Err((reason, error)) =
-        check_grant(&grant, project_id, requirement, now, origin.as_deref())
-    {
+    let own_page = from_own_page(&parts.headers, origin.as_deref());
+    if let Err((reason, error)) = check_grant(
+        &grant,
+        project_id,
+        requirement,
+        now,
+        origin.as_deref(),
+        own_page,
+    ) {
         return Err(refuse(Some(project_id), reason, Some(&grant), error));
     }
     // A grant is cached only for a request that passed every check: a credential that is refused
