@@ -29,6 +29,9 @@ pub enum Backend {
     Postgres,
 }
 
+/// How long a request waits for a PostgreSQL connection (a new one included) before giving up.
+const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
+
 #[derive(Clone)]
 pub(crate) struct Database {
     pub pool: AnyPool,
@@ -53,7 +56,12 @@ impl Database {
                 Backend::Sqlite => 4,
                 Backend::Postgres => 8,
             })
-            .acquire_timeout(Duration::from_secs(30))
+            // On PostgreSQL, a request waits at most this long for a connection before it is answered
+            // 503: a server that is down or overloaded is said so at once, not after a long hang.
+            .acquire_timeout(match backend {
+                Backend::Sqlite => Duration::from_secs(30),
+                Backend::Postgres => POSTGRES_ACQUIRE_TIMEOUT,
+            })
             .after_connect(move |connection, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

@@ -3,9 +3,11 @@
 //! every node listens, and on a change made by another node clears its grant cache and calls the change
 //! hooks, as the changing node did. On SQLite (one node) there is no one else to tell.
 //!
-//! Design: a notification can be missed only while the listening connection is down. While it is down the
-//! grant cache is bypassed (every request reads the database), and once it is back the cache is cleared
-//! before it is used again, so a change is never hidden longer than a notification's delivery (measured in
+//! Design: a notification can be missed only while the listening connection is down. The listener notices
+//! a lost connection at once (sqlx's eager reconnect is off: it would reconnect inside `try_recv`, for as
+//! long as PostgreSQL is away, with the cache still on); from then on the grant cache is bypassed (every
+//! request reads the database), and once a connection listens again the cache is cleared before it is
+//! used, so a change is never hidden longer than a notification's delivery (measured in
 //! `docs/scale-out.md`), however the connection fares.
 
 use std::time::Duration;
@@ -43,7 +45,10 @@ pub(crate) fn start_listening(store: MetaStore, url: String) {
     tokio::spawn(async move {
         loop {
             store.resolved_keys.set_enabled(false);
-            match listen(&store, &url).await {
+            let outcome = listen(&store, &url).await;
+            // Not one request more from the cache once the connection is gone.
+            store.resolved_keys.set_enabled(false);
+            match outcome {
                 Ok(()) => tracing::warn!("key change notifications stopped; listening again"),
                 Err(error) => tracing::warn!(%error, "cannot listen for key changes; retrying"),
             }
@@ -55,6 +60,9 @@ pub(crate) fn start_listening(store: MetaStore, url: String) {
 /// One listening connection: returns when it is lost.
 async fn listen(store: &MetaStore, url: &str) -> Result<()> {
     let mut listener = PgListener::connect(url).await?;
+    // A lost connection ends `try_recv` at once (`Ok(None)`), instead of being re-established inside it
+    // while the cache keeps serving: reconnecting is this loop's, with the cache off.
+    listener.eager_reconnect(false);
     listener.listen(CHANNEL).await?;
     // Whatever changed while nobody listened is forgotten before the cache is trusted again.
     store.resolved_keys.invalidate();

@@ -431,6 +431,23 @@ fn parse_permitted(text: Option<String>) -> Result<Vec<Operation>> {
         .collect()
 }
 
+impl MetaError {
+    /// Whether the database could not be reached — a connection failed or broke, or none was free in
+    /// time — rather than refusing what was asked: the same request may succeed once it is back.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            MetaError::Database(
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::WorkerCrashed
+            )
+        )
+    }
+}
+
 fn parse_options(text: Option<String>) -> Result<serde_json::Value> {
     serde_json::from_str(text.as_deref().unwrap_or("null"))
         .map_err(|_| MetaError::Corrupt("options".into()))

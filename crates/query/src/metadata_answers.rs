@@ -41,6 +41,9 @@ pub(crate) async fn answer(
         }
         _ => return Ok(None),
     };
+    if source.storage.is_behind_log() {
+        return Err(keyhole_storage::StorageError::BehindLog.into());
+    }
     let snapshot = source.storage.snapshot(&id, TimeRange::ALL);
     let rows = snapshot.rows();
     let value = match result {

@@ -104,6 +104,10 @@ pub(crate) async fn filtered_frame(
         },
         end_millis: range.map(|range| range.end),
     };
+    // A node behind the shared log would answer short: refused instead (retried by the caller).
+    if source.storage.is_behind_log() {
+        return Err(keyhole_storage::StorageError::BehindLog.into());
+    }
     let snapshot = source.storage.snapshot(&id, storage_range);
     let schema = scan_schema(&snapshot.schema);
     let scanned = Scanned {

@@ -233,6 +233,11 @@ impl From<keyhole_storage::StorageError> for ApiError {
                 )
                 .with_retry_after(30)
             }
+            keyhole_storage::StorageError::BehindLog => ApiError::new(
+                ErrorCode::StorageUnavailable,
+                "This node is catching up with the shared log and would answer short; retry shortly.",
+            )
+            .with_retry_after(2),
             keyhole_storage::StorageError::BufferFull => ApiError::new(
                 ErrorCode::ServiceUnavailable,
                 "The server is at its memory limit for events not yet written to disk; nothing of this request was stored. Retry shortly.",
@@ -259,6 +264,14 @@ impl From<keyhole_meta::MetaError> for ApiError {
             }
             keyhole_meta::MetaError::Conflict(message) => {
                 ApiError::new(ErrorCode::Conflict, message)
+            }
+            unavailable if unavailable.is_unavailable() => {
+                tracing::warn!(error = %unavailable, "metadata store unreachable; answered 503");
+                ApiError::new(
+                    ErrorCode::StorageUnavailable,
+                    "The metadata store cannot be reached; retry shortly. A write answered so may have been stored: retry it with the same Idempotency-Key header or keen.uniqueness_token to store it once.",
+                )
+                .with_retry_after(2)
             }
             other => ApiError::internal(other),
         }

@@ -27,6 +27,10 @@ pub enum StorageError {
     /// nothing of the write was stored; retrying shortly succeeds once the flush is done.
     #[error("the event buffer is full until a flush completes")]
     BufferFull,
+    /// This node lacks records of the shared log that it knows exist and cannot read them yet
+    /// ([`crate::Storage::is_behind_log`]): a read would be answered short, so it is refused.
+    #[error("this node is catching up with the shared log")]
+    BehindLog,
 }
 
 impl StorageError {

@@ -68,6 +68,8 @@ mod format_tests;
 #[cfg(test)]
 mod layering_tests;
 #[cfg(test)]
+mod log_gap_tests;
+#[cfg(test)]
 mod memory_log;
 #[cfg(test)]
 mod memory_tests;

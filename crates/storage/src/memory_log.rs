@@ -23,6 +23,8 @@ struct LogState {
 pub(crate) struct MemoryLog {
     state: Arc<Mutex<LogState>>,
     node: String,
+    /// While set, this handle's reads fail, as when the log's database is unreachable for a moment.
+    failing_reads: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl MemoryLog {
@@ -34,7 +36,23 @@ impl MemoryLog {
                 ..LogState::default()
             })),
             node: "node-0".to_string(),
+            failing_reads: Arc::default(),
         }
+    }
+
+    /// Another node's handle on the same log.
+    pub(crate) fn for_node(&self, node: &str) -> MemoryLog {
+        MemoryLog {
+            state: self.state.clone(),
+            node: node.to_string(),
+            failing_reads: Arc::default(),
+        }
+    }
+
+    /// Makes this handle's reads fail (`true`) or succeed again.
+    pub(crate) fn fail_reads(&self, failing: bool) {
+        self.failing_reads
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// How many records were ever appended (truncation does not lower it).
@@ -81,6 +99,12 @@ impl SharedLog for MemoryLog {
 
     fn read_after(&self, after: u64, limit: usize) -> BoxFuture<'_, io::Result<Vec<SharedRecord>>> {
         Box::pin(async move {
+            if self.failing_reads.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    "the log cannot be read (test)",
+                ));
+            }
             let state = self.state();
             Ok(state
                 .records

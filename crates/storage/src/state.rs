@@ -143,6 +143,10 @@ pub(crate) struct State {
     pub applied_sequence: u64,
     /// Counts changes to any collection (see `changes`); not persisted.
     pub change_version: u64,
+    /// With a shared log: records before one of this node's own groups could not be read, so that group
+    /// was refused here and the state lacks records the log holds until the next catch-up applies them.
+    /// Reads are refused meanwhile rather than answered short.
+    pub behind_log: bool,
     pub collections: BTreeMap<CollectionId, CollectionState>,
     next_incarnation: u64,
 }

@@ -291,6 +291,13 @@ impl Storage {
         maintenance::flush_retiring_log(&self.engine).await
     }
 
+    /// Whether this node lacks records of the shared log it knows exist (one of its own groups could not
+    /// be applied after it was committed): reads must be refused until it catches up, never answered
+    /// short. Always false without a shared log.
+    pub fn is_behind_log(&self) -> bool {
+        self.engine.state.lock().expect("state lock").behind_log
+    }
+
     /// Data files of a collection (for inspection and tests).
     pub fn data_files(&self, collection: &CollectionId) -> Vec<DataFile> {
         let state = self.engine.state.lock().expect("state lock");

@@ -246,12 +246,21 @@ impl Writer {
         };
         // With a shared log, what other nodes committed before this group is applied first, so every
         // node applies the same records in the same order.
+        // If they cannot be read now (the log's database is unreachable), this group, committed to the log,
+        // is refused here and not applied: the next catch-up applies it from the log with everything
+        // before it, as any record, and until then this node refuses reads instead of answering short.
         if let Some(sequence) = group_sequence
             && let Err(error) = self.apply_others_through(sequence - 1)
         {
-            self.broken = true;
-            tracing::error!(%error, "cannot apply the shared log before this node's group; refusing writes until restart");
-            self.refuse(staged, &error);
+            self.state.lock().expect("state lock").behind_log = true;
+            tracing::warn!(%error, "cannot apply the shared log before this node's group; the group is refused here and applied from the log at the next catch-up");
+            let refusal = io::Error::new(
+                error.kind(),
+                format!(
+                    "this node cannot read the shared log ({error}); the write may still be stored, so retry it with the same uniqueness token"
+                ),
+            );
+            self.refuse(staged, &refusal);
             return;
         }
         let mut replies = Vec::with_capacity(staged.len());
@@ -303,6 +312,8 @@ impl Writer {
             }
             if let Some(sequence) = group_sequence {
                 state.applied_sequence = sequence;
+                // Everything before this group was just applied, earlier refused groups included.
+                state.behind_log = false;
             }
             state.memory_size()
         };
@@ -360,8 +371,18 @@ impl Writer {
         if self.broken {
             return;
         }
-        if let Err(error) = self.apply_others_through(u64::MAX) {
-            tracing::warn!(%error, "cannot apply the shared log; retrying");
+        match self.apply_others_through(u64::MAX) {
+            Ok(()) => {
+                let mut state = self.state.lock().expect("state lock");
+                if state.behind_log {
+                    state.behind_log = false;
+                    tracing::info!(
+                        applied_sequence = state.applied_sequence,
+                        "caught up with the shared log; reads are answered again"
+                    );
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot apply the shared log; retrying"),
         }
     }
 

@@ -32,6 +32,8 @@ mod key_extensions;
 mod operability;
 mod organization;
 mod origins;
+mod outage_proxy;
+mod outages;
 mod queries;
 mod reference;
 mod saved_queries;

@@ -21,6 +21,20 @@ pub(crate) struct Cluster {
 const ORG_KEY: &str = "scale-out-test-organization-key-0123456789";
 
 impl Cluster {
+    /// The same cluster with the nodes reaching PostgreSQL at `address` (a proxy in front of it).
+    pub(crate) fn with_metadata_at(mut self, address: &str) -> Cluster {
+        let url = url::Url::parse(&self.envs[0].1).unwrap();
+        let direct = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
+        self.envs[0].1 = self.envs[0].1.replacen(&direct, address, 1);
+        self
+    }
+
+    /// The address PostgreSQL listens on (`host:port` of the metadata URL).
+    pub(crate) fn metadata_address(&self) -> String {
+        let url = url::Url::parse(&self.envs[0].1).unwrap();
+        format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432))
+    }
+
     pub(crate) async fn create(nodes: usize) -> Cluster {
         let bucket = keyhole_test_env::s3_bucket()
             .expect("the scale-out tests return early without KEYHOLE_TEST_S3_BUCKET");
@@ -36,6 +50,23 @@ impl Cluster {
             ],
             data_dirs: (0..nodes).map(|_| tempfile::tempdir().unwrap()).collect(),
         }
+    }
+
+    /// Starts node `index` with its log written to `log` (a file), instead of the test's output.
+    pub(crate) fn start_logging_to(&self, index: usize, log: &std::path::Path) -> BinaryServer {
+        let envs: Vec<(&str, &str)> = self
+            .envs
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        let args: Vec<String> = ["serve", "--listen", "127.0.0.1:0", "--data-dir"]
+            .iter()
+            .map(ToString::to_string)
+            .chain([self.data_dirs[index].path().display().to_string()])
+            .chain(["--flush-rows", "600", "--flush-interval-secs", "1"].map(String::from))
+            .collect();
+        let file = std::fs::File::create(log).unwrap();
+        BinaryServer::start_with_stderr(&args, &envs, std::process::Stdio::from(file))
     }
 
     /// Starts node `index` (again, after a kill, on the same data directory).

@@ -454,6 +454,21 @@ impl BinaryServer {
         rustix::process::kill_process(child, rustix::process::Signal::TERM).unwrap();
         self.child.wait().unwrap()
     }
+
+    /// SIGTERM, then waits up to `limit` for the exit; `None` (and killed) if it did not exit by then.
+    pub fn terminate_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let child = rustix::process::Pid::from_raw(self.child.id() as i32).expect("a child's pid");
+        rustix::process::kill_process(child, rustix::process::Signal::TERM).unwrap();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill();
+        None
+    }
 }
 
 impl Drop for BinaryServer {
