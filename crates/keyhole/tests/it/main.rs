@@ -10,6 +10,7 @@ mod autofill_isolation;
 mod backup;
 mod bounded_memory;
 mod browser;
+mod cluster_scripts;
 mod config;
 mod console;
 mod datasets;
