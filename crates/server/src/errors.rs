@@ -269,7 +269,7 @@ impl From<keyhole_meta::MetaError> for ApiError {
                 tracing::warn!(error = %unavailable, "metadata store unreachable; answered 503");
                 ApiError::new(
                     ErrorCode::StorageUnavailable,
-                    "The metadata store cannot be reached; retry shortly. A write answered so may have been stored: retry it with the same keen.uniqueness_token on each event to store it once.",
+                    "The metadata store cannot be reached; retry shortly. A write answered so may have been stored: retry it with the same Idempotency-Key header (or keen.uniqueness_token) to store it once.",
                 )
                 .with_retry_after(2)
             }

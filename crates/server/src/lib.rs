@@ -18,6 +18,7 @@ mod embed;
 pub mod enrichment;
 mod errors;
 pub mod http;
+mod idempotency;
 mod inspect;
 mod keys;
 mod limits;

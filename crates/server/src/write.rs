@@ -223,6 +223,7 @@ async fn prepare_on_pool(
     body: WriteBody,
     signature_header: Option<String>,
     context: EventContext,
+    idempotency_key: Option<String>,
 ) -> Result<PreparedBody, ApiError> {
     let signature = grant
         .webhook_rule()
@@ -233,6 +234,7 @@ async fn prepare_on_pool(
         enrichment: state.enrichment.clone(),
         signature,
         max_events: state.write_pool.limits().max_events_per_request,
+        idempotency: idempotency_key.map(|key| (key, collection.to_string())),
     };
     let prepared = if job.is_small_and_plain() {
         state
@@ -402,6 +404,7 @@ pub(crate) async fn record_event(
 ) -> Result<Response, ApiError> {
     check_collection(&state, &auth.grant, &collection)?;
     let signature = precheck_signature(&state, &auth.grant, &headers, &collection)?;
+    let idempotency_key = crate::idempotency::key_of(&headers)?;
     let (bytes, memory) = read_body(&state, body, ErrorCode::EventTooLarge).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -420,6 +423,7 @@ pub(crate) async fn record_event(
             body,
             signature,
             context,
+            idempotency_key,
         )
         .await?;
         match prepared {
@@ -445,13 +449,22 @@ pub(crate) async fn record_events(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let signature = precheck_signature(&state, &auth.grant, &headers, "")?;
+    let idempotency_key = crate::idempotency::key_of(&headers)?;
     let (bytes, memory) = read_body(&state, body, ErrorCode::BatchTooLarge).await?;
     let writer = auth.writer();
     detached(async move {
         let _memory = memory;
         let body = WriteBody::Batch { bytes };
-        let PreparedBody::Collections(collections) =
-            prepare_on_pool(&state, writer.grant(), "", body, signature, context).await?
+        let PreparedBody::Collections(collections) = prepare_on_pool(
+            &state,
+            writer.grant(),
+            "",
+            body,
+            signature,
+            context,
+            idempotency_key,
+        )
+        .await?
         else {
             return Err(ApiError::internal(
                 "a batch prepared as a collection's body",
@@ -504,8 +517,16 @@ pub(crate) async fn get_collection(
     };
     detached(async move {
         // A pixel carries no signature header: a signed-webhook key's pixel is refused as unsigned.
-        let PreparedBody::One(prepared) =
-            prepare_on_pool(&state, writer.grant(), &collection, body, None, context).await?
+        let PreparedBody::One(prepared) = prepare_on_pool(
+            &state,
+            writer.grant(),
+            &collection,
+            body,
+            None,
+            context,
+            None,
+        )
+        .await?
         else {
             return Err(ApiError::internal("a pixel prepared as a batch"));
         };

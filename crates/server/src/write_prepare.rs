@@ -11,6 +11,7 @@
 //!
 //! [`WriteLimits::max_events_per_request`]: crate::write_pool::WriteLimits
 
+use std::borrow::Cow;
 use std::cell::Cell;
 
 use bytes::Bytes;
@@ -87,6 +88,9 @@ pub(crate) struct WriteJob {
     /// The key's webhook rule and the request's signature header, checked before anything else.
     pub signature: Option<(WebhookRule, Option<String>)>,
     pub max_events: usize,
+    /// The request's `Idempotency-Key` (`idempotency`), and the route's collection (empty for the batch
+    /// route, whose body names them).
+    pub idempotency: Option<(String, String)>,
 }
 
 /// The prepared events, shaped as the route answers them.
@@ -123,13 +127,20 @@ pub(crate) fn prepare(job: WriteJob, budget: &CpuBudget) -> Result<PreparedBody,
         rule.verify(signature.as_deref(), body, chrono::Utc::now().timestamp())
             .map_err(Refused::Signature)?;
     }
+    let (idempotency_key, route_collection) = match &job.idempotency {
+        Some((key, collection)) => (Some(key.as_str()), collection.as_str()),
+        None => (None, ""),
+    };
     let preparer = Preparer {
         context: &job.context,
         enrichment: &job.enrichment,
         budget,
+        idempotency_key,
     };
     match &job.body {
-        WriteBody::Pixel { bytes } => Ok(PreparedBody::One(preparer.one_text(bytes)?)),
+        WriteBody::Pixel { bytes } => Ok(PreparedBody::One(
+            preparer.one_text(bytes, route_collection)?,
+        )),
         WriteBody::Collection {
             shape: BodyShape::Form,
             bytes,
@@ -139,30 +150,33 @@ pub(crate) fn prepare(job: WriteJob, budget: &CpuBudget) -> Result<PreparedBody,
             }
             let event = form_event(bytes)
                 .map_err(|message| ApiError::new(ErrorCode::InvalidEvent, message))?;
-            Ok(PreparedBody::One(preparer.one(event)))
+            Ok(PreparedBody::One(preparer.one(event, route_collection)))
         }
         WriteBody::Collection {
             shape: BodyShape::NdJson,
             bytes,
         } => {
             let events = ndjson_events(bytes, job.max_events)?;
-            Ok(PreparedBody::List(preparer.all(&events)?))
+            Ok(PreparedBody::List(preparer.all(&events, route_collection)?))
         }
         WriteBody::Collection {
             shape: BodyShape::Json,
             bytes,
         } => {
             if first_byte(bytes) != Some(b'[') {
-                return Ok(PreparedBody::One(preparer.one_text(bytes)?));
+                return Ok(PreparedBody::One(
+                    preparer.one_text(bytes, route_collection)?,
+                ));
             }
             let events = event_list(bytes, job.max_events, ErrorCode::InvalidEvent)?;
-            Ok(PreparedBody::List(preparer.all(&events)?))
+            Ok(PreparedBody::List(preparer.all(&events, route_collection)?))
         }
         WriteBody::Batch { bytes } => {
             let collections = batch_collections(bytes, job.max_events)?;
             let mut prepared = Vec::with_capacity(collections.len());
             for (collection, events) in collections {
-                prepared.push((collection, preparer.all(&events)?));
+                let events = preparer.all(&events, &collection)?;
+                prepared.push((collection, events));
             }
             Ok(PreparedBody::Collections(prepared))
         }
@@ -173,22 +187,40 @@ struct Preparer<'a> {
     context: &'a EventContext,
     enrichment: &'a Enrichment,
     budget: &'a CpuBudget,
+    /// The request's `Idempotency-Key`: events without a uniqueness token get one derived from it.
+    idempotency_key: Option<&'a str>,
 }
 
 impl Preparer<'_> {
     /// A form's event, already a JSON value.
-    fn one(&self, event: Value) -> Result<PreparedEvent, EventError> {
+    fn one(&self, mut event: Value, collection: &str) -> Result<PreparedEvent, EventError> {
+        if let Some(key) = self.idempotency_key {
+            crate::idempotency::stamp_value(&mut event, key, collection, 0);
+        }
         prepare_event_enriched(event, self.context, self.enrichment)
     }
 
+    /// The event's text as prepared: with its derived uniqueness token under an `Idempotency-Key`.
+    fn stamped<'t>(&self, text: &'t [u8], collection: &str, position: usize) -> Cow<'t, [u8]> {
+        match self.idempotency_key {
+            Some(key) => crate::idempotency::stamp_text(text, key, collection, position),
+            None => Cow::Borrowed(text),
+        }
+    }
+
     /// One event from its JSON text: refused unparsed when longer than an event may be.
-    fn one_text(&self, text: &[u8]) -> Result<Result<PreparedEvent, EventError>, ApiError> {
+    fn one_text(
+        &self,
+        text: &[u8],
+        collection: &str,
+    ) -> Result<Result<PreparedEvent, EventError>, ApiError> {
         if text.len() > MAX_EVENT_BYTES {
             return Ok(Err(EventError::EventTooLarge(too_large_message(
                 text.len(),
             ))));
         }
-        let prepared = prepare_event_text(text, self.context, self.enrichment);
+        let text = self.stamped(text, collection, 0);
+        let prepared = prepare_event_text(&text, self.context, self.enrichment);
         if self.budget.exceeded() {
             return Err(budget_exceeded(self.budget));
         }
@@ -199,14 +231,16 @@ impl Preparer<'_> {
     fn all(
         &self,
         events: &[&RawValue],
+        collection: &str,
     ) -> Result<Vec<Result<PreparedEvent, EventError>>, ApiError> {
         let mut prepared = Vec::with_capacity(events.len());
-        for raw in events {
+        for (position, raw) in events.iter().enumerate() {
             let text = raw.get();
             let result = if text.len() > MAX_EVENT_BYTES {
                 Err(EventError::EventTooLarge(too_large_message(text.len())))
             } else {
-                prepare_event_text(text.as_bytes(), self.context, self.enrichment)
+                let text = self.stamped(text.as_bytes(), collection, position);
+                prepare_event_text(&text, self.context, self.enrichment)
             };
             prepared.push(result);
             if self.budget.exceeded() {
@@ -422,6 +456,7 @@ mod tests {
             enrichment: Enrichment::new(None).unwrap(),
             signature: None,
             max_events: 10,
+            idempotency: None,
         }
     }
 

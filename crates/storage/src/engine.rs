@@ -78,6 +78,7 @@ impl Engine {
                 journal: journal.clone(),
                 max_columns_per_collection: config.max_columns_per_collection,
                 tokens,
+                staged_tokens: std::collections::HashMap::new(),
                 state: state.clone(),
                 broken: false,
                 on_files_added: Box::new(move |files| {

@@ -310,7 +310,8 @@ fn replay_wal(
         }
         summary.records += 1;
         let mut applied = Applied::default();
-        apply_entry(state, tokens, entry, false, &mut applied);
+        // The local WAL holds only what this node admitted, duplicates already refused: replayed as is.
+        apply_entry(state, tokens, entry, false, false, &mut applied);
         summary.deleted_files.extend(applied.deleted_files);
         summary.edits.extend(applied.edits);
     })?;

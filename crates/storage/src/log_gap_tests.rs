@@ -56,3 +56,36 @@ async fn a_node_that_cannot_read_the_log_refuses_reads_until_it_has_applied_ever
     }
     assert_eq!(count(&second, "orders").await, 6);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_uniqueness_token_written_through_two_nodes_is_kept_once_on_both() {
+    let first_log = MemoryLog::new();
+    let second_log = first_log.for_node("node-1");
+    let (first_dir, second_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = open_node(first_dir.path(), &first_log).await;
+    let second = open_node(second_dir.path(), &second_log).await;
+    let with_token = |n: u64| prepared(json!({"n": n, "keen": {"uniqueness_token": "order-17"}}));
+    // The second node cannot see the first's event when it takes its own: both are committed to the log.
+    second_log.fail_reads(true);
+    first
+        .append(id("orders"), vec![with_token(1)])
+        .await
+        .unwrap();
+    second_log.fail_reads(false);
+    second
+        .append(id("orders"), vec![with_token(2)])
+        .await
+        .unwrap();
+    second.append(id("orders"), events(10..11)).await.unwrap();
+    first.append(id("orders"), events(11..12)).await.unwrap();
+    // Each node keeps the first in log order and drops the other, so both hold the same events.
+    for node in [&first, &second] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while count(node, "orders").await < 3 {
+            assert!(std::time::Instant::now() < deadline);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(count(node, "orders").await, 3);
+    }
+}

@@ -11,7 +11,7 @@ use crate::manifest::{CollectionId, DataFile};
 use crate::row_edit::RowEdit;
 use crate::shared::SharedRecord;
 use crate::state::State;
-use crate::tokens::TokenIndex;
+use crate::tokens::{TokenIndex, UNIQUENESS_WINDOW_MILLIS};
 use crate::wal::WalEntry;
 
 pub(crate) const KIND_ENTRIES: &str = "entries";
@@ -58,6 +58,7 @@ pub(crate) fn apply_entry(
     tokens: &mut TokenIndex,
     entry: WalEntry,
     record_changes: bool,
+    deduplicate: bool,
     applied: &mut Applied,
 ) {
     match entry {
@@ -78,10 +79,18 @@ pub(crate) fn apply_entry(
                     continue;
                 };
                 if let Some(token) = token {
-                    tokens
-                        .entry(id.clone())
-                        .or_default()
-                        .insert(token, event.created_at_millis);
+                    let index = tokens.entry(id.clone()).or_default();
+                    // In the shared log, a token already applied within its window makes this event a
+                    // duplicate on every node alike (they apply the same records in the same order).
+                    let duplicate = index.get(&token).is_some_and(|first_seen| {
+                        event.created_at_millis - first_seen < UNIQUENESS_WINDOW_MILLIS
+                    });
+                    if deduplicate && duplicate {
+                        continue;
+                    }
+                    if !duplicate {
+                        index.insert(token, event.created_at_millis);
+                    }
                 }
                 earliest = earliest.min(event.timestamp_millis);
                 target.append(&event);
@@ -146,7 +155,7 @@ pub(crate) fn apply_record(
     match record.kind.as_str() {
         KIND_ENTRIES => {
             for entry in crate::wal::decode_entries(&record.payload)? {
-                apply_entry(state, tokens, entry, record_changes, &mut applied);
+                apply_entry(state, tokens, entry, record_changes, true, &mut applied);
             }
         }
         KIND_ROTATE => state.start_flushing(),

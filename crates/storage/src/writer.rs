@@ -3,7 +3,7 @@
 //! in-memory state so the next query sees it, and only then answers each sender. It also drops events
 //! whose `keen.uniqueness_token` was already stored in the same collection within Keen's 31-day window.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::{Arc, Mutex};
 
@@ -27,7 +27,11 @@ pub(crate) struct Writer {
     pub journal: Arc<dyn Journal>,
     /// Most `{path}#{kind}` columns a collection may have; an event adding columns past it is refused.
     pub max_columns_per_collection: usize,
+    /// Uniqueness tokens of the events applied (in the shared log, by every node alike).
     pub tokens: TokenIndex,
+    /// Tokens of this node's staged groups not yet applied: a duplicate within them is refused at once;
+    /// whether they are duplicates of another node's events is decided when the group is applied.
+    pub staged_tokens: HashMap<CollectionId, HashSet<String>>,
     pub state: Arc<Mutex<State>>,
     /// Called after each group is applied, with what is now buffered in memory.
     pub on_applied: Box<dyn Fn(crate::state::BufferedSize) + Send>,
@@ -172,6 +176,7 @@ impl Writer {
         let mut new_tokens: Vec<(String, i64)> = Vec::new();
         let mut tokens_in_this_write = HashSet::new();
         let known_tokens = self.tokens.get(&collection);
+        let staged_tokens = self.staged_tokens.get(&collection);
         for (event, admitted) in events.into_iter().zip(admitted) {
             if !admitted {
                 outcomes.push(WriteOutcome::TooManyColumns);
@@ -181,7 +186,8 @@ impl Writer {
                 let created_at = event.flat.created_at_millis;
                 let seen_before = known_tokens
                     .and_then(|tokens| tokens.get(token))
-                    .is_some_and(|first_seen| created_at - first_seen < UNIQUENESS_WINDOW_MILLIS);
+                    .is_some_and(|first_seen| created_at - first_seen < UNIQUENESS_WINDOW_MILLIS)
+                    || staged_tokens.is_some_and(|staged| staged.contains(token));
                 if seen_before || !tokens_in_this_write.insert(token.clone()) {
                     outcomes.push(WriteOutcome::Duplicate);
                     continue;
@@ -191,11 +197,11 @@ impl Writer {
             outcomes.push(WriteOutcome::Stored);
             stored_events.push(event);
         }
-        // Tokens count as seen at once, so a duplicate later in the same group is caught too; they are
-        // taken back if the commit fails.
-        let index = self.tokens.entry(collection.clone()).or_default();
-        for (token, created_at) in &new_tokens {
-            index.insert(token.clone(), *created_at);
+        // Staged tokens count as seen at once, so a duplicate later in the same group is caught too; they
+        // are taken back if the commit fails, and become applied tokens when the group is applied.
+        let staged = self.staged_tokens.entry(collection.clone()).or_default();
+        for (token, _) in &new_tokens {
+            staged.insert(token.clone());
         }
         if !stored_events.is_empty() {
             self.journal.append(&WalEntry::Events {
@@ -257,7 +263,7 @@ impl Writer {
             let refusal = io::Error::new(
                 error.kind(),
                 format!(
-                    "this node cannot read the shared log ({error}); the write may still be stored, so retry it with the same uniqueness token"
+                    "this node cannot read the shared log ({error}); the write may still be stored, so retry it with the same Idempotency-Key or uniqueness token"
                 ),
             );
             self.refuse(staged, &refusal);
@@ -272,16 +278,34 @@ impl Writer {
                         collection,
                         stored_events,
                         outcomes,
+                        new_tokens,
                         reply,
-                        ..
                     } => {
+                        if let Some(staged) = self.staged_tokens.get_mut(&collection) {
+                            for (token, _) in &new_tokens {
+                                staged.remove(token);
+                            }
+                        }
                         if !stored_events.is_empty() {
+                            let index = self.tokens.entry(collection.clone()).or_default();
                             let target = state.collection_mut(&collection);
                             let mut earliest = i64::MAX;
                             let (count, mut bytes) = (stored_events.len() as u64, 0);
                             // Each event is dropped once buffered, so a large write's prepared form
                             // shrinks as its buffered form grows instead of both being held at once.
                             for event in stored_events {
+                                // Another node's event with the same token, applied just before this group
+                                // (in log order, as every node applies them), is the one kept.
+                                if let Some(token) = &event.uniqueness_token {
+                                    let created_at = event.flat.created_at_millis;
+                                    let duplicate = index.get(token).is_some_and(|first_seen| {
+                                        created_at - first_seen < UNIQUENESS_WINDOW_MILLIS
+                                    });
+                                    if duplicate {
+                                        continue;
+                                    }
+                                    index.insert(token.clone(), created_at);
+                                }
                                 target.append(&event.flat);
                                 earliest = earliest.min(event.flat.timestamp_millis);
                                 bytes += event.json.len() as u64;
@@ -338,9 +362,9 @@ impl Writer {
                     reply,
                     ..
                 } => {
-                    if let Some(index) = self.tokens.get_mut(&collection) {
+                    if let Some(staged) = self.staged_tokens.get_mut(&collection) {
                         for (token, _) in new_tokens {
-                            index.remove(&token);
+                            staged.remove(&token);
                         }
                     }
                     let _ = reply.send(Err(failure()));

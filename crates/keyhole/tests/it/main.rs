@@ -37,6 +37,7 @@ mod outage_proxy;
 mod outages;
 mod queries;
 mod reference;
+mod retries;
 mod saved_queries;
 mod scale_out;
 mod sdk;
