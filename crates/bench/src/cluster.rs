@@ -44,6 +44,10 @@ pub struct ClusterOptions {
     /// compactions of the ingest run).
     #[arg(long, default_value_t = 0)]
     pub settle_seconds: u64,
+    /// Instead: two nodes, every event written to the first; the CPU time each spends on them (the
+    /// second only follows the log), per million events.
+    #[arg(long)]
+    pub cpu_ratio: bool,
 }
 
 struct Cluster {
@@ -118,13 +122,16 @@ async fn count(
     answer["result"].as_u64().context("a count")
 }
 
-/// Batch ingest with clients spread over the nodes; events per second.
-async fn ingest(options: &ClusterOptions, cluster: &Cluster) -> anyhow::Result<(u64, f64)> {
+/// Batch ingest with clients spread over `targets`; events per second.
+async fn ingest(
+    options: &ClusterOptions,
+    targets: &[&KeyholeServer],
+) -> anyhow::Result<(u64, f64)> {
     let bodies = Arc::new(Mutex::new(spawn_batch_reader(&options.events)?));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for client in 0..options.clients {
-        let node = &cluster.nodes[client % cluster.nodes.len()];
+        let node = targets[client % targets.len()];
         let (bodies, url, key) = (
             bodies.clone(),
             node.project_url("events"),
@@ -239,24 +246,62 @@ async fn revocation(options: &ClusterOptions, cluster: &Cluster) -> anyhow::Resu
     Ok(delays)
 }
 
+/// Waits (30 s at most) until every node counts `events`.
+async fn every_node_counts(cluster: &Cluster, events: u64) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for node in &cluster.nodes {
+        while count(&http, node, json!([])).await? != events {
+            if Instant::now() > deadline {
+                bail!("{} does not count all {events} events", node.base_url);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Two nodes, every event written to the first: the CPU seconds each spends from before the ingest until
+/// both count every event and the first's flushes of it are done (it writes the Parquet files).
+async fn cpu_ratio(options: &ClusterOptions) -> anyhow::Result<String> {
+    let cluster = start_cluster(options, 2).await?;
+    let before: Vec<f64> = cluster
+        .nodes
+        .iter()
+        .map(KeyholeServer::cpu_seconds)
+        .collect();
+    let (events, rate) = ingest(options, &[&cluster.nodes[0]]).await?;
+    every_node_counts(&cluster, events).await?;
+    // The flush of the last rows (the flush interval) and the follower's taking of its files.
+    tokio::time::sleep(Duration::from_secs(options.settle_seconds.max(5))).await;
+    let used: Vec<f64> = cluster
+        .nodes
+        .iter()
+        .zip(&before)
+        .map(|(node, before)| node.cpu_seconds() - before)
+        .collect();
+    let per_million = |seconds: f64| seconds * 1_000_000.0 / events.max(1) as f64;
+    Ok(format!(
+        "| events | ingest events/s | ingesting node CPU s per 1M | following node CPU s per 1M | ratio |\n|---|---|---|---|---|\n| {events} | {rate:.0} | {:.1} | {:.1} | {:.2} |\n",
+        per_million(used[0]),
+        per_million(used[1]),
+        used[1] / used[0].max(f64::EPSILON),
+    ))
+}
+
 pub async fn run(options: &ClusterOptions) -> anyhow::Result<String> {
+    if options.cpu_ratio {
+        return cpu_ratio(options).await;
+    }
     let mut report = String::from(
         "| nodes | events | events/s | every node counts every event |\n|---|---|---|---|\n",
     );
     let mut last_cluster = None;
     for &size in &options.nodes {
         let cluster = start_cluster(options, size).await?;
-        let (events, rate) = ingest(options, &cluster).await?;
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        for node in &cluster.nodes {
-            while count(&http, node, json!([])).await? != events {
-                if Instant::now() > deadline {
-                    bail!("{} does not count all {events} events", node.base_url);
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
+        let targets: Vec<&KeyholeServer> = cluster.nodes.iter().collect();
+        let (events, rate) = ingest(options, &targets).await?;
+        every_node_counts(&cluster, events).await?;
         report.push_str(&format!("| {size} | {events} | {rate:.0} | yes |\n"));
         last_cluster = Some(cluster);
     }

@@ -131,6 +131,25 @@ impl KeyholeServer {
         self.child.id()
     }
 
+    /// CPU time the process has used so far (user and system, `/proc/{pid}/stat`), seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // The fields after the command name (which ends at the last ')'): utime and stime are the 12th
+        // and 13th, in clock ticks (100 per second on Linux).
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |index: usize| {
+            fields
+                .get(index)
+                .and_then(|field| field.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
     /// Resident memory now (`VmRSS`), MiB.
     pub fn rss_mib(&self) -> f64 {
         proc_status_mib(self.child.id(), "VmRSS:")
