@@ -72,6 +72,9 @@ pub enum ExecError {
     Internal(String),
 }
 
+/// How object_store's errors show in the messages of the errors that wrap them.
+const OBJECT_STORE_ERROR: &str = "Object Store error";
+
 impl From<datafusion::error::DataFusionError> for ExecError {
     fn from(error: datafusion::error::DataFusionError) -> ExecError {
         use datafusion::error::DataFusionError;
@@ -84,6 +87,16 @@ impl From<datafusion::error::DataFusionError> for ExecError {
             DataFusionError::ResourcesExhausted(message) => {
                 tracing::debug!(%message, "query over its memory budget");
                 ExecError::MemoryBudget(0)
+            }
+            // The object store could not be read (unreachable, refusing): the storage's failure, which
+            // the caller answers 503, not a fault of the engine.
+            DataFusionError::ObjectStore(store_error) => ExecError::Storage(StorageError::Io(
+                std::io::Error::other(store_error.to_string()),
+            )),
+            // The Parquet reader reports a failed fetch as its own error with the store's message in
+            // it ("…: Object Store error: …"), not as a source to walk to.
+            root if root.to_string().contains(OBJECT_STORE_ERROR) => {
+                ExecError::Storage(StorageError::Io(std::io::Error::other(root.to_string())))
             }
             _ => ExecError::Engine(error),
         }

@@ -247,7 +247,7 @@ impl From<keyhole_storage::StorageError> for ApiError {
                 tracing::error!(%error, "storage i/o failed");
                 ApiError::new(
                     ErrorCode::StorageUnavailable,
-                    "The server's storage failed; nothing of this request was stored. Retry later.",
+                    "The server's storage failed or cannot be reached (a write answered so was not stored here); retry later.",
                 )
                 .with_retry_after(10)
             }

@@ -68,8 +68,22 @@ impl ObjectFiles {
                 "the objects location must look like s3://bucket or s3://bucket/prefix, not {url}"
             ))
         })?;
+        // An unreachable store is told within about two seconds (a few quick retries, a short connect
+        // timeout) rather than after object_store's default three minutes of retries: a read then answers
+        // 503, and a flush that failed is tried again at its next tick with its rows still in memory.
+        let retry = object_store::RetryConfig {
+            max_retries: 3,
+            retry_timeout: std::time::Duration::from_millis(1500),
+            ..object_store::RetryConfig::default()
+        };
+        // Set on the options read from the environment (replacing them would drop AWS_ALLOW_HTTP).
+        let connect_timeout = object_store::aws::AmazonS3ConfigKey::Client(
+            object_store::ClientConfigKey::ConnectTimeout,
+        );
         let s3 = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
+            .with_retry(retry)
+            .with_config(connect_timeout, "1s")
             .build()
             .map_err(std::io::Error::other)?;
         let store: Arc<dyn ObjectStore> = match prefix {

@@ -283,3 +283,46 @@ fn a_node_whose_postgresql_never_returns_answers_503_and_shuts_down_without_pani
     assert!(!text.contains("panicked"), "a panic at shutdown:\n{text}");
     assert!(status.is_some(), "no exit within 30 s of SIGTERM:\n{text}");
 }
+
+#[test]
+fn an_unreachable_object_store_is_answered_503_at_once_and_served_again_after() {
+    if !crate::support::has_cluster_services() {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cluster = runtime.block_on(Cluster::create(1));
+    let endpoint =
+        std::env::var("AWS_ENDPOINT_URL").expect("the S3 endpoint of the test environment");
+    let proxy = OutageProxy::start(endpoint.trim_start_matches("http://"));
+    let cluster = cluster.with_object_store_at(&format!("http://{}", proxy.address));
+    let mut node = cluster.start(0);
+    let keys = node.printed_project();
+    runtime.block_on(async {
+        for n in 0..200 {
+            let written = send(write_request(&node.base_url, &keys, n)).await;
+            assert_eq!(written.0, 201, "{}", written.1);
+        }
+    });
+    // A clean stop flushes every row to the bucket; started again, the node holds no file in its cache.
+    assert!(node.terminate().success());
+    let node = cluster.start(0);
+    let by_number = || {
+        client()
+            .post(format!(
+                "{}/3.0/projects/{}/queries/count",
+                node.base_url, keys.id
+            ))
+            .header("Authorization", &keys.read)
+            .json(&json!({"event_collection": "orders", "group_by": "n"}))
+    };
+    proxy.cut();
+    let answer = runtime.block_on(timed("read", by_number()));
+    eprintln!("a read with the bucket unreachable: {answer:?}");
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert!(answer.retry_after.is_some(), "{answer:?}");
+    assert!(answer.took < Duration::from_millis(2500), "{answer:?}");
+    proxy.restore();
+    let answer = runtime.block_on(send(by_number()));
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    assert_eq!(answer.1["result"].as_array().unwrap().len(), 200);
+}

@@ -29,6 +29,13 @@ impl Cluster {
         self
     }
 
+    /// The same cluster with the nodes reaching the S3-compatible server at `endpoint` (a proxy).
+    pub(crate) fn with_object_store_at(mut self, endpoint: &str) -> Cluster {
+        self.envs
+            .push(("AWS_ENDPOINT_URL".to_string(), endpoint.to_string()));
+        self
+    }
+
     /// The address PostgreSQL listens on (`host:port` of the metadata URL).
     pub(crate) fn metadata_address(&self) -> String {
         let url = url::Url::parse(&self.envs[0].1).unwrap();
