@@ -7,8 +7,8 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
+use crate::stored_files::parquet_files_containing;
 use crate::support::{BinaryServer, client, keyhole_binary, send};
-use crate::tenant_offboarding::parquet_files_containing;
 
 /// Runs `keyhole tenant <args>` with the admin key in the environment; its exit status and output.
 fn tenant(data_dir: &Path, admin_key: &str, args: &[&str]) -> (bool, String, String) {
