@@ -17,7 +17,6 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::audit::{KeyChangeRecord, record_key_change};
-use crate::key_changes::notify_key_change;
 use crate::{
     AccessKey, KeyChangeHook, MetaError, MetaStore, Result, now, parse_options, parse_permitted,
 };
@@ -109,9 +108,7 @@ impl MetaStore {
         let mut transaction = self.database.begin_write().await?;
         let created =
             insert_access_key(&mut transaction, project_id, definition, actor, None).await?;
-        notify_key_change(self, &mut transaction, project_id).await?;
-        transaction.commit().await?;
-        self.key_changed(project_id).await;
+        self.commit_key_change(transaction, project_id).await?;
         Ok(created)
     }
 
@@ -175,9 +172,7 @@ impl MetaStore {
         else {
             return Ok(None);
         };
-        notify_key_change(self, &mut transaction, project_id).await?;
-        transaction.commit().await?;
-        self.key_changed(project_id).await;
+        self.commit_key_change(transaction, project_id).await?;
         Ok(Some(changed))
     }
 

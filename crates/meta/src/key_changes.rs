@@ -40,6 +40,21 @@ pub(crate) async fn notify_key_change(
     Ok(())
 }
 
+impl MetaStore {
+    /// Commits `transaction`, which changed keys of `project_id`: the other nodes are told inside it (so
+    /// exactly when it commits), this node's grant cache and change hooks right after.
+    pub(crate) async fn commit_key_change(
+        &self,
+        mut transaction: sqlx::Transaction<'static, sqlx::Any>,
+        project_id: &str,
+    ) -> Result<()> {
+        notify_key_change(self, &mut transaction, project_id).await?;
+        transaction.commit().await?;
+        self.key_changed(project_id).await;
+        Ok(())
+    }
+}
+
 /// Listens for other nodes' key changes for as long as the runtime runs (PostgreSQL only).
 pub(crate) fn start_listening(store: MetaStore, url: String) {
     tokio::spawn(async move {

@@ -10,7 +10,7 @@
 
 use keyhole_model::KeyHash;
 use keyhole_model::access::AccessKeyDefinition;
-use keyhole_model::tenant::{Tenancy, TenantChange, read_key_definition, write_key_definition};
+use keyhole_model::tenant::{Tenancy, TenantChange};
 use keyhole_model::timestamp::{EpochMillis, format_timestamp, parse_timestamp};
 use serde_json::{Map, Value, json};
 use sqlx::Row;
@@ -18,8 +18,9 @@ use sqlx::any::AnyRow;
 
 use crate::access_keys::{KeyChangeAudit, change_key_in, replace_definition_in};
 use crate::audit::{KeyChangeRecord, record_key_change};
-use crate::key_changes::notify_key_change;
-use crate::tenants::{insert_tenant_keys, tenancy_of_tenants_in, tenant_in};
+use crate::tenants::{
+    insert_tenant_keys, tenancy_of_tenants_in, tenant_in, tenant_key_definitions,
+};
 use crate::{AccessKey, CreatedTenant, MetaError, MetaStore, Result, Tenant, now};
 
 /// One key of a tenant as its changes need it.
@@ -85,10 +86,7 @@ async fn rederive_tenant_keys(
     options: &Map<String, Value>,
     actor: &str,
 ) -> Result<()> {
-    let invalid =
-        |error: keyhole_model::tenant::TenantDefinitionError| MetaError::InvalidDefinition(error.0);
-    let read_definition = read_key_definition(tenancy, tenant_id, options).map_err(invalid)?;
-    let write_definition = write_key_definition(tenancy, tenant_id, options).map_err(invalid)?;
+    let (read_definition, write_definition) = tenant_key_definitions(tenancy, tenant_id, options)?;
     let audit = KeyChangeAudit {
         project_id,
         action: "update",
@@ -221,13 +219,10 @@ impl MetaStore {
             )
             .await?;
         }
-        let keys_change = suspension_changes || change.options.is_some();
-        if keys_change {
-            notify_key_change(self, &mut transaction, project_id).await?;
-        }
-        transaction.commit().await?;
-        if keys_change {
-            self.key_changed(project_id).await;
+        if suspension_changes || change.options.is_some() {
+            self.commit_key_change(transaction, project_id).await?;
+        } else {
+            transaction.commit().await?;
         }
         Ok(Some(updated))
     }
@@ -277,18 +272,16 @@ impl MetaStore {
             )
             .await?;
         }
+        let key_definitions = tenant_key_definitions(&tenancy, tenant_id, &tenant.options)?;
         let (read_key, write_key) = insert_tenant_keys(
             &mut transaction,
             project_id,
-            &tenancy,
             tenant_id,
-            &tenant.options,
+            &key_definitions,
             actor,
         )
         .await?;
-        notify_key_change(self, &mut transaction, project_id).await?;
-        transaction.commit().await?;
-        self.key_changed(project_id).await;
+        self.commit_key_change(transaction, project_id).await?;
         Ok(Some(CreatedTenant {
             tenant,
             read_key,
@@ -356,9 +349,7 @@ impl MetaStore {
             .bind(tenant_id)
             .execute(&mut *transaction)
             .await?;
-        notify_key_change(self, &mut transaction, project_id).await?;
-        transaction.commit().await?;
-        self.key_changed(project_id).await;
+        self.commit_key_change(transaction, project_id).await?;
         Ok(Some(revoked))
     }
 }

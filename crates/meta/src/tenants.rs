@@ -7,13 +7,13 @@
 //! their keys' filters and autofill name it, and changing it under them would leave keys filtering on a
 //! property the project no longer uses for tenants.
 
+use keyhole_model::access::AccessKeyDefinition;
 use keyhole_model::tenant::{Tenancy, TenantDefinition, read_key_definition, write_key_definition};
 use serde_json::{Map, Value};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::access_keys::insert_access_key;
-use crate::key_changes::notify_key_change;
 use crate::{AccessKey, MetaError, MetaStore, Result, now};
 
 /// Most tenants one list page holds.
@@ -108,51 +108,44 @@ pub(crate) async fn tenancy_of_tenants_in(
     Tenancy::new(&property).map_err(|_| MetaError::Corrupt("tenancy property".into()))
 }
 
-/// Builds a tenant's read and write keys from its options (see `keyhole_model::tenant`) and stores them,
-/// tied to the tenant, inside `transaction`; a definition the key rules refuse is
-/// [`MetaError::InvalidDefinition`].
-pub(crate) async fn insert_tenant_keys(
-    transaction: &mut sqlx::AnyConnection,
-    project_id: &str,
+/// A tenant's read and write key definitions, made from its options (see `keyhole_model::tenant`); options
+/// the key rules refuse are [`MetaError::InvalidDefinition`].
+pub(crate) fn tenant_key_definitions(
     tenancy: &Tenancy,
     tenant_id: &str,
     options: &Map<String, Value>,
-    actor: &str,
-) -> Result<((AccessKey, String), (AccessKey, String))> {
+) -> Result<(AccessKeyDefinition, AccessKeyDefinition)> {
     let invalid =
         |error: keyhole_model::tenant::TenantDefinitionError| MetaError::InvalidDefinition(error.0);
-    let read_definition = read_key_definition(tenancy, tenant_id, options).map_err(invalid)?;
-    let write_definition = write_key_definition(tenancy, tenant_id, options).map_err(invalid)?;
-    let read_key = insert_access_key(
-        transaction,
-        project_id,
-        &read_definition,
-        actor,
-        Some(tenant_id),
-    )
-    .await?;
-    let write_key = insert_access_key(
-        transaction,
-        project_id,
-        &write_definition,
-        actor,
-        Some(tenant_id),
-    )
-    .await?;
+    Ok((
+        read_key_definition(tenancy, tenant_id, options).map_err(invalid)?,
+        write_key_definition(tenancy, tenant_id, options).map_err(invalid)?,
+    ))
+}
+
+/// Stores a tenant's read and write keys ([`tenant_key_definitions`]), tied to the tenant, inside
+/// `transaction`; the keys with their secrets.
+pub(crate) async fn insert_tenant_keys(
+    transaction: &mut sqlx::AnyConnection,
+    project_id: &str,
+    tenant_id: &str,
+    (read_definition, write_definition): &(AccessKeyDefinition, AccessKeyDefinition),
+    actor: &str,
+) -> Result<((AccessKey, String), (AccessKey, String))> {
+    let tied = Some(tenant_id);
+    let read_key = insert_access_key(transaction, project_id, read_definition, actor, tied).await?;
+    let write_key =
+        insert_access_key(transaction, project_id, write_definition, actor, tied).await?;
     Ok((read_key, write_key))
 }
 
 impl MetaStore {
     /// The project's tenancy, if one was set.
     pub async fn tenancy(&self, project_id: &str) -> Result<Option<Tenancy>> {
-        let row = sqlx::query("SELECT property FROM project_tenancy WHERE project_id = $1")
-            .bind(project_id)
-            .fetch_optional(&self.database.pool)
-            .await?;
-        let Some(row) = row else {
+        let mut connection = self.database.pool.acquire().await?;
+        let Some(property) = tenancy_property_in(&mut connection, project_id).await? else {
             return Ok(None);
         };
-        let property: String = row.try_get("property")?;
         Tenancy::new(&property)
             .map(Some)
             .map_err(|_| MetaError::Corrupt("tenancy property".into()))
@@ -204,10 +197,9 @@ impl MetaStore {
                 "The project has no tenancy property yet: set one with PUT /3.0/projects/{project_id}/tenancy first.".into(),
             )
         })?;
-        // Both keys are checked before anything is stored (the transaction would roll back anyway).
-        read_key_definition(&tenancy, &definition.id, &definition.options)
-            .and_then(|_| write_key_definition(&tenancy, &definition.id, &definition.options))
-            .map_err(|error| MetaError::InvalidDefinition(error.0))?;
+        // Both keys are made before anything is stored.
+        let key_definitions =
+            tenant_key_definitions(&tenancy, &definition.id, &definition.options)?;
         let mut transaction = self.database.begin_write().await?;
         // The tenancy is read again inside the transaction: a change between the two reads is refused.
         let property_now = tenancy_property_in(&mut transaction, project_id).await?;
@@ -237,15 +229,12 @@ impl MetaStore {
         let (read_key, write_key) = insert_tenant_keys(
             &mut transaction,
             project_id,
-            &tenancy,
             &definition.id,
-            &definition.options,
+            &key_definitions,
             actor,
         )
         .await?;
-        notify_key_change(self, &mut transaction, project_id).await?;
-        transaction.commit().await?;
-        self.key_changed(project_id).await;
+        self.commit_key_change(transaction, project_id).await?;
         Ok(CreatedTenant {
             tenant: Tenant {
                 id: definition.id.clone(),

@@ -41,10 +41,7 @@ pub(crate) async fn answer(
         }
         _ => return Ok(None),
     };
-    if source.storage.is_behind_log() {
-        return Err(keyhole_storage::StorageError::BehindLog.into());
-    }
-    let snapshot = source.storage.snapshot(&id, TimeRange::ALL);
+    let snapshot = source.storage.snapshot(&id, TimeRange::ALL)?;
     let rows = snapshot.rows();
     let value = match result {
         None => json!(rows),

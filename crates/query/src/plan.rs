@@ -104,11 +104,8 @@ pub(crate) async fn filtered_frame(
         },
         end_millis: range.map(|range| range.end),
     };
-    // A node behind the shared log would answer short: refused instead (retried by the caller).
-    if source.storage.is_behind_log() {
-        return Err(keyhole_storage::StorageError::BehindLog.into());
-    }
-    let snapshot = source.storage.snapshot(&id, storage_range);
+    // Refused while this node is behind the shared log (it would answer short).
+    let snapshot = source.storage.snapshot(&id, storage_range)?;
     let schema = scan_schema(&snapshot.schema);
     let scanned = Scanned {
         reads: vec![ScannedRead {

@@ -22,7 +22,7 @@ use crate::auth::{Authorized, MasterOnly, ViewsDashboards};
 use crate::errors::{ApiError, ErrorCode};
 
 /// The largest definition read.
-const MAX_DASHBOARD_BODY_BYTES: usize = 256 * 1024;
+const MAX_DASHBOARD_BODY_BYTES: usize = 64 * 1024;
 
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::InvalidDashboardDefinition, message)

@@ -188,14 +188,23 @@ impl Storage {
     /// schema, the Parquet files that may hold such events (pruned by their min/max `keen.timestamp`;
     /// rows outside `range` may remain in them), and the in-memory rows in `range`, shaped to the schema.
     /// Files stay readable for at least the delete grace period after a compaction replaces them.
-    pub fn snapshot(&self, collection: &CollectionId, range: TimeRange) -> CollectionSnapshot {
+    /// Refused with [`StorageError::BehindLog`] while this node lacks records of the shared log it knows
+    /// exist: the snapshot would be short of them.
+    pub fn snapshot(
+        &self,
+        collection: &CollectionId,
+        range: TimeRange,
+    ) -> Result<CollectionSnapshot> {
         let mut state = self.engine.state.lock().expect("state lock");
+        if state.behind_log {
+            return Err(StorageError::BehindLog);
+        }
         let Some(target) = state.collections.get_mut(collection) else {
-            return CollectionSnapshot {
+            return Ok(CollectionSnapshot {
                 schema: schema_with_columns(&[]),
                 files: Vec::new(),
                 memory: Vec::new(),
-            };
+            });
         };
         target.seal();
         let schema = schema_with_columns(&target.schema().column_names());
@@ -209,11 +218,11 @@ impl Storage {
         for batch in target.flushing.iter().chain(&target.sealed) {
             push_in_range(&mut memory, conform_batch(batch, &schema), range);
         }
-        CollectionSnapshot {
+        Ok(CollectionSnapshot {
             schema,
             files,
             memory,
-        }
+        })
     }
 
     /// The current change version: pass it to [`Storage::earliest_change_since`] later to learn what
@@ -265,7 +274,7 @@ impl Storage {
         collection: &CollectionId,
         range: TimeRange,
     ) -> Result<CollectionScan> {
-        let snapshot = self.snapshot(collection, range);
+        let snapshot = self.snapshot(collection, range)?;
         let mut batches = Vec::new();
         for file in &snapshot.files {
             for batch in flush::read_data_file(&self.engine.objects, file, &snapshot.schema).await?

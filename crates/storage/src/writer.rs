@@ -199,9 +199,11 @@ impl Writer {
         }
         // Staged tokens count as seen at once, so a duplicate later in the same group is caught too; they
         // are taken back if the commit fails, and become applied tokens when the group is applied.
-        let staged = self.staged_tokens.entry(collection.clone()).or_default();
-        for (token, _) in &new_tokens {
-            staged.insert(token.clone());
+        if !new_tokens.is_empty() {
+            let staged = self.staged_tokens.entry(collection.clone()).or_default();
+            for (token, _) in &new_tokens {
+                staged.insert(token.clone());
+            }
         }
         if !stored_events.is_empty() {
             self.journal.append(&WalEntry::Events {
@@ -281,13 +283,17 @@ impl Writer {
                         new_tokens,
                         reply,
                     } => {
-                        if let Some(staged) = self.staged_tokens.get_mut(&collection) {
+                        if !new_tokens.is_empty()
+                            && let Some(staged) = self.staged_tokens.get_mut(&collection)
+                        {
                             for (token, _) in &new_tokens {
                                 staged.remove(token);
                             }
                         }
                         if !stored_events.is_empty() {
-                            let index = self.tokens.entry(collection.clone()).or_default();
+                            // The applied-token index is touched only for a group that carries tokens.
+                            let mut index = (!new_tokens.is_empty())
+                                .then(|| self.tokens.entry(collection.clone()).or_default());
                             let target = state.collection_mut(&collection);
                             let mut earliest = i64::MAX;
                             let (count, mut bytes) = (stored_events.len() as u64, 0);
@@ -296,7 +302,9 @@ impl Writer {
                             for event in stored_events {
                                 // Another node's event with the same token, applied just before this group
                                 // (in log order, as every node applies them), is the one kept.
-                                if let Some(token) = &event.uniqueness_token {
+                                if let (Some(token), Some(index)) =
+                                    (&event.uniqueness_token, index.as_deref_mut())
+                                {
                                     let created_at = event.flat.created_at_millis;
                                     let duplicate = index.get(token).is_some_and(|first_seen| {
                                         created_at - first_seen < UNIQUENESS_WINDOW_MILLIS

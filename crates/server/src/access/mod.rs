@@ -148,8 +148,11 @@ impl ScopedReader {
     }
 
     /// The rows and bytes of a collection's Parquet files (events not yet flushed are in neither): what
-    /// the collection occupies, told to the administrator's usage of tenants only, never to a key.
+    /// the whole collection occupies, so told only to a grant that sees every event (zero otherwise).
     pub(crate) fn stored_file_totals(&self, collection: &str) -> (u64, u64) {
+        if !self.sees_everything() {
+            return (0, 0);
+        }
         let files = self
             .engines
             .shared
