@@ -48,6 +48,10 @@ pub struct ClusterOptions {
     /// second only follows the log), per million events.
     #[arg(long)]
     pub cpu_ratio: bool,
+    /// Instead: the shared log's commit rate in PostgreSQL (records appended per second, by record size,
+    /// from `--clients` appenders).
+    #[arg(long)]
+    pub log_commit_rate: bool,
 }
 
 struct Cluster {
@@ -55,7 +59,7 @@ struct Cluster {
     _data_dirs: Vec<tempfile::TempDir>,
 }
 
-async fn fresh_database(server_url: &str) -> anyhow::Result<String> {
+pub(crate) async fn fresh_database(server_url: &str) -> anyhow::Result<String> {
     let (base, _) = server_url
         .rsplit_once('/')
         .context("the PostgreSQL URL names a database")?;
@@ -292,6 +296,9 @@ async fn cpu_ratio(options: &ClusterOptions) -> anyhow::Result<String> {
 pub async fn run(options: &ClusterOptions) -> anyhow::Result<String> {
     if options.cpu_ratio {
         return cpu_ratio(options).await;
+    }
+    if options.log_commit_rate {
+        return crate::log_rate::run(options).await;
     }
     let mut report = String::from(
         "| nodes | events | events/s | every node counts every event |\n|---|---|---|---|\n",

@@ -22,6 +22,7 @@ mod engines;
 mod faults;
 mod generator;
 mod ingest;
+mod log_rate;
 mod moments;
 mod query_set;
 mod report;

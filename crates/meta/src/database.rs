@@ -32,6 +32,11 @@ pub enum Backend {
 /// How long a request waits for a PostgreSQL connection (a new one included) before giving up.
 const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// How long a request's key lookup may wait on PostgreSQL in all. A pooled connection whose packets are
+/// lost neither answers nor fails (the pool tests a connection only as it is handed out); past this the
+/// lookup is answered 503 instead of hanging until TCP gives up.
+const POSTGRES_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[derive(Clone)]
 pub(crate) struct Database {
     pub pool: AnyPool,
@@ -39,6 +44,24 @@ pub(crate) struct Database {
 }
 
 impl Database {
+    /// Runs a lookup a request waits on, bounded on PostgreSQL by [`POSTGRES_LOOKUP_TIMEOUT`] (a timeout is
+    /// an unreachable database, [`MetaError::is_unavailable`]).
+    pub(crate) async fn bounded_lookup<T>(
+        &self,
+        lookup: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        if self.backend != Backend::Postgres {
+            return lookup.await;
+        }
+        match tokio::time::timeout(POSTGRES_LOOKUP_TIMEOUT, lookup).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(MetaError::Database(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the metadata database did not answer in time",
+            )))),
+        }
+    }
+
     /// Connects to `url` (`sqlite://path` or `postgres://…`), creating a SQLite file if needed.
     pub(crate) async fn connect(url: &str) -> Result<Database> {
         sqlx::any::install_default_drivers();

@@ -58,11 +58,16 @@ impl MetaStore {
                 cache_ticket: None,
             });
         }
-        let resolution = if embed_token::looks_like_token(presented) {
-            self.resolve_token(presented, now).await?
-        } else {
-            self.resolve_key_secret(presented).await?
-        };
+        let resolution = self
+            .database
+            .bounded_lookup(async {
+                if embed_token::looks_like_token(presented) {
+                    self.resolve_token(presented, now).await
+                } else {
+                    self.resolve_key_secret(presented).await
+                }
+            })
+            .await?;
         let cache_ticket = matches!(resolution, Resolution::Granted(_)).then_some(CacheTicket {
             key_hash_hex: presented_hex,
             generation,

@@ -8,7 +8,10 @@
 //! long as PostgreSQL is away, with the cache still on); from then on the grant cache is bypassed (every
 //! request reads the database), and once a connection listens again the cache is cleared before it is
 //! used, so a change is never hidden longer than a notification's delivery (measured in
-//! `docs/scale-out.md`), however the connection fares.
+//! `docs/scale-out.md`), however the connection fares. A connection whose packets are lost fails nothing
+//! and delivers nothing: every node sends a heartbeat notification every [`HEARTBEAT_INTERVAL`], and a
+//! listener that hears nothing for [`SILENCE_LIMIT`] counts its connection as lost (cache off, listen
+//! again) — so a silent link costs at most that long of trusting the cache.
 
 use std::time::Duration;
 
@@ -19,6 +22,13 @@ use crate::{MetaStore, Result};
 
 /// The notification channel; the payload is `{node id} {project id}`.
 pub(crate) const CHANNEL: &str = "keyhole_key_changes";
+
+/// The payload of a heartbeat (no space: not a key change).
+const HEARTBEAT: &str = "heartbeat";
+/// How often each node sends a heartbeat on the channel.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(300);
+/// A listener that hears nothing (not even a heartbeat) for this long counts its connection as lost.
+const SILENCE_LIMIT: Duration = Duration::from_millis(1500);
 
 /// Pause before listening again after the connection failed.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
@@ -57,6 +67,21 @@ impl MetaStore {
 
 /// Listens for other nodes' key changes for as long as the runtime runs (PostgreSQL only).
 pub(crate) fn start_listening(store: MetaStore, url: String) {
+    let heartbeat_store = store.clone();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(HEARTBEAT_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let sent = sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(HEARTBEAT)
+                .execute(&heartbeat_store.database.pool);
+            if let Err(error) = sent.await {
+                tracing::debug!(%error, "cannot send the key-change heartbeat");
+            }
+        }
+    });
     tokio::spawn(async move {
         loop {
             store.resolved_keys.set_enabled(false);
@@ -82,7 +107,18 @@ async fn listen(store: &MetaStore, url: &str) -> Result<()> {
     // Whatever changed while nobody listened is forgotten before the cache is trusted again.
     store.resolved_keys.invalidate();
     store.resolved_keys.set_enabled(true);
-    while let Some(notification) = listener.try_recv().await? {
+    loop {
+        // Dropping `try_recv` mid-message is harmless here: the connection is dropped with it.
+        let Ok(received) = tokio::time::timeout(SILENCE_LIMIT, listener.try_recv()).await else {
+            tracing::warn!(
+                silent_ms = SILENCE_LIMIT.as_millis() as u64,
+                "the key change listener heard nothing, not even a heartbeat; its connection counts as lost"
+            );
+            return Ok(());
+        };
+        let Some(notification) = received? else {
+            return Ok(());
+        };
         let Some((node_id, project_id)) = notification.payload().split_once(' ') else {
             continue;
         };
@@ -92,5 +128,4 @@ async fn listen(store: &MetaStore, url: &str) -> Result<()> {
         tracing::debug!(project_id, "key change from another node");
         store.key_changed(project_id).await;
     }
-    Ok(())
 }

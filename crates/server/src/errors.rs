@@ -247,7 +247,7 @@ impl From<keyhole_storage::StorageError> for ApiError {
                 tracing::error!(%error, "storage i/o failed");
                 ApiError::new(
                     ErrorCode::StorageUnavailable,
-                    "The server's storage failed or cannot be reached (a write answered so was not stored here); retry later.",
+                    "The server's storage failed or cannot be reached; retry later. A write answered so is stored at most once if retried with the same Idempotency-Key header (or keen.uniqueness_token): with several nodes, a commit that answered too late may still be stored.",
                 )
                 .with_retry_after(10)
             }

@@ -13,7 +13,11 @@ use keyhole_storage::shared::{
 
 struct MetadataLog(ClusterLog);
 
+/// An unreachable database is `NotConnected` (the journal then pauses its calls, see `log_journal`).
 fn io_error(error: keyhole_meta::MetaError) -> io::Error {
+    if error.is_unavailable() {
+        return io::Error::new(io::ErrorKind::NotConnected, error.to_string());
+    }
     io::Error::other(error.to_string())
 }
 

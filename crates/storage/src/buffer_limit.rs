@@ -22,6 +22,13 @@ pub(crate) fn flush_at_bytes(budget: &MemoryBudget) -> u64 {
     budget.share(MemoryConsumer::EventBuffer) / FLUSH_AT_SHARE_DIVISOR
 }
 
+/// With a shared log, the unflushed bytes at which a node that took none of them flushes anyway (the nodes
+/// that took them are not flushing): halfway between starting a flush and holding back writes.
+pub(crate) fn takeover_at_bytes(budget: &MemoryBudget) -> u64 {
+    let admit_below = budget.share(MemoryConsumer::EventBuffer) / ADMIT_BELOW_SHARE_DIVISOR;
+    (flush_at_bytes(budget) + admit_below) / 2
+}
+
 /// Whether the unflushed rows have reached the size that starts a flush.
 pub(crate) fn wants_flush(budget: &MemoryBudget) -> bool {
     budget.used(MemoryConsumer::EventBuffer) >= flush_at_bytes(budget)

@@ -71,6 +71,11 @@ impl Engine {
             let flush_rows = config.flush_rows;
             let budget = config.memory_budget.clone();
             let flush_bytes = buffer_limit::flush_at_bytes(&budget);
+            // With a shared log, a node flushes rows only other nodes took once they let them grow well
+            // past the flush point (they stopped, or cannot flush).
+            let others_rows_only = journal.is_shared();
+            let takeover_rows = flush_rows.saturating_add(flush_rows / 2);
+            let takeover_bytes = buffer_limit::takeover_at_bytes(&budget);
             let weak_for_prefetch = weak.clone();
             let wanted = flush_wanted.clone();
             let writer = Writer {
@@ -95,7 +100,13 @@ impl Engine {
                 }),
                 on_applied: Box::new(move |buffered: BufferedSize| {
                     budget.set_used(MemoryConsumer::EventBuffer, buffered.bytes as u64);
-                    if buffered.rows >= flush_rows || (buffered.bytes as u64) >= flush_bytes {
+                    let full =
+                        buffered.rows >= flush_rows || (buffered.bytes as u64) >= flush_bytes;
+                    let this_nodes_to_flush = !others_rows_only
+                        || buffered.own_rows > 0
+                        || buffered.rows >= takeover_rows
+                        || (buffered.bytes as u64) >= takeover_bytes;
+                    if full && this_nodes_to_flush {
                         wanted.notify_one();
                     }
                 }),

@@ -75,6 +75,18 @@ pub(crate) trait Journal: Send + Sync + 'static {
     /// Starts applying, in the background, what other writers append (until `commands` closes).
     fn follow_others(&self, commands: mpsc::WeakSender<Command>);
 
+    /// Whether other nodes share this journal (a shared log): then the nodes that took the buffered events
+    /// flush them, and another node only takes over when they let them wait (see `maintenance`).
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// Whether writes are staged as encoded rows (`WalEntry::Rows`, for other nodes to take as they are)
+    /// rather than as their events' JSON (what a local WAL replays).
+    fn carries_rows(&self) -> bool {
+        false
+    }
+
     /// Stages an entry of the writer's current group.
     fn append(&self, entry: &WalEntry);
     /// Makes the staged entries durable as one group; with a shared log, the group's sequence (`None`

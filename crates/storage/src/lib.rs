@@ -38,6 +38,7 @@ mod objects;
 mod parquet_reader;
 mod records;
 mod recovery;
+mod row_batches;
 mod row_edit;
 pub mod shared;
 mod snapshot;
@@ -73,6 +74,8 @@ mod log_gap_tests;
 mod memory_log;
 #[cfg(test)]
 mod memory_tests;
+#[cfg(test)]
+mod row_record_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(any(test, feature = "testsuite"))]

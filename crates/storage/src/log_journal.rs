@@ -24,7 +24,7 @@ use crate::wal::{WalEntry, encode_entries};
 
 use crate::journal::{EngineParts, Followed, Journal, Lease, Recovered, WrittenFiles};
 use crate::records::{
-    Applied, Flushed, KIND_ENTRIES, KIND_FLUSHED, KIND_ROTATE, KIND_SWAPPED, Swapped, apply_record,
+    Applied, Flushed, KIND_FLUSHED, KIND_ROTATE, KIND_ROWS, KIND_SWAPPED, Swapped, apply_record,
     payload_of,
 };
 
@@ -39,8 +39,16 @@ const LEASE_WAIT: Duration = Duration::from_secs(60);
 /// Records kept below the flushed point when the log is truncated, so a node that lags behind by less
 /// than this still finds every record it has not applied.
 const TRUNCATION_MARGIN: u64 = 100_000;
-/// Records read from the log at a time.
+/// Most records read from the log at a time.
 const READ_BATCH: usize = 1_000;
+/// How long the writer thread waits on one call to the log's database. A connection whose packets are
+/// lost never answers nor fails; past this the call is an error, so the group is refused at once (503)
+/// instead of every write behind it hanging until TCP gives up.
+const LOG_CALL_TIMEOUT: Duration = Duration::from_millis(1500);
+/// After a call found the log's database unreachable, calls fail at once for this long (then one is
+/// tried again): the writer thread does not spend a timeout on every group and catch-up while it is away,
+/// so a write waits at most about one timeout before it is refused.
+const UNREACHABLE_PAUSE: Duration = Duration::from_secs(1);
 
 /// One node's journal in a shared log.
 pub(crate) struct LogJournal {
@@ -49,6 +57,11 @@ pub(crate) struct LogJournal {
     runtime: tokio::runtime::Handle,
     /// The group being staged, in the WAL's record encoding.
     pending: Mutex<Vec<u8>>,
+    /// Records read at a time: halved after a read that timed out (a slow link still makes progress),
+    /// doubled back after each one that did not.
+    read_batch: std::sync::atomic::AtomicUsize,
+    /// Until when calls fail at once (see [`UNREACHABLE_PAUSE`]).
+    unreachable_until: Mutex<Option<std::time::Instant>>,
     delete_grace: Duration,
     /// The release of this node's last maintenance lease, awaited before the next is taken.
     lease_release: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
@@ -120,6 +133,8 @@ impl LogJournal {
             log,
             runtime: tokio::runtime::Handle::current(),
             pending: Mutex::default(),
+            read_batch: std::sync::atomic::AtomicUsize::new(READ_BATCH),
+            unreachable_until: Mutex::default(),
             delete_grace,
             lease_release: Arc::default(),
         };
@@ -129,6 +144,59 @@ impl LogJournal {
             edits: Vec::new(),
         };
         Ok((journal, recovered))
+    }
+
+    /// Runs one call to the log on the writer thread, bounded by [`LOG_CALL_TIMEOUT`]; while the log's
+    /// database was just found unreachable, fails at once.
+    fn call_log<T>(&self, call: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
+        let mut unreachable_until = self
+            .unreachable_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if unreachable_until.is_some_and(|until| std::time::Instant::now() < until) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the shared log's database was unreachable moments ago",
+            ));
+        }
+        let outcome = self.runtime.block_on(async {
+            tokio::time::timeout(LOG_CALL_TIMEOUT, call)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the shared log's database did not answer within {} ms",
+                            LOG_CALL_TIMEOUT.as_millis()
+                        ),
+                    ))
+                })
+        });
+        *unreachable_until = match &outcome {
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::NotConnected
+                ) =>
+            {
+                Some(std::time::Instant::now() + UNREACHABLE_PAUSE)
+            }
+            _ => None,
+        };
+        outcome
+    }
+
+    /// Reads records after `after`, as many as the current read size.
+    fn read_records(&self, after: u64) -> io::Result<Vec<SharedRecord>> {
+        use std::sync::atomic::Ordering;
+        let limit = self.read_batch.load(Ordering::Relaxed);
+        let read = self.call_log(self.log.read_after(after, limit));
+        let next_limit = match &read {
+            Err(error) if error.kind() == io::ErrorKind::TimedOut => (limit / 2).max(1),
+            _ => (limit * 2).min(READ_BATCH),
+        };
+        self.read_batch.store(next_limit, Ordering::Relaxed);
+        read
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
@@ -294,6 +362,15 @@ impl Journal for LogJournal {
         });
     }
 
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    /// Other nodes take each write's rows as they are, never its JSON.
+    fn carries_rows(&self) -> bool {
+        true
+    }
+
     fn append(&self, entry: &WalEntry) {
         self.pending()
             .extend(encode_entries(std::slice::from_ref(entry)));
@@ -304,8 +381,7 @@ impl Journal for LogJournal {
         if payload.is_empty() {
             return Ok(None);
         }
-        self.runtime
-            .block_on(self.log.append(KIND_ENTRIES, payload, false))
+        self.call_log(self.log.append(KIND_ROWS, payload, false))
     }
 
     fn discard_pending(&self) {
@@ -329,9 +405,7 @@ impl Journal for LogJournal {
             if after >= through {
                 break;
             }
-            let records: Vec<SharedRecord> = self
-                .runtime
-                .block_on(self.log.read_after(after, READ_BATCH))?;
+            let records = self.read_records(after)?;
             if records.is_empty() {
                 break;
             }
@@ -369,8 +443,7 @@ impl Journal for LogJournal {
         tokens: &mut TokenIndex,
     ) -> io::Result<Followed> {
         let sequence = self
-            .runtime
-            .block_on(self.log.append(kind, payload, true))?
+            .call_log(self.log.append(kind, payload, true))?
             .ok_or_else(|| io::Error::other("this node no longer holds the maintenance lease"))?;
         let followed = self.apply_through(sequence, state, tokens)?;
         if followed.last.is_none() {

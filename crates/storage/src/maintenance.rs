@@ -64,12 +64,33 @@ async fn flush_if_buffer_full_locked(engine: &Arc<Engine>) -> Result<()> {
     flush_locked(engine).await
 }
 
+/// With a shared log, whether this node's flush-interval tick flushes and compacts: a node that took
+/// events during the last two intervals does (the tick after its last write finds the collections at rest
+/// and merges them), or one that holds rows of its own writes; another only once unflushed rows have
+/// waited over two intervals (the nodes that took them stopped). So the node that takes an event writes
+/// its Parquet, and a node that only follows the log spends nothing on it.
+fn tick_is_this_nodes(engine: &Engine, written_two_ticks_ago: u64) -> bool {
+    if !engine.journal.is_shared() {
+        return true;
+    }
+    if engine.metrics.ingested_events.get() != written_two_ticks_ago {
+        return true;
+    }
+    let state = engine.state.lock().expect("state lock");
+    state.own_unflushed_rows > 0
+        || state
+            .unflushed_since
+            .is_some_and(|since| since.elapsed() > engine.config.flush_interval * 2)
+}
+
 /// The background flusher. It waits holding only a weak reference, so dropping every `Storage` handle
 /// drops the engine (and releases the data directory) without waiting for the next flush interval.
 pub(crate) fn spawn_flusher(engine: &Arc<Engine>) {
     let interval = engine.config.flush_interval;
     let flush_wanted: Arc<Notify> = engine.flush_wanted.clone();
     let weak: Weak<Engine> = Arc::downgrade(engine);
+    // This node's written-event count at its last two ticks (oldest first).
+    let mut written_at_ticks = [0u64; 2];
     tokio::spawn(async move {
         loop {
             let timer_fired = tokio::time::timeout(interval, flush_wanted.notified())
@@ -79,7 +100,13 @@ pub(crate) fn spawn_flusher(engine: &Arc<Engine>) {
                 return;
             };
             let flushed = if timer_fired {
-                flush_on_tick(&engine).await
+                let this_nodes = tick_is_this_nodes(&engine, written_at_ticks[0]);
+                written_at_ticks = [written_at_ticks[1], engine.metrics.ingested_events.get()];
+                if this_nodes {
+                    flush_on_tick(&engine).await
+                } else {
+                    Ok(())
+                }
             } else {
                 flush(&engine).await
             };

@@ -16,6 +16,8 @@ struct LogState {
     checkpoint: Option<(u64, String)>,
     /// The node holding the maintenance lease, and until when.
     lease: Option<(String, Instant)>,
+    /// Every record's kind and the node that appended it, in order (truncation keeps them).
+    history: Vec<(String, String)>,
 }
 
 /// One node's handle on an in-memory shared log.
@@ -55,6 +57,11 @@ impl MemoryLog {
             .store(failing, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Every record's kind and the node that appended it, in order (truncation does not remove them).
+    pub(crate) fn history(&self) -> Vec<(String, String)> {
+        self.state().history.clone()
+    }
+
     /// How many records were ever appended (truncation does not lower it).
     pub(crate) fn appended(&self) -> u64 {
         self.state().next_sequence - 1
@@ -88,6 +95,7 @@ impl SharedLog for MemoryLog {
             }
             let sequence = state.next_sequence;
             state.next_sequence += 1;
+            state.history.push((kind.to_string(), self.node.clone()));
             state.records.push(SharedRecord {
                 sequence,
                 kind: kind.to_string(),

@@ -1,5 +1,6 @@
-//! The records of a shared log (see `shared`) and how a node applies them to its state: `entries` (one
-//! group commit: events, deletes, in the WAL's record encoding), `rotate`, `flushed` and `swapped`. The
+//! The records of a shared log (see `shared`) and how a node applies them to its state: `rows` (one group
+//! commit: events as encoded rows, deletes, in the WAL's record encoding; `entries` is the same with the
+//! events' JSON, which older nodes appended), `rotate`, `flushed` and `swapped`. The
 //! local WAL's replay applies its entries with the same [`apply_entry`].
 
 use std::io;
@@ -14,7 +15,11 @@ use crate::state::State;
 use crate::tokens::{TokenIndex, UNIQUENESS_WINDOW_MILLIS};
 use crate::wal::WalEntry;
 
+/// A group commit whose events are JSON text (what a node before encoded rows appended).
 pub(crate) const KIND_ENTRIES: &str = "entries";
+/// A group commit whose events are encoded rows (`WalEntry::Rows`): what nodes append now. A node
+/// that does not know it stops applying the log with an error naming it, instead of misreading it.
+pub(crate) const KIND_ROWS: &str = "rows";
 pub(crate) const KIND_ROTATE: &str = "rotate";
 pub(crate) const KIND_FLUSHED: &str = "flushed";
 pub(crate) const KIND_SWAPPED: &str = "swapped";
@@ -73,6 +78,7 @@ pub(crate) fn apply_entry(
             };
             let target = state.collection_mut(&id);
             let mut earliest = i64::MAX;
+            let mut added = 0usize;
             for json in events {
                 let Some((event, token)) = reload_event(&json) else {
                     tracing::error!(collection = %id.collection, "unreadable event in the log; skipped");
@@ -94,10 +100,34 @@ pub(crate) fn apply_entry(
                 }
                 earliest = earliest.min(event.timestamp_millis);
                 target.append(&event);
+                added += 1;
             }
-            if record_changes {
+            if added > 0 {
+                state.rows_added(0);
+            }
+            if record_changes && added > 0 {
                 state.record_change(&id, earliest);
             }
+        }
+        WalEntry::Rows {
+            project,
+            collection,
+            rows,
+            tokens: row_tokens,
+        } => {
+            let id = CollectionId {
+                project,
+                collection,
+            };
+            apply_rows(
+                state,
+                tokens,
+                &id,
+                rows,
+                &row_tokens,
+                RowsOrigin::Log { deduplicate },
+                record_changes,
+            );
         }
         WalEntry::DeleteCollection {
             project,
@@ -125,6 +155,84 @@ pub(crate) fn apply_entry(
     }
 }
 
+/// Where a batch of rows being applied came from.
+#[derive(Clone, Copy)]
+pub(crate) enum RowsOrigin {
+    /// This node's own write, just committed: its rows count as this node's to flush.
+    OwnWrite,
+    /// A record of the log; `deduplicate`: drop rows whose token was already applied (the local WAL's
+    /// replay keeps them, as they were acknowledged).
+    Log { deduplicate: bool },
+}
+
+/// Adds a write's encoded rows to the state; how many were added. A row whose uniqueness token was
+/// applied within its window before is a duplicate — the same on every node, which apply the same records
+/// in the same order — and is dropped.
+pub(crate) fn apply_rows(
+    state: &mut State,
+    tokens: &mut TokenIndex,
+    id: &CollectionId,
+    rows: arrow::record_batch::RecordBatch,
+    row_tokens: &[(u32, String)],
+    origin: RowsOrigin,
+    record_changes: bool,
+) -> usize {
+    let deduplicate = match origin {
+        RowsOrigin::OwnWrite => true,
+        RowsOrigin::Log { deduplicate } => deduplicate,
+    };
+    let rows = if row_tokens.is_empty() {
+        rows
+    } else {
+        let created_at = rows
+            .column(1)
+            .as_any()
+            .downcast_ref::<arrow::array::TimestampMillisecondArray>()
+            .expect("the second fixed column is keen.created_at")
+            .clone();
+        let index = tokens.entry(id.clone()).or_default();
+        let mut keep = vec![true; rows.num_rows()];
+        for (row, token) in row_tokens {
+            let row = *row as usize;
+            let created_at_millis = created_at.value(row);
+            let duplicate = index.get(token).is_some_and(|first_seen| {
+                created_at_millis - first_seen < UNIQUENESS_WINDOW_MILLIS
+            });
+            if duplicate {
+                keep[row] = !deduplicate;
+            } else {
+                index.insert(token.clone(), created_at_millis);
+            }
+        }
+        if keep.iter().all(|kept| *kept) {
+            rows
+        } else {
+            arrow::compute::filter_record_batch(&rows, &arrow::array::BooleanArray::from(keep))
+                .expect("a mask as long as the batch filters it")
+        }
+    };
+    let added = rows.num_rows();
+    if added == 0 {
+        return 0;
+    }
+    let earliest = arrow::compute::min(
+        rows.column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::TimestampMillisecondArray>()
+            .expect("the first fixed column is keen.timestamp"),
+    )
+    .unwrap_or(i64::MIN);
+    state.collection_mut(id).append_batch(rows);
+    state.rows_added(match origin {
+        RowsOrigin::OwnWrite => added,
+        RowsOrigin::Log { .. } => 0,
+    });
+    if record_changes {
+        state.record_change(id, earliest);
+    }
+    added
+}
+
 /// Applies one shared record, which must be the one after the last applied (a gap means records this node
 /// never applied were removed: an error, never skipped). `maintenance_reflected_through`: maintenance
 /// records at or below it are already in the state (it was loaded from a checkpoint that far) and are
@@ -147,13 +255,13 @@ pub(crate) fn apply_record(
         ));
     }
     let mut applied = Applied::default();
-    let is_maintenance = record.kind != KIND_ENTRIES;
+    let is_maintenance = record.kind != KIND_ENTRIES && record.kind != KIND_ROWS;
     if is_maintenance && record.sequence <= maintenance_reflected_through {
         state.applied_sequence = state.applied_sequence.max(record.sequence);
         return Ok(applied);
     }
     match record.kind.as_str() {
-        KIND_ENTRIES => {
+        KIND_ENTRIES | KIND_ROWS => {
             for entry in crate::wal::decode_entries(&record.payload)? {
                 apply_entry(state, tokens, entry, record_changes, true, &mut applied);
             }

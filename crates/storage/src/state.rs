@@ -48,6 +48,8 @@ pub struct BufferedSize {
     pub rows: usize,
     /// Arrow buffers of sealed and flushing batches plus the row builders' estimate.
     pub bytes: usize,
+    /// Rows this node's own writes added since the last rotate.
+    pub own_rows: usize,
 }
 
 impl CollectionState {
@@ -110,25 +112,58 @@ impl CollectionState {
         batch_bytes + self.buffer.bytes()
     }
 
+    /// Adds a batch of encoded rows (`row_batches`) as it is: the columns it holds join the schema, each
+    /// path's latest kind being that of its last row, as [`CollectionState::append`] would leave it.
+    pub(crate) fn append_batch(&mut self, batch: RecordBatch) {
+        if batch.num_rows() == 0 {
+            return;
+        }
+        for (path, kind) in crate::row_batches::kinds_in_row_order(&batch) {
+            if self.latest_kinds.get(path.as_str()) == Some(&kind) {
+                continue;
+            }
+            self.schema.record(&path, kind);
+            self.latest_kinds.insert(path, kind);
+        }
+        // Rows buffered before this batch stay before it.
+        self.seal();
+        self.push_sealed(batch);
+    }
+
     /// Seals the row buffer so its rows are readable as a batch.
     pub(crate) fn seal(&mut self) {
         let Some(batch) = self.buffer.take_batch() else {
             return;
         };
+        self.push_sealed(batch);
+    }
+
+    /// Adds a sealed batch. Once more than [`MAX_SEALED_BATCHES`] small ones (under [`SEAL_BYTES`]) follow
+    /// the last large one, they are merged into one: queries do not walk thousands of small batches (one
+    /// per group commit with a shared log), and rows are copied a few times at most before they sit in a
+    /// large batch, instead of every batch being merged again each time.
+    fn push_sealed(&mut self, batch: RecordBatch) {
         self.batches_changed();
         self.sealed.push(batch);
-        if self.sealed.len() <= MAX_SEALED_BATCHES {
+        let small_tail = self
+            .sealed
+            .iter()
+            .rev()
+            .take_while(|batch| batch.get_array_memory_size() < SEAL_BYTES)
+            .count();
+        if small_tail <= MAX_SEALED_BATCHES {
             return;
         }
         let schema = crate::columns::schema_with_columns(&self.schema.column_names());
-        let conformed: Vec<RecordBatch> = self
-            .sealed
+        let first_small = self.sealed.len() - small_tail;
+        let conformed: Vec<RecordBatch> = self.sealed[first_small..]
             .iter()
             .map(|batch| crate::columns::conform_batch(batch, &schema))
             .collect();
         let merged = arrow::compute::concat_batches(&schema, &conformed)
             .expect("batches conformed to one schema concatenate");
-        self.sealed = vec![merged];
+        self.sealed.truncate(first_small);
+        self.sealed.push(merged);
     }
 
     pub(crate) fn memory_rows(&self) -> usize {
@@ -147,6 +182,11 @@ pub(crate) struct State {
     /// was refused here and the state lacks records the log holds until the next catch-up applies them.
     /// Reads are refused meanwhile rather than answered short.
     pub behind_log: bool,
+    /// Rows this node's own writes added since the last rotate: with a shared log, the node that takes
+    /// events is the one that flushes them (see `maintenance`).
+    pub own_unflushed_rows: usize,
+    /// When the first row since the last rotate was added, from whichever node.
+    pub unflushed_since: Option<std::time::Instant>,
     pub collections: BTreeMap<CollectionId, CollectionState>,
     next_incarnation: u64,
 }
@@ -198,8 +238,17 @@ impl State {
             .unwrap_or_default()
     }
 
+    /// Notes that rows were added, `own` of them by this node's writes.
+    pub(crate) fn rows_added(&mut self, own: usize) {
+        self.own_unflushed_rows += own;
+        self.unflushed_since
+            .get_or_insert_with(std::time::Instant::now);
+    }
+
     /// Seals every collection's rows and moves every sealed batch to "flushing" (a rotate).
     pub(crate) fn start_flushing(&mut self) {
+        self.own_unflushed_rows = 0;
+        self.unflushed_since = None;
         for collection in self.collections.values_mut() {
             collection.seal();
             let sealed = std::mem::take(&mut collection.sealed);
@@ -217,7 +266,10 @@ impl State {
 
     /// Rows and bytes of every collection's unflushed rows (those being flushed included).
     pub(crate) fn memory_size(&mut self) -> BufferedSize {
-        let mut size = BufferedSize::default();
+        let mut size = BufferedSize {
+            own_rows: self.own_unflushed_rows,
+            ..BufferedSize::default()
+        };
         for collection in self.collections.values_mut() {
             size.rows += collection.memory_rows();
             size.bytes += collection.memory_bytes();

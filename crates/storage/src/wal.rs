@@ -31,6 +31,8 @@ const ENTRY_EVENTS: u8 = 1;
 const ENTRY_DELETE_COLLECTION: u8 = 2;
 const ENTRY_DELETE_EVENTS: u8 = 3;
 const ENTRY_DELETE_PROPERTY: u8 = 4;
+/// Only in the shared log's `rows` records (see `records`); a local segment never holds one.
+const ENTRY_ROWS: u8 = 5;
 /// A record larger than this is treated as corruption (batches are at most 10 MB of JSON).
 const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
 
@@ -65,6 +67,17 @@ pub enum WalEntry {
         earliest: i64,
         /// The latest `keen.timestamp` among them.
         latest: i64,
+    },
+    /// Events of one collection as encoded rows (`row_batches`): what the shared log carries.
+    Rows {
+        /// The project's id.
+        project: String,
+        /// The collection's name.
+        collection: String,
+        /// The events' rows, in the order they were written.
+        rows: arrow::record_batch::RecordBatch,
+        /// Each event's uniqueness token, by row.
+        tokens: Vec<(u32, String)>,
     },
     /// A property (and every property nested under it) of every event.
     DeleteProperty {
@@ -145,6 +158,24 @@ impl WalEntry {
                 put_str(out, collection);
                 put_str(out, property);
             }
+            WalEntry::Rows {
+                project,
+                collection,
+                rows,
+                tokens,
+            } => {
+                out.push(ENTRY_ROWS);
+                put_str(out, project);
+                put_str(out, collection);
+                out.extend_from_slice(&(tokens.len() as u32).to_le_bytes());
+                for (row, token) in tokens {
+                    out.extend_from_slice(&row.to_le_bytes());
+                    put_str(out, token);
+                }
+                let encoded = crate::row_batches::encode_batch(rows);
+                out.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
+                out.extend_from_slice(&encoded);
+            }
         }
         let payload_len = out.len() - start - RECORD_HEADER_BYTES;
         let checksum = crc32c::crc32c(&out[start + RECORD_HEADER_BYTES..]);
@@ -197,6 +228,28 @@ impl WalEntry {
                 collection,
                 property: reader.string()?,
             },
+            ENTRY_ROWS => {
+                let count = reader.u32()? as usize;
+                let mut tokens = Vec::with_capacity(count.min(100_000));
+                for _ in 0..count {
+                    let row = reader.u32()?;
+                    tokens.push((row, reader.string()?));
+                }
+                let length = reader.u32()? as usize;
+                let rows = crate::row_batches::decode_batch(reader.take(length)?)?;
+                if tokens
+                    .iter()
+                    .any(|(row, _)| *row as usize >= rows.num_rows())
+                {
+                    return None;
+                }
+                WalEntry::Rows {
+                    project,
+                    collection,
+                    rows,
+                    tokens,
+                }
+            }
             _ => return None,
         };
         Some((sequence, entry))

@@ -42,11 +42,23 @@ pub(crate) struct Writer {
     pub broken: bool,
 }
 
+/// The events of a staged write, in the form the journal stages them.
+enum StagedRows {
+    /// Appended to memory row by row when applied (a local WAL, which holds the events' JSON).
+    Events(Vec<PreparedEvent>),
+    /// The write's encoded rows, as the shared log carries them: added to memory as they are.
+    Rows {
+        rows: arrow::record_batch::RecordBatch,
+        tokens: Vec<(u32, String)>,
+        json_bytes: u64,
+    },
+}
+
 /// A command whose WAL record is written but not yet committed.
 enum Staged {
     Write {
         collection: CollectionId,
-        stored_events: Vec<PreparedEvent>,
+        stored: StagedRows,
         outcomes: Vec<WriteOutcome>,
         new_tokens: Vec<(String, i64)>,
         reply: oneshot::Sender<io::Result<Vec<WriteOutcome>>>,
@@ -205,7 +217,27 @@ impl Writer {
                 staged.insert(token.clone());
             }
         }
-        if !stored_events.is_empty() {
+        let stored = self.stage_events(&collection, stored_events);
+        Staged::Write {
+            collection,
+            stored,
+            outcomes,
+            new_tokens,
+            reply,
+        }
+    }
+
+    /// Appends a write's stored events to the journal's group, as encoded rows when the journal carries
+    /// them (built once here; every node adds the same batch) or as their JSON.
+    fn stage_events(
+        &mut self,
+        collection: &CollectionId,
+        stored_events: Vec<PreparedEvent>,
+    ) -> StagedRows {
+        if stored_events.is_empty() {
+            return StagedRows::Events(stored_events);
+        }
+        if !self.journal.carries_rows() {
             self.journal.append(&WalEntry::Events {
                 project: collection.project.clone(),
                 collection: collection.collection.clone(),
@@ -214,13 +246,31 @@ impl Writer {
                     .map(|event| event.json.clone()) // a reference count, not a copy
                     .collect(),
             });
+            return StagedRows::Events(stored_events);
         }
-        Staged::Write {
-            collection,
-            stored_events,
-            outcomes,
-            new_tokens,
-            reply,
+        let mut buffer = crate::columns::RowBuffer::default();
+        let mut tokens = Vec::new();
+        let mut json_bytes = 0u64;
+        for (row, event) in stored_events.into_iter().enumerate() {
+            buffer.append(&event.flat);
+            json_bytes += event.json.len() as u64;
+            if let Some(token) = event.uniqueness_token {
+                tokens.push((row as u32, token));
+            }
+        }
+        let rows = buffer
+            .take_batch()
+            .expect("at least one event was appended");
+        self.journal.append(&WalEntry::Rows {
+            project: collection.project.clone(),
+            collection: collection.collection.clone(),
+            rows: rows.clone(),
+            tokens: tokens.clone(),
+        });
+        StagedRows::Rows {
+            rows,
+            tokens,
+            json_bytes,
         }
     }
 
@@ -272,13 +322,14 @@ impl Writer {
             return;
         }
         let mut replies = Vec::with_capacity(staged.len());
+        let state_handle = self.state.clone();
         let buffered_rows = {
-            let mut state = self.state.lock().expect("state lock");
+            let mut state = state_handle.lock().expect("state lock");
             for item in staged {
                 match item {
                     Staged::Write {
                         collection,
-                        stored_events,
+                        stored,
                         outcomes,
                         new_tokens,
                         reply,
@@ -290,37 +341,27 @@ impl Writer {
                                 staged.remove(token);
                             }
                         }
-                        if !stored_events.is_empty() {
-                            // The applied-token index is touched only for a group that carries tokens.
-                            let mut index = (!new_tokens.is_empty())
-                                .then(|| self.tokens.entry(collection.clone()).or_default());
-                            let target = state.collection_mut(&collection);
-                            let mut earliest = i64::MAX;
-                            let (count, mut bytes) = (stored_events.len() as u64, 0);
-                            // Each event is dropped once buffered, so a large write's prepared form
-                            // shrinks as its buffered form grows instead of both being held at once.
-                            for event in stored_events {
-                                // Another node's event with the same token, applied just before this group
-                                // (in log order, as every node applies them), is the one kept.
-                                if let (Some(token), Some(index)) =
-                                    (&event.uniqueness_token, index.as_deref_mut())
-                                {
-                                    let created_at = event.flat.created_at_millis;
-                                    let duplicate = index.get(token).is_some_and(|first_seen| {
-                                        created_at - first_seen < UNIQUENESS_WINDOW_MILLIS
-                                    });
-                                    if duplicate {
-                                        continue;
-                                    }
-                                    index.insert(token.clone(), created_at);
-                                }
-                                target.append(&event.flat);
-                                earliest = earliest.min(event.flat.timestamp_millis);
-                                bytes += event.json.len() as u64;
+                        match stored {
+                            StagedRows::Events(events) => {
+                                self.apply_own_events(&mut state, &collection, events, &new_tokens);
                             }
-                            state.record_change(&collection, earliest);
-                            self.metrics.ingested_events.inc_by(count);
-                            self.metrics.ingested_bytes.inc_by(bytes);
+                            StagedRows::Rows {
+                                rows,
+                                tokens,
+                                json_bytes,
+                            } => {
+                                self.metrics.ingested_events.inc_by(rows.num_rows() as u64);
+                                self.metrics.ingested_bytes.inc_by(json_bytes);
+                                crate::records::apply_rows(
+                                    &mut state,
+                                    &mut self.tokens,
+                                    &collection,
+                                    rows,
+                                    &tokens,
+                                    crate::records::RowsOrigin::OwnWrite,
+                                    true,
+                                );
+                            }
                         }
                         replies.push(Reply::Write(reply, outcomes));
                     }
@@ -358,6 +399,48 @@ impl Writer {
         }
         self.metrics.buffered_rows.set(buffered_rows.rows as i64);
         (self.on_applied)(buffered_rows);
+    }
+
+    /// Appends this node's committed events to memory row by row (a local WAL's group).
+    fn apply_own_events(
+        &mut self,
+        state: &mut State,
+        collection: &CollectionId,
+        stored_events: Vec<PreparedEvent>,
+        new_tokens: &[(String, i64)],
+    ) {
+        if stored_events.is_empty() {
+            return;
+        }
+        // The applied-token index is touched only for a group that carries tokens.
+        let mut index =
+            (!new_tokens.is_empty()).then(|| self.tokens.entry(collection.clone()).or_default());
+        let target = state.collection_mut(collection);
+        let mut earliest = i64::MAX;
+        let (count, mut bytes) = (stored_events.len() as u64, 0);
+        // Each event is dropped once buffered, so a large write's prepared form shrinks as its buffered
+        // form grows instead of both being held at once.
+        for event in stored_events {
+            // Another node's event with the same token, applied just before this group (in log order,
+            // as every node applies them), is the one kept.
+            if let (Some(token), Some(index)) = (&event.uniqueness_token, index.as_deref_mut()) {
+                let created_at = event.flat.created_at_millis;
+                let duplicate = index
+                    .get(token)
+                    .is_some_and(|first_seen| created_at - first_seen < UNIQUENESS_WINDOW_MILLIS);
+                if duplicate {
+                    continue;
+                }
+                index.insert(token.clone(), created_at);
+            }
+            target.append(&event.flat);
+            earliest = earliest.min(event.flat.timestamp_millis);
+            bytes += event.json.len() as u64;
+        }
+        state.rows_added(count as usize);
+        state.record_change(collection, earliest);
+        self.metrics.ingested_events.inc_by(count);
+        self.metrics.ingested_bytes.inc_by(bytes);
     }
 
     fn refuse(&mut self, staged: Vec<Staged>, error: &io::Error) {

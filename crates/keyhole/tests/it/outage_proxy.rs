@@ -1,6 +1,8 @@
 //! A TCP proxy a test puts between nodes and a service (PostgreSQL) to take the service away and bring it
 //! back: `cut` closes every connection through it and refuses new ones (accepted and closed at once, as a
-//! restarting server would), `restore` lets connections through again. It runs on a thread of its own, so
+//! restarting server would); `drop_packets` keeps every connection open but carries nothing either way,
+//! new ones included (a link that loses packets: nothing fails, nothing answers); `restore` lets
+//! connections through again. It runs on a thread of its own, so
 //! it serves whatever runtime the test uses, and stops with the test.
 
 use std::net::SocketAddr;
@@ -12,6 +14,8 @@ use tokio::net::{TcpListener, TcpStream};
 struct ProxyState {
     target: String,
     up: AtomicBool,
+    /// Bytes are read and thrown away instead of forwarded.
+    dropping: Arc<AtomicBool>,
     connections: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
@@ -29,6 +33,7 @@ impl OutageProxy {
         let state = Arc::new(ProxyState {
             target: target.to_string(),
             up: AtomicBool::new(true),
+            dropping: Arc::new(AtomicBool::new(false)),
             connections: Mutex::new(Vec::new()),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -54,12 +59,17 @@ impl OutageProxy {
                             continue;
                         }
                         let target = serving.target.clone();
+                        let dropping = serving.dropping.clone();
                         let task = tokio::spawn(async move {
-                            let Ok(mut server) = TcpStream::connect(&target).await else {
+                            let Ok(server) = TcpStream::connect(&target).await else {
                                 return;
                             };
-                            let mut client = client;
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            let (client_reads, client_writes) = client.into_split();
+                            let (server_reads, server_writes) = server.into_split();
+                            tokio::select! {
+                                () = pump(client_reads, server_writes, dropping.clone()) => {}
+                                () = pump(server_reads, client_writes, dropping) => {}
+                            }
                         });
                         serving
                             .connections
@@ -90,9 +100,37 @@ impl OutageProxy {
         }
     }
 
+    /// The link loses every packet: connections stay open, nothing goes through either way.
+    pub fn drop_packets(&self) {
+        self.state.dropping.store(true, Ordering::SeqCst);
+    }
+
     /// The service is back.
     pub fn restore(&self) {
+        self.state.dropping.store(false, Ordering::SeqCst);
         self.state.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to` until either closes, throwing bytes away while `dropping`.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    dropping: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => read,
+        };
+        if dropping.load(Ordering::SeqCst) {
+            continue;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
     }
 }
 

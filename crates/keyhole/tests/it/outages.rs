@@ -2,7 +2,8 @@
 //! request is answered within 2 s — a write with `503` and `Retry-After` or stored, a read with an answer
 //! or `503` — never a `500`; after it, writes are taken again, every node counts every acknowledged event
 //! exactly once (writes retried on the other node with the same `Idempotency-Key` included), and a key
-//! revoked on one node is refused by the other within a second.
+//! revoked on one node is refused by the other within a second. The same holds when the link loses
+//! packets instead (connections stay open, nothing answers).
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,7 @@ use serde_json::json;
 
 use crate::outage_proxy::OutageProxy;
 use crate::scale_out::Cluster;
-use crate::support::{ProjectKeys, client, send};
+use crate::support::{BinaryServer, ProjectKeys, client, send};
 
 /// What one request during the outage got.
 #[derive(Debug)]
@@ -78,12 +79,20 @@ async fn unique_numbers(base_url: &str, keys: &ProjectKeys) -> (u64, usize) {
     )
 }
 
-#[test]
-fn a_postgresql_outage_is_answered_at_once_and_nothing_is_lost_or_doubled() {
-    if !crate::support::has_cluster_services() {
-        return;
-    }
-    let runtime = tokio::runtime::Runtime::new().unwrap();
+/// Two nodes whose PostgreSQL is reached through a proxy, with events written (some retried on the other
+/// node with the same `Idempotency-Key`) and a read key whose grant node 1 has cached.
+struct ProxiedPair {
+    /// Holds the nodes' data directories.
+    _cluster: Cluster,
+    proxy: OutageProxy,
+    nodes: [BinaryServer; 2],
+    keys: ProjectKeys,
+    reader: String,
+    number: u64,
+    acknowledged: u64,
+}
+
+fn start_proxied_pair(runtime: &tokio::runtime::Runtime) -> ProxiedPair {
     let cluster = runtime.block_on(Cluster::create(2));
     let proxy = OutageProxy::start(&cluster.metadata_address());
     let cluster = cluster.with_metadata_at(&proxy.address.to_string());
@@ -99,8 +108,8 @@ fn a_postgresql_outage_is_answered_at_once_and_nothing_is_lost_or_doubled() {
             assert_eq!(written.0, 201, "{}", written.1);
             acknowledged += 1;
         }
-        // A write retried on the other node with the same Idempotency-Key is stored once (checked below:
-        // no number is counted twice on either node).
+        // A write retried on the other node with the same Idempotency-Key is stored once (checked after
+        // the outage: no number is counted twice on either node).
         for _ in 0..10 {
             number += 1;
             let key = format!("retry-{number}");
@@ -137,69 +146,67 @@ fn a_postgresql_outage_is_answered_at_once_and_nothing_is_lost_or_doubled() {
         }
         reader
     });
-
-    proxy.cut();
-    let mut during = Vec::new();
-    runtime.block_on(async {
-        let outage_started = Instant::now();
-        while outage_started.elapsed() < Duration::from_secs(5) {
-            for node in &nodes {
-                number += 1;
-                let written = timed("write", write_request(&node.base_url, &keys, number)).await;
-                if written.status == 201 {
-                    acknowledged += 1;
-                }
-                during.push(written);
-                during.push(timed("read", count_request(&node.base_url, &keys, &reader)).await);
-            }
-        }
-    });
-    proxy.restore();
-    eprintln!("during the outage: {during:?}");
-    for answer in &during {
-        assert!(
-            answer.took < Duration::from_millis(2500),
-            "an answer took {:?}: {answer:?}",
-            answer.took
-        );
-        assert!(
-            matches!(answer.status, 200 | 201 | 503),
-            "answered {answer:?}"
-        );
-        if answer.status == 503 {
-            assert!(
-                answer.retry_after.is_some(),
-                "503 without Retry-After: {answer:?}"
-            );
-        }
+    ProxiedPair {
+        _cluster: cluster,
+        proxy,
+        nodes,
+        keys,
+        reader,
+        number,
+        acknowledged,
     }
-    assert!(
-        during
-            .iter()
-            .any(|answer| answer.what == "write" && answer.status == 503),
-        "writes are refused while the shared log is unreachable"
-    );
+}
 
-    runtime.block_on(async {
-        // Writes are taken again on both nodes once PostgreSQL is back.
-        for node in &nodes {
-            let deadline = Instant::now() + Duration::from_secs(15);
-            loop {
-                number += 1;
-                let written = send(write_request(&node.base_url, &keys, number)).await;
-                if written.0 == 201 {
-                    acknowledged += 1;
-                    break;
+impl ProxiedPair {
+    /// Writes and reads on both nodes for `seconds`, each timed.
+    fn requests_for(&mut self, runtime: &tokio::runtime::Runtime, seconds: u64) -> Vec<Answer> {
+        let mut during = Vec::new();
+        runtime.block_on(async {
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(seconds) {
+                for node in &self.nodes {
+                    self.number += 1;
+                    let written = timed(
+                        "write",
+                        write_request(&node.base_url, &self.keys, self.number),
+                    )
+                    .await;
+                    if written.status == 201 {
+                        self.acknowledged += 1;
+                    }
+                    during.push(written);
+                    let read = count_request(&node.base_url, &self.keys, &self.reader);
+                    during.push(timed("read", read).await);
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "{} takes no write after the outage: {:?}",
-                    node.base_url,
-                    written
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-        }
+        });
+        during
+    }
+}
+
+#[test]
+fn a_postgresql_outage_is_answered_at_once_and_nothing_is_lost_or_doubled() {
+    if !crate::support::has_cluster_services() {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut pair = start_proxied_pair(&runtime);
+    pair.proxy.cut();
+    let during = pair.requests_for(&runtime, 5);
+    pair.proxy.restore();
+    let ProxiedPair {
+        _cluster,
+        nodes,
+        keys,
+        reader,
+        mut number,
+        mut acknowledged,
+        ..
+    } = pair;
+    eprintln!("during the outage: {during:?}");
+    every_answer_prompt_and_clear(&during);
+    runtime.block_on(async {
+        writes_are_taken_again(&nodes, &keys, &mut number, &mut acknowledged).await;
         // A key revoked on node 0 is refused by node 1 within a second.
         let revoked = send(
             client()
@@ -227,28 +234,126 @@ fn a_postgresql_outage_is_answered_at_once_and_nothing_is_lost_or_doubled() {
             "revocation after the outage reached node 1 in {:?}",
             revoked_at.elapsed()
         );
-        // Every acknowledged event once on every node (a write answered 503 may be stored too, and reach a
-        // node late: the counts are read until two readings agree). Never doubled: each carries its own
-        // number, so the count equals the distinct numbers.
-        for node in &nodes {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let mut previous = None;
-            loop {
-                let reading = unique_numbers(&node.base_url, &keys).await;
-                let (count, unique) = reading;
-                if previous == Some(reading) && count as usize == unique && count >= acknowledged {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{} counts {count} events with {unique} distinct numbers, {acknowledged} acknowledged",
-                    node.base_url
-                );
-                previous = Some(reading);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
+        every_acknowledged_event_once(&nodes, &keys, acknowledged).await;
     });
+}
+
+#[test]
+fn a_postgresql_link_that_loses_packets_is_answered_at_once_and_nothing_is_lost_or_doubled() {
+    if !crate::support::has_cluster_services() {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut pair = start_proxied_pair(&runtime);
+    // Connections stay open and nothing answers: no error tells the nodes, only time does.
+    pair.proxy.drop_packets();
+    let lost_at = Instant::now();
+    let during = pair.requests_for(&runtime, 6);
+    eprintln!("with packets lost: {during:?}");
+    every_answer_prompt_and_clear(&during);
+    // The cached grant is not trusted over a silent link: once the listener has heard nothing for its
+    // limit, node 1 reads the key again, cannot, and refuses.
+    let cached_read = runtime.block_on(timed(
+        "read",
+        count_request(&pair.nodes[1].base_url, &pair.keys, &pair.reader),
+    ));
+    assert!(lost_at.elapsed() > Duration::from_secs(2));
+    assert_eq!(cached_read.status, 503, "{cached_read:?}");
+    pair.proxy.restore();
+    let ProxiedPair {
+        _cluster,
+        nodes,
+        keys,
+        mut number,
+        mut acknowledged,
+        ..
+    } = pair;
+    runtime.block_on(async {
+        writes_are_taken_again(&nodes, &keys, &mut number, &mut acknowledged).await;
+        every_acknowledged_event_once(&nodes, &keys, acknowledged).await;
+    });
+}
+
+/// Every answer within 2.5 s, a 200, 201 or 503 (with `Retry-After`), and some write refused.
+fn every_answer_prompt_and_clear(during: &[Answer]) {
+    for answer in during {
+        assert!(
+            answer.took < Duration::from_millis(2500),
+            "an answer took {:?}: {answer:?}",
+            answer.took
+        );
+        assert!(
+            matches!(answer.status, 200 | 201 | 503),
+            "answered {answer:?}"
+        );
+        if answer.status == 503 {
+            assert!(
+                answer.retry_after.is_some(),
+                "503 without Retry-After: {answer:?}"
+            );
+        }
+    }
+    assert!(
+        during
+            .iter()
+            .any(|answer| answer.what == "write" && answer.status == 503),
+        "writes are refused while the shared log is unreachable"
+    );
+}
+
+/// Writes are taken again on every node (within 15 s of the service's return).
+async fn writes_are_taken_again(
+    nodes: &[BinaryServer],
+    keys: &ProjectKeys,
+    number: &mut u64,
+    acknowledged: &mut u64,
+) {
+    for node in nodes {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            *number += 1;
+            let written = send(write_request(&node.base_url, keys, *number)).await;
+            if written.0 == 201 {
+                *acknowledged += 1;
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} takes no write after the outage: {:?}",
+                node.base_url,
+                written
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Every acknowledged event once on every node (a write answered 503 may be stored too, and reach a node
+/// late: the counts are read until two readings agree). Never doubled: each carries its own number, so
+/// the count equals the distinct numbers.
+async fn every_acknowledged_event_once(
+    nodes: &[BinaryServer],
+    keys: &ProjectKeys,
+    acknowledged: u64,
+) {
+    for node in nodes {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut previous = None;
+        loop {
+            let reading = unique_numbers(&node.base_url, keys).await;
+            let (count, unique) = reading;
+            if previous == Some(reading) && count as usize == unique && count >= acknowledged {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} counts {count} events with {unique} distinct numbers, {acknowledged} acknowledged",
+                node.base_url
+            );
+            previous = Some(reading);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
 
 #[test]

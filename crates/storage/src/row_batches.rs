@@ -1,0 +1,174 @@
+//! Events as encoded rows: how the shared log carries a group's events to the other nodes. The node that
+//! takes a write parses, validates and flattens each event once, builds one Arrow batch of the write's
+//! rows (the same `{path}#{kind}` columns as the row buffer, see `columns`) and appends it to the log as an
+//! Arrow IPC stream; every node, the writer included, adds that batch to its memory as it is. Another
+//! node never parses the events' JSON: taking a group costs it the IPC decode and one copy.
+//!
+//! Design: the decoded batch is copied into buffers of its own (`compact`), because IPC decoding makes
+//! every column a slice of one message buffer and the memory budget counts each array's buffers — an
+//! uncopied batch of 30 columns would count as 30 to 90 times its size. A decoded batch is checked
+//! against the column naming rules before it is used; one that does not conform is refused, as a record
+//! that does not decode.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, MutableArrayData, make_array};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use arrow::record_batch::RecordBatch;
+use keyhole_model::ValueKind;
+
+use crate::columns::{data_type_of, fixed_fields};
+
+/// The batch as an Arrow IPC stream (its schema, then the batch).
+pub(crate) fn encode_batch(batch: &RecordBatch) -> Vec<u8> {
+    let mut out = Vec::with_capacity(batch.get_array_memory_size() + 1024);
+    let mut writer =
+        StreamWriter::try_new(&mut out, &batch.schema()).expect("a batch schema encodes");
+    writer
+        .write(batch)
+        .expect("writing to memory does not fail");
+    writer.finish().expect("writing to memory does not fail");
+    drop(writer);
+    out
+}
+
+/// The one batch of an [`encode_batch`] stream, in buffers of its own; `None` if the bytes do not decode
+/// or the batch does not follow the column rules.
+pub(crate) fn decode_batch(bytes: &[u8]) -> Option<RecordBatch> {
+    let mut reader = StreamReader::try_new(Cursor::new(bytes), None).ok()?;
+    let batch = reader.next()?.ok()?;
+    if reader.next().is_some() || !follows_column_rules(&batch) {
+        return None;
+    }
+    let columns: Vec<ArrayRef> = batch.columns().iter().map(compact).collect::<Option<_>>()?;
+    RecordBatch::try_new(batch.schema(), columns).ok()
+}
+
+/// Whether the batch has the three fixed columns, then only `{path}#{kind}` columns of their kind's type.
+fn follows_column_rules(batch: &RecordBatch) -> bool {
+    let schema = batch.schema();
+    let fixed = fixed_fields();
+    if schema.fields().len() < fixed.len() {
+        return false;
+    }
+    let fixed_match = schema.fields().iter().zip(&fixed).all(|(field, expected)| {
+        field.name() == expected.name() && field.data_type() == expected.data_type()
+    });
+    fixed_match
+        && schema.fields().iter().skip(fixed.len()).all(|field| {
+            ValueKind::split_column_name(field.name())
+                .is_some_and(|(_, kind)| field.data_type() == &data_type_of(kind))
+        })
+}
+
+/// The array copied into buffers holding only its values.
+fn compact(array: &ArrayRef) -> Option<ArrayRef> {
+    let data = array.to_data();
+    let mut copy = MutableArrayData::new(vec![&data], false, array.len());
+    copy.try_extend(0, 0, array.len()).ok()?;
+    Some(make_array(copy.freeze()))
+}
+
+/// Each `(path, kind)` the batch's columns hold, ordered so that a path's kinds come in the order of
+/// their last row: recording them in this order leaves each path's latest kind the kind of its last
+/// value, as appending the rows one by one would.
+pub(crate) fn kinds_in_row_order(batch: &RecordBatch) -> Vec<(String, ValueKind)> {
+    let schema = batch.schema();
+    let mut kinds: Vec<(String, ValueKind, usize)> = Vec::new();
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        let Some((path, kind)) = ValueKind::split_column_name(field.name()) else {
+            continue;
+        };
+        let last_row = last_valid_row(column);
+        kinds.push((path.to_string(), kind, last_row));
+    }
+    // Columns are in name order, so one path's kinds are next to each other; a stable sort by (path,
+    // last row) orders only within a path.
+    kinds.sort_by(|left, right| left.0.cmp(&right.0).then(left.2.cmp(&right.2)));
+    kinds
+        .into_iter()
+        .map(|(path, kind, _)| (path, kind))
+        .collect()
+}
+
+fn last_valid_row(column: &Arc<dyn Array>) -> usize {
+    match column.nulls() {
+        None => column.len(),
+        Some(nulls) => (0..column.len())
+            .rev()
+            .find(|row| nulls.is_valid(*row))
+            .map_or(0, |row| row + 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::columns::RowBuffer;
+    use keyhole_model::{FlatEvent, FlatValue};
+
+    fn event(properties: Vec<(&str, FlatValue)>) -> FlatEvent {
+        FlatEvent {
+            timestamp_millis: 1,
+            created_at_millis: 2,
+            id: "id".into(),
+            properties: properties
+                .into_iter()
+                .map(|(path, value)| (path.to_string(), value))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_batch_round_trips_into_buffers_of_its_own() {
+        let mut buffer = RowBuffer::default();
+        for number in 0..100 {
+            buffer.append(&event(vec![
+                ("n", FlatValue::Num(f64::from(number))),
+                ("s", FlatValue::Str(format!("text {number}"))),
+            ]));
+        }
+        let batch = buffer.take_batch().unwrap();
+        let bytes = encode_batch(&batch);
+        let decoded = decode_batch(&bytes).unwrap();
+        assert_eq!(decoded, batch);
+        // Each column counts its own values, not the whole message.
+        assert!(decoded.get_array_memory_size() < bytes.len() * 2);
+    }
+
+    #[test]
+    fn bytes_that_are_not_a_conforming_batch_are_refused() {
+        assert!(decode_batch(b"not arrow").is_none());
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("x", arrow::datatypes::DataType::Int32, false),
+        ]));
+        let odd = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(arrow::array::Int32Array::from(vec![1]))],
+        )
+        .unwrap();
+        assert!(decode_batch(&encode_batch(&odd)).is_none());
+    }
+
+    #[test]
+    fn kinds_come_in_the_order_of_their_last_row() {
+        let mut buffer = RowBuffer::default();
+        buffer.append(&event(vec![("a", FlatValue::Str("x".into()))]));
+        buffer.append(&event(vec![("a", FlatValue::Num(1.0))]));
+        buffer.append(&event(vec![
+            ("a", FlatValue::Str("y".into())),
+            ("b", FlatValue::Null),
+        ]));
+        let batch = buffer.take_batch().unwrap();
+        assert_eq!(
+            kinds_in_row_order(&batch),
+            [
+                ("a".to_string(), ValueKind::Num),
+                ("a".to_string(), ValueKind::Str),
+                ("b".to_string(), ValueKind::Null),
+            ]
+        );
+    }
+}
