@@ -18,8 +18,8 @@ pub async fn run(options: &ClusterOptions) -> anyhow::Result<String> {
     let url = fresh_database(&options.postgres_url).await?;
     let store = keyhole_meta::MetaStore::open(&url).await?;
     let log = store.cluster_log();
-    let mut report = format!(
-        "| record size | appenders | records/s | MB/s | median append ms |\n|---|---|---|---|---|\n"
+    let mut report = String::from(
+        "| record size | appenders | records/s | MB/s | median append ms |\n|---|---|---|---|---|\n",
     );
     for bytes in PAYLOAD_BYTES {
         let payload = Arc::new(vec![7u8; bytes]);

@@ -39,6 +39,8 @@ pub(crate) struct CollectionState {
     /// The bytes of `sealed` and `flushing`, computed when first asked after they changed
     /// ([`CollectionState::batches_changed`]).
     batch_bytes: Option<usize>,
+    /// How many batches under [`SEAL_BYTES`] end `sealed`, when known (see [`CollectionState::push_sealed`]).
+    small_tail: Option<usize>,
 }
 
 /// What the unflushed rows of the engine hold.
@@ -98,6 +100,7 @@ impl CollectionState {
     /// Marks `sealed` or `flushing` as changed, so their bytes are counted again.
     pub(crate) fn batches_changed(&mut self) {
         self.batch_bytes = None;
+        self.small_tail = None;
     }
 
     /// The bytes the collection's unflushed rows hold.
@@ -106,7 +109,7 @@ impl CollectionState {
             self.sealed
                 .iter()
                 .chain(&self.flushing)
-                .map(RecordBatch::get_array_memory_size)
+                .map(crate::row_batches::batch_memory_bytes)
                 .sum()
         });
         batch_bytes + self.buffer.bytes()
@@ -143,17 +146,29 @@ impl CollectionState {
     /// per group commit with a shared log), and rows are copied a few times at most before they sit in a
     /// large batch, instead of every batch being merged again each time.
     fn push_sealed(&mut self, batch: RecordBatch) {
-        self.batches_changed();
+        // Counted as it comes, not by walking every batch again: this runs for every group commit.
+        let added_bytes = crate::row_batches::batch_memory_bytes(&batch);
+        let small_tail = match self.small_tail {
+            Some(known) => known,
+            None => self
+                .sealed
+                .iter()
+                .rev()
+                .take_while(|batch| crate::row_batches::batch_memory_bytes(batch) < SEAL_BYTES)
+                .count(),
+        };
+        let small_tail = if added_bytes < SEAL_BYTES {
+            small_tail + 1
+        } else {
+            0
+        };
         self.sealed.push(batch);
-        let small_tail = self
-            .sealed
-            .iter()
-            .rev()
-            .take_while(|batch| batch.get_array_memory_size() < SEAL_BYTES)
-            .count();
+        self.batch_bytes = self.batch_bytes.map(|bytes| bytes + added_bytes);
+        self.small_tail = Some(small_tail);
         if small_tail <= MAX_SEALED_BATCHES {
             return;
         }
+        self.batches_changed();
         let schema = crate::columns::schema_with_columns(&self.schema.column_names());
         let first_small = self.sealed.len() - small_tail;
         let conformed: Vec<RecordBatch> = self.sealed[first_small..]
