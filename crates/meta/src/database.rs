@@ -37,15 +37,23 @@ const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// lookup is answered 503 instead of hanging until TCP gives up.
 const POSTGRES_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How often PostgreSQL is probed after a key lookup found it unreachable. Meanwhile lookups fail at once
+/// (`keyhole_model::reachability`): during an outage a request is answered 503 at once instead of after
+/// its own timeout.
+const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
 #[derive(Clone)]
 pub(crate) struct Database {
     pub pool: AnyPool,
     pub backend: Backend,
+    /// Set while PostgreSQL is known unreachable (see [`PROBE_INTERVAL`]).
+    reachability: keyhole_model::reachability::Reachability,
 }
 
 impl Database {
     /// Runs a lookup a request waits on, bounded on PostgreSQL by [`POSTGRES_LOOKUP_TIMEOUT`] (a timeout is
-    /// an unreachable database, [`MetaError::is_unavailable`]).
+    /// an unreachable database, [`MetaError::is_unavailable`]); while PostgreSQL is known unreachable,
+    /// fails at once.
     pub(crate) async fn bounded_lookup<T>(
         &self,
         lookup: impl std::future::Future<Output = Result<T>>,
@@ -53,13 +61,20 @@ impl Database {
         if self.backend != Backend::Postgres {
             return lookup.await;
         }
-        match tokio::time::timeout(POSTGRES_LOOKUP_TIMEOUT, lookup).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(MetaError::Database(sqlx::Error::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the metadata database did not answer in time",
-            )))),
+        if self.reachability.is_unreachable() {
+            return Err(unreachable("the metadata database is unreachable"));
         }
+        let outcome = tokio::time::timeout(POSTGRES_LOOKUP_TIMEOUT, lookup)
+            .await
+            .unwrap_or_else(|_| Err(unreachable("the metadata database did not answer in time")));
+        if let Err(error) = &outcome
+            && error.is_unavailable()
+            && self.reachability.mark_unreachable()
+        {
+            tracing::warn!(%error, "the metadata database is unreachable; key lookups fail at once until it answers");
+            tokio::spawn(probe_database(self.pool.clone(), self.reachability.clone()));
+        }
+        outcome
     }
 
     /// Connects to `url` (`sqlite://path` or `postgres://…`), creating a SQLite file if needed.
@@ -100,7 +115,11 @@ impl Database {
             })
             .connect_with(options)
             .await?;
-        Ok(Database { pool, backend })
+        Ok(Database {
+            pool,
+            backend,
+            reachability: keyhole_model::reachability::Reachability::default(),
+        })
     }
 
     /// A transaction that writes, holding the backend's write lock from its start (see the module note).
@@ -150,6 +169,27 @@ pub async fn create_postgres_database(server_url: &str, name: &str) -> Result<St
         .execute(&mut admin)
         .await?;
     Ok(format!("{base}/{name}"))
+}
+
+/// Runs `SELECT 1` every [`PROBE_INTERVAL`] until it answers, then lets lookups through.
+async fn probe_database(pool: AnyPool, reachability: keyhole_model::reachability::Reachability) {
+    loop {
+        tokio::time::sleep(PROBE_INTERVAL).await;
+        let probe = sqlx::query("SELECT 1").execute(&pool);
+        if let Ok(Ok(_)) = tokio::time::timeout(POSTGRES_LOOKUP_TIMEOUT, probe).await {
+            reachability.mark_reachable();
+            tracing::info!("the metadata database answers again");
+            return;
+        }
+    }
+}
+
+/// An unreachable-database error (timed out), as [`MetaError::is_unavailable`] tells.
+fn unreachable(message: &str) -> MetaError {
+    MetaError::Database(sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        message.to_string(),
+    )))
 }
 
 fn backend_of(url: &str) -> Result<Backend> {

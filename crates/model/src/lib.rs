@@ -23,6 +23,7 @@ pub mod names;
 pub mod origins;
 pub mod query;
 pub mod query_string;
+pub mod reachability;
 pub mod saved_query;
 pub mod strict_json;
 pub mod tenant;

@@ -45,10 +45,10 @@ const READ_BATCH: usize = 1_000;
 /// lost never answers nor fails; past this the call is an error, so the group is refused at once (503)
 /// instead of every write behind it hanging until TCP gives up.
 const LOG_CALL_TIMEOUT: Duration = Duration::from_millis(1500);
-/// After a call found the log's database unreachable, calls fail at once for this long (then one is
-/// tried again): the writer thread does not spend a timeout on every group and catch-up while it is away,
-/// so a write waits at most about one timeout before it is refused.
-const UNREACHABLE_PAUSE: Duration = Duration::from_secs(1);
+/// How often a node whose log calls found the database unreachable probes it. Meanwhile the calls fail at
+/// once (`keyhole_model::reachability`): the writer thread does not spend a timeout on every group and
+/// catch-up while the database is away, so only the write that found it away waits one timeout.
+const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// One node's journal in a shared log.
 pub(crate) struct LogJournal {
@@ -60,8 +60,8 @@ pub(crate) struct LogJournal {
     /// Records read at a time: halved after a read that timed out (a slow link still makes progress),
     /// doubled back after each one that did not.
     read_batch: std::sync::atomic::AtomicUsize,
-    /// Until when calls fail at once (see [`UNREACHABLE_PAUSE`]).
-    unreachable_until: Mutex<Option<std::time::Instant>>,
+    /// Set while the log's database is known unreachable (see [`PROBE_INTERVAL`]).
+    reachability: keyhole_model::reachability::Reachability,
     delete_grace: Duration,
     /// The release of this node's last maintenance lease, awaited before the next is taken.
     lease_release: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
@@ -134,7 +134,7 @@ impl LogJournal {
             runtime: tokio::runtime::Handle::current(),
             pending: Mutex::default(),
             read_batch: std::sync::atomic::AtomicUsize::new(READ_BATCH),
-            unreachable_until: Mutex::default(),
+            reachability: keyhole_model::reachability::Reachability::default(),
             delete_grace,
             lease_release: Arc::default(),
         };
@@ -147,42 +147,26 @@ impl LogJournal {
     }
 
     /// Runs one call to the log on the writer thread, bounded by [`LOG_CALL_TIMEOUT`]; while the log's
-    /// database was just found unreachable, fails at once.
+    /// database is known unreachable, fails at once.
     fn call_log<T>(&self, call: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
-        let mut unreachable_until = self
-            .unreachable_until
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if unreachable_until.is_some_and(|until| std::time::Instant::now() < until) {
+        if self.reachability.is_unreachable() {
             return Err(io::Error::new(
                 io::ErrorKind::NotConnected,
-                "the shared log's database was unreachable moments ago",
+                "the shared log's database is unreachable",
             ));
         }
-        let outcome = self.runtime.block_on(async {
-            tokio::time::timeout(LOG_CALL_TIMEOUT, call)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "the shared log's database did not answer within {} ms",
-                            LOG_CALL_TIMEOUT.as_millis()
-                        ),
-                    ))
-                })
-        });
-        *unreachable_until = match &outcome {
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    io::ErrorKind::TimedOut | io::ErrorKind::NotConnected
-                ) =>
-            {
-                Some(std::time::Instant::now() + UNREACHABLE_PAUSE)
-            }
-            _ => None,
-        };
+        let outcome = self.runtime.block_on(bounded_log_call(call));
+        if let Err(error) = &outcome
+            && matches!(
+                error.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::NotConnected
+            )
+            && self.reachability.mark_unreachable()
+        {
+            tracing::warn!(%error, "the shared log's database is unreachable; log calls fail at once until it answers");
+            self.runtime
+                .spawn(probe_log(self.log.clone(), self.reachability.clone()));
+        }
         outcome
     }
 
@@ -320,6 +304,41 @@ impl LogJournal {
             replaced.into_iter().map(|(old, _)| old).collect(),
         );
         Ok(true)
+    }
+}
+
+/// A call to the log, bounded by [`LOG_CALL_TIMEOUT`] (a timeout is `TimedOut`).
+async fn bounded_log_call<T>(
+    call: impl std::future::Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    tokio::time::timeout(LOG_CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the shared log's database did not answer within {} ms",
+                    LOG_CALL_TIMEOUT.as_millis()
+                ),
+            ))
+        })
+}
+
+/// Reads the log's tail every [`PROBE_INTERVAL`] until the database answers, then lets calls through.
+async fn probe_log(
+    log: Arc<dyn SharedLog>,
+    reachability: keyhole_model::reachability::Reachability,
+) {
+    loop {
+        tokio::time::sleep(PROBE_INTERVAL).await;
+        if bounded_log_call(log.read_after(u64::MAX / 2, 1))
+            .await
+            .is_ok()
+        {
+            reachability.mark_reachable();
+            tracing::info!("the shared log's database answers again");
+            return;
+        }
     }
 }
 
