@@ -47,6 +47,7 @@ mod statistics;
 mod storage;
 mod tokens;
 pub mod wal;
+mod wal_entry;
 mod writer;
 
 pub use commands::WriteOutcome;
