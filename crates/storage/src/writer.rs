@@ -390,6 +390,10 @@ impl Writer {
             }
             state.memory_size()
         };
+        // The memory budget counts the group before anyone hears it was stored: a write that follows an
+        // acknowledged one is admitted (or held back) knowing what that one added.
+        self.metrics.buffered_rows.set(buffered_rows.rows as i64);
+        (self.on_applied)(buffered_rows);
         for reply in replies {
             match reply {
                 Reply::Write(sender, outcomes) => drop(sender.send(Ok(outcomes))),
@@ -397,8 +401,6 @@ impl Writer {
                 Reply::Edit(sender, removed) => drop(sender.send(Ok(removed))),
             }
         }
-        self.metrics.buffered_rows.set(buffered_rows.rows as i64);
-        (self.on_applied)(buffered_rows);
     }
 
     /// Appends this node's committed events to memory row by row (a local WAL's group).
