@@ -9,9 +9,10 @@
 //! request reads the database), and once a connection listens again the cache is cleared before it is
 //! used, so a change is never hidden longer than a notification's delivery (measured in
 //! `docs/scale-out.md`), however the connection fares. A connection whose packets are lost fails nothing
-//! and delivers nothing: every node sends a heartbeat notification every [`HEARTBEAT_INTERVAL`], and a
-//! listener that hears nothing for [`SILENCE_LIMIT`] counts its connection as lost (cache off, listen
-//! again) — so a silent link costs at most that long of trusting the cache.
+//! and delivers nothing: every node sends a heartbeat notification every [`HEARTBEAT_INTERVAL`], and while
+//! a listener hears nothing for [`SILENCE_LIMIT`] the cache is off — so a silent link costs at most that
+//! long of trusting the cache. The connection is kept (a slow one delivers what it queued, so no change is
+//! missed and the change hooks still run); only an error ends it.
 
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ pub(crate) const CHANNEL: &str = "keyhole_key_changes";
 const HEARTBEAT: &str = "heartbeat";
 /// How often each node sends a heartbeat on the channel.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(300);
-/// A listener that hears nothing (not even a heartbeat) for this long counts its connection as lost.
+/// While a listener hears nothing (not even a heartbeat) for this long, the grant cache is off.
 const SILENCE_LIMIT: Duration = Duration::from_millis(1500);
 
 /// Pause before listening again after the connection failed.
@@ -107,18 +108,16 @@ async fn listen(store: &MetaStore, url: &str) -> Result<()> {
     // Whatever changed while nobody listened is forgotten before the cache is trusted again.
     store.resolved_keys.invalidate();
     store.resolved_keys.set_enabled(true);
-    loop {
-        // Dropping `try_recv` mid-message is harmless here: the connection is dropped with it.
-        let Ok(received) = tokio::time::timeout(SILENCE_LIMIT, listener.try_recv()).await else {
-            tracing::warn!(
-                silent_ms = SILENCE_LIMIT.as_millis() as u64,
-                "the key change listener heard nothing, not even a heartbeat; its connection counts as lost"
-            );
-            return Ok(());
-        };
-        let Some(notification) = received? else {
-            return Ok(());
-        };
+    let hearing = std::sync::Arc::new(std::sync::Mutex::new(Hearing {
+        last_heard: tokio::time::Instant::now(),
+        silent: false,
+    }));
+    let _watchdog = AbortOnDrop(tokio::spawn(watch_for_silence(
+        store.clone(),
+        hearing.clone(),
+    )));
+    while let Some(notification) = listener.try_recv().await? {
+        heard(store, &hearing);
         let Some((node_id, project_id)) = notification.payload().split_once(' ') else {
             continue;
         };
@@ -127,5 +126,56 @@ async fn listen(store: &MetaStore, url: &str) -> Result<()> {
         }
         tracing::debug!(project_id, "key change from another node");
         store.key_changed(project_id).await;
+    }
+    Ok(())
+}
+
+/// When the listener last heard anything, and whether the watchdog found it silent.
+struct Hearing {
+    last_heard: tokio::time::Instant,
+    silent: bool,
+}
+
+/// Aborts the task when dropped (the watchdog ends with its listener).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The listener heard something: a silent connection speaks again. It delivers what it queued meanwhile,
+/// so nothing was missed; the cache is trusted again.
+fn heard(store: &MetaStore, hearing: &std::sync::Mutex<Hearing>) {
+    let mut hearing = hearing
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    hearing.last_heard = tokio::time::Instant::now();
+    if hearing.silent {
+        hearing.silent = false;
+        store.resolved_keys.invalidate();
+        store.resolved_keys.set_enabled(true);
+        tracing::info!("the key change listener hears again; the grant cache is used again");
+    }
+}
+
+/// Turns the grant cache off while the listener hears nothing for [`SILENCE_LIMIT`]: the connection may be
+/// losing packets (a change would not arrive) or only slow (it would, late). The connection is kept: once
+/// it speaks again it delivers what it queued, so no change is missed either way.
+async fn watch_for_silence(store: MetaStore, hearing: std::sync::Arc<std::sync::Mutex<Hearing>>) {
+    loop {
+        tokio::time::sleep(HEARTBEAT_INTERVAL).await;
+        let mut hearing = hearing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !hearing.silent && hearing.last_heard.elapsed() > SILENCE_LIMIT {
+            hearing.silent = true;
+            store.resolved_keys.set_enabled(false);
+            tracing::warn!(
+                silent_ms = SILENCE_LIMIT.as_millis() as u64,
+                "the key change listener heard nothing, not even a heartbeat; the grant cache is off until it does"
+            );
+        }
     }
 }
