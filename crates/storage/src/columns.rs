@@ -273,11 +273,12 @@ impl RowBuffer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use keyhole_model::FlatValue;
 
-    fn event(properties: Vec<(&str, FlatValue)>) -> FlatEvent {
+    /// A flattened event with these properties (fixed times and id).
+    pub(crate) fn event(properties: Vec<(&str, FlatValue)>) -> FlatEvent {
         FlatEvent {
             timestamp_millis: 1,
             created_at_millis: 2,

@@ -93,17 +93,27 @@ fn follows_column_rules(batch: &RecordBatch) -> bool {
 /// value, as appending the rows one by one would.
 pub(crate) fn kinds_in_row_order(batch: &RecordBatch) -> Vec<(String, ValueKind)> {
     let schema = batch.schema();
-    let mut kinds: Vec<(String, ValueKind, usize)> = Vec::new();
+    let mut kinds: Vec<(String, ValueKind, &Arc<dyn Array>)> = Vec::new();
     for (field, column) in schema.fields().iter().zip(batch.columns()) {
         let Some((path, kind)) = ValueKind::split_column_name(field.name()) else {
             continue;
         };
-        let last_row = last_valid_row(column);
-        kinds.push((path.to_string(), kind, last_row));
+        kinds.push((path.to_string(), kind, column));
     }
-    // Columns are in name order, so one path's kinds are next to each other; a stable sort by (path,
-    // last row) orders only within a path.
-    kinds.sort_by(|left, right| left.0.cmp(&right.0).then(left.2.cmp(&right.2)));
+    // Columns are in name order, so one path's kinds are next to each other; only a path with several
+    // kinds needs its columns' last rows (a scan of the column), and only its run is reordered.
+    let mut start = 0;
+    while start < kinds.len() {
+        let end = start
+            + kinds[start..]
+                .iter()
+                .take_while(|(path, _, _)| *path == kinds[start].0)
+                .count();
+        if end - start > 1 {
+            kinds[start..end].sort_by_key(|(_, _, column)| last_valid_row(column));
+        }
+        start = end;
+    }
     kinds
         .into_iter()
         .map(|(path, kind, _)| (path, kind))
@@ -124,19 +134,8 @@ fn last_valid_row(column: &Arc<dyn Array>) -> usize {
 mod tests {
     use super::*;
     use crate::columns::RowBuffer;
-    use keyhole_model::{FlatEvent, FlatValue};
-
-    fn event(properties: Vec<(&str, FlatValue)>) -> FlatEvent {
-        FlatEvent {
-            timestamp_millis: 1,
-            created_at_millis: 2,
-            id: "id".into(),
-            properties: properties
-                .into_iter()
-                .map(|(path, value)| (path.to_string(), value))
-                .collect(),
-        }
-    }
+    use crate::columns::tests::event;
+    use keyhole_model::FlatValue;
 
     #[test]
     fn a_batch_round_trips_and_counts_its_message_once() {
